@@ -1,0 +1,100 @@
+/**
+ * The one error class lowtide throws on purpose. Every error has a stable
+ * `code`; I/O errors also carry `errno` and the byte `offset` involved.
+ */
+
+/** Stable error codes. Add new ones here, never rename. */
+export const ErrorCodes = [
+  'INVALID_ARGUMENT', // an option or argument is wrong (the message names it)
+  'NOT_FOUND', // a path does not exist
+  'PERMISSION_DENIED', // the OS refused access
+  'OPEN_FAILED', // opening a source failed for another reason
+  'NOT_A_SOURCE', // a directory, socket, ... where a file or block device was expected
+  'EMPTY_SOURCE', // a source of 0 bytes
+  'DIRECT_UNSUPPORTED', // O_DIRECT was required but is refused
+  'URING_UNAVAILABLE', // io_uring was required but the kernel refuses it
+  'UNALIGNED', // an offset or size does not meet the alignment the source needs
+  'OUT_OF_RANGE', // an extent reaches past the end of the source
+  'IO_ERROR', // a read or write failed (errno and offset say more)
+  'SHORT_READ', // the source ended before the requested bytes
+  'CLOSED', // the source or reader was closed
+  'BUSY', // a call that needs exclusive use ran concurrently
+  'ABORTED', // an AbortSignal fired
+  'OUTPUT_EXISTS', // the output exists and overwriting was not requested
+  'WRITE_FAILED', // writing an output failed
+  'NO_SPACE', // the target ran out of space
+  'FAT_CORRUPT', // a FAT file system is inconsistent
+  'PARTITION_CORRUPT', // a partition table is inconsistent
+  'UNSUPPORTED', // valid input that this version cannot handle
+  'INTERNAL', // a bug: please report it
+] as const;
+
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+export interface LowtideErrorDetails {
+  cause?: unknown;
+  errno?: number;
+  offset?: number;
+  path?: string;
+}
+
+export class LowtideError extends Error {
+  override readonly name = 'LowtideError';
+  readonly code: ErrorCode;
+  readonly errno?: number;
+  readonly offset?: number;
+  readonly path?: string;
+
+  constructor(code: ErrorCode, message: string, details: LowtideErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.code = code;
+    if (details.errno !== undefined) this.errno = details.errno;
+    if (details.offset !== undefined) this.offset = details.offset;
+    if (details.path !== undefined) this.path = details.path;
+  }
+}
+
+const knownCodes: ReadonlySet<string> = new Set(ErrorCodes);
+
+function errnoCode(code: string | undefined): ErrorCode | undefined {
+  switch (code) {
+    case 'ENOENT':
+      return 'NOT_FOUND';
+    case 'EACCES':
+    case 'EPERM':
+      return 'PERMISSION_DENIED';
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return 'NO_SPACE';
+    case 'EISDIR':
+      return 'NOT_A_SOURCE';
+    case 'EEXIST':
+      return 'OUTPUT_EXISTS';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Turns anything thrown by the addon or by Node into a LowtideError, keeping
+ * the original as `cause`. `fallback` is the code used when nothing better is
+ * known. The new error's stack is captured here, in the caller's frame chain.
+ */
+export function toLowtideError(err: unknown, fallback: ErrorCode = 'INTERNAL', context?: string): LowtideError {
+  if (err instanceof LowtideError) return err;
+  if (err instanceof Error) {
+    const e = err as Error & { code?: unknown; errno?: unknown; offset?: unknown; path?: unknown };
+    const raw = typeof e.code === 'string' ? e.code : undefined;
+    const code: ErrorCode =
+      raw !== undefined && knownCodes.has(raw) ? (raw as ErrorCode) : (errnoCode(raw) ?? fallback);
+    const errno = typeof e.errno === 'number' ? Math.abs(e.errno) : undefined;
+    const offset = typeof e.offset === 'number' ? e.offset : undefined;
+    const path = typeof e.path === 'string' ? e.path : undefined;
+    const message = context ? `${context}: ${e.message}` : e.message;
+    return new LowtideError(code, message, { cause: err, errno, offset, path });
+  }
+  if (err !== null && typeof err === 'object' && 'name' in err && (err as { name: unknown }).name === 'AbortError') {
+    return new LowtideError('ABORTED', 'the operation was aborted', { cause: err });
+  }
+  return new LowtideError(fallback, context ? `${context}: ${String(err)}` : String(err), { cause: err });
+}

@@ -1,0 +1,14 @@
+// Registers the binding; nothing else.
+#include <napi.h>
+
+#include "napi/binding.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new lowtide::napi::AddonData());
+  lowtide::napi::init_source(env, exports);
+  lowtide::napi::init_reader(env, exports);
+  lowtide::napi::init_util(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(lowtide, Init)

@@ -1,0 +1,495 @@
+#include "io/read_engine.h"
+
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "io/uring.h"
+
+namespace lowtide::io {
+namespace {
+
+constexpr uint64_t kWakeTag = ~uint64_t(0);
+
+uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+std::string range_text(uint64_t off, uint64_t len) {
+  return "[" + std::to_string(off) + ", " + std::to_string(off + len) + ")";
+}
+
+}  // namespace
+
+uint64_t ReadEngine::now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& c)
+    : source_(std::move(source)),
+      fd_(source_->fd()),
+      align_(source_->geometry().direct ? source_->geometry().logical_sector_size : 1),
+      extents_(std::move(extents)),
+      block_size_(c.block_size),
+      max_block_size_(std::max(c.block_size, c.max_block_size)),
+      queue_depth_(std::max<uint32_t>(1, c.queue_depth)),
+      max_queue_depth_(std::max(std::max<uint32_t>(1, c.queue_depth), c.max_queue_depth)),
+      ordered_(c.ordered) {
+  // Drop empty extents so the cursor never produces a zero-length request.
+  extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }),
+                 extents_.end());
+  // A request may start and end inside a sector: room for one sector of
+  // padding on each side, rounded to the memory alignment.
+  uint64_t mem_align = std::max<uint64_t>(4096, source_->geometry().memory_alignment);
+  slot_size_ = round_up(uint64_t(max_block_size_) + 2ull * align_, mem_align);
+  slot_count_ = size_t(max_queue_depth_) + std::max<uint32_t>(1, c.held_buffers);
+  // Virtual size only: pages become resident when a slot is first used, and
+  // slots are reused LIFO, so resident memory follows the queue depth in use.
+  slab_ = std::make_shared<AlignedMemory>(slot_size_ * slot_count_, mem_align);
+  slot_state_.assign(slot_count_, kFree);
+  free_slots_.reserve(slot_count_);
+  for (size_t i = slot_count_; i-- > 0;) free_slots_.push_back(uint32_t(i));
+  stats_.queue_depth = queue_depth_;
+  stats_.block_size = block_size_;
+}
+
+ReadEngine::~ReadEngine() = default;
+
+void ReadEngine::start(Notify notify) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    notify_ = std::move(notify);
+    started_ = true;
+    if (extents_.empty()) {
+      finished_ = true;
+      if (notify_) notify_();
+      return;
+    }
+  }
+  launch();
+}
+
+bool ReadEngine::can_submit_locked() const {
+  return !stop_requested_ && !error_ && in_flight_ < queue_depth_ && !free_slots_.empty() && !cursor_exhausted_locked();
+}
+
+ReadEngine::Request ReadEngine::next_request_locked() {
+  const Extent& e = extents_[extent_index_];
+  uint64_t off = e.offset + extent_pos_;
+  uint64_t end_of_extent = e.offset + e.length;
+  uint64_t bs = block_size_;
+  uint64_t boundary = (off / bs + 1) * bs;  // split at absolute block boundaries
+  uint64_t end = std::min(end_of_extent, boundary);
+  Request r;
+  r.seq = next_seq_++;
+  r.offset = off;
+  r.length = uint32_t(end - off);
+  r.aoffset = off / align_ * align_;
+  r.alength = uint32_t(round_up(end, align_) - r.aoffset);
+  extent_pos_ += r.length;
+  if (off + r.length >= end_of_extent) {
+    ++extent_index_;
+    extent_pos_ = 0;
+  }
+  r.slot = free_slots_.back();
+  free_slots_.pop_back();
+  slot_state_[r.slot] = kInFlight;
+  ++in_flight_;
+  stats_.max_in_flight_seen = std::max(stats_.max_in_flight_seen, in_flight_);
+  return r;
+}
+
+bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
+  if (res == -EAGAIN || res == -EINTR) return true;  // transient: resubmit the remainder
+  if (res < 0) {
+    int e = int(-res);
+    --in_flight_;
+    slot_state_[r.slot] = kFree;
+    free_slots_.push_back(r.slot);
+    fail_locked(IoError("IO_ERROR",
+                        "read of " + source_->path() + " failed at offset " + std::to_string(r.aoffset + r.done) +
+                            " (block " + range_text(r.offset, r.length) + "): " + errno_text(e),
+                        e, int64_t(r.aoffset + r.done)));
+    return false;
+  }
+  r.done += uint32_t(res);
+  stats_.bytes_read += uint64_t(res);
+  uint64_t needed = r.offset + r.length - r.aoffset;
+  if (r.done < needed) {
+    if (res > 0 && r.done < r.alength) return true;  // short read mid-way: read the rest
+    --in_flight_;
+    slot_state_[r.slot] = kFree;
+    free_slots_.push_back(r.slot);
+    uint64_t at = r.aoffset + r.done;
+    fail_locked(IoError("SHORT_READ",
+                        source_->path() + " ended at offset " + std::to_string(at) + " while reading block " +
+                            range_text(r.offset, r.length) + " (was the source truncated?)",
+                        0, int64_t(at)));
+    return false;
+  }
+  --in_flight_;
+  Completion c{r.offset, r.length, r.slot, uint32_t(r.offset - r.aoffset), now - r.submit_ns};
+  ++stats_.requests_completed;
+  stats_.bytes_delivered += r.length;
+  if (stop_requested_) {
+    slot_state_[r.slot] = kFree;
+    free_slots_.push_back(r.slot);
+    return false;
+  }
+  slot_state_[r.slot] = kReady;
+  bool was_empty = ready_.empty();
+  if (!ordered_ || r.seq == next_deliver_seq_) {
+    ready_.push_back(c);
+    if (ordered_) {
+      ++next_deliver_seq_;
+      for (auto it = reorder_.begin(); it != reorder_.end() && it->first == next_deliver_seq_;) {
+        ready_.push_back(it->second);
+        ++next_deliver_seq_;
+        it = reorder_.erase(it);
+      }
+    }
+  } else {
+    reorder_.emplace(r.seq, c);
+  }
+  if (was_empty && !ready_.empty() && consumer_waiting_) {
+    consumer_waiting_ = false;
+    if (notify_) notify_();
+  }
+  return false;
+}
+
+void ReadEngine::fail_locked(IoError err) {
+  if (!error_) error_ = std::move(err);
+}
+
+bool ReadEngine::maybe_finish_locked() {
+  if (finished_) return true;
+  if (in_flight_ != 0) return false;
+  if (!(stop_requested_ || error_ || cursor_exhausted_locked())) return false;
+  finished_ = true;
+  consumer_waiting_ = false;
+  if (notify_) notify_();
+  return true;
+}
+
+EngineStatus ReadEngine::take(std::vector<Completion>& out, std::optional<IoError>& error) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (stop_requested_) {
+    return finished_ ? EngineStatus::Closed : EngineStatus::Running;
+  }
+  if (!ready_.empty()) {
+    for (const Completion& c : ready_) {
+      slot_state_[c.slot] = kHeld;
+      out.push_back(c);
+    }
+    ready_.clear();
+    return EngineStatus::Running;
+  }
+  if (error_ && in_flight_ == 0) {
+    error = *error_;
+    return EngineStatus::Failed;
+  }
+  if (finished_) return EngineStatus::Done;
+  consumer_waiting_ = true;
+  return EngineStatus::Running;
+}
+
+bool ReadEngine::release(uint32_t slot) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (slot >= slot_count_ || slot_state_[slot] != kHeld) return false;
+  slot_state_[slot] = kFree;
+  free_slots_.push_back(slot);
+  if (!finished_) wake_locked();
+  return true;
+}
+
+void ReadEngine::set_queue_depth(uint32_t qd) {
+  std::lock_guard<std::mutex> lk(mu_);
+  queue_depth_ = std::clamp<uint32_t>(qd, 1, max_queue_depth_);
+  stats_.queue_depth = queue_depth_;
+  if (started_ && !finished_) wake_locked();
+}
+
+void ReadEngine::set_block_size(uint32_t bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  uint32_t b = std::clamp<uint32_t>(bytes, align_, max_block_size_);
+  b = b / align_ * align_;
+  block_size_ = std::max<uint32_t>(b, align_);
+  stats_.block_size = block_size_;
+}
+
+void ReadEngine::request_stop() {
+  std::lock_guard<std::mutex> lk(mu_);
+  stop_requested_ = true;
+  // Blocks waiting for the consumer are dropped: their slots are free again.
+  for (const Completion& c : ready_) {
+    slot_state_[c.slot] = kFree;
+    free_slots_.push_back(c.slot);
+  }
+  ready_.clear();
+  for (auto& [seq, c] : reorder_) {
+    slot_state_[c.slot] = kFree;
+    free_slots_.push_back(c.slot);
+  }
+  reorder_.clear();
+  if (!started_) {
+    finished_ = true;
+    return;
+  }
+  if (!finished_) wake_locked();
+}
+
+bool ReadEngine::finished() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return finished_;
+}
+
+void ReadEngine::join() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (joined_) return;
+    joined_ = true;
+  }
+  join_threads();
+  std::lock_guard<std::mutex> lk(mu_);
+  notify_ = nullptr;
+}
+
+EngineStats ReadEngine::stats() {
+  std::lock_guard<std::mutex> lk(mu_);
+  EngineStats s = stats_;
+  s.in_flight = in_flight_;
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// io_uring engine: one thread submits and reaps; an eventfd read armed in the
+// ring wakes it when the consumer frees a slot, changes the queue depth or stops.
+
+class UringEngine final : public ReadEngine {
+ public:
+  UringEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config)
+      : ReadEngine(std::move(source), std::move(extents), config) {
+    int efd = eventfd(0, EFD_CLOEXEC);
+    if (efd < 0) {
+      int e = errno;
+      throw IoError("URING_UNAVAILABLE", "eventfd failed: " + errno_text(e), e);
+    }
+    wake_fd_.reset(efd);
+    unsigned entries = 4;
+    while (entries < slot_count_ + 2) entries <<= 1;
+    ring_ = std::make_unique<Uring>(entries);
+    fixed_ = ring_->register_buffer(slab_->data(), slab_->size());
+    requests_.resize(slot_count_);
+  }
+  ~UringEngine() override { join(); }
+
+  const char* name() const override { return "io_uring"; }
+
+ protected:
+  void launch() override { thread_ = std::thread([this] { run(); }); }
+  void join_threads() override {
+    if (thread_.joinable()) thread_.join();
+  }
+  void wake_locked() override {
+    if (!wake_pending_) {
+      wake_pending_ = true;
+      uint64_t one = 1;
+      ssize_t w = ::write(wake_fd_.get(), &one, sizeof one);
+      (void)w;
+    }
+  }
+
+ private:
+  bool arm_wake() {
+    io_uring_sqe* sqe = ring_->get_sqe();
+    if (!sqe) return false;
+    sqe->opcode = IORING_OP_READ;
+    sqe->fd = wake_fd_.get();
+    sqe->addr = reinterpret_cast<uint64_t>(&wake_buf_);
+    sqe->len = sizeof wake_buf_;
+    sqe->user_data = kWakeTag;
+    return true;
+  }
+
+  void prep(const Request& r) {
+    io_uring_sqe* sqe = ring_->get_sqe();  // SQ has room for every slot plus the wake read
+    sqe->opcode = fixed_ ? IORING_OP_READ_FIXED : IORING_OP_READ;
+    sqe->fd = fd_;
+    sqe->off = r.aoffset + r.done;
+    sqe->addr = reinterpret_cast<uint64_t>(slot_data(r.slot) + r.done);
+    sqe->len = r.alength - r.done;
+    sqe->buf_index = 0;
+    sqe->user_data = r.slot;
+  }
+
+  void run() {
+    bool wake_armed = false;
+    std::vector<uint32_t> resubmit;
+    try {
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lk(mu_);
+          if (!wake_armed) wake_armed = arm_wake();
+          for (uint32_t slot : resubmit) prep(requests_[slot]);
+          resubmit.clear();
+          uint64_t t = now_ns();
+          while (can_submit_locked()) {
+            Request r = next_request_locked();
+            r.submit_ns = t;
+            requests_[r.slot] = r;
+            prep(requests_[r.slot]);
+          }
+          if (maybe_finish_locked()) break;
+        }
+        ring_->submit_and_wait(1);
+        uint64_t now = now_ns();
+        std::lock_guard<std::mutex> lk(mu_);
+        ring_->for_each_cqe([&](io_uring_cqe* cqe) {
+          if (cqe->user_data == kWakeTag) {
+            wake_armed = false;
+            wake_pending_ = false;
+            return;
+          }
+          Request& r = requests_[uint32_t(cqe->user_data)];
+          if (on_result_locked(r, cqe->res, now)) resubmit.push_back(r.slot);
+        });
+      }
+    } catch (const IoError& e) {
+      drain_after_failure(e);
+    }
+  }
+
+  // io_uring_enter itself failed. Reads may still target our buffers: keep
+  // reaping until none is in flight; if the ring is unusable, keep the buffer
+  // memory alive for good rather than free it under the kernel.
+  void drain_after_failure(const IoError& e) {
+    std::unique_lock<std::mutex> lk(mu_);
+    fail_locked(e);
+    int attempts = 0;
+    while (in_flight_ > 0 && attempts < 1000) {
+      lk.unlock();
+      bool ok = true;
+      try {
+        ring_->submit_and_wait(1);
+      } catch (const IoError&) {
+        ok = false;
+      }
+      uint64_t now = now_ns();
+      lk.lock();
+      ring_->for_each_cqe([&](io_uring_cqe* cqe) {
+        if (cqe->user_data == kWakeTag) return;
+        Request& r = requests_[uint32_t(cqe->user_data)];
+        if (on_result_locked(r, cqe->res, now)) {
+          --in_flight_;  // give up on the remainder
+          slot_state_[r.slot] = kFree;
+          free_slots_.push_back(r.slot);
+        }
+      });
+      if (!ok) ++attempts;
+    }
+    if (in_flight_ > 0) {
+      new std::shared_ptr<AlignedMemory>(slab_);  // deliberately leaked, see above
+      in_flight_ = 0;
+    }
+    maybe_finish_locked();
+  }
+
+  UniqueFd wake_fd_;
+  uint64_t wake_buf_ = 0;
+  bool wake_pending_ = false;
+  bool fixed_ = false;
+  std::vector<Request> requests_;
+  std::unique_ptr<Uring> ring_;  // destroyed before wake_buf_ and the requests
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------
+// Thread-pool engine: up to queue_depth threads each doing one pread at a time.
+
+class ThreadEngine final : public ReadEngine {
+ public:
+  ThreadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config)
+      : ReadEngine(std::move(source), std::move(extents), config) {}
+  ~ThreadEngine() override { join(); }
+
+  const char* name() const override { return "threads"; }
+
+ protected:
+  void launch() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    grow_locked();
+  }
+  void wake_locked() override {
+    grow_locked();
+    cv_.notify_all();
+  }
+  void join_threads() override {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  void grow_locked() {
+    if (finished_ || joined_) return;
+    while (threads_.size() < queue_depth_) threads_.emplace_back([this] { worker(); });
+  }
+
+  void worker() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      if (finished_) return;
+      if (can_submit_locked()) {
+        Request r = next_request_locked();
+        lk.unlock();
+        r.submit_ns = now_ns();
+        int64_t res;
+        bool again;
+        do {
+          ssize_t n;
+          do {
+            n = ::pread(fd_, slot_data(r.slot) + r.done, r.alength - r.done, off_t(r.aoffset + r.done));
+          } while (n < 0 && errno == EINTR);
+          res = n < 0 ? -int64_t(errno) : int64_t(n);
+          uint64_t now = now_ns();
+          lk.lock();
+          again = on_result_locked(r, res, now);
+          if (again) lk.unlock();
+        } while (again);
+        if (maybe_finish_locked()) {
+          cv_.notify_all();
+          return;
+        }
+        continue;
+      }
+      if (maybe_finish_locked()) {
+        cv_.notify_all();
+        return;
+      }
+      cv_.wait(lk);
+    }
+  }
+
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+};
+
+std::unique_ptr<ReadEngine> ReadEngine::create(EngineKind kind, std::shared_ptr<BlockSource> source,
+                                               std::vector<Extent> extents, const ReadConfig& config) {
+  if (kind == EngineKind::Threads) return std::make_unique<ThreadEngine>(std::move(source), std::move(extents), config);
+  try {
+    return std::make_unique<UringEngine>(source, extents, config);
+  } catch (const IoError& e) {
+    if (kind == EngineKind::Uring) throw;
+    return std::make_unique<ThreadEngine>(std::move(source), std::move(extents), config);
+  }
+}
+
+}  // namespace lowtide::io

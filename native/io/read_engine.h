@@ -1,0 +1,167 @@
+// Async read engines: keep up to N aligned reads in flight over a list of
+// extents, and hand back each completed block with its latency.
+//
+// Two engines share the bookkeeping in ReadEngine: UringEngine (one thread
+// driving an io_uring) and ThreadEngine (a pool of threads doing pread).
+// The JS side talks to an engine only through take/release/set_* /
+// request_stop/join; engine threads never touch JS values.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "io/block_source.h"
+#include "io/fd.h"
+#include "io/io_error.h"
+
+namespace lowtide::io {
+
+struct Extent {
+  uint64_t offset;
+  uint64_t length;
+};
+
+struct ReadConfig {
+  uint32_t block_size = 1 << 20;      // request size now (bytes)
+  uint32_t max_block_size = 1 << 20;  // largest request size ever asked for
+  uint32_t queue_depth = 32;          // reads in flight now
+  uint32_t max_queue_depth = 32;      // largest queue depth ever asked for
+  uint32_t held_buffers = 4;          // blocks the consumer may hold besides those in flight
+  bool ordered = true;                // deliver blocks in request order
+};
+
+// One delivered block: bytes [offset, offset+length) of the source are at
+// slab + slot * slot_size + data_offset.
+struct Completion {
+  uint64_t offset;
+  uint32_t length;
+  uint32_t slot;
+  uint32_t data_offset;
+  uint64_t latency_ns;
+};
+
+struct EngineStats {
+  uint64_t requests_completed = 0;
+  uint64_t bytes_delivered = 0;
+  uint64_t bytes_read = 0;  // including alignment padding and retried parts
+  uint32_t queue_depth = 0;
+  uint32_t block_size = 0;
+  uint32_t in_flight = 0;
+  uint32_t max_in_flight_seen = 0;
+};
+
+enum class EngineKind { Auto, Uring, Threads };
+enum class EngineStatus { Running, Done, Failed, Closed };
+
+class ReadEngine {
+ public:
+  using Notify = std::function<void()>;
+
+  // Chooses the engine; Auto means io_uring when the kernel gives a ring,
+  // the thread pool otherwise. Throws IoError.
+  static std::unique_ptr<ReadEngine> create(EngineKind kind, std::shared_ptr<BlockSource> source,
+                                            std::vector<Extent> extents, const ReadConfig& config);
+  virtual ~ReadEngine();
+
+  virtual const char* name() const = 0;
+
+  // --- called on the JS thread ---
+  // `notify` runs on an engine thread whenever blocks become ready while the
+  // consumer waits, and once when the engine has finished.
+  void start(Notify notify);
+  // Moves ready blocks into `out`. When nothing is ready: returns the final
+  // status if the engine is done (and fills `error` on failure), otherwise
+  // Running and arranges for `notify` to be called.
+  EngineStatus take(std::vector<Completion>& out, std::optional<IoError>& error);
+  // Gives a delivered block's buffer back. Returns false if the slot was not held.
+  bool release(uint32_t slot);
+  void set_queue_depth(uint32_t qd);
+  void set_block_size(uint32_t bytes);
+  void request_stop();
+  void join();
+  bool finished();
+  EngineStats stats();
+
+  unsigned char* slab() const { return slab_->data(); }
+  std::shared_ptr<AlignedMemory> slab_memory() const { return slab_; }
+  size_t slot_size() const { return slot_size_; }
+  size_t slot_count() const { return slot_count_; }
+
+ protected:
+  struct Request {
+    uint64_t seq = 0;
+    uint64_t offset = 0;   // requested
+    uint32_t length = 0;   // requested
+    uint64_t aoffset = 0;  // aligned start actually read
+    uint32_t alength = 0;  // aligned length actually read
+    uint32_t done = 0;     // bytes read so far from aoffset
+    uint32_t slot = 0;
+    uint64_t submit_ns = 0;
+  };
+  enum SlotState : uint8_t { kFree, kInFlight, kReady, kHeld };
+
+  ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config);
+
+  virtual void launch() = 0;       // start engine threads
+  virtual void wake_locked() = 0;  // wake an engine waiting for slots, queue depth or stop
+  virtual void join_threads() = 0;
+
+  // Bookkeeping shared by the engines; all *_locked need mu_ held.
+  bool can_submit_locked() const;
+  bool cursor_exhausted_locked() const { return extent_index_ >= extents_.size(); }
+  Request next_request_locked();
+  // Accounts for `res` bytes (or -errno) read by `r`. Returns true when `r`
+  // must be resubmitted for its remaining bytes.
+  bool on_result_locked(Request& r, int64_t res, uint64_t now_ns);
+  // True (and notifies once) when nothing is in flight and no more will be submitted.
+  bool maybe_finish_locked();
+  void fail_locked(IoError err);
+  unsigned char* slot_data(uint32_t slot) const { return slab_->data() + size_t(slot) * slot_size_; }
+  static uint64_t now_ns();
+
+  std::shared_ptr<BlockSource> source_;
+  const int fd_;
+  const uint32_t align_;
+  std::vector<Extent> extents_;
+  size_t slot_size_ = 0;
+  size_t slot_count_ = 0;
+  std::shared_ptr<AlignedMemory> slab_;
+
+  std::mutex mu_;
+  Notify notify_;
+  // cursor
+  size_t extent_index_ = 0;
+  uint64_t extent_pos_ = 0;
+  uint64_t next_seq_ = 0;
+  uint32_t block_size_;
+  uint32_t max_block_size_;
+  uint32_t queue_depth_;
+  uint32_t max_queue_depth_;
+  bool ordered_;
+  // slots
+  std::vector<uint32_t> free_slots_;
+  std::vector<uint8_t> slot_state_;
+  uint32_t in_flight_ = 0;
+  // delivery
+  std::deque<Completion> ready_;
+  std::map<uint64_t, Completion> reorder_;
+  uint64_t next_deliver_seq_ = 0;
+  bool consumer_waiting_ = false;
+  // lifecycle
+  bool started_ = false;
+  bool stop_requested_ = false;
+  bool finished_ = false;
+  std::optional<IoError> error_;
+  bool joined_ = false;
+  EngineStats stats_;
+};
+
+}  // namespace lowtide::io

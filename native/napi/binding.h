@@ -1,0 +1,28 @@
+// Shared pieces of the Node-API layer.
+#pragma once
+
+#include <napi.h>
+
+#include "io/io_error.h"
+
+namespace lowtide::napi {
+
+// Per-environment data: constructors of the wrapped classes.
+struct AddonData {
+  Napi::FunctionReference source_ctor;
+  Napi::FunctionReference reader_ctor;
+};
+
+AddonData& addon_data(Napi::Env env);
+
+// A JS Error carrying the IoError's code, errno and offset.
+Napi::Error to_js_error(Napi::Env env, const io::IoError& e);
+// Throws a JS TypeError-like error with code INVALID_ARGUMENT.
+[[noreturn]] void throw_invalid(Napi::Env env, const std::string& message);
+
+// Module parts; each adds its exports.
+void init_source(Napi::Env env, Napi::Object exports);
+void init_reader(Napi::Env env, Napi::Object exports);
+void init_util(Napi::Env env, Napi::Object exports);
+
+}  // namespace lowtide::napi

@@ -1,0 +1,258 @@
+// Reader: one running read of a source. JS pulls batches of completed blocks
+// with next(), gives buffers back with release(slot), and may change the queue
+// depth and request size at any time.
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "io/read_engine.h"
+#include "napi/binding.h"
+#include "napi/source.h"
+
+namespace lowtide::napi {
+namespace {
+
+class Reader;
+void call_js(Napi::Env env, Napi::Function, Reader* reader, void*);
+using Tsfn = Napi::TypedThreadSafeFunction<Reader, void, call_js>;
+
+uint32_t get_u32(Napi::Env env, Napi::Object o, const char* key, uint32_t def) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return def;
+  if (!v.IsNumber()) throw_invalid(env, std::string(key) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 4294967295.0) || d != double(uint64_t(d)))
+    throw_invalid(env, std::string(key) + " must be an integer from 0 to 2^32-1");
+  return uint32_t(d);
+}
+
+class Reader : public Napi::ObjectWrap<Reader> {
+ public:
+  static Napi::Object Init(Napi::Env env) {
+    Napi::Function ctor = DefineClass(env, "Reader",
+                                      {
+                                          InstanceMethod<&Reader::Next>("next"),
+                                          InstanceMethod<&Reader::Release>("release"),
+                                          InstanceMethod<&Reader::SetQueueDepth>("setQueueDepth"),
+                                          InstanceMethod<&Reader::SetBlockSize>("setBlockSize"),
+                                          InstanceMethod<&Reader::Stats>("stats"),
+                                          InstanceMethod<&Reader::Close>("close"),
+                                      });
+    addon_data(env).reader_ctor = Napi::Persistent(ctor);
+    return ctor;
+  }
+
+  // new Reader(sourceHandle, extents: Float64Array [offset, length, ...], options)
+  explicit Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info), env_(info.Env()) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsObject())
+      throw_invalid(env, "Reader(source, extents, options) expects a SourceHandle, a Float64Array and an object");
+    Napi::Object src_obj = info[0].As<Napi::Object>();
+    if (!src_obj.InstanceOf(addon_data(env).source_ctor.Value()))
+      throw_invalid(env, "Reader expects a SourceHandle");
+    std::shared_ptr<io::BlockSource> source = SourceHandle::Unwrap(src_obj)->source();
+    if (!source) throw to_js_error(env, io::IoError("CLOSED", "the source is closed"));
+    Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() % 2 != 0)
+      throw_invalid(env, "extents must be a Float64Array of offset/length pairs");
+    Napi::Float64Array fa = ta.As<Napi::Float64Array>();
+    std::vector<io::Extent> extents;
+    extents.reserve(fa.ElementLength() / 2);
+    for (size_t i = 0; i < fa.ElementLength(); i += 2) {
+      double off = fa[i], len = fa[i + 1];
+      if (!(off >= 0 && len >= 0) || off != double(uint64_t(off)) || len != double(uint64_t(len)))
+        throw_invalid(env, "extent offsets and lengths must be non-negative integers");
+      extents.push_back({uint64_t(off), uint64_t(len)});
+    }
+    Napi::Object o = info[2].As<Napi::Object>();
+    io::ReadConfig cfg;
+    cfg.block_size = get_u32(env, o, "blockSize", cfg.block_size);
+    cfg.max_block_size = get_u32(env, o, "maxBlockSize", cfg.block_size);
+    cfg.queue_depth = get_u32(env, o, "queueDepth", cfg.queue_depth);
+    cfg.max_queue_depth = get_u32(env, o, "maxQueueDepth", cfg.queue_depth);
+    cfg.held_buffers = get_u32(env, o, "heldBuffers", cfg.held_buffers);
+    Napi::Value ordered = o.Get("ordered");
+    if (!ordered.IsUndefined()) cfg.ordered = ordered.ToBoolean();
+    if (cfg.block_size == 0 || cfg.queue_depth == 0) throw_invalid(env, "blockSize and queueDepth must be positive");
+    std::string engine = o.Get("engine").IsString() ? std::string(o.Get("engine").As<Napi::String>()) : "auto";
+    io::EngineKind kind;
+    if (engine == "auto") kind = io::EngineKind::Auto;
+    else if (engine == "io_uring") kind = io::EngineKind::Uring;
+    else if (engine == "threads") kind = io::EngineKind::Threads;
+    else throw_invalid(env, "engine must be 'auto', 'io_uring' or 'threads'");
+
+    try {
+      engine_ = io::ReadEngine::create(kind, source, std::move(extents), cfg);
+    } catch (const io::IoError& e) {
+      throw to_js_error(env, e);
+    }
+
+    // The slab is exposed once as an external ArrayBuffer; blocks are views
+    // into it. The ArrayBuffer's finalizer keeps the memory alive as long as
+    // any view exists, even after the engine is gone.
+    auto* keep = new std::shared_ptr<io::AlignedMemory>(engine_->slab_memory());
+    slab_ = Napi::Persistent(Napi::ArrayBuffer::New(
+        env, engine_->slab(), engine_->slot_size() * engine_->slot_count(),
+        [](Napi::Env, void*, std::shared_ptr<io::AlignedMemory>* k) { delete k; }, keep));
+    Napi::Object self = info.This().As<Napi::Object>();
+    self.Set("buffer", slab_.Value());
+    self.Set("slotSize", Napi::Number::New(env, double(engine_->slot_size())));
+    self.Set("slotCount", Napi::Number::New(env, double(engine_->slot_count())));
+    self.Set("engine", Napi::String::New(env, engine_->name()));
+
+    tsfn_ = Tsfn::New(env, "lowtide:read", 0, 1, this);
+    tsfn_.Unref(env);
+    Ref();  // alive while the engine runs, even if JS drops every reference
+    napi_add_env_cleanup_hook(env, &Reader::OnEnvCleanup, this);
+    hook_installed_ = true;
+    Tsfn tsfn = tsfn_;
+    engine_->start([tsfn]() mutable { tsfn.NonBlockingCall(); });
+  }
+
+  ~Reader() override {
+    if (hook_installed_) napi_remove_env_cleanup_hook(env_, &Reader::OnEnvCleanup, this);
+    if (engine_) {
+      engine_->request_stop();
+      engine_->join();
+    }
+  }
+
+  // Runs on the JS thread whenever the engine signals.
+  void OnSignal() {
+    Deliver();
+    if (!cleaned_ && engine_->finished()) Cleanup();
+  }
+
+ private:
+  static void OnEnvCleanup(void* arg) {
+    auto* self = static_cast<Reader*>(arg);
+    self->hook_installed_ = false;
+    self->engine_->request_stop();
+    self->engine_->join();
+  }
+
+  // Resolves the pending next() if there is anything to give.
+  void Deliver() {
+    if (!pending_) return;
+    std::vector<io::Completion> out;
+    std::optional<io::IoError> err;
+    io::EngineStatus st = engine_->take(out, err);
+    Napi::Env env = env_;
+    Napi::HandleScope scope(env);
+    if (!out.empty()) {
+      Napi::Float64Array batch = Napi::Float64Array::New(env, out.size() * 5);
+      for (size_t i = 0; i < out.size(); ++i) {
+        const io::Completion& c = out[i];
+        batch[i * 5 + 0] = double(c.slot);
+        batch[i * 5 + 1] = double(c.offset);
+        batch[i * 5 + 2] = double(c.length);
+        batch[i * 5 + 3] = double(size_t(c.slot) * engine_->slot_size() + c.data_offset);
+        batch[i * 5 + 4] = double(c.latency_ns);
+      }
+      Resolve(batch);
+    } else if (st == io::EngineStatus::Failed) {
+      Napi::Promise::Deferred d = *pending_;
+      pending_.reset();
+      if (!cleaned_) tsfn_.Unref(env);
+      d.Reject(to_js_error(env, *err).Value());
+    } else if (st != io::EngineStatus::Running) {
+      Resolve(env.Null());
+    }
+  }
+
+  void Resolve(Napi::Value v) {
+    Napi::Promise::Deferred d = *pending_;
+    pending_.reset();
+    if (!cleaned_) tsfn_.Unref(env_);
+    d.Resolve(v);
+  }
+
+  void Cleanup() {
+    cleaned_ = true;
+    engine_->join();
+    if (hook_installed_) {
+      napi_remove_env_cleanup_hook(env_, &Reader::OnEnvCleanup, this);
+      hook_installed_ = false;
+    }
+    tsfn_.Release();
+    for (auto& d : closing_) d.Resolve(env_.Undefined());
+    closing_.clear();
+    Unref();
+  }
+
+  Napi::Value Next(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (pending_) throw to_js_error(env, io::IoError("BUSY", "next() called while another next() is pending"));
+    pending_ = Napi::Promise::Deferred::New(env);
+    Napi::Promise p = pending_->Promise();
+    if (!cleaned_) tsfn_.Ref(env);
+    Deliver();
+    return p;
+  }
+
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "release(slot) expects a number");
+    return Napi::Boolean::New(info.Env(), engine_->release(info[0].As<Napi::Number>().Uint32Value()));
+  }
+
+  Napi::Value SetQueueDepth(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "setQueueDepth(n) expects a number");
+    engine_->set_queue_depth(info[0].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetBlockSize(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "setBlockSize(n) expects a number");
+    engine_->set_block_size(info[0].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    io::EngineStats s = engine_->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("requestsCompleted", Napi::Number::New(env, double(s.requests_completed)));
+    o.Set("bytesDelivered", Napi::Number::New(env, double(s.bytes_delivered)));
+    o.Set("bytesRead", Napi::Number::New(env, double(s.bytes_read)));
+    o.Set("queueDepth", Napi::Number::New(env, s.queue_depth));
+    o.Set("blockSize", Napi::Number::New(env, s.block_size));
+    o.Set("inFlight", Napi::Number::New(env, s.in_flight));
+    o.Set("maxInFlight", Napi::Number::New(env, s.max_in_flight_seen));
+    return o;
+  }
+
+  // close(): stops submitting, waits for reads in flight, resolves when done.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto d = Napi::Promise::Deferred::New(env);
+    engine_->request_stop();
+    if (cleaned_) {
+      d.Resolve(env.Undefined());
+    } else {
+      closing_.push_back(d);
+      tsfn_.Ref(env);  // keep the loop alive until the engine has drained
+    }
+    Deliver();
+    return d.Promise();
+  }
+
+  Napi::Env env_;
+  std::unique_ptr<io::ReadEngine> engine_;
+  Napi::Reference<Napi::ArrayBuffer> slab_;
+  Tsfn tsfn_;
+  std::optional<Napi::Promise::Deferred> pending_;
+  std::vector<Napi::Promise::Deferred> closing_;
+  bool cleaned_ = false;
+  bool hook_installed_ = false;
+};
+
+void call_js(Napi::Env env, Napi::Function, Reader* reader, void*) {
+  if (env == nullptr || reader == nullptr) return;  // environment shutting down
+  reader->OnSignal();
+}
+
+}  // namespace
+
+void init_reader(Napi::Env env, Napi::Object exports) { exports.Set("Reader", Reader::Init(env)); }
+
+}  // namespace lowtide::napi
