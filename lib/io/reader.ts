@@ -1,0 +1,256 @@
+/**
+ * BlockReader: an async iterator of blocks read by the native engine, with
+ * the latency of each read. Queue depth and request size can change while it runs.
+ */
+import { LowtideError, toLowtideError } from '../errors.js';
+import { native, type NativeReader, type NativeReaderStats, type NativeSourceHandle } from '../native.js';
+import { booleanOption, choiceOption, integerOption, signalOption } from '../options.js';
+import type { Extent } from './extents.js';
+import type { EngineName } from './source.js';
+
+export interface ReadOptions {
+  /** Request size in bytes (default 1 MiB); a multiple of the sector size. */
+  blockSize?: number;
+  /** Largest request size setBlockSize() may ask for later (default: blockSize). */
+  maxBlockSize?: number;
+  /** Reads in flight (default 32). */
+  queueDepth?: number;
+  /** Largest queue depth setQueueDepth() may ask for later (default: max(queueDepth, 64)). */
+  maxQueueDepth?: number;
+  /** Blocks the consumer may hold with retain() besides those in flight (default 4). */
+  heldBuffers?: number;
+  /** Deliver blocks in extent order (default true); false delivers in completion order. */
+  ordered?: boolean;
+  /** 'auto' (default: io_uring where available), 'io_uring' (required) or 'threads'. */
+  engine?: EngineName;
+  signal?: AbortSignal;
+}
+
+export const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
+export const MAX_QUEUE_DEPTH = 1024;
+
+/** One block of the source. */
+export interface Block {
+  /** Byte offset in the source. */
+  readonly offset: number;
+  readonly length: number;
+  /**
+   * The bytes. Valid until the iterator moves on, unless retain() was called;
+   * then until release(). Copy it to keep it longer.
+   */
+  readonly data: Buffer;
+  /** Submit-to-complete time of the read, in nanoseconds. */
+  readonly latencyNs: number;
+  /** Keeps `data` valid past the next iteration step; call release() when done. */
+  retain(): void;
+  /** Gives the buffer back to the reader. Idempotent. */
+  release(): void;
+}
+
+export interface ReaderStats extends NativeReaderStats {
+  engine: 'io_uring' | 'threads';
+}
+
+class NativeBlock implements Block {
+  retained = false;
+  released = false;
+  constructor(
+    private readonly reader: NativeReader,
+    private readonly slot: number,
+    readonly offset: number,
+    readonly length: number,
+    readonly data: Buffer,
+    readonly latencyNs: number,
+  ) {}
+  retain(): void {
+    if (this.released) throw new LowtideError('CLOSED', 'retain() after release()');
+    this.retained = true;
+  }
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.reader.release(this.slot);
+  }
+}
+
+function checkBlockSize(name: string, value: number, sectorSize: number): void {
+  if (value % sectorSize !== 0) {
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `${name}: expected a multiple of the sector size (${sectorSize} bytes), got ${value}`,
+    );
+  }
+}
+
+export class BlockReader implements AsyncIterable<Block> {
+  readonly blockSize: number;
+  readonly queueDepth: number;
+  readonly #native: NativeReader;
+  readonly #sectorSize: number;
+  readonly #maxBlockSize: number;
+  readonly #maxQueueDepth: number;
+  readonly #signal: AbortSignal | undefined;
+  readonly #onEnd: () => void;
+  #batch: NativeBlock[] = [];
+  #current: NativeBlock | undefined;
+  #done = false;
+  #iterating = false;
+  #closing: Promise<void> | undefined;
+  #abortListener: (() => void) | undefined;
+
+  /** @internal use Source.read() */
+  constructor(
+    handle: NativeSourceHandle,
+    extents: readonly Extent[],
+    options: ReadOptions,
+    sectorSize: number,
+    onEnd: () => void,
+  ) {
+    this.blockSize = integerOption('blockSize', options.blockSize, 1 << 20, 1, MAX_BLOCK_SIZE);
+    checkBlockSize('blockSize', this.blockSize, sectorSize);
+    this.#maxBlockSize = integerOption('maxBlockSize', options.maxBlockSize, this.blockSize, this.blockSize, MAX_BLOCK_SIZE);
+    checkBlockSize('maxBlockSize', this.#maxBlockSize, sectorSize);
+    this.queueDepth = integerOption('queueDepth', options.queueDepth, 32, 1, MAX_QUEUE_DEPTH);
+    this.#maxQueueDepth = integerOption(
+      'maxQueueDepth',
+      options.maxQueueDepth,
+      Math.max(this.queueDepth, 64),
+      this.queueDepth,
+      MAX_QUEUE_DEPTH,
+    );
+    const heldBuffers = integerOption('heldBuffers', options.heldBuffers, 4, 1, 4096);
+    const ordered = booleanOption('ordered', options.ordered, true);
+    const engine = choiceOption<EngineName>('engine', options.engine, ['auto', 'io_uring', 'threads'], 'auto');
+    this.#signal = signalOption('signal', options.signal);
+    this.#sectorSize = sectorSize;
+    this.#onEnd = onEnd;
+    if (this.#signal?.aborted) throw new LowtideError('ABORTED', 'the read was aborted before it started');
+
+    const flat = new Float64Array(extents.length * 2);
+    extents.forEach((e, i) => {
+      flat[2 * i] = e.offset;
+      flat[2 * i + 1] = e.length;
+    });
+    try {
+      this.#native = new native.Reader(handle, flat, {
+        blockSize: this.blockSize,
+        maxBlockSize: this.#maxBlockSize,
+        queueDepth: this.queueDepth,
+        maxQueueDepth: this.#maxQueueDepth,
+        heldBuffers,
+        ordered,
+        engine,
+      });
+    } catch (err) {
+      onEnd();
+      throw toLowtideError(err, 'INTERNAL');
+    }
+    if (this.#signal) {
+      const listener = (): void => void this.close();
+      this.#signal.addEventListener('abort', listener, { once: true });
+      this.#abortListener = listener;
+    }
+  }
+
+  /** 'io_uring' or 'threads'. */
+  get engine(): 'io_uring' | 'threads' {
+    return this.#native.engine;
+  }
+
+  /** Changes the number of reads kept in flight (1..maxQueueDepth). */
+  setQueueDepth(queueDepth: number): void {
+    integerOption('queueDepth', queueDepth, 1, 1, this.#maxQueueDepth);
+    this.#native.setQueueDepth(queueDepth);
+  }
+
+  /** Changes the request size for reads not yet submitted (a multiple of the sector size, ≤ maxBlockSize). */
+  setBlockSize(blockSize: number): void {
+    integerOption('blockSize', blockSize, this.#sectorSize, this.#sectorSize, this.#maxBlockSize);
+    checkBlockSize('blockSize', blockSize, this.#sectorSize);
+    this.#native.setBlockSize(blockSize);
+  }
+
+  stats(): ReaderStats {
+    return { ...this.#native.stats(), engine: this.#native.engine };
+  }
+
+  /** The next block, or undefined at the end. Releases the previous block unless it was retained. */
+  async nextBlock(): Promise<Block | undefined> {
+    const prev = this.#current;
+    this.#current = undefined;
+    if (prev && !prev.retained) prev.release();
+    if (this.#batch.length === 0) {
+      if (this.#done) return undefined;
+      await this.#fill();
+      if (this.#batch.length === 0) return undefined;
+    }
+    this.#current = this.#batch.shift();
+    return this.#current;
+  }
+
+  async #fill(): Promise<void> {
+    if (this.#closing) this.#throwIfAborted();
+    let batch: Float64Array | null;
+    try {
+      batch = await this.#native.next();
+    } catch (err) {
+      await this.#finish();
+      throw toLowtideError(err, 'IO_ERROR');
+    }
+    if (batch === null) {
+      await this.#finish();
+      this.#throwIfAborted();
+      return;
+    }
+    const buf = this.#native.buffer;
+    for (let i = 0; i < batch.length; i += 5) {
+      const slot = batch[i]!;
+      const length = batch[i + 2]!;
+      const data = Buffer.from(buf, batch[i + 3]!, length);
+      this.#batch.push(new NativeBlock(this.#native, slot, batch[i + 1]!, length, data, batch[i + 4]!));
+    }
+  }
+
+  #throwIfAborted(): void {
+    if (this.#signal?.aborted) {
+      throw new LowtideError('ABORTED', 'the read was aborted', { cause: this.#signal.reason });
+    }
+  }
+
+  async #finish(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    for (const b of this.#batch) b.release();
+    this.#batch = [];
+    if (this.#abortListener && this.#signal) this.#signal.removeEventListener('abort', this.#abortListener);
+    this.#onEnd();
+  }
+
+  /** Stops reading: nothing new is submitted and reads in flight are waited for. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      for (const b of this.#batch) b.release();
+      this.#batch = [];
+      await this.#native.close();
+      await this.#finish();
+    })();
+    return this.#closing;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Block> {
+    if (this.#iterating) throw new LowtideError('BUSY', 'a BlockReader can be iterated only once');
+    this.#iterating = true;
+    try {
+      for (;;) {
+        const block = await this.nextBlock();
+        if (block === undefined) return;
+        yield block;
+      }
+    } finally {
+      const cur = this.#current;
+      this.#current = undefined;
+      if (cur && !cur.retained) cur.release();
+      if (!this.#done) await this.close();
+    }
+  }
+}

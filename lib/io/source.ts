@@ -1,0 +1,127 @@
+/**
+ * Sources: a regular file or block device opened read-only, and the block
+ * reader over it.
+ */
+import { LowtideError, toLowtideError } from '../errors.js';
+import { native, type NativeSourceHandle } from '../native.js';
+import { choiceOption, objectOption, stringOption } from '../options.js';
+import { BlockReader, type ReadOptions } from './reader.js';
+import { type Extent, validateExtents } from './extents.js';
+
+export type DirectMode = 'auto' | 'on' | 'off';
+export type EngineName = 'auto' | 'io_uring' | 'threads';
+
+export interface OpenSourceOptions {
+  /**
+   * O_DIRECT: 'auto' (default) uses it where the file system accepts it and
+   * falls back to buffered reads; 'on' requires it; 'off' never uses it.
+   */
+  direct?: DirectMode;
+}
+
+export interface SourceInfo {
+  path: string;
+  kind: 'file' | 'block';
+  size: number;
+  /** Logical sector size: the alignment of offsets and lengths for direct reads. */
+  sectorSize: number;
+  physicalSectorSize: number;
+  /** True when reads bypass the page cache (O_DIRECT). */
+  direct: boolean;
+}
+
+export class Source implements SourceInfo {
+  readonly path: string;
+  readonly kind: 'file' | 'block';
+  readonly size: number;
+  readonly sectorSize: number;
+  readonly physicalSectorSize: number;
+  readonly direct: boolean;
+  #handle: NativeSourceHandle | undefined;
+  readonly #readers = new Set<BlockReader>();
+
+  /** @internal use openSource() */
+  constructor(path: string, handle: NativeSourceHandle) {
+    const info = handle.info();
+    this.path = path;
+    this.kind = info.kind;
+    this.size = info.size;
+    this.sectorSize = info.logicalSectorSize;
+    this.physicalSectorSize = info.physicalSectorSize;
+    this.direct = info.direct;
+    this.#handle = handle;
+  }
+
+  get closed(): boolean {
+    return this.#handle === undefined;
+  }
+
+  info(): SourceInfo {
+    return {
+      path: this.path,
+      kind: this.kind,
+      size: this.size,
+      sectorSize: this.sectorSize,
+      physicalSectorSize: this.physicalSectorSize,
+      direct: this.direct,
+    };
+  }
+
+  /**
+   * Reads `extents` (default: the whole source) and yields blocks as they
+   * complete. Extents may be in any order and need not be aligned; each must
+   * lie inside the source.
+   */
+  read(extents?: readonly Extent[], options: ReadOptions = {}): BlockReader {
+    const handle = this.#handle;
+    if (handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    const list = extents ?? [{ offset: 0, length: this.size }];
+    validateExtents(list);
+    for (const e of list) {
+      if (e.offset + e.length > this.size) {
+        throw new LowtideError(
+          'OUT_OF_RANGE',
+          `extent [${e.offset}, ${e.offset + e.length}) reaches past the end of ${this.path} (${this.size} bytes)`,
+          { offset: e.offset, path: this.path },
+        );
+      }
+    }
+    const reader = new BlockReader(handle, list, { ...objectOption('options', options) }, this.sectorSize, () =>
+      this.#readers.delete(reader),
+    );
+    this.#readers.add(reader);
+    return reader;
+  }
+
+  /** Stops every running read (waiting for reads in flight) and closes the descriptor. */
+  async close(): Promise<void> {
+    const handle = this.#handle;
+    if (handle === undefined) return;
+    this.#handle = undefined;
+    await Promise.all([...this.#readers].map((r) => r.close()));
+    handle.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Opens a regular file or block device read-only. */
+export async function openSource(path: string, options: OpenSourceOptions = {}): Promise<Source> {
+  stringOption('path', path);
+  const opts = objectOption('options', options);
+  const direct = choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto');
+  let handle: NativeSourceHandle;
+  try {
+    handle = await native.openSource(path, direct);
+  } catch (err) {
+    throw toLowtideError(err, 'OPEN_FAILED');
+  }
+  return new Source(path, handle);
+}
+
+/** True when this kernel allows io_uring (otherwise reads use the thread pool). */
+export function ioUringAvailable(): boolean {
+  return native.ioUringAvailable();
+}
