@@ -30,6 +30,7 @@ uint64_t ReadEngine::now_ns() {
 
 ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& c)
     : source_(std::move(source)),
+      path_(source_->path()),
       fd_(source_->fd()),
       align_(source_->geometry().direct ? source_->geometry().logical_sector_size : 1),
       extents_(std::move(extents)),
@@ -110,7 +111,7 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     slot_state_[r.slot] = kFree;
     free_slots_.push_back(r.slot);
     fail_locked(IoError("IO_ERROR",
-                        "read of " + source_->path() + " failed at offset " + std::to_string(r.aoffset + r.done) +
+                        "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) +
                             " (block " + range_text(r.offset, r.length) + "): " + errno_text(e),
                         e, int64_t(r.aoffset + r.done)));
     return false;
@@ -125,7 +126,7 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     free_slots_.push_back(r.slot);
     uint64_t at = r.aoffset + r.done;
     fail_locked(IoError("SHORT_READ",
-                        source_->path() + " ended at offset " + std::to_string(at) + " while reading block " +
+                        path_ + " ended at offset " + std::to_string(at) + " while reading block " +
                             range_text(r.offset, r.length) + " (was the source truncated?)",
                         0, int64_t(at)));
     return false;
@@ -202,7 +203,7 @@ bool ReadEngine::release(uint32_t slot) {
   if (slot >= slot_count_ || slot_state_[slot] != kHeld) return false;
   slot_state_[slot] = kFree;
   free_slots_.push_back(slot);
-  if (!finished_) wake_locked();
+  if (!finished_) slot_freed_locked();
   return true;
 }
 
@@ -254,8 +255,10 @@ void ReadEngine::join() {
     joined_ = true;
   }
   join_threads();
+  free_resources();
   std::lock_guard<std::mutex> lk(mu_);
   notify_ = nullptr;
+  source_.reset();
 }
 
 EngineStats ReadEngine::stats() {
@@ -293,6 +296,15 @@ class UringEngine final : public ReadEngine {
   void launch() override { thread_ = std::thread([this] { run(); }); }
   void join_threads() override {
     if (thread_.joinable()) thread_.join();
+  }
+  void free_resources() override { ring_.reset(); }
+  // A freed slot matters only when the engine waits for one; otherwise the
+  // next completion wakes it anyway, and an eventfd write per block is waste.
+  void slot_freed_locked() override {
+    if (starved_) {
+      starved_ = false;
+      wake_locked();
+    }
   }
   void wake_locked() override {
     if (!wake_pending_) {
@@ -344,6 +356,8 @@ class UringEngine final : public ReadEngine {
             prep(requests_[r.slot]);
           }
           if (maybe_finish_locked()) break;
+          starved_ = !stop_requested_ && !error_ && in_flight_ < queue_depth_ && free_slots_.empty() &&
+                     !cursor_exhausted_locked();
         }
         ring_->submit_and_wait(1);
         uint64_t now = now_ns();
@@ -401,6 +415,7 @@ class UringEngine final : public ReadEngine {
   UniqueFd wake_fd_;
   uint64_t wake_buf_ = 0;
   bool wake_pending_ = false;
+  bool starved_ = false;
   bool fixed_ = false;
   std::vector<Request> requests_;
   std::unique_ptr<Uring> ring_;  // destroyed before wake_buf_ and the requests

@@ -86,6 +86,8 @@ class ReadEngine {
   void set_queue_depth(uint32_t qd);
   void set_block_size(uint32_t bytes);
   void request_stop();
+  // Waits for the engine threads, then drops the engine's reference to the
+  // source so its descriptor closes as soon as the JS handle is closed too.
   void join();
   bool finished();
   EngineStats stats();
@@ -112,7 +114,9 @@ class ReadEngine {
 
   virtual void launch() = 0;       // start engine threads
   virtual void wake_locked() = 0;  // wake an engine waiting for slots, queue depth or stop
+  virtual void slot_freed_locked() { wake_locked(); }
   virtual void join_threads() = 0;
+  virtual void free_resources() {}  // after join: rings, registered buffers
 
   // Bookkeeping shared by the engines; all *_locked need mu_ held.
   bool can_submit_locked() const;
@@ -128,6 +132,7 @@ class ReadEngine {
   static uint64_t now_ns();
 
   std::shared_ptr<BlockSource> source_;
+  const std::string path_;
   const int fd_;
   const uint32_t align_;
   std::vector<Extent> extents_;

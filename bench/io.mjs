@@ -1,0 +1,160 @@
+// npm run bench:io — lowtide's reader against fio, and `lowtide image` against dd,
+// on the same file in the same run, alternating. Prints medians and ratios and
+// writes JSON to bench/results/.
+//
+// Options (environment): BENCH_DIR (default bench/work), BENCH_SIZE_GIB (2),
+// BENCH_ROUNDS (9).
+//
+// The disk here is virtual and its speed swings from run to run (host caching),
+// so each round runs lowtide and its peer back to back, the order alternating,
+// and the ratio reported is the median of the per-round ratios.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
+const sizeGiB = Number(process.env.BENCH_SIZE_GIB ?? 2);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 9);
+const GiB = 1024 ** 3;
+const cli = join(root, 'dist', 'cli', 'main.js');
+
+function need(cmd, pkg) {
+  if (spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status !== 0) {
+    console.error(`bench:io needs ${cmd} (Debian package ${pkg})`);
+    process.exit(1);
+  }
+}
+need('fio', 'fio');
+need('dd', 'coreutils');
+if (!existsSync(cli)) {
+  console.error('run `npm run build` first (dist/ is missing)');
+  process.exit(1);
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+function dropCaches() {
+  spawnSync('sync');
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch {
+    /* not root: the reads are O_DIRECT anyway */
+  }
+}
+
+mkdirSync(dir, { recursive: true });
+const data = join(dir, `data-${sizeGiB}g.bin`);
+if (!existsSync(data) || statSync(data).size !== sizeGiB * GiB) {
+  console.log(`creating ${sizeGiB} GiB of random data in ${data} ...`);
+  execFileSync('dd', ['if=/dev/urandom', `of=${data}`, 'bs=4M', `count=${sizeGiB * 256}`, 'iflag=fullblock', 'status=none']);
+}
+
+function lowtideRead(file) {
+  const out = execFileSync(process.execPath, [join(root, 'bench', 'read-child.mjs'), file, String(1 << 20), '32'], { encoding: 'utf8' });
+  return JSON.parse(out);
+}
+
+function fioRead(file) {
+  const out = execFileSync(
+    'fio',
+    ['--name=seqread', `--filename=${file}`, '--rw=read', '--bs=1M', '--iodepth=32', '--ioengine=io_uring', '--direct=1',
+      '--numjobs=1', `--size=${statSync(file).size}`, '--output-format=json'],
+    { encoding: 'utf8' },
+  );
+  const job = JSON.parse(out).jobs[0];
+  return { bytes: job.read.io_bytes, seconds: job.read.runtime / 1000, mbPerSecond: job.read.bw_bytes / 1e6 };
+}
+
+function lowtideImage(file, target) {
+  rmSync(target, { force: true });
+  dropCaches();
+  const t0 = process.hrtime.bigint();
+  const out = execFileSync(process.execPath, [cli, 'image', file, target, '--json', '--force'], { encoding: 'utf8' });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const s = JSON.parse(out);
+  rmSync(target, { force: true });
+  return { seconds, mbPerSecond: s.size / seconds / 1e6 };
+}
+
+function ddImage(file, target) {
+  rmSync(target, { force: true });
+  dropCaches();
+  const t0 = process.hrtime.bigint();
+  // conv=fsync so that dd, like lowtide, has the image on disk when it ends.
+  execFileSync('dd', [`if=${file}`, `of=${target}`, 'iflag=direct', 'bs=1M', 'conv=sparse,fsync', 'status=none']);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  rmSync(target, { force: true });
+  return { seconds, mbPerSecond: statSync(file).size / seconds / 1e6 };
+}
+
+const results = { lowtideRead: [], fioRead: [], lowtideImage: [], ddImage: [] };
+const target = join(dir, 'image-out.img');
+for (let r = 0; r < rounds; r++) {
+  // Alternate which goes first so drift in the machine hits both.
+  const pairs = r % 2 === 0
+    ? [['lowtideRead', () => lowtideRead(data)], ['fioRead', () => fioRead(data)]]
+    : [['fioRead', () => fioRead(data)], ['lowtideRead', () => lowtideRead(data)]];
+  for (const [name, fn] of pairs) results[name].push(fn());
+  const ipairs = r % 2 === 0
+    ? [['lowtideImage', () => lowtideImage(data, target)], ['ddImage', () => ddImage(data, target)]]
+    : [['ddImage', () => ddImage(data, target)], ['lowtideImage', () => lowtideImage(data, target)]];
+  for (const [name, fn] of ipairs) results[name].push(fn());
+  console.log(
+    `round ${r + 1}/${rounds}: read lowtide ${results.lowtideRead.at(-1).mbPerSecond.toFixed(0)} MB/s, fio ${results.fioRead.at(-1).mbPerSecond.toFixed(0)} MB/s; ` +
+      `image lowtide ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`,
+  );
+}
+
+// Memory: peak RSS of the read must not grow with the source size.
+const rss = {};
+for (const gib of [1, 4]) {
+  const sparse = join(dir, `sparse-${gib}g.bin`);
+  const fd = openSync(sparse, 'w');
+  ftruncateSync(fd, gib * GiB);
+  closeSync(fd);
+  rss[`${gib}GiB`] = lowtideRead(sparse).maxRssMiB;
+  rmSync(sparse, { force: true });
+}
+rss.dataFile = Math.max(...results.lowtideRead.map((x) => x.maxRssMiB));
+
+const med = (k, f) => median(results[k].map((x) => x[f]));
+const summary = {
+  date: new Date().toISOString(),
+  sizeGiB,
+  rounds,
+  engine: results.lowtideRead[0].engine,
+  read: {
+    lowtideMBps: med('lowtideRead', 'mbPerSecond'),
+    fioMBps: med('fioRead', 'mbPerSecond'),
+  },
+  image: {
+    lowtideSeconds: med('lowtideImage', 'seconds'),
+    ddSeconds: med('ddImage', 'seconds'),
+  },
+  peakRssMiB: rss,
+  raw: results,
+};
+const pairedMedian = (xs, ys) => median(xs.map((x, i) => x / ys[i]));
+summary.read.ratio = pairedMedian(results.lowtideRead.map((x) => x.mbPerSecond), results.fioRead.map((x) => x.mbPerSecond));
+summary.image.speedRatio = pairedMedian(results.ddImage.map((x) => x.seconds), results.lowtideImage.map((x) => x.seconds));
+
+const rows = [
+  ['sequential read, 1 MiB, QD 32, O_DIRECT', `${summary.read.lowtideMBps.toFixed(0)} MB/s`, `fio ${summary.read.fioMBps.toFixed(0)} MB/s`, `${summary.read.ratio.toFixed(3)}x`, '>= 0.95x'],
+  ['image to sparse file (fsync)', `${summary.image.lowtideSeconds.toFixed(2)} s`, `dd ${summary.image.ddSeconds.toFixed(2)} s`, `${summary.image.speedRatio.toFixed(3)}x`, '>= 1.0x'],
+];
+console.log(`\nmedians of ${rounds} alternating rounds on ${sizeGiB} GiB (engine ${summary.engine})`);
+console.log('| measurement | lowtide (median) | peer (median) | speed ratio (median of rounds) | target |');
+console.log('|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+console.log(`peak RSS of the read: 1 GiB source ${rss['1GiB'].toFixed(0)} MiB, 4 GiB source ${rss['4GiB'].toFixed(0)} MiB, ${sizeGiB} GiB data ${rss.dataFile.toFixed(0)} MiB (limit 200 MiB)`);
+
+mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+const file = join(root, 'bench', 'results', `io-${summary.date.replace(/[:.]/g, '-')}.json`);
+writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
+console.log(`written ${file}`);
