@@ -29,7 +29,7 @@ function need(cmd, pkg) {
 need('fio', 'fio');
 need('dd', 'coreutils');
 if (!existsSync(cli)) {
-  console.error('run `npm run build` first (dist/ is missing)');
+  console.error('run `npm run compile` first (dist/ is missing)');
   process.exit(1);
 }
 
