@@ -8,6 +8,8 @@ export default defineConfig({
     // Tests use loop devices, mounts and child processes; keep files from
     // fighting over the 2 cores and the loop-device table.
     fileParallelism: false,
-    reporters: ['default'],
+    // The JSON report lets .ci/run print a plain 'N passed, N failed' line.
+    reporters: ['default', 'json'],
+    outputFile: { json: 'test-results/vitest.json' },
   },
 });

@@ -100,7 +100,7 @@ export function buildProgram(): Command {
           sparse: o.sparse !== false,
           force: o.force === true,
           signal,
-          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} p50 ${p.latencyP50Ms.toFixed(2)} ms`) : undefined,
+          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} read p50 ${p.latencyP50Ms.toFixed(3)} ms`) : undefined,
         }).finally(() => bar?.stop()),
       );
       if (json) printJson(summary);

@@ -23,7 +23,7 @@ export class ProgressBar {
   constructor() {
     this.#bar = new cliProgress.SingleBar(
       {
-        format: '{bar} {percentage}% | {done} / {total} | {info}',
+        format: '{bar} {percentage}% | {done} / {size} | {info}',
         stream: process.stderr,
         hideCursor: true,
         clearOnComplete: true,
@@ -34,7 +34,7 @@ export class ProgressBar {
   }
 
   update(done: number, total: number, info: string): void {
-    const payload = { done: formatBytes(done), total: formatBytes(total), info };
+    const payload = { done: formatBytes(done), size: formatBytes(total), info };
     if (!this.#started) {
       this.#bar.start(total, done, payload);
       this.#started = true;

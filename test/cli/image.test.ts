@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -86,6 +86,29 @@ describe('lowtide image', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toContain('[NOT_FOUND]');
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('Ctrl-C (SIGINT) stops the job with exit 130 and leaves no output or temporary file', async () => {
+    const src = tmp.file('slow-src.img');
+    writeSparseFile(src, 512 * MiB, [{ offset: 0, data: patternBytes(MiB, 21) }]);
+    const out = tmp.file('interrupted.img');
+    const child = spawn(process.execPath, [CLI, 'image', src, out, '--block-size', '4K', '--queue-depth', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    // Wait until the temporary image exists, i.e. the copy is under way.
+    const deadline = Date.now() + 20_000;
+    while (!readdirSync(tmp.path).some((f) => f.includes('interrupted.img') && f.includes('lowtide-partial'))) {
+      if (Date.now() > deadline) throw new Error('the image job never started');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toContain('[ABORTED]');
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(tmp.path).filter((f) => f.includes('lowtide-partial'))).toEqual([]);
   });
 
   it('usage errors exit 2', () => {
