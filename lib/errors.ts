@@ -25,6 +25,16 @@ export const ErrorCodes = [
   'NO_SPACE', // the target ran out of space
   'FAT_CORRUPT', // a FAT file system is inconsistent
   'PARTITION_CORRUPT', // a partition table is inconsistent
+  'REPO_NOT_FOUND', // no repository at the path
+  'REPO_EXISTS', // init on a path that already holds something
+  'REPO_FORMAT', // a repository of an unknown format or version, or a damaged config
+  'REPO_LOCKED', // another writer holds the repository
+  'REPO_FULL', // the repository's file system is full
+  'REPO_CORRUPT', // a manifest or index is damaged
+  'BACKUP_NOT_FOUND', // no backup with that id
+  'CHUNK_MISSING', // a chunk a backup needs is not in the repository
+  'CHUNK_CORRUPT', // a chunk's content does not match its digest
+  'TARGET_TOO_SMALL', // a restore target smaller than the image
   'UNSUPPORTED', // valid input that this version cannot handle
   'INTERNAL', // a bug: please report it
 ] as const;

@@ -28,3 +28,22 @@ export {
   type LatencySummary,
 } from './jobs/image.js';
 export { LatencyHistogram } from './throttle/histogram.js';
+export {
+  initRepository,
+  openRepository,
+  Repository,
+  type InitOptions,
+} from './repo/repository.js';
+export type { Manifest, BackupStats, SourceIdentity, RepoConfig } from './repo/format.js';
+export {
+  verifyRepository,
+  pruneRepository,
+  selectKept,
+  type VerifyReport,
+  type VerifyProblem,
+  type VerifyOptions,
+  type PruneOptions,
+  type PruneReport,
+} from './repo/maintenance.js';
+export { backup, type BackupOptions, type BackupProgress, type BackupResult } from './jobs/backup.js';
+export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';

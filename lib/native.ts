@@ -62,6 +62,11 @@ export interface NativeBinding {
   openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<NativeSourceHandle>;
   Reader: new (source: NativeSourceHandle, extents: Float64Array, options: NativeReaderOptions) => NativeReader;
   isZero(view: ArrayBufferView): boolean;
+  /** SHA-256 on the thread pool; null when zeroCheck and every byte is zero. */
+  digest(view: Uint8Array, zeroCheck: boolean): Promise<Buffer | null>;
+  digestSync(view: Uint8Array): Buffer;
+  /** flock(fd, LOCK_EX | LOCK_NB): false when another holder has it. */
+  tryLockExclusive(fd: number): boolean;
   ioUringAvailable(): boolean;
 }
 

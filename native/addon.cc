@@ -8,6 +8,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lowtide::napi::init_source(env, exports);
   lowtide::napi::init_reader(env, exports);
   lowtide::napi::init_util(env, exports);
+  lowtide::napi::init_hash(env, exports);
   return exports;
 }
 

@@ -5,7 +5,20 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
-import { LowtideError, imageSource, ioUringAvailable, openSource, parseSize, type ImageSummary } from '../index.js';
+import {
+  LowtideError,
+  backup,
+  imageSource,
+  initRepository,
+  ioUringAvailable,
+  openRepository,
+  openSource,
+  parseSize,
+  pruneRepository,
+  restore,
+  verifyRepository,
+  type ImageSummary,
+} from '../index.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
 const require = createRequire(import.meta.url);
@@ -140,7 +153,174 @@ export function buildProgram(): Command {
         await source.close();
       }
     });
+  program
+    .command('init')
+    .description('create a backup repository in an empty or new directory')
+    .argument('<repo>', 'directory for the repository')
+    .addOption(new Option('--chunk-size <size>', 'chunk size: a power of two from 64K to 8M').default(1 << 20, '1M').argParser(sizeArg('--chunk-size')))
+    .addOption(new Option('--zstd-level <n>', 'zstd compression level').default(3).argParser(intArg('--zstd-level', 1, 19)))
+    .option('--json', 'print JSON', false)
+    .action(async (path: string, o: Record<string, unknown>) => {
+      const repo = await initRepository(path, { chunkSize: o.chunkSize as number, zstdLevel: o.zstdLevel as number });
+      if (o.json === true) printJson({ path: repo.path, ...repo.config });
+      else process.stdout.write(`created repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`);
+    });
+
+  program
+    .command('backup')
+    .description('back up a file or block device into a repository; prints the backup id')
+    .argument('<source>', 'file or block device (opened read-only)')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
+    .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
+    .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')
+    .option('--all-blocks', 'read every block (the default until file-system support lands)', true)
+    .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
+    .option('--json', 'print the manifest as JSON', false)
+    .option('--no-progress', 'no progress bar')
+    .action(async (source: string, o: Record<string, unknown>) => {
+      const json = o.json === true;
+      const bar = !json && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
+      let changed: { offset: number; length: number }[] | undefined;
+      if (typeof o.changed === 'string') changed = await readChangedFile(o.changed);
+      const parent = o.parent === false ? null : typeof o.parent === 'string' ? o.parent : undefined;
+      const result = await withInterrupt((signal) =>
+        backup({
+          source,
+          repository: o.repo as string,
+          parent,
+          changed,
+          queueDepth: o.queueDepth as number,
+          signal,
+          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} new ${p.chunksNew} chunks`) : undefined,
+        }).finally(() => bar?.stop()),
+      );
+      if (json) {
+        printJson(result.manifest);
+      } else {
+        const m = result.manifest;
+        process.stdout.write(`${result.id}\n`);
+        process.stderr.write(
+          `backed up ${m.source.path}: ${formatBytes(m.size)} in ${m.timing.seconds.toFixed(2)} s; read ${formatBytes(m.stats.bytesRead)}, ` +
+            `${m.stats.chunksNew} new chunks (${formatBytes(m.stats.bytesStored)} stored), ${m.stats.chunksReused} reused, ` +
+            `${m.stats.chunksZero} zero, ${m.stats.chunksFromParent} from parent ${m.parent ?? '-'}\n`,
+        );
+      }
+    });
+
+  program
+    .command('list')
+    .description('list the backups in a repository')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .option('--json', 'print JSON', false)
+    .action(async (o: Record<string, unknown>) => {
+      const repo = await openRepository(o.repo as string);
+      const { backups, damaged } = await repo.listBackups();
+      if (o.json === true) {
+        printJson({
+          backups: backups.map((b) => ({ id: b.id, created: b.created, source: b.source.path, size: b.size, parent: b.parent, mode: b.plan.mode, stats: b.stats })),
+          damaged: damaged.map((d) => ({ id: d.id, error: d.error.message })),
+        });
+        return;
+      }
+      for (const b of backups) {
+        process.stdout.write(`${b.id}  ${b.created}  ${formatBytes(b.size).padStart(10)}  ${b.plan.mode.padEnd(7)}  ${b.source.path}\n`);
+      }
+      for (const d of damaged) process.stdout.write(`${d.id}  DAMAGED: ${d.error.message}\n`);
+    });
+
+  program
+    .command('restore')
+    .description('restore a backup to an image file or a block device')
+    .argument('<backup>', 'backup id or "latest"')
+    .argument('<target>', 'image file to create, or block device to overwrite')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .option('-f, --force', 'replace an existing target file', false)
+    .option('--json', 'print JSON', false)
+    .option('--no-progress', 'no progress bar')
+    .action(async (id: string, target: string, o: Record<string, unknown>) => {
+      const json = o.json === true;
+      const bar = !json && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
+      const r = await withInterrupt((signal) =>
+        restore({
+          repository: o.repo as string,
+          backup: id,
+          target,
+          force: o.force === true,
+          signal,
+          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, formatRate(p.bytesPerSecond)) : undefined,
+        }).finally(() => bar?.stop()),
+      );
+      if (json) printJson(r);
+      else process.stdout.write(`restored ${r.backup} to ${r.target}: ${formatBytes(r.size)} in ${r.seconds.toFixed(2)} s (${r.chunksVerified} chunks verified)\n`);
+    });
+
+  program
+    .command('verify')
+    .description('re-read every chunk, check digests, report damaged backups (exit 1 if any)')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .option('--json', 'print JSON', false)
+    .action(async (o: Record<string, unknown>) => {
+      const repo = await openRepository(o.repo as string);
+      const report = await withInterrupt((signal) => verifyRepository(repo, { signal }));
+      if (o.json === true) {
+        printJson(report);
+      } else {
+        process.stdout.write(`checked ${report.chunksChecked} chunks (${formatBytes(report.bytesChecked)}) and ${report.backupsChecked} backups in ${report.seconds.toFixed(2)} s\n`);
+        for (const p of report.problems) {
+          process.stdout.write(`${p.problem} chunk ${p.digest}: ${p.message}; needed by ${p.backups.join(', ') || 'no backup'}\n`);
+        }
+        for (const d of report.damagedManifests) process.stdout.write(`damaged backup ${d.id}: ${d.message}\n`);
+        process.stdout.write(report.ok ? 'repository OK\n' : `damaged backups: ${report.damagedBackups.join(', ') || 'none'}\n`);
+      }
+      if (!report.ok) throw new VerifyFailed();
+    });
+
+  program
+    .command('prune')
+    .description('remove old backups by a retention rule, then chunks no backup needs')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .addOption(new Option('--keep-last <n>', 'keep the newest N backups of each source').argParser(intArg('--keep-last', 0, 1e9)))
+    .addOption(new Option('--keep-daily <n>', 'keep one backup for each of the last N days').argParser(intArg('--keep-daily', 0, 1e9)))
+    .addOption(new Option('--keep-weekly <n>', 'keep one backup for each of the last N weeks').argParser(intArg('--keep-weekly', 0, 1e9)))
+    .option('--dry-run', 'show what would be removed', false)
+    .option('--json', 'print JSON', false)
+    .action(async (o: Record<string, unknown>) => {
+      const repo = await openRepository(o.repo as string);
+      const r = await pruneRepository(repo, {
+        keepLast: o.keepLast as number | undefined,
+        keepDaily: o.keepDaily as number | undefined,
+        keepWeekly: o.keepWeekly as number | undefined,
+        dryRun: o.dryRun === true,
+      });
+      if (o.json === true) printJson(r);
+      else {
+        process.stdout.write(
+          `${r.dryRun ? 'would remove' : 'removed'} ${r.removed.length} backups (${r.removed.join(', ') || 'none'}), kept ${r.kept.length}; ` +
+            `${r.chunksRemoved} chunks removed, ${formatBytes(r.bytesFreed)} freed\n`,
+        );
+      }
+    });
   return program;
+}
+
+/** verify found problems: exit 1 without another error line (the report says what). */
+class VerifyFailed extends Error {}
+
+async function readChangedFile(path: string): Promise<{ offset: number; length: number }[]> {
+  const { readFile } = await import('node:fs/promises');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new LowtideError('INVALID_ARGUMENT', `--changed: cannot read ${path} as JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(raw)) throw new LowtideError('INVALID_ARGUMENT', `--changed: expected a JSON array of [offset, length] pairs in ${path}`);
+  return raw.map((e: unknown, i) => {
+    if (Array.isArray(e) && e.length === 2) return { offset: e[0] as number, length: e[1] as number };
+    if (e && typeof e === 'object') return e as { offset: number; length: number };
+    throw new LowtideError('INVALID_ARGUMENT', `--changed: element ${i} of ${path} is not [offset, length]`);
+  });
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -154,6 +334,7 @@ export async function main(argv: string[]): Promise<number> {
       if (err.exitCode === 0) return 0;
       return 2;
     }
+    if (err instanceof VerifyFailed) return 1;
     if (err instanceof UsageError) {
       process.stderr.write(`lowtide: ${err.message}\n`);
       return 2;

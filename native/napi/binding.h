@@ -24,5 +24,6 @@ Napi::Error to_js_error(Napi::Env env, const io::IoError& e);
 void init_source(Napi::Env env, Napi::Object exports);
 void init_reader(Napi::Env env, Napi::Object exports);
 void init_util(Napi::Env env, Napi::Object exports);
+void init_hash(Napi::Env env, Napi::Object exports);
 
 }  // namespace lowtide::napi

@@ -1,5 +1,6 @@
 // Small synchronous helpers.
 #include "copy/zero.h"
+#include "host/file_lock.h"
 #include "io/uring.h"
 #include "napi/binding.h"
 
@@ -18,11 +19,22 @@ Napi::Value UringAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), io::Uring::available());
 }
 
+// tryLockExclusive(fd): boolean
+Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "tryLockExclusive(fd) expects a number");
+  try {
+    return Napi::Boolean::New(info.Env(), host::try_lock_exclusive(info[0].As<Napi::Number>().Int32Value()));
+  } catch (const io::IoError& e) {
+    throw to_js_error(info.Env(), e);
+  }
+}
+
 }  // namespace
 
 void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("isZero", Napi::Function::New(env, IsZero, "isZero"));
   exports.Set("ioUringAvailable", Napi::Function::New(env, UringAvailable, "ioUringAvailable"));
+  exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
 }
 
 }  // namespace lowtide::napi

@@ -1,0 +1,331 @@
+/**
+ * The backup job: reads a source in chunk-sized blocks, stores chunks the
+ * repository does not have yet, and commits a manifest once every chunk it
+ * names is durable. With a parent and a list of changed extents it reads only
+ * the chunks those extents touch and takes every other chunk from the parent.
+ */
+import { realpath } from 'node:fs/promises';
+import { LowtideError, toLowtideError } from '../errors.js';
+import { native } from '../native.js';
+import {
+  booleanOption,
+  choiceOption,
+  functionOption,
+  integerOption,
+  objectOption,
+  signalOption,
+  stringOption,
+} from '../options.js';
+import { mergeExtents, totalLength, validateExtents, type Extent } from '../io/extents.js';
+import { MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
+import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
+import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } from '../repo/format.js';
+import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
+import { LatencyHistogram } from '../throttle/histogram.js';
+import { summarizeLatency } from './image.js';
+import { randomBytes } from 'node:crypto';
+
+export interface BackupOptions {
+  /** File or block device to back up (opened read-only). */
+  source: string;
+  /** Repository path or an open Repository. */
+  repository: string | Repository;
+  /**
+   * Parent backup id; 'auto' (default) picks the latest backup of the same
+   * source; null makes a backup without a parent (chunks are still deduplicated).
+   */
+  parent?: string | null;
+  /** Extents changed since the parent (changed-block tracking); only the chunks they touch are read. */
+  changed?: readonly Extent[];
+  /** Read every block (the default and, for now, the only mode: used-blocks plans come with FAT support). */
+  allBlocks?: boolean;
+  /** Reads in flight (default 32). */
+  queueDepth?: number;
+  engine?: EngineName;
+  direct?: DirectMode;
+  signal?: AbortSignal;
+  onProgress?: (p: BackupProgress) => void;
+  progressIntervalMs?: number;
+}
+
+export interface BackupProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  chunksNew: number;
+  bytesStored: number;
+  elapsedSeconds: number;
+  bytesPerSecond: number;
+  latencyP50Ms: number;
+}
+
+export interface BackupResult {
+  id: string;
+  manifest: Manifest;
+}
+
+/** Chunks being hashed/compressed/stored at once (each holds one read buffer). */
+const CHUNKS_IN_FLIGHT = 6;
+
+async function sourceIdentity(source: Source): Promise<SourceIdentity> {
+  return {
+    path: source.path,
+    realPath: await realpath(source.path).catch(() => source.path),
+    kind: source.kind,
+    size: source.size,
+  };
+}
+
+async function chooseParent(
+  repo: Repository,
+  identity: SourceIdentity,
+  parent: string | null | undefined,
+): Promise<Manifest | undefined> {
+  if (parent === null) return undefined;
+  if (parent === undefined || parent === 'auto') {
+    const { backups } = await repo.listBackups();
+    for (let i = backups.length - 1; i >= 0; i--) {
+      const b = backups[i]!;
+      if (b.source.realPath === identity.realPath && b.size === identity.size && b.chunkSize === repo.chunkSize) return b;
+    }
+    return undefined;
+  }
+  const m = await repo.readManifest(parent);
+  if (m.size !== identity.size) {
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `parent: backup ${m.id} is of a ${m.size}-byte source, but ${identity.path} has ${identity.size} bytes`,
+    );
+  }
+  return m;
+}
+
+/** Changed extents grown to whole chunks, merged, clipped to the source. */
+export function chunkAlignedExtents(extents: readonly Extent[], chunkSize: number, size: number): Extent[] {
+  const grown = extents
+    .filter((e) => e.length > 0)
+    .map((e) => {
+      const start = Math.floor(e.offset / chunkSize) * chunkSize;
+      const end = Math.min(size, Math.ceil((e.offset + e.length) / chunkSize) * chunkSize);
+      return { offset: start, length: end - start };
+    });
+  return mergeExtents(grown);
+}
+
+export async function backup(options: BackupOptions): Promise<BackupResult> {
+  const opts = objectOption('options', options);
+  const sourcePath = stringOption('source', opts.source);
+  if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
+  const parentOpt = opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
+  const changed = opts.changed as readonly Extent[] | undefined;
+  if (changed !== undefined) validateExtents(changed, 'changed');
+  const allBlocks = booleanOption('allBlocks', opts.allBlocks, true);
+  if (!allBlocks) {
+    throw new LowtideError('UNSUPPORTED', 'allBlocks: false (used-blocks backups) needs file-system support, which is not built yet');
+  }
+  const queueDepth = integerOption('queueDepth', opts.queueDepth, 32, 1, MAX_QUEUE_DEPTH);
+  const engine = choiceOption<EngineName>('engine', opts.engine, ['auto', 'io_uring', 'threads'], 'auto');
+  const direct = choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto');
+  const signal = signalOption('signal', opts.signal);
+  const onProgress = functionOption<(p: BackupProgress) => void>('onProgress', opts.onProgress);
+  const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
+
+  const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
+  const cs = repo.chunkSize;
+  const lock = await repo.lock('lowtide backup');
+  let source: Source | undefined;
+  let index: IndexWriter | undefined;
+  let parentIndex: IndexReader | undefined;
+  let committed = false;
+  try {
+    source = await openSource(sourcePath, { direct });
+    if (cs % source.sectorSize !== 0) {
+      throw new LowtideError('UNSUPPORTED', `the repository's chunk size ${cs} is not a multiple of ${source.path}'s sector size ${source.sectorSize}`);
+    }
+    const identity = await sourceIdentity(source);
+    const parent = await chooseParent(repo, identity, parentOpt);
+    if (changed !== undefined && parent === undefined) {
+      throw new LowtideError('INVALID_ARGUMENT', 'changed: a list of changed extents needs a parent backup of the same source');
+    }
+    for (const e of changed ?? []) {
+      if (e.offset + e.length > source.size) {
+        throw new LowtideError('OUT_OF_RANGE', `changed: extent [${e.offset}, ${e.offset + e.length}) reaches past the end of ${source.path} (${source.size} bytes)`);
+      }
+    }
+    const size = source.size;
+    const chunkCount = Math.ceil(size / cs);
+    const readExtents = changed !== undefined ? chunkAlignedExtents(changed, cs, size) : [{ offset: 0, length: size }];
+    const bytesTotal = totalLength(readExtents);
+
+    const started = new Date();
+    const t0 = process.hrtime.bigint();
+    const elapsed = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
+    index = await repo.createIndex(chunkCount);
+    parentIndex = parent ? await repo.openIndex(parent) : undefined;
+    const latency = new LatencyHistogram();
+    const stats: BackupStats = {
+      bytesRead: 0,
+      bytesNew: 0,
+      bytesStored: 0,
+      chunks: chunkCount,
+      chunksZero: 0,
+      chunksNew: 0,
+      chunksReused: 0,
+      chunksFromParent: 0,
+    };
+    const touchedDirs = new Set<string>();
+    const inFlightStores = new Map<string, Promise<void>>();
+    let bytesDone = 0;
+    let lastReport = -Infinity;
+    const report = (force = false): void => {
+      if (!onProgress) return;
+      const t = elapsed();
+      if (!force && (t - lastReport) * 1000 < progressIntervalMs) return;
+      lastReport = t;
+      onProgress({
+        bytesDone,
+        bytesTotal,
+        chunksNew: stats.chunksNew,
+        bytesStored: stats.bytesStored,
+        elapsedSeconds: t,
+        bytesPerSecond: t > 0 ? bytesDone / t : 0,
+        latencyP50Ms: latency.percentile(50) / 1e6,
+      });
+    };
+
+    // Results in chunk order: each resolves to the digest to record (null = zero chunk).
+    const pending: Promise<Buffer | null>[] = [];
+    const writer = index;
+    const drain = async (limit: number): Promise<void> => {
+      while (pending.length > limit) await writer.append(await pending.shift()!);
+    };
+
+    const processChunk = async (block: Block, parentEntry: Buffer | null): Promise<Buffer | null> => {
+      try {
+        const digest = await native.digest(block.data, true);
+        if (digest === null) {
+          stats.chunksZero++;
+          return null;
+        }
+        if (parentEntry !== null && parentEntry.equals(digest)) {
+          stats.chunksReused++;
+          return digest;
+        }
+        const hex = digest.toString('hex');
+        const running = inFlightStores.get(hex);
+        if (running) {
+          await running;
+          stats.chunksReused++;
+          return digest;
+        }
+        const store = repo.putChunk(hex, block.data).then((r) => {
+          if (r.written) {
+            stats.chunksNew++;
+            stats.bytesNew += block.length;
+            stats.bytesStored += r.storedBytes;
+            touchedDirs.add(hex.slice(0, 2));
+          } else {
+            stats.chunksReused++;
+          }
+        });
+        inFlightStores.set(hex, store);
+        try {
+          await store;
+        } finally {
+          inFlightStores.delete(hex);
+        }
+        return digest;
+      } finally {
+        block.release();
+      }
+    };
+
+    let nextChunk = 0;
+    const fromParent = async (upTo: number): Promise<void> => {
+      for (; nextChunk < upTo; nextChunk++) {
+        const e = await parentIndex!.entry(nextChunk);
+        stats.chunksFromParent++;
+        if (e === null) stats.chunksZero++;
+        pending.push(Promise.resolve(e === null ? null : Buffer.from(e)));
+        await drain(CHUNKS_IN_FLIGHT);
+      }
+    };
+
+    const reader = source.read(readExtents, {
+      blockSize: cs,
+      queueDepth,
+      engine,
+      signal,
+      heldBuffers: CHUNKS_IN_FLIGHT + 2,
+    });
+    let failed: unknown;
+    try {
+      for await (const block of reader) {
+        latency.record(block.latencyNs);
+        const i = block.offset / cs;
+        if (!Number.isInteger(i) || block.length !== Math.min(cs, size - block.offset)) {
+          throw new LowtideError('INTERNAL', `block [${block.offset}, +${block.length}) is not a whole chunk`);
+        }
+        if (i > nextChunk) await fromParent(i);
+        const parentEntry = parentIndex ? await parentIndex.entry(i) : null;
+        block.retain();
+        const p = processChunk(block, parentEntry === null ? null : Buffer.from(parentEntry));
+        p.catch(() => undefined); // handled when drained
+        pending.push(p);
+        nextChunk = i + 1;
+        bytesDone += block.length;
+        await drain(CHUNKS_IN_FLIGHT);
+        report();
+      }
+      if (parentIndex) await fromParent(chunkCount);
+      await drain(0);
+    } catch (err) {
+      failed = err;
+    }
+    if (failed !== undefined) {
+      // Let running stores finish before the lock is released.
+      await Promise.allSettled(pending);
+      throw failed;
+    }
+    if (nextChunk !== chunkCount) throw new LowtideError('INTERNAL', `backup read ${nextChunk} of ${chunkCount} chunks`);
+    stats.bytesRead = reader.stats().bytesRead;
+    if (parentIndex) await parentIndex.verify();
+    await repo.syncChunkDirs(touchedDirs);
+
+    const seconds = elapsed();
+    const id = newBackupId(started, randomBytes(3).toString('hex'));
+    const manifest: Manifest = {
+      format: 'lowtide-backup',
+      version: 1,
+      id,
+      created: started.toISOString(),
+      source: identity,
+      size,
+      chunkSize: cs,
+      chunkCount,
+      index: { file: `${id}.index`, sha256: index.digestHex() },
+      plan: { mode: changed !== undefined ? 'changed' : 'all', extents: readExtents.map((e) => [e.offset, e.length]) },
+      parent: parent?.id ?? null,
+      stats,
+      timing: {
+        started: started.toISOString(),
+        finished: new Date().toISOString(),
+        seconds,
+        mbPerSecond: seconds > 0 ? bytesTotal / seconds / 1e6 : 0,
+      },
+      latency: summarizeLatency(latency),
+      engine: reader.engine,
+      direct: source.direct,
+    };
+    await repo.commitBackup(manifest, index);
+    committed = true;
+    report(true);
+    return { id, manifest };
+  } catch (err) {
+    throw toLowtideError(err, 'INTERNAL');
+  } finally {
+    if (!committed) await index?.abort();
+    await parentIndex?.close().catch(() => undefined);
+    await source?.close();
+    await lock.release();
+  }
+}

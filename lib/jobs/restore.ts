@@ -1,0 +1,216 @@
+/**
+ * The restore job: writes a backup's image to a file (sparse: zero chunks
+ * become holes; written to a temporary file and renamed when complete) or to
+ * a block device (zeros written too). Every chunk's digest is checked before
+ * it is written.
+ */
+import { constants as fsc } from 'node:fs';
+import { lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { LowtideError, toLowtideError } from '../errors.js';
+import { booleanOption, functionOption, integerOption, objectOption, signalOption, stringOption } from '../options.js';
+import type { Manifest } from '../repo/format.js';
+import { openRepository, Repository } from '../repo/repository.js';
+import { openSource } from '../io/source.js';
+
+export interface RestoreOptions {
+  repository: string | Repository;
+  /** Backup id or 'latest'. */
+  backup: string;
+  /** Image file to create, or a block device to overwrite. */
+  target: string;
+  /** Replace an existing target file (default false). Block devices are always overwritten. */
+  force?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: RestoreProgress) => void;
+  progressIntervalMs?: number;
+}
+
+export interface RestoreProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  elapsedSeconds: number;
+  bytesPerSecond: number;
+}
+
+export interface RestoreResult {
+  backup: string;
+  target: string;
+  targetKind: 'file' | 'block';
+  size: number;
+  bytesWritten: number;
+  /** Bytes of zero chunks left as holes (files only). */
+  bytesSkipped: number;
+  chunksVerified: number;
+  seconds: number;
+  mbPerSecond: number;
+}
+
+const CHUNKS_IN_FLIGHT = 4;
+
+async function blockDeviceSize(path: string): Promise<number> {
+  const src = await openSource(path, { direct: 'off' });
+  try {
+    return src.size;
+  } finally {
+    await src.close();
+  }
+}
+
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  const opts = objectOption('options', options);
+  if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
+  const backupId = stringOption('backup', opts.backup);
+  const target = resolve(stringOption('target', opts.target));
+  const force = booleanOption('force', opts.force, false);
+  const signal = signalOption('signal', opts.signal);
+  const onProgress = functionOption<(p: RestoreProgress) => void>('onProgress', opts.onProgress);
+  const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
+
+  const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
+  const manifest: Manifest = await repo.readManifest(backupId);
+
+  // Check the chunk index as a whole before touching the target.
+  const check = await repo.openIndex(manifest);
+  try {
+    await check.verify();
+  } finally {
+    await check.close();
+  }
+
+  let targetKind: 'file' | 'block' = 'file';
+  let existing;
+  try {
+    existing = await lstat(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toLowtideError(err, 'WRITE_FAILED', `checking ${target}`);
+  }
+  if (existing?.isBlockDevice()) targetKind = 'block';
+  else if (existing?.isDirectory()) throw new LowtideError('INVALID_ARGUMENT', `target ${target} is a directory`);
+  else if (existing && !existing.isFile()) throw new LowtideError('UNSUPPORTED', `target ${target} is neither a file nor a block device`);
+  else if (existing && !force) {
+    throw new LowtideError('OUTPUT_EXISTS', `target ${target} exists; pass force (--force) to replace it`, { path: target });
+  }
+
+  const writePath =
+    targetKind === 'block' ? target : join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.lowtide-partial`);
+  let fh: FileHandle | undefined;
+  let done = false;
+  const t0 = process.hrtime.bigint();
+  const elapsed = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
+  const cs = manifest.chunkSize;
+  const zeroChunk = targetKind === 'block' ? Buffer.alloc(cs) : undefined;
+  let bytesWritten = 0;
+  let bytesSkipped = 0;
+  let bytesDone = 0;
+  let chunksVerified = 0;
+  let lastReport = -Infinity;
+  const report = (forceReport = false): void => {
+    if (!onProgress) return;
+    const t = elapsed();
+    if (!forceReport && (t - lastReport) * 1000 < progressIntervalMs) return;
+    lastReport = t;
+    onProgress({ bytesDone, bytesTotal: manifest.size, elapsedSeconds: t, bytesPerSecond: t > 0 ? bytesDone / t : 0 });
+  };
+  const index = await repo.openIndex(manifest);
+  try {
+    try {
+      if (targetKind === 'block') {
+        fh = await open(writePath, fsc.O_WRONLY);
+        const size = await blockDeviceSize(writePath);
+        if (size < manifest.size) {
+          throw new LowtideError(
+            'TARGET_TOO_SMALL',
+            `target ${target} has ${size} bytes; backup ${manifest.id} needs ${manifest.size}`,
+          );
+        }
+      } else {
+        fh = await open(writePath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+        await fh.truncate(manifest.size);
+      }
+    } catch (err) {
+      throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `opening ${target}`);
+    }
+    const out = fh;
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    const writeChunk = async (i: number, entry: Buffer): Promise<void> => {
+      const length = Math.min(cs, manifest.size - i * cs);
+      const hex = entry.toString('hex');
+      let data: Buffer;
+      try {
+        data = await repo.getChunk(hex, length);
+      } catch (err) {
+        const e = toLowtideError(err, 'CHUNK_CORRUPT');
+        throw new LowtideError(e.code, `backup ${manifest.id} at offset ${i * cs}: ${e.message}`, { offset: i * cs, cause: e });
+      }
+      chunksVerified++;
+      try {
+        const { bytesWritten: n } = await out.write(data, 0, length, i * cs);
+        if (n !== length) throw new Error(`short write at ${i * cs}`);
+      } catch (err) {
+        throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${target}`);
+      }
+      bytesWritten += length;
+      bytesDone += length;
+      report();
+    };
+    for (let i = 0; i < manifest.chunkCount && failure === undefined; i++) {
+      if (signal?.aborted) throw new LowtideError('ABORTED', 'the restore was aborted', { cause: signal.reason });
+      const entry = await index.entry(i);
+      const length = Math.min(cs, manifest.size - i * cs);
+      if (entry === null) {
+        if (zeroChunk) {
+          await out.write(zeroChunk, 0, length, i * cs).catch((err: unknown) => {
+            throw toLowtideError(err, 'WRITE_FAILED', `writing ${target}`);
+          });
+          bytesWritten += length;
+        } else {
+          bytesSkipped += length;
+        }
+        bytesDone += length;
+        continue;
+      }
+      const p: Promise<void> = writeChunk(i, Buffer.from(entry))
+        .catch((err: unknown) => {
+          failure ??= err;
+        })
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (inFlight.size >= CHUNKS_IN_FLIGHT) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    if (failure !== undefined) throw failure;
+    try {
+      await out.sync();
+      await out.close();
+      fh = undefined;
+      if (targetKind === 'file') {
+        await rename(writePath, target);
+        const d = await open(dirname(target), fsc.O_RDONLY | fsc.O_DIRECTORY);
+        await d.sync().finally(() => d.close());
+      }
+      done = true;
+    } catch (err) {
+      throw toLowtideError(err, 'WRITE_FAILED', `finishing ${target}`);
+    }
+    report(true);
+    const seconds = elapsed();
+    return {
+      backup: manifest.id,
+      target,
+      targetKind,
+      size: manifest.size,
+      bytesWritten,
+      bytesSkipped,
+      chunksVerified,
+      seconds,
+      mbPerSecond: seconds > 0 ? manifest.size / seconds / 1e6 : 0,
+    };
+  } finally {
+    await index.close().catch(() => undefined);
+    if (fh) await fh.close().catch(() => undefined);
+    if (!done && targetKind === 'file') await unlink(writePath).catch(() => undefined);
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Durable file operations for the repository: every write goes to a
+ * temporary file, is synced, renamed into place, and the directory synced.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LowtideError, toLowtideError, type ErrorCode } from '../errors.js';
+
+/** ENOSPC/EDQUOT → REPO_FULL; anything else → `fallback`. */
+export function repoWriteError(err: unknown, what: string, fallback: ErrorCode = 'WRITE_FAILED'): LowtideError {
+  if (err instanceof LowtideError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new LowtideError('REPO_FULL', `the repository's file system is full (${what})`, { cause: err });
+  }
+  return toLowtideError(err, fallback, what);
+}
+
+export async function syncDir(dir: string): Promise<void> {
+  const h = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+export function tempName(tmpDir: string, hint: string): string {
+  return join(tmpDir, `${hint}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** Writes `parts` to `finalPath` atomically. The directory is synced unless syncDirectory is false (the caller batches it). */
+export async function writeAtomic(
+  tmpDir: string,
+  finalPath: string,
+  parts: readonly Uint8Array[],
+  options: { syncDirectory?: boolean; dir?: string } = {},
+): Promise<void> {
+  const tmp = tempName(tmpDir, 'w');
+  let fh: FileHandle | undefined;
+  let done = false;
+  try {
+    fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+    if (parts.length === 1) {
+      await fh.writeFile(parts[0]!);
+    } else {
+      await fh.writev(parts as Uint8Array[]);
+    }
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await rename(tmp, finalPath);
+    done = true;
+    if (options.syncDirectory !== false && options.dir) await syncDir(options.dir);
+  } catch (err) {
+    throw repoWriteError(err, `writing ${finalPath}`);
+  } finally {
+    if (fh) await fh.close().catch(() => undefined);
+    if (!done) await unlink(tmp).catch(() => undefined);
+  }
+}

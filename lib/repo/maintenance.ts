@@ -1,0 +1,283 @@
+/**
+ * verify and prune.
+ *
+ * verify re-reads every chunk file, decompresses it and recomputes its digest,
+ * then walks every backup's chunk index and names the backups that need a
+ * missing or damaged chunk.
+ *
+ * prune removes backups by a retention rule, then deletes the chunks no
+ * remaining backup needs. It holds the writer lock, so no backup runs at the
+ * same time; a restore of a kept backup can run concurrently (its chunks are
+ * never removed). A restore of a backup being pruned may fail with CHUNK_MISSING.
+ */
+import { readdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LowtideError, toLowtideError } from '../errors.js';
+import { functionOption, integerOption, objectOption, signalOption } from '../options.js';
+import { BACKUP_ID_PATTERN, CHUNKS_DIR, type Manifest } from './format.js';
+import type { Repository } from './repository.js';
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const PARALLEL = 4;
+
+async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path: string }> {
+  const root = join(repo.path, CHUNKS_DIR);
+  for (const prefix of (await readdir(root)).sort()) {
+    const dir = join(root, prefix);
+    for (const name of (await readdir(dir)).sort()) yield { hex: name, path: join(dir, name) };
+  }
+}
+
+async function mapLimit<T>(items: AsyncIterable<T>, limit: number, fn: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  const running = new Set<Promise<void>>();
+  let failure: unknown;
+  for await (const item of items) {
+    if (signal?.aborted) throw new LowtideError('ABORTED', 'aborted', { cause: signal.reason });
+    const p: Promise<void> = fn(item)
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => running.delete(p));
+    running.add(p);
+    if (running.size >= limit) await Promise.race(running);
+    if (failure !== undefined) break;
+  }
+  await Promise.all(running);
+  if (failure !== undefined) throw failure;
+}
+
+export interface VerifyProblem {
+  digest: string;
+  problem: 'missing' | 'corrupt';
+  message: string;
+  /** Backups that need this chunk. */
+  backups: string[];
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  chunksChecked: number;
+  bytesChecked: number;
+  backupsChecked: number;
+  problems: VerifyProblem[];
+  /** Backups that cannot be restored intact. */
+  damagedBackups: string[];
+  /** Manifests or chunk indexes that could not be read. */
+  damagedManifests: { id: string; message: string }[];
+  seconds: number;
+}
+
+export interface VerifyOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: { chunksChecked: number; bytesChecked: number }) => void;
+}
+
+export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const opts = objectOption('options', options);
+  const signal = signalOption('signal', opts.signal);
+  const onProgress = functionOption<(p: { chunksChecked: number; bytesChecked: number }) => void>('onProgress', opts.onProgress);
+  const t0 = Date.now();
+  const present = new Set<string>();
+  const corrupt = new Map<string, string>();
+  let chunksChecked = 0;
+  let bytesChecked = 0;
+  await mapLimit(
+    chunkFiles(repo),
+    PARALLEL,
+    async ({ hex, path }) => {
+      if (!HEX64.test(hex)) {
+        corrupt.set(hex, `unexpected file ${path} in the chunk store`);
+        return;
+      }
+      present.add(hex);
+      try {
+        const data = await repo.getChunk(hex);
+        bytesChecked += data.length;
+      } catch (err) {
+        corrupt.set(hex, toLowtideError(err, 'CHUNK_CORRUPT').message);
+      }
+      chunksChecked++;
+      onProgress?.({ chunksChecked, bytesChecked });
+    },
+    signal,
+  );
+
+  const { backups, damaged } = await repo.listBackups();
+  const damagedManifests = damaged.map((d) => ({ id: d.id, message: d.error.message }));
+  const needs = new Map<string, Set<string>>(); // bad digest -> backups
+  const damagedBackups = new Set<string>();
+  for (const m of backups) {
+    let index;
+    try {
+      index = await repo.openIndex(m);
+    } catch (err) {
+      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
+      damagedBackups.add(m.id);
+      continue;
+    }
+    try {
+      for (let i = 0; i < m.chunkCount; i++) {
+        const e = await index.entry(i);
+        if (e === null) continue;
+        const hex = e.toString('hex');
+        if (!present.has(hex) || corrupt.has(hex)) {
+          let s = needs.get(hex);
+          if (!s) needs.set(hex, (s = new Set()));
+          s.add(m.id);
+          damagedBackups.add(m.id);
+        }
+      }
+      await index.verify();
+    } catch (err) {
+      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
+      damagedBackups.add(m.id);
+    } finally {
+      await index.close();
+    }
+  }
+  const problems: VerifyProblem[] = [];
+  for (const [hex, message] of corrupt) {
+    problems.push({ digest: hex, problem: 'corrupt', message, backups: [...(needs.get(hex) ?? [])].sort() });
+  }
+  for (const [hex, ids] of needs) {
+    if (!present.has(hex)) {
+      problems.push({ digest: hex, problem: 'missing', message: `chunk ${hex} is missing`, backups: [...ids].sort() });
+    }
+  }
+  return {
+    ok: problems.length === 0 && damagedManifests.length === 0,
+    chunksChecked,
+    bytesChecked,
+    backupsChecked: backups.length,
+    problems,
+    damagedBackups: [...damagedBackups].sort(),
+    damagedManifests,
+    seconds: (Date.now() - t0) / 1000,
+  };
+}
+
+export interface PruneOptions {
+  /** Keep the newest N backups of each source. */
+  keepLast?: number;
+  /** Keep the newest backup of each of the last N days that have backups, per source. */
+  keepDaily?: number;
+  /** Keep the newest backup of each of the last N ISO weeks that have backups, per source. */
+  keepWeekly?: number;
+  /** Only report what would be removed. */
+  dryRun?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface PruneReport {
+  kept: string[];
+  removed: string[];
+  chunksRemoved: number;
+  bytesFreed: number;
+  dryRun: boolean;
+}
+
+function isoWeek(d: Date): string {
+  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+  const day = t.getUTCDay() || 7;
+  t.setUTCDate(t.getUTCDate() + 4 - day);
+  const yearStart = new Date(Date.UTC(t.getUTCFullYear(), 0, 1));
+  const week = Math.ceil(((t.getTime() - yearStart.getTime()) / 86400000 + 1) / 7);
+  return `${t.getUTCFullYear()}-W${week}`;
+}
+
+/** Which backups a retention rule keeps (pure; newest first within each source). */
+export function selectKept(backups: readonly Manifest[], rule: { keepLast: number; keepDaily: number; keepWeekly: number }): Set<string> {
+  const bySource = new Map<string, Manifest[]>();
+  for (const b of backups) {
+    const k = b.source.realPath;
+    let l = bySource.get(k);
+    if (!l) bySource.set(k, (l = []));
+    l.push(b);
+  }
+  const keep = new Set<string>();
+  for (const list of bySource.values()) {
+    const newest = [...list].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
+    newest.slice(0, rule.keepLast).forEach((b) => keep.add(b.id));
+    for (const [n, key] of [
+      [rule.keepDaily, (d: Date) => d.toISOString().slice(0, 10)],
+      [rule.keepWeekly, isoWeek],
+    ] as const) {
+      const seen = new Set<string>();
+      for (const b of newest) {
+        if (seen.size >= n) break;
+        const k = key(new Date(b.created));
+        if (!seen.has(k)) {
+          seen.add(k);
+          keep.add(b.id);
+        }
+      }
+    }
+  }
+  return keep;
+}
+
+export async function pruneRepository(repo: Repository, options: PruneOptions): Promise<PruneReport> {
+  const opts = objectOption('options', options);
+  const keepLast = integerOption('keepLast', opts.keepLast, 0, 0);
+  const keepDaily = integerOption('keepDaily', opts.keepDaily, 0, 0);
+  const keepWeekly = integerOption('keepWeekly', opts.keepWeekly, 0, 0);
+  if (keepLast + keepDaily + keepWeekly === 0) {
+    throw new LowtideError('INVALID_ARGUMENT', 'keepLast: expected at least one of keepLast, keepDaily, keepWeekly to be 1 or more, got none (that would remove every backup)');
+  }
+  const dryRun = opts.dryRun === true;
+  const signal = signalOption('signal', opts.signal);
+  const lock = await repo.lock('lowtide prune');
+  try {
+    const { backups, damaged } = await repo.listBackups();
+    if (damaged.length > 0) {
+      throw new LowtideError(
+        'REPO_CORRUPT',
+        `cannot prune while manifests are unreadable (${damaged.map((d) => d.id).join(', ')}): their chunks would be removed; run verify`,
+      );
+    }
+    const keep = selectKept(backups, { keepLast, keepDaily, keepWeekly });
+    const removed = backups.filter((b) => !keep.has(b.id)).map((b) => b.id);
+    if (dryRun) return { kept: [...keep].sort(), removed, chunksRemoved: 0, bytesFreed: 0, dryRun };
+    for (const id of removed) await repo.deleteBackup(id);
+
+    // Mark: every chunk a remaining backup needs.
+    const live = new Set<string>();
+    const indexFiles = new Set<string>();
+    for (const m of backups.filter((b) => keep.has(b.id))) {
+      indexFiles.add(m.index.file);
+      const index = await repo.openIndex(m);
+      try {
+        for (let i = 0; i < m.chunkCount; i++) {
+          const e = await index.entry(i);
+          if (e !== null) live.add(e.toString('hex'));
+        }
+        await index.verify();
+      } finally {
+        await index.close();
+      }
+    }
+    // Sweep chunks, and chunk indexes whose manifest is gone (a crashed backup).
+    let chunksRemoved = 0;
+    let bytesFreed = 0;
+    await mapLimit(
+      chunkFiles(repo),
+      PARALLEL,
+      async ({ hex, path }) => {
+        if (live.has(hex) || !HEX64.test(hex)) return;
+        const st = await stat(path);
+        await unlink(path);
+        chunksRemoved++;
+        bytesFreed += st.size;
+      },
+      signal,
+    );
+    for (const name of await readdir(repo.backupsDir)) {
+      if (name.endsWith('.index') && BACKUP_ID_PATTERN.test(name.slice(0, -6)) && !indexFiles.has(name)) {
+        await unlink(join(repo.backupsDir, name)).catch(() => undefined);
+      }
+    }
+    return { kept: [...keep].sort(), removed, chunksRemoved, bytesFreed, dryRun };
+  } finally {
+    await lock.release();
+  }
+}

@@ -1,0 +1,496 @@
+/**
+ * A backup repository in a local directory: config, content-addressed chunks,
+ * backup manifests with their chunk indexes, the writer lock, temporary files.
+ */
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { LowtideError, toLowtideError } from '../errors.js';
+import { native } from '../native.js';
+import { integerOption, objectOption, stringOption } from '../options.js';
+import { compress, decompress } from './compress.js';
+import { repoWriteError, syncDir, tempName, writeAtomic } from './files.js';
+import {
+  BACKUP_ID_PATTERN,
+  BACKUPS_DIR,
+  CHUNK_HEADER_SIZE,
+  CHUNKS_DIR,
+  ChunkEncoding,
+  chunkHeader,
+  CONFIG_FILE,
+  DEFAULT_CHUNK_SIZE,
+  DEFAULT_ZSTD_LEVEL,
+  DIGEST_SIZE,
+  INDEX_HEADER_SIZE,
+  indexHeader,
+  LOCKS_DIR,
+  MAX_CHUNK_SIZE,
+  MIN_CHUNK_SIZE,
+  parseChunkHeader,
+  parseIndexHeader,
+  REPO_FORMAT,
+  REPO_VERSION,
+  TMP_DIR,
+  validateConfig,
+  validateManifest,
+  ZERO_DIGEST,
+  type Manifest,
+  type RepoConfig,
+} from './format.js';
+import { acquireWriteLock, type WriteLock } from './lock.js';
+
+export interface InitOptions {
+  /** Power of two from 64 KiB to 8 MiB (default 1 MiB). */
+  chunkSize?: number;
+  /** zstd level 1..19 (default 3). */
+  zstdLevel?: number;
+}
+
+export async function initRepository(path: string, options: InitOptions = {}): Promise<Repository> {
+  stringOption('path', path);
+  const opts = objectOption('options', options);
+  const chunkSize = integerOption('chunkSize', opts.chunkSize, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
+  if ((chunkSize & (chunkSize - 1)) !== 0) {
+    throw new LowtideError('INVALID_ARGUMENT', `chunkSize: expected a power of two from 64 KiB to 8 MiB, got ${chunkSize}`);
+  }
+  const level = integerOption('zstdLevel', opts.zstdLevel, DEFAULT_ZSTD_LEVEL, 1, 19);
+  const root = resolve(path);
+  try {
+    const entries = await readdir(root);
+    if (entries.length > 0) {
+      throw new LowtideError('REPO_EXISTS', `${root} exists and is not empty; a repository needs an empty or new directory`);
+    }
+  } catch (err) {
+    if (err instanceof LowtideError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new LowtideError('REPO_EXISTS', `${root} exists and is not a directory`);
+    if (code !== 'ENOENT') throw repoWriteError(err, `checking ${root}`);
+  }
+  try {
+    await mkdir(root, { recursive: true });
+    for (const d of [CHUNKS_DIR, BACKUPS_DIR, LOCKS_DIR, TMP_DIR]) await mkdir(join(root, d));
+  } catch (err) {
+    throw repoWriteError(err, `creating ${root}`);
+  }
+  const config: RepoConfig = {
+    format: REPO_FORMAT,
+    version: REPO_VERSION,
+    id: randomUUID(),
+    created: new Date().toISOString(),
+    chunkSize,
+    hash: 'sha256',
+    compression: { algorithm: 'zstd', level },
+  };
+  // The config is written last: a directory without it is not a repository.
+  await writeAtomic(join(root, TMP_DIR), join(root, CONFIG_FILE), [Buffer.from(JSON.stringify(config, null, 2) + '\n')], {
+    dir: root,
+  });
+  return new Repository(root, config);
+}
+
+export async function openRepository(path: string): Promise<Repository> {
+  stringOption('repository', path);
+  const root = resolve(path);
+  let text: string;
+  try {
+    text = await readFile(join(root, CONFIG_FILE), 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new LowtideError('REPO_NOT_FOUND', `no lowtide repository at ${root} (run \`lowtide init ${path}\` first)`);
+    }
+    throw toLowtideError(err, 'REPO_FORMAT', `reading ${join(root, CONFIG_FILE)}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new LowtideError('REPO_FORMAT', `${join(root, CONFIG_FILE)} is not valid JSON`);
+  }
+  return new Repository(root, validateConfig(raw, join(root, CONFIG_FILE)));
+}
+
+export interface StoredChunk {
+  /** True when this call wrote the chunk; false when it was already there. */
+  written: boolean;
+  /** Bytes the chunk file takes. */
+  storedBytes: number;
+}
+
+export class Repository {
+  constructor(
+    readonly path: string,
+    readonly config: RepoConfig,
+  ) {}
+
+  get chunkSize(): number {
+    return this.config.chunkSize;
+  }
+
+  get tmpDir(): string {
+    return join(this.path, TMP_DIR);
+  }
+
+  get backupsDir(): string {
+    return join(this.path, BACKUPS_DIR);
+  }
+
+  chunkDir(hex: string): string {
+    return join(this.path, CHUNKS_DIR, hex.slice(0, 2));
+  }
+
+  chunkPath(hex: string): string {
+    return join(this.path, CHUNKS_DIR, hex.slice(0, 2), hex);
+  }
+
+  /** Takes the writer lock and removes temporary files a dead writer left. */
+  async lock(purpose: string): Promise<WriteLock> {
+    const lock = await acquireWriteLock(this.path, purpose);
+    try {
+      for (const f of await readdir(this.tmpDir)) await unlink(join(this.tmpDir, f)).catch(() => undefined);
+    } catch (err) {
+      await lock.release();
+      throw repoWriteError(err, `cleaning ${this.tmpDir}`);
+    }
+    return lock;
+  }
+
+  async hasChunk(hex: string): Promise<boolean> {
+    try {
+      await stat(this.chunkPath(hex));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw toLowtideError(err, 'IO_ERROR', `checking chunk ${hex}`);
+    }
+  }
+
+  /**
+   * Stores `plain` under `hex` (its SHA-256) unless already present. The chunk
+   * file is synced before it is renamed into place; the caller syncs the chunk
+   * directories (see syncChunkDirs) before writing a manifest that names it.
+   */
+  async putChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
+    if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
+    const packed = await compress(plain, this.config.compression.level);
+    const useZstd = packed.length < plain.length;
+    const header = chunkHeader(useZstd ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
+    const body = useZstd ? packed : plain;
+    const dir = this.chunkDir(hex);
+    await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+      throw repoWriteError(err, `creating ${dir}`);
+    });
+    await writeAtomic(this.tmpDir, this.chunkPath(hex), [header, body], { syncDirectory: false });
+    return { written: true, storedBytes: header.length + body.length };
+  }
+
+  async syncChunkDirs(prefixes: Iterable<string>): Promise<void> {
+    try {
+      await syncDir(join(this.path, CHUNKS_DIR));
+      for (const p of prefixes) await syncDir(join(this.path, CHUNKS_DIR, p));
+    } catch (err) {
+      throw repoWriteError(err, 'syncing chunk directories');
+    }
+  }
+
+  /**
+   * Reads a chunk, decompresses it and checks its SHA-256. Throws CHUNK_MISSING
+   * or CHUNK_CORRUPT (with the chunk's digest in the message).
+   */
+  async getChunk(hex: string, expectedLength?: number): Promise<Buffer> {
+    const path = this.chunkPath(hex);
+    let file: Buffer;
+    try {
+      file = await readFile(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
+      }
+      throw toLowtideError(err, 'IO_ERROR', `reading chunk ${hex}`);
+    }
+    const header = parseChunkHeader(file, `chunk ${hex}`);
+    const body = file.subarray(CHUNK_HEADER_SIZE);
+    let plain: Buffer;
+    if (header.encoding === ChunkEncoding.Zstd) {
+      try {
+        plain = await decompress(body);
+      } catch (err) {
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, path });
+      }
+    } else {
+      plain = body;
+    }
+    if (plain.length !== header.plainLength || (expectedLength !== undefined && plain.length !== expectedLength)) {
+      throw new LowtideError(
+        'CHUNK_CORRUPT',
+        `chunk ${hex} has ${plain.length} bytes, expected ${expectedLength ?? header.plainLength}`,
+        { path },
+      );
+    }
+    const digest = await native.digest(plain, false);
+    if (digest === null || digest.toString('hex') !== hex) {
+      throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, { path });
+    }
+    return plain;
+  }
+
+  /** All backups, oldest first. Manifests that cannot be read are reported in `damaged`. */
+  async listBackups(): Promise<{ backups: Manifest[]; damaged: { id: string; error: LowtideError }[] }> {
+    let names: string[];
+    try {
+      names = await readdir(this.backupsDir);
+    } catch (err) {
+      throw toLowtideError(err, 'REPO_CORRUPT', `listing ${this.backupsDir}`);
+    }
+    const backups: Manifest[] = [];
+    const damaged: { id: string; error: LowtideError }[] = [];
+    for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
+      const id = n.slice(0, -5);
+      try {
+        backups.push(await this.readManifest(id));
+      } catch (err) {
+        damaged.push({ id, error: toLowtideError(err, 'REPO_CORRUPT') });
+      }
+    }
+    backups.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.id < b.id ? -1 : 1));
+    return { backups, damaged };
+  }
+
+  /** A backup's manifest by id, or the newest one for 'latest'. */
+  async readManifest(id: string): Promise<Manifest> {
+    stringOption('backup', id);
+    if (id === 'latest') {
+      const { backups } = await this.listBackups();
+      const last = backups[backups.length - 1];
+      if (!last) throw new LowtideError('BACKUP_NOT_FOUND', `the repository ${this.path} has no backups yet`);
+      return last;
+    }
+    if (!BACKUP_ID_PATTERN.test(id)) {
+      throw new LowtideError('BACKUP_NOT_FOUND', `no backup ${JSON.stringify(id)} in ${this.path} (ids look like 20261125T174501Z-3fa9c2)`);
+    }
+    const path = join(this.backupsDir, `${id}.json`);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new LowtideError('BACKUP_NOT_FOUND', `no backup ${id} in ${this.path}`);
+      }
+      throw toLowtideError(err, 'REPO_CORRUPT', `reading ${path}`);
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      throw new LowtideError('REPO_CORRUPT', `${path} is not valid JSON`, { path });
+    }
+    const m = validateManifest(raw, path);
+    if (m.id !== id) throw new LowtideError('REPO_CORRUPT', `${path} names backup ${m.id}`, { path });
+    return m;
+  }
+
+  /** Opens a backup's chunk index for sequential reading, checking its header. */
+  async openIndex(m: Manifest): Promise<IndexReader> {
+    const path = join(this.backupsDir, m.index.file);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, fsc.O_RDONLY);
+    } catch (err) {
+      throw toLowtideError(err, 'REPO_CORRUPT', `opening the chunk index of backup ${m.id}`);
+    }
+    const reader = new IndexReader(fh, path, m);
+    try {
+      await reader.init();
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return reader;
+  }
+
+  /** Starts writing a new chunk index in tmp/. */
+  async createIndex(chunkCount: number): Promise<IndexWriter> {
+    const tmp = tempName(this.tmpDir, 'index');
+    let fh: FileHandle;
+    try {
+      fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+    } catch (err) {
+      throw repoWriteError(err, `creating ${tmp}`);
+    }
+    const w = new IndexWriter(fh, tmp, this.chunkSize, chunkCount);
+    await w.start();
+    return w;
+  }
+
+  /**
+   * Commits a backup: the index file is moved into backups/, then the manifest
+   * is written atomically (the commit point), then the directory is synced.
+   */
+  async commitBackup(manifest: Manifest, index: IndexWriter): Promise<void> {
+    const finalIndex = join(this.backupsDir, manifest.index.file);
+    await index.finish(finalIndex);
+    await writeAtomic(this.tmpDir, join(this.backupsDir, `${manifest.id}.json`), [
+      Buffer.from(JSON.stringify(manifest, null, 2) + '\n'),
+    ], { dir: this.backupsDir });
+  }
+
+  /** Removes a backup's manifest (first: the backup is gone at once) and its index. */
+  async deleteBackup(id: string): Promise<void> {
+    const m = await this.readManifest(id);
+    try {
+      await unlink(join(this.backupsDir, `${m.id}.json`));
+      await syncDir(this.backupsDir);
+      await rm(join(this.backupsDir, m.index.file), { force: true });
+    } catch (err) {
+      throw repoWriteError(err, `deleting backup ${id}`);
+    }
+  }
+}
+
+const INDEX_READ_ENTRIES = 4096;
+
+/** Sequential reader of a chunk index; checks the whole file's SHA-256 at the end. */
+export class IndexReader {
+  readonly chunkCount: number;
+  #buf = Buffer.alloc(0);
+  #bufStart = 0; // entry number of #buf[0]
+  readonly #hasher: Hash = createHash('sha256');
+  #position = INDEX_HEADER_SIZE;
+  #next = 0;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly path: string,
+    private readonly manifest: Manifest,
+  ) {
+    this.chunkCount = manifest.chunkCount;
+  }
+
+  async init(): Promise<void> {
+    const header = Buffer.alloc(INDEX_HEADER_SIZE);
+    const { bytesRead } = await this.fh.read(header, 0, INDEX_HEADER_SIZE, 0);
+    const h = parseIndexHeader(header.subarray(0, bytesRead), this.path);
+    if (h.chunkCount !== this.manifest.chunkCount || h.chunkSize !== this.manifest.chunkSize) {
+      throw new LowtideError('REPO_CORRUPT', `${this.path} does not match its manifest`);
+    }
+    this.#hasher.update(header);
+  }
+
+  /**
+   * The entry of chunk `i` (null for a zero chunk). Entries must be asked for
+   * in increasing order; skipped ones are still hashed.
+   */
+  async entry(i: number): Promise<Buffer | null> {
+    if (i < this.#next - 1 || i >= this.chunkCount) throw new LowtideError('INTERNAL', `index entry ${i} out of order`);
+    while (i >= this.#bufStart + this.#buf.length / DIGEST_SIZE) await this.#fill();
+    this.#next = i + 1;
+    const e = this.#buf.subarray((i - this.#bufStart) * DIGEST_SIZE, (i - this.#bufStart + 1) * DIGEST_SIZE);
+    return e.equals(ZERO_DIGEST) ? null : e;
+  }
+
+  async #fill(): Promise<void> {
+    const start = this.#bufStart + this.#buf.length / DIGEST_SIZE;
+    const n = Math.min(INDEX_READ_ENTRIES, this.chunkCount - start);
+    const buf = Buffer.alloc(n * DIGEST_SIZE);
+    const { bytesRead } = await this.fh.read(buf, 0, buf.length, this.#position);
+    if (bytesRead !== buf.length) throw new LowtideError('REPO_CORRUPT', `${this.path} is truncated`, { path: this.path });
+    this.#position += bytesRead;
+    this.#hasher.update(buf);
+    this.#buf = buf;
+    this.#bufStart = start;
+  }
+
+  /** Reads whatever was not asked for and checks the file's digest. */
+  async verify(): Promise<void> {
+    while (this.#bufStart + this.#buf.length / DIGEST_SIZE < this.chunkCount) await this.#fill();
+    const extra = Buffer.alloc(1);
+    const { bytesRead } = await this.fh.read(extra, 0, 1, this.#position);
+    const digest = this.#hasher.digest('hex');
+    if (bytesRead !== 0 || digest !== this.manifest.index.sha256) {
+      throw new LowtideError('REPO_CORRUPT', `the chunk index of backup ${this.manifest.id} is damaged`, {
+        path: this.path,
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Writes a chunk index sequentially into tmp/, computing its SHA-256. */
+export class IndexWriter {
+  #buf = Buffer.alloc(INDEX_READ_ENTRIES * DIGEST_SIZE);
+  #used = 0;
+  #position = 0;
+  #written = 0;
+  readonly #hasher: Hash = createHash('sha256');
+  sha256 = '';
+
+  constructor(
+    private readonly fh: FileHandle,
+    readonly tmpPath: string,
+    readonly chunkSize: number,
+    readonly chunkCount: number,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.#write(indexHeader(this.chunkSize, this.chunkCount));
+  }
+
+  async #write(b: Buffer): Promise<void> {
+    this.#hasher.update(b);
+    try {
+      await this.fh.write(b, 0, b.length, this.#position);
+    } catch (err) {
+      throw repoWriteError(err, `writing ${this.tmpPath}`);
+    }
+    this.#position += b.length;
+  }
+
+  /** Appends the next entry: a 32-byte digest, or null for a zero chunk. */
+  async append(digest: Buffer | null): Promise<void> {
+    (digest ?? ZERO_DIGEST).copy(this.#buf, this.#used);
+    this.#used += DIGEST_SIZE;
+    this.#written++;
+    if (this.#used === this.#buf.length) await this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#used === 0) return;
+    await this.#write(Buffer.from(this.#buf.subarray(0, this.#used)));
+    this.#used = 0;
+  }
+
+  /** Flushes, syncs and moves the index to `finalPath`. */
+  async finish(finalPath: string): Promise<void> {
+    if (this.#written !== this.chunkCount) {
+      throw new LowtideError('INTERNAL', `index has ${this.#written} entries, expected ${this.chunkCount}`);
+    }
+    await this.#flush();
+    try {
+      await this.fh.sync();
+      await this.fh.close();
+      await rename(this.tmpPath, finalPath);
+    } catch (err) {
+      throw repoWriteError(err, `writing ${finalPath}`);
+    }
+  }
+
+  /** The digest of the whole file, valid after all entries were appended. */
+  digestHex(): string {
+    if (!this.sha256) {
+      // Flushing happens in finish(); compute on a clone so finish() still works.
+      const h = this.#hasher.copy();
+      h.update(this.#buf.subarray(0, this.#used));
+      this.sha256 = h.digest('hex');
+    }
+    return this.sha256;
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await unlink(this.tmpPath).catch(() => undefined);
+  }
+}

@@ -1,0 +1,564 @@
+/**
+ * Throttling controllers: latency samples in; delay before the next block,
+ * queue depth and request size out. The control laws are documented in
+ * docs/throttle.md; the comments here say how the code follows them.
+ *
+ * Contract with the job that drives a controller:
+ * - observe() once for every completed block (read or write) with its
+ *   latency, its size and its monotonic completion time;
+ * - decide() once before issuing each block; the job waits `delayMs` since
+ *   it issued the previous block (pacing), keeps at most `queueDepth` blocks
+ *   in flight and makes the next request `blockSize` bytes long;
+ * - report() at the end (or whenever) for the manifest and `--json`.
+ *
+ * Every decision is clamped to the configured bounds, and garbage samples
+ * (NaN, ±Infinity, negative, zero, absurdly large) are ignored or clamped
+ * before any arithmetic (see estimator.ts), so no input can produce NaN, a
+ * negative delay, or a queue depth or block size out of bounds.
+ */
+import { LowtideError } from '../errors.js';
+import { describe, integerOption, objectOption } from '../options.js';
+import { LatencyEstimator, type LatencyEstimatorOptions } from './estimator.js';
+import { LatencyHistogram, type HistogramSummary } from './histogram.js';
+import { invalidOption, numberOption } from './options.js';
+
+/** One completed block. */
+export interface LatencySample {
+  /** Submit-to-complete time in nanoseconds. */
+  latencyNs: number;
+  /** Bytes the block carried. */
+  bytes: number;
+  /** Monotonic completion time in nanoseconds (any origin, never decreasing). */
+  atNs: number;
+}
+
+/** What to do for the next block. */
+export interface ThrottleDecision {
+  /** Minimum time between issuing the previous block and the next one, in ms. */
+  delayMs: number;
+  /** Blocks to keep in flight at most. */
+  queueDepth: number;
+  /** Size of the next request in bytes (a multiple of `alignment`). */
+  blockSize: number;
+}
+
+/** One row of a queue-depth or block-size distribution. */
+export interface DistributionEntry {
+  /** The queue depth or block size. */
+  value: number;
+  /** Decisions that chose it. */
+  decisions: number;
+  /** Time spent with it in force, from one decision to the next (ms of sample time). */
+  timeMs: number;
+}
+
+export interface ThrottleReport {
+  controller: ControllerName;
+  targetLatencyMs: number;
+  /** Samples accepted (clamped ones included). */
+  samples: number;
+  /** Samples ignored as garbage (NaN, infinite, negative, zero). */
+  invalidSamples: number;
+  /** Samples above the estimator's ceiling, used as the ceiling. */
+  clampedSamples: number;
+  /** Bytes carried by the accepted samples. */
+  bytes: number;
+  decisions: number;
+  /** Sum of the delays handed out, in ms. */
+  delayedMs: number;
+  /** Latency of the accepted samples. */
+  latency: HistogramSummary;
+  /** Ascending by queue depth. */
+  queueDepth: DistributionEntry[];
+  /** Ascending by block size. */
+  blockSize: DistributionEntry[];
+}
+
+export interface ThrottleController {
+  readonly name: ControllerName;
+  /** The validated options in force. */
+  readonly options: ResolvedThrottleOptions;
+  /** The latency estimate (smoothed value and window percentiles), for progress and admission. */
+  readonly latency: LatencyEstimator;
+  observe(sample: LatencySample): void;
+  decide(): ThrottleDecision;
+  report(): ThrottleReport;
+}
+
+export const CONTROLLER_NAMES = ['threshold', 'aimd', 'parda', 'off'] as const;
+export type ControllerName = (typeof CONTROLLER_NAMES)[number];
+/** The controller used when none is named (see docs/throttle.md for why). */
+export const DEFAULT_CONTROLLER: ControllerName = 'parda';
+
+export interface ThrottleOptions {
+  /** Latency the controller aims for (throttling limit), ms. Default 20. */
+  targetLatencyMs?: number;
+  /** Default 1. */
+  minQueueDepth?: number;
+  /** Default 32. */
+  maxQueueDepth?: number;
+  /** Default min(64 KiB, maxBlockSize). */
+  minBlockSize?: number;
+  /** Default max(1 MiB, minBlockSize). */
+  maxBlockSize?: number;
+  /** Block sizes stay multiples of this (the source's sector size). Default 4096. */
+  alignment?: number;
+  /** Upper bound of any delay, ms. Default 500. */
+  maxDelayMs?: number;
+  estimator?: LatencyEstimatorOptions;
+  threshold?: {
+    /** kp: the delay is multiplied by exp(kp · throttling value) (default 0.5). */
+    gain?: number;
+    /** ki: ln(delay) grows by ki per round trip spent at twice the target (default 0.25). */
+    integralGain?: number;
+  };
+  aimd?: {
+    /** Window factor on a round above target (default 0.5). */
+    decreaseFactor?: number;
+    /** Bytes added per round below target while blocks are shrunk (default minBlockSize). */
+    increaseBytes?: number;
+  };
+  parda?: {
+    /** Smoothing γ of the window rule (default 0.5). */
+    gamma?: number;
+    /** β of the window rule, bytes (default minBlockSize / 4). */
+    betaBytes?: number;
+  };
+}
+
+export interface ResolvedThrottleOptions {
+  targetLatencyMs: number;
+  minQueueDepth: number;
+  maxQueueDepth: number;
+  minBlockSize: number;
+  maxBlockSize: number;
+  alignment: number;
+  maxDelayMs: number;
+  estimator: LatencyEstimatorOptions;
+  threshold: { gain: number; integralGain: number };
+  aimd: { decreaseFactor: number; increaseBytes: number };
+  parda: { gamma: number; betaBytes: number };
+}
+
+export const THROTTLE_DEFAULTS = {
+  targetLatencyMs: 20,
+  minQueueDepth: 1,
+  maxQueueDepth: 32,
+  minBlockSize: 64 * 1024,
+  maxBlockSize: 1024 * 1024,
+  alignment: 4096,
+  maxDelayMs: 500,
+  thresholdGain: 0.5,
+  thresholdIntegralGain: 0.25,
+  aimdDecreaseFactor: 0.5,
+  pardaGamma: 0.5,
+} as const;
+
+/** Largest values accepted, matching the block reader's own limits. */
+const MAX_QUEUE_DEPTH = 1024;
+const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
+
+/** Validates `options` and fills in the defaults. Throws LowtideError INVALID_ARGUMENT. */
+export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedThrottleOptions {
+  const o = objectOption('throttle options', options) as ThrottleOptions;
+  const targetLatencyMs = numberOption('targetLatencyMs', o.targetLatencyMs, THROTTLE_DEFAULTS.targetLatencyMs, 0, 600_000, true);
+  const maxDelayMs = numberOption('maxDelayMs', o.maxDelayMs, THROTTLE_DEFAULTS.maxDelayMs, 0, 600_000);
+  const alignment = integerOption('alignment', o.alignment, THROTTLE_DEFAULTS.alignment, 1, MAX_BLOCK_SIZE);
+
+  const minQueueDepth = integerOption(
+    'minQueueDepth',
+    o.minQueueDepth,
+    Math.min(THROTTLE_DEFAULTS.minQueueDepth, typeof o.maxQueueDepth === 'number' ? o.maxQueueDepth : Infinity),
+    1,
+    MAX_QUEUE_DEPTH,
+  );
+  const maxQueueDepth = integerOption(
+    'maxQueueDepth',
+    o.maxQueueDepth,
+    Math.max(THROTTLE_DEFAULTS.maxQueueDepth, minQueueDepth),
+    minQueueDepth,
+    MAX_QUEUE_DEPTH,
+  );
+
+  const blockSize = (name: string, value: unknown, fallback: number, min: number): number => {
+    const v = integerOption(name, value, fallback, min, MAX_BLOCK_SIZE);
+    if (v % alignment !== 0) invalidOption(name, `a multiple of alignment (${alignment} bytes)`, v);
+    return v;
+  };
+  // Each default adapts to the other bound when only one is given, and to
+  // the alignment (rounded up to a multiple of it).
+  const alignUp = (v: number): number => Math.ceil(v / alignment) * alignment;
+  const minDefault = Math.min(
+    alignUp(THROTTLE_DEFAULTS.minBlockSize),
+    typeof o.maxBlockSize === 'number' ? o.maxBlockSize : Infinity,
+  );
+  const minBlockSize = blockSize('minBlockSize', o.minBlockSize, minDefault, 1);
+  const maxBlockSize = blockSize(
+    'maxBlockSize',
+    o.maxBlockSize,
+    Math.max(alignUp(THROTTLE_DEFAULTS.maxBlockSize), minBlockSize),
+    minBlockSize,
+  );
+
+  const th = objectOption('threshold', o.threshold);
+  const ai = objectOption('aimd', o.aimd);
+  const pa = objectOption('parda', o.parda);
+  return {
+    targetLatencyMs,
+    minQueueDepth,
+    maxQueueDepth,
+    minBlockSize,
+    maxBlockSize,
+    alignment,
+    maxDelayMs,
+    estimator: objectOption('estimator', o.estimator) as LatencyEstimatorOptions,
+    threshold: {
+      gain: numberOption('threshold.gain', th.gain, THROTTLE_DEFAULTS.thresholdGain, 0, 100),
+      integralGain: numberOption(
+        'threshold.integralGain',
+        th.integralGain,
+        THROTTLE_DEFAULTS.thresholdIntegralGain,
+        0,
+        100,
+      ),
+    },
+    aimd: {
+      decreaseFactor: numberOption(
+        'aimd.decreaseFactor',
+        ai.decreaseFactor,
+        THROTTLE_DEFAULTS.aimdDecreaseFactor,
+        0,
+        1,
+        true,
+      ),
+      increaseBytes: numberOption('aimd.increaseBytes', ai.increaseBytes, minBlockSize, 0, MAX_BLOCK_SIZE, true),
+    },
+    parda: {
+      gamma: numberOption('parda.gamma', pa.gamma, THROTTLE_DEFAULTS.pardaGamma, 0, 1, true),
+      betaBytes: numberOption('parda.betaBytes', pa.betaBytes, minBlockSize / 4, 0, MAX_BLOCK_SIZE, true),
+    },
+  };
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+/**
+ * Puts a decision inside the bounds. A non-finite value can only come from a
+ * bug, and is replaced by the most cautious choice (longest delay, smallest
+ * queue depth and request).
+ */
+export function boundDecision(d: ThrottleDecision, o: ResolvedThrottleOptions): ThrottleDecision {
+  const delayMs = Number.isFinite(d.delayMs) ? clamp(d.delayMs, 0, o.maxDelayMs) : o.maxDelayMs;
+  const queueDepth = Number.isFinite(d.queueDepth)
+    ? clamp(Math.round(d.queueDepth), o.minQueueDepth, o.maxQueueDepth)
+    : o.minQueueDepth;
+  const blockSize = Number.isFinite(d.blockSize)
+    ? clamp(Math.floor(d.blockSize / o.alignment) * o.alignment, o.minBlockSize, o.maxBlockSize)
+    : o.minBlockSize;
+  return { delayMs, queueDepth, blockSize };
+}
+
+interface DistributionCell {
+  decisions: number;
+  timeNs: number;
+}
+
+function distribution(m: Map<number, DistributionCell>): DistributionEntry[] {
+  return [...m.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([value, c]) => ({ value, decisions: c.decisions, timeMs: c.timeNs / 1e6 }));
+}
+
+/** Sample intake, bounds and reporting shared by all controllers. */
+abstract class BaseController implements ThrottleController {
+  abstract readonly name: ControllerName;
+  readonly options: ResolvedThrottleOptions;
+  readonly latency: LatencyEstimator;
+  protected readonly targetNs: number;
+
+  private readonly histogram = new LatencyHistogram();
+  private bytes = 0;
+  private decisions = 0;
+  private delayedMs = 0;
+  private readonly qdDist = new Map<number, DistributionCell>();
+  private readonly bsDist = new Map<number, DistributionCell>();
+  private previous: ThrottleDecision | undefined;
+  private previousAtNs = 0;
+
+  constructor(options: ThrottleOptions) {
+    this.options = resolveThrottleOptions(options);
+    this.latency = new LatencyEstimator(this.options.estimator);
+    this.targetNs = this.options.targetLatencyMs * 1e6;
+  }
+
+  observe(sample: LatencySample): void {
+    const s: Partial<LatencySample> = sample ?? {};
+    if (this.latency.observe(s.latencyNs as number, s.atNs) === 'invalid') return;
+    const v = this.latency.lastNs; // the sanitised (possibly clamped) value
+    this.histogram.record(v);
+    if (typeof s.bytes === 'number' && Number.isFinite(s.bytes) && s.bytes > 0) this.bytes += s.bytes;
+    this.onSample(v);
+  }
+
+  decide(): ThrottleDecision {
+    const d = boundDecision(this.current(), this.options);
+    const now = this.latency.nowNs;
+    // The time since the previous decision was spent under that decision.
+    if (this.previous) {
+      const dt = Math.max(0, now - this.previousAtNs);
+      this.cell(this.qdDist, this.previous.queueDepth).timeNs += dt;
+      this.cell(this.bsDist, this.previous.blockSize).timeNs += dt;
+    }
+    this.cell(this.qdDist, d.queueDepth).decisions++;
+    this.cell(this.bsDist, d.blockSize).decisions++;
+    this.decisions++;
+    this.delayedMs += d.delayMs;
+    this.previous = d;
+    this.previousAtNs = now;
+    return d;
+  }
+
+  report(): ThrottleReport {
+    return {
+      controller: this.name,
+      targetLatencyMs: this.options.targetLatencyMs,
+      samples: this.latency.count,
+      invalidSamples: this.latency.invalid,
+      clampedSamples: this.latency.clamped,
+      bytes: this.bytes,
+      decisions: this.decisions,
+      delayedMs: this.delayedMs,
+      latency: this.histogram.toJSON(),
+      queueDepth: distribution(this.qdDist),
+      blockSize: distribution(this.bsDist),
+    };
+  }
+
+  /** Called with every accepted (sanitised) latency, in ns. */
+  protected abstract onSample(latencyNs: number): void;
+  /** The unbounded decision now; decide() bounds and records it. */
+  protected abstract current(): ThrottleDecision;
+
+  private cell(m: Map<number, DistributionCell>, key: number): DistributionCell {
+    let c = m.get(key);
+    if (!c) {
+      c = { decisions: 0, timeNs: 0 };
+      m.set(key, c);
+    }
+    return c;
+  }
+}
+
+/** `off`: full queue depth, largest requests, no delay. Still measures and reports. */
+class OffController extends BaseController {
+  readonly name = 'off' as const;
+  protected onSample(): void {}
+  protected current(): ThrottleDecision {
+    return { delayMs: 0, queueDepth: this.options.maxQueueDepth, blockSize: this.options.maxBlockSize };
+  }
+}
+
+/**
+ * `threshold`: the classic rule. The throttling value is how far a block's
+ * latency L is above the threshold T, relative to it:
+ *     e = clamp((L − T) / T, −1, 4)
+ * The delay before the next block is an integral part I, which remembers
+ * how long the latency has been above or below T, times a proportional
+ * factor from the current throttling value (ki, kp: gains; Δt: time since
+ * the previous sample):
+ *     ln I ← ln I + ki · e · min(Δt, τ) / τ,   τ = max(L, T),
+ *                                            I within [T / 1000, maxDelay]
+ *     d = I · exp(kp · e)                    (0 while I is at its floor)
+ * Working on the logarithm makes the loop independent of the device's
+ * speed: a change of d by a given factor changes our rate by that factor,
+ * whatever the rate. τ is the loop's dead time (a block issued now reports
+ * back after L), so the integral moves by at most e^(4·ki) per round trip.
+ * The integral brings the latency to T, where a purely proportional rule
+ * would settle above it; the proportional factor damps
+ * the loop (the device queue integrates the rate difference, so an integral
+ * alone would oscillate). Integrating over time rather than per sample makes
+ * the response independent of how many blocks are in flight. Queue depth and
+ * request size stay at their maxima, as in the commercial tools.
+ */
+class ThresholdController extends BaseController {
+  readonly name = 'threshold' as const;
+  private readonly floorMs: number;
+  private integralMs: number;
+  private delayMs = 0;
+  private lastAtNs: number | undefined;
+
+  constructor(options: ThrottleOptions) {
+    super(options);
+    this.floorMs = Math.min(this.options.targetLatencyMs / 1000, this.options.maxDelayMs);
+    this.integralMs = this.floorMs;
+  }
+
+  protected onSample(latencyNs: number): void {
+    const o = this.options;
+    const now = this.latency.nowNs;
+    const dtNs = this.lastAtNs === undefined ? 0 : now - this.lastAtNs;
+    this.lastAtNs = now;
+    const e = clamp((latencyNs - this.targetNs) / this.targetNs, -1, 4);
+    // Time is counted in units of the loop's dead time τ = max(L, T): a
+    // block issued now reports back after about L. Counting in τ makes the
+    // integral move by at most a factor e^(4·ki) per round trip however many
+    // samples come back in it, so a deep queue of old blocks cannot wind it
+    // up; a sample after a long pause counts for one τ at most.
+    const tau = Math.max(latencyNs, this.targetNs);
+    const step = (o.threshold.integralGain * e * Math.min(dtNs, tau)) / tau;
+    this.integralMs = clamp(this.integralMs * Math.exp(step), this.floorMs, o.maxDelayMs);
+    this.delayMs =
+      this.integralMs <= this.floorMs ? 0 : clamp(this.integralMs * Math.exp(o.threshold.gain * e), 0, o.maxDelayMs);
+  }
+
+  protected current(): ThrottleDecision {
+    return { delayMs: this.delayMs, queueDepth: this.options.maxQueueDepth, blockSize: this.options.maxBlockSize };
+  }
+}
+
+/**
+ * Base of the window controllers (aimd, parda). Their state is one number,
+ * the window W: the bytes the job may keep in flight. windowDecision() turns
+ * W into a decision, shrinking the knobs in order of cost to throughput:
+ * first the queue depth (at the largest request size), then the request size
+ * (at the smallest queue depth), and only then a pacing delay.
+ *
+ * They act once per round, not per sample: a round ends when as many samples
+ * have come back as there were blocks in flight when it began (about one
+ * round trip, like TCP's once-per-RTT rule), and its mean latency is the
+ * signal. Waiting for the blocks issued under the previous window keeps a
+ * controller from reacting twice to the same queue.
+ */
+abstract class WindowController extends BaseController {
+  protected window: number;
+  protected readonly minWindow: number;
+  protected readonly maxWindow: number;
+  private decision: ThrottleDecision;
+  private roundLength = 1;
+  private roundSamples = 0;
+  private roundSumNs = 0;
+
+  constructor(options: ThrottleOptions) {
+    super(options);
+    const o = this.options;
+    this.maxWindow = o.maxQueueDepth * o.maxBlockSize;
+    // The smallest window paces smallest blocks at 1/64 of their natural rate;
+    // maxDelayMs usually binds before that.
+    this.minWindow = (o.minQueueDepth * o.minBlockSize) / 64;
+    // Start with the smallest queue depth of full-size blocks: cheap on an
+    // idle device (one request in flight) and quickly grown from there.
+    this.window = o.minQueueDepth * o.maxBlockSize;
+    this.decision = this.windowDecision();
+    this.roundLength = this.decision.queueDepth;
+  }
+
+  protected onSample(latencyNs: number): void {
+    this.roundSamples++;
+    this.roundSumNs += latencyNs;
+    if (this.decision.delayMs > 0) {
+      // While pacing, keep the delay in step with the latest latency estimate.
+      this.decision = this.windowDecision();
+    }
+    if (this.roundSamples < this.roundLength) return;
+    const mean = this.roundSumNs / this.roundSamples;
+    this.roundSamples = 0;
+    this.roundSumNs = 0;
+    const before = this.decision.queueDepth;
+    this.window = clamp(this.nextWindow(mean), this.minWindow, this.maxWindow);
+    this.decision = this.windowDecision();
+    // The next round waits for the blocks in flight now (issued under the
+    // old window) and for a full window of new ones.
+    this.roundLength = Math.max(before, this.decision.queueDepth);
+  }
+
+  protected current(): ThrottleDecision {
+    return this.decision;
+  }
+
+  /** The window after a round whose mean latency was `meanNs`. */
+  protected abstract nextWindow(meanNs: number): number;
+
+  /** W → (queue depth, request size, delay). */
+  private windowDecision(): ThrottleDecision {
+    const o = this.options;
+    const w = this.window;
+    const fullBlocks = w / o.maxBlockSize;
+    if (fullBlocks >= o.minQueueDepth) {
+      return { delayMs: 0, queueDepth: Math.round(fullBlocks), blockSize: o.maxBlockSize };
+    }
+    const perRequest = w / o.minQueueDepth;
+    if (perRequest >= o.minBlockSize) {
+      return { delayMs: 0, queueDepth: o.minQueueDepth, blockSize: perRequest };
+    }
+    // Fewer than minQueueDepth smallest blocks' worth: pace them. With n =
+    // W / minBlockSize blocks in flight on average and latency L each,
+    // Little's law gives one block every L / n.
+    const n = w / o.minBlockSize;
+    const delayMs = this.latency.smoothedNs / n / 1e6;
+    return { delayMs, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
+  }
+}
+
+/**
+ * `aimd`: additive increase, multiplicative decrease of the window.
+ * After each round with mean latency L:
+ *     L > T:  W ← max(Wmin, b · W)          (b = decreaseFactor, 0.5)
+ *     L ≤ T:  W ← min(Wmax, W + a)
+ * where a is one largest block while the window is in queue-depth territory
+ * (so the queue depth grows by one per round) and `increaseBytes` (one
+ * smallest block) while requests are shrunk or paced.
+ */
+class AimdController extends WindowController {
+  readonly name = 'aimd' as const;
+  protected nextWindow(meanNs: number): number {
+    const o = this.options;
+    if (meanNs > this.targetNs) return this.window * o.aimd.decreaseFactor;
+    const step = this.window >= o.minQueueDepth * o.maxBlockSize ? o.maxBlockSize : o.aimd.increaseBytes;
+    return this.window + step;
+  }
+}
+
+/**
+ * `parda`: the window rule of PARDA (Gulati et al., FAST'09),
+ *     W ← (1 − γ) · W + γ · (T / L · W + β)
+ * with L the round's mean latency. Its fixed point is L = T · W / (W − β):
+ * the latency settles just above T, and a window that cannot reach T
+ * (production alone is slower) settles near β instead of at zero. The ratio
+ * T / L is capped at 2 so that one implausibly fast round cannot make the
+ * window jump to its maximum.
+ */
+class PardaController extends WindowController {
+  readonly name = 'parda' as const;
+  protected nextWindow(meanNs: number): number {
+    const { gamma, betaBytes } = this.options.parda;
+    const ratio = Math.min(2, this.targetNs / meanNs);
+    return (1 - gamma) * this.window + gamma * (ratio * this.window + betaBytes);
+  }
+}
+
+/**
+ * Creates a controller by name ('threshold', 'aimd', 'parda' or 'off').
+ * Throws LowtideError INVALID_ARGUMENT for an unknown name or a bad option.
+ */
+export function createController(
+  name: ControllerName | string = DEFAULT_CONTROLLER,
+  options: ThrottleOptions = {},
+): ThrottleController {
+  switch (name) {
+    case 'off':
+      return new OffController(options);
+    case 'threshold':
+      return new ThresholdController(options);
+    case 'aimd':
+      return new AimdController(options);
+    case 'parda':
+      return new PardaController(options);
+    default:
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `throttle: expected one of ${CONTROLLER_NAMES.map((n) => JSON.stringify(n)).join(', ')}, got ${describe(name)}`,
+      );
+  }
+}

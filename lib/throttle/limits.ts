@@ -1,0 +1,137 @@
+/**
+ * The limits around the controllers:
+ * - AdmissionGate: the admission limit (no new task starts on a storage while
+ *   its latency is above it), the lower of the two limits;
+ * - RateLimiter: a fixed cap in bytes per second (token bucket);
+ * - autoTargetLatencyMs: the throttling limit derived from an idle probe.
+ */
+import { LowtideError } from '../errors.js';
+import { LatencyEstimator } from './estimator.js';
+import { LatencyHistogram } from './histogram.js';
+import { numberOption } from './options.js';
+
+export interface AdmissionGateOptions {
+  /** No new task starts while the storage's latency estimate is above this, ms. */
+  admissionLimitMs: number;
+}
+
+/**
+ * Answers whether a new task may start on a storage, given the storage's
+ * current latency estimate. An unknown estimate (no samples yet: 0, or NaN,
+ * negative, infinite) admits: there is no evidence of load, and refusing
+ * would deadlock a job whose first task is what would produce the samples.
+ */
+export class AdmissionGate {
+  readonly admissionLimitMs: number;
+
+  constructor(options: AdmissionGateOptions) {
+    this.admissionLimitMs = numberOption(
+      'admissionLimitMs',
+      options?.admissionLimitMs,
+      NaN,
+      0,
+      600_000,
+      true,
+    );
+    if (Number.isNaN(this.admissionLimitMs)) {
+      throw new LowtideError('INVALID_ARGUMENT', 'admissionLimitMs: expected a number greater than 0, got undefined');
+    }
+  }
+
+  /**
+   * `estimate` is a latency in ms, or an estimator whose smoothed latency is
+   * used. True when a new task may start.
+   */
+  mayStart(estimate: number | LatencyEstimator): boolean {
+    const ms = estimate instanceof LatencyEstimator ? estimate.smoothedNs / 1e6 : estimate;
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) return true;
+    return ms <= this.admissionLimitMs;
+  }
+}
+
+export interface RateLimiterOptions {
+  /** The cap, bytes per second. */
+  bytesPerSecond: number;
+  /**
+   * Bytes that may go out at once after an idle spell (the bucket's size).
+   * Default: 50 ms worth of the rate, at least 1 MiB.
+   */
+  burstBytes?: number;
+}
+
+/**
+ * A token bucket: tokens accrue at `bytesPerSecond` up to `burstBytes`; a
+ * block takes as many tokens as it has bytes. When the bucket does not hold
+ * enough, the block still takes them (the balance goes negative) and the
+ * caller waits until the balance is back to zero. Reserving ahead like this
+ * keeps the long-run rate exactly at the cap even for blocks larger than the
+ * bucket, and needs no timer: the caller passes the monotonic time.
+ */
+export class RateLimiter {
+  readonly bytesPerSecond: number;
+  readonly burstBytes: number;
+  private tokens: number;
+  private lastNs: number | undefined;
+
+  constructor(options: RateLimiterOptions) {
+    this.bytesPerSecond = numberOption('bytesPerSecond', options?.bytesPerSecond, NaN, 0, Number.MAX_VALUE, true);
+    if (Number.isNaN(this.bytesPerSecond)) {
+      throw new LowtideError('INVALID_ARGUMENT', 'bytesPerSecond: expected a number greater than 0, got undefined');
+    }
+    const burstDefault = Math.max(1024 * 1024, this.bytesPerSecond * 0.05);
+    this.burstBytes = numberOption('burstBytes', options.burstBytes, burstDefault, 0, Number.MAX_VALUE, true);
+    this.tokens = this.burstBytes;
+  }
+
+  /**
+   * Takes `bytes` at monotonic time `nowNs` and returns how long to wait
+   * before sending them, in ms (0 when the bucket held enough). Garbage
+   * (NaN, negative or infinite bytes) takes nothing; a time that runs back
+   * counts as no time passing.
+   */
+  reserve(bytes: number, nowNs: number): number {
+    if (typeof nowNs === 'number' && Number.isFinite(nowNs)) {
+      if (this.lastNs === undefined) this.lastNs = nowNs;
+      if (nowNs > this.lastNs) {
+        this.tokens = Math.min(this.burstBytes, this.tokens + ((nowNs - this.lastNs) / 1e9) * this.bytesPerSecond);
+        this.lastNs = nowNs;
+      }
+    }
+    if (typeof bytes !== 'number' || !Number.isFinite(bytes) || bytes <= 0) return 0;
+    this.tokens -= bytes;
+    return this.tokens >= 0 ? 0 : (-this.tokens / this.bytesPerSecond) * 1e3;
+  }
+}
+
+export interface AutoTargetOptions {
+  /** Target = multiplier × idle median (default 2). */
+  multiplier?: number;
+  /** Lower bound, ms (default 0.25). */
+  minMs?: number;
+  /** Upper bound, ms (default 1000). */
+  maxMs?: number;
+}
+
+/**
+ * The throttling limit for `--latency-target auto`, from a short probe of the
+ * idle storage: reads at queue depth 1 with the job's largest request size,
+ * their latencies recorded into `probe`.
+ *
+ *     target = clamp(max(multiplier · p50, p99), minMs, maxMs)
+ *
+ * Twice the idle median lets about one more block wait in the device queue
+ * ahead of each of ours: enough for full throughput on an idle device, and
+ * little enough that production requests do not wait behind a deep queue of
+ * ours. The idle p99 is a floor so that a device with a noisy tail is not
+ * throttled by its own noise.
+ */
+export function autoTargetLatencyMs(probe: LatencyHistogram, options: AutoTargetOptions = {}): number {
+  if (!(probe instanceof LatencyHistogram) || probe.count === 0) {
+    throw new LowtideError('INVALID_ARGUMENT', 'probe: expected a LatencyHistogram with at least one sample');
+  }
+  const multiplier = numberOption('multiplier', options.multiplier, 2, 1, 1000);
+  const minMs = numberOption('minMs', options.minMs, 0.25, 0, 600_000, true);
+  const maxMs = numberOption('maxMs', options.maxMs, 1000, minMs, 600_000);
+  const ms = Math.max(multiplier * probe.percentile(50), probe.percentile(99)) / 1e6;
+  return Math.min(maxMs, Math.max(minMs, ms));
+}

@@ -1,0 +1,11 @@
+// Advisory whole-file locks (flock): released by the kernel when the holder
+// dies, so a crashed writer never leaves a repository locked.
+#pragma once
+
+namespace lowtide::host {
+
+// Tries to take an exclusive lock on `fd` without waiting. Returns false if
+// another open file description holds it; throws io::IoError on other errors.
+bool try_lock_exclusive(int fd);
+
+}  // namespace lowtide::host
