@@ -28,6 +28,7 @@ export interface NativeReaderOptions {
   heldBuffers: number;
   ordered: boolean;
   engine: 'auto' | 'io_uring' | 'threads';
+  pacingNs: number;
 }
 
 export interface NativeReaderStats {
@@ -38,6 +39,7 @@ export interface NativeReaderStats {
   blockSize: number;
   inFlight: number;
   maxInFlight: number;
+  pacingNs: number;
 }
 
 /**
@@ -54,11 +56,164 @@ export interface NativeReader {
   release(slot: number): boolean;
   setQueueDepth(queueDepth: number): void;
   setBlockSize(blockSize: number): void;
+  /** Minimum time between two read submissions, in nanoseconds (0: none). */
+  setPacing(ns: number): void;
   stats(): NativeReaderStats;
   close(): Promise<void>;
 }
 
-export interface NativeBinding {
+// --- partition tables and FAT (native/napi/volume.cc) --------------------------
+// Every byte offset is an offset on the source (file or block device), not inside the volume.
+
+export interface NativePartition {
+  /** Linux numbering: MBR 1-4 primary, 5+ logical; GPT slot + 1; 0 = whole disk. */
+  index: number;
+  start: number;
+  size: number;
+  /** MBR type byte (0 for GPT and whole disk). */
+  mbrType: number;
+  bootable: boolean;
+  /** An MBR extended container (its logical partitions are listed separately). */
+  extended: boolean;
+  logical: boolean;
+  /** GPT type GUID, '' otherwise. */
+  typeGuid: string;
+  uniqueGuid: string;
+  attributes: bigint;
+  /** GPT partition name, '' otherwise. */
+  name: string;
+  /** Friendly name of the type, '' when unknown. */
+  typeName: string;
+  /** fat12/fat16/fat32/ntfs/exfat/ext/xfs/btrfs/swap/unknown; '' for an extended container. */
+  fs: string;
+  truncated: boolean;
+}
+
+export interface NativePartitionTable {
+  kind: 'mbr' | 'gpt' | 'none';
+  sectorSize: number;
+  diskSize: number;
+  diskGuid: string;
+  mbrSignature: number;
+  gptBackupUsed: boolean;
+  partitions: NativePartition[];
+  warnings: string[];
+}
+
+export interface NativeFsInfo {
+  present: boolean;
+  valid: boolean;
+  freeCount: number | null;
+  nextFree: number | null;
+  offset: number;
+}
+
+export interface NativeVolumeInfo {
+  type: 'fat12' | 'fat16' | 'fat32';
+  partitionOffset: number;
+  volumeSize: number;
+  bytesPerSector: number;
+  sectorsPerCluster: number;
+  clusterSize: number;
+  reservedSectors: number;
+  fatCount: number;
+  fatSectors: number;
+  rootEntries: number;
+  totalSectors: number;
+  clusterCount: number;
+  fatOffset: number;
+  fatBytes: number;
+  rootDirOffset: number;
+  rootDirBytes: number;
+  dataOffset: number;
+  rootCluster: number;
+  fsInfoSector: number;
+  backupBootSector: number;
+  activeFat: number;
+  mirroring: boolean;
+  media: number;
+  hiddenSectors: number;
+  volumeId: number;
+  oemName: string;
+  bpbLabel: string;
+  fsTypeLabel: string;
+  label: string | null;
+  dirty: boolean;
+  bootDirty: boolean;
+  fatDirty: boolean;
+  fatHardError: boolean;
+  fsInfo: NativeFsInfo;
+  warnings: string[];
+}
+
+export interface NativeDirEntry {
+  path: string;
+  name: string;
+  shortName: string;
+  attributes: number;
+  isDirectory: boolean;
+  size: number;
+  firstCluster: number;
+  createDate: number;
+  createTime: number;
+  createTenths: number;
+  accessDate: number;
+  modifyDate: number;
+  modifyTime: number;
+  entryOffset: number;
+  lfnOffset: number;
+  lfnSlots: number;
+}
+
+export interface NativeAllocationMap {
+  /** Bit (c - 2) of the little-endian bitmap is cluster c. */
+  bitmap: Uint8Array;
+  firstCluster: number;
+  clusterCount: number;
+  clusterSize: number;
+  dataOffset: number;
+  used: number;
+  free: number;
+  bad: number;
+}
+
+export interface NativeWalkStats {
+  files: number;
+  directories: number;
+  clustersOwned: number;
+  orphanLongNames: number;
+  deletedEntries: number;
+}
+
+export interface NativeClusterRun {
+  cluster: number;
+  count: number;
+  offset: number;
+  length: number;
+}
+
+export interface NativeVolumeHandle {
+  info(): NativeVolumeInfo;
+  allocationMap(): Promise<NativeAllocationMap>;
+  list(path: string): Promise<NativeDirEntry[]>;
+  stat(path: string): Promise<NativeDirEntry>;
+  walk(): Promise<{ entries: NativeDirEntry[]; stats: NativeWalkStats }>;
+  chain(cluster: number): Promise<NativeClusterRun[]>;
+  fileExtents(path: string): Promise<{ entry: NativeDirEntry; extents: { offset: number; length: number }[] }>;
+  readFile(path: string): Promise<Buffer>;
+  /** Source offset of the first byte where a FAT copy differs from FAT 0, or null. */
+  compareFats(): Promise<number | null>;
+  close(): void;
+}
+
+export interface NativeFsBinding {
+  readPartitions(path: string): Promise<NativePartitionTable>;
+  /** `size` 0: to the end of the source; a size past the end is cut to it. */
+  openVolume(path: string, offset: number, size: number): Promise<NativeVolumeHandle>;
+}
+
+
+export interface NativeBinding extends NativeFsBinding {
   openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<NativeSourceHandle>;
   Reader: new (source: NativeSourceHandle, extents: Float64Array, options: NativeReaderOptions) => NativeReader;
   isZero(view: ArrayBufferView): boolean;

@@ -47,6 +47,47 @@ function intArg(name: string, min: number, max: number) {
   };
 }
 
+function numberArg(name: string, min: number) {
+  return (text: string): number => {
+    const n = Number(text);
+    if (text.trim() === '' || !Number.isFinite(n) || n < min) {
+      throw new InvalidArgumentError(`${name}: expected a number of at least ${min}, got ${JSON.stringify(text)}`);
+    }
+    return n;
+  };
+}
+
+/** The throttle flags shared by every job that touches production storage. */
+function addThrottleOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--throttle <name>', 'latency controller').choices(['parda', 'aimd', 'threshold', 'off']).default('parda'))
+    .addOption(
+      new Option('--latency-target <ms|auto>', 'throttling limit: latency to hold, in ms, or auto (measured idle latency)')
+        .default('auto')
+        .argParser((t: string) => (t === 'auto' ? 'auto' : numberArg('--latency-target', 0.001)(t))),
+    )
+    .addOption(new Option('--admission-limit <ms>', 'do not start a new task while latency is above this').argParser(numberArg('--admission-limit', 0.001)))
+    .addOption(new Option('--rate-limit <MB/s>', 'fixed cap in MB/s (10^6 bytes), on top of the controller').argParser(numberArg('--rate-limit', 0.001)));
+}
+
+function throttleSettings(o: Record<string, unknown>): {
+  throttle: 'parda' | 'aimd' | 'threshold' | 'off';
+  latencyTarget: number | 'auto';
+  admissionLimit?: number;
+  rateLimit?: number;
+} {
+  return {
+    throttle: o.throttle as 'parda' | 'aimd' | 'threshold' | 'off',
+    latencyTarget: o.latencyTarget as number | 'auto',
+    ...(o.admissionLimit !== undefined ? { admissionLimit: o.admissionLimit as number } : {}),
+    ...(o.rateLimit !== undefined ? { rateLimit: (o.rateLimit as number) * 1e6 } : {}),
+  };
+}
+
+function throttleInfo(t: { latencyMs: number; delayMs: number; queueDepth: number; blockSize: number }): string {
+  return `lat ${t.latencyMs.toFixed(2)} ms, delay ${t.delayMs.toFixed(1)} ms, QD ${t.queueDepth}, ${formatBytes(t.blockSize)}`;
+}
+
 function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
@@ -74,6 +115,7 @@ function printImageSummary(s: ImageSummary): void {
     `  holes       ${formatBytes(s.bytesSkipped)} (all-zero blocks not written)`,
     `  time        ${s.seconds.toFixed(2)} s, ${formatRate(s.size / Math.max(s.seconds, 1e-9))}`,
     `  latency     p50 ${s.latency.p50Ms.toFixed(3)} ms, p99 ${s.latency.p99Ms.toFixed(3)} ms, max ${s.latency.maxMs.toFixed(3)} ms`,
+    `  throttle    ${s.throttle.controller}, target ${s.throttle.target.ms.toFixed(2)} ms (${s.throttle.target.mode}), delayed ${(s.throttle.delayedMs / 1000).toFixed(2)} s`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -88,7 +130,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-  program
+  const image = program
     .command('image')
     .description('copy a file or block device to a sparse image file')
     .argument('<source>', 'file or block device to read (opened read-only)')
@@ -100,8 +142,8 @@ export function buildProgram(): Command {
     .option('--no-sparse', 'write all-zero blocks instead of leaving holes')
     .option('-f, --force', 'replace an existing output file', false)
     .option('--json', 'print a machine-readable summary', false)
-    .option('--no-progress', 'no progress bar')
-    .action(async (source: string, output: string, o: Record<string, unknown>) => {
+    .option('--no-progress', 'no progress bar');
+  addThrottleOptions(image).action(async (source: string, output: string, o: Record<string, unknown>) => {
       const json = o.json === true;
       const bar = !json && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
       const summary = await withInterrupt((signal) =>
@@ -112,8 +154,9 @@ export function buildProgram(): Command {
           direct: o.direct as 'auto' | 'on' | 'off',
           sparse: o.sparse !== false,
           force: o.force === true,
+          ...throttleSettings(o),
           signal,
-          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} read p50 ${p.latencyP50Ms.toFixed(3)} ms`) : undefined,
+          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`) : undefined,
         }).finally(() => bar?.stop()),
       );
       if (json) printJson(summary);
@@ -166,7 +209,7 @@ export function buildProgram(): Command {
       else process.stdout.write(`created repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`);
     });
 
-  program
+  const backupCmd = program
     .command('backup')
     .description('back up a file or block device into a repository; prints the backup id')
     .argument('<source>', 'file or block device (opened read-only)')
@@ -177,8 +220,8 @@ export function buildProgram(): Command {
     .option('--all-blocks', 'read every block (the default until file-system support lands)', true)
     .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
     .option('--json', 'print the manifest as JSON', false)
-    .option('--no-progress', 'no progress bar')
-    .action(async (source: string, o: Record<string, unknown>) => {
+    .option('--no-progress', 'no progress bar');
+  addThrottleOptions(backupCmd).action(async (source: string, o: Record<string, unknown>) => {
       const json = o.json === true;
       const bar = !json && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
       let changed: { offset: number; length: number }[] | undefined;
@@ -191,8 +234,9 @@ export function buildProgram(): Command {
           parent,
           changed,
           queueDepth: o.queueDepth as number,
+          ...throttleSettings(o),
           signal,
-          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} new ${p.chunksNew} chunks`) : undefined,
+          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)} | new ${p.chunksNew}`) : undefined,
         }).finally(() => bar?.stop()),
       );
       if (json) {
@@ -229,16 +273,17 @@ export function buildProgram(): Command {
       for (const d of damaged) process.stdout.write(`${d.id}  DAMAGED: ${d.error.message}\n`);
     });
 
-  program
+  const restoreCmd = program
     .command('restore')
     .description('restore a backup to an image file or a block device')
     .argument('<backup>', 'backup id or "latest"')
     .argument('<target>', 'image file to create, or block device to overwrite')
     .requiredOption('--repo <repo>', 'repository directory')
     .option('-f, --force', 'replace an existing target file', false)
+    .addOption(new Option('--queue-depth <n>', 'chunk writes in flight').default(8).argParser(intArg('--queue-depth', 1, 256)))
     .option('--json', 'print JSON', false)
-    .option('--no-progress', 'no progress bar')
-    .action(async (id: string, target: string, o: Record<string, unknown>) => {
+    .option('--no-progress', 'no progress bar');
+  addThrottleOptions(restoreCmd).action(async (id: string, target: string, o: Record<string, unknown>) => {
       const json = o.json === true;
       const bar = !json && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
       const r = await withInterrupt((signal) =>
@@ -247,8 +292,10 @@ export function buildProgram(): Command {
           backup: id,
           target,
           force: o.force === true,
+          queueDepth: o.queueDepth as number,
+          ...throttleSettings(o),
           signal,
-          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, formatRate(p.bytesPerSecond)) : undefined,
+          onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`) : undefined,
         }).finally(() => bar?.stop()),
       );
       if (json) printJson(r);

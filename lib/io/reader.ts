@@ -11,7 +11,10 @@ import type { EngineName } from './source.js';
 export interface ReadOptions {
   /** Request size in bytes (default 1 MiB); a multiple of the sector size. */
   blockSize?: number;
-  /** Largest request size setBlockSize() may ask for later (default: blockSize). */
+  /**
+   * Largest request size setBlockSize() may ask for later (default: blockSize).
+   * No request ever crosses a multiple of it.
+   */
   maxBlockSize?: number;
   /** Reads in flight (default 32). */
   queueDepth?: number;
@@ -23,6 +26,8 @@ export interface ReadOptions {
   ordered?: boolean;
   /** 'auto' (default: io_uring where available), 'io_uring' (required) or 'threads'. */
   engine?: EngineName;
+  /** Minimum time between read submissions from the start, ms (default 0); see setPacing(). */
+  pacingMs?: number;
   signal?: AbortSignal;
 }
 
@@ -121,6 +126,10 @@ export class BlockReader implements AsyncIterable<Block> {
     const heldBuffers = integerOption('heldBuffers', options.heldBuffers, 4, 1, 4096);
     const ordered = booleanOption('ordered', options.ordered, true);
     const engine = choiceOption<EngineName>('engine', options.engine, ['auto', 'io_uring', 'threads'], 'auto');
+    const pacingMs = options.pacingMs ?? 0;
+    if (typeof pacingMs !== 'number' || !Number.isFinite(pacingMs) || pacingMs < 0 || pacingMs > 60_000) {
+      throw new LowtideError('INVALID_ARGUMENT', `pacingMs: expected a number from 0 to 60000, got ${String(pacingMs)}`);
+    }
     this.#signal = signalOption('signal', options.signal);
     this.#sectorSize = sectorSize;
     this.#onEnd = onEnd;
@@ -140,6 +149,7 @@ export class BlockReader implements AsyncIterable<Block> {
         heldBuffers,
         ordered,
         engine,
+        pacingNs: Math.round(pacingMs * 1e6),
       });
     } catch (err) {
       onEnd();
@@ -168,6 +178,18 @@ export class BlockReader implements AsyncIterable<Block> {
     integerOption('blockSize', blockSize, this.#sectorSize, this.#sectorSize, this.#maxBlockSize);
     checkBlockSize('blockSize', blockSize, this.#sectorSize);
     this.#native.setBlockSize(blockSize);
+  }
+
+  /**
+   * Minimum time between two read submissions, in milliseconds (0: none).
+   * This is how a throttle's delay reaches the device: reads are spaced out
+   * at submission, not held back after they completed.
+   */
+  setPacing(delayMs: number): void {
+    if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0 || delayMs > 60_000) {
+      throw new LowtideError('INVALID_ARGUMENT', `delayMs: expected a number from 0 to 60000, got ${String(delayMs)}`);
+    }
+    this.#native.setPacing(Math.round(delayMs * 1e6));
   }
 
   stats(): ReaderStats {

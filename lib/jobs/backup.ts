@@ -23,9 +23,10 @@ import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } fro
 import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { summarizeLatency } from './image.js';
+import { JobThrottle, resolveThrottleSettings, type ThrottleSettings, type ThrottleState } from './throttle.js';
 import { randomBytes } from 'node:crypto';
 
-export interface BackupOptions {
+export interface BackupOptions extends ThrottleSettings {
   /** File or block device to back up (opened read-only). */
   source: string;
   /** Repository path or an open Repository. */
@@ -39,7 +40,7 @@ export interface BackupOptions {
   changed?: readonly Extent[];
   /** Read every block (the default and, for now, the only mode: used-blocks plans come with FAT support). */
   allBlocks?: boolean;
-  /** Reads in flight (default 32). */
+  /** Most reads in flight (default 32); the throttle may use fewer. */
   queueDepth?: number;
   engine?: EngineName;
   direct?: DirectMode;
@@ -56,6 +57,7 @@ export interface BackupProgress {
   elapsedSeconds: number;
   bytesPerSecond: number;
   latencyP50Ms: number;
+  throttle: ThrottleState;
 }
 
 export interface BackupResult {
@@ -128,6 +130,12 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: BackupProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
+  const throttleSettings = resolveThrottleSettings({
+    throttle: opts.throttle,
+    latencyTarget: opts.latencyTarget,
+    admissionLimit: opts.admissionLimit,
+    rateLimit: opts.rateLimit,
+  });
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const cs = repo.chunkSize;
@@ -156,6 +164,12 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     const readExtents = changed !== undefined ? chunkAlignedExtents(changed, cs, size) : [{ offset: 0, length: size }];
     const bytesTotal = totalLength(readExtents);
 
+    const throttle = await JobThrottle.create(
+      throttleSettings,
+      { maxQueueDepth: queueDepth, maxBlockSize: cs, minBlockSize: Math.min(64 * 1024, cs), alignment: Math.max(4096, source.sectorSize) },
+      source,
+      signal,
+    );
     const started = new Date();
     const t0 = process.hrtime.bigint();
     const elapsed = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
@@ -189,6 +203,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
         elapsedSeconds: t,
         bytesPerSecond: t > 0 ? bytesDone / t : 0,
         latencyP50Ms: latency.percentile(50) / 1e6,
+        throttle: throttle.state(),
       });
     };
 
@@ -199,9 +214,10 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       while (pending.length > limit) await writer.append(await pending.shift()!);
     };
 
-    const processChunk = async (block: Block, parentEntry: Buffer | null): Promise<Buffer | null> => {
+    /** Hashes and stores one whole chunk; `done` gives its buffer back. */
+    const processChunk = async (data: Buffer, done: () => void, parentEntry: Buffer | null): Promise<Buffer | null> => {
       try {
-        const digest = await native.digest(block.data, true);
+        const digest = await native.digest(data, true);
         if (digest === null) {
           stats.chunksZero++;
           return null;
@@ -217,10 +233,10 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
           stats.chunksReused++;
           return digest;
         }
-        const store = repo.putChunk(hex, block.data).then((r) => {
+        const store = repo.putChunk(hex, data).then((r) => {
           if (r.written) {
             stats.chunksNew++;
-            stats.bytesNew += block.length;
+            stats.bytesNew += data.length;
             stats.bytesStored += r.storedBytes;
             touchedDirs.add(hex.slice(0, 2));
           } else {
@@ -235,7 +251,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
         }
         return digest;
       } finally {
-        block.release();
+        done();
       }
     };
 
@@ -251,31 +267,59 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     };
 
     const reader = source.read(readExtents, {
-      blockSize: cs,
-      queueDepth,
+      ...throttle.readerOptions(),
+      maxBlockSize: cs,
+      maxQueueDepth: queueDepth,
       engine,
       signal,
       heldBuffers: CHUNKS_IN_FLIGHT + 2,
     });
+    throttle.attach(reader);
+    const startChunk = async (i: number): Promise<Buffer | null> => {
+      if (i > nextChunk) await fromParent(i);
+      const e = parentIndex ? await parentIndex.entry(i) : null;
+      return e === null ? null : Buffer.from(e);
+    };
+    const submit = (i: number, data: Buffer, done: () => void, parentEntry: Buffer | null): void => {
+      const p = processChunk(data, done, parentEntry);
+      p.catch(() => undefined); // handled when drained
+      pending.push(p);
+      nextChunk = i + 1;
+    };
+    // A chunk read in several smaller requests (the throttle shrank them) is assembled here.
+    let partial: { index: number; buf: Buffer; filled: number; parentEntry: Buffer | null } | undefined;
     let failed: unknown;
     try {
       for await (const block of reader) {
         latency.record(block.latencyNs);
-        const i = block.offset / cs;
-        if (!Number.isInteger(i) || block.length !== Math.min(cs, size - block.offset)) {
-          throw new LowtideError('INTERNAL', `block [${block.offset}, +${block.length}) is not a whole chunk`);
-        }
-        if (i > nextChunk) await fromParent(i);
-        const parentEntry = parentIndex ? await parentIndex.entry(i) : null;
-        block.retain();
-        const p = processChunk(block, parentEntry === null ? null : Buffer.from(parentEntry));
-        p.catch(() => undefined); // handled when drained
-        pending.push(p);
-        nextChunk = i + 1;
+        throttle.observe(block.latencyNs, block.length);
         bytesDone += block.length;
+        const i = Math.floor(block.offset / cs);
+        const chunkStart = i * cs;
+        const chunkLength = Math.min(cs, size - chunkStart);
+        if (block.offset === chunkStart && block.length === chunkLength) {
+          const parentEntry = await startChunk(i);
+          block.retain();
+          submit(i, block.data, () => block.release(), parentEntry);
+        } else {
+          if (partial === undefined || partial.index !== i) {
+            if (partial !== undefined) throw new LowtideError('INTERNAL', `chunk ${partial.index} was read only in part`);
+            partial = { index: i, buf: Buffer.allocUnsafe(chunkLength), filled: 0, parentEntry: await startChunk(i) };
+          }
+          block.data.copy(partial.buf, block.offset - chunkStart);
+          partial.filled += block.length;
+          if (partial.filled === chunkLength) {
+            submit(i, partial.buf, () => undefined, partial.parentEntry);
+            partial = undefined;
+          }
+        }
         await drain(CHUNKS_IN_FLIGHT);
         report();
       }
+      // An aborted reader can end early without an error: never fill what it did not read from the parent.
+      if (signal?.aborted) throw new LowtideError('ABORTED', 'the backup was aborted', { cause: signal.reason });
+      if (bytesDone !== bytesTotal) throw new LowtideError('INTERNAL', `the reader ended after ${bytesDone} of ${bytesTotal} bytes`);
+      if (partial !== undefined) throw new LowtideError('INTERNAL', `chunk ${partial.index} was read only in part`);
       if (parentIndex) await fromParent(chunkCount);
       await drain(0);
     } catch (err) {
@@ -315,6 +359,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       latency: summarizeLatency(latency),
       engine: reader.engine,
       direct: source.direct,
+      throttle: throttle.report() as unknown as Record<string, unknown>,
     };
     await repo.commitBackup(manifest, index);
     committed = true;

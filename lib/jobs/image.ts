@@ -21,11 +21,12 @@ import {
 import { openSource, type DirectMode, type EngineName } from '../io/source.js';
 import { MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
+import { JobThrottle, resolveThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
-export interface ImageOptions {
-  /** Read request size (default 1 MiB). */
+export interface ImageOptions extends ThrottleSettings {
+  /** Largest read request size (default 1 MiB); the throttle may use smaller ones. */
   blockSize?: number;
-  /** Reads in flight (default 32). */
+  /** Most reads in flight (default 32); the throttle may use fewer. */
   queueDepth?: number;
   engine?: EngineName;
   direct?: DirectMode;
@@ -48,6 +49,8 @@ export interface ImageProgress {
   bytesPerSecond: number;
   /** Median read latency so far, milliseconds. */
   latencyP50Ms: number;
+  /** The throttle's view now: smoothed latency, delay between reads, queue depth, request size. */
+  throttle: ThrottleState;
 }
 
 export interface LatencySummary {
@@ -76,6 +79,7 @@ export interface ImageSummary {
   direct: boolean;
   blockSize: number;
   queueDepth: number;
+  throttle: JobThrottleReport;
 }
 
 /** Writes kept in flight to the output (each holds one read buffer). */
@@ -147,6 +151,12 @@ export async function imageSource(sourcePath: string, outputPath: string, option
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: ImageProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
+  const throttleSettings = resolveThrottleSettings({
+    throttle: opts.throttle,
+    latencyTarget: opts.latencyTarget,
+    admissionLimit: opts.admissionLimit,
+    rateLimit: opts.rateLimit,
+  });
 
   const output = resolve(outputPath);
   await checkOutput(sourcePath, output, force);
@@ -166,7 +176,21 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     } catch (err) {
       throw writeError(err, output);
     }
-    const reader = source.read(undefined, { blockSize, queueDepth, engine, signal, heldBuffers: WRITES_IN_FLIGHT + 2 });
+    const throttle = await JobThrottle.create(
+      throttleSettings,
+      { maxQueueDepth: queueDepth, maxBlockSize: blockSize, minBlockSize: 64 * 1024, alignment: Math.max(4096, source.sectorSize) },
+      source,
+      signal,
+    );
+    const reader = source.read(undefined, {
+      ...throttle.readerOptions(),
+      maxBlockSize: blockSize,
+      maxQueueDepth: queueDepth,
+      engine,
+      signal,
+      heldBuffers: WRITES_IN_FLIGHT + 2,
+    });
+    throttle.attach(reader);
     const pending = new Set<Promise<void>>();
     let failure: unknown;
     const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9;
@@ -184,6 +208,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
         elapsedSeconds: t,
         bytesPerSecond: t > 0 ? bytesDone / t : 0,
         latencyP50Ms: latency.percentile(50) / 1e6,
+        throttle: throttle.state(),
       });
     };
     const write = (block: Block, fh: FileHandle): void => {
@@ -211,6 +236,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     try {
       for await (const block of reader) {
         latency.record(block.latencyNs);
+        throttle.observe(block.latencyNs, block.length);
         bytesDone += block.length;
         if (sparse && native.isZero(block.data)) {
           bytesSkipped += block.length;
@@ -252,6 +278,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
       direct: source.direct,
       blockSize,
       queueDepth,
+      throttle: throttle.report(),
     };
   } finally {
     if (out) await out.close().catch(() => undefined);

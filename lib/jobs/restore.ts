@@ -13,8 +13,9 @@ import { booleanOption, functionOption, integerOption, objectOption, signalOptio
 import type { Manifest } from '../repo/format.js';
 import { openRepository, Repository } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
+import { JobThrottle, resolveThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
-export interface RestoreOptions {
+export interface RestoreOptions extends ThrottleSettings {
   repository: string | Repository;
   /** Backup id or 'latest'. */
   backup: string;
@@ -22,6 +23,8 @@ export interface RestoreOptions {
   target: string;
   /** Replace an existing target file (default false). Block devices are always overwritten. */
   force?: boolean;
+  /** Most chunk writes in flight (default 8); the throttle may use fewer. */
+  queueDepth?: number;
   signal?: AbortSignal;
   onProgress?: (p: RestoreProgress) => void;
   progressIntervalMs?: number;
@@ -32,6 +35,7 @@ export interface RestoreProgress {
   bytesTotal: number;
   elapsedSeconds: number;
   bytesPerSecond: number;
+  throttle: ThrottleState;
 }
 
 export interface RestoreResult {
@@ -45,9 +49,9 @@ export interface RestoreResult {
   chunksVerified: number;
   seconds: number;
   mbPerSecond: number;
+  /** Write latency as the throttle saw it. */
+  throttle: JobThrottleReport;
 }
-
-const CHUNKS_IN_FLIGHT = 4;
 
 async function blockDeviceSize(path: string): Promise<number> {
   const src = await openSource(path, { direct: 'off' });
@@ -67,6 +71,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: RestoreProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
+  const maxWrites = integerOption('queueDepth', opts.queueDepth, 8, 1, 256);
+  const throttleSettings = resolveThrottleSettings({
+    throttle: opts.throttle,
+    latencyTarget: opts.latencyTarget,
+    admissionLimit: opts.admissionLimit,
+    rateLimit: opts.rateLimit,
+  });
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const manifest: Manifest = await repo.readManifest(backupId);
@@ -111,8 +122,24 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const t = elapsed();
     if (!forceReport && (t - lastReport) * 1000 < progressIntervalMs) return;
     lastReport = t;
-    onProgress({ bytesDone, bytesTotal: manifest.size, elapsedSeconds: t, bytesPerSecond: t > 0 ? bytesDone / t : 0 });
+    onProgress({
+      bytesDone,
+      bytesTotal: manifest.size,
+      elapsedSeconds: t,
+      bytesPerSecond: t > 0 ? bytesDone / t : 0,
+      throttle: throttle.state(),
+    });
   };
+  // Writes are the production side here: with a block device target, its idle
+  // latency is probed by reading it; an image file gets the default target.
+  let probe;
+  if (targetKind === 'block') probe = await openSource(target, { direct: 'auto' });
+  let throttle: JobThrottle;
+  try {
+    throttle = await JobThrottle.create(throttleSettings, { maxQueueDepth: maxWrites, maxBlockSize: cs, minBlockSize: cs, alignment: 512 }, probe, signal);
+  } finally {
+    await probe?.close();
+  }
   const index = await repo.openIndex(manifest);
   try {
     try {
@@ -147,7 +174,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       chunksVerified++;
       try {
+        const w0 = process.hrtime.bigint();
         const { bytesWritten: n } = await out.write(data, 0, length, i * cs);
+        throttle.observe(Number(process.hrtime.bigint() - w0), length);
         if (n !== length) throw new Error(`short write at ${i * cs}`);
       } catch (err) {
         throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${target}`);
@@ -156,6 +185,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       bytesDone += length;
       report();
     };
+    let lastIssue = 0;
     for (let i = 0; i < manifest.chunkCount && failure === undefined; i++) {
       if (signal?.aborted) throw new LowtideError('ABORTED', 'the restore was aborted', { cause: signal.reason });
       const entry = await index.entry(i);
@@ -172,13 +202,17 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         bytesDone += length;
         continue;
       }
+      // Throttle: at most queueDepth writes in flight, spaced by the pacing delay.
+      while (inFlight.size >= throttle.decision.queueDepth) await Promise.race(inFlight);
+      const wait = lastIssue + throttle.pacingMs() - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      lastIssue = performance.now();
       const p: Promise<void> = writeChunk(i, Buffer.from(entry))
         .catch((err: unknown) => {
           failure ??= err;
         })
         .finally(() => inFlight.delete(p));
       inFlight.add(p);
-      if (inFlight.size >= CHUNKS_IN_FLIGHT) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
     if (failure !== undefined) throw failure;
@@ -207,6 +241,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       chunksVerified,
       seconds,
       mbPerSecond: seconds > 0 ? manifest.size / seconds / 1e6 : 0,
+      throttle: throttle.report(),
     };
   } finally {
     await index.close().catch(() => undefined);

@@ -167,6 +167,8 @@ export interface Manifest {
   latency: { count: number; meanMs: number; p50Ms: number; p99Ms: number; maxMs: number };
   engine: string;
   direct: boolean;
+  /** The throttle's report (controller, target, delays, queue-depth and block-size distributions). */
+  throttle: Record<string, unknown> | null;
 }
 
 export function validateManifest(raw: unknown, where: string): Manifest {

@@ -13,6 +13,7 @@ namespace lowtide::io {
 namespace {
 
 constexpr uint64_t kWakeTag = ~uint64_t(0);
+constexpr uint64_t kTimeoutTag = ~uint64_t(0) - 1;
 
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -55,6 +56,8 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
   for (size_t i = slot_count_; i-- > 0;) free_slots_.push_back(uint32_t(i));
   stats_.queue_depth = queue_depth_;
   stats_.block_size = block_size_;
+  pace_ns_ = c.pacing_ns;
+  stats_.pacing_ns = c.pacing_ns;
 }
 
 ReadEngine::~ReadEngine() = default;
@@ -77,12 +80,37 @@ bool ReadEngine::can_submit_locked() const {
   return !stop_requested_ && !error_ && in_flight_ < queue_depth_ && !free_slots_.empty() && !cursor_exhausted_locked();
 }
 
+bool ReadEngine::pace_allows_locked(uint64_t now, uint64_t& wait_ns) const {
+  if (pace_ns_ == 0 || now >= next_issue_ns_) return true;
+  wait_ns = next_issue_ns_ - now;
+  return false;
+}
+
+void ReadEngine::note_issue_locked(uint64_t now) {
+  if (pace_ns_ != 0) next_issue_ns_ = now + pace_ns_;
+}
+
+void ReadEngine::set_pacing(uint64_t ns) {
+  std::lock_guard<std::mutex> lk(mu_);
+  uint64_t now = now_ns();
+  pace_ns_ = ns;
+  stats_.pacing_ns = ns;
+  // A shorter interval applies at once rather than after the old one ends.
+  if (next_issue_ns_ > now + ns) next_issue_ns_ = now + ns;
+  if (started_ && !finished_) wake_locked();
+}
+
 ReadEngine::Request ReadEngine::next_request_locked() {
   const Extent& e = extents_[extent_index_];
   uint64_t off = e.offset + extent_pos_;
   uint64_t end_of_extent = e.offset + e.length;
   uint64_t bs = block_size_;
-  uint64_t boundary = (off / bs + 1) * bs;  // split at absolute block boundaries
+  uint64_t mbs = max_block_size_;
+  // Split at absolute block boundaries, and never across a multiple of the
+  // largest block size: a consumer that works in units of maxBlockSize (the
+  // repository's chunks) always gets pieces of one unit, whatever the throttle
+  // does to the request size.
+  uint64_t boundary = std::min((off / bs + 1) * bs, (off / mbs + 1) * mbs);
   uint64_t end = std::min(end_of_extent, boundary);
   Request r;
   r.seq = next_seq_++;
@@ -327,6 +355,20 @@ class UringEngine final : public ReadEngine {
     return true;
   }
 
+  // A timer in the ring: wakes the loop when the pacing interval has passed.
+  void arm_timeout(uint64_t ns) {
+    io_uring_sqe* sqe = ring_->get_sqe();
+    if (!sqe) return;
+    timeout_ts_.tv_sec = static_cast<long long>(ns / 1000000000ull);
+    timeout_ts_.tv_nsec = static_cast<long long>(ns % 1000000000ull);
+    sqe->opcode = IORING_OP_TIMEOUT;
+    sqe->addr = reinterpret_cast<uint64_t>(&timeout_ts_);
+    sqe->len = 1;
+    sqe->off = 0;
+    sqe->user_data = kTimeoutTag;
+    timeout_armed_ = true;
+  }
+
   void prep(const Request& r) {
     io_uring_sqe* sqe = ring_->get_sqe();  // SQ has room for every slot plus the wake read
     sqe->opcode = fixed_ ? IORING_OP_READ_FIXED : IORING_OP_READ;
@@ -349,12 +391,20 @@ class UringEngine final : public ReadEngine {
           for (uint32_t slot : resubmit) prep(requests_[slot]);
           resubmit.clear();
           uint64_t t = now_ns();
+          uint64_t wait_ns = 0;
+          bool paced = false;
           while (can_submit_locked()) {
+            if (!pace_allows_locked(t, wait_ns)) {
+              paced = true;
+              break;
+            }
             Request r = next_request_locked();
+            note_issue_locked(t);
             r.submit_ns = t;
             requests_[r.slot] = r;
             prep(requests_[r.slot]);
           }
+          if (paced && !timeout_armed_) arm_timeout(wait_ns);
           if (maybe_finish_locked()) break;
           starved_ = !stop_requested_ && !error_ && in_flight_ < queue_depth_ && free_slots_.empty() &&
                      !cursor_exhausted_locked();
@@ -366,6 +416,10 @@ class UringEngine final : public ReadEngine {
           if (cqe->user_data == kWakeTag) {
             wake_armed = false;
             wake_pending_ = false;
+            return;
+          }
+          if (cqe->user_data == kTimeoutTag) {
+            timeout_armed_ = false;
             return;
           }
           Request& r = requests_[uint32_t(cqe->user_data)];
@@ -395,7 +449,7 @@ class UringEngine final : public ReadEngine {
       uint64_t now = now_ns();
       lk.lock();
       ring_->for_each_cqe([&](io_uring_cqe* cqe) {
-        if (cqe->user_data == kWakeTag) return;
+        if (cqe->user_data == kWakeTag || cqe->user_data == kTimeoutTag) return;
         Request& r = requests_[uint32_t(cqe->user_data)];
         if (on_result_locked(r, cqe->res, now)) {
           --in_flight_;  // give up on the remainder
@@ -416,6 +470,8 @@ class UringEngine final : public ReadEngine {
   uint64_t wake_buf_ = 0;
   bool wake_pending_ = false;
   bool starved_ = false;
+  bool timeout_armed_ = false;
+  __kernel_timespec timeout_ts_{};
   bool fixed_ = false;
   std::vector<Request> requests_;
   std::unique_ptr<Uring> ring_;  // destroyed before wake_buf_ and the requests
@@ -462,7 +518,14 @@ class ThreadEngine final : public ReadEngine {
     for (;;) {
       if (finished_) return;
       if (can_submit_locked()) {
+        uint64_t t = now_ns();
+        uint64_t wait_ns = 0;
+        if (!pace_allows_locked(t, wait_ns)) {
+          cv_.wait_for(lk, std::chrono::nanoseconds(wait_ns));
+          continue;
+        }
         Request r = next_request_locked();
+        note_issue_locked(t);
         lk.unlock();
         r.submit_ns = now_ns();
         int64_t res;

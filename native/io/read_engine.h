@@ -36,6 +36,7 @@ struct ReadConfig {
   uint32_t max_queue_depth = 32;      // largest queue depth ever asked for
   uint32_t held_buffers = 4;          // blocks the consumer may hold besides those in flight
   bool ordered = true;                // deliver blocks in request order
+  uint64_t pacing_ns = 0;             // minimum time between submissions
 };
 
 // One delivered block: bytes [offset, offset+length) of the source are at
@@ -56,6 +57,7 @@ struct EngineStats {
   uint32_t block_size = 0;
   uint32_t in_flight = 0;
   uint32_t max_in_flight_seen = 0;
+  uint64_t pacing_ns = 0;
 };
 
 enum class EngineKind { Auto, Uring, Threads };
@@ -85,6 +87,8 @@ class ReadEngine {
   bool release(uint32_t slot);
   void set_queue_depth(uint32_t qd);
   void set_block_size(uint32_t bytes);
+  // Minimum time between two read submissions (0 = none): the throttle's delay.
+  void set_pacing(uint64_t ns);
   void request_stop();
   // Waits for the engine threads, then drops the engine's reference to the
   // source so its descriptor closes as soon as the JS handle is closed too.
@@ -120,6 +124,9 @@ class ReadEngine {
 
   // Bookkeeping shared by the engines; all *_locked need mu_ held.
   bool can_submit_locked() const;
+  // Pacing: may a read be issued at `now`? If not, `wait_ns` is how long until it may.
+  bool pace_allows_locked(uint64_t now, uint64_t& wait_ns) const;
+  void note_issue_locked(uint64_t now);
   bool cursor_exhausted_locked() const { return extent_index_ >= extents_.size(); }
   Request next_request_locked();
   // Accounts for `res` bytes (or -errno) read by `r`. Returns true when `r`
@@ -151,6 +158,8 @@ class ReadEngine {
   uint32_t queue_depth_;
   uint32_t max_queue_depth_;
   bool ordered_;
+  uint64_t pace_ns_ = 0;
+  uint64_t next_issue_ns_ = 0;
   // slots
   std::vector<uint32_t> free_slots_;
   std::vector<uint8_t> slot_state_;

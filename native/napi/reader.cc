@@ -35,6 +35,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
                                           InstanceMethod<&Reader::Release>("release"),
                                           InstanceMethod<&Reader::SetQueueDepth>("setQueueDepth"),
                                           InstanceMethod<&Reader::SetBlockSize>("setBlockSize"),
+                                          InstanceMethod<&Reader::SetPacing>("setPacing"),
                                           InstanceMethod<&Reader::Stats>("stats"),
                                           InstanceMethod<&Reader::Close>("close"),
                                       });
@@ -71,6 +72,11 @@ class Reader : public Napi::ObjectWrap<Reader> {
     cfg.queue_depth = get_u32(env, o, "queueDepth", cfg.queue_depth);
     cfg.max_queue_depth = get_u32(env, o, "maxQueueDepth", cfg.queue_depth);
     cfg.held_buffers = get_u32(env, o, "heldBuffers", cfg.held_buffers);
+    Napi::Value pacing = o.Get("pacingNs");
+    if (pacing.IsNumber()) {
+      double ns = pacing.As<Napi::Number>().DoubleValue();
+      cfg.pacing_ns = ns > 0 && ns <= 60e9 ? uint64_t(ns) : 0;
+    }
     Napi::Value ordered = o.Get("ordered");
     if (!ordered.IsUndefined()) cfg.ordered = ordered.ToBoolean();
     if (cfg.block_size == 0 || cfg.queue_depth == 0) throw_invalid(env, "blockSize and queueDepth must be positive");
@@ -207,6 +213,16 @@ class Reader : public Napi::ObjectWrap<Reader> {
     return info.Env().Undefined();
   }
 
+  // setPacing(ns): minimum time between read submissions.
+  Napi::Value SetPacing(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "setPacing(ns) expects a number");
+    double ns = info[0].As<Napi::Number>().DoubleValue();
+    if (!(ns >= 0)) ns = 0;
+    if (ns > 60e9) ns = 60e9;
+    engine_->set_pacing(uint64_t(ns));
+    return info.Env().Undefined();
+  }
+
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     io::EngineStats s = engine_->stats();
@@ -218,6 +234,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
     o.Set("blockSize", Napi::Number::New(env, s.block_size));
     o.Set("inFlight", Napi::Number::New(env, s.in_flight));
     o.Set("maxInFlight", Napi::Number::New(env, s.max_in_flight_seen));
+    o.Set("pacingNs", Napi::Number::New(env, double(s.pacing_ns)));
     return o;
   }
 

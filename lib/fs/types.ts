@@ -1,0 +1,160 @@
+/**
+ * The partition and FAT model in TypeScript terms. Byte offsets are offsets
+ * on the source (file or block device) unless a name says otherwise.
+ */
+
+/** A file system recognised at the start of a partition (FAT is parsed; the others are names only). */
+export type FileSystemKind = 'fat12' | 'fat16' | 'fat32' | 'ntfs' | 'exfat' | 'ext' | 'xfs' | 'btrfs' | 'swap' | 'unknown';
+
+export type PartitionTableKind = 'mbr' | 'gpt' | 'none';
+
+export interface Partition {
+  /**
+   * Number as Linux gives it: MBR primaries 1-4, logical partitions from 5,
+   * GPT entry slot + 1. 0 is the whole disk of a table-less ("superfloppy") disk.
+   */
+  readonly index: number;
+  /** First byte. */
+  readonly start: number;
+  /** Length in bytes (as the table says; see `truncated`). */
+  readonly size: number;
+  /** MBR type as "0x0c", GPT type GUID, or '' for a whole disk. */
+  readonly type: string;
+  /** Friendly name of the type, null when unknown. */
+  readonly typeName: string | null;
+  /** GPT partition name, null for MBR. */
+  readonly name: string | null;
+  /** GPT unique partition GUID, null for MBR. */
+  readonly uniqueGuid: string | null;
+  /** GPT attribute bits, 0n for MBR. */
+  readonly attributes: bigint;
+  /** File system found at its start; null for an extended container. */
+  readonly fileSystem: FileSystemKind | null;
+  readonly bootable: boolean;
+  /** An MBR extended container: it holds the logical partitions, which are listed on their own. */
+  readonly extended: boolean;
+  readonly logical: boolean;
+  /** The table says it reaches past the end of the disk. */
+  readonly truncated: boolean;
+}
+
+export interface PartitionTable {
+  readonly kind: PartitionTableKind;
+  /** Logical sector size the table is written in. */
+  readonly sectorSize: number;
+  readonly diskSize: number;
+  /** GPT disk GUID, null for MBR. */
+  readonly diskGuid: string | null;
+  /** MBR disk identifier (also present in a protective MBR), null if none. */
+  readonly mbrSignature: number | null;
+  /** The primary GPT header or entries were damaged and the backup at the last LBA was used. */
+  readonly gptBackupUsed: boolean;
+  readonly partitions: readonly Partition[];
+  readonly warnings: readonly string[];
+}
+
+export type FatType = 'fat12' | 'fat16' | 'fat32';
+
+export interface FatVolumeInfo {
+  readonly type: FatType;
+  /** Offset of the volume (its boot sector) on the source. */
+  readonly partitionOffset: number;
+  /** Bytes available to the volume. */
+  readonly volumeSize: number;
+  readonly bytesPerSector: number;
+  readonly sectorsPerCluster: number;
+  readonly clusterSize: number;
+  readonly reservedSectors: number;
+  readonly fatCount: number;
+  /** Length of one FAT in sectors. */
+  readonly fatSectors: number;
+  /** Fixed root directory entries (FAT12/16), 0 on FAT32. */
+  readonly rootEntries: number;
+  readonly totalSectors: number;
+  /** Data clusters, numbered 2 .. clusterCount + 1. */
+  readonly clusterCount: number;
+  /** Source offset of FAT #0. */
+  readonly fatOffset: number;
+  /** Bytes of one FAT. */
+  readonly fatBytes: number;
+  /** Source offset and size of the fixed root directory (FAT12/16; size 0 on FAT32). */
+  readonly rootDirOffset: number;
+  readonly rootDirBytes: number;
+  /** Source offset of cluster 2. */
+  readonly dataOffset: number;
+  /** First cluster of the root directory (FAT32), 0 otherwise. */
+  readonly rootCluster: number;
+  /** The FAT copy that is read (FAT32 with mirroring off may name another than 0). */
+  readonly activeFat: number;
+  /** FAT32: all copies are kept in step (BPB_ExtFlags bit 7 clear); always true on FAT12/16. */
+  readonly mirroring: boolean;
+  readonly media: number;
+  readonly volumeId: number;
+  readonly oemName: string;
+  /** Volume label: from the root directory, else from the boot sector, null when none. */
+  readonly label: string | null;
+  /** The boot sector dirty bit or the FAT[1] clean-shutdown bit says the volume was not unmounted cleanly. */
+  readonly dirty: boolean;
+  readonly bootDirty: boolean;
+  readonly fatDirty: boolean;
+  readonly fatHardError: boolean;
+  /** FAT32 FSInfo (null on FAT12/16 or when the BPB names none). */
+  readonly fsInfo: FsInfo | null;
+  readonly warnings: readonly string[];
+}
+
+export interface FsInfo {
+  /** Signatures correct; when false the counts are null. */
+  readonly valid: boolean;
+  readonly freeCount: number | null;
+  readonly nextFree: number | null;
+  readonly offset: number;
+}
+
+export interface DirEntry {
+  /** Full path from the volume root, '/'-separated, using long names ("/Docs/Report 2024.txt"). */
+  readonly path: string;
+  /** Long name when there is a valid one, else the 8.3 name (with the NT lower-case flags applied). */
+  readonly name: string;
+  /** The 8.3 name as stored ("REPORT~1.TXT"). */
+  readonly shortName: string;
+  readonly size: number;
+  /** Attribute byte: 0x01 read-only, 0x02 hidden, 0x04 system, 0x10 directory, 0x20 archive. */
+  readonly attributes: number;
+  readonly isDirectory: boolean;
+  readonly readOnly: boolean;
+  readonly hidden: boolean;
+  readonly system: boolean;
+  readonly archive: boolean;
+  /** Last modification (FAT stores local time; it is read as local time). The FAT epoch when unset. */
+  readonly modified: Date;
+  /** Creation time, null when unset. */
+  readonly created: Date | null;
+  /** Last access day, null when unset. */
+  readonly accessed: Date | null;
+  /** First cluster (0 for an empty file). */
+  readonly firstCluster: number;
+  /** Source offset of the 8.3 directory entry. */
+  readonly entryOffset: number;
+  /** Source offset of the first long-name slot (== entryOffset when none) and how many there are. */
+  readonly lfnOffset: number;
+  readonly lfnSlots: number;
+}
+
+/** A run of consecutive clusters of a chain, with its bytes on the source. */
+export interface ClusterRun {
+  readonly cluster: number;
+  readonly count: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface WalkStats {
+  readonly files: number;
+  readonly directories: number;
+  /** Clusters reached from the root (directory and file chains). */
+  readonly clustersOwned: number;
+  /** Long-name runs whose sequence or checksum did not fit (ignored; the 8.3 name is used). */
+  readonly orphanLongNames: number;
+  readonly deletedEntries: number;
+}

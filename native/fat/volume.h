@@ -1,0 +1,111 @@
+// A FAT12/16/32 volume read on demand through a ByteReader: geometry,
+// FSInfo, label, dirty state, chains, directories, the allocation map.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fat/boot_sector.h"
+#include "fat/byte_reader.h"
+#include "fat/dir.h"
+#include "fat/fat_table.h"
+
+namespace lowtide::fat {
+
+struct FsInfo {
+  bool present = false;  // FAT32 with an FSInfo sector
+  bool valid = false;    // all three signatures correct
+  uint32_t free_count = 0xFFFFFFFF;  // 0xFFFFFFFF: unknown
+  uint32_t next_free = 0xFFFFFFFF;   // 0xFFFFFFFF: no hint
+  uint64_t offset = 0;               // source byte offset of the sector
+};
+
+struct VolumeInfo {
+  FatGeometry geo;
+  uint64_t base = 0;  // volume offset on the source
+  uint64_t size = 0;  // bytes available to the volume
+  FsInfo fsinfo;
+  std::optional<std::string> label;  // from the root directory
+  uint32_t fat_media = 0;            // low byte of FAT[0]
+  bool fat_dirty = false;            // FAT[1] "clean shutdown" bit clear (FAT16/32)
+  bool fat_hard_error = false;       // FAT[1] "no hard error" bit clear (FAT16/32)
+  bool dirty = false;                // boot-sector dirty bit or fat_dirty
+  std::vector<std::string> warnings;
+};
+
+struct Run {
+  uint32_t first;  // cluster
+  uint32_t count;
+};
+
+struct Extent {
+  uint64_t offset;  // source byte offset
+  uint64_t length;
+};
+
+// A set of clusters (bit per cluster number).
+class ClusterSet {
+ public:
+  explicit ClusterSet(uint32_t max_cluster) : words_((static_cast<size_t>(max_cluster) + 64) / 64, 0) {}
+  bool test(uint32_t c) const { return (words_[c >> 6] >> (c & 63)) & 1; }
+  void set(uint32_t c) { words_[c >> 6] |= uint64_t(1) << (c & 63); }
+
+ private:
+  std::vector<uint64_t> words_;
+};
+
+struct WalkStats {
+  uint64_t files = 0;
+  uint64_t directories = 0;
+  uint64_t clusters_owned = 0;  // clusters reached from the root (directories + file chains)
+  uint64_t orphan_lfn = 0;
+  uint64_t deleted_entries = 0;
+};
+
+class FatVolume {
+ public:
+  // `reader` covers exactly the volume (offset 0 = boot sector); `base` is the
+  // volume's offset on the source, added to every offset reported.
+  FatVolume(ByteReader& reader, uint64_t base);
+
+  const VolumeInfo& info() const { return info_; }
+  const FatGeometry& geo() const { return info_.geo; }
+
+  // The cluster chain from `start`, validated (range, bad/free markers,
+  // cycles). `owner` and `owner_offset` name what refers to it in errors.
+  std::vector<Run> chain(uint32_t start, const std::string& owner, uint64_t owner_offset);
+
+  // Entries of the directory at `path` ("/" is the root).
+  std::vector<DirEntry> list(const std::string& path);
+  // The entry at `path`; the root is returned as a directory entry named "".
+  DirEntry stat(const std::string& path);
+  // Every file and directory (depth first, directory order), each chain
+  // checked for cycles and cross-links, directory loops detected.
+  std::vector<DirEntry> walk(WalkStats* stats);
+  // Source byte extents of a file's data, trimmed to its size.
+  std::vector<Extent> file_extents(const DirEntry& e);
+
+  AllocationMap allocation_map();
+  // Source byte offset of the first difference between FAT copies, or -1.
+  int64_t compare_fats();
+
+  uint64_t cluster_offset(uint32_t c) const {
+    return info_.base + info_.geo.data_offset + static_cast<uint64_t>(c - 2) * info_.geo.cluster_size;
+  }
+
+ private:
+  std::vector<Run> walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset, ClusterSet& seen);
+  // Reads a directory: first_cluster 0 is the root. `runs` is its chain
+  // (ignored for a FAT12/16 root).
+  DirParser read_dir(uint32_t first_cluster, const std::vector<Run>& runs, const std::string& path);
+  DirParser read_root();
+
+  ByteReader& reader_;
+  VolumeInfo info_;
+  std::unique_ptr<FatTable> fat_;
+};
+
+}  // namespace lowtide::fat

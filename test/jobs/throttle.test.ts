@@ -1,0 +1,87 @@
+import { writeFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { imageSource, openSource } from '../../lib/index.js';
+import { JobThrottle, resolveThrottleSettings } from '../../lib/jobs/throttle.js';
+import { cmp, lowtide } from '../helpers/cli.js';
+import { TempDir, patternBytes } from '../helpers/tmp.js';
+
+const MiB = 1024 * 1024;
+const tmp = new TempDir();
+afterAll(() => tmp.remove());
+const src = tmp.file('src.bin');
+writeFileSync(src, patternBytes(16 * MiB, 3));
+
+describe('throttle wiring', () => {
+  it('decisions reach the native reader: queue depth, request size and pacing', async () => {
+    const source = await openSource(src);
+    try {
+      // A target far below what any read takes: aimd must cut the window to the minimum.
+      const throttle = await JobThrottle.create(
+        resolveThrottleSettings({ throttle: 'aimd', latencyTarget: 0.000_001 }),
+        { maxQueueDepth: 16, maxBlockSize: MiB, minBlockSize: 64 * 1024, alignment: 4096 },
+      );
+      const reader = source.read(undefined, {
+        blockSize: throttle.decision.blockSize,
+        maxBlockSize: MiB,
+        queueDepth: throttle.decision.queueDepth,
+        maxQueueDepth: 16,
+      });
+      throttle.attach(reader);
+      let n = 0;
+      const data = Buffer.alloc(16 * MiB);
+      for await (const b of reader) {
+        b.data.copy(data, b.offset);
+        throttle.observe(b.latencyNs, b.length);
+        n++;
+        const s = reader.stats();
+        expect(s.queueDepth).toBe(throttle.decision.queueDepth);
+        expect(s.blockSize).toBe(throttle.decision.blockSize);
+        expect(s.pacingNs).toBe(Math.round(throttle.pacingMs() * 1e6));
+      }
+      expect(data.equals(patternBytes(16 * MiB, 3))).toBe(true);
+      expect(throttle.decision.queueDepth).toBe(1);
+      expect(throttle.decision.blockSize).toBe(64 * 1024);
+      expect(n).toBeGreaterThan(16);
+      const report = throttle.report();
+      expect(report.controller).toBe('aimd');
+      expect(report.queueDepth.some((q) => q.value === 1)).toBe(true);
+    } finally {
+      await source.close();
+    }
+  });
+
+  it('a forced delay (--rate-limit) makes the job take longer and is reported: 16 MiB at 20 MB/s takes at least 0.78 s', () => {
+    const out = tmp.file('capped.img');
+    const r = lowtide(['image', src, out, '--throttle', 'off', '--rate-limit', '20', '--json']);
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout) as {
+      seconds: number;
+      throttle: { rateLimitBytesPerSecond: number; controller: string; pacedMs: number };
+    };
+    expect(s.throttle.rateLimitBytesPerSecond).toBe(20e6);
+    // Every 1 MiB read was spaced by 1 MiB / 20 MB/s = 52 ms, and the report says so.
+    expect(s.throttle.pacedMs).toBeCloseTo(16 * (MiB / 20e6) * 1000, 0);
+    expect(s.throttle.controller).toBe('off');
+    // (16 MiB - one 1 MiB block issued at once) / 20 MB/s
+    expect(s.seconds).toBeGreaterThan((15 * MiB) / 20e6);
+    expect(cmp(src, out)).toBe(true);
+  });
+
+  it('auto target comes from an idle probe and is reported', async () => {
+    const out = tmp.file('auto.img');
+    const s = await imageSource(src, out, { force: true });
+    expect(s.throttle.controller).toBe('parda');
+    expect(s.throttle.target.mode).toBe('auto');
+    expect(s.throttle.target.idleP50Ms).toBeGreaterThan(0);
+    expect(s.throttle.target.ms).toBeGreaterThanOrEqual(s.throttle.target.idleP50Ms!);
+    expect(cmp(src, out)).toBe(true);
+  });
+
+  it('bad throttle options are rejected with the option named', async () => {
+    await expect(imageSource(src, tmp.file('x.img'), { throttle: 'fast' as 'off' })).rejects.toThrow(
+      /throttle: expected one of "threshold", "aimd", "parda", "off", got "fast"/,
+    );
+    await expect(imageSource(src, tmp.file('x.img'), { latencyTarget: -1 })).rejects.toThrow(/latencyTarget: expected a number greater than 0, got -1/);
+    expect(lowtide(['image', src, tmp.file('y.img'), '--latency-target', 'soon']).status).toBe(2);
+  });
+});
