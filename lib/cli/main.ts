@@ -19,6 +19,7 @@ import {
   verifyRepository,
   type ImageSummary,
 } from '../index.js';
+import { listFiles, extractPath, describeDisk } from '../jobs/files.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
 const require = createRequire(import.meta.url);
@@ -106,13 +107,27 @@ function withInterrupt<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> 
   });
 }
 
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 function printImageSummary(s: ImageSummary): void {
+  for (const w of s.plan.warnings) process.stderr.write(`lowtide: warning: ${w}\n`);
   const lines = [
     `imaged ${s.source} -> ${s.output}`,
     `  size        ${formatBytes(s.size)}`,
     `  read        ${formatBytes(s.bytesRead)}  (${s.direct ? 'O_DIRECT' : 'buffered'}, ${s.engine}, ${formatBytes(s.blockSize)} x QD ${s.queueDepth})`,
     `  written     ${formatBytes(s.bytesWritten)}`,
+    `  not read    ${formatBytes(s.bytesNotRead)} (free or excluded clusters)`,
     `  holes       ${formatBytes(s.bytesSkipped)} (all-zero blocks not written)`,
+    ...s.plan.partitions.map(
+      (p) =>
+        `  partition ${p.index}  ${(p.fileSystem ?? 'extended').padEnd(7)} ${p.mode.padEnd(9)} read ${formatBytes(p.bytesToRead)} of ${formatBytes(p.size)}` +
+        (p.fat ? `, ${p.fat.usedClusters}/${p.fat.totalClusters} clusters used` : ''),
+    ),
+    ...(s.plan.excluded.length > 0
+      ? [`  excluded    ${s.plan.excluded.length} entries, ${formatBytes(s.plan.bytesExcluded)}: ${s.plan.excluded.slice(0, 10).map((e) => `${e.partition}:${e.path}`).join(', ')}${s.plan.excluded.length > 10 ? ', ...' : ''}`]
+      : []),
     `  time        ${s.seconds.toFixed(2)} s, ${formatRate(s.size / Math.max(s.seconds, 1e-9))}`,
     `  latency     p50 ${s.latency.p50Ms.toFixed(3)} ms, p99 ${s.latency.p99Ms.toFixed(3)} ms, max ${s.latency.maxMs.toFixed(3)} ms`,
     `  throttle    ${s.throttle.controller}, target ${s.throttle.target.ms.toFixed(2)} ms (${s.throttle.target.mode}), delayed ${(s.throttle.delayedMs / 1000).toFixed(2)} s`,
@@ -140,6 +155,9 @@ export function buildProgram(): Command {
     .addOption(new Option('--engine <name>', 'read engine').choices(['auto', 'io_uring', 'threads']).default('auto'))
     .addOption(new Option('--direct <mode>', 'O_DIRECT use').choices(['auto', 'on', 'off']).default('auto'))
     .option('--no-sparse', 'write all-zero blocks instead of leaving holes')
+    .option('--all-blocks', 'copy every block (default: only what FAT file systems use)', false)
+    .option('--exclude <glob>', 'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)', collect, [])
+    .option('--strict', 'fail on an unparseable file system instead of copying it in full', false)
     .option('-f, --force', 'replace an existing output file', false)
     .option('--json', 'print a machine-readable summary', false)
     .option('--no-progress', 'no progress bar');
@@ -154,6 +172,9 @@ export function buildProgram(): Command {
           direct: o.direct as 'auto' | 'on' | 'off',
           sparse: o.sparse !== false,
           force: o.force === true,
+          allBlocks: o.allBlocks === true,
+          exclude: o.exclude as string[],
+          strict: o.strict === true,
           ...throttleSettings(o),
           signal,
           onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`) : undefined,
@@ -172,10 +193,12 @@ export function buildProgram(): Command {
     .action(async (path: string, o: Record<string, unknown>) => {
       const source = await openSource(path, { direct: o.direct as 'auto' | 'on' | 'off' });
       try {
+        const disk = await describeDisk(path);
         const info = {
           ...source.info(),
           ioMode: source.direct ? 'O_DIRECT' : 'buffered',
           engine: ioUringAvailable() ? 'io_uring' : 'threads',
+          ...disk,
         };
         if (o.json === true) {
           printJson(info);
@@ -189,6 +212,16 @@ export function buildProgram(): Command {
               `  physical sector      ${info.physicalSectorSize} bytes`,
               `  I/O mode             ${info.ioMode}`,
               `  read engine          ${info.engine}`,
+              `  partition table      ${info.table}`,
+              ...info.partitions.map(
+                (p) =>
+                  `  partition ${String(p.index).padEnd(3)}        ${formatBytes(p.start).padStart(10)} +${formatBytes(p.size).padEnd(10)} ${(p.fileSystem ?? 'extended').padEnd(8)}` +
+                  (p.fat
+                    ? ` ${p.fat.type}, ${formatBytes(p.fat.clusterSize)} clusters, ${p.fat.usedClusters}/${p.fat.totalClusters} used, ${p.fat.freeClusters} free${p.fat.label ? `, label ${JSON.stringify(p.fat.label)}` : ''}`
+                    : '') +
+                  (p.error ? ` (${p.error})` : ''),
+              ),
+              ...info.warnings.map((w) => `  warning              ${w}`),
             ].join('\n') + '\n',
           );
         }
@@ -196,6 +229,41 @@ export function buildProgram(): Command {
         await source.close();
       }
     });
+  program
+    .command('files')
+    .description('list the files and directories of a FAT volume in a disk or image')
+    .argument('<source>', 'disk, partition or image (opened read-only)')
+    .addOption(new Option('--partition <n>', 'partition number (as Linux numbers them)').argParser(intArg('--partition', 0, 1e6)))
+    .option('--json', 'print JSON', false)
+    .action(async (source: string, o: Record<string, unknown>) => {
+      const entries = await listFiles(source, { partition: o.partition as number | undefined });
+      if (o.json === true) {
+        printJson(entries);
+        return;
+      }
+      for (const e of entries) {
+        const attrs = `${e.isDirectory ? 'd' : '-'}${e.readOnly ? 'r' : '-'}${e.hidden ? 'h' : '-'}${e.system ? 's' : '-'}${e.archive ? 'a' : '-'}`;
+        process.stdout.write(`${attrs} ${String(e.isDirectory ? '' : e.size).padStart(12)}  ${e.modified}  ${e.path}\n`);
+      }
+    });
+
+  program
+    .command('extract')
+    .description('copy a file or a directory tree out of a FAT volume in a disk or image')
+    .argument('<source>', 'disk, partition or image (opened read-only)')
+    .argument('<path>', 'path in the volume, from its root')
+    .argument('<dest>', 'where to write it (an existing directory receives it by name)')
+    .addOption(new Option('--partition <n>', 'partition number').argParser(intArg('--partition', 0, 1e6)))
+    .option('-f, --force', 'replace existing files', false)
+    .option('--json', 'print JSON', false)
+    .action(async (source: string, path: string, dest: string, o: Record<string, unknown>) => {
+      const r = await withInterrupt((signal) =>
+        extractPath(source, path, dest, { partition: o.partition as number | undefined, force: o.force === true, signal }),
+      );
+      if (o.json === true) printJson(r);
+      else process.stdout.write(`extracted ${r.files} files and ${r.directories} directories (${formatBytes(r.bytes)}) to ${r.dest}\n`);
+    });
+
   program
     .command('init')
     .description('create a backup repository in an empty or new directory')

@@ -222,7 +222,8 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
           stats.chunksZero++;
           return null;
         }
-        if (parentEntry !== null && parentEntry.equals(digest)) {
+        // The parent's chunk, unless it went missing from the repository: then it is stored again.
+        if (parentEntry !== null && parentEntry.equals(digest) && (await repo.hasChunk(digest.toString('hex')))) {
           stats.chunksReused++;
           return digest;
         }

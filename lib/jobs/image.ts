@@ -21,6 +21,7 @@ import {
 import { openSource, type DirectMode, type EngineName } from '../io/source.js';
 import { MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
+import { planImage, type ImagePlan } from '../fs/plan.js';
 import { JobThrottle, resolveThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
 export interface ImageOptions extends ThrottleSettings {
@@ -34,6 +35,12 @@ export interface ImageOptions extends ThrottleSettings {
   force?: boolean;
   /** Leave all-zero blocks as holes (default true). */
   sparse?: boolean;
+  /** Copy every block instead of only what FAT file systems use (default false). */
+  allBlocks?: boolean;
+  /** Files and directories to leave out of FAT volumes (see planImage). */
+  exclude?: readonly string[];
+  /** An unparseable file system is an error instead of a full copy with a warning. */
+  strict?: boolean;
   signal?: AbortSignal;
   onProgress?: (progress: ImageProgress) => void;
   /** Minimum time between progress callbacks (default 200 ms). */
@@ -71,6 +78,10 @@ export interface ImageSummary {
   bytesWritten: number;
   /** Bytes of all-zero blocks left as holes. */
   bytesSkipped: number;
+  /** Bytes never read: free clusters and excluded files (holes in the image). */
+  bytesNotRead: number;
+  /** What the planner decided: partitions, file systems, exclusions, warnings. */
+  plan: Omit<ImagePlan, 'extents' | 'overlay'> & { extentCount: number; overlaySectors: number };
   seconds: number;
   /** Source bytes per second over the whole job, in MB/s (10^6). */
   mbPerSecond: number;
@@ -158,8 +169,16 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     rateLimit: opts.rateLimit,
   });
 
+  const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
+  const strict = booleanOption('strict', opts.strict, false);
+
   const output = resolve(outputPath);
   await checkOutput(sourcePath, output, force);
+  const plan = await planImage(sourcePath, {
+    allBlocks,
+    strict,
+    ...(opts.exclude !== undefined ? { exclude: opts.exclude as readonly string[] } : {}),
+  });
   const source = await openSource(sourcePath, { direct });
   const temp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString('hex')}.lowtide-partial`);
   let out: FileHandle | undefined;
@@ -182,7 +201,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
       source,
       signal,
     );
-    const reader = source.read(undefined, {
+    const reader = source.read(plan.extents, {
       ...throttle.readerOptions(),
       maxBlockSize: blockSize,
       maxQueueDepth: queueDepth,
@@ -202,7 +221,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
       lastReport = t;
       onProgress({
         bytesDone,
-        bytesTotal: source.size,
+        bytesTotal: plan.bytesToRead,
         bytesWritten,
         bytesSkipped,
         elapsedSeconds: t,
@@ -253,6 +272,11 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     if (failure !== undefined) throw failure;
     const stats = reader.stats();
     try {
+      // Metadata changed by exclusions goes over what was copied.
+      for (const w of plan.overlay) {
+        const { bytesWritten: n } = await out.write(w.data, 0, w.data.length, w.offset);
+        if (n !== w.data.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${w.offset}`);
+      }
       await out.sync();
       await out.close();
       out = undefined;
@@ -271,6 +295,19 @@ export async function imageSource(sourcePath: string, outputPath: string, option
       bytesRead: stats.bytesRead,
       bytesWritten,
       bytesSkipped,
+      bytesNotRead: source.size - plan.bytesToRead,
+      plan: {
+        source: plan.source,
+        size: plan.size,
+        table: plan.table,
+        bytesToRead: plan.bytesToRead,
+        partitions: plan.partitions,
+        excluded: plan.excluded,
+        bytesExcluded: plan.bytesExcluded,
+        warnings: plan.warnings,
+        extentCount: plan.extents.length,
+        overlaySectors: plan.overlay.length,
+      },
       seconds,
       mbPerSecond: seconds > 0 ? source.size / seconds / 1e6 : 0,
       latency: summarizeLatency(latency),

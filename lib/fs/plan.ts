@@ -1,0 +1,289 @@
+/**
+ * The image planner: which bytes of a disk an image (or backup) must read.
+ *
+ * For each FAT partition: the boot sector and reserved area, the FATs, the
+ * FAT12/16 root directory and the clusters still allocated; free clusters
+ * (deleted files' old data included) are never read and come out as holes.
+ * Partitions with another or an unknown file system, and space outside
+ * partitions (tables, gaps, EBRs), are read in full. With exclusions, the
+ * excluded files are deleted on a copy-on-write overlay (the source is never
+ * written): the overlay's sectors are written over the image, and the freed
+ * clusters are not read.
+ */
+import { LowtideError, toLowtideError } from '../errors.js';
+import { mergeExtents, subtractExtents, totalLength, type Extent } from '../io/extents.js';
+import { openSource } from '../io/source.js';
+import { booleanOption, objectOption, stringOption } from '../options.js';
+import { readPartitions } from './partitions.js';
+import { openVolume } from './volume.js';
+import type { FatType, Partition, PartitionTableKind } from './types.js';
+
+export interface PlanOptions {
+  /** Read every block; no file-system parsing decides anything (default false). */
+  allBlocks?: boolean;
+  /**
+   * Paths to leave out, from the volume root with '/': case-insensitive, long or
+   * 8.3 names, '*' and '?' within a name, '**' across directories; a directory
+   * takes its subtree. "N:pattern" limits a pattern to partition N.
+   */
+  exclude?: readonly string[];
+  /** An unparseable file system is an error instead of being copied in full with a warning. */
+  strict?: boolean;
+}
+
+/** A sector-aligned write over the image: metadata changed by the overlay. */
+export interface OverlayWrite {
+  offset: number;
+  data: Buffer;
+}
+
+export interface ExcludedEntry {
+  partition: number;
+  path: string;
+  size: number;
+  isDirectory: boolean;
+}
+
+export interface PlannedPartition {
+  index: number;
+  start: number;
+  size: number;
+  fileSystem: string | null;
+  /** 'used': only allocated data; 'all': copied in full; 'container': an MBR extended container. */
+  mode: 'used' | 'all' | 'container';
+  /** Bytes of this partition the plan reads. */
+  bytesToRead: number;
+  fat: {
+    type: FatType;
+    clusterSize: number;
+    totalClusters: number;
+    usedClusters: number;
+    freeClusters: number;
+    badClusters: number;
+    label: string | null;
+  } | null;
+  warnings: string[];
+}
+
+export interface ImagePlan {
+  source: string;
+  size: number;
+  table: PartitionTableKind | 'unreadable' | 'not-parsed';
+  /** What to read from the source: sorted, merged. */
+  extents: Extent[];
+  bytesToRead: number;
+  overlay: OverlayWrite[];
+  partitions: PlannedPartition[];
+  excluded: ExcludedEntry[];
+  bytesExcluded: number;
+  warnings: string[];
+}
+
+interface ExclusionPlan {
+  writes: OverlayWrite[];
+  excluded: { path: string; size: number; isDirectory: boolean }[];
+  bytesExcluded: number;
+  allocationMap: import('./allocation-map.js').AllocationMap;
+}
+
+interface ParsedPattern {
+  partition: number | undefined;
+  glob: string;
+  text: string;
+}
+
+function parsePatterns(patterns: readonly string[]): ParsedPattern[] {
+  if (!Array.isArray(patterns)) {
+    throw new LowtideError('INVALID_ARGUMENT', `exclude: expected an array of patterns, got ${typeof patterns}`);
+  }
+  return patterns.map((p, i) => {
+    if (typeof p !== 'string' || p.trim() === '') {
+      throw new LowtideError('INVALID_ARGUMENT', `exclude[${i}]: expected a non-empty pattern, got ${JSON.stringify(p)}`);
+    }
+    const m = /^(\d+):(.*)$/.exec(p);
+    const glob = m ? m[2]! : p;
+    if (glob.replace(/\/+/g, '') === '') {
+      throw new LowtideError('INVALID_ARGUMENT', `exclude[${i}]: ${JSON.stringify(p)} names the root directory, which cannot be excluded`);
+    }
+    return { partition: m ? Number(m[1]) : undefined, glob, text: p };
+  });
+}
+
+/** FAT partition types of an MBR (FAT12, FAT16 <32M, FAT16, FAT32 CHS/LBA, FAT16 LBA). */
+const FAT_MBR_TYPES = new Set(['0x01', '0x04', '0x06', '0x0b', '0x0c', '0x0e']);
+
+/**
+ * A partition the detector did not recognise, but which claims to be FAT: an
+ * MBR FAT type, or "FAT" in a boot sector's file-system-type field.
+ */
+async function claimsFat(path: string, p: Partition): Promise<boolean> {
+  if (FAT_MBR_TYPES.has(p.type.toLowerCase())) return true;
+  const { open } = await import('node:fs/promises');
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(512);
+    const { bytesRead } = await fh.read(b, 0, 512, p.start);
+    if (bytesRead < 512 || b[510] !== 0x55 || b[511] !== 0xaa) return false;
+    return b.toString('latin1', 0x36, 0x39) === 'FAT' || b.toString('latin1', 0x52, 0x57) === 'FAT32';
+  } finally {
+    await fh.close();
+  }
+}
+
+function isFat(p: Partition): boolean {
+  return p.fileSystem === 'fat12' || p.fileSystem === 'fat16' || p.fileSystem === 'fat32';
+}
+
+/** Plans the reads of an image of `sourcePath`. The source is only read. */
+export async function planImage(sourcePath: string, options: PlanOptions = {}): Promise<ImagePlan> {
+  stringOption('source', sourcePath);
+  const opts = objectOption('options', options);
+  const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
+  const strict = booleanOption('strict', opts.strict, false);
+  const patterns = parsePatterns((opts.exclude as readonly string[] | undefined) ?? []);
+  if (allBlocks && patterns.length > 0) {
+    throw new LowtideError('INVALID_ARGUMENT', 'exclude: exclusions need used-blocks imaging; they cannot be combined with allBlocks');
+  }
+  const src = await openSource(sourcePath, { direct: 'off' });
+  const size = src.size;
+  await src.close();
+  const whole: Extent[] = [{ offset: 0, length: size }];
+  const plan: ImagePlan = {
+    source: sourcePath,
+    size,
+    table: 'not-parsed',
+    extents: whole,
+    bytesToRead: size,
+    overlay: [],
+    partitions: [],
+    excluded: [],
+    bytesExcluded: 0,
+    warnings: [],
+  };
+  if (allBlocks) return plan;
+
+  let table;
+  try {
+    table = await readPartitions(sourcePath);
+  } catch (err) {
+    const e = toLowtideError(err, 'PARTITION_CORRUPT');
+    if (strict || patterns.length > 0) throw e;
+    plan.table = 'unreadable';
+    plan.warnings.push(`${e.message}; copying every block`);
+    return plan;
+  }
+  plan.table = table.kind;
+  plan.warnings.push(...table.warnings);
+
+  for (const pat of patterns) {
+    if (pat.partition !== undefined && !table.partitions.some((p) => p.index === pat.partition && isFat(p))) {
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `exclude: ${JSON.stringify(pat.text)} names partition ${pat.partition}, but the FAT partitions of ${sourcePath} are ${
+          table.partitions.filter(isFat).map((p) => p.index).join(', ') || 'none'
+        }`,
+      );
+    }
+  }
+
+  const wholeDisk: Partition = {
+    index: 0,
+    start: 0,
+    size,
+    type: '',
+    typeName: null,
+    name: null,
+    uniqueGuid: null,
+    attributes: 0n,
+    fileSystem: 'unknown',
+    bootable: false,
+    extended: false,
+    logical: false,
+    truncated: false,
+  };
+  // No partition at all: the disk may still be a (damaged) table-less FAT volume.
+  const partitions = table.partitions.length > 0 ? table.partitions : [wholeDisk];
+  const notRead: Extent[] = [];
+  for (const p of partitions) {
+    const planned: PlannedPartition = {
+      index: p.index,
+      start: p.start,
+      size: p.size,
+      fileSystem: p.fileSystem,
+      mode: p.extended ? 'container' : 'all',
+      bytesToRead: 0,
+      fat: null,
+      warnings: [],
+    };
+    if (p !== wholeDisk) plan.partitions.push(planned);
+    const mine = patterns.filter((q) => q.partition === undefined || q.partition === p.index);
+    if (!p.extended && !isFat(p) && p.fileSystem === 'unknown' && (await claimsFat(sourcePath, p))) {
+      // It says FAT but does not parse: ask the parser why, for the message.
+      let why = 'its boot sector is not a valid FAT boot sector';
+      try {
+        (await openVolume(sourcePath, { offset: p.start, size: Math.max(1, Math.min(p.size, size - p.start)) })).close();
+      } catch (err) {
+        why = toLowtideError(err, 'FAT_CORRUPT').message;
+      }
+      const what = p === wholeDisk ? sourcePath : `partition ${p.index} of ${sourcePath}`;
+      const e = new LowtideError('FAT_CORRUPT', `${what} looks like FAT but cannot be parsed: ${why}`);
+      if (strict || mine.length > 0) throw e;
+      const w = `${e.message}; copying all its blocks`;
+      planned.warnings.push(w);
+      plan.warnings.push(w);
+      continue;
+    }
+    if (p.extended || !isFat(p)) continue;
+    try {
+      const vol = await openVolume(sourcePath, { partition: p.index });
+      try {
+        const info = vol.info();
+        planned.warnings.push(...info.warnings);
+        let map;
+        if (mine.length > 0) {
+          // TODO(exclusions): typed call once FatVolume.planExclusions lands.
+          const planner = vol as unknown as { planExclusions?: (globs: string[]) => Promise<ExclusionPlan> };
+          if (!planner.planExclusions) throw new LowtideError('UNSUPPORTED', 'exclusions are not available yet');
+          const del = await planner.planExclusions.call(vol, mine.map((q) => q.glob));
+          map = del.allocationMap;
+          plan.overlay.push(...del.writes);
+          for (const e of del.excluded) plan.excluded.push({ partition: p.index, path: e.path, size: e.size, isDirectory: e.isDirectory });
+          plan.bytesExcluded += del.bytesExcluded;
+        } else {
+          map = await vol.allocationMap();
+        }
+        planned.fat = {
+          type: info.type,
+          clusterSize: info.clusterSize,
+          totalClusters: info.clusterCount,
+          usedClusters: map.usedClusters,
+          freeClusters: map.freeClusters,
+          badClusters: map.badClusters,
+          label: info.label,
+        };
+        // Within the partition: keep everything before the data area, and the allocated clusters.
+        const end = Math.min(p.start + p.size, size);
+        const keep = mergeExtents([{ offset: p.start, length: Math.max(0, Math.min(info.dataOffset, end) - p.start) }, ...map.extents()]);
+        notRead.push(...subtractExtents([{ offset: p.start, length: Math.max(0, end - p.start) }], keep));
+        planned.mode = 'used';
+      } finally {
+        vol.close();
+      }
+    } catch (err) {
+      const e = toLowtideError(err, 'FAT_CORRUPT');
+      if (strict || mine.length > 0) throw e;
+      planned.mode = 'all';
+      const w = `partition ${p.index}: ${e.message}; copying all its blocks`;
+      planned.warnings.push(w);
+      plan.warnings.push(w);
+    }
+  }
+  plan.extents = subtractExtents(whole, notRead);
+  plan.bytesToRead = totalLength(plan.extents);
+  for (const planned of plan.partitions) {
+    const range = [{ offset: planned.start, length: Math.max(0, Math.min(planned.start + planned.size, size) - planned.start) }];
+    planned.bytesToRead = planned.mode === 'container' ? 0 : totalLength(subtractExtents(range, notRead));
+  }
+  plan.overlay.sort((a, b) => a.offset - b.offset);
+  return plan;
+}
