@@ -285,7 +285,9 @@ export function buildProgram(): Command {
     .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
     .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
     .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')
-    .option('--all-blocks', 'read every block (the default until file-system support lands)', true)
+    .option('--all-blocks', 'read every block (default: only what FAT file systems use)', false)
+    .option('--exclude <glob>', 'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)', collect, [])
+    .option('--strict', 'fail on an unparseable file system instead of backing it up in full', false)
     .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
     .option('--json', 'print the manifest as JSON', false)
     .option('--no-progress', 'no progress bar');
@@ -301,6 +303,9 @@ export function buildProgram(): Command {
           repository: o.repo as string,
           parent,
           changed,
+          allBlocks: o.allBlocks === true,
+          exclude: o.exclude as string[],
+          strict: o.strict === true,
           queueDepth: o.queueDepth as number,
           ...throttleSettings(o),
           signal,
@@ -311,6 +316,7 @@ export function buildProgram(): Command {
         printJson(result.manifest);
       } else {
         const m = result.manifest;
+        for (const w of (m.filesystems.warnings as string[] | undefined) ?? []) process.stderr.write(`lowtide: warning: ${w}\n`);
         process.stdout.write(`${result.id}\n`);
         process.stderr.write(
           `backed up ${m.source.path}: ${formatBytes(m.size)} in ${m.timing.seconds.toFixed(2)} s; read ${formatBytes(m.stats.bytesRead)}, ` +

@@ -16,7 +16,8 @@ import {
   signalOption,
   stringOption,
 } from '../options.js';
-import { mergeExtents, totalLength, validateExtents, type Extent } from '../io/extents.js';
+import { intersectExtents, mergeExtents, totalLength, validateExtents, type Extent } from '../io/extents.js';
+import { planImage, type ImagePlan, type OverlayWrite } from '../fs/plan.js';
 import { MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } from '../repo/format.js';
@@ -38,8 +39,12 @@ export interface BackupOptions extends ThrottleSettings {
   parent?: string | null;
   /** Extents changed since the parent (changed-block tracking); only the chunks they touch are read. */
   changed?: readonly Extent[];
-  /** Read every block (the default and, for now, the only mode: used-blocks plans come with FAT support). */
+  /** Read every block (default false: only what FAT file systems use, everything else in full). */
   allBlocks?: boolean;
+  /** Files and directories to leave out of FAT volumes (see planImage). */
+  exclude?: readonly string[];
+  /** An unparseable file system is an error instead of a full copy with a warning. */
+  strict?: boolean;
   /** Most reads in flight (default 32); the throttle may use fewer. */
   queueDepth?: number;
   engine?: EngineName;
@@ -101,6 +106,49 @@ async function chooseParent(
   return m;
 }
 
+/** Bytes of `extents` (sorted, merged) inside chunk i; ask for chunks in increasing order. */
+function coverageCounter(extents: readonly Extent[], cs: number): (i: number) => number {
+  let k = 0;
+  return (i: number): number => {
+    const start = i * cs;
+    const end = start + cs;
+    while (k < extents.length && extents[k]!.offset + extents[k]!.length <= start) k++;
+    let n = 0;
+    for (let j = k; j < extents.length && extents[j]!.offset < end; j++) {
+      const e = extents[j]!;
+      n += Math.min(end, e.offset + e.length) - Math.max(start, e.offset);
+    }
+    return n;
+  };
+}
+
+/** Whether chunk i lies in chunk-aligned extents; ask in increasing order. */
+function membership(chunkAligned: readonly Extent[], cs: number): (i: number) => boolean {
+  let k = 0;
+  return (i: number): boolean => {
+    const at = i * cs;
+    while (k < chunkAligned.length && chunkAligned[k]!.offset + chunkAligned[k]!.length <= at) k++;
+    return k < chunkAligned.length && chunkAligned[k]!.offset <= at;
+  };
+}
+
+/** Overlay writes touching [start, start+length); ask in increasing order. */
+function overlayCursor(writes: readonly OverlayWrite[]): (start: number, length: number) => OverlayWrite[] {
+  let k = 0;
+  return (start: number, length: number): OverlayWrite[] => {
+    while (k < writes.length && writes[k]!.offset + writes[k]!.data.length <= start) k++;
+    const out: OverlayWrite[] = [];
+    for (let j = k; j < writes.length && writes[j]!.offset < start + length; j++) out.push(writes[j]!);
+    return out;
+  };
+}
+
+function applyWrite(chunk: Buffer, chunkStart: number, w: OverlayWrite): void {
+  const from = Math.max(w.offset, chunkStart);
+  const to = Math.min(w.offset + w.data.length, chunkStart + chunk.length);
+  if (from < to) w.data.copy(chunk, from - chunkStart, from - w.offset, to - w.offset);
+}
+
 /** Changed extents grown to whole chunks, merged, clipped to the source. */
 export function chunkAlignedExtents(extents: readonly Extent[], chunkSize: number, size: number): Extent[] {
   const grown = extents
@@ -120,10 +168,9 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   const parentOpt = opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
   if (changed !== undefined) validateExtents(changed, 'changed');
-  const allBlocks = booleanOption('allBlocks', opts.allBlocks, true);
-  if (!allBlocks) {
-    throw new LowtideError('UNSUPPORTED', 'allBlocks: false (used-blocks backups) needs file-system support, which is not built yet');
-  }
+  const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
+  const strict = booleanOption('strict', opts.strict, false);
+  const exclude = opts.exclude as readonly string[] | undefined;
   const queueDepth = integerOption('queueDepth', opts.queueDepth, 32, 1, MAX_QUEUE_DEPTH);
   const engine = choiceOption<EngineName>('engine', opts.engine, ['auto', 'io_uring', 'threads'], 'auto');
   const direct = choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto');
@@ -161,8 +208,13 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     }
     const size = source.size;
     const chunkCount = Math.ceil(size / cs);
-    const readExtents = changed !== undefined ? chunkAlignedExtents(changed, cs, size) : [{ offset: 0, length: size }];
+    const plan: ImagePlan = await planImage(sourcePath, { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) });
+    const changedChunks = changed !== undefined ? chunkAlignedExtents(changed, cs, size) : undefined;
+    const readExtents = changedChunks !== undefined ? intersectExtents(plan.extents, changedChunks) : plan.extents;
     const bytesTotal = totalLength(readExtents);
+    const covered = coverageCounter(readExtents, cs);
+    const isChanged = changedChunks !== undefined ? membership(changedChunks, cs) : undefined;
+    const overlayOf = overlayCursor(plan.overlay);
 
     const throttle = await JobThrottle.create(
       throttleSettings,
@@ -257,12 +309,19 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     };
 
     let nextChunk = 0;
-    const fromParent = async (upTo: number): Promise<void> => {
+    // Chunks with nothing to read: outside the changed extents they are the
+    // parent's; otherwise nothing in them is used, and they are zero.
+    const fillGap = async (upTo: number): Promise<void> => {
       for (; nextChunk < upTo; nextChunk++) {
-        const e = await parentIndex!.entry(nextChunk);
-        stats.chunksFromParent++;
-        if (e === null) stats.chunksZero++;
-        pending.push(Promise.resolve(e === null ? null : Buffer.from(e)));
+        if (isChanged !== undefined && !isChanged(nextChunk)) {
+          const e = await parentIndex!.entry(nextChunk);
+          stats.chunksFromParent++;
+          if (e === null) stats.chunksZero++;
+          pending.push(Promise.resolve(e === null ? null : Buffer.from(e)));
+        } else {
+          stats.chunksZero++;
+          pending.push(Promise.resolve(null));
+        }
         await drain(CHUNKS_IN_FLIGHT);
       }
     };
@@ -277,7 +336,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     });
     throttle.attach(reader);
     const startChunk = async (i: number): Promise<Buffer | null> => {
-      if (i > nextChunk) await fromParent(i);
+      if (i > nextChunk) await fillGap(i);
       const e = parentIndex ? await parentIndex.entry(i) : null;
       return e === null ? null : Buffer.from(e);
     };
@@ -287,8 +346,11 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       pending.push(p);
       nextChunk = i + 1;
     };
-    // A chunk read in several smaller requests (the throttle shrank them) is assembled here.
-    let partial: { index: number; buf: Buffer; filled: number; parentEntry: Buffer | null } | undefined;
+    // A chunk read in several requests (the throttle shrank them, or only parts
+    // of it are used) is assembled here; unread parts are zero, and metadata
+    // changed by exclusions is applied over it.
+    let partial: { index: number; buf: Buffer; filled: number; expected: number; parentEntry: Buffer | null } | undefined;
+    let pendingWrites: OverlayWrite[] = [];
     let failed: unknown;
     try {
       for await (const block of reader) {
@@ -298,20 +360,24 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
         const i = Math.floor(block.offset / cs);
         const chunkStart = i * cs;
         const chunkLength = Math.min(cs, size - chunkStart);
-        if (block.offset === chunkStart && block.length === chunkLength) {
+        const writes = partial?.index === i ? [] : overlayOf(chunkStart, chunkLength);
+        if (partial === undefined && block.offset === chunkStart && block.length === chunkLength && writes.length === 0) {
           const parentEntry = await startChunk(i);
           block.retain();
           submit(i, block.data, () => block.release(), parentEntry);
         } else {
           if (partial === undefined || partial.index !== i) {
             if (partial !== undefined) throw new LowtideError('INTERNAL', `chunk ${partial.index} was read only in part`);
-            partial = { index: i, buf: Buffer.allocUnsafe(chunkLength), filled: 0, parentEntry: await startChunk(i) };
+            partial = { index: i, buf: Buffer.alloc(chunkLength), filled: 0, expected: covered(i), parentEntry: await startChunk(i) };
+            pendingWrites = writes;
           }
           block.data.copy(partial.buf, block.offset - chunkStart);
           partial.filled += block.length;
-          if (partial.filled === chunkLength) {
+          if (partial.filled === partial.expected) {
+            for (const w of pendingWrites) applyWrite(partial.buf, chunkStart, w);
             submit(i, partial.buf, () => undefined, partial.parentEntry);
             partial = undefined;
+            pendingWrites = [];
           }
         }
         await drain(CHUNKS_IN_FLIGHT);
@@ -321,7 +387,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       if (signal?.aborted) throw new LowtideError('ABORTED', 'the backup was aborted', { cause: signal.reason });
       if (bytesDone !== bytesTotal) throw new LowtideError('INTERNAL', `the reader ended after ${bytesDone} of ${bytesTotal} bytes`);
       if (partial !== undefined) throw new LowtideError('INTERNAL', `chunk ${partial.index} was read only in part`);
-      if (parentIndex) await fromParent(chunkCount);
+      await fillGap(chunkCount);
       await drain(0);
     } catch (err) {
       failed = err;
@@ -348,7 +414,17 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       chunkSize: cs,
       chunkCount,
       index: { file: `${id}.index`, sha256: index.digestHex() },
-      plan: { mode: changed !== undefined ? 'changed' : 'all', extents: readExtents.map((e) => [e.offset, e.length]) },
+      plan: {
+        mode: changed !== undefined ? 'changed' : plan.table === 'not-parsed' ? 'all' : 'used',
+        extents: readExtents.map((e) => [e.offset, e.length]),
+      },
+      filesystems: {
+        table: plan.table,
+        partitions: plan.partitions,
+        excluded: plan.excluded,
+        bytesExcluded: plan.bytesExcluded,
+        warnings: plan.warnings,
+      },
       parent: parent?.id ?? null,
       stats,
       timing: {

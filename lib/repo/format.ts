@@ -157,10 +157,12 @@ export interface Manifest {
   index: { file: string; sha256: string };
   /** How the extents to read were chosen. */
   plan: {
-    mode: 'all' | 'changed';
+    mode: 'all' | 'used' | 'changed';
     /** The extents that were read, as [offset, length] pairs. */
     extents: [number, number][];
   };
+  /** Partitions and file systems as planned: table, per-partition mode and FAT numbers, exclusions, warnings. */
+  filesystems: Record<string, unknown>;
   parent: string | null;
   stats: BackupStats;
   timing: { started: string; finished: string; seconds: number; mbPerSecond: number };
