@@ -47,3 +47,27 @@ export {
 } from './repo/maintenance.js';
 export { backup, type BackupOptions, type BackupProgress, type BackupResult } from './jobs/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';
+export { backupMany, type BackupManyOptions, type BackupManyResult, type BackupJobEvent } from './jobs/backup-many.js';
+export { planImage, type ImagePlan, type PlanOptions, type PlannedPartition, type OverlayWrite, type ExcludedEntry } from './fs/plan.js';
+export { listFiles, extractPath, describeDisk, type FileListing, type ExtractOptions, type ExtractResult, type DiskInfo } from './jobs/files.js';
+export {
+  JobThrottle,
+  resolveThrottleSettings,
+  probeIdleLatency,
+  type ThrottleSettings,
+  type JobThrottleReport,
+  type ThrottleState,
+} from './jobs/throttle.js';
+export {
+  createController,
+  CONTROLLER_NAMES,
+  DEFAULT_CONTROLLER,
+  type ControllerName,
+  type ThrottleController,
+  type ThrottleDecision,
+  type ThrottleReport,
+  type LatencySample,
+} from './throttle/controller.js';
+export { AdmissionGate, RateLimiter, autoTargetLatencyMs } from './throttle/limits.js';
+export { readPartitions, openVolume, FatVolume, AllocationMap } from './fs/index.js';
+export type { Partition, PartitionTable, DirEntry, FatVolumeInfo, FatType } from './fs/index.js';

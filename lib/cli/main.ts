@@ -20,6 +20,7 @@ import {
   type ImageSummary,
 } from '../index.js';
 import { listFiles, extractPath, describeDisk } from '../jobs/files.js';
+import { backupMany } from '../jobs/backup-many.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
 const require = createRequire(import.meta.url);
@@ -279,8 +280,9 @@ export function buildProgram(): Command {
 
   const backupCmd = program
     .command('backup')
-    .description('back up a file or block device into a repository; prints the backup id')
-    .argument('<source>', 'file or block device (opened read-only)')
+    .description('back up files or block devices into a repository; prints the backup id (one line per source)')
+    .argument('<source...>', 'files or block devices (opened read-only)')
+    .addOption(new Option('--parallel <n>', 'backups running at once (several sources)').default(1).argParser(intArg('--parallel', 1, 64)))
     .requiredOption('--repo <repo>', 'repository directory')
     .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
     .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
@@ -291,7 +293,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
     .option('--json', 'print the manifest as JSON', false)
     .option('--no-progress', 'no progress bar');
-  addThrottleOptions(backupCmd).action(async (source: string, o: Record<string, unknown>) => {
+  addThrottleOptions(backupCmd).action(async (sources: string[], o: Record<string, unknown>) => {
+      if (sources.length > 1) {
+        await backupSeveral(sources, o);
+        return;
+      }
+      const source = sources[0]!;
       const json = o.json === true;
       const bar = !json && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
       let changed: { offset: number; length: number }[] | undefined;
@@ -423,6 +430,41 @@ export function buildProgram(): Command {
       }
     });
   return program;
+}
+
+async function backupSeveral(sources: string[], o: Record<string, unknown>): Promise<void> {
+  if (o.changed !== undefined || typeof o.parent === 'string') {
+    throw new LowtideError('INVALID_ARGUMENT', '--changed and --parent: only with a single source');
+  }
+  const json = o.json === true;
+  const r = await withInterrupt((signal) =>
+    backupMany({
+      sources,
+      repository: o.repo as string,
+      parallel: o.parallel as number,
+      allBlocks: o.allBlocks === true,
+      exclude: o.exclude as string[],
+      strict: o.strict === true,
+      queueDepth: o.queueDepth as number,
+      ...throttleSettings(o),
+      signal,
+      onJob: json
+        ? undefined
+        : (e) => {
+            if (e.kind === 'waiting') {
+              const why = e.latencyMs < 0 ? 'the running jobs have not measured latency yet' : `latency ${e.latencyMs.toFixed(2)} ms is above the admission limit ${e.admissionLimitMs} ms`;
+              process.stderr.write(`lowtide: ${e.source} waits: ${why}\n`);
+            } else if (e.kind === 'start') {
+              process.stderr.write(`lowtide: started ${e.source} (${e.running} running)\n`);
+            } else if (e.kind === 'failed') {
+              process.stderr.write(`lowtide: error [${e.error.code}]: ${e.source}: ${e.error.message}\n`);
+            }
+          },
+    }),
+  );
+  if (json) printJson(r);
+  else for (const x of r.results) if (x.ok) process.stdout.write(`${x.id}  ${x.source}\n`);
+  if (r.results.some((x) => !x.ok)) throw new VerifyFailed();
 }
 
 /** verify found problems: exit 1 without another error line (the report says what). */

@@ -70,6 +70,9 @@ export interface BackupResult {
   manifest: Manifest;
 }
 
+/** Internal: set by backupMany(), which already holds the repository's writer lock. */
+export const LOCK_HELD = Symbol('lowtide.lockHeld');
+
 /** Chunks being hashed/compressed/stored at once (each holds one read buffer). */
 const CHUNKS_IN_FLIGHT = 6;
 
@@ -186,7 +189,8 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const cs = repo.chunkSize;
-  const lock = await repo.lock('lowtide backup');
+  // backupMany() holds the lock for all of its jobs.
+  const lock = (options as unknown as Record<symbol, unknown>)[LOCK_HELD] === true ? undefined : await repo.lock('lowtide backup');
   let source: Source | undefined;
   let index: IndexWriter | undefined;
   let parentIndex: IndexReader | undefined;
@@ -448,6 +452,6 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     if (!committed) await index?.abort();
     await parentIndex?.close().catch(() => undefined);
     await source?.close();
-    await lock.release();
+    await lock?.release();
   }
 }

@@ -1,0 +1,108 @@
+/**
+ * Several sources into one repository: up to `parallel` backups at once,
+ * under one writer lock. The admission limit decides when the next one may
+ * start: while the latency the running jobs see is above it, no new job starts
+ * (running jobs keep going, slowed down by their own throttle).
+ */
+import { LowtideError, toLowtideError } from '../errors.js';
+import { integerOption, objectOption } from '../options.js';
+import { openRepository, Repository } from '../repo/repository.js';
+import { AdmissionGate } from '../throttle/limits.js';
+import { backup, LOCK_HELD, type BackupOptions, type BackupProgress, type BackupResult } from './backup.js';
+
+export interface BackupManyOptions extends Omit<BackupOptions, 'source' | 'onProgress' | 'changed' | 'parent'> {
+  sources: readonly string[];
+  /** Backups running at once (default 1). */
+  parallel?: number;
+  /** Called when a job starts and when it ends. */
+  onJob?: (event: BackupJobEvent) => void;
+  onProgress?: (source: string, p: BackupProgress) => void;
+}
+
+export type BackupJobEvent =
+  | { kind: 'start'; source: string; running: number }
+  | { kind: 'waiting'; source: string; latencyMs: number; admissionLimitMs: number }
+  | { kind: 'done'; source: string; result: BackupResult }
+  | { kind: 'failed'; source: string; error: LowtideError };
+
+export interface BackupManyResult {
+  results: { source: string; ok: boolean; id?: string; error?: { code: string; message: string } }[];
+  /** Times a job had to wait for the admission limit. */
+  admissionWaits: number;
+}
+
+export async function backupMany(options: BackupManyOptions): Promise<BackupManyResult> {
+  const opts = objectOption('options', options);
+  const sources = opts.sources as readonly string[];
+  if (!Array.isArray(sources) || sources.length === 0 || sources.some((s) => typeof s !== 'string' || s === '')) {
+    throw new LowtideError('INVALID_ARGUMENT', 'sources: expected a non-empty array of paths');
+  }
+  const parallel = integerOption('parallel', opts.parallel, 1, 1, 64);
+  const gate = options.admissionLimit !== undefined ? new AdmissionGate({ admissionLimitMs: options.admissionLimit }) : undefined;
+  const repo = options.repository instanceof Repository ? options.repository : await openRepository(options.repository);
+  const lock = await repo.lock(`lowtide backup of ${sources.length} sources`);
+  const latency = new Map<string, number>(); // source -> smoothed latency (ms) its job sees now
+  const running = new Set<Promise<void>>();
+  const results: BackupManyResult['results'] = sources.map((s) => ({ source: s, ok: false }));
+  let admissionWaits = 0;
+  // A job that has not measured anything yet counts as unknown: the next one waits for it.
+  const current = (): number => {
+    const v = [...latency.values()];
+    return v.some((x) => Number.isNaN(x)) ? Infinity : Math.max(0, ...v);
+  };
+  try {
+    for (let i = 0; i < sources.length; i++) {
+      const source = sources[i]!;
+      while (running.size >= parallel) await Promise.race(running);
+      const blocked = (): boolean => {
+        const c = current();
+        return gate !== undefined && (!Number.isFinite(c) || !gate.mayStart(c));
+      };
+      if (gate && running.size > 0 && blocked()) {
+        admissionWaits++;
+        const now = current();
+        options.onJob?.({ kind: 'waiting', source, latencyMs: Number.isFinite(now) ? now : -1, admissionLimitMs: gate.admissionLimitMs });
+        while (running.size > 0 && blocked()) {
+          await Promise.race([...running, new Promise((r) => setTimeout(r, 100))]);
+        }
+      }
+      if (options.signal?.aborted) break;
+      options.onJob?.({ kind: 'start', source, running: running.size + 1 });
+      if (gate) latency.set(source, NaN);
+      const jobOptions = {
+        ...options,
+        source,
+        repository: repo,
+        onProgress: (p: BackupProgress) => {
+          latency.set(source, p.throttle.latencyMs);
+          options.onProgress?.(source, p);
+        },
+        progressIntervalMs: 100,
+        [LOCK_HELD]: true,
+      } as BackupOptions;
+      const job: Promise<void> = backup(jobOptions)
+        .then(
+          (result) => {
+            results[i] = { source, ok: true, id: result.id };
+            options.onJob?.({ kind: 'done', source, result });
+          },
+          (err: unknown) => {
+            const error = toLowtideError(err, 'INTERNAL');
+            results[i] = { source, ok: false, error: { code: error.code, message: error.message } };
+            options.onJob?.({ kind: 'failed', source, error });
+          },
+        )
+        .finally(() => {
+          latency.delete(source);
+          running.delete(job);
+        });
+      running.add(job);
+    }
+    await Promise.all(running);
+  } finally {
+    await Promise.allSettled(running);
+    await lock.release();
+  }
+  if (options.signal?.aborted) throw new LowtideError('ABORTED', 'the backups were aborted', { cause: options.signal.reason });
+  return { results, admissionWaits };
+}
