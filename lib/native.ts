@@ -192,17 +192,57 @@ export interface NativeClusterRun {
   length: number;
 }
 
+export interface NativeExcludedEntry {
+  path: string;
+  /** 0 for directories. */
+  size: number;
+  isDirectory: boolean;
+  /** One of the requested paths (false: inside a requested directory). */
+  top: boolean;
+}
+
+/** The result of planDeletion(): overlay writes, what was freed, and the allocation map after. */
+export interface NativeDeletionPlan {
+  sectorSize: number;
+  /** Source offsets of the overlay sectors, ascending; sector i is writeData[i * sectorSize, (i + 1) * sectorSize). */
+  writeOffsets: Float64Array;
+  writeData: Buffer;
+  freedClusters: number;
+  freedBytes: number;
+  /** 0 when nothing was freed. */
+  lowestFreedCluster: number;
+  freedRuns: { offset: number; length: number }[];
+  excluded: NativeExcludedEntry[];
+  bytesExcluded: number;
+  /** Directory slots (8.3 and long-name) marked deleted. */
+  entriesMarked: number;
+  fsinfo: 'updated' | 'recomputed' | 'none';
+  fsinfoFreeBefore: number | null;
+  fsinfoFreeAfter: number | null;
+  fsinfoNextFreeBefore: number | null;
+  fsinfoNextFreeAfter: number | null;
+  /** FAT copies written (all of them, or only the active one when FAT32 mirroring is off). */
+  fatCopies: number[];
+  allocationMap: NativeAllocationMap;
+}
+
 export interface NativeVolumeHandle {
   info(): NativeVolumeInfo;
   allocationMap(): Promise<NativeAllocationMap>;
   list(path: string): Promise<NativeDirEntry[]>;
   stat(path: string): Promise<NativeDirEntry>;
-  walk(): Promise<{ entries: NativeDirEntry[]; stats: NativeWalkStats }>;
+  /** checkFiles false: only directory chains are walked (files' chains are neither checked nor counted). */
+  walk(checkFiles?: boolean): Promise<{ entries: NativeDirEntry[]; stats: NativeWalkStats }>;
   chain(cluster: number): Promise<NativeClusterRun[]>;
   fileExtents(path: string): Promise<{ entry: NativeDirEntry; extents: { offset: number; length: number }[] }>;
   readFile(path: string): Promise<Buffer>;
   /** Source offset of the first byte where a FAT copy differs from FAT 0, or null. */
   compareFats(): Promise<number | null>;
+  /**
+   * Plans deleting `paths` (and the subtrees of directories among them) on a
+   * copy-on-write overlay; the source is never written. Off the JS thread.
+   */
+  planDeletion(paths: string[]): Promise<NativeDeletionPlan>;
   close(): void;
 }
 

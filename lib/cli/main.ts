@@ -19,7 +19,7 @@ import {
   verifyRepository,
   type ImageSummary,
 } from '../index.js';
-import { listFiles, extractPath, describeDisk } from '../jobs/files.js';
+import { listFiles, extractPath, describeDisk, listBackupFiles, extractFromBackup } from '../jobs/files.js';
 import { backupMany } from '../jobs/backup-many.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
@@ -232,12 +232,14 @@ export function buildProgram(): Command {
     });
   program
     .command('files')
-    .description('list the files and directories of a FAT volume in a disk or image')
-    .argument('<source>', 'disk, partition or image (opened read-only)')
+    .description('list the files and directories of a FAT volume in a disk or image, or in a backup (--repo)')
+    .argument('<source>', 'disk, partition or image (opened read-only); with --repo, a backup id or "latest"')
+    .option('--repo <repo>', 'read from a backup in this repository (no chunk is read: the backup\'s catalog lists the files)')
     .addOption(new Option('--partition <n>', 'partition number (as Linux numbers them)').argParser(intArg('--partition', 0, 1e6)))
     .option('--json', 'print JSON', false)
     .action(async (source: string, o: Record<string, unknown>) => {
-      const entries = await listFiles(source, { partition: o.partition as number | undefined });
+      const choice = { partition: o.partition as number | undefined };
+      const entries = typeof o.repo === 'string' ? await listBackupFiles(o.repo, source, choice) : await listFiles(source, choice);
       if (o.json === true) {
         printJson(entries);
         return;
@@ -250,16 +252,20 @@ export function buildProgram(): Command {
 
   program
     .command('extract')
-    .description('copy a file or a directory tree out of a FAT volume in a disk or image')
-    .argument('<source>', 'disk, partition or image (opened read-only)')
+    .description('copy a file or a directory tree out of a FAT volume in a disk or image, or in a backup (--repo)')
+    .argument('<source>', 'disk, partition or image (opened read-only); with --repo, a backup id or "latest"')
+    .option('--repo <repo>', 'extract from a backup in this repository, reading only the chunks the files need')
     .argument('<path>', 'path in the volume, from its root')
     .argument('<dest>', 'where to write it (an existing directory receives it by name)')
     .addOption(new Option('--partition <n>', 'partition number').argParser(intArg('--partition', 0, 1e6)))
     .option('-f, --force', 'replace existing files', false)
     .option('--json', 'print JSON', false)
     .action(async (source: string, path: string, dest: string, o: Record<string, unknown>) => {
+      const xo = { partition: o.partition as number | undefined, force: o.force === true };
       const r = await withInterrupt((signal) =>
-        extractPath(source, path, dest, { partition: o.partition as number | undefined, force: o.force === true, signal }),
+        typeof o.repo === 'string'
+          ? extractFromBackup(o.repo, source, path, dest, { ...xo, signal })
+          : extractPath(source, path, dest, { ...xo, signal }),
       );
       if (o.json === true) printJson(r);
       else process.stdout.write(`extracted ${r.files} files and ${r.directories} directories (${formatBytes(r.bytes)}) to ${r.dest}\n`);

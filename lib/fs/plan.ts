@@ -15,6 +15,7 @@ import { mergeExtents, subtractExtents, totalLength, type Extent } from '../io/e
 import { openSource } from '../io/source.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { readPartitions } from './partitions.js';
+import { parseExcludePattern } from './exclude.js';
 import { openVolume } from './volume.js';
 import type { FatType, Partition, PartitionTableKind } from './types.js';
 
@@ -79,13 +80,6 @@ export interface ImagePlan {
   warnings: string[];
 }
 
-interface ExclusionPlan {
-  writes: OverlayWrite[];
-  excluded: { path: string; size: number; isDirectory: boolean }[];
-  bytesExcluded: number;
-  allocationMap: import('./allocation-map.js').AllocationMap;
-}
-
 interface ParsedPattern {
   partition: number | undefined;
   glob: string;
@@ -100,12 +94,8 @@ function parsePatterns(patterns: readonly string[]): ParsedPattern[] {
     if (typeof p !== 'string' || p.trim() === '') {
       throw new LowtideError('INVALID_ARGUMENT', `exclude[${i}]: expected a non-empty pattern, got ${JSON.stringify(p)}`);
     }
-    const m = /^(\d+):(.*)$/.exec(p);
-    const glob = m ? m[2]! : p;
-    if (glob.replace(/\/+/g, '') === '') {
-      throw new LowtideError('INVALID_ARGUMENT', `exclude[${i}]: ${JSON.stringify(p)} names the root directory, which cannot be excluded`);
-    }
-    return { partition: m ? Number(m[1]) : undefined, glob, text: p };
+    const parsed = parseExcludePattern(p);
+    return { partition: parsed.partition, glob: parsed.glob, text: p };
   });
 }
 
@@ -204,6 +194,7 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
   // No partition at all: the disk may still be a (damaged) table-less FAT volume.
   const partitions = table.partitions.length > 0 ? table.partitions : [wholeDisk];
   const notRead: Extent[] = [];
+  const matchedPatterns = new Set<string>();
   for (const p of partitions) {
     const planned: PlannedPartition = {
       index: p.index,
@@ -241,14 +232,12 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
         planned.warnings.push(...info.warnings);
         let map;
         if (mine.length > 0) {
-          // TODO(exclusions): typed call once FatVolume.planExclusions lands.
-          const planner = vol as unknown as { planExclusions?: (globs: string[]) => Promise<ExclusionPlan> };
-          if (!planner.planExclusions) throw new LowtideError('UNSUPPORTED', 'exclusions are not available yet');
-          const del = await planner.planExclusions.call(vol, mine.map((q) => q.glob));
+          const del = await vol.planExclusions(mine.map((q) => q.glob));
           map = del.allocationMap;
           plan.overlay.push(...del.writes);
           for (const e of del.excluded) plan.excluded.push({ partition: p.index, path: e.path, size: e.size, isDirectory: e.isDirectory });
           plan.bytesExcluded += del.bytesExcluded;
+          for (const q of mine) if (!del.unmatched.includes(q.glob)) matchedPatterns.add(q.text);
         } else {
           map = await vol.allocationMap();
         }
@@ -277,6 +266,9 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
       planned.warnings.push(w);
       plan.warnings.push(w);
     }
+  }
+  for (const q of patterns) {
+    if (!matchedPatterns.has(q.text)) plan.warnings.push(`exclude pattern ${JSON.stringify(q.text)} matched nothing`);
   }
   plan.extents = subtractExtents(whole, notRead);
   plan.bytesToRead = totalLength(plan.extents);

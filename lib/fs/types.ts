@@ -2,6 +2,7 @@
  * The partition and FAT model in TypeScript terms. Byte offsets are offsets
  * on the source (file or block device) unless a name says otherwise.
  */
+import type { AllocationMap } from './allocation-map.js';
 
 /** A file system recognised at the start of a partition (FAT is parsed; the others are names only). */
 export type FileSystemKind = 'fat12' | 'fat16' | 'fat32' | 'ntfs' | 'exfat' | 'ext' | 'xfs' | 'btrfs' | 'swap' | 'unknown';
@@ -158,3 +159,52 @@ export interface WalkStats {
   readonly orphanLongNames: number;
   readonly deletedEntries: number;
 }
+
+/** A file or directory left out by an exclusion. */
+export interface ExcludedPath {
+  readonly path: string;
+  /** File size; 0 for a directory. */
+  readonly size: number;
+  readonly isDirectory: boolean;
+}
+
+/** One sector of the copy-on-write overlay: write `data` at source `offset`. */
+export interface OverlayWrite {
+  readonly offset: number;
+  readonly data: Buffer;
+}
+
+/**
+ * Exclusions applied as deletions on a copy-on-write overlay of the source.
+ * The source is never written: the reconstructed volume is the source's
+ * still-allocated clusters and metadata with `writes` applied on top; the
+ * freed clusters are not part of it (never read; holes or zeros).
+ */
+export interface ExclusionPlan {
+  /** The globs that were applied (partition prefixes removed). */
+  readonly patterns: readonly string[];
+  /** Globs that matched nothing. */
+  readonly unmatched: readonly string[];
+  /** Changed metadata sectors (FAT entries, directory entries, FSInfo): sorted, non-overlapping, one sector each. */
+  readonly writes: readonly OverlayWrite[];
+  readonly sectorSize: number;
+  readonly freedClusters: number;
+  readonly freedBytes: number;
+  /** Source byte extents of the freed data clusters, ascending and merged. */
+  readonly freedRuns: readonly { readonly offset: number; readonly length: number }[];
+  /** The matched entries and everything under matched directories (depth first). */
+  readonly excluded: readonly ExcludedPath[];
+  /** Sum of the excluded files' sizes. */
+  readonly bytesExcluded: number;
+  /**
+   * FAT32 FSInfo free count: 'updated' (it was right and grew by the freed
+   * clusters), 'recomputed' (it was unknown or wrong and was set from the new
+   * allocation map) or 'none' (FAT12/16, no valid FSInfo, or nothing freed).
+   */
+  readonly fsinfo: 'updated' | 'recomputed' | 'none';
+  /** FAT copies written: every copy, or only the active one when FAT32 mirroring is off. */
+  readonly fatCopies: readonly number[];
+  /** The allocation map after the deletion: read only these clusters. */
+  readonly allocationMap: AllocationMap;
+}
+

@@ -3,10 +3,17 @@ import { LowtideError, toLowtideError } from '../errors.js';
 import type { Extent } from '../io/extents.js';
 import { describe, integerOption, objectOption, stringOption } from '../options.js';
 import { AllocationMap } from './allocation-map.js';
+import { matchExclusions, parseExcludePattern } from './exclude.js';
 import { fatDateTime, fatEpoch } from './fat-time.js';
-import { native as fsNative, type NativeDirEntry, type NativeVolumeHandle, type NativeVolumeInfo } from '../native.js';
+import {
+  native as fsNative,
+  type NativeAllocationMap,
+  type NativeDirEntry,
+  type NativeVolumeHandle,
+  type NativeVolumeInfo,
+} from '../native.js';
 import { readPartitions } from './partitions.js';
-import type { ClusterRun, DirEntry, FatVolumeInfo, Partition, WalkStats } from './types.js';
+import type { ClusterRun, DirEntry, ExclusionPlan, FatVolumeInfo, OverlayWrite, Partition, WalkStats } from './types.js';
 
 export interface OpenVolumeOptions {
   /**
@@ -83,6 +90,18 @@ function toInfo(i: NativeVolumeInfo): FatVolumeInfo {
   };
 }
 
+function toAllocationMap(m: NativeAllocationMap): AllocationMap {
+  return new AllocationMap({
+    bitmap: m.bitmap,
+    clusterCount: m.clusterCount,
+    clusterSize: m.clusterSize,
+    dataOffset: m.dataOffset,
+    usedClusters: m.used,
+    freeClusters: m.free,
+    badClusters: m.bad,
+  });
+}
+
 function pathArg(name: string, value: unknown): string {
   if (typeof value !== 'string') {
     throw new LowtideError('INVALID_ARGUMENT', `${name}: expected a path from the volume root, got ${describe(value)}`);
@@ -126,16 +145,7 @@ export class FatVolume {
 
   /** The allocation map built from the active FAT. */
   async allocationMap(): Promise<AllocationMap> {
-    const m = await this.#call('allocation map', (h) => h.allocationMap());
-    return new AllocationMap({
-      bitmap: m.bitmap,
-      clusterCount: m.clusterCount,
-      clusterSize: m.clusterSize,
-      dataOffset: m.dataOffset,
-      usedClusters: m.used,
-      freeClusters: m.free,
-      badClusters: m.bad,
-    });
+    return toAllocationMap(await this.#call('allocation map', (h) => h.allocationMap()));
   }
 
   /**
@@ -187,6 +197,64 @@ export class FatVolume {
   /** Source offset of the first byte where a FAT copy differs from FAT #0; null when all agree. */
   async compareFatCopies(): Promise<number | null> {
     return this.#call('FAT comparison', (h) => h.compareFats());
+  }
+
+  /**
+   * Plans leaving out the files and directories that match `patterns` (see
+   * lib/fs/exclude.ts for the glob rules): the matches are deleted on a
+   * copy-on-write overlay — their chains freed in every live FAT copy, their
+   * directory entries and long-name slots marked deleted, directories with
+   * their whole subtree, FSInfo adjusted — and the source is never written.
+   * A pattern may carry an `N:` prefix only when N is this volume's partition.
+   *
+   * Throws LowtideError INVALID_ARGUMENT for a bad pattern, FAT_CORRUPT when
+   * the deletion would be unsafe: a chain that loops, leaves the volume or
+   * holds a free or bad entry, or a cluster shared by an excluded and a kept
+   * file (cross-link; the message names both paths, the cluster and the offset).
+   */
+  async planExclusions(patterns: readonly string[]): Promise<ExclusionPlan> {
+    if (!Array.isArray(patterns)) {
+      throw new LowtideError('INVALID_ARGUMENT', `patterns: expected an array of glob strings, got ${describe(patterns)}`);
+    }
+    const globs: string[] = [];
+    patterns.forEach((p: unknown, i) => {
+      if (typeof p !== 'string') {
+        throw new LowtideError('INVALID_ARGUMENT', `patterns[${i}]: expected a glob string, got ${describe(p)}`);
+      }
+      const parsed = parseExcludePattern(p);
+      if (parsed.partition !== undefined && parsed.partition !== this.partition?.index) {
+        const mine = this.partition ? `partition ${this.partition.index}` : 'a volume opened by offset';
+        throw new LowtideError(
+          'INVALID_ARGUMENT',
+          `patterns[${i}]: ${JSON.stringify(p)} is for partition ${parsed.partition}, but this volume is ${mine}`,
+        );
+      }
+      globs.push(parsed.glob);
+    });
+    const h = this.#h();
+    // A listing walk (directory chains only): every chain is checked by planDeletion,
+    // which names both paths of a cross-link.
+    const walked = await this.#call('walk', (hh) => hh.walk(false));
+    const { matched, counts } = matchExclusions(walked.entries, globs);
+    const r = await this.#call('exclusion plan', () => h.planDeletion(matched.map((e) => e.path)));
+    const writes: OverlayWrite[] = [];
+    for (let i = 0; i < r.writeOffsets.length; i++) {
+      writes.push({ offset: r.writeOffsets[i]!, data: r.writeData.subarray(i * r.sectorSize, (i + 1) * r.sectorSize) });
+    }
+    return {
+      patterns: globs,
+      unmatched: globs.filter((_, i) => counts[i] === 0),
+      writes,
+      sectorSize: r.sectorSize,
+      freedClusters: r.freedClusters,
+      freedBytes: r.freedBytes,
+      freedRuns: r.freedRuns,
+      excluded: r.excluded.map((e) => ({ path: e.path, size: e.size, isDirectory: e.isDirectory })),
+      bytesExcluded: r.bytesExcluded,
+      fsinfo: r.fsinfo,
+      fatCopies: r.fatCopies,
+      allocationMap: toAllocationMap(r.allocationMap),
+    };
   }
 
   close(): void {

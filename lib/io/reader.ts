@@ -202,7 +202,11 @@ export class BlockReader implements AsyncIterable<Block> {
     this.#current = undefined;
     if (prev && !prev.retained) prev.release();
     if (this.#batch.length === 0) {
-      if (this.#done) return undefined;
+      if (this.#done) {
+        // Ended by an abort: say so, every time, rather than look like a normal end.
+        this.#throwIfAborted();
+        return undefined;
+      }
       await this.#fill();
       if (this.#batch.length === 0) return undefined;
     }
@@ -211,7 +215,7 @@ export class BlockReader implements AsyncIterable<Block> {
   }
 
   async #fill(): Promise<void> {
-    if (this.#closing) this.#throwIfAborted();
+    this.#throwIfAborted();
     let batch: Float64Array | null;
     try {
       batch = await this.#native.next();

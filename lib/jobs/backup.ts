@@ -18,6 +18,9 @@ import {
 } from '../options.js';
 import { intersectExtents, mergeExtents, totalLength, validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type ImagePlan, type OverlayWrite } from '../fs/plan.js';
+import { openVolume } from '../fs/volume.js';
+import { CatalogWriter } from '../repo/catalog.js';
+import { join } from 'node:path';
 import { MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } from '../repo/format.js';
@@ -109,6 +112,44 @@ async function chooseParent(
   return m;
 }
 
+/**
+ * Writes every file and directory of the planned FAT volumes, with each file's
+ * extents, to the catalog (excluded entries left out). Returns false when the
+ * plan has no FAT volume (nothing to catalogue).
+ */
+async function buildCatalog(sourcePath: string, plan: ImagePlan, catalog: CatalogWriter): Promise<boolean> {
+  let any = false;
+  for (const p of plan.partitions) {
+    if (p.mode !== 'used' || p.fat === null) continue;
+    any = true;
+    const excluded = new Set(plan.excluded.filter((e) => e.partition === p.index).map((e) => e.path));
+    const gone = (path: string): boolean => {
+      for (let at = path; at !== ''; at = at.slice(0, at.lastIndexOf('/'))) if (excluded.has(at)) return true;
+      return false;
+    };
+    const vol = await openVolume(sourcePath, { partition: p.index });
+    try {
+      for (const e of await vol.files()) {
+        if (gone(e.path)) continue;
+        const extents = !e.isDirectory && e.size > 0 ? await vol.fileExtents(e.path) : [];
+        await catalog.add({
+          partition: p.index,
+          path: e.path,
+          shortName: e.shortName,
+          size: e.isDirectory ? 0 : e.size,
+          isDirectory: e.isDirectory,
+          attributes: e.attributes,
+          modified: e.modified.toISOString(),
+          extents: extents.map((x) => [x.offset, x.length]),
+        });
+      }
+    } finally {
+      vol.close();
+    }
+  }
+  return any;
+}
+
 /** Bytes of `extents` (sorted, merged) inside chunk i; ask for chunks in increasing order. */
 function coverageCounter(extents: readonly Extent[], cs: number): (i: number) => number {
   let k = 0;
@@ -194,6 +235,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   let source: Source | undefined;
   let index: IndexWriter | undefined;
   let parentIndex: IndexReader | undefined;
+  let catalog: CatalogWriter | undefined;
   let committed = false;
   try {
     source = await openSource(sourcePath, { direct });
@@ -219,6 +261,8 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     const covered = coverageCounter(readExtents, cs);
     const isChanged = changedChunks !== undefined ? membership(changedChunks, cs) : undefined;
     const overlayOf = overlayCursor(plan.overlay);
+    catalog = await CatalogWriter.create(repo.tmpDir, repo.config.compression.level);
+    const catalogued = await buildCatalog(sourcePath, plan, catalog);
 
     const throttle = await JobThrottle.create(
       throttleSettings,
@@ -441,7 +485,16 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       engine: reader.engine,
       direct: source.direct,
       throttle: throttle.report() as unknown as Record<string, unknown>,
+      catalog: null,
     };
+    if (catalogued) {
+      const file = `${id}.catalog`;
+      const sha256 = await catalog.finish(join(repo.backupsDir, file));
+      manifest.catalog = { file, sha256, entries: catalog.entries };
+    } else {
+      await catalog.abort();
+    }
+    catalog = undefined;
     await repo.commitBackup(manifest, index);
     committed = true;
     report(true);
@@ -450,6 +503,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     throw toLowtideError(err, 'INTERNAL');
   } finally {
     if (!committed) await index?.abort();
+    await catalog?.abort();
     await parentIndex?.close().catch(() => undefined);
     await source?.close();
     await lock?.release();

@@ -13,6 +13,10 @@ import { booleanOption, integerOption, objectOption, signalOption, stringOption 
 import { readPartitions } from '../fs/partitions.js';
 import { openVolume, type FatVolume } from '../fs/volume.js';
 import type { DirEntry, FatType } from '../fs/types.js';
+import { openRepository, Repository } from '../repo/repository.js';
+import { readCatalog, type CatalogEntry } from '../repo/catalog.js';
+import { IndexLookup } from '../repo/index-lookup.js';
+import type { Manifest } from '../repo/format.js';
 
 export interface DiskPartitionInfo {
   index: number;
@@ -239,4 +243,174 @@ export async function extractPath(source: string, path: string, dest: string, op
     await src.close();
     vol.close();
   }
+}
+
+// --- files inside a backup -----------------------------------------------------
+
+
+export interface BackupFileOptions extends VolumeChoice {
+  signal?: AbortSignal;
+}
+
+async function backupCatalog(
+  repository: string | Repository,
+  backupId: string,
+): Promise<{ repo: Repository; manifest: Manifest; path: string; sha256: string }> {
+  const repo = repository instanceof Repository ? repository : await openRepository(stringOption('repository', repository));
+  const manifest = await repo.readManifest(stringOption('backup', backupId));
+  if (!manifest.catalog) {
+    throw new LowtideError('UNSUPPORTED', `backup ${manifest.id} has no file catalog (it holds no FAT volume that was read by used blocks)`);
+  }
+  return { repo, manifest, path: join(repo.backupsDir, manifest.catalog.file), sha256: manifest.catalog.sha256 };
+}
+
+/** Chooses the partition like openVolume does: the only one, or the one asked for. */
+function pickPartition(entries: CatalogEntry[], wanted: number | undefined, id: string): number {
+  const parts = [...new Set(entries.map((e) => e.partition))].sort((a, b) => a - b);
+  if (wanted !== undefined) {
+    if (!parts.includes(wanted)) {
+      throw new LowtideError('INVALID_ARGUMENT', `partition: expected one of ${parts.join(', ') || '(none)'} in backup ${id}, got ${wanted}`);
+    }
+    return wanted;
+  }
+  if (parts.length === 1) return parts[0]!;
+  throw new LowtideError('INVALID_ARGUMENT', `partition: backup ${id} has ${parts.length} FAT partitions (${parts.join(', ')}); choose one`);
+}
+
+async function catalogEntries(repository: string | Repository, backupId: string, options: VolumeChoice) {
+  const c = await backupCatalog(repository, backupId);
+  const all: CatalogEntry[] = [];
+  for await (const e of readCatalog(c.path, c.sha256)) all.push(e);
+  const opts = objectOption('options', options);
+  const wanted = opts.partition === undefined ? undefined : integerOption('partition', opts.partition, 0, 0);
+  const partition = pickPartition(all, wanted, c.manifest.id);
+  return { ...c, entries: all.filter((e) => e.partition === partition) };
+}
+
+/** Files and directories of a FAT volume inside a backup, from its catalog: no chunk is read. */
+export async function listBackupFiles(repository: string | Repository, backupId: string, options: VolumeChoice = {}): Promise<FileListing[]> {
+  const { entries } = await catalogEntries(repository, backupId, options);
+  return entries.map((e) => ({
+    path: e.path,
+    name: e.path.slice(e.path.lastIndexOf('/') + 1),
+    shortName: e.shortName,
+    size: e.size,
+    isDirectory: e.isDirectory,
+    readOnly: (e.attributes & 0x01) !== 0,
+    hidden: (e.attributes & 0x02) !== 0,
+    system: (e.attributes & 0x04) !== 0,
+    archive: (e.attributes & 0x20) !== 0,
+    attributes: e.attributes,
+    modified: e.modified,
+  }));
+}
+
+export interface BackupExtractResult extends ExtractResult {
+  /** Chunks read from the repository (each verified against its digest). */
+  chunksRead: number;
+}
+
+/**
+ * Copies a file or directory tree out of a FAT volume inside a backup,
+ * reading only the chunks under the files' extents.
+ */
+export async function extractFromBackup(
+  repository: string | Repository,
+  backupId: string,
+  path: string,
+  dest: string,
+  options: ExtractOptions = {},
+): Promise<BackupExtractResult> {
+  stringOption('path', path);
+  stringOption('dest', dest);
+  const opts = objectOption('options', options);
+  const force = booleanOption('force', opts.force, false);
+  const signal = signalOption('signal', opts.signal);
+  const { repo, manifest, entries } = await catalogEntries(repository, backupId, {
+    ...(opts.partition !== undefined ? { partition: opts.partition as number } : {}),
+  });
+  const index = await IndexLookup.open(repo, manifest);
+  const cs = manifest.chunkSize;
+  let cached: { i: number; data: Buffer } | undefined;
+  let chunksRead = 0;
+  const chunk = async (i: number): Promise<Buffer> => {
+    if (cached?.i === i) return cached.data;
+    const d = await index.entry(i);
+    const length = Math.min(cs, manifest.size - i * cs);
+    const data = d === null ? Buffer.alloc(length) : await repo.getChunk(d.toString('hex'), length);
+    if (d) chunksRead++;
+    cached = { i, data };
+    return data;
+  };
+
+  const lower = (p: string): string => p.toLowerCase();
+  const normalized = '/' + path.split('/').filter((x) => x !== '').join('/');
+  const top = normalized === '/' ? undefined : entries.find((e) => lower(e.path) === lower(normalized));
+  if (normalized !== '/' && !top) throw new LowtideError('NOT_FOUND', `${normalized} is not in backup ${manifest.id}`);
+  let target = resolve(dest);
+  const existing = await lstat(target).catch(() => undefined);
+  if (existing?.isDirectory()) target = join(target, top ? safeName(top.path.slice(top.path.lastIndexOf('/') + 1), normalized) : `${manifest.id}-root`);
+  const result: BackupExtractResult = { dest: target, files: 0, directories: 0, bytes: 0, chunksRead: 0 };
+
+  const writeFile = async (e: CatalogEntry, to: string): Promise<void> => {
+    if (signal?.aborted) throw new LowtideError('ABORTED', 'extract was aborted', { cause: signal.reason });
+    const there = await lstat(to).catch(() => undefined);
+    if (there && !force) throw new LowtideError('OUTPUT_EXISTS', `${to} exists; pass force (--force) to replace it`, { path: to });
+    const tmp = join(dirname(to), `.${basename(to)}.${randomBytes(4).toString('hex')}.lowtide-partial`);
+    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+    let done = false;
+    try {
+      let pos = 0;
+      for (const [offset, length] of e.extents) {
+        let at = offset;
+        while (at < offset + length) {
+          const i = Math.floor(at / cs);
+          const data = await chunk(i);
+          const from = at - i * cs;
+          const n = Math.min(offset + length - at, data.length - from);
+          await fh.write(data, from, n, pos);
+          pos += n;
+          at += n;
+        }
+      }
+      if (pos !== e.size) throw new LowtideError('REPO_CORRUPT', `${e.path}: the catalog gives ${pos} bytes of extents for ${e.size}`);
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, to);
+      done = true;
+      const m = new Date(e.modified);
+      await utimes(to, m, m).catch(() => undefined);
+      result.files++;
+      result.bytes += e.size;
+    } finally {
+      if (!done) {
+        await fh.close().catch(() => undefined);
+        await unlink(tmp).catch(() => undefined);
+      }
+    }
+  };
+
+  try {
+    if (top && !top.isDirectory) {
+      await writeFile(top, target);
+    } else {
+      const prefix = top ? top.path : '';
+      await mkdir(target, { recursive: true });
+      result.directories++;
+      for (const e of entries.filter((x) => prefix === '' || lower(x.path).startsWith(lower(prefix) + '/'))) {
+        const rel = e.path.slice(prefix.length + 1).split('/').map((n) => safeName(n, e.path));
+        const to = join(target, ...rel);
+        if (e.isDirectory) {
+          await mkdir(to, { recursive: true });
+          result.directories++;
+        } else {
+          await writeFile(e, to);
+        }
+      }
+    }
+  } finally {
+    await index.close();
+  }
+  result.chunksRead = chunksRead;
+  return result;
 }

@@ -27,6 +27,31 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Writes all of `parts` from `position` on. A write that fills the file system
+ * can return short without an error; writing the rest then fails with ENOSPC.
+ */
+export async function writeFully(fh: FileHandle, parts: readonly Uint8Array[], position: number): Promise<void> {
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  let done = parts.length === 1 ? 0 : (await fh.writev(parts as Uint8Array[], position)).bytesWritten;
+  let skip = done;
+  for (const part of parts) {
+    if (skip >= part.length) {
+      skip -= part.length;
+      continue;
+    }
+    let offset = skip;
+    skip = 0;
+    while (offset < part.length) {
+      const { bytesWritten } = await fh.write(part, offset, part.length - offset, position + done);
+      if (bytesWritten === 0) throw new LowtideError('WRITE_FAILED', `a write made no progress at offset ${position + done}`);
+      offset += bytesWritten;
+      done += bytesWritten;
+    }
+  }
+  if (done !== total) throw new LowtideError('INTERNAL', `wrote ${done} of ${total} bytes`);
+}
+
 export function tempName(tmpDir: string, hint: string): string {
   return join(tmpDir, `${hint}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
@@ -43,11 +68,7 @@ export async function writeAtomic(
   let done = false;
   try {
     fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
-    if (parts.length === 1) {
-      await fh.writeFile(parts[0]!);
-    } else {
-      await fh.writev(parts as Uint8Array[]);
-    }
+    await writeFully(fh, parts, 0);
     await fh.sync();
     await fh.close();
     fh = undefined;

@@ -171,6 +171,8 @@ export interface Manifest {
   direct: boolean;
   /** The throttle's report (controller, target, delays, queue-depth and block-size distributions). */
   throttle: Record<string, unknown> | null;
+  /** backups/<id>.catalog: the files of the FAT volumes, for file-level restore; null when there are none. */
+  catalog: { file: string; sha256: string; entries: number } | null;
 }
 
 export function validateManifest(raw: unknown, where: string): Manifest {

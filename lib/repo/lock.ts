@@ -2,50 +2,79 @@
  * One writer at a time. The writer holds an exclusive flock(2) on
  * locks/write.lock for as long as it runs; the kernel drops the lock when the
  * process dies, however it dies, so a dead holder never blocks the next writer.
- * The file's content (host, PID, purpose, time) is only for the error message.
+ * The file's content (host, PID, purpose, time) is for the error message, and
+ * it tells the next holder whether the last one ended cleanly: a clean release
+ * empties the file, so content found when the lock is taken was left by a
+ * holder that died (or could not finish its release).
+ *
+ * The descriptor is a plain fd, not a FileHandle: a FileHandle that becomes
+ * unreachable is closed by the garbage collector, which would drop the flock
+ * while its holder still runs. A lock lasts until release() or process exit
+ * (libuv opens every file with O_CLOEXEC, so child processes do not inherit it).
  */
-import { constants as fsc } from 'node:fs';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { close, constants as fsc, ftruncate, open, read, write } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { LowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { repoWriteError } from './files.js';
 
+const openFd = promisify(open);
+const closeFd = promisify(close);
+const truncateFd = promisify(ftruncate);
+const readFd = promisify(read);
+const writeFd = promisify(write) as (fd: number, data: string, position: number) => Promise<unknown>;
+
 export class WriteLock {
-  #fh: FileHandle | undefined;
+  #fd: number | undefined;
+  #beforeRelease: (() => Promise<void>) | undefined;
   constructor(
     readonly path: string,
-    fh: FileHandle,
+    fd: number,
+    /** What a holder that did not release cleanly left in the lock file, if anything. */
+    readonly staleHolder?: string,
   ) {
-    this.#fh = fh;
+    this.#fd = fd;
+  }
+  /** Work to finish before the lock is dropped; if it fails, the file keeps its content (see staleHolder). */
+  beforeRelease(fn: () => Promise<void>): void {
+    this.#beforeRelease = fn;
   }
   async release(): Promise<void> {
-    const fh = this.#fh;
-    this.#fh = undefined;
-    if (!fh) return;
-    await fh.truncate(0).catch(() => undefined);
-    await fh.close(); // closing the last descriptor drops the flock
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd === undefined) return;
+    const clean = this.#beforeRelease ? await this.#beforeRelease().then(() => true, () => false) : true;
+    if (clean) await truncateFd(fd, 0).catch(() => undefined);
+    await closeFd(fd); // closing the last descriptor drops the flock
+  }
+  /** Drops the lock but leaves the file's content, so the next holder treats this end as unclean. */
+  async abandon(): Promise<void> {
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd !== undefined) await closeFd(fd);
   }
 }
 
 export async function acquireWriteLock(repoPath: string, purpose: string): Promise<WriteLock> {
   const path = join(repoPath, 'locks', 'write.lock');
-  let fh: FileHandle;
+  let fd: number;
   try {
-    fh = await open(path, fsc.O_RDWR | fsc.O_CREAT, 0o644);
+    fd = await openFd(path, fsc.O_RDWR | fsc.O_CREAT, 0o644);
   } catch (err) {
     throw repoWriteError(err, `opening ${path}`);
   }
   let locked = false;
   try {
-    locked = native.tryLockExclusive(fh.fd);
+    locked = native.tryLockExclusive(fd);
   } catch (err) {
-    await fh.close();
+    await closeFd(fd);
     throw err;
   }
   if (!locked) {
-    await fh.close();
+    await closeFd(fd);
     let holder = 'another process';
     try {
       const info = JSON.parse(await readFile(path, 'utf8')) as { pid: number; host: string; purpose: string; since: string };
@@ -55,12 +84,16 @@ export async function acquireWriteLock(repoPath: string, purpose: string): Promi
     }
     throw new LowtideError('REPO_LOCKED', `the repository is in use by ${holder}`, { path });
   }
+  let staleHolder: string | undefined;
   try {
-    await fh.truncate(0);
-    await fh.write(JSON.stringify({ pid: process.pid, host: hostname(), purpose, since: new Date().toISOString() }), 0);
+    const previous = Buffer.alloc(4096);
+    const bytesRead = (await readFd(fd, previous, 0, previous.length, 0)).bytesRead;
+    if (bytesRead > 0) staleHolder = previous.subarray(0, bytesRead).toString('utf8');
+    await truncateFd(fd, 0);
+    await writeFd(fd, JSON.stringify({ pid: process.pid, host: hostname(), purpose, since: new Date().toISOString() }), 0);
   } catch (err) {
-    await fh.close();
+    await closeFd(fd);
     throw repoWriteError(err, `writing ${path}`);
   }
-  return new WriteLock(path, fh);
+  return new WriteLock(path, fd, staleHolder);
 }

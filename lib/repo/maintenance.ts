@@ -245,6 +245,7 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
     const indexFiles = new Set<string>();
     for (const m of backups.filter((b) => keep.has(b.id))) {
       indexFiles.add(m.index.file);
+      if (m.catalog) indexFiles.add(m.catalog.file);
       const index = await repo.openIndex(m);
       try {
         for (let i = 0; i < m.chunkCount; i++) {
@@ -272,7 +273,8 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
       signal,
     );
     for (const name of await readdir(repo.backupsDir)) {
-      if (name.endsWith('.index') && BACKUP_ID_PATTERN.test(name.slice(0, -6)) && !indexFiles.has(name)) {
+      const id = name.replace(/\.(index|catalog)$/, '');
+      if (id !== name && BACKUP_ID_PATTERN.test(id) && !indexFiles.has(name)) {
         await unlink(join(repo.backupsDir, name)).catch(() => undefined);
       }
     }

@@ -10,7 +10,7 @@ import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { integerOption, objectOption, stringOption } from '../options.js';
 import { compress, decompress } from './compress.js';
-import { repoWriteError, syncDir, tempName, writeAtomic } from './files.js';
+import { repoWriteError, syncDir, tempName, writeAtomic, writeFully } from './files.js';
 import {
   BACKUP_ID_PATTERN,
   BACKUPS_DIR,
@@ -119,6 +119,9 @@ export interface StoredChunk {
 }
 
 export class Repository {
+  /** Chunk directories this instance renamed chunks into and has not synced yet. */
+  readonly #unsyncedDirs = new Set<string>();
+
   constructor(
     readonly path: string,
     readonly config: RepoConfig,
@@ -144,15 +147,29 @@ export class Repository {
     return join(this.path, CHUNKS_DIR, hex.slice(0, 2), hex);
   }
 
-  /** Takes the writer lock and removes temporary files a dead writer left. */
+  /**
+   * Takes the writer lock and removes temporary files a dead writer left. A
+   * writer that died may also have renamed chunks into directories it never
+   * synced; later backups reuse such chunks without writing them, so after an
+   * unclean end every chunk directory is synced first. Chunks this writer
+   * stores are synced (syncChunkDirs) before a manifest names them, and at the
+   * latest when the lock is released, also when the job failed.
+   */
   async lock(purpose: string): Promise<WriteLock> {
     const lock = await acquireWriteLock(this.path, purpose);
     try {
+      if (lock.staleHolder !== undefined) {
+        const dirs = await readdir(join(this.path, CHUNKS_DIR), { withFileTypes: true });
+        await this.syncChunkDirs(dirs.filter((d) => d.isDirectory()).map((d) => d.name));
+      }
       for (const f of await readdir(this.tmpDir)) await unlink(join(this.tmpDir, f)).catch(() => undefined);
     } catch (err) {
-      await lock.release();
-      throw repoWriteError(err, `cleaning ${this.tmpDir}`);
+      await lock.abandon();
+      throw repoWriteError(err, `preparing ${this.path} for writing`);
     }
+    lock.beforeRelease(async () => {
+      if (this.#unsyncedDirs.size > 0) await this.syncChunkDirs([...this.#unsyncedDirs]);
+    });
     return lock;
   }
 
@@ -182,13 +199,17 @@ export class Repository {
       throw repoWriteError(err, `creating ${dir}`);
     });
     await writeAtomic(this.tmpDir, this.chunkPath(hex), [header, body], { syncDirectory: false });
+    this.#unsyncedDirs.add(hex.slice(0, 2));
     return { written: true, storedBytes: header.length + body.length };
   }
 
   async syncChunkDirs(prefixes: Iterable<string>): Promise<void> {
     try {
       await syncDir(join(this.path, CHUNKS_DIR));
-      for (const p of prefixes) await syncDir(join(this.path, CHUNKS_DIR, p));
+      for (const p of prefixes) {
+        await syncDir(join(this.path, CHUNKS_DIR, p));
+        this.#unsyncedDirs.delete(p);
+      }
     } catch (err) {
       throw repoWriteError(err, 'syncing chunk directories');
     }
@@ -324,12 +345,19 @@ export class Repository {
   }
 
   /**
-   * Commits a backup: the index file is moved into backups/, then the manifest
-   * is written atomically (the commit point), then the directory is synced.
+   * Commits a backup: the index file is moved into backups/ and the directory
+   * synced (with any file the caller moved there before, such as a catalog),
+   * then the manifest is written atomically (the commit point) and the
+   * directory synced again. A manifest never becomes durable before its index.
    */
   async commitBackup(manifest: Manifest, index: IndexWriter): Promise<void> {
     const finalIndex = join(this.backupsDir, manifest.index.file);
     await index.finish(finalIndex);
+    try {
+      await syncDir(this.backupsDir);
+    } catch (err) {
+      throw repoWriteError(err, `syncing ${this.backupsDir}`);
+    }
     await writeAtomic(this.tmpDir, join(this.backupsDir, `${manifest.id}.json`), [
       Buffer.from(JSON.stringify(manifest, null, 2) + '\n'),
     ], { dir: this.backupsDir });
@@ -342,6 +370,7 @@ export class Repository {
       await unlink(join(this.backupsDir, `${m.id}.json`));
       await syncDir(this.backupsDir);
       await rm(join(this.backupsDir, m.index.file), { force: true });
+      if (m.catalog) await rm(join(this.backupsDir, m.catalog.file), { force: true });
     } catch (err) {
       throw repoWriteError(err, `deleting backup ${id}`);
     }
@@ -442,7 +471,7 @@ export class IndexWriter {
   async #write(b: Buffer): Promise<void> {
     this.#hasher.update(b);
     try {
-      await this.fh.write(b, 0, b.length, this.#position);
+      await writeFully(this.fh, [b], this.#position);
     } catch (err) {
       throw repoWriteError(err, `writing ${this.tmpPath}`);
     }

@@ -285,7 +285,15 @@ abstract class BaseController implements ThrottleController {
   private readonly qdDist = new Map<number, DistributionCell>();
   private readonly bsDist = new Map<number, DistributionCell>();
   private previous: ThrottleDecision | undefined;
-  private previousAtNs = 0;
+  /** When the previous decision was taken; undefined while no sample had come back. */
+  private previousAtNs: number | undefined;
+  /**
+   * When the job started, in the samples' clock: the issue time of the first
+   * block (its completion time minus its latency). Decisions taken before any
+   * sample count from here, not from the clock's origin (which for a real
+   * monotonic clock is the boot time).
+   */
+  private originNs: number | undefined;
 
   constructor(options: ThrottleOptions) {
     this.options = resolveThrottleOptions(options);
@@ -297,6 +305,7 @@ abstract class BaseController implements ThrottleController {
     const s: Partial<LatencySample> = sample ?? {};
     if (this.latency.observe(s.latencyNs as number, s.atNs) === 'invalid') return;
     const v = this.latency.lastNs; // the sanitised (possibly clamped) value
+    this.originNs ??= Math.max(0, this.latency.nowNs - v);
     this.histogram.record(v);
     if (typeof s.bytes === 'number' && Number.isFinite(s.bytes) && s.bytes > 0) this.bytes += s.bytes;
     this.onSample(v);
@@ -307,7 +316,8 @@ abstract class BaseController implements ThrottleController {
     const now = this.latency.nowNs;
     // The time since the previous decision was spent under that decision.
     if (this.previous) {
-      const dt = Math.max(0, now - this.previousAtNs);
+      const from = this.previousAtNs ?? this.originNs ?? now;
+      const dt = Math.max(0, now - from);
       this.cell(this.qdDist, this.previous.queueDepth).timeNs += dt;
       this.cell(this.bsDist, this.previous.blockSize).timeNs += dt;
     }
@@ -316,7 +326,7 @@ abstract class BaseController implements ThrottleController {
     this.decisions++;
     this.delayedMs += d.delayMs;
     this.previous = d;
-    this.previousAtNs = now;
+    this.previousAtNs = this.latency.count > 0 ? now : undefined;
     return d;
   }
 

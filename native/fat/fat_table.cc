@@ -14,18 +14,35 @@ struct W12 {
     uint32_t v = load_le16(p);
     return (n & 1) ? (v >> 4) : (v & 0xFFF);
   }
+  static void enc(uint8_t* p, uint32_t n, uint32_t value) {
+    uint32_t v = load_le16(p);
+    v = (n & 1) ? ((v & 0x000F) | ((value & 0xFFF) << 4)) : ((v & 0xF000) | (value & 0xFFF));
+    p[0] = static_cast<uint8_t>(v);
+    p[1] = static_cast<uint8_t>(v >> 8);
+  }
+  static constexpr uint32_t bytes = 2;
 };
 struct W16 {
   static constexpr FatType type = FatType::Fat16;
   static constexpr uint32_t bits = 16, bad = 0xFFF7, eoc = 0xFFF8;
   static uint64_t off(uint32_t n) { return static_cast<uint64_t>(n) * 2; }
   static uint32_t dec(const uint8_t* p, uint32_t) { return load_le16(p); }
+  static void enc(uint8_t* p, uint32_t, uint32_t value) {
+    p[0] = static_cast<uint8_t>(value);
+    p[1] = static_cast<uint8_t>(value >> 8);
+  }
+  static constexpr uint32_t bytes = 2;
 };
 struct W32 {
   static constexpr FatType type = FatType::Fat32;
   static constexpr uint32_t bits = 32, bad = 0x0FFFFFF7, eoc = 0x0FFFFFF8;
   static uint64_t off(uint32_t n) { return static_cast<uint64_t>(n) * 4; }
   static uint32_t dec(const uint8_t* p, uint32_t) { return load_le32(p) & 0x0FFFFFFF; }
+  static void enc(uint8_t* p, uint32_t, uint32_t value) {
+    uint32_t v = (load_le32(p) & 0xF0000000u) | (value & 0x0FFFFFFFu);
+    for (int i = 0; i < 4; i++) p[i] = static_cast<uint8_t>(v >> (8 * i));
+  }
+  static constexpr uint32_t bytes = 4;
 };
 
 template <class W>
@@ -63,7 +80,7 @@ void map_range_t(const uint8_t* buf, uint32_t buf_first, uint32_t bit_begin, uin
 
 template <class W>
 constexpr FatOps make_ops() {
-  return FatOps{W::type, W::bits, W::bad, W::eoc, &W::off, &W::dec, &map_range_t<W>};
+  return FatOps{W::type, W::bits, W::bad, W::eoc, &W::off, &W::dec, &W::enc, W::bytes, &map_range_t<W>};
 }
 
 constexpr FatOps kOps12 = make_ops<W12>();

@@ -28,6 +28,11 @@ struct FatOps {
   // Value of entry `n` given `p` = the FAT bytes starting at entry_offset(n)
   // (at least 2 bytes for FAT12/16, 4 for FAT32 must be readable).
   uint32_t (*decode)(const uint8_t* p, uint32_t n);
+  // Stores `value` as entry `n` into `p` = the FAT bytes at entry_offset(n)
+  // (entry_bytes of them), keeping the bits that belong to the neighbouring
+  // FAT12 entry and FAT32's reserved top four bits.
+  void (*encode)(uint8_t* p, uint32_t n, uint32_t value);
+  uint32_t entry_bytes;  // bytes spanned by one entry: 2 (FAT12/16) or 4
   // Hot loop: bits [bit_begin, bit_end) of the allocation map (bit j is
   // cluster j + 2; bit_begin is a multiple of 64) from a buffer holding the
   // FAT from entry `buf_first` (even) on. ORs into `words`, counts free and bad.

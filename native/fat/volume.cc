@@ -103,7 +103,7 @@ FatVolume::FatVolume(ByteReader& reader, uint64_t base) : reader_(reader) {
 }
 
 std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset,
-                                       ClusterSet& seen) {
+                                       ClusterSet& seen, const CrossLinkHandler* on_cross_link) {
   const FatGeometry& g = info_.geo;
   const uint32_t last = g.cluster_count + 1;
   const FatOps& ops = fat_->ops();
@@ -123,6 +123,7 @@ std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner,
       const std::string link = prev ? "FAT entry of cluster " + std::to_string(prev) : "the directory entry";
       if (in_this_chain)
         corrupt(kCorrupt, "cluster chain of " + owner, where, "the chain loops back: " + link + " links to cluster " + std::to_string(cur));
+      if (on_cross_link) (*on_cross_link)(cur, prev, where);
       corrupt(kCorrupt, "cluster chain of " + owner, where,
               link + " links to cluster " + std::to_string(cur) + ", already used by another file or directory (cross-link)");
     }
@@ -225,7 +226,7 @@ std::vector<DirEntry> FatVolume::list(const std::string& path) {
   return read_dir(d.first_cluster, runs, d.path).entries;
 }
 
-std::vector<DirEntry> FatVolume::walk(WalkStats* stats) {
+std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files) {
   const FatGeometry& g = info_.geo;
   ClusterSet seen(g.cluster_count + 1);
   WalkStats st;
@@ -278,6 +279,10 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats) {
       continue;
     }
     st.files++;
+    if (!check_files) {
+      out.push_back(std::move(e));
+      continue;
+    }
     if (e.first_cluster != 0) {
       std::vector<Run> runs = walk_chain(e.first_cluster, e.path, e.offset, seen);
       uint64_t have = 0;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +53,8 @@ class ClusterSet {
   explicit ClusterSet(uint32_t max_cluster) : words_((static_cast<size_t>(max_cluster) + 64) / 64, 0) {}
   bool test(uint32_t c) const { return (words_[c >> 6] >> (c & 63)) & 1; }
   void set(uint32_t c) { words_[c >> 6] |= uint64_t(1) << (c & 63); }
+  // Bit c of word c / 64 is cluster c.
+  const std::vector<uint64_t>& words() const { return words_; }
 
  private:
   std::vector<uint64_t> words_;
@@ -83,8 +86,10 @@ class FatVolume {
   // The entry at `path`; the root is returned as a directory entry named "".
   DirEntry stat(const std::string& path);
   // Every file and directory (depth first, directory order), each chain
-  // checked for cycles and cross-links, directory loops detected.
-  std::vector<DirEntry> walk(WalkStats* stats);
+  // checked for cycles and cross-links, directory loops detected. With
+  // `check_files` false only directory chains are walked (a listing: files'
+  // chains are neither checked nor counted in clusters_owned).
+  std::vector<DirEntry> walk(WalkStats* stats, bool check_files = true);
   // Source byte extents of a file's data, trimmed to its size.
   std::vector<Extent> file_extents(const DirEntry& e);
 
@@ -96,13 +101,30 @@ class FatVolume {
     return info_.base + info_.geo.data_offset + static_cast<uint64_t>(c - 2) * info_.geo.cluster_size;
   }
 
- private:
-  std::vector<Run> walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset, ClusterSet& seen);
+  // Called when a chain reaches cluster `cluster`, already in `seen` but not
+  // part of this chain (a cross-link). `where` is the source offset of the
+  // offending link (FAT entry of `prev`, or the directory entry when prev is
+  // 0). It may throw a more precise error; if it returns, the generic
+  // cross-link error is thrown.
+  using CrossLinkHandler = std::function<void(uint32_t cluster, uint32_t prev, uint64_t where)>;
+
+  // The chain from `start`, validated like chain(); clusters already in `seen`
+  // are cross-links (errors), and every cluster of the chain is added to it.
+  std::vector<Run> walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset, ClusterSet& seen,
+                              const CrossLinkHandler* on_cross_link = nullptr);
   // Reads a directory: first_cluster 0 is the root. `runs` is its chain
   // (ignored for a FAT12/16 root).
   DirParser read_dir(uint32_t first_cluster, const std::vector<Run>& runs, const std::string& path);
   DirParser read_root();
+  // Raw entry of cluster `n` in the active FAT (range-checked).
+  uint32_t fat_entry(uint32_t n) { return fat_->get(n); }
+  // Source byte offset of FAT entry `n` in FAT copy `copy`.
+  uint64_t fat_entry_offset(uint32_t n, uint32_t copy) const {
+    return info_.base + info_.geo.fat_offset + static_cast<uint64_t>(copy) * info_.geo.fat_bytes + fat_->ops().entry_offset(n);
+  }
+  const FatOps& ops() const { return fat_->ops(); }
 
+ private:
   ByteReader& reader_;
   VolumeInfo info_;
   std::unique_ptr<FatTable> fat_;

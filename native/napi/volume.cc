@@ -4,7 +4,7 @@
 //   openVolume(path, offset, size): Promise<VolumeHandle>   (size 0: to the end)
 //   VolumeHandle: info(), allocationMap(), list(path), stat(path), walk(),
 //                 chain(cluster), fileExtents(path), readFile(path),
-//                 compareFats(), close()
+//                 compareFats(), planDeletion(paths), close()
 //
 // Every byte offset handed to JS is an offset on the source (file or device).
 // Files are opened O_RDONLY|O_CLOEXEC and read with pread; nothing is written.
@@ -22,6 +22,7 @@
 #include <optional>
 
 #include "fat/byte_reader.h"
+#include "fat/deletion.h"
 #include "fat/volume.h"
 #include "io/fd.h"
 #include "napi/binding.h"
@@ -305,6 +306,7 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
                            InstanceMethod<&VolumeHandle::FileExtents>("fileExtents"),
                            InstanceMethod<&VolumeHandle::ReadFile>("readFile"),
                            InstanceMethod<&VolumeHandle::CompareFats>("compareFats"),
+                           InstanceMethod<&VolumeHandle::PlanDeletion>("planDeletion"),
                            InstanceMethod<&VolumeHandle::Close>("close"),
                        });
   }
@@ -332,22 +334,87 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
           std::lock_guard<std::mutex> lock(st->mu);
           *out = st->vol->allocation_map();
         },
+        [st, out](Napi::Env env) -> Napi::Value { return map_to_js(env, *st->vol, *out); });
+  }
+
+  // Hands the map's words to JS (moved out of `m`).
+  static Napi::Object map_to_js(Napi::Env env, const fat::FatVolume& vol, fat::AllocationMap& m) {
+    const fat::FatGeometry& g = vol.geo();
+    auto* words = new std::vector<uint64_t>(std::move(m.words));
+    size_t bytes = (static_cast<size_t>(m.cluster_count) + 7) / 8;
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::NewOrCopy(
+        env, reinterpret_cast<uint8_t*>(words->data()), bytes,
+        [](Napi::Env, uint8_t*, std::vector<uint64_t>* w) { delete w; }, words);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("bitmap", buf);
+    o.Set("firstCluster", num(env, 2));
+    o.Set("clusterCount", num(env, m.cluster_count));
+    o.Set("clusterSize", num(env, g.cluster_size));
+    o.Set("dataOffset", num(env, vol.info().base + g.data_offset));
+    o.Set("used", num(env, m.used));
+    o.Set("free", num(env, m.free));
+    o.Set("bad", num(env, m.bad));
+    return o;
+  }
+
+  // planDeletion(paths: string[]): Promise<DeletionPlan>
+  Napi::Value PlanDeletion(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsArray()) throw_invalid(env, "paths must be an array of strings");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    std::vector<std::string> paths;
+    paths.reserve(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsString()) throw_invalid(env, "paths[" + std::to_string(i) + "] must be a string");
+      paths.push_back(v.As<Napi::String>());
+    }
+    auto st = live(env);
+    auto out = std::make_shared<fat::DeletionPlan>();
+    return Task::run(
+        env, "lowtide:fat-plan-deletion",
+        [st, out, paths] {
+          std::lock_guard<std::mutex> lock(st->mu);
+          *out = fat::plan_deletion(*st->vol, *st->window, paths);
+        },
         [st, out](Napi::Env env) -> Napi::Value {
-          const fat::FatGeometry& g = st->vol->geo();
-          auto* words = new std::vector<uint64_t>(std::move(out->words));
-          size_t bytes = (static_cast<size_t>(out->cluster_count) + 7) / 8;
-          Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::NewOrCopy(
-              env, reinterpret_cast<uint8_t*>(words->data()), bytes,
-              [](Napi::Env, uint8_t*, std::vector<uint64_t>* w) { delete w; }, words);
+          fat::DeletionPlan& p = *out;
           Napi::Object o = Napi::Object::New(env);
-          o.Set("bitmap", buf);
-          o.Set("firstCluster", num(env, 2));
-          o.Set("clusterCount", num(env, out->cluster_count));
-          o.Set("clusterSize", num(env, g.cluster_size));
-          o.Set("dataOffset", num(env, st->vol->info().base + g.data_offset));
-          o.Set("used", num(env, out->used));
-          o.Set("free", num(env, out->free));
-          o.Set("bad", num(env, out->bad));
+          o.Set("sectorSize", num(env, p.sector_size));
+          Napi::Float64Array offs = Napi::Float64Array::New(env, p.write_offsets.size());
+          for (size_t i = 0; i < p.write_offsets.size(); i++) offs[i] = static_cast<double>(p.write_offsets[i]);
+          o.Set("writeOffsets", offs);
+          auto* data = new std::vector<uint8_t>(std::move(p.write_data));
+          o.Set("writeData", Napi::Buffer<uint8_t>::NewOrCopy(env, data->data(), data->size(),
+                                                              [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; },
+                                                              data));
+          o.Set("freedClusters", num(env, p.freed_clusters));
+          o.Set("freedBytes", num(env, p.freed_bytes));
+          o.Set("lowestFreedCluster", num(env, p.lowest_freed));
+          o.Set("freedRuns", extents_to_js(env, p.freed_runs));
+          Napi::Array ex = Napi::Array::New(env, p.excluded.size());
+          for (size_t i = 0; i < p.excluded.size(); i++) {
+            const fat::ExcludedEntry& e = p.excluded[i];
+            Napi::Object x = Napi::Object::New(env);
+            x.Set("path", str(env, e.path));
+            x.Set("size", num(env, e.size));
+            x.Set("isDirectory", Napi::Boolean::New(env, e.is_dir));
+            x.Set("top", Napi::Boolean::New(env, e.top));
+            ex.Set(static_cast<uint32_t>(i), x);
+          }
+          o.Set("excluded", ex);
+          o.Set("bytesExcluded", num(env, p.bytes_excluded));
+          o.Set("entriesMarked", num(env, p.entries_marked));
+          o.Set("fsinfo", str(env, fat::fsinfo_update_name(p.fsinfo)));
+          auto count = [&](uint32_t v) { return v == 0xFFFFFFFF ? env.Null() : Napi::Value(num(env, v)); };
+          o.Set("fsinfoFreeBefore", count(p.fsinfo_free_before));
+          o.Set("fsinfoFreeAfter", count(p.fsinfo_free_after));
+          o.Set("fsinfoNextFreeBefore", count(p.fsinfo_next_free_before));
+          o.Set("fsinfoNextFreeAfter", count(p.fsinfo_next_free_after));
+          Napi::Array copies = Napi::Array::New(env, p.fat_copies.size());
+          for (size_t i = 0; i < p.fat_copies.size(); i++) copies.Set(static_cast<uint32_t>(i), num(env, p.fat_copies[i]));
+          o.Set("fatCopies", copies);
+          o.Set("allocationMap", map_to_js(env, *st->vol, p.map_after));
           return o;
         });
   }
@@ -382,6 +449,12 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
 
   Napi::Value Walk(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    // walk(checkFiles = true): false walks only directory chains (a listing).
+    bool check_files = true;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      if (!info[0].IsBoolean()) throw_invalid(env, "checkFiles must be a boolean");
+      check_files = info[0].As<Napi::Boolean>().Value();
+    }
     auto st = live(env);
     struct Out {
       std::vector<fat::DirEntry> entries;
@@ -390,9 +463,9 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
     auto out = std::make_shared<Out>();
     return Task::run(
         env, "lowtide:fat-walk",
-        [st, out] {
+        [st, out, check_files] {
           std::lock_guard<std::mutex> lock(st->mu);
-          out->entries = st->vol->walk(&out->stats);
+          out->entries = st->vol->walk(&out->stats, check_files);
         },
         [out](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);

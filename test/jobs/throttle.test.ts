@@ -14,7 +14,8 @@ writeFileSync(src, patternBytes(16 * MiB, 3));
 describe('throttle wiring', () => {
   it('decisions reach the native reader: queue depth, request size and pacing', async () => {
     const big = tmp.file('big.bin');
-    writeFileSync(big, patternBytes(64 * MiB, 5));
+    const expected = patternBytes(64 * MiB, 5);
+    writeFileSync(big, expected);
     const source = await openSource(big);
     try {
       // A target far below what any read takes: aimd must cut the window to the minimum.
@@ -30,21 +31,23 @@ describe('throttle wiring', () => {
       });
       throttle.attach(reader);
       let n = 0;
-      const data = Buffer.alloc(64 * MiB);
+      let small = 0;
       for await (const b of reader) {
-        b.data.copy(data, b.offset);
+        expect(b.data.equals(expected.subarray(b.offset, b.offset + b.length))).toBe(true);
         throttle.observe(b.latencyNs, b.length);
         n++;
         const s = reader.stats();
         expect(s.queueDepth).toBe(throttle.decision.queueDepth);
         expect(s.blockSize).toBe(throttle.decision.blockSize);
         expect(s.pacingNs).toBe(Math.round(throttle.pacingMs() * 1e6));
+        if (b.length === 64 * 1024) small++;
+        // Enough once reads at the smallest size come back: at the minimum
+        // window the controller paces them, and reading on would only wait.
+        if (small >= 8) break;
       }
-      expect(data.equals(patternBytes(64 * MiB, 5))).toBe(true);
       expect(throttle.decision.queueDepth).toBe(1);
       expect(throttle.decision.blockSize).toBe(64 * 1024);
-      // At most 20 reads (16 in flight + 4 held) went out at the first size; the rest were shrunk.
-      expect(n).toBeGreaterThan(64);
+      expect(small).toBe(8);
       const report = throttle.report();
       expect(report.controller).toBe('aimd');
       expect(report.queueDepth.some((q) => q.value === 1)).toBe(true);

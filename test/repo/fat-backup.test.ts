@@ -56,3 +56,55 @@ describe.skipIf(skipReason('used-blocks backups of FAT volumes', missing))('used
     expect(m2.get('/README.TXT').toString()).toBe('changed contents\r\n');
   });
 });
+
+describe.skipIf(skipReason('file-level restore from backups', missing))('files and extract from a backup', () => {
+  const work = new Workdir('lowtide-fat-files-');
+  afterAll(() => work.cleanup());
+
+  it('lists from the catalog and extracts single files and trees, reading only the chunks they need', async () => {
+    const src = work.path('vol.img');
+    writeFileSync(src, pseudoRandom(48 * MiB, 17));
+    mkfs(src, 48 * MiB, { fat: 16, sectorsPerCluster: 8, label: 'CATALOG' });
+    const mt = new Mtools(src);
+    const pop = populate(mt, work.dir, { clusterSize: 4096, seed: 9 });
+    const repo = work.path('repo');
+    await initRepository(repo, { chunkSize: 64 * 1024 });
+    const { id, manifest } = await backup({ source: src, repository: repo });
+    expect(manifest.catalog?.entries).toBe(mt.paths().length);
+
+    const { lowtide } = await import('../helpers/cli.js');
+    const list = lowtide(['files', '--repo', repo, 'latest', '--json']);
+    expect(list.status).toBe(0);
+    const entries = JSON.parse(list.stdout) as { path: string; size: number; isDirectory: boolean }[];
+    expect(entries.map((e) => e.path).sort()).toEqual(mt.paths().sort());
+    for (const e of entries) if (!e.isDirectory) expect(e.size).toBe(pop.files.get(e.path)!.length);
+
+    // One file: the chunks read are exactly those under its extents.
+    const { readFileSync } = await import('node:fs');
+    const one = work.path('big.bin');
+    const x = lowtide(['extract', '--repo', repo, id, '/frag/big.bin', one, '--json']);
+    expect(x.status).toBe(0);
+    expect(readFileSync(one).equals(pop.files.get('/frag/big.bin')!)).toBe(true);
+    const { openVolume } = await import('../../lib/fs/volume.js');
+    const vol = await openVolume(src);
+    const ext = await vol.fileExtents('/frag/big.bin');
+    vol.close();
+    const chunks = new Set<number>();
+    for (const e of ext) for (let c = Math.floor(e.offset / 65536); c <= Math.floor((e.offset + e.length - 1) / 65536); c++) chunks.add(c);
+    expect((JSON.parse(x.stdout) as { chunksRead: number }).chunksRead).toBe(chunks.size);
+
+    // The whole tree.
+    const tree = work.path('tree');
+    expect(lowtide(['extract', '--repo', repo, id, '/', tree]).status).toBe(0);
+    const { join } = await import('node:path');
+    for (const [path, data] of pop.files) expect(readFileSync(join(tree, path)).equals(data)).toBe(true);
+
+    // A raw (non-FAT) backup has no catalog.
+    const raw = work.path('raw.bin');
+    writeFileSync(raw, pseudoRandom(MiB, 1));
+    const rawBackup = await backup({ source: raw, repository: repo });
+    const r = lowtide(['files', '--repo', repo, rawBackup.id]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('has no file catalog');
+  });
+});

@@ -198,6 +198,26 @@ describe('controllers on the simulated device', () => {
     expect(JSON.parse(JSON.stringify(rep))).toEqual(rep);
   });
 
+  it('counts the time at each queue depth from the first block, not from the clock origin', () => {
+    // A job's clock is process.hrtime: its origin is the boot, hours before the job.
+    const origin = 3.6e12; // one hour of uptime, in ns
+    for (const name of ['parda', 'aimd', 'threshold', 'off'] as const) {
+      const c = createController(name, { targetLatencyMs: 5 });
+      c.decide(); // before the first block, as a job does
+      let at = origin;
+      for (let i = 0; i < 200; i++) {
+        at += 2e6;
+        c.observe({ latencyNs: 2e6, bytes: 1 << 20, atNs: at });
+        c.decide();
+      }
+      const rep = c.report();
+      const sumTime = (xs: { timeMs: number }[]): number => xs.reduce((a, x) => a + x.timeMs, 0);
+      // The first block was issued at (first completion − its latency) = origin.
+      expect(sumTime(rep.queueDepth)).toBeCloseTo((at - origin) / 1e6, 6);
+      expect(sumTime(rep.blockSize)).toBeCloseTo((at - origin) / 1e6, 6);
+    }
+  });
+
   it('threshold reports time spent delayed under load, and none without load', () => {
     const loaded = createController('threshold', { targetLatencyMs: 5 });
     new SimulatedDevice({ load: [{ startMs: 0, endMs: 5000, iops: 8000 }] }).run(loaded, { durationMs: 5000 });

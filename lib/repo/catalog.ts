@@ -1,0 +1,166 @@
+/**
+ * The file catalog of a backup: every file and directory of the FAT volumes
+ * it holds, with each file's extents on the image. It is written with the
+ * backup, so listing files needs no chunk at all and extracting a file reads
+ * only the chunks under its extents.
+ *
+ * File format (backups/<id>.catalog): a sequence of frames, each
+ * [u32 LE length][one zstd frame]; every frame decompresses to UTF-8 JSON
+ * lines. The first line of the first frame is the header
+ * {"format":"lowtide-catalog","version":1}; every other line is a CatalogEntry.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { LowtideError } from '../errors.js';
+import { compress, decompress } from './compress.js';
+import { repoWriteError, tempName, writeFully } from './files.js';
+
+export const CATALOG_FORMAT = 'lowtide-catalog';
+export const CATALOG_VERSION = 1;
+
+export interface CatalogEntry {
+  /** Partition number (0: a table-less disk). */
+  partition: number;
+  /** Path from the volume root, '/'-separated, long names. */
+  path: string;
+  shortName: string;
+  size: number;
+  isDirectory: boolean;
+  attributes: number;
+  /** ISO 8601 (FAT local time read as local time). */
+  modified: string;
+  /** File data on the image, in file order: [offset, length] pairs. Empty for directories and empty files. */
+  extents: [number, number][];
+}
+
+const FRAME_BYTES = 1 << 20;
+
+export class CatalogWriter {
+  #lines: string[] = [];
+  #bytes = 0;
+  #position = 0;
+  #count = 0;
+  readonly #hash: Hash = createHash('sha256');
+
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly tmpPath: string,
+    private readonly level: number,
+  ) {}
+
+  static async create(tmpDir: string, level: number): Promise<CatalogWriter> {
+    const tmp = tempName(tmpDir, 'catalog');
+    let fh: FileHandle;
+    try {
+      fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+    } catch (err) {
+      throw repoWriteError(err, `creating ${tmp}`);
+    }
+    const w = new CatalogWriter(fh, tmp, level);
+    w.#push(JSON.stringify({ format: CATALOG_FORMAT, version: CATALOG_VERSION }));
+    return w;
+  }
+
+  get entries(): number {
+    return this.#count;
+  }
+
+  #push(line: string): void {
+    this.#lines.push(line);
+    this.#bytes += line.length + 1;
+  }
+
+  async add(e: CatalogEntry): Promise<void> {
+    this.#push(JSON.stringify(e));
+    this.#count++;
+    if (this.#bytes >= FRAME_BYTES) await this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#lines.length === 0) return;
+    const plain = Buffer.from(this.#lines.join('\n') + '\n', 'utf8');
+    this.#lines = [];
+    this.#bytes = 0;
+    const frame = await compress(plain, this.level);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(frame.length, 0);
+    for (const b of [len, frame]) {
+      this.#hash.update(b);
+      try {
+        await writeFully(this.fh, [b], this.#position);
+      } catch (err) {
+        throw repoWriteError(err, `writing ${this.tmpPath}`);
+      }
+      this.#position += b.length;
+    }
+  }
+
+  /** Flushes, syncs and moves the catalog into place; returns its SHA-256. */
+  async finish(finalPath: string): Promise<string> {
+    await this.#flush();
+    try {
+      await this.fh.sync();
+      await this.fh.close();
+      await rename(this.tmpPath, finalPath);
+    } catch (err) {
+      throw repoWriteError(err, `writing ${finalPath}`);
+    }
+    return this.#hash.digest('hex');
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await unlink(this.tmpPath).catch(() => undefined);
+  }
+}
+
+/** Reads a catalog, checking its digest at the end. */
+export async function* readCatalog(path: string, sha256: string): AsyncGenerator<CatalogEntry> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, fsc.O_RDONLY);
+  } catch (err) {
+    throw new LowtideError('REPO_CORRUPT', `cannot open the file catalog ${path}`, { cause: err, path });
+  }
+  const hash = createHash('sha256');
+  let position = 0;
+  let header = true;
+  try {
+    for (;;) {
+      const len = Buffer.alloc(4);
+      const { bytesRead } = await fh.read(len, 0, 4, position);
+      if (bytesRead === 0) break;
+      if (bytesRead !== 4) throw new LowtideError('REPO_CORRUPT', `${path} is truncated`, { path });
+      const n = len.readUInt32LE(0);
+      if (n > 256 * 1024 * 1024) throw new LowtideError('REPO_CORRUPT', `${path}: bad frame length ${n}`, { path });
+      const frame = Buffer.alloc(n);
+      const r = await fh.read(frame, 0, n, position + 4);
+      if (r.bytesRead !== n) throw new LowtideError('REPO_CORRUPT', `${path} is truncated`, { path });
+      hash.update(len);
+      hash.update(frame);
+      position += 4 + n;
+      let text: string;
+      try {
+        text = (await decompress(frame)).toString('utf8');
+      } catch (err) {
+        throw new LowtideError('REPO_CORRUPT', `${path}: a frame does not decompress`, { cause: err, path });
+      }
+      for (const line of text.split('\n')) {
+        if (line === '') continue;
+        const v = JSON.parse(line) as Record<string, unknown>;
+        if (header) {
+          if (v.format !== CATALOG_FORMAT || v.version !== CATALOG_VERSION) {
+            throw new LowtideError('REPO_FORMAT', `${path} is not a version ${CATALOG_VERSION} lowtide catalog`, { path });
+          }
+          header = false;
+          continue;
+        }
+        yield v as unknown as CatalogEntry;
+      }
+    }
+    if (hash.digest('hex') !== sha256) throw new LowtideError('REPO_CORRUPT', `the file catalog ${path} is damaged`, { path });
+  } finally {
+    await fh.close();
+  }
+}
