@@ -262,6 +262,8 @@ export interface NativeBinding extends NativeFsBinding {
   digestSync(view: Uint8Array): Buffer;
   /** flock(fd, LOCK_EX | LOCK_NB): false when another holder has it. */
   tryLockExclusive(fd: number): boolean;
+  /** A zero-filled Buffer aligned to 4096 bytes (for O_DIRECT writes). */
+  alignedBuffer(size: number): Buffer;
   ioUringAvailable(): boolean;
 }
 

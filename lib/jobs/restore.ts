@@ -13,6 +13,7 @@ import { booleanOption, functionOption, integerOption, objectOption, signalOptio
 import type { Manifest } from '../repo/format.js';
 import { openRepository, Repository } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
+import { native } from '../native.js';
 import { JobThrottle, resolveThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
 export interface RestoreOptions extends ThrottleSettings {
@@ -49,14 +50,16 @@ export interface RestoreResult {
   chunksVerified: number;
   seconds: number;
   mbPerSecond: number;
+  /** Block device targets: written with O_DIRECT (aligned writes, no page cache). */
+  direct: boolean;
   /** Write latency as the throttle saw it. */
   throttle: JobThrottleReport;
 }
 
-async function blockDeviceSize(path: string): Promise<number> {
+async function blockDeviceGeometry(path: string): Promise<{ size: number; sectorSize: number }> {
   const src = await openSource(path, { direct: 'off' });
   try {
-    return src.size;
+    return { size: src.size, sectorSize: src.sectorSize };
   } finally {
     await src.close();
   }
@@ -111,7 +114,14 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const t0 = process.hrtime.bigint();
   const elapsed = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
   const cs = manifest.chunkSize;
-  const zeroChunk = targetKind === 'block' ? Buffer.alloc(cs) : undefined;
+  const zeroChunk = targetKind === 'block' ? native.alignedBuffer(cs) : undefined;
+  // Block devices: aligned O_DIRECT writes from a pool of aligned buffers; a
+  // tail shorter than a sector (an image whose size is not a multiple of it)
+  // goes through a second, buffered descriptor.
+  let direct = false;
+  let sectorSize = 512;
+  let tailFh: FileHandle | undefined;
+  const alignedPool: Buffer[] = [];
   let bytesWritten = 0;
   let bytesSkipped = 0;
   let bytesDone = 0;
@@ -144,8 +154,16 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   try {
     try {
       if (targetKind === 'block') {
-        fh = await open(writePath, fsc.O_WRONLY);
-        const size = await blockDeviceSize(writePath);
+        const geo = await blockDeviceGeometry(writePath);
+        const size = geo.size;
+        sectorSize = geo.sectorSize;
+        try {
+          fh = await open(writePath, fsc.O_WRONLY | fsc.O_DIRECT);
+          direct = true;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+          fh = await open(writePath, fsc.O_WRONLY);
+        }
         if (size < manifest.size) {
           throw new LowtideError(
             'TARGET_TOO_SMALL',
@@ -160,6 +178,35 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `opening ${target}`);
     }
     const out = fh;
+    /** Writes `length` bytes of `data` at `offset` of the target, aligned when direct. */
+    const writeAt = async (data: Buffer, length: number, offset: number): Promise<void> => {
+      if (!direct) {
+        const { bytesWritten: n } = await out.write(data, 0, length, offset);
+        if (n !== length) throw new Error(`short write at ${offset}`);
+        return;
+      }
+      const aligned = length - (length % sectorSize);
+      if (aligned > 0) {
+        let buf = data;
+        let pooled = false;
+        if (data !== zeroChunk) {
+          buf = alignedPool.pop() ?? native.alignedBuffer(cs);
+          pooled = true;
+          data.copy(buf, 0, 0, aligned);
+        }
+        try {
+          const { bytesWritten: n } = await out.write(buf, 0, aligned, offset);
+          if (n !== aligned) throw new Error(`short write at ${offset}`);
+        } finally {
+          if (pooled) alignedPool.push(buf);
+        }
+      }
+      if (aligned < length) {
+        tailFh ??= await open(writePath, fsc.O_WRONLY);
+        const { bytesWritten: n } = await tailFh.write(data, aligned, length - aligned, offset + aligned);
+        if (n !== length - aligned) throw new Error(`short write at ${offset + aligned}`);
+      }
+    };
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
     const writeChunk = async (i: number, entry: Buffer): Promise<void> => {
@@ -175,9 +222,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       chunksVerified++;
       try {
         const w0 = process.hrtime.bigint();
-        const { bytesWritten: n } = await out.write(data, 0, length, i * cs);
+        await writeAt(data, length, i * cs);
         throttle.observe(Number(process.hrtime.bigint() - w0), length);
-        if (n !== length) throw new Error(`short write at ${i * cs}`);
       } catch (err) {
         throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${target}`);
       }
@@ -192,8 +238,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       const length = Math.min(cs, manifest.size - i * cs);
       if (entry === null) {
         if (zeroChunk) {
-          await out.write(zeroChunk, 0, length, i * cs).catch((err: unknown) => {
-            throw toLowtideError(err, 'WRITE_FAILED', `writing ${target}`);
+          await writeAt(zeroChunk, length, i * cs).catch((err: unknown) => {
+            throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${target}`);
           });
           bytesWritten += length;
         } else {
@@ -217,6 +263,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await Promise.all(inFlight);
     if (failure !== undefined) throw failure;
     try {
+      if (tailFh) {
+        await tailFh.sync();
+        await tailFh.close();
+        tailFh = undefined;
+      }
       await out.sync();
       await out.close();
       fh = undefined;
@@ -239,6 +290,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       bytesWritten,
       bytesSkipped,
       chunksVerified,
+      direct,
       seconds,
       mbPerSecond: seconds > 0 ? manifest.size / seconds / 1e6 : 0,
       throttle: throttle.report(),
@@ -246,6 +298,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   } finally {
     await index.close().catch(() => undefined);
     if (fh) await fh.close().catch(() => undefined);
+    if (tailFh) await tailFh.close().catch(() => undefined);
     if (!done && targetKind === 'file') await unlink(writePath).catch(() => undefined);
   }
 }

@@ -1,4 +1,7 @@
 // Small synchronous helpers.
+#include <cstdlib>
+#include <cstring>
+
 #include "copy/zero.h"
 #include "host/file_lock.h"
 #include "io/uring.h"
@@ -29,12 +32,27 @@ Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
   }
 }
 
+// alignedBuffer(size): a zero-filled Buffer whose memory is aligned to 4096
+// bytes, for O_DIRECT writes. Owned by JS: freed by its finalizer.
+Napi::Value AlignedBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(env, "alignedBuffer(size) expects a number");
+  double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d > 0 && d <= 1073741824.0)) throw_invalid(env, "alignedBuffer: size must be from 1 byte to 1 GiB");
+  size_t size = size_t(d);
+  void* p = nullptr;
+  if (posix_memalign(&p, 4096, size) != 0) throw to_js_error(env, io::IoError("INTERNAL", "out of memory"));
+  std::memset(p, 0, size);
+  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), size, [](Napi::Env, uint8_t* q) { std::free(q); });
+}
+
 }  // namespace
 
 void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("isZero", Napi::Function::New(env, IsZero, "isZero"));
   exports.Set("ioUringAvailable", Napi::Function::New(env, UringAvailable, "ioUringAvailable"));
   exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
+  exports.Set("alignedBuffer", Napi::Function::New(env, AlignedBuffer, "alignedBuffer"));
 }
 
 }  // namespace lowtide::napi

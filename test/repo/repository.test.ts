@@ -137,7 +137,19 @@ describe('backup and restore round trips', () => {
     try {
       const r = await restore({ repository: repoPath, backup: id, target: dev });
       expect(r.targetKind).toBe('block');
+      expect(r.direct).toBe(true); // aligned O_DIRECT writes
       expect(cmp(src, disk)).toBe(true);
+
+      // An image whose size is not a multiple of the sector size: the tail is written too,
+      // and nothing past the image's end is touched.
+      const odd = join(dir, 'odd.img');
+      writeFileSync(odd, patternBytes(5 * MiB + 777, 78));
+      const oddBackup = await backup({ source: odd, repository: repoPath });
+      writeFileSync(disk, patternBytes(16 * MiB, 79));
+      await restore({ repository: repoPath, backup: oddBackup.id, target: dev });
+      const after = readFileSync(disk);
+      expect(after.subarray(0, 5 * MiB + 777).equals(readFileSync(odd))).toBe(true);
+      expect(after.subarray(5 * MiB + 777).equals(patternBytes(16 * MiB, 79).subarray(5 * MiB + 777))).toBe(true);
       const small = join(dir, 'small.img');
       writeFileSync(small, Buffer.alloc(8 * MiB));
       const dev2 = attachLoop(small, { readOnly: false });
