@@ -49,7 +49,18 @@ export { backup, type BackupOptions, type BackupProgress, type BackupResult } fr
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';
 export { backupMany, type BackupManyOptions, type BackupManyResult, type BackupJobEvent } from './jobs/backup-many.js';
 export { planImage, type ImagePlan, type PlanOptions, type PlannedPartition, type OverlayWrite, type ExcludedEntry } from './fs/plan.js';
-export { listFiles, extractPath, describeDisk, type FileListing, type ExtractOptions, type ExtractResult, type DiskInfo } from './jobs/files.js';
+export {
+  listFiles,
+  extractPath,
+  describeDisk,
+  listBackupFiles,
+  extractFromBackup,
+  type FileListing,
+  type ExtractOptions,
+  type ExtractResult,
+  type BackupExtractResult,
+  type DiskInfo,
+} from './jobs/files.js';
 export {
   JobThrottle,
   resolveThrottleSettings,
