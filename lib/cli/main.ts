@@ -23,6 +23,11 @@ import { listFiles, extractPath, describeDisk, listBackupFiles, extractFromBacku
 import { backupMany } from '../jobs/backup-many.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
+// Hashing, compression and chunk writes run on libuv's thread pool, where
+// fsyncs wait on the disk: more threads than cores keep the CPU busy meanwhile.
+// (Read when the pool starts, at its first use, which comes after this line.)
+process.env.UV_THREADPOOL_SIZE ??= '8';
+
 const require = createRequire(import.meta.url);
 const { version } = require('../../package.json') as { version: string };
 

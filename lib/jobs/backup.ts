@@ -77,7 +77,7 @@ export interface BackupResult {
 export const LOCK_HELD = Symbol('lowtide.lockHeld');
 
 /** Chunks being hashed/compressed/stored at once (each holds one read buffer). */
-const CHUNKS_IN_FLIGHT = 6;
+const CHUNKS_IN_FLIGHT = 12;
 
 async function sourceIdentity(source: Source): Promise<SourceIdentity> {
   return {

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, rename, unlink, utimes } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { openSource } from '../io/source.js';
@@ -166,6 +166,44 @@ function safeName(name: string, where: string): string {
   return name;
 }
 
+/**
+ * Writes one extracted file: into a temporary file beside `to`, synced, then
+ * renamed, so `to` appears complete or not at all. `fill` writes the bytes and
+ * returns how many; the mtime is set afterwards.
+ */
+async function writeExtracted(
+  to: string,
+  options: { force: boolean; signal: AbortSignal | undefined; size: number; modified: Date; what: string },
+  fill: (fh: FileHandle) => Promise<number>,
+): Promise<void> {
+  const { force, signal } = options;
+  if (signal?.aborted) throw new LowtideError('ABORTED', 'extract was aborted', { cause: signal.reason });
+  const there = await lstat(to).catch(() => undefined);
+  if (there && !force) throw new LowtideError('OUTPUT_EXISTS', `${to} exists; pass force (--force) to replace it`, { path: to });
+  if (there?.isDirectory()) throw new LowtideError('OUTPUT_EXISTS', `${to} is a directory`, { path: to });
+  const tmp = join(dirname(to), `.${basename(to)}.${randomBytes(4).toString('hex')}.lowtide-partial`);
+  const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+  let done = false;
+  try {
+    const written = await fill(fh);
+    if (written !== options.size) {
+      throw new LowtideError('FAT_CORRUPT', `${options.what}: ${written} bytes of data for a ${options.size}-byte file`);
+    }
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, to);
+    done = true;
+    await utimes(to, options.modified, options.modified).catch(() => undefined);
+  } catch (err) {
+    throw toLowtideError(err, 'WRITE_FAILED', `extracting ${options.what}`);
+  } finally {
+    if (!done) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+}
+
 /** Copies a file or directory tree out of a FAT volume. */
 export async function extractPath(source: string, path: string, dest: string, options: ExtractOptions = {}): Promise<ExtractResult> {
   stringOption('source', source);
@@ -186,38 +224,18 @@ export async function extractPath(source: string, path: string, dest: string, op
     result.dest = target;
 
     const writeFile = async (e: DirEntry, to: string): Promise<void> => {
-      if (signal?.aborted) throw new LowtideError('ABORTED', 'extract was aborted', { cause: signal.reason });
-      const there = await lstat(to).catch(() => undefined);
-      if (there && !force) throw new LowtideError('OUTPUT_EXISTS', `${to} exists; pass force (--force) to replace it`, { path: to });
-      if (there?.isDirectory()) throw new LowtideError('OUTPUT_EXISTS', `${to} is a directory`, { path: to });
-      const tmp = join(dirname(to), `.${basename(to)}.${randomBytes(4).toString('hex')}.lowtide-partial`);
-      const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
-      let done = false;
-      try {
+      await writeExtracted(to, { force, signal, size: e.size, modified: e.modified, what: e.path }, async (fh) => {
         const extents = e.size > 0 ? await vol.fileExtents(e.path) : [];
         let pos = 0;
-        if (extents.length > 0) {
-          for await (const b of src.read(extents, { blockSize: 1 << 20, queueDepth: 8, signal })) {
-            await fh.write(b.data, 0, b.length, pos);
-            pos += b.length;
-          }
+        if (extents.length === 0) return 0;
+        for await (const b of src.read(extents, { blockSize: 1 << 20, queueDepth: 8, signal })) {
+          await fh.write(b.data, 0, b.length, pos);
+          pos += b.length;
         }
-        if (pos !== e.size) throw new LowtideError('FAT_CORRUPT', `${e.path}: read ${pos} bytes of ${e.size}`);
-        await fh.sync();
-        await fh.close();
-        await rename(tmp, to);
-        done = true;
-        await utimes(to, e.modified, e.modified).catch(() => undefined);
-        result.files++;
-        result.bytes += e.size;
-      } catch (err) {
-        throw toLowtideError(err, 'WRITE_FAILED', `extracting ${e.path}`);
-      } finally {
-        if (!done) {
-          await fh.close().catch(() => undefined);
-          await unlink(tmp).catch(() => undefined);
-        }
-      }
+        return pos;
+      });
+      result.files++;
+      result.bytes += e.size;
     };
 
     if (top && !top.isDirectory) {
@@ -353,13 +371,8 @@ export async function extractFromBackup(
   const result: BackupExtractResult = { dest: target, files: 0, directories: 0, bytes: 0, chunksRead: 0 };
 
   const writeFile = async (e: CatalogEntry, to: string): Promise<void> => {
-    if (signal?.aborted) throw new LowtideError('ABORTED', 'extract was aborted', { cause: signal.reason });
-    const there = await lstat(to).catch(() => undefined);
-    if (there && !force) throw new LowtideError('OUTPUT_EXISTS', `${to} exists; pass force (--force) to replace it`, { path: to });
-    const tmp = join(dirname(to), `.${basename(to)}.${randomBytes(4).toString('hex')}.lowtide-partial`);
-    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
-    let done = false;
-    try {
+    const modified = new Date(e.modified);
+    await writeExtracted(to, { force, signal, size: e.size, modified, what: e.path }, async (fh) => {
       let pos = 0;
       for (const [offset, length] of e.extents) {
         let at = offset;
@@ -373,21 +386,10 @@ export async function extractFromBackup(
           at += n;
         }
       }
-      if (pos !== e.size) throw new LowtideError('REPO_CORRUPT', `${e.path}: the catalog gives ${pos} bytes of extents for ${e.size}`);
-      await fh.sync();
-      await fh.close();
-      await rename(tmp, to);
-      done = true;
-      const m = new Date(e.modified);
-      await utimes(to, m, m).catch(() => undefined);
-      result.files++;
-      result.bytes += e.size;
-    } finally {
-      if (!done) {
-        await fh.close().catch(() => undefined);
-        await unlink(tmp).catch(() => undefined);
-      }
-    }
+      return pos;
+    });
+    result.files++;
+    result.bytes += e.size;
   };
 
   try {

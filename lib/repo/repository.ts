@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { integerOption, objectOption, stringOption } from '../options.js';
-import { compress, decompress } from './compress.js';
+import { compressIfWorthIt, decompress } from './compress.js';
 import { repoWriteError, syncDir, tempName, writeAtomic, writeFully } from './files.js';
 import {
   BACKUP_ID_PATTERN,
@@ -190,10 +190,9 @@ export class Repository {
    */
   async putChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
-    const packed = await compress(plain, this.config.compression.level);
-    const useZstd = packed.length < plain.length;
-    const header = chunkHeader(useZstd ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
-    const body = useZstd ? packed : plain;
+    const packed = await compressIfWorthIt(plain, this.config.compression.level);
+    const header = chunkHeader(packed ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
+    const body = packed ?? plain;
     const dir = this.chunkDir(hex);
     await mkdir(dir, { recursive: true }).catch((err: unknown) => {
       throw repoWriteError(err, `creating ${dir}`);
