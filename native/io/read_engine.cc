@@ -87,7 +87,10 @@ bool ReadEngine::pace_allows_locked(uint64_t now, uint64_t& wait_ns) const {
 }
 
 void ReadEngine::note_issue_locked(uint64_t now) {
-  if (pace_ns_ != 0) next_issue_ns_ = now + pace_ns_;
+  // Keep a schedule rather than "now + pace": a late wake-up is made up by the
+  // next issue, so a rate cap is met on average; but never bank more than one
+  // interval of idle time (no bursts after a pause).
+  if (pace_ns_ != 0) next_issue_ns_ = std::max(next_issue_ns_, now - std::min(now, pace_ns_)) + pace_ns_;
 }
 
 void ReadEngine::set_pacing(uint64_t ns) {

@@ -103,21 +103,35 @@ describe('AdmissionGate', () => {
 });
 
 describe('autoTargetLatencyMs', () => {
-  it('sets the target at twice the idle median, floored by the idle p99 and the bounds', () => {
+  it('sets the target at the idle median, within the bounds', () => {
     const h = new LatencyHistogram();
     for (let i = 0; i < 99; i++) h.record(2.5e6);
     h.record(3e6);
-    expect(autoTargetLatencyMs(h)).toBeCloseTo(5, 1);
-    const noisy = new LatencyHistogram();
-    for (let i = 0; i < 90; i++) noisy.record(1e6);
-    for (let i = 0; i < 10; i++) noisy.record(8e6);
-    expect(autoTargetLatencyMs(noisy)).toBeCloseTo(8, 1);
+    expect(autoTargetLatencyMs(h)).toBeCloseTo(2.5, 1);
+    expect(autoTargetLatencyMs(h, { multiplier: 2 })).toBeCloseTo(5, 1);
     const fast = new LatencyHistogram();
     fast.record(20e3);
     expect(autoTargetLatencyMs(fast)).toBe(0.25);
     const slow = new LatencyHistogram();
     slow.record(5e9);
     expect(autoTargetLatencyMs(slow)).toBe(1000);
+  });
+
+  it('is not set by the tail of a short probe beside other load, unless asked to', () => {
+    // 32 reads at 0.6 ms and one stall of 30 ms: the p99 of 32 samples is the stall.
+    const probe = new LatencyHistogram();
+    for (let i = 0; i < 31; i++) probe.record(0.6e6 + i * 1e3);
+    probe.record(30e6);
+    expect(autoTargetLatencyMs(probe)).toBeCloseTo(0.615, 2);
+    // The old rule, max(2 · p50, p99), on request.
+    expect(autoTargetLatencyMs(probe, { multiplier: 2, floorPercentile: 99 })).toBeCloseTo(30, 0);
+    const noisy = new LatencyHistogram();
+    for (let i = 0; i < 90; i++) noisy.record(1e6);
+    for (let i = 0; i < 10; i++) noisy.record(8e6);
+    expect(autoTargetLatencyMs(noisy)).toBeCloseTo(1, 1);
+    expect(autoTargetLatencyMs(noisy, { floorPercentile: 95 })).toBeCloseTo(8, 1);
+    expect(() => autoTargetLatencyMs(noisy, { floorPercentile: 101 })).toThrow(/floorPercentile: expected a number from 0 up to 100, got 101/);
+    expect(() => autoTargetLatencyMs(noisy, { multiplier: 0 })).toThrow(/multiplier: expected a number greater than 0 up to 1000, got 0/);
   });
 
   it('gives a target the controllers can hold on the simulated device', () => {

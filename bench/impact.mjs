@@ -1,0 +1,727 @@
+// npm run bench:impact — the headline benchmark of issue 5: how much a lowtide
+// read hurts a production workload on the same disk, and how much it reads.
+//
+// Production: fio, 4 KiB random 70/30 read/write, iodepth 4, io_uring,
+// O_DIRECT, on its own file, with every I/O's latency logged (a per-I/O lat
+// log on tmpfs, Unix-epoch timestamps: exact per-interval p99 and IOPS; fio's
+// own docs warn that percentiles from log_avg_msec averages are wrong).
+// lowtide: bench/impact-driver.mjs in its own process, reading a separate
+// 4 GiB file with O_DIRECT through openSource().read() under a JobThrottle,
+// consuming the blocks without writing them (read impact only).
+//
+// Scenarios, in one run: production alone; lowtide unthrottled; each
+// controller with `latencyTarget: 'auto'`; fixed rate caps; and a phased
+// production load (fio jobs on for P s, off for P s) with the default
+// controller and the fixed caps. Production alone and the default controller
+// run twice per block (first/last and interleaved) to show the noise.
+//
+// Targets (issue 5): with the default controller, production p99 within
+// 1.5x of its p99 alone, and lowtide >= 90 % of the throughput of the best
+// fixed rate that meets the same bound; under the phased load, lowtide
+// (default controller) beats every fixed rate that meets the bound.
+//
+// Output: a table and verdicts on stdout, bench/results/impact-<date>.json,
+// bench/results/impact-latest.svg (and .png when ImageMagick or rsvg-convert
+// is installed).
+//
+// Options (environment):
+//   BENCH_SECONDS (15)        lowtide's time per scenario
+//   BENCH_WARMUP_SECONDS (2)  production alone before lowtide starts
+//   BENCH_INTERVAL_MS (250)   time series resolution
+//   BENCH_RATES (25,50,100,200,400)  fixed caps in MB/s (10^6 B/s)
+//   BENCH_PHASE_SECONDS (3)   phased load: on for this long, then off as long
+//   BENCH_REPEATS (2)         runs of 'alone' and of the default controller per block
+//   BENCH_LATENCY_TARGET (auto)  the controllers' latencyTarget (ms or auto)
+//   BENCH_AUTO_RULE           experiments: '{"multiplier":1,"floorPercentile":null}' replaces the
+//                             auto-target rule (the driver probes and passes a fixed target)
+//   BENCH_ONLY                a regular expression: run only matching scenarios (plus alone)
+//   BENCH_CHART_FROM=FILE     print the table and verdicts of a saved JSON and redraw its chart
+//                             (to FILE with .svg, or to BENCH_CHART_OUT)
+//                             (runs with BENCH_ONLY/BENCH_AUTO_RULE/BENCH_LATENCY_TARGET are
+//                             experiments: their chart is impact-<date>.svg, not impact-latest.svg)
+//   BENCH_DRY                 print the scenario list and exit
+//   BENCH_DIR (bench/work), BENCH_SRC_GIB (4), BENCH_PROD_GIB (1), BENCH_BOUND (1.5)
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const env = process.env;
+const num = (k, d) => {
+  const v = env[k] === undefined || env[k] === '' ? d : Number(env[k]);
+  if (!Number.isFinite(v) || v <= 0) {
+    console.error(`${k}: expected a positive number, got ${env[k]}`);
+    process.exit(2);
+  }
+  return v;
+};
+const SECONDS = num('BENCH_SECONDS', 15);
+const WARMUP = num('BENCH_WARMUP_SECONDS', 2);
+const INTERVAL_MS = num('BENCH_INTERVAL_MS', 250);
+const PHASE = num('BENCH_PHASE_SECONDS', 3);
+const REPEATS = Math.max(1, Math.round(num('BENCH_REPEATS', 2)));
+const BOUND = num('BENCH_BOUND', 1.5);
+const SRC_GIB = num('BENCH_SRC_GIB', 4);
+const PROD_GIB = num('BENCH_PROD_GIB', 1);
+const RATES = (env.BENCH_RATES ?? '25,50,100,200,400').split(',').map((s) => Number(s.trim())).filter((x) => x > 0);
+const TARGET = env.BENCH_LATENCY_TARGET && env.BENCH_LATENCY_TARGET !== 'auto' ? Number(env.BENCH_LATENCY_TARGET) : 'auto';
+const CHART_FROM = env.BENCH_CHART_FROM; // re-render table, verdicts and chart from a saved JSON
+const EXPERIMENT = Boolean(env.BENCH_ONLY || env.BENCH_AUTO_RULE || env.BENCH_LATENCY_TARGET);
+const AUTO_RULE = env.BENCH_AUTO_RULE ? JSON.parse(env.BENCH_AUTO_RULE) : undefined;
+const ONLY = env.BENCH_ONLY ? new RegExp(env.BENCH_ONLY) : undefined;
+const dir = env.BENCH_DIR ?? join(root, 'bench', 'work');
+const resultsDir = join(root, 'bench', 'results');
+const GiB = 1024 ** 3;
+const TAIL = 1; // s of production after lowtide stops, so that the window is fully covered
+
+// ---------------------------------------------------------------- processes
+// Every child is tracked by PID and killed on any exit path.
+const children = new Set(); // { proc, group }
+let shmDir;
+function killChild(c, sig = 'SIGKILL') {
+  if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
+  try {
+    if (c.group) process.kill(-c.proc.pid, sig); // fio runs in its own process group
+    else process.kill(c.proc.pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+function cleanup() {
+  for (const c of children) killChild(c);
+  children.clear();
+  if (shmDir) rmSync(shmDir, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    console.error(`\n${sig}: stopping fio and the lowtide driver`);
+    cleanup();
+    process.exit(130);
+  });
+}
+function track(proc, group) {
+  const c = { proc, group };
+  children.add(c);
+  const done = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  done.then(() => children.delete(c));
+  return { c, done };
+}
+
+// ---------------------------------------------------------------- checks and files
+function need(cmd, pkg) {
+  if (spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status !== 0) {
+    console.error(`bench:impact needs ${cmd} (Debian package ${pkg})`);
+    process.exit(1);
+  }
+}
+const have = (cmd) => spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status === 0;
+if (!CHART_FROM) {
+need('fio', 'fio');
+need('dd', 'coreutils');
+}
+for (const f of ['dist/index.js', 'dist/jobs/throttle.js']) {
+  if (!existsSync(join(root, f))) {
+    console.error(`${f} is missing: run \`npx tsc -p tsconfig.json\` (and build the addon) first`);
+    process.exit(1);
+  }
+}
+mkdirSync(dir, { recursive: true });
+function ensureFile(path, bytes, what) {
+  if (existsSync(path) && statSync(path).size === bytes) return;
+  console.log(`creating ${what}: ${bytes / GiB} GiB of random data in ${path} ...`);
+  execFileSync('dd', ['if=/dev/urandom', `of=${path}`, 'bs=4M', `count=${bytes / (4 << 20)}`, 'iflag=fullblock', 'conv=fsync', 'status=none']);
+}
+const srcFile = join(dir, `impact-src-${SRC_GIB}g.bin`);
+const prodFile = join(dir, `impact-prod-${PROD_GIB}g.bin`);
+if (!CHART_FROM) {
+  ensureFile(srcFile, SRC_GIB * GiB, 'the source lowtide reads');
+  ensureFile(prodFile, PROD_GIB * GiB, "production's file");
+}
+if (!CHART_FROM) shmDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'lowtide-impact-'));
+
+// ---------------------------------------------------------------- statistics
+const quantile = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : null);
+const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length === 0 ? null : s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/** Production's I/O in [t0, t1): overall and per interval, from fio's per-I/O lat logs. */
+function analyseProduction(logDir, t0, t1) {
+  const all = [];
+  const reads = [];
+  const writes = [];
+  const nBins = Math.max(1, Math.ceil((t1 - t0) / INTERVAL_MS));
+  const bins = Array.from({ length: nBins }, () => []);
+  let firstT = Infinity;
+  for (const f of readdirSync(logDir).filter((n) => /_lat\.\d+\.log$/.test(n))) {
+    const text = readFileSync(join(logDir, f), 'utf8');
+    let pos = 0;
+    while (pos < text.length) {
+      let nl = text.indexOf('\n', pos);
+      if (nl < 0) nl = text.length;
+      const line = text.slice(pos, nl);
+      pos = nl + 1;
+      if (!line) continue;
+      const [ts, vs, ds] = line.split(', ');
+      const t = Number(ts);
+      if (t < firstT) firstT = t;
+      if (t < t0 || t >= t1) continue;
+      const lat = Number(vs) / 1e3; // µs
+      all.push(lat);
+      (ds === '1' ? writes : reads).push(lat);
+      bins[Math.min(nBins - 1, Math.floor((t - t0) / INTERVAL_MS))].push(lat);
+    }
+  }
+  const sortNum = (a) => Float64Array.from(a).sort();
+  const s = sortNum(all);
+  const seconds = (t1 - t0) / 1e3;
+  return {
+    fioStartMs: Number.isFinite(firstT) ? firstT : null,
+    ios: s.length,
+    iops: s.length / seconds,
+    p50Us: quantile(s, 0.5),
+    p99Us: quantile(s, 0.99),
+    p999Us: quantile(s, 0.999),
+    maxUs: s.length ? s[s.length - 1] : null,
+    readP99Us: quantile(sortNum(reads), 0.99),
+    writeP99Us: quantile(sortNum(writes), 0.99),
+    intervals: bins.map((b, i) => {
+      const x = sortNum(b);
+      const ms = Math.min(INTERVAL_MS, t1 - t0 - i * INTERVAL_MS);
+      return { t: (i * INTERVAL_MS) / 1e3, iops: x.length / (ms / 1e3), p50Us: quantile(x, 0.5), p99Us: quantile(x, 0.99) };
+    }),
+  };
+}
+
+// ---------------------------------------------------------------- one scenario
+function fioArgs(logPrefix, outJson, phased, runtimeS) {
+  const args = [
+    '--thread',
+    `--filename=${prodFile}`,
+    `--size=${PROD_GIB}G`,
+    '--rw=randrw',
+    '--rwmixread=70',
+    '--bs=4k',
+    '--iodepth=4',
+    '--ioengine=io_uring',
+    '--direct=1',
+    '--time_based',
+    '--norandommap',
+    '--disable_slat=1',
+    '--disable_clat=1',
+    '--log_unix_epoch=1',
+    `--write_lat_log=${logPrefix}`,
+    '--output-format=json',
+    `--output=${outJson}`,
+  ];
+  if (!phased) return [...args, '--name=prod', `--runtime=${Math.ceil(runtimeS * 1000)}ms`];
+  // Phased load: one fio job per burst, each starting at k·2P and running P
+  // seconds: exact, deterministic on/off phases.
+  for (let k = 0; 2 * k * PHASE < runtimeS; k++) {
+    const start = 2 * k * PHASE;
+    const len = Math.min(PHASE, runtimeS - start);
+    args.push(`--name=burst${k}`, `--startdelay=${Math.round(start * 1000)}ms`, `--runtime=${Math.round(len * 1000)}ms`);
+  }
+  return args;
+}
+
+function readLines(stream, onLine) {
+  const rl = createInterface({ input: stream });
+  rl.on('line', onLine);
+}
+
+async function runScenario(sc, index, total) {
+  const scDir = join(shmDir, `s${index}`);
+  mkdirSync(scDir, { recursive: true });
+  const runtimeS = WARMUP + SECONDS + TAIL;
+  const fioOut = join(scDir, 'fio.json');
+  const fioStderr = [];
+  const tFio = Date.now();
+  const fio = spawn('fio', fioArgs(join(scDir, 'prod'), fioOut, sc.phased, runtimeS), {
+    detached: true, // own process group: killed as a group on exit
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const fioT = track(fio, true);
+  fio.stderr.on('data', (d) => fioStderr.push(d));
+  await sleep(WARMUP * 1000);
+
+  let t0;
+  let t1;
+  let driver = null;
+  if (sc.lowtide) {
+    const cfg = { file: srcFile, intervalMs: INTERVAL_MS, ...sc.lowtide };
+    const proc = spawn(process.execPath, [join(root, 'bench', 'impact-driver.mjs'), JSON.stringify(cfg)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const drvT = track(proc, false);
+    const lines = [];
+    const errs = [];
+    proc.stderr.on('data', (d) => errs.push(d));
+    let started;
+    const startedP = new Promise((r) => (started = r));
+    readLines(proc.stdout, (l) => {
+      try {
+        const o = JSON.parse(l);
+        lines.push(o);
+        if (o.type === 'start') started(o);
+      } catch {
+        /* not JSON */
+      }
+    });
+    const first = await Promise.race([startedP, drvT.done.then(() => null), sleep(10_000).then(() => null)]);
+    if (!first) {
+      killChild(drvT.c);
+      killChild(fioT.c);
+      throw new Error(`lowtide driver did not start: ${Buffer.concat(errs).toString()}`);
+    }
+    t0 = first.t;
+    await sleep(Math.max(0, t0 + SECONDS * 1000 - Date.now()));
+    killChild(drvT.c, 'SIGTERM');
+    const ended = await Promise.race([drvT.done, sleep(10_000).then(() => null)]);
+    if (!ended) killChild(drvT.c);
+    await new Promise((r) => setImmediate(r));
+    const summary = lines.find((o) => o.type === 'summary');
+    if (!summary) throw new Error(`lowtide driver ended without a summary: ${Buffer.concat(errs).toString()}`);
+    t1 = summary.tStop;
+    driver = {
+      ready: lines.find((o) => o.type === 'ready') ?? null,
+      intervals: lines.filter((o) => o.type === 'interval').map((o) => ({ ...o, t: (o.t - t0) / 1e3, mbPerSecond: o.bytes / (o.ms / 1e3) / 1e6 })),
+      summary,
+    };
+  } else {
+    t0 = tFio + WARMUP * 1000;
+    await sleep(SECONDS * 1000);
+    t1 = Date.now();
+  }
+  const fioEnd = await Promise.race([fioT.done, sleep((runtimeS + 30) * 1000).then(() => null)]);
+  if (!fioEnd) {
+    killChild(fioT.c);
+    throw new Error('fio did not finish in time');
+  }
+  if (fioEnd.code !== 0) throw new Error(`fio failed (${fioEnd.code ?? fioEnd.signal}): ${Buffer.concat(fioStderr).toString()}`);
+  const tParse = Date.now();
+  const prod = analyseProduction(scDir, t0, t1);
+  if (env.BENCH_DEBUG) console.error(`  timing: fio spawn→t0 ${t0 - tFio} ms, window ${t1 - t0} ms, t1→fio exit ${tParse - t1} ms, parse ${Date.now() - tParse} ms`);
+  let fioJobs = null;
+  try {
+    fioJobs = JSON.parse(readFileSync(fioOut, 'utf8')).jobs.map((j) => ({
+      name: j.jobname,
+      readIops: j.read.iops,
+      writeIops: j.write.iops,
+      readClatP99Us: (j.read.clat_ns?.percentile?.['99.000000'] ?? 0) / 1e3,
+    }));
+  } catch {
+    /* fio's JSON is a cross-check only */
+  }
+  rmSync(scDir, { recursive: true, force: true });
+
+  const seconds = (t1 - t0) / 1e3;
+  const result = {
+    name: sc.name,
+    key: sc.key,
+    block: sc.phased ? 'phased' : 'steady',
+    kind: sc.kind,
+    label: sc.label,
+    rateMBps: sc.rateMBps ?? null,
+    controller: sc.lowtide?.throttle ?? null,
+    windowSeconds: seconds,
+    // Phases relative to the window start (phased load only).
+    phasesOn: sc.phased && prod.fioStartMs !== null ? phaseList(prod.fioStartMs - t0, seconds) : null,
+    production: prod,
+    lowtide: driver && {
+      mbPerSecond: driver.summary.bytes / seconds / 1e6,
+      bytes: driver.summary.bytes,
+      target: sc.kind === 'controller' ? (driver.ready?.target ?? null) : null,
+      cpuPercent: (driver.summary.cpuMs / (seconds * 1e3)) * 100,
+      maxRssMiB: driver.summary.maxRssMiB,
+      engine: driver.summary.engine,
+      report: driver.summary.report,
+      intervals: driver.intervals,
+    },
+    fio: fioJobs && { jobs: fioJobs.length, readIops: fioJobs.reduce((a, j) => a + j.readIops, 0), writeIops: fioJobs.reduce((a, j) => a + j.writeIops, 0) },
+  };
+  const lt = result.lowtide ? `, lowtide ${result.lowtide.mbPerSecond.toFixed(0)} MB/s` : '';
+  const tgt = result.lowtide?.target ? ` (target ${result.lowtide.target.ms.toFixed(2)} ms)` : '';
+  console.log(
+    `[${index + 1}/${total}] ${sc.name.padEnd(22)} prod ${prod.iops.toFixed(0)} IOPS, p50 ${fmtUs(prod.p50Us)}, p99 ${fmtUs(prod.p99Us)}${lt}${tgt}`,
+  );
+  return result;
+}
+
+function phaseList(offsetMs, seconds) {
+  const out = [];
+  for (let k = 0; ; k++) {
+    const a = (offsetMs + 2 * k * PHASE * 1000) / 1e3;
+    if (a > seconds) break;
+    const b = a + PHASE;
+    if (b > 0) out.push([Math.max(0, a), Math.min(seconds, b)]);
+  }
+  return out;
+}
+
+const fmtUs = (us) => (us === null || us === undefined ? '-' : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`);
+
+// ---------------------------------------------------------------- scenarios
+const DEFAULT = 'parda';
+const ctl = (throttle) => ({ throttle, latencyTarget: TARGET, ...(AUTO_RULE ? { autoRule: AUTO_RULE } : {}) });
+const rate = (mb) => ({ throttle: 'off', rateLimit: mb * 1e6 });
+function scenarios() {
+  const list = [];
+  const add = (phased, key, kind, label, lowtide, extra = {}) =>
+    list.push({ phased, key: `${phased ? 'phased' : 'steady'}/${key}`, kind, label, lowtide, ...extra });
+  for (const phased of [false, true]) {
+    // Production alone first and last; controllers spread evenly between the
+    // fixed rates (ascending), so that drift in the machine hits all of them.
+    const ctls = phased
+      ? [DEFAULT, 'off', ...Array(REPEATS - 1).fill(DEFAULT)]
+      : ['off', DEFAULT, 'aimd', 'threshold', ...Array(REPEATS - 1).fill(DEFAULT)];
+    const n = ctls.length + RATES.length;
+    const items = [];
+    let ci = 0;
+    let ri = 0;
+    for (let i = 0; i < n; i++) {
+      const ctlDue = ci < ctls.length && (ri >= RATES.length || (ci * n) / ctls.length <= i);
+      items.push(ctlDue ? ['ctl', ctls[ci++]] : ['rate', RATES[ri++]]);
+    }
+    add(phased, 'alone', 'alone', 'production alone', null);
+    for (const [t, v] of items) {
+      if (t === 'ctl') add(phased, v, v === 'off' ? 'off' : 'controller', v === 'off' ? 'lowtide unthrottled' : `lowtide ${v}${v === DEFAULT ? ' (default)' : ''}`, ctl(v));
+      else add(phased, `rate-${v}`, 'rate', `lowtide fixed ${v} MB/s`, rate(v), { rateMBps: v });
+    }
+    for (let r = 1; r < REPEATS; r++) add(phased, 'alone', 'alone', 'production alone', null);
+  }
+  const counts = {};
+  for (const s of list) {
+    counts[s.key] = (counts[s.key] ?? 0) + 1;
+    s.name = `${s.key}${counts[s.key] > 1 ? `#${counts[s.key]}` : ''}`;
+  }
+  return ONLY ? list.filter((s) => s.kind === 'alone' || ONLY.test(s.name)) : list;
+}
+
+// ---------------------------------------------------------------- analysis
+function aggregate(runs) {
+  const groups = new Map();
+  for (const r of runs) {
+    if (!groups.has(r.key)) groups.set(r.key, []);
+    groups.get(r.key).push(r);
+  }
+  const rows = [];
+  for (const [key, rs] of groups) {
+    const r0 = rs[0];
+    rows.push({
+      key,
+      block: r0.block,
+      kind: r0.kind,
+      label: r0.label,
+      controller: r0.controller,
+      rateMBps: r0.rateMBps,
+      runs: rs.length,
+      iops: mean(rs.map((r) => r.production.iops)),
+      p50Us: mean(rs.map((r) => r.production.p50Us)),
+      p99Us: mean(rs.map((r) => r.production.p99Us)),
+      p99UsRuns: rs.map((r) => r.production.p99Us),
+      mbPerSecond: r0.lowtide ? mean(rs.map((r) => r.lowtide.mbPerSecond)) : null,
+      mbPerSecondRuns: r0.lowtide ? rs.map((r) => r.lowtide.mbPerSecond) : null,
+      targetMs: r0.lowtide?.target ? rs.map((r) => r.lowtide.target.ms) : null,
+      cpuPercent: r0.lowtide ? mean(rs.map((r) => r.lowtide.cpuPercent)) : null,
+      maxRssMiB: r0.lowtide ? Math.max(...rs.map((r) => r.lowtide.maxRssMiB)) : null,
+    });
+  }
+  for (const block of ['steady', 'phased']) {
+    const alone = rows.find((r) => r.block === block && r.kind === 'alone');
+    for (const r of rows.filter((x) => x.block === block)) {
+      r.p99Ratio = alone && r.p99Us ? r.p99Us / alone.p99Us : null;
+      r.meetsBound = r.p99Ratio !== null ? r.p99Ratio <= BOUND : null;
+    }
+  }
+  return rows;
+}
+
+function verdicts(rows) {
+  const out = {};
+  for (const block of ['steady', 'phased']) {
+    const inBlock = rows.filter((r) => r.block === block);
+    const alone = inBlock.find((r) => r.kind === 'alone');
+    const def = inBlock.find((r) => r.controller === DEFAULT && r.kind === 'controller');
+    if (!alone || !def) continue;
+    const fixed = inBlock.filter((r) => r.kind === 'rate');
+    const ok = fixed.filter((r) => r.meetsBound);
+    const best = ok.reduce((a, r) => (a === null || r.mbPerSecond > a.mbPerSecond ? r : a), null);
+    const v = {
+      aloneP99Us: alone.p99Us,
+      aloneP99UsRuns: alone.p99UsRuns,
+      boundP99Us: alone.p99Us * BOUND,
+      default: { key: def.key, p99Us: def.p99Us, p99Ratio: def.p99Ratio, meetsBound: def.meetsBound, mbPerSecond: def.mbPerSecond },
+      fixedMeetingBound: ok.map((r) => ({ rateMBps: r.rateMBps, mbPerSecond: r.mbPerSecond, p99Ratio: r.p99Ratio })),
+      bestFixed: best && { rateMBps: best.rateMBps, mbPerSecond: best.mbPerSecond, p99Ratio: best.p99Ratio },
+    };
+    if (block === 'steady') {
+      v.throughputVsBestFixed = best ? def.mbPerSecond / best.mbPerSecond : null;
+      v.target = 'p99 <= 1.5x alone and throughput >= 90% of the best fixed rate meeting the bound';
+      v.pass = def.meetsBound && (best ? v.throughputVsBestFixed >= 0.9 : true);
+      v.others = inBlock
+        .filter((r) => r.kind === 'controller' && r.controller !== DEFAULT)
+        .map((r) => ({ controller: r.controller, p99Ratio: r.p99Ratio, meetsBound: r.meetsBound, mbPerSecond: r.mbPerSecond, vsBestFixed: best ? r.mbPerSecond / best.mbPerSecond : null }));
+    } else {
+      v.target = 'p99 <= 1.5x alone and more throughput than every fixed rate meeting the bound';
+      v.beatsAll = ok.every((r) => def.mbPerSecond > r.mbPerSecond);
+      v.pass = def.meetsBound && v.beatsAll;
+    }
+    out[block] = v;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- chart
+const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
+  const BOUND = cfg.bound;
+  const INTERVAL_MS = cfg.intervalMs;
+  const W = 1280;
+  const colW = 620;
+  const panelH = 150;
+  const padL = 58;
+  const padR = 58;
+  const parts = [];
+  let y = 0;
+  const text = (x, yy, s, o = {}) =>
+    `<text x="${x.toFixed(1)}" y="${yy.toFixed(1)}" ${o.rotate ? `transform="rotate(-90 ${x.toFixed(1)} ${yy.toFixed(1)})" text-anchor="middle"` : ''} font-size="${o.size ?? 11}" ${o.anchor ? `text-anchor="${o.anchor}"` : ''} fill="${o.fill ?? '#222'}" ${o.weight ? `font-weight="${o.weight}"` : ''}>${esc(s)}</text>`;
+
+  parts.push(text(20, 28, 'lowtide bench:impact — production (fio 4 KiB random 70/30, QD 4, O_DIRECT) vs lowtide sequential read (O_DIRECT)', { size: 16, weight: 'bold' }));
+  parts.push(text(20, 48, `${date.slice(0, 16)}Z · ${cfg.seconds} s per scenario · interval ${INTERVAL_MS} ms · phased load ${cfg.phaseSeconds} s on / ${cfg.phaseSeconds} s off · bound: production p99 ≤ ${BOUND}× alone`, { size: 12, fill: '#555' }));
+  y = 64;
+
+  // Trade-off panels: lowtide MB/s (x, log) against production p99 ratio (y, log).
+  const tH = 260;
+  for (const [i, block] of ['steady', 'phased'].entries()) {
+    const x0 = 20 + i * (colW + 20) + padL;
+    const w = colW - padL - 30;
+    const y0 = y + 30;
+    const h = tH - 70;
+    const pts = rows.filter((r) => r.block === block && r.kind !== 'alone' && r.mbPerSecond > 0 && r.p99Ratio);
+    const xmin = 5;
+    const xmax = Math.max(5000, ...pts.map((p) => p.mbPerSecond * 1.3));
+    const ymin = 0.8;
+    const ymax = Math.max(10, ...pts.map((p) => p.p99Ratio * 1.3));
+    const X = (v) => x0 + ((Math.log10(Math.max(v, xmin)) - Math.log10(xmin)) / (Math.log10(xmax) - Math.log10(xmin))) * w;
+    const Y = (v) => y0 + h - ((Math.log10(Math.max(v, ymin)) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * h;
+    parts.push(text(x0, y + 18, `${block} load: production p99 / alone vs lowtide throughput`, { size: 13, weight: 'bold' }));
+    parts.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fafafa" stroke="#999"/>`);
+    parts.push(`<rect x="${x0}" y="${Y(BOUND)}" width="${w}" height="${(y0 + h - Y(BOUND)).toFixed(1)}" fill="#e8f5e9"/>`);
+    parts.push(`<line x1="${x0}" x2="${x0 + w}" y1="${Y(BOUND)}" y2="${Y(BOUND)}" stroke="#2ca02c" stroke-dasharray="5,3"/>`);
+    parts.push(text(x0 + w - 4, Y(BOUND) - 4, `bound ${BOUND}×`, { anchor: 'end', fill: '#2ca02c', size: 10 }));
+    for (const v of [10, 100, 1000, 10000]) {
+      if (v > xmax) continue;
+      parts.push(`<line x1="${X(v)}" x2="${X(v)}" y1="${y0 + h}" y2="${y0 + h + 4}" stroke="#999"/>`);
+      parts.push(text(X(v), y0 + h + 16, `${v}`, { anchor: 'middle', size: 10 }));
+    }
+    parts.push(text(x0 + w / 2, y0 + h + 30, 'lowtide MB/s (log)', { anchor: 'middle', size: 10, fill: '#555' }));
+    for (const v of [1, 2, 5, 10, 20, 50, 100, 200, 500]) {
+      if (v > ymax) continue;
+      parts.push(`<line x1="${x0 - 4}" x2="${x0}" y1="${Y(v)}" y2="${Y(v)}" stroke="#999"/>`);
+      parts.push(text(x0 - 6, Y(v) + 3, `${v}×`, { anchor: 'end', size: 10 }));
+    }
+    parts.push(text(x0 - 50, y0 + h / 2, 'p99 / alone (log)', { size: 10, fill: '#555', rotate: true }));
+    const fixed = pts.filter((p) => p.kind === 'rate').sort((a, b) => a.rateMBps - b.rateMBps);
+    if (fixed.length > 1) {
+      parts.push(`<polyline fill="none" stroke="#888" stroke-width="1.2" points="${fixed.map((p) => `${X(p.mbPerSecond).toFixed(1)},${Y(p.p99Ratio).toFixed(1)}`).join(' ')}"/>`);
+    }
+    for (const p of pts) {
+      const color = p.kind === 'rate' ? '#666' : p.controller === DEFAULT ? '#1f77b4' : p.kind === 'off' ? '#d62728' : '#9467bd';
+      const lab = p.kind === 'rate' ? `${p.rateMBps}` : p.controller;
+      parts.push(`<circle cx="${X(p.mbPerSecond).toFixed(1)}" cy="${Y(p.p99Ratio).toFixed(1)}" r="${p.controller === DEFAULT ? 5 : 3.5}" fill="${color}"/>`);
+      parts.push(text(X(p.mbPerSecond) + 6, Y(p.p99Ratio) - 5, lab, { size: 10, fill: color }));
+    }
+    const v = ver[block];
+    if (v) {
+      parts.push(text(x0 + 6, y0 + 14, `${v.pass ? 'PASS' : 'MISS'} · default ${v.default.p99Ratio?.toFixed(2)}×, ${v.default.mbPerSecond?.toFixed(0)} MB/s; best fixed in bound: ${v.bestFixed ? `${v.bestFixed.rateMBps} MB/s cap → ${v.bestFixed.mbPerSecond.toFixed(0)} MB/s` : 'none'}`, { size: 11, fill: v.pass ? '#2ca02c' : '#d62728', weight: 'bold' }));
+    }
+  }
+  y += tH + 10;
+
+  // Legend for the time series.
+  parts.push(`<line x1="30" x2="55" y1="${y + 6}" y2="${y + 6}" stroke="#d62728" stroke-width="2"/>`);
+  parts.push(text(60, y + 10, 'production p99 per interval (left axis, log ms)', { size: 11 }));
+  parts.push(`<line x1="340" x2="365" y1="${y + 6}" y2="${y + 6}" stroke="#1f77b4" stroke-width="2"/>`);
+  parts.push(text(370, y + 10, 'lowtide MB/s per interval (right axis, linear, per panel)', { size: 11 }));
+  parts.push(`<line x1="700" x2="725" y1="${y + 6}" y2="${y + 6}" stroke="#2ca02c" stroke-dasharray="5,3"/>`);
+  parts.push(text(730, y + 10, `bound: ${BOUND}× p99 alone`, { size: 11 }));
+  parts.push(`<rect x="880" y="${y}" width="20" height="10" fill="#eeeeee"/>`);
+  parts.push(text(905, y + 10, 'production bursts (phased)', { size: 11 }));
+  y += 24;
+
+  // Time series, one panel per run.
+  const ymin = 0.05; // ms
+  const ymax = 200;
+  runs.forEach((r, i) => {
+    const col = i % 2;
+    if (col === 0 && i > 0) y += panelH + 34;
+    const x0 = 20 + col * (colW + 20) + padL;
+    const w = colW - padL - padR;
+    const y0 = y + 18;
+    const h = panelH - 24;
+    const T = r.windowSeconds;
+    const X = (t) => x0 + (Math.max(0, Math.min(T, t)) / T) * w;
+    const Y = (ms) => y0 + h - ((Math.log10(Math.max(ymin, Math.min(ymax, ms))) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * h;
+    const row = rows.find((x) => x.key === r.key);
+    const alone = rows.find((x) => x.block === r.block && x.kind === 'alone');
+    const lt = r.lowtide;
+    const title = `${r.name} — p99 ${fmtUs(r.production.p99Us)} (${alone ? (r.production.p99Us / alone.p99Us).toFixed(2) : '?'}×), ${r.production.iops.toFixed(0)} IOPS${lt ? `, lowtide ${lt.mbPerSecond.toFixed(0)} MB/s` : ''}${lt?.target ? `, target ${lt.target.ms.toFixed(2)} ms` : ''}`;
+    parts.push(text(x0 - padL + 4, y + 12, title, { size: 11, weight: 'bold' }));
+    parts.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fff" stroke="#999"/>`);
+    for (const [a, b] of r.phasesOn ?? []) parts.push(`<rect x="${X(a).toFixed(1)}" y="${y0}" width="${(X(b) - X(a)).toFixed(1)}" height="${h}" fill="#eeeeee"/>`);
+    for (const v of [0.1, 1, 10, 100]) {
+      parts.push(`<line x1="${x0}" x2="${x0 + w}" y1="${Y(v).toFixed(1)}" y2="${Y(v).toFixed(1)}" stroke="#eee"/>`);
+      parts.push(text(x0 - 4, Y(v) + 3, v < 1 ? `${v * 1000} µs` : `${v} ms`, { anchor: 'end', size: 9, fill: '#d62728' }));
+    }
+    for (let t = 0; t <= T; t += 5) parts.push(text(X(t), y0 + h + 11, `${t} s`, { anchor: 'middle', size: 9, fill: '#555' }));
+    if (alone) parts.push(`<line x1="${x0}" x2="${x0 + w}" y1="${Y((alone.p99Us * BOUND) / 1000).toFixed(1)}" y2="${Y((alone.p99Us * BOUND) / 1000).toFixed(1)}" stroke="#2ca02c" stroke-dasharray="5,3"/>`);
+    // Production p99, broken where an interval had no I/O.
+    let seg = [];
+    const segs = [];
+    for (const iv of r.production.intervals) {
+      if (iv.p99Us === null) {
+        if (seg.length) segs.push(seg);
+        seg = [];
+        continue;
+      }
+      seg.push(`${X(iv.t + INTERVAL_MS / 2000).toFixed(1)},${Y(iv.p99Us / 1000).toFixed(1)}`);
+    }
+    if (seg.length) segs.push(seg);
+    for (const s of segs) parts.push(s.length === 1 ? `<circle cx="${s[0].split(',')[0]}" cy="${s[0].split(',')[1]}" r="1.5" fill="#d62728"/>` : `<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="${s.join(' ')}"/>`);
+    // lowtide throughput.
+    if (lt && lt.intervals.length) {
+      const m = niceMax(Math.max(...lt.intervals.map((iv) => iv.mbPerSecond), 1));
+      const YB = (v) => y0 + h - (v / m) * h;
+      parts.push(text(x0 + w + 4, y0 + 8, `${m} MB/s`, { size: 9, fill: '#1f77b4' }));
+      parts.push(text(x0 + w + 4, YB(m / 2) + 3, `${m / 2}`, { size: 9, fill: '#1f77b4' }));
+      parts.push(text(x0 + w + 4, y0 + h, '0', { size: 9, fill: '#1f77b4' }));
+      const pts = lt.intervals.map((iv) => `${X(iv.t - iv.ms / 2000).toFixed(1)},${YB(iv.mbPerSecond).toFixed(1)}`);
+      parts.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="${pts.join(' ')}"/>`);
+    }
+    void row;
+  });
+  y += panelH + 40;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${Math.ceil(y)}" viewBox="0 0 ${W} ${Math.ceil(y)}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">\n<rect width="100%" height="100%" fill="#fff"/>\n${parts.join('\n')}\n</svg>\n`;
+}
+
+// ---------------------------------------------------------------- main
+function printReport({ rows, verdicts: ver, config: cfg, host }) {
+const pct = (x) => (x === null ? '-' : `${x.toFixed(2)}×`);
+console.log(`\nproduction: fio 4 KiB randrw 70/30, iodepth 4, io_uring, O_DIRECT; lowtide: sequential read, max 1 MiB × QD 32, O_DIRECT; ${cfg.seconds} s each`);
+console.log('| scenario | runs | prod IOPS | prod p50 | prod p99 | p99 vs alone | lowtide MB/s | meets bound? | notes |');
+console.log('|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  const notes = [];
+  if (r.targetMs) notes.push(`target ${r.targetMs.map((t) => t.toFixed(2)).join('/')} ms`);
+  if (r.runs > 1) notes.push(`p99 runs ${r.p99UsRuns.map(fmtUs).join(', ')}`);
+  if (r.runs > 1 && r.mbPerSecondRuns) notes.push(`MB/s runs ${r.mbPerSecondRuns.map((x) => x.toFixed(0)).join(', ')}`);
+  if (r.cpuPercent !== null) notes.push(`CPU ${r.cpuPercent.toFixed(0)} %`);
+  console.log(
+    `| ${r.key} | ${r.runs} | ${r.iops.toFixed(0)} | ${fmtUs(r.p50Us)} | ${fmtUs(r.p99Us)} | ${pct(r.p99Ratio)} | ${r.mbPerSecond === null ? '-' : r.mbPerSecond.toFixed(0)} | ${r.kind === 'alone' ? '(baseline)' : r.meetsBound ? 'yes' : 'no'} | ${notes.join('; ')} |`,
+  );
+}
+console.log('\nverdicts:');
+if (ver.steady) {
+  const v = ver.steady;
+  console.log(
+    `- steady load: default (${DEFAULT}) p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}; bound ${fmtUs(v.boundP99Us)}) → ${v.default.meetsBound ? 'within' : 'OUTSIDE'} the bound; ` +
+      (v.bestFixed
+        ? `throughput ${v.default.mbPerSecond.toFixed(0)} MB/s = ${(v.throughputVsBestFixed * 100).toFixed(0)} % of the best fixed rate in bound (${v.bestFixed.rateMBps} MB/s cap, ${v.bestFixed.mbPerSecond.toFixed(0)} MB/s measured; target ≥ 90 %)`
+        : 'no fixed rate met the bound (throughput comparison vacuous)') +
+      ` → ${v.pass ? 'PASS' : 'MISS'}`,
+  );
+  for (const o of v.others) {
+    console.log(`  (${o.controller}: ${o.p99Ratio.toFixed(2)}× alone, ${o.mbPerSecond.toFixed(0)} MB/s${o.vsBestFixed !== null ? ` = ${(o.vsBestFixed * 100).toFixed(0)} % of best fixed` : ''}, ${o.meetsBound ? 'in' : 'out of'} bound)`);
+  }
+}
+if (ver.phased) {
+  const v = ver.phased;
+  console.log(
+    `- phased load: default p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}) → ${v.default.meetsBound ? 'within' : 'OUTSIDE'} the bound; ` +
+      `${v.default.mbPerSecond.toFixed(0)} MB/s vs fixed rates in bound [${v.fixedMeetingBound.map((f) => `${f.rateMBps}: ${f.mbPerSecond.toFixed(0)}`).join(', ') || 'none'}] → ${v.pass ? 'PASS' : 'MISS'}`,
+  );
+}
+const aloneSpread = ['steady', 'phased']
+  .map((b) => ver[b] && ver[b].aloneP99UsRuns.length > 1 && `${b} alone p99 runs ${ver[b].aloneP99UsRuns.map(fmtUs).join(' / ')}`)
+  .filter(Boolean);
+console.log(`noise: load average before ${host.loadavgBefore.split(' ').slice(0, 3).join(' ')}, after ${host.loadavgAfter.split(' ').slice(0, 3).join(' ')}; ${aloneSpread.join('; ')}`);
+
+}
+
+function writeChart(summary, svgFile) {
+  writeFileSync(svgFile, chart(summary));
+  console.log(`written ${svgFile}`);
+  const pngFile = svgFile.replace(/\.svg$/, '.png');
+  if (have('rsvg-convert')) {
+    const r = spawnSync('rsvg-convert', ['-o', pngFile, svgFile], { stdio: 'inherit' });
+    if (r.status === 0) console.log(`written ${pngFile}`);
+  } else if (have('convert') && /ImageMagick/.test(spawnSync('convert', ['-version'], { encoding: 'utf8' }).stdout ?? '')) {
+    const r = spawnSync('convert', ['-density', '96', svgFile, pngFile], { stdio: 'inherit' });
+    if (r.status === 0) console.log(`written ${pngFile}`);
+  } else {
+    console.log('(no SVG to PNG converter: install librsvg2-bin or imagemagick for a PNG)');
+  }
+}
+
+if (CHART_FROM) {
+  const saved = JSON.parse(readFileSync(CHART_FROM, 'utf8'));
+  printReport(saved);
+  writeChart(saved, env.BENCH_CHART_OUT ?? CHART_FROM.replace(/\.json$/, '.svg'));
+  process.exit(0);
+}
+const list = scenarios();
+if (env.BENCH_DRY) {
+  for (const sc of list) console.log(sc.name, JSON.stringify(sc.lowtide));
+  process.exit(0);
+}
+const estimate = list.length * (WARMUP + SECONDS + TAIL + 1.5);
+console.log(
+  `bench:impact — ${list.length} scenarios × ${SECONDS} s (+${WARMUP} s warm-up), about ${(estimate / 60).toFixed(1)} min; ` +
+    `production file ${prodFile} (${PROD_GIB} GiB), lowtide source ${srcFile} (${SRC_GIB} GiB)`,
+);
+const loadBefore = readFileSync('/proc/loadavg', 'utf8').trim();
+const runs = [];
+const started = new Date();
+try {
+  for (const [i, sc] of list.entries()) runs.push(await runScenario(sc, i, list.length));
+} catch (err) {
+  cleanup();
+  throw err;
+}
+const loadAfter = readFileSync('/proc/loadavg', 'utf8').trim();
+
+const date = started.toISOString();
+const summary = {
+  date,
+  host: { cpus: (await import('node:os')).cpus().length, loadavgBefore: loadBefore, loadavgAfter: loadAfter },
+  config: { autoRule: AUTO_RULE ?? null, seconds: SECONDS, warmupSeconds: WARMUP, intervalMs: INTERVAL_MS, phaseSeconds: PHASE, repeats: REPEATS, bound: BOUND, rates: RATES, latencyTarget: TARGET, srcGiB: SRC_GIB, prodGiB: PROD_GIB },
+  production: { tool: 'fio', rw: 'randrw', rwmixread: 70, bs: 4096, iodepth: 4, ioengine: 'io_uring', direct: true, latency: 'lat (submit to completion), per I/O' },
+  lowtide: { read: 'openSource().read() under JobThrottle', direct: true, maxBlockSize: 1 << 20, minBlockSize: 64 * 1024, maxQueueDepth: 32 },
+  verdicts: null,
+  rows: null,
+  runs,
+};
+summary.rows = aggregate(runs);
+summary.verdicts = verdicts(summary.rows);
+printReport(summary);
+mkdirSync(resultsDir, { recursive: true });
+const jsonFile = join(resultsDir, `impact-${date.replace(/[:.]/g, '-')}.json`);
+writeFileSync(jsonFile, JSON.stringify(summary, null, 1) + '\n');
+console.log(`written ${jsonFile}`);
+writeChart(summary, EXPERIMENT ? jsonFile.replace(/\.json$/, '.svg') : join(resultsDir, 'impact-latest.svg'));
+cleanup();
