@@ -2,6 +2,9 @@
 // on the same file in the same run, alternating. Prints medians and ratios and
 // writes JSON to bench/results/.
 //
+// lowtide runs unthrottled here (--throttle off): this measures the engine
+// against peers that do not throttle either; bench:impact measures throttling.
+//
 // Options (environment): BENCH_DIR (default bench/work), BENCH_SIZE_GIB (2),
 // BENCH_ROUNDS (9).
 //
@@ -75,7 +78,7 @@ function lowtideImage(file, target) {
   rmSync(target, { force: true });
   dropCaches();
   const t0 = process.hrtime.bigint();
-  const out = execFileSync(process.execPath, [cli, 'image', file, target, '--json', '--force'], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, [cli, 'image', file, target, '--json', '--force', '--throttle', 'off', '--all-blocks'], { encoding: 'utf8' });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const s = JSON.parse(out);
   rmSync(target, { force: true });

@@ -264,6 +264,8 @@ export interface NativeBinding extends NativeFsBinding {
   tryLockExclusive(fd: number): boolean;
   /** A zero-filled Buffer aligned to 4096 bytes (for O_DIRECT writes). */
   alignedBuffer(size: number): Buffer;
+  /** sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range now, without waiting. */
+  startWriteback(fd: number, offset: number, length: number): boolean;
   ioUringAvailable(): boolean;
 }
 

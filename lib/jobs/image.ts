@@ -93,6 +93,9 @@ export interface ImageSummary {
   throttle: JobThrottleReport;
 }
 
+/** Bytes written between two writeback starts. */
+const WRITEBACK_STEP = 64 * 1024 * 1024;
+
 /** Writes kept in flight to the output (each holds one read buffer). */
 const WRITES_IN_FLIGHT = 4;
 
@@ -211,6 +214,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     });
     throttle.attach(reader);
     const pending = new Set<Promise<void>>();
+    let writebackMark = 0;
     let failure: unknown;
     const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9;
     let lastReport = 0;
@@ -238,6 +242,12 @@ export async function imageSource(sourcePath: string, outputPath: string, option
           ({ bytesWritten: n }) => {
             if (n !== block.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${block.offset}`);
             bytesWritten += n;
+            // Start writeback as the image grows, so the final fsync does not
+            // have the whole image to write at once.
+            if (bytesWritten - writebackMark >= WRITEBACK_STEP) {
+              writebackMark = bytesWritten;
+              native.startWriteback(fh.fd, 0, 0);
+            }
           },
           (err: unknown) => {
             throw writeError(err, output);

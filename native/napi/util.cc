@@ -1,4 +1,6 @@
 // Small synchronous helpers.
+#include <fcntl.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -46,6 +48,21 @@ Napi::Value AlignedBuffer(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), size, [](Napi::Env, uint8_t* q) { std::free(q); });
 }
 
+// startWriteback(fd, offset, length): asks the kernel to start writing back
+// dirty pages of that range now (sync_file_range SYNC_FILE_RANGE_WRITE, which
+// does not wait), so a long copy's final fsync has little left to do.
+Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw_invalid(env, "startWriteback(fd, offset, length) expects three numbers");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  double off = info[1].As<Napi::Number>().DoubleValue();
+  double len = info[2].As<Napi::Number>().DoubleValue();
+  if (!(off >= 0 && len >= 0)) throw_invalid(env, "startWriteback: offset and length must be non-negative");
+  // Advisory: errors (e.g. EINVAL on file systems without it) are ignored.
+  return Napi::Boolean::New(env, sync_file_range(fd, off64_t(off), off64_t(len), SYNC_FILE_RANGE_WRITE) == 0);
+}
+
 }  // namespace
 
 void init_util(Napi::Env env, Napi::Object exports) {
@@ -53,6 +70,7 @@ void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("ioUringAvailable", Napi::Function::New(env, UringAvailable, "ioUringAvailable"));
   exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
   exports.Set("alignedBuffer", Napi::Function::New(env, AlignedBuffer, "alignedBuffer"));
+  exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));
 }
 
 }  // namespace lowtide::napi
