@@ -262,7 +262,13 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     const isChanged = changedChunks !== undefined ? membership(changedChunks, cs) : undefined;
     const overlayOf = overlayCursor(plan.overlay);
     catalog = await CatalogWriter.create(repo.tmpDir, repo.config.compression.level);
-    const catalogued = await buildCatalog(sourcePath, plan, catalog);
+    // The catalog walks the file systems' metadata while the data is read.
+    // A catalog that cannot be built (a directory tree the walk rejects) costs
+    // file-level restore of this backup, not the backup: it becomes a warning.
+    const cataloguing = buildCatalog(sourcePath, plan, catalog).catch((err: unknown) => {
+      plan.warnings.push(`no file catalog: ${toLowtideError(err, 'FAT_CORRUPT').message}`);
+      return false;
+    });
 
     const throttle = await JobThrottle.create(
       throttleSettings,
@@ -487,7 +493,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       throttle: throttle.report() as unknown as Record<string, unknown>,
       catalog: null,
     };
-    if (catalogued) {
+    if (await cataloguing) {
       const file = `${id}.catalog`;
       const sha256 = await catalog.finish(join(repo.backupsDir, file));
       manifest.catalog = { file, sha256, entries: catalog.entries };

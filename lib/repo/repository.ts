@@ -121,6 +121,8 @@ export interface StoredChunk {
 export class Repository {
   /** Chunk directories this instance renamed chunks into and has not synced yet. */
   readonly #unsyncedDirs = new Set<string>();
+  /** Chunk directories known to exist (one mkdir per directory, not per chunk). */
+  readonly #madeDirs = new Set<string>();
 
   constructor(
     readonly path: string,
@@ -194,9 +196,12 @@ export class Repository {
     const header = chunkHeader(packed ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
     const body = packed ?? plain;
     const dir = this.chunkDir(hex);
-    await mkdir(dir, { recursive: true }).catch((err: unknown) => {
-      throw repoWriteError(err, `creating ${dir}`);
-    });
+    if (!this.#madeDirs.has(dir)) {
+      await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+        throw repoWriteError(err, `creating ${dir}`);
+      });
+      this.#madeDirs.add(dir);
+    }
     await writeAtomic(this.tmpDir, this.chunkPath(hex), [header, body], { syncDirectory: false });
     this.#unsyncedDirs.add(hex.slice(0, 2));
     return { written: true, storedBytes: header.length + body.length };
