@@ -90,7 +90,8 @@ void ReadEngine::note_issue_locked(uint64_t now) {
   // Keep a schedule rather than "now + pace": a late wake-up is made up by the
   // next issue, so a rate cap is met on average; but never bank more than one
   // interval of idle time (no bursts after a pause).
-  if (pace_ns_ != 0) next_issue_ns_ = std::max(next_issue_ns_, now - std::min(now, pace_ns_)) + pace_ns_;
+  if (pace_ns_ == 0) return;
+  next_issue_ns_ = next_issue_ns_ == 0 ? now + pace_ns_ : std::max(next_issue_ns_, now - std::min(now, pace_ns_)) + pace_ns_;
 }
 
 void ReadEngine::set_pacing(uint64_t ns) {
