@@ -221,12 +221,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: BackupProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
-  const throttleSettings = resolveThrottleSettings({
-    throttle: opts.throttle,
-    latencyTarget: opts.latencyTarget,
-    admissionLimit: opts.admissionLimit,
-    rateLimit: opts.rateLimit,
-  });
+  const throttleSettings = resolveThrottleSettings(opts);
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const cs = repo.chunkSize;

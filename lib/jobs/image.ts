@@ -165,12 +165,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: ImageProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
-  const throttleSettings = resolveThrottleSettings({
-    throttle: opts.throttle,
-    latencyTarget: opts.latencyTarget,
-    admissionLimit: opts.admissionLimit,
-    rateLimit: opts.rateLimit,
-  });
+  const throttleSettings = resolveThrottleSettings(opts);
 
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
   const strict = booleanOption('strict', opts.strict, false);

@@ -75,12 +75,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const onProgress = functionOption<(p: RestoreProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
   const maxWrites = integerOption('queueDepth', opts.queueDepth, 8, 1, 256);
-  const throttleSettings = resolveThrottleSettings({
-    throttle: opts.throttle,
-    latencyTarget: opts.latencyTarget,
-    admissionLimit: opts.admissionLimit,
-    rateLimit: opts.rateLimit,
-  });
+  const throttleSettings = resolveThrottleSettings(opts);
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const manifest: Manifest = await repo.readManifest(backupId);

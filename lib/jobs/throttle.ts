@@ -46,6 +46,7 @@ function positiveNumber(name: string, value: unknown): number | undefined {
   return value;
 }
 
+/** Validates the throttle settings of a job's options (other fields are ignored). */
 export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSettings {
   const s = objectOption('throttle settings', settings);
   const throttle = choiceOption<ControllerName>('throttle', s.throttle, CONTROLLER_NAMES, DEFAULT_CONTROLLER);
