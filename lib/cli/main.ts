@@ -4,6 +4,7 @@
  * stderr), 2 usage error, 130 interrupted.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import {
   LowtideError,
@@ -64,17 +65,28 @@ function numberArg(name: string, min: number) {
   };
 }
 
-/** The throttle flags shared by every job that touches production storage. */
-function addThrottleOptions(cmd: Command): Command {
-  return cmd
+/**
+ * The throttle flags shared by every job that touches production storage.
+ * The admission limit decides when the next of several jobs may start, so only
+ * commands that run several jobs (backup of several sources) take it.
+ */
+function addThrottleOptions(cmd: Command, withAdmission = false): Command {
+  cmd
     .addOption(new Option('--throttle <name>', 'latency controller').choices(['parda', 'aimd', 'threshold', 'off']).default('parda'))
     .addOption(
       new Option('--latency-target <ms|auto>', 'throttling limit: latency to hold, in ms, or auto (measured idle latency)')
         .default('auto')
         .argParser((t: string) => (t === 'auto' ? 'auto' : numberArg('--latency-target', 0.001)(t))),
     )
-    .addOption(new Option('--admission-limit <ms>', 'do not start a new task while latency is above this').argParser(numberArg('--admission-limit', 0.001)))
     .addOption(new Option('--rate-limit <MB/s>', 'fixed cap in MB/s (10^6 bytes), on top of the controller').argParser(numberArg('--rate-limit', 0.001)));
+  if (withAdmission) {
+    cmd.addOption(
+      new Option('--admission-limit <ms>', 'with several sources: start no new backup while latency is above this').argParser(
+        numberArg('--admission-limit', 0.001),
+      ),
+    );
+  }
+  return cmd;
 }
 
 function throttleSettings(o: Record<string, unknown>): {
@@ -304,7 +316,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
     .option('--json', 'print the manifest as JSON', false)
     .option('--no-progress', 'no progress bar');
-  addThrottleOptions(backupCmd).action(async (sources: string[], o: Record<string, unknown>) => {
+  addThrottleOptions(backupCmd, true).action(async (sources: string[], o: Record<string, unknown>) => {
       if (sources.length > 1) {
         await backupSeveral(sources, o);
         return;
@@ -482,7 +494,6 @@ async function backupSeveral(sources: string[], o: Record<string, unknown>): Pro
 class VerifyFailed extends Error {}
 
 async function readChangedFile(path: string): Promise<{ offset: number; length: number }[]> {
-  const { readFile } = await import('node:fs/promises');
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));

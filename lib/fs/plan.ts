@@ -10,6 +10,7 @@
  * written): the overlay's sectors are written over the image, and the freed
  * clusters are not read.
  */
+import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { mergeExtents, subtractExtents, totalLength, type Extent } from '../io/extents.js';
 import { openSource } from '../io/source.js';
@@ -108,7 +109,6 @@ const FAT_MBR_TYPES = new Set(['0x01', '0x04', '0x06', '0x0b', '0x0c', '0x0e']);
  */
 async function claimsFat(path: string, p: Partition): Promise<boolean> {
   if (FAT_MBR_TYPES.has(p.type.toLowerCase())) return true;
-  const { open } = await import('node:fs/promises');
   const fh = await open(path, 'r');
   try {
     const b = Buffer.alloc(512);

@@ -21,13 +21,13 @@ import { planImage, type ImagePlan, type OverlayWrite } from '../fs/plan.js';
 import { openVolume } from '../fs/volume.js';
 import { CatalogWriter } from '../repo/catalog.js';
 import { join } from 'node:path';
-import { MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
+import { MAX_QUEUE_DEPTH } from '../io/reader.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } from '../repo/format.js';
 import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { summarizeLatency } from './image.js';
-import { JobThrottle, resolveThrottleSettings, type ThrottleSettings, type ThrottleState } from './throttle.js';
+import { JobThrottle, resolveThrottleSettings, singleJobThrottleSettings, type ThrottleSettings, type ThrottleState } from './throttle.js';
 import { randomBytes } from 'node:crypto';
 
 export interface BackupOptions extends ThrottleSettings {
@@ -221,12 +221,14 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: BackupProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
-  const throttleSettings = resolveThrottleSettings(opts);
+  // backupMany() uses the admission limit itself; a lone backup has no use for one.
+  const lockHeld = (options as unknown as Record<symbol, unknown>)[LOCK_HELD] === true;
+  const throttleSettings = lockHeld ? resolveThrottleSettings(opts) : singleJobThrottleSettings(opts);
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const cs = repo.chunkSize;
   // backupMany() holds the lock for all of its jobs.
-  const lock = (options as unknown as Record<symbol, unknown>)[LOCK_HELD] === true ? undefined : await repo.lock('lowtide backup');
+  const lock = lockHeld ? undefined : await repo.lock('lowtide backup');
   let source: Source | undefined;
   let index: IndexWriter | undefined;
   let parentIndex: IndexReader | undefined;

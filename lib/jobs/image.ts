@@ -22,7 +22,7 @@ import { openSource, type DirectMode, type EngineName } from '../io/source.js';
 import { MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { planImage, type ImagePlan } from '../fs/plan.js';
-import { JobThrottle, resolveThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
+import { JobThrottle, singleJobThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
 export interface ImageOptions extends ThrottleSettings {
   /** Largest read request size (default 1 MiB); the throttle may use smaller ones. */
@@ -165,7 +165,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: ImageProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
-  const throttleSettings = resolveThrottleSettings(opts);
+  const throttleSettings = singleJobThrottleSettings(opts);
 
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
   const strict = booleanOption('strict', opts.strict, false);

@@ -14,7 +14,7 @@ import type { Manifest } from '../repo/format.js';
 import { openRepository, Repository } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
 import { native } from '../native.js';
-import { JobThrottle, resolveThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
+import { JobThrottle, singleJobThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
 export interface RestoreOptions extends ThrottleSettings {
   repository: string | Repository;
@@ -75,7 +75,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const onProgress = functionOption<(p: RestoreProgress) => void>('onProgress', opts.onProgress);
   const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
   const maxWrites = integerOption('queueDepth', opts.queueDepth, 8, 1, 256);
-  const throttleSettings = resolveThrottleSettings(opts);
+  const throttleSettings = singleJobThrottleSettings(opts);
 
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const manifest: Manifest = await repo.readManifest(backupId);

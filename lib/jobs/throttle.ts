@@ -55,8 +55,21 @@ export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSett
     throttle,
     latencyTarget,
     admissionLimit: positiveNumber('admissionLimit', s.admissionLimit),
+    // (Only backupMany() acts on it; single jobs reject it, see singleJobThrottleSettings.)
     rateLimit: positiveNumber('rateLimit', s.rateLimit),
   };
+}
+
+/** For a single job: an admission limit would be ignored, so it is an error. */
+export function singleJobThrottleSettings(settings: unknown): ResolvedThrottleSettings {
+  const r = resolveThrottleSettings(settings);
+  if (r.admissionLimit !== undefined) {
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      'admissionLimit: only backupMany() uses an admission limit (it decides when the next of several jobs starts); a single job has none',
+    );
+  }
+  return r;
 }
 
 /**

@@ -89,5 +89,8 @@ describe('throttle wiring', () => {
     );
     await expect(imageSource(src, tmp.file('x.img'), { latencyTarget: -1 })).rejects.toThrow(/latencyTarget: expected a number greater than 0, got -1/);
     expect(lowtide(['image', src, tmp.file('y.img'), '--latency-target', 'soon']).status).toBe(2);
+    // An admission limit only means something when several jobs start: never silently ignored.
+    await expect(imageSource(src, tmp.file('x.img'), { admissionLimit: 5 })).rejects.toThrow(/admissionLimit: only backupMany\(\) uses an admission limit/);
+    expect(lowtide(['image', src, tmp.file('z.img'), '--admission-limit', '5']).status).toBe(2);
   });
 });

@@ -1,5 +1,4 @@
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { backupMany, initRepository, restore, type BackupJobEvent } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
@@ -63,6 +62,5 @@ describe('several sources', () => {
     expect(r.stderr).toMatch(/\(2 running\)/);
     const list = lowtide(['list', '--repo', repo, '--json']);
     expect((JSON.parse(list.stdout) as { backups: unknown[] }).backups).toHaveLength(3);
-    void join;
   });
 });
