@@ -10,9 +10,11 @@
 //
 // The disk here is virtual and its speed swings from run to run (host caching),
 // so each round runs lowtide and its peer back to back, the order alternating,
-// and the ratio reported is the median of the per-round ratios.
+// and the ratio reported is the median of the per-round ratios. Reads and
+// images are measured in separate phases, each run after the disk settled
+// (see settle()).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -96,22 +98,57 @@ function ddImage(file, target) {
   return { seconds, mbPerSecond: statSync(file).size / seconds / 1e6 };
 }
 
+// The disk is mounted with `discard`: deleting a 2 GiB image sends the host a
+// large discard, and writes of an image are still being absorbed by the host
+// after fsync. A read started right then runs in the disk's slow mode (seen
+// here: ~1.4-1.9 GB/s right after a write and delete, ~2.9-3.3 GB/s a few
+// seconds later). So reads and images are measured in separate phases, and
+// every measured run waits first until the disk has been idle for 2 s.
+function diskSectors() {
+  // Sum of sectors read and written, and I/Os in flight, over whole disks.
+  let sectors = 0;
+  let inFlight = 0;
+  for (const line of readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 14 || !/^(vd[a-z]+|sd[a-z]+|nvme\d+n\d+|xvd[a-z]+)$/.test(f[2])) continue;
+    sectors += Number(f[5]) + Number(f[9]);
+    inFlight += Number(f[11]);
+  }
+  return { sectors, inFlight };
+}
+function settle() {
+  spawnSync('sync');
+  const deadline = Date.now() + 30_000;
+  let quietSince = Date.now();
+  let last = diskSectors();
+  while (Date.now() < deadline && Date.now() - quietSince < 2000) {
+    spawnSync('sleep', ['0.25']);
+    const now = diskSectors();
+    // A few sectors a second from the rest of the machine count as quiet.
+    if (now.inFlight > 0 || now.sectors - last.sectors > 2048) quietSince = Date.now();
+    last = now;
+  }
+}
+const measured = (fn) => (...args) => {
+  settle();
+  return fn(...args);
+};
+
 const results = { lowtideRead: [], fioRead: [], lowtideImage: [], ddImage: [] };
 const target = join(dir, 'image-out.img');
+// ABBA order within each pair of rounds, so drift in the machine hits both.
+const order = (r, a, b) => (r % 2 === 0 ? [a, b] : [b, a]);
 for (let r = 0; r < rounds; r++) {
-  // Alternate which goes first so drift in the machine hits both.
-  const pairs = r % 2 === 0
-    ? [['lowtideRead', () => lowtideRead(data)], ['fioRead', () => fioRead(data)]]
-    : [['fioRead', () => fioRead(data)], ['lowtideRead', () => lowtideRead(data)]];
-  for (const [name, fn] of pairs) results[name].push(fn());
-  const ipairs = r % 2 === 0
-    ? [['lowtideImage', () => lowtideImage(data, target)], ['ddImage', () => ddImage(data, target)]]
-    : [['ddImage', () => ddImage(data, target)], ['lowtideImage', () => lowtideImage(data, target)]];
-  for (const [name, fn] of ipairs) results[name].push(fn());
-  console.log(
-    `round ${r + 1}/${rounds}: read lowtide ${results.lowtideRead.at(-1).mbPerSecond.toFixed(0)} MB/s, fio ${results.fioRead.at(-1).mbPerSecond.toFixed(0)} MB/s; ` +
-      `image lowtide ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`,
-  );
+  for (const [name, fn] of order(r, ['lowtideRead', measured(() => lowtideRead(data))], ['fioRead', measured(() => fioRead(data))])) {
+    results[name].push(fn());
+  }
+  console.log(`read round ${r + 1}/${rounds}: lowtide ${results.lowtideRead.at(-1).mbPerSecond.toFixed(0)} MB/s, fio ${results.fioRead.at(-1).mbPerSecond.toFixed(0)} MB/s`);
+}
+for (let r = 0; r < rounds; r++) {
+  for (const [name, fn] of order(r, ['lowtideImage', measured(() => lowtideImage(data, target))], ['ddImage', measured(() => ddImage(data, target))])) {
+    results[name].push(fn());
+  }
+  console.log(`image round ${r + 1}/${rounds}: lowtide ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`);
 }
 
 // Memory: peak RSS of the read must not grow with the source size.

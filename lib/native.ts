@@ -233,6 +233,11 @@ export interface NativeVolumeHandle {
   stat(path: string): Promise<NativeDirEntry>;
   /** checkFiles false: only directory chains are walked (files' chains are neither checked nor counted). */
   walk(checkFiles?: boolean): Promise<{ entries: NativeDirEntry[]; stats: NativeWalkStats }>;
+  /** withExtents: each entry's data extents too, in the order of `entries` (none for directories). */
+  walk(
+    checkFiles: true,
+    withExtents: true,
+  ): Promise<{ entries: NativeDirEntry[]; extents: { offset: number; length: number }[][]; stats: NativeWalkStats }>;
   chain(cluster: number): Promise<NativeClusterRun[]>;
   fileExtents(path: string): Promise<{ entry: NativeDirEntry; extents: { offset: number; length: number }[] }>;
   readFile(path: string): Promise<Buffer>;

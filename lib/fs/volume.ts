@@ -181,6 +181,15 @@ export class FatVolume {
     return this.#call(`read ${p}`, (h) => h.readFile(p));
   }
 
+  /**
+   * Like files(), each entry with its data extents as fileExtents() gives
+   * them (empty for directories and empty files), in one pass over the volume.
+   */
+  async filesWithExtents(): Promise<{ entry: DirEntry; extents: Extent[] }[]> {
+    const r = await this.#call('walk', (h) => h.walk(true, true));
+    return r.entries.map((e, i) => ({ entry: toEntry(e), extents: r.extents[i]! }));
+  }
+
   /** Source byte extents of a file's data, in file order, the last one cut to the file size. */
   async fileExtents(path: string): Promise<Extent[]> {
     const p = pathArg('path', path);

@@ -226,8 +226,10 @@ std::vector<DirEntry> FatVolume::list(const std::string& path) {
   return read_dir(d.first_cluster, runs, d.path).entries;
 }
 
-std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files) {
+std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::vector<std::vector<Extent>>* extents) {
   const FatGeometry& g = info_.geo;
+  if (extents && !check_files) throw io::IoError("INTERNAL", "walk: extents need check_files");
+  if (extents) extents->clear();
   ClusterSet seen(g.cluster_count + 1);
   WalkStats st;
   std::vector<DirEntry> out;
@@ -275,6 +277,7 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files) {
       uint32_t cl = e.first_cluster;
       std::string path = e.path;
       out.push_back(std::move(e));
+      if (extents) extents->emplace_back();
       stack.push_back(Frame{std::move(p.entries), 0, cl, std::move(path)});  // invalidates `top`
       continue;
     }
@@ -283,6 +286,7 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files) {
       out.push_back(std::move(e));
       continue;
     }
+    std::vector<Extent> data;
     if (e.first_cluster != 0) {
       std::vector<Run> runs = walk_chain(e.first_cluster, e.path, e.offset, seen);
       uint64_t have = 0;
@@ -293,11 +297,13 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files) {
         corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
                 "file size " + std::to_string(e.size) + " needs " + std::to_string(need) + " clusters but its chain has " +
                     std::to_string(have));
+      if (extents) data = runs_to_extents(runs, e.size);
     } else if (e.size != 0) {
       corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
               "file of " + std::to_string(e.size) + " bytes has no clusters");
     }
     out.push_back(std::move(e));
+    if (extents) extents->push_back(std::move(data));
   }
   if (stats) *stats = st;
   return out;
@@ -310,16 +316,23 @@ std::vector<Extent> FatVolume::file_extents(const DirEntry& e) {
   if (e.first_cluster == 0)
     corrupt(kCorrupt, "directory entry of " + e.path, e.offset, "file of " + std::to_string(e.size) + " bytes has no clusters");
   std::vector<Run> runs = chain(e.first_cluster, e.path, e.offset);
-  uint64_t remaining = e.size;
+  uint64_t have = 0;
+  for (const Run& r : runs) have += static_cast<uint64_t>(r.count) * g.cluster_size;
+  if (have < e.size)
+    corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
+            "file size " + std::to_string(e.size) + " is larger than its cluster chain");
+  return runs_to_extents(runs, e.size);
+}
+
+std::vector<Extent> FatVolume::runs_to_extents(const std::vector<Run>& runs, uint64_t size) const {
+  std::vector<Extent> out;
+  uint64_t remaining = size;
   for (const Run& r : runs) {
     if (remaining == 0) break;
-    uint64_t len = std::min<uint64_t>(remaining, static_cast<uint64_t>(r.count) * g.cluster_size);
+    uint64_t len = std::min<uint64_t>(remaining, static_cast<uint64_t>(r.count) * info_.geo.cluster_size);
     out.push_back(Extent{cluster_offset(r.first), len});
     remaining -= len;
   }
-  if (remaining != 0)
-    corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
-            "file size " + std::to_string(e.size) + " is larger than its cluster chain");
   return out;
 }
 

@@ -88,10 +88,15 @@ class FatVolume {
   // Every file and directory (depth first, directory order), each chain
   // checked for cycles and cross-links, directory loops detected. With
   // `check_files` false only directory chains are walked (a listing: files'
-  // chains are neither checked nor counted in clusters_owned).
-  std::vector<DirEntry> walk(WalkStats* stats, bool check_files = true);
+  // chains are neither checked nor counted in clusters_owned). With
+  // `extents` (needs check_files) it also gets, for each returned entry, its
+  // data extents as file_extents() gives them (none for directories).
+  std::vector<DirEntry> walk(WalkStats* stats, bool check_files = true,
+                             std::vector<std::vector<Extent>>* extents = nullptr);
   // Source byte extents of a file's data, trimmed to its size.
   std::vector<Extent> file_extents(const DirEntry& e);
+  // The first `size` bytes of a chain as source byte extents.
+  std::vector<Extent> runs_to_extents(const std::vector<Run>& runs, uint64_t size) const;
 
   AllocationMap allocation_map();
   // Source byte offset of the first difference between FAT copies, or -1.

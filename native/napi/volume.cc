@@ -449,27 +449,40 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
 
   Napi::Value Walk(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    // walk(checkFiles = true): false walks only directory chains (a listing).
+    // walk(checkFiles = true, withExtents = false): checkFiles false walks only
+    // directory chains (a listing); withExtents adds each entry's data extents.
     bool check_files = true;
+    bool with_extents = false;
     if (info.Length() > 0 && !info[0].IsUndefined()) {
       if (!info[0].IsBoolean()) throw_invalid(env, "checkFiles must be a boolean");
       check_files = info[0].As<Napi::Boolean>().Value();
     }
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      if (!info[1].IsBoolean()) throw_invalid(env, "withExtents must be a boolean");
+      with_extents = info[1].As<Napi::Boolean>().Value();
+    }
+    if (with_extents && !check_files) throw_invalid(env, "withExtents needs checkFiles");
     auto st = live(env);
     struct Out {
       std::vector<fat::DirEntry> entries;
+      std::vector<std::vector<fat::Extent>> extents;
       fat::WalkStats stats;
     };
     auto out = std::make_shared<Out>();
     return Task::run(
         env, "lowtide:fat-walk",
-        [st, out, check_files] {
+        [st, out, check_files, with_extents] {
           std::lock_guard<std::mutex> lock(st->mu);
-          out->entries = st->vol->walk(&out->stats, check_files);
+          out->entries = st->vol->walk(&out->stats, check_files, with_extents ? &out->extents : nullptr);
         },
-        [out](Napi::Env env) -> Napi::Value {
+        [out, with_extents](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
           o.Set("entries", entries_to_js(env, out->entries));
+          if (with_extents) {
+            Napi::Array a = Napi::Array::New(env, out->extents.size());
+            for (size_t i = 0; i < out->extents.size(); i++) a.Set(static_cast<uint32_t>(i), extents_to_js(env, out->extents[i]));
+            o.Set("extents", a);
+          }
           Napi::Object s = Napi::Object::New(env);
           s.Set("files", num(env, out->stats.files));
           s.Set("directories", num(env, out->stats.directories));

@@ -112,6 +112,23 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
     expect(fragmented).toBeGreaterThan(0);
   });
 
+  it('gives every entry its extents in one walk, the same as fileExtents() and holding the file bytes', async () => {
+    const walked = await vol.filesWithExtents();
+    expect(walked.map((w) => w.entry.path)).toEqual((await vol.files()).map((e) => e.path));
+    let files = 0;
+    for (const { entry, extents } of walked) {
+      if (entry.isDirectory) {
+        expect(extents, entry.path).toEqual([]);
+        continue;
+      }
+      files++;
+      expect(extents, entry.path).toEqual(await vol.fileExtents(entry.path));
+      const data = Buffer.concat(extents.map((x) => readAt(image, x.offset, x.length)));
+      expect(data.equals(expected.files.get(entry.path)!), entry.path).toBe(true);
+    }
+    expect(files).toBe(expected.files.size);
+  });
+
   it('counts used clusters like fsck.fat -v, and every used cluster belongs to a file', async () => {
     const map = await vol.allocationMap();
     const report = fsck(image);
