@@ -20,7 +20,7 @@ import { JobThrottle, probeIdleLatency, resolveThrottleSettings } from '../dist/
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 const {
   file,
-  throttle: controller = 'parda',
+  throttle: controller = 'canary',
   latencyTarget = 'auto',
   rateLimit,
   queueDepth = 32,
@@ -100,6 +100,8 @@ const tick = () => {
     qd: st.queueDepth,
     blockSize: st.blockSize,
     delayMs: st.delayMs,
+    probeMs: st.probeLatencyMs ?? null,
+    probeTargetMs: st.probeTargetMs ?? null,
   });
   ivLast = now;
   ivBytes = 0;
@@ -140,6 +142,7 @@ if (throttle) {
 }
 stopT ??= Date.now();
 const cpu = process.cpuUsage(cpu0);
+await throttle?.stop();
 const report = throttle?.report();
 await src.close();
 out({

@@ -13,7 +13,16 @@
 // controller with `latencyTarget: 'auto'`; fixed rate caps; and a phased
 // production load (fio jobs on for P s, off for P s) with the default
 // controller and the fixed caps. Production alone and the default controller
-// run twice per block (first/last and interleaved) to show the noise.
+// run BENCH_REPEATS times per block (first/last and interleaved).
+//
+// How harm is measured: in every scenario lowtide runs 2 s, is stopped
+// (SIGSTOP) 2 s, runs again, ... and production's p99 while lowtide ran is
+// divided by its p99 while lowtide was stopped, in the same fio run (250 ms
+// after each switch are left out). The disk's own speed drifts several-fold
+// between scenarios and within one, so any baseline from another run or
+// another minute measures the drift. The 'alone' rows get the same split
+// with nothing to stop: their ratio is the noise of the method. A key's
+// ratio is the median of its runs; lowtide's MB/s are while it ran.
 //
 // Targets (issue 5): with the default controller, production p99 within
 // 1.5x of its p99 alone, and lowtide >= 90 % of the throughput of the best
@@ -25,12 +34,13 @@
 // is installed).
 //
 // Options (environment):
-//   BENCH_SECONDS (15)        lowtide's time per scenario
-//   BENCH_WARMUP_SECONDS (2)  production alone before lowtide starts
+//   BENCH_SECONDS (24)        time per scenario (lowtide on half of it, see BENCH_TOGGLE_SECONDS)
+//   BENCH_TOGGLE_SECONDS (2)  lowtide runs this long, then is stopped (SIGSTOP) as long, and so on
+//   BENCH_WARMUP_SECONDS (2)  production alone before lowtide starts (not measured)
 //   BENCH_INTERVAL_MS (250)   time series resolution
 //   BENCH_RATES (25,50,100,200,400)  fixed caps in MB/s (10^6 B/s)
 //   BENCH_PHASE_SECONDS (3)   phased load: on for this long, then off as long
-//   BENCH_REPEATS (2)         runs of 'alone' and of the default controller per block
+//   BENCH_REPEATS (3)         runs of 'alone' and of the default controller per block
 //   BENCH_LATENCY_TARGET (auto)  the controllers' latencyTarget (ms or auto)
 //   BENCH_AUTO_RULE           experiments: '{"multiplier":1,"floorPercentile":null}' replaces the
 //                             auto-target rule (the driver probes and passes a fixed target)
@@ -59,11 +69,16 @@ const num = (k, d) => {
   }
   return v;
 };
-const SECONDS = num('BENCH_SECONDS', 15);
+const SECONDS = num('BENCH_SECONDS', 24);
+// lowtide runs TOGGLE s, is stopped (SIGSTOP) TOGGLE s, and so on: production's
+// p99 while lowtide runs is compared with its p99 while lowtide is stopped,
+// in the same fio run, interleaved, so that the disk's drift hits both.
+const TOGGLE = num('BENCH_TOGGLE_SECONDS', 2);
+const SETTLE_MS = 250; // after each switch, left out of both sides
 const WARMUP = num('BENCH_WARMUP_SECONDS', 2);
 const INTERVAL_MS = num('BENCH_INTERVAL_MS', 250);
 const PHASE = num('BENCH_PHASE_SECONDS', 3);
-const REPEATS = Math.max(1, Math.round(num('BENCH_REPEATS', 2)));
+const REPEATS = Math.max(1, Math.round(num('BENCH_REPEATS', 3)));
 const BOUND = num('BENCH_BOUND', 1.5);
 const SRC_GIB = num('BENCH_SRC_GIB', 4);
 const PROD_GIB = num('BENCH_PROD_GIB', 1);
@@ -154,13 +169,8 @@ const median = (xs) => {
 };
 
 /** Production's I/O in [t0, t1): overall and per interval, from fio's per-I/O lat logs. */
-function analyseProduction(logDir, t0, t1) {
-  const all = [];
-  const reads = [];
-  const writes = [];
-  const nBins = Math.max(1, Math.ceil((t1 - t0) / INTERVAL_MS));
-  const bins = Array.from({ length: nBins }, () => []);
-  let firstT = Infinity;
+/** Every non-empty line of fio's per-I/O lat logs in logDir. */
+function* latLogLines(logDir) {
   for (const f of readdirSync(logDir).filter((n) => /_lat\.\d+\.log$/.test(n))) {
     const text = readFileSync(join(logDir, f), 'utf8');
     let pos = 0;
@@ -169,7 +179,19 @@ function analyseProduction(logDir, t0, t1) {
       if (nl < 0) nl = text.length;
       const line = text.slice(pos, nl);
       pos = nl + 1;
-      if (!line) continue;
+      if (line) yield line;
+    }
+  }
+}
+
+function analyseProduction(logDir, t0, t1) {
+  const all = [];
+  const reads = [];
+  const writes = [];
+  const nBins = Math.max(1, Math.ceil((t1 - t0) / INTERVAL_MS));
+  const bins = Array.from({ length: nBins }, () => []);
+  let firstT = Infinity;
+  for (const line of latLogLines(logDir)) {
       const [ts, vs, ds] = line.split(', ');
       const t = Number(ts);
       if (t < firstT) firstT = t;
@@ -178,7 +200,6 @@ function analyseProduction(logDir, t0, t1) {
       all.push(lat);
       (ds === '1' ? writes : reads).push(lat);
       bins[Math.min(nBins - 1, Math.floor((t - t0) / INTERVAL_MS))].push(lat);
-    }
   }
   const sortNum = (a) => Float64Array.from(a).sort();
   const s = sortNum(all);
@@ -238,6 +259,56 @@ function readLines(stream, onLine) {
   rl.on('line', onLine);
 }
 
+/**
+ * From t0 to t0 + SECONDS: lowtide on for TOGGLE s, stopped (SIGSTOP) for
+ * TOGGLE s, ... (proc null: production alone, the same windows for the
+ * record). Returns the on and off windows, epoch ms [start, end).
+ */
+async function toggle(proc, t0) {
+  const on = [];
+  const off = [];
+  const end = t0 + SECONDS * 1000;
+  for (let k = 0, a = t0; a < end; k++, a += TOGGLE * 1000) {
+    const b = Math.min(end, a + TOGGLE * 1000);
+    const running = k % 2 === 0;
+    if (proc && k > 0) {
+      try {
+        process.kill(proc.pid, running ? 'SIGCONT' : 'SIGSTOP');
+      } catch {
+        /* ended */
+      }
+    }
+    (running ? on : off).push([a, b]);
+    await sleep(Math.max(0, b - Date.now()));
+  }
+  if (proc) {
+    try {
+      process.kill(proc.pid, 'SIGCONT');
+    } catch {
+      /* ended */
+    }
+  }
+  return { on, off };
+}
+
+const onSeconds = (windows, tStop) => windows.reduce((s, [a, b]) => s + Math.max(0, Math.min(b, tStop) - a), 0) / 1e3;
+
+/** Production's latency over a set of windows (epoch ms), each shortened by `skipMs` at its start. */
+function analyseWindows(logDir, windows, skipMs) {
+  const all = [];
+  const inWindow = (t) => windows.some(([a, b]) => t >= a + skipMs && t < b);
+  // The same fio lat logs analyseProduction() reads: "time, latency ns, dir, ...".
+  for (const line of latLogLines(logDir)) {
+    const c1 = line.indexOf(', ');
+    const t = Number(line.slice(0, c1));
+    if (!inWindow(t)) continue;
+    all.push(Number(line.slice(c1 + 2, line.indexOf(', ', c1 + 2))) / 1e3);
+  }
+  const sorted = Float64Array.from(all).sort();
+  const seconds = windows.reduce((x, [a, b]) => x + Math.max(0, b - a - skipMs), 0) / 1e3;
+  return { ios: sorted.length, iops: seconds > 0 ? sorted.length / seconds : 0, p50Us: quantile(sorted, 0.5), p99Us: quantile(sorted, 0.99) };
+}
+
 async function runScenario(sc, index, total) {
   const scDir = join(shmDir, `s${index}`);
   mkdirSync(scDir, { recursive: true });
@@ -255,6 +326,7 @@ async function runScenario(sc, index, total) {
 
   let t0;
   let t1;
+  let toggles;
   let driver = null;
   if (sc.lowtide) {
     const cfg = { file: srcFile, intervalMs: INTERVAL_MS, ...sc.lowtide };
@@ -283,8 +355,9 @@ async function runScenario(sc, index, total) {
       throw new Error(`lowtide driver did not start: ${Buffer.concat(errs).toString()}`);
     }
     t0 = first.t;
-    await sleep(Math.max(0, t0 + SECONDS * 1000 - Date.now()));
+    toggles = await toggle(proc, t0);
     killChild(drvT.c, 'SIGTERM');
+    killChild(drvT.c, 'SIGCONT');
     const ended = await Promise.race([drvT.done, sleep(10_000).then(() => null)]);
     if (!ended) killChild(drvT.c);
     await new Promise((r) => setImmediate(r));
@@ -298,7 +371,7 @@ async function runScenario(sc, index, total) {
     };
   } else {
     t0 = tFio + WARMUP * 1000;
-    await sleep(SECONDS * 1000);
+    toggles = await toggle(null, t0);
     t1 = Date.now();
   }
   const fioEnd = await Promise.race([fioT.done, sleep((runtimeS + 30) * 1000).then(() => null)]);
@@ -309,6 +382,9 @@ async function runScenario(sc, index, total) {
   if (fioEnd.code !== 0) throw new Error(`fio failed (${fioEnd.code ?? fioEnd.signal}): ${Buffer.concat(fioStderr).toString()}`);
   const tParse = Date.now();
   const prod = analyseProduction(scDir, t0, t1);
+  // The paired comparison: production while lowtide ran vs while it was stopped.
+  const onSide = analyseWindows(scDir, toggles.on, SETTLE_MS);
+  const offSide = analyseWindows(scDir, toggles.off, SETTLE_MS);
   if (env.BENCH_DEBUG) console.error(`  timing: fio spawn→t0 ${t0 - tFio} ms, window ${t1 - t0} ms, t1→fio exit ${tParse - t1} ms, parse ${Date.now() - tParse} ms`);
   let fioJobs = null;
   try {
@@ -336,10 +412,16 @@ async function runScenario(sc, index, total) {
     // Phases relative to the window start (phased load only).
     phasesOn: sc.phased && prod.fioStartMs !== null ? phaseList(prod.fioStartMs - t0, seconds) : null,
     production: prod,
+    on: onSide,
+    off: offSide,
+    toggles,
+    pairedP99Ratio: onSide.p99Us && offSide.p99Us ? onSide.p99Us / offSide.p99Us : null,
     lowtide: driver && {
-      mbPerSecond: driver.summary.bytes / seconds / 1e6,
+      // While it ran (it was stopped half of the time).
+      mbPerSecond: driver.summary.bytes / onSeconds(toggles.on, t1) / 1e6,
       bytes: driver.summary.bytes,
-      target: sc.kind === 'controller' ? (driver.ready?.target ?? null) : null,
+      // The final report's target: canary calibrates during the run.
+      target: sc.kind === 'controller' ? (driver.summary.report?.target ?? driver.ready?.target ?? null) : null,
       cpuPercent: (driver.summary.cpuMs / (seconds * 1e3)) * 100,
       maxRssMiB: driver.summary.maxRssMiB,
       engine: driver.summary.engine,
@@ -370,7 +452,7 @@ function phaseList(offsetMs, seconds) {
 const fmtUs = (us) => (us === null || us === undefined ? '-' : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`);
 
 // ---------------------------------------------------------------- scenarios
-const DEFAULT = 'parda';
+const DEFAULT = 'canary';
 const ctl = (throttle) => ({ throttle, latencyTarget: TARGET, ...(AUTO_RULE ? { autoRule: AUTO_RULE } : {}) });
 const rate = (mb) => ({ throttle: 'off', rateLimit: mb * 1e6 });
 function scenarios() {
@@ -382,7 +464,7 @@ function scenarios() {
     // fixed rates (ascending), so that drift in the machine hits all of them.
     const ctls = phased
       ? [DEFAULT, 'off', ...Array(REPEATS - 1).fill(DEFAULT)]
-      : ['off', DEFAULT, 'aimd', 'threshold', ...Array(REPEATS - 1).fill(DEFAULT)];
+      : ['off', DEFAULT, 'parda', 'aimd', 'threshold', ...Array(REPEATS - 1).fill(DEFAULT)];
     const n = ctls.length + RATES.length;
     const items = [];
     let ci = 0;
@@ -428,6 +510,10 @@ function aggregate(runs) {
       p50Us: mean(rs.map((r) => r.production.p50Us)),
       p99Us: mean(rs.map((r) => r.production.p99Us)),
       p99UsRuns: rs.map((r) => r.production.p99Us),
+      onP99UsRuns: rs.map((r) => r.on.p99Us),
+      offP99UsRuns: rs.map((r) => r.off.p99Us),
+      pairedP99Ratios: rs.map((r) => r.pairedP99Ratio),
+      pairedP99Ratio: median(rs.map((r) => r.pairedP99Ratio).filter((x) => x !== null)),
       mbPerSecond: r0.lowtide ? mean(rs.map((r) => r.lowtide.mbPerSecond)) : null,
       mbPerSecondRuns: r0.lowtide ? rs.map((r) => r.lowtide.mbPerSecond) : null,
       targetMs: r0.lowtide?.target ? rs.map((r) => r.lowtide.target.ms) : null,
@@ -438,7 +524,14 @@ function aggregate(runs) {
   for (const block of ['steady', 'phased']) {
     const alone = rows.find((r) => r.block === block && r.kind === 'alone');
     for (const r of rows.filter((x) => x.block === block)) {
-      r.p99Ratio = alone && r.p99Us ? r.p99Us / alone.p99Us : null;
+      // Production while lowtide ran against production while it was stopped,
+      // interleaved in the same run: the disk's own speed drifts several-fold
+      // between scenarios minutes apart (seen: alone p99 269 µs in one run,
+      // 3.3 ms in another) and within one run, so a baseline from other runs
+      // or from before lowtide started measures the drift, not lowtide. The
+      // 'alone' rows get the same on/off split: their ratio is the noise.
+      r.p99RatioVsAloneRuns = alone && r.p99Us ? r.p99Us / alone.p99Us : null;
+      r.p99Ratio = r.pairedP99Ratio ?? null;
       r.meetsBound = r.p99Ratio !== null ? r.p99Ratio <= BOUND : null;
     }
   }
@@ -623,7 +716,7 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
 function printReport({ rows, verdicts: ver, config: cfg, host }) {
 const pct = (x) => (x === null ? '-' : `${x.toFixed(2)}×`);
 console.log(`\nproduction: fio 4 KiB randrw 70/30, iodepth 4, io_uring, O_DIRECT; lowtide: sequential read, max 1 MiB × QD 32, O_DIRECT; ${cfg.seconds} s each`);
-console.log('| scenario | runs | prod IOPS | prod p50 | prod p99 | p99 vs alone | lowtide MB/s | meets bound? | notes |');
+console.log('| scenario | runs | prod IOPS | prod p50 | prod p99 | p99 lowtide on / off | lowtide MB/s (while on) | meets bound? | notes |');
 console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const notes = [];

@@ -18,6 +18,8 @@ export interface NativeSourceHandle {
   info(): NativeSourceInfo;
   /** Drops this handle's reference; running readers keep the descriptor until they end. */
   close(): void;
+  /** One read of `length` bytes at `offset` on the thread pool; resolves with its latency in ns (the pread alone). */
+  probe(offset: number, length: number): Promise<number>;
 }
 
 export interface NativeReaderOptions {

@@ -22,6 +22,8 @@ import {
 } from '../index.js';
 import { listFiles, extractPath, describeDisk, listBackupFiles, extractFromBackup } from '../jobs/files.js';
 import { backupMany } from '../jobs/backup-many.js';
+import type { ThrottleState } from '../jobs/throttle.js';
+import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName } from '../throttle/controller.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
 // Hashing, compression and chunk writes run on libuv's thread pool, where
@@ -72,7 +74,7 @@ function numberArg(name: string, min: number) {
  */
 function addThrottleOptions(cmd: Command, withAdmission = false): Command {
   cmd
-    .addOption(new Option('--throttle <name>', 'latency controller').choices(['parda', 'aimd', 'threshold', 'off']).default('parda'))
+    .addOption(new Option('--throttle <name>', 'latency controller').choices([...CONTROLLER_NAMES]).default(DEFAULT_CONTROLLER))
     .addOption(
       new Option('--latency-target <ms|auto>', 'throttling limit: latency to hold, in ms, or auto (measured idle latency)')
         .default('auto')
@@ -90,21 +92,22 @@ function addThrottleOptions(cmd: Command, withAdmission = false): Command {
 }
 
 function throttleSettings(o: Record<string, unknown>): {
-  throttle: 'parda' | 'aimd' | 'threshold' | 'off';
+  throttle: ControllerName;
   latencyTarget: number | 'auto';
   admissionLimit?: number;
   rateLimit?: number;
 } {
   return {
-    throttle: o.throttle as 'parda' | 'aimd' | 'threshold' | 'off',
+    throttle: o.throttle as ControllerName,
     latencyTarget: o.latencyTarget as number | 'auto',
     ...(o.admissionLimit !== undefined ? { admissionLimit: o.admissionLimit as number } : {}),
     ...(o.rateLimit !== undefined ? { rateLimit: (o.rateLimit as number) * 1e6 } : {}),
   };
 }
 
-function throttleInfo(t: { latencyMs: number; delayMs: number; queueDepth: number; blockSize: number }): string {
-  return `lat ${t.latencyMs.toFixed(2)} ms, delay ${t.delayMs.toFixed(1)} ms, QD ${t.queueDepth}, ${formatBytes(t.blockSize)}`;
+function throttleInfo(t: ThrottleState): string {
+  const probe = t.probeLatencyMs !== undefined ? `probe ${t.probeLatencyMs.toFixed(2)}/${t.probeTargetMs!.toFixed(2)} ms, ` : '';
+  return `${probe}lat ${t.latencyMs.toFixed(2)} ms, delay ${t.delayMs.toFixed(1)} ms, QD ${t.queueDepth}, ${formatBytes(t.blockSize)}`;
 }
 
 function printJson(value: unknown): void {

@@ -93,6 +93,22 @@ export class Source implements SourceInfo {
     return reader;
   }
 
+  /**
+   * Reads `length` bytes (default one 4 KiB page, at least a sector) at
+   * `offset` and discards them; resolves with the read's latency in
+   * nanoseconds. Throttles use it to measure what other small requests meet
+   * on the storage. Offset and length must be multiples of the sector size.
+   */
+  async probe(offset: number, length = Math.max(4096, this.sectorSize)): Promise<number> {
+    const handle = this.#handle;
+    if (handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    try {
+      return await handle.probe(offset, length);
+    } catch (err) {
+      throw toLowtideError(err, 'IO_ERROR');
+    }
+  }
+
   /** Stops every running read (waiting for reads in flight) and closes the descriptor. */
   async close(): Promise<void> {
     const handle = this.#handle;

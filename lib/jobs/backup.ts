@@ -254,6 +254,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   let parentIndex: IndexReader | undefined;
   let catalog: CatalogWriter | undefined;
   let committed = false;
+  let jobThrottle: JobThrottle | undefined;
   try {
     source = await openSource(sourcePath, { direct });
     if (cs % source.sectorSize !== 0) {
@@ -287,12 +288,12 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       return false;
     });
 
-    const throttle = await JobThrottle.create(
+    const throttle = (jobThrottle = await JobThrottle.create(
       throttleSettings,
       { maxQueueDepth: queueDepth, maxBlockSize: cs, minBlockSize: Math.min(64 * 1024, cs), alignment: Math.max(4096, source.sectorSize) },
       source,
       signal,
-    );
+    ));
     const started = new Date();
     const t0 = process.hrtime.bigint();
     const elapsed = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
@@ -530,6 +531,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     if (!committed) await index?.abort();
     await catalog?.abort();
     await parentIndex?.close().catch(() => undefined);
+    await jobThrottle?.stop();
     await source?.close();
     await lock?.release();
   }

@@ -186,6 +186,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
   let bytesDone = 0;
   let bytesWritten = 0;
   let bytesSkipped = 0;
+  let jobThrottle: JobThrottle | undefined;
   try {
     try {
       out = await open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
@@ -193,12 +194,12 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     } catch (err) {
       throw writeError(err, output);
     }
-    const throttle = await JobThrottle.create(
+    const throttle = (jobThrottle = await JobThrottle.create(
       throttleSettings,
       { maxQueueDepth: queueDepth, maxBlockSize: blockSize, minBlockSize: 64 * 1024, alignment: Math.max(4096, source.sectorSize) },
       source,
       signal,
-    );
+    ));
     const reader = source.read(plan.extents, {
       ...throttle.readerOptions(),
       maxBlockSize: blockSize,
@@ -325,6 +326,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
   } finally {
     if (out) await out.close().catch(() => undefined);
     if (!renamed) await unlink(temp).catch(() => undefined);
+    await jobThrottle?.stop();
     await source.close();
   }
 }

@@ -132,21 +132,25 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       bytesTotal: manifest.size,
       elapsedSeconds: t,
       bytesPerSecond: t > 0 ? bytesDone / t : 0,
-      throttle: throttle.state(),
+      throttle: jobThrottle.state(),
     });
   };
   // Writes are the production side here: with a block device target, its idle
   // latency is probed by reading it; an image file gets the default target.
-  let probe;
-  if (targetKind === 'block') probe = await openSource(target, { direct: 'auto' });
-  let throttle: JobThrottle;
+  // With `canary`, that source is also probed while the restore runs.
+  const probe = targetKind === 'block' ? await openSource(target, { direct: 'auto' }) : undefined;
+  let throttle: JobThrottle | undefined;
+  let index;
   try {
     throttle = await JobThrottle.create(throttleSettings, { maxQueueDepth: maxWrites, maxBlockSize: cs, minBlockSize: cs, alignment: 512 }, probe, signal);
-  } finally {
+    index = await repo.openIndex(manifest);
+  } catch (err) {
     await probe?.close();
+    throw err;
   }
-  const index = await repo.openIndex(manifest);
+  const jobThrottle = throttle;
   try {
+    jobThrottle.startProbes();
     try {
       if (targetKind === 'block') {
         const geo = await blockDeviceGeometry(writePath);
@@ -218,7 +222,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       try {
         const w0 = process.hrtime.bigint();
         await writeAt(data, length, i * cs);
-        throttle.observe(Number(process.hrtime.bigint() - w0), length);
+        jobThrottle.observe(Number(process.hrtime.bigint() - w0), length);
       } catch (err) {
         throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${target}`);
       }
@@ -244,9 +248,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         continue;
       }
       // Throttle: at most queueDepth writes in flight, spaced by the pacing delay.
-      while (inFlight.size >= throttle.decision.queueDepth) await Promise.race(inFlight);
-      const wait = lastIssue + throttle.pacingMs() - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      while (inFlight.size >= jobThrottle.decision.queueDepth) await Promise.race(inFlight);
+      // Re-read the pacing while waiting: a controller may shorten it (the end of a canary pause).
+      for (let wait = lastIssue + jobThrottle.pacingMs() - performance.now(); wait > 0; wait = lastIssue + jobThrottle.pacingMs() - performance.now()) {
+        await new Promise((r) => setTimeout(r, Math.min(wait, 20)));
+      }
       lastIssue = performance.now();
       const p: Promise<void> = writeChunk(i, Buffer.from(entry))
         .catch((err: unknown) => {
@@ -288,9 +294,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       direct,
       seconds,
       mbPerSecond: seconds > 0 ? manifest.size / seconds / 1e6 : 0,
-      throttle: throttle.report(),
+      throttle: jobThrottle.report(),
     };
   } finally {
+    await jobThrottle.stop();
+    await probe?.close();
     await index.close().catch(() => undefined);
     if (fh) await fh.close().catch(() => undefined);
     if (tailFh) await tailFh.close().catch(() => undefined);

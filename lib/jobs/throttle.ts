@@ -4,6 +4,7 @@
  * into a controller decision applied to the reader (queue depth, request size,
  * pacing between submissions).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LowtideError } from '../errors.js';
 import { choiceOption, objectOption } from '../options.js';
 import type { BlockReader } from '../io/reader.js';
@@ -18,10 +19,17 @@ import {
   type ThrottleReport,
 } from '../throttle/controller.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
+import type { LatencyEstimator } from '../throttle/estimator.js';
+
+/** What the `canary` controller exposes besides the common interface. */
+interface ProbingController {
+  probes: LatencyEstimator;
+  targetProbeNs: number;
+}
 import { autoTargetLatencyMs } from '../throttle/limits.js';
 
 export interface ThrottleSettings {
-  /** Controller: 'parda' (default), 'aimd', 'threshold', or 'off' (no control, still measured). */
+  /** Controller: 'canary' (default), 'parda', 'aimd', 'threshold', or 'off' (no control, still measured). */
   throttle?: ControllerName;
   /** Throttling limit in ms, or 'auto' (default): measured from a short idle probe before the job. */
   latencyTarget?: number | 'auto';
@@ -96,9 +104,22 @@ export interface ThrottleBounds {
   alignment: number;
 }
 
+/** Time between two probes of the `canary` controller (one in flight at a time). */
+export const PROBE_INTERVAL_MS = 2;
+/** Places the probes read, in turn. */
+const PROBE_PLACES = 16;
+
 export interface JobThrottleReport extends ThrottleReport {
-  /** How the target was chosen; with 'auto', the probe's idle latency. */
+  /**
+   * How the target was chosen. With 'auto': for `canary`, calibrated from
+   * idle probes during the job (see probes.targetMs for the last value);
+   * for the others, from the idle probe of whole blocks before the job.
+   */
   target: { mode: 'auto' | 'fixed'; ms: number; idleP50Ms?: number; idleP99Ms?: number };
+  /** `canary` asked for but nothing to probe (e.g. a restore into a file): `parda` ran instead. */
+  fallback?: string;
+  /** Why the probes stopped before the job ended, if they did. */
+  probeError?: string;
   rateLimitBytesPerSecond: number | null;
   /** Sum of the pacing intervals in force between submissions (controller delay or rate cap), ms. */
   pacedMs: number;
@@ -109,20 +130,37 @@ export interface ThrottleState {
   delayMs: number;
   queueDepth: number;
   blockSize: number;
+  /** `canary`: smoothed latency of the probes, and their target, ms. */
+  probeLatencyMs?: number;
+  probeTargetMs?: number;
 }
 
 export class JobThrottle {
   readonly controller: ThrottleController;
   readonly #rate: number | undefined;
   readonly #target: JobThrottleReport['target'];
+  readonly #probeSource: Source | undefined;
+  readonly #fallback: string | undefined;
   #decision: ThrottleDecision;
   #reader: BlockReader | undefined;
   #pacedMs = 0;
+  #probing: Promise<void> | undefined;
+  #stopped = false;
+  #wake: AbortController | undefined;
+  #probeError: string | undefined;
 
-  private constructor(controller: ThrottleController, target: JobThrottleReport['target'], rate: number | undefined) {
+  private constructor(
+    controller: ThrottleController,
+    target: JobThrottleReport['target'],
+    rate: number | undefined,
+    probeSource: Source | undefined,
+    fallback: string | undefined,
+  ) {
     this.controller = controller;
     this.#target = target;
     this.#rate = rate;
+    this.#probeSource = probeSource;
+    this.#fallback = fallback;
     this.#decision = controller.decide();
   }
 
@@ -132,10 +170,34 @@ export class JobThrottle {
    * source to probe, the controller's default target applies.
    */
   static async create(settings: ResolvedThrottleSettings, bounds: ThrottleBounds, probeSource?: Source, signal?: AbortSignal): Promise<JobThrottle> {
-    let target: JobThrottleReport['target'];
+    const base = {
+      maxQueueDepth: bounds.maxQueueDepth,
+      maxBlockSize: bounds.maxBlockSize,
+      minBlockSize: Math.min(bounds.minBlockSize, bounds.maxBlockSize),
+      alignment: bounds.alignment,
+    };
+    let name = settings.throttle;
+    let fallback: string | undefined;
+    if (name === 'canary') {
+      if (probeSource) {
+        // The target is a probe latency: fixed, or calibrated by the controller
+        // from idle probes (first at the start, then every few seconds).
+        const fixed = settings.latencyTarget === 'auto' ? undefined : settings.latencyTarget;
+        const controller = createController('canary', {
+          ...base,
+          ...(fixed !== undefined ? { targetLatencyMs: fixed } : {}),
+          canary: { calibrate: fixed === undefined },
+        });
+        const target: JobThrottleReport['target'] = { mode: fixed === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
+        return new JobThrottle(controller, target, settings.rateLimit, probeSource, undefined);
+      }
+      name = 'parda';
+      fallback = 'canary needs a source to probe and this job has none: parda (on the job\'s own latency) ran instead';
+    }
+    let target: JobThrottleReport['target'] | undefined;
     let targetMs: number | undefined;
     if (settings.latencyTarget === 'auto') {
-      if (probeSource && settings.throttle !== 'off') {
+      if (probeSource && name !== 'off') {
         const probe = await probeIdleLatency(probeSource, bounds.maxBlockSize, signal);
         if (probe.count > 0) {
           targetMs = autoTargetLatencyMs(probe);
@@ -145,15 +207,9 @@ export class JobThrottle {
     } else {
       targetMs = settings.latencyTarget;
     }
-    const controller = createController(settings.throttle, {
-      ...(targetMs !== undefined ? { targetLatencyMs: targetMs } : {}),
-      maxQueueDepth: bounds.maxQueueDepth,
-      maxBlockSize: bounds.maxBlockSize,
-      minBlockSize: Math.min(bounds.minBlockSize, bounds.maxBlockSize),
-      alignment: bounds.alignment,
-    });
+    const controller = createController(name, { ...base, ...(targetMs !== undefined ? { targetLatencyMs: targetMs } : {}) });
     target ??= { mode: targetMs === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
-    return new JobThrottle(controller, target, settings.rateLimit);
+    return new JobThrottle(controller, target, settings.rateLimit, undefined, fallback);
   }
 
   /** The decision in force: what the reader should start with. */
@@ -172,10 +228,64 @@ export class JobThrottle {
     return { blockSize: this.#decision.blockSize, queueDepth: this.#decision.queueDepth, pacingMs: this.pacingMs() };
   }
 
-  /** Applies the decision in force to a reader, and every later one too. */
+  /**
+   * Applies the decision in force to a reader, and every later one too.
+   * Starts the probes of `canary`; call stop() when the job ends.
+   */
   attach(reader: BlockReader): void {
     this.#reader = reader;
     this.#apply();
+    this.startProbes();
+  }
+
+  /**
+   * Starts the probes (canary only; idempotent). attach() does it; a job that
+   * applies decisions itself (a writer) calls it before its first block.
+   */
+  startProbes(): void {
+    if (this.#probeSource && !this.#probing && !this.#stopped) this.#probing = this.#probeLoop(this.#probeSource);
+  }
+
+  /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.abort();
+    await this.#probing;
+  }
+
+  async #probeLoop(source: Source): Promise<void> {
+    const length = Math.max(4096, source.sectorSize);
+    const slots = Math.floor(source.size / length);
+    if (slots < 1) {
+      this.#probeError = `${source.path} is smaller than one probe (${length} bytes)`;
+      return;
+    }
+    // A fixed set of places, read in turn: after the first round they sit in
+    // whatever caches the storage has (a virtual disk's host page cache, a
+    // controller's cache), so a probe measures the queue in front of them,
+    // which is what the job's requests lengthen, and not the medium's
+    // random-read time, which the job does not change. (Random places on a
+    // 4 GiB file here: ~0.8 ms idle, noise that hid a 3x rise of
+    // production's p99; the same places again: the cache-hit latency.)
+    const places = Math.min(PROBE_PLACES, slots);
+    let turn = 0;
+    while (!this.#stopped) {
+      const offset = Math.floor(((turn++ % places) + 0.5) * (slots / places)) * length;
+      let latencyNs: number;
+      try {
+        latencyNs = await source.probe(offset, length);
+      } catch (err) {
+        // A closed or failing source: the job sees that in its own reads.
+        // The controller keeps its last window.
+        if (!this.#stopped) this.#probeError = (err as Error).message;
+        return;
+      }
+      if (this.#stopped) return;
+      this.controller.observeProbe({ latencyNs, bytes: length, atNs: Number(process.hrtime.bigint()) });
+      this.#decide();
+      this.#wake = new AbortController();
+      await sleep(PROBE_INTERVAL_MS, undefined, { signal: this.#wake.signal }).catch(() => undefined);
+    }
   }
 
   #apply(): void {
@@ -190,6 +300,10 @@ export class JobThrottle {
   observe(latencyNs: number, bytes: number): void {
     this.#pacedMs += this.pacingMs();
     this.controller.observe({ latencyNs, bytes, atNs: Number(process.hrtime.bigint()) });
+    this.#decide();
+  }
+
+  #decide(): void {
     const next = this.controller.decide();
     const changed =
       next.queueDepth !== this.#decision.queueDepth ||
@@ -200,20 +314,28 @@ export class JobThrottle {
   }
 
   state(): ThrottleState {
+    const probed = this.controller as Partial<ProbingController>;
     return {
       latencyMs: this.controller.latency.smoothedNs / 1e6,
       delayMs: this.pacingMs(),
       queueDepth: this.#decision.queueDepth,
       blockSize: this.#decision.blockSize,
+      ...(probed.probes && probed.targetProbeNs !== undefined
+        ? { probeLatencyMs: probed.probes.smoothedNs / 1e6, probeTargetMs: probed.targetProbeNs / 1e6 }
+        : {}),
     };
   }
 
   report(): JobThrottleReport {
+    const r = this.controller.report();
     return {
-      ...this.controller.report(),
-      target: this.#target,
+      ...r,
+      // canary: the probe latency that counts as harm, as last calibrated.
+      target: r.probes ? { ...this.#target, ms: r.probes.targetMs } : this.#target,
       rateLimitBytesPerSecond: this.#rate ?? null,
       pacedMs: this.#pacedMs,
+      ...(this.#fallback !== undefined ? { fallback: this.#fallback } : {}),
+      ...(this.#probeError !== undefined ? { probeError: this.#probeError } : {}),
     };
   }
 }

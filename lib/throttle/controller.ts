@@ -72,6 +72,8 @@ export interface ThrottleReport {
   queueDepth: DistributionEntry[];
   /** Ascending by block size. */
   blockSize: DistributionEntry[];
+  /** `canary` only: the probes and the target they set. */
+  probes?: { count: number; invalid: number; smoothedMs: number; targetMs: number; slowShare: number; calibrations: number };
 }
 
 export interface ThrottleController {
@@ -81,14 +83,20 @@ export interface ThrottleController {
   /** The latency estimate (smoothed value and window percentiles), for progress and admission. */
   readonly latency: LatencyEstimator;
   observe(sample: LatencySample): void;
+  /**
+   * One completed probe: a small read of someone else's kind (4 KiB, one at a
+   * time) issued beside the job, whose latency is what production's requests
+   * see. Only `canary` acts on probes; the others ignore them.
+   */
+  observeProbe(sample: LatencySample): void;
   decide(): ThrottleDecision;
   report(): ThrottleReport;
 }
 
-export const CONTROLLER_NAMES = ['threshold', 'aimd', 'parda', 'off'] as const;
+export const CONTROLLER_NAMES = ['canary', 'threshold', 'aimd', 'parda', 'off'] as const;
 export type ControllerName = (typeof CONTROLLER_NAMES)[number];
 /** The controller used when none is named (see docs/throttle.md for why). */
-export const DEFAULT_CONTROLLER: ControllerName = 'parda';
+export const DEFAULT_CONTROLLER: ControllerName = 'canary';
 
 export interface ThrottleOptions {
   /** Latency the controller aims for (throttling limit), ms. Default 20. */
@@ -124,6 +132,30 @@ export interface ThrottleOptions {
     /** β of the window rule, bytes (default minBlockSize / 4). */
     betaBytes?: number;
   };
+  canary?: {
+    /**
+     * Recalibrate: pause now and then, measure the probes' idle latency and
+     * set the target to `factor` times it (default true). False keeps
+     * targetLatencyMs for the whole job.
+     */
+    calibrate?: boolean;
+    /**
+     * The probe latency that counts as harm: factor × the idle probes'
+     * `quantile` (default 1.25 × the median). The window rule keeps the share
+     * of probes slower than that at its idle level.
+     */
+    factor?: number;
+    /** Default 0.5. */
+    quantile?: number;
+    /** Probes per round of the window rule (default 16). */
+    probesPerRound?: number;
+    /** Time between calibration pauses, ms (default 10000). */
+    calibrateEveryMs?: number;
+    /** Longest calibration pause, ms (default 300). */
+    pauseMs?: number;
+    /** Idle probes a calibration needs (default 48). */
+    calibrationProbes?: number;
+  };
 }
 
 export interface ResolvedThrottleOptions {
@@ -138,6 +170,15 @@ export interface ResolvedThrottleOptions {
   threshold: { gain: number; integralGain: number };
   aimd: { decreaseFactor: number; increaseBytes: number };
   parda: { gamma: number; betaBytes: number };
+  canary: {
+    calibrate: boolean;
+    factor: number;
+    quantile: number;
+    probesPerRound: number;
+    calibrateEveryMs: number;
+    pauseMs: number;
+    calibrationProbes: number;
+  };
 }
 
 export const THROTTLE_DEFAULTS = {
@@ -152,6 +193,12 @@ export const THROTTLE_DEFAULTS = {
   thresholdIntegralGain: 0.25,
   aimdDecreaseFactor: 0.5,
   pardaGamma: 0.5,
+  canaryFactor: 1.25,
+  canaryQuantile: 0.5,
+  canaryProbesPerRound: 16,
+  canaryCalibrateEveryMs: 10_000,
+  canaryPauseMs: 300,
+  canaryCalibrationProbes: 48,
 } as const;
 
 /** Largest values accepted, matching the block reader's own limits. */
@@ -203,6 +250,8 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
   const th = objectOption('threshold', o.threshold);
   const ai = objectOption('aimd', o.aimd);
   const pa = objectOption('parda', o.parda);
+  const ca = objectOption('canary', o.canary);
+  if (ca.calibrate !== undefined && typeof ca.calibrate !== 'boolean') invalidOption('canary.calibrate', 'a boolean', ca.calibrate);
   return {
     targetLatencyMs,
     minQueueDepth,
@@ -236,6 +285,15 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
     parda: {
       gamma: numberOption('parda.gamma', pa.gamma, THROTTLE_DEFAULTS.pardaGamma, 0, 1, true),
       betaBytes: numberOption('parda.betaBytes', pa.betaBytes, minBlockSize / 4, 0, MAX_BLOCK_SIZE, true),
+    },
+    canary: {
+      calibrate: (ca.calibrate as boolean | undefined) ?? true,
+      factor: numberOption('canary.factor', ca.factor, THROTTLE_DEFAULTS.canaryFactor, 1, 100),
+      quantile: numberOption('canary.quantile', ca.quantile, THROTTLE_DEFAULTS.canaryQuantile, 0.5, 0.999),
+      probesPerRound: integerOption('canary.probesPerRound', ca.probesPerRound, THROTTLE_DEFAULTS.canaryProbesPerRound, 1, 10_000),
+      calibrateEveryMs: numberOption('canary.calibrateEveryMs', ca.calibrateEveryMs, THROTTLE_DEFAULTS.canaryCalibrateEveryMs, 0, 86_400_000, true),
+      pauseMs: numberOption('canary.pauseMs', ca.pauseMs, THROTTLE_DEFAULTS.canaryPauseMs, 0, 60_000, true),
+      calibrationProbes: integerOption('canary.calibrationProbes', ca.calibrationProbes, THROTTLE_DEFAULTS.canaryCalibrationProbes, 1, 10_000),
     },
   };
 }
@@ -311,9 +369,17 @@ abstract class BaseController implements ThrottleController {
     this.onSample(v);
   }
 
+  /** Probes are for `canary`; the other controllers ignore them. */
+  observeProbe(_sample: LatencySample): void {}
+
+  /** The latest time the controller has seen (sample completion times). */
+  protected nowNs(): number {
+    return this.latency.nowNs;
+  }
+
   decide(): ThrottleDecision {
     const d = boundDecision(this.current(), this.options);
-    const now = this.latency.nowNs;
+    const now = this.nowNs();
     // The time since the previous decision was spent under that decision.
     if (this.previous) {
       const from = this.previousAtNs ?? this.originNs ?? now;
@@ -549,7 +615,182 @@ class PardaController extends WindowController {
 }
 
 /**
- * Creates a controller by name ('threshold', 'aimd', 'parda' or 'off').
+ * `canary` (the default): a window rule driven by what production sees
+ * instead of by the job's own latency. Beside the job, one small read at a
+ * time (a probe, 4 KiB, at a few fixed places) measures the latency any
+ * other small request meets on the storage right now; the job's own blocks
+ * mostly measure the queue the job itself builds, which says little about
+ * the harm it does to others.
+ *
+ * Harm is counted in the tail, as production's p99 is: H = factor × the
+ * idle probes' `quantile` (default 1.25 × the median), and a is the share of
+ * idle probes slower than H. Per round of `probesPerRound` probes, f (an
+ * EWMA, α = 0.3 per round) is the share slower than H, and
+ *     W ← (1 − γ) · W + γ · (r · W + β),   r = clamp((a + ε) / (f + ε), ¼, 2)
+ * with ε = 0.05: PARDA's rule (Gulati et al., FAST'09) with the share of slow
+ * probes in place of the latency. One probe slower than 4 · H (a burst of
+ * production meeting a large window) halves W at once, once per round.
+ * H comes from idle probes: before the job, and again in a short pause every
+ * `calibrateEveryMs` (no new blocks of ours for up to `pauseMs`; probes that
+ * complete after ours drained are idle), so it follows a device whose own
+ * speed drifts. W becomes the deepest queue (up to maxQueueDepth) of the
+ * smallest requests that hold it: at equal throughput, a production request
+ * that lands behind a small request of ours waits for less. Below the
+ * smallest block's worth, blocks are paced (Little's law).
+ * Without probes it has no signal and keeps its window (JobThrottle runs
+ * `parda` instead when it has nothing to probe).
+ */
+class CanaryController extends BaseController {
+  readonly name = 'canary' as const;
+  /** Probe latency: smoothed value and window percentiles. */
+  readonly probes: LatencyEstimator;
+  private window: number;
+  private readonly minWindow: number;
+  private readonly maxWindow: number;
+  private harm: number;
+  private slowShare: number;
+  /** Share of idle probes slower than `harm` (at the last calibration). */
+  private idleSlowShare: number;
+  private roundSamples = 0;
+  private roundSlow = 0;
+  private pausedAtNs: number | undefined;
+  private nextCalibrationNs: number | undefined;
+  private idle: number[] = [];
+  private calibrations = 0;
+  private probeCount = 0;
+  private lastCutAt = -Infinity;
+
+  constructor(options: ThrottleOptions) {
+    super(options);
+    const o = this.options;
+    this.probes = new LatencyEstimator(o.estimator);
+    this.maxWindow = o.maxQueueDepth * o.maxBlockSize;
+    this.minWindow = (o.minQueueDepth * o.minBlockSize) / 64;
+    // Start small (four smallest blocks) and grow: the rule at most
+    // multiplies W by 1.5 per round, so full speed is under a second away.
+    this.window = clamp(4 * o.minBlockSize, this.minWindow, this.maxWindow);
+    this.harm = this.targetNs;
+    this.idleSlowShare = 1 - o.canary.quantile;
+    this.slowShare = this.idleSlowShare;
+  }
+
+  /** Probe latency above which a probe counts as slowed down, ns. */
+  get targetProbeNs(): number {
+    return this.harm;
+  }
+
+  protected override nowNs(): number {
+    return Math.max(this.latency.nowNs, this.probes.nowNs);
+  }
+
+  protected onSample(): void {}
+
+  override observeProbe(sample: LatencySample): void {
+    const s: Partial<LatencySample> = sample ?? {};
+    if (this.probes.observe(s.latencyNs as number, s.atNs) === 'invalid') return;
+    this.probeCount++;
+    const v = this.probes.lastNs;
+    const now = this.nowNs();
+    const o = this.options;
+    if (o.canary.calibrate) {
+      // The first calibration is at the first probe: before the job's first
+      // blocks are out, the pause costs nothing.
+      this.nextCalibrationNs ??= now;
+      if (this.pausedAtNs !== undefined) {
+        // Probes that completed after our blocks in flight drained are idle ones.
+        const settleNs = Math.min(Math.max(2 * this.latency.smoothedNs, 10e6), (o.canary.pauseMs * 1e6) / 2);
+        if (now - this.pausedAtNs >= settleNs) this.idle.push(v);
+        if (this.idle.length >= o.canary.calibrationProbes || now - this.pausedAtNs >= o.canary.pauseMs * 1e6) {
+          this.endPause(now);
+        }
+        return;
+      }
+      if (now >= this.nextCalibrationNs) {
+        this.pausedAtNs = now;
+        this.idle = [];
+        this.roundSamples = 0;
+        this.roundSlow = 0;
+        return;
+      }
+    }
+    this.roundSamples++;
+    if (v > this.harm) this.roundSlow++;
+    // A probe far slower than the harm latency (production arriving in a
+    // burst, while the window is large) halves the window at once, at most
+    // once per round: a round of waiting would let the burst meet our whole
+    // queue for tens of milliseconds.
+    if (v > 4 * this.harm && this.probeCount - this.lastCutAt >= o.canary.probesPerRound) {
+      this.lastCutAt = this.probeCount;
+      this.window = clamp(this.window / 2, this.minWindow, this.maxWindow);
+      this.slowShare = Math.max(this.slowShare, (this.idleSlowShare + 1) / 2);
+    }
+    if (this.roundSamples < o.canary.probesPerRound) return;
+    this.slowShare += 0.3 * (this.roundSlow / this.roundSamples - this.slowShare);
+    this.roundSamples = 0;
+    this.roundSlow = 0;
+    // At least 5 %: with no slow idle probe at all (a quiet device), the rule
+    // must still grow the window when the probes stay fast.
+    const allowed = Math.max(this.idleSlowShare, 0.05);
+    const eps = 0.05;
+    const ratio = clamp((allowed + eps) / (this.slowShare + eps), 0.25, 2);
+    const { gamma, betaBytes } = o.parda;
+    this.window = clamp((1 - gamma) * this.window + gamma * (ratio * this.window + betaBytes), this.minWindow, this.maxWindow);
+  }
+
+  private endPause(now: number): void {
+    const o = this.options;
+    // A quantile needs a few samples beyond it; fewer, and the last value stays.
+    if (this.idle.length >= Math.max(8, Math.min(o.canary.calibrationProbes, 3 / (1 - o.canary.quantile)))) {
+      const sorted = [...this.idle].sort((a, b) => a - b);
+      const q = sorted[Math.min(sorted.length - 1, Math.floor(o.canary.quantile * sorted.length))]!;
+      this.harm = o.canary.factor * q;
+      this.idleSlowShare = sorted.filter((x) => x > this.harm).length / sorted.length;
+      this.calibrations++;
+    }
+    this.pausedAtNs = undefined;
+    this.idle = [];
+    this.nextCalibrationNs = o.canary.calibrateEveryMs > 0 ? now + o.canary.calibrateEveryMs * 1e6 : Infinity;
+  }
+
+  protected current(): ThrottleDecision {
+    const o = this.options;
+    if (this.pausedAtNs !== undefined) {
+      // Calibrating: nothing new of ours until the pause ends.
+      return { delayMs: o.maxDelayMs, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
+    }
+    const w = this.window;
+    if (w >= o.minQueueDepth * o.minBlockSize) {
+      // The deepest queue of the smallest requests that holds W: a production
+      // request that lands behind one of ours waits for less.
+      const align = o.alignment;
+      const size = clamp(Math.floor(w / o.maxQueueDepth / align) * align, o.minBlockSize, o.maxBlockSize);
+      return { delayMs: 0, queueDepth: clamp(Math.round(w / size), o.minQueueDepth, o.maxQueueDepth), blockSize: size };
+    }
+    // Fewer than minQueueDepth smallest blocks in flight: pace them (Little's
+    // law, with our own smoothed latency; before any, the probes').
+    const n = w / o.minBlockSize;
+    const lat = this.latency.count > 0 ? this.latency.smoothedNs : this.probes.smoothedNs || this.harm;
+    return { delayMs: lat / n / 1e6, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
+  }
+
+  override report(): ThrottleReport {
+    const base = super.report();
+    return {
+      ...base,
+      probes: {
+        count: this.probeCount,
+        invalid: this.probes.invalid,
+        smoothedMs: this.probes.smoothedNs / 1e6,
+        targetMs: this.harm / 1e6,
+        slowShare: this.slowShare,
+        calibrations: this.calibrations,
+      },
+    };
+  }
+}
+
+/**
+ * Creates a controller by name ('canary', 'threshold', 'aimd', 'parda' or 'off').
  * Throws LowtideError INVALID_ARGUMENT for an unknown name or a bad option.
  */
 export function createController(
@@ -565,6 +806,8 @@ export function createController(
       return new AimdController(options);
     case 'parda':
       return new PardaController(options);
+    case 'canary':
+      return new CanaryController(options);
     default:
       throw new LowtideError(
         'INVALID_ARGUMENT',

@@ -54,6 +54,12 @@ export interface SimulationRunOptions {
   transformSample?: (sample: LatencySample, index: number) => LatencySample;
   /** Stop after this many completions of the job (default 10 million). */
   maxSteps?: number;
+  /**
+   * Probes beside the job, as JobThrottle issues them: one request of
+   * `bytes` (default 4096) at a time, the next `everyMs` after the previous
+   * completed; each completion goes to controller.observeProbe().
+   */
+  probe?: { everyMs: number; bytes?: number };
 }
 
 /** One completion of the job's requests and the decision taken after it. */
@@ -81,6 +87,7 @@ export interface SimulationResult {
 
 interface Request {
   ours: boolean;
+  probe?: boolean;
   bytes: number;
   arrivalNs: number;
 }
@@ -158,6 +165,11 @@ export class SimulatedDevice {
     let bytesDone = 0;
     let now = 0;
 
+    // Probes.
+    const probeEveryNs = options.probe ? numberOption('probe.everyMs', options.probe.everyMs, NaN, 0, 1e9) * 1e6 : Infinity;
+    const probeBytes = options.probe ? numberOption('probe.bytes', options.probe.bytes, 4096, 1, 1 << 30) : 0;
+    let nextProbeNs = options.probe ? 0 : Infinity;
+
     const start = (ch: number, r: Request): void => {
       serving[ch] = r;
       busyUntil[ch] = now + this.serviceNs(r.bytes);
@@ -205,7 +217,8 @@ export class SimulatedDevice {
         }
       }
       const tIssue = inFlight < decision.queueDepth ? Math.max(nextIssueNs(), reservedAtNs ?? -Infinity) : Infinity;
-      const t = Math.min(tDone, tArrive, tIssue);
+      const tProbe = nextProbeNs;
+      const t = Math.min(tDone, tArrive, tIssue, tProbe);
       if (!(t < endNs) || steps.length >= maxSteps) break;
       now = Math.max(now, t);
 
@@ -222,6 +235,12 @@ export class SimulatedDevice {
           }
         }
         const latencyNs = now - r.arrivalNs;
+        if (r.probe) {
+          controller.observeProbe({ latencyNs, bytes: r.bytes, atNs: now });
+          decision = controller.decide();
+          nextProbeNs = now + probeEveryNs;
+          continue;
+        }
         if (!r.ours) {
           production.record(latencyNs);
           productionLog.push(now, latencyNs);
@@ -234,6 +253,10 @@ export class SimulatedDevice {
         controller.observe(sample);
         decision = controller.decide();
         steps.push({ atNs: now, latencyNs, bytes: r.bytes, ...decision });
+      } else if (t === tProbe) {
+        // 3b'. The next probe goes (one at a time: the next is scheduled when it completes).
+        enqueue({ ours: false, probe: true, bytes: probeBytes, arrivalNs: now });
+        nextProbeNs = Infinity;
       } else if (t === tArrive) {
         // 3b. A production arrival; schedule that phase's next one.
         const p = this.load[phase]!;

@@ -1,6 +1,13 @@
 // SourceHandle: a read-only block source opened off the JS thread.
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
 #include <memory>
 #include <optional>
+
+#include "io/fd.h"
 
 #include "io/block_source.h"
 #include "napi/binding.h"
@@ -13,6 +20,7 @@ Napi::Object SourceHandle::Init(Napi::Env env) {
                                     {
                                         InstanceMethod<&SourceHandle::Info>("info"),
                                         InstanceMethod<&SourceHandle::Close>("close"),
+                                        InstanceMethod<&SourceHandle::Probe>("probe"),
                                     });
   addon_data(env).source_ctor = Napi::Persistent(ctor);
   return ctor;
@@ -41,6 +49,81 @@ Napi::Value SourceHandle::Info(const Napi::CallbackInfo& info) {
 Napi::Value SourceHandle::Close(const Napi::CallbackInfo& info) {
   source_.reset();  // readers keep their own reference until they finish
   return info.Env().Undefined();
+}
+
+namespace {
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+// One small read on the thread pool, timed around the pread itself (time
+// spent waiting for a pool thread is not counted): the latency a small
+// request of someone else's sees on this storage right now.
+class ProbeWorker : public Napi::AsyncWorker {
+ public:
+  ProbeWorker(Napi::Env env, std::shared_ptr<io::BlockSource> source, uint64_t offset, uint32_t length)
+      : Napi::AsyncWorker(env, "lowtide:probe"), deferred_(Napi::Promise::Deferred::New(env)),
+        source_(std::move(source)), offset_(offset), length_(length) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    // One buffer per pool thread, kept: fresh memory costs page faults.
+    thread_local std::unique_ptr<io::AlignedMemory> buf;
+    const size_t align = std::max<size_t>(4096, source_->geometry().memory_alignment);
+    if (!buf || buf->size() < length_) buf = std::make_unique<io::AlignedMemory>((length_ + align - 1) / align * align, align);
+    uint64_t t0 = monotonic_ns();
+    ssize_t n;
+    do {
+      n = pread(source_->fd(), buf->data(), length_, off_t(offset_));
+    } while (n < 0 && errno == EINTR);
+    latency_ns_ = monotonic_ns() - t0;
+    if (n < 0) {
+      int e = errno;
+      error_ = io::IoError("IO_ERROR", source_->path() + ": probe read at offset " + std::to_string(offset_) + " failed: " +
+                                           io::errno_text(e), e, int64_t(offset_));
+    } else if (size_t(n) != length_) {
+      error_ = io::IoError("SHORT_READ", source_->path() + ": probe read at offset " + std::to_string(offset_) + " returned " +
+                                             std::to_string(n) + " of " + std::to_string(length_) + " bytes", 0, int64_t(offset_));
+    }
+    if (error_) SetError(error_->what());
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), double(latency_ns_))); }
+  void OnError(const Napi::Error&) override { deferred_.Reject(to_js_error(Env(), *error_).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<io::BlockSource> source_;
+  uint64_t offset_;
+  uint32_t length_;
+  uint64_t latency_ns_ = 0;
+  std::optional<io::IoError> error_;
+};
+
+}  // namespace
+
+// probe(offset, length): Promise<number>, the read's latency in ns.
+// offset and length must be multiples of the sector size (O_DIRECT).
+Napi::Value SourceHandle::Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!source_) throw to_js_error(env, io::IoError("CLOSED", "the source is closed"));
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw_invalid(env, "probe(offset, length) expects two numbers");
+  double off = info[0].As<Napi::Number>().DoubleValue();
+  double len = info[1].As<Napi::Number>().DoubleValue();
+  const io::SourceGeometry& g = source_->geometry();
+  const double sector = g.direct ? g.logical_sector_size : 1;
+  if (!(off >= 0) || std::floor(off) != off || std::fmod(off, sector) != 0)
+    throw_invalid(env, "probe: offset must be a non-negative multiple of the sector size");
+  if (!(len >= 1) || len > 1 << 20 || std::floor(len) != len || std::fmod(len, sector) != 0)
+    throw_invalid(env, "probe: length must be a multiple of the sector size, at most 1 MiB");
+  if (off + len > double(g.size)) throw to_js_error(env, io::IoError("OUT_OF_RANGE", "probe: the read reaches past the end of " + source_->path(), 0, int64_t(off)));
+  auto* w = new ProbeWorker(env, source_, uint64_t(off), uint32_t(len));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
 }
 
 namespace {

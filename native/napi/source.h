@@ -19,6 +19,7 @@ class SourceHandle : public Napi::ObjectWrap<SourceHandle> {
  private:
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Probe(const Napi::CallbackInfo& info);
 
   std::shared_ptr<io::BlockSource> source_;
 };

@@ -258,6 +258,29 @@ describe('sources are opened read-only', () => {
   });
 });
 
+describe('probe reads', () => {
+  it('time one small read and give its latency; bad places are clear errors', async () => {
+    const src = await openSource(file);
+    try {
+      for (const off of [0, 4096, 5 * 1024 * 1024]) {
+        const ns = await src.probe(off);
+        expect(ns).toBeGreaterThan(0);
+        expect(ns).toBeLessThan(10e9);
+      }
+      expect(await src.probe(8192, 65536)).toBeGreaterThan(0);
+      await expect(src.probe(100)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      await expect(src.probe(0, 1000)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      await expect(src.probe(-4096)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      // The last whole page and beyond: the file's size is not a multiple of 4 KiB.
+      await expect(src.probe(Math.floor(SIZE / 4096) * 4096)).rejects.toMatchObject({ code: 'OUT_OF_RANGE' });
+      await expect(src.probe(Math.floor(SIZE / 4096) * 4096 + 8192)).rejects.toMatchObject({ code: "OUT_OF_RANGE" });
+    } finally {
+      await src.close();
+    }
+    await expect(src.probe(0)).rejects.toMatchObject({ code: 'CLOSED' });
+  });
+});
+
 describe('bad input', () => {
   it('missing path', async () => {
     const err = await openSource(tmp.file('nope')).catch((e: unknown) => e);

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { imageSource, openSource } from '../../lib/index.js';
+import { backup, imageSource, initRepository, openSource, restore } from '../../lib/index.js';
 import { JobThrottle, resolveThrottleSettings } from '../../lib/jobs/throttle.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { TempDir, patternBytes } from '../helpers/tmp.js';
@@ -73,9 +73,33 @@ describe('throttle wiring', () => {
     expect(cmp(src, out)).toBe(true);
   });
 
+  it('canary (the default) probes the source while the job runs and reports its calibrated target', async () => {
+    const out = tmp.file('canary.img');
+    const s = await imageSource(src, out, { force: true });
+    expect(s.throttle.controller).toBe('canary');
+    expect(s.throttle.target.mode).toBe('auto');
+    expect(s.throttle.probes!.count).toBeGreaterThan(8);
+    expect(s.throttle.probes!.calibrations).toBeGreaterThanOrEqual(1);
+    expect(s.throttle.target.ms).toBe(s.throttle.probes!.targetMs);
+    expect(s.throttle.target.ms).toBeGreaterThan(0);
+    expect(s.throttle.target.ms).toBeLessThan(1000);
+    expect(s.throttle.probeError).toBeUndefined();
+    expect(cmp(src, out)).toBe(true);
+  });
+
+  it('a restore into a file has nothing to probe: parda runs instead, and the report says so', async () => {
+    const repo = tmp.file('repo');
+    await initRepository(repo);
+    const b = await backup({ source: src, repository: repo, allBlocks: true, throttle: 'off' });
+    const r = await restore({ repository: repo, backup: b.id, target: tmp.file('restored.img') });
+    expect(r.throttle.controller).toBe('parda');
+    expect(r.throttle.fallback).toMatch(/canary needs a source to probe/);
+    expect(cmp(src, tmp.file('restored.img'))).toBe(true);
+  });
+
   it('auto target comes from an idle probe and is reported', async () => {
     const out = tmp.file('auto.img');
-    const s = await imageSource(src, out, { force: true });
+    const s = await imageSource(src, out, { force: true, throttle: 'parda' });
     expect(s.throttle.controller).toBe('parda');
     expect(s.throttle.target.mode).toBe('auto');
     expect(s.throttle.target.idleP50Ms).toBeGreaterThan(0);
@@ -85,7 +109,7 @@ describe('throttle wiring', () => {
 
   it('bad throttle options are rejected with the option named', async () => {
     await expect(imageSource(src, tmp.file('x.img'), { throttle: 'fast' as 'off' })).rejects.toThrow(
-      /throttle: expected one of "threshold", "aimd", "parda", "off", got "fast"/,
+      /throttle: expected one of "canary", "threshold", "aimd", "parda", "off", got "fast"/,
     );
     await expect(imageSource(src, tmp.file('x.img'), { latencyTarget: -1 })).rejects.toThrow(/latencyTarget: expected a number greater than 0, got -1/);
     expect(lowtide(['image', src, tmp.file('y.img'), '--latency-target', 'soon']).status).toBe(2);

@@ -338,7 +338,7 @@ describe('createController options', () => {
 
   it('rejects bad options with messages that name the option, the expectation and the value', () => {
     expect(() => createController('nope')).toThrow(
-      /throttle: expected one of "threshold", "aimd", "parda", "off", got "nope"/,
+      /throttle: expected one of "canary", "threshold", "aimd", "parda", "off", got "nope"/,
     );
     expect(() => createController('parda', { targetLatencyMs: 0 })).toThrow(/targetLatencyMs: expected a number greater than 0.*got 0/);
     expect(() => createController('parda', { targetLatencyMs: NaN })).toThrow(/targetLatencyMs.*got NaN/);
