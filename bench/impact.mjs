@@ -293,20 +293,29 @@ async function toggle(proc, t0) {
 
 const onSeconds = (windows, tStop) => windows.reduce((s, [a, b]) => s + Math.max(0, Math.min(b, tStop) - a), 0) / 1e3;
 
-/** Production's latency over a set of windows (epoch ms), each shortened by `skipMs` at its start. */
-function analyseWindows(logDir, windows, skipMs) {
-  const all = [];
-  const inWindow = (t) => windows.some(([a, b]) => t >= a + skipMs && t < b);
+/**
+ * Production's latency over named sets of windows (epoch ms), each window shortened by `skipMs`
+ * at its start; one pass over the fio lat logs for all sets.
+ */
+function analyseWindows(logDir, sets, skipMs) {
+  const names = Object.keys(sets);
+  const samples = names.map(() => []);
+  const inWindow = (windows, t) => windows.some(([a, b]) => t >= a + skipMs && t < b);
   // The same fio lat logs analyseProduction() reads: "time, latency ns, dir, ...".
   for (const line of latLogLines(logDir)) {
     const c1 = line.indexOf(', ');
     const t = Number(line.slice(0, c1));
-    if (!inWindow(t)) continue;
-    all.push(Number(line.slice(c1 + 2, line.indexOf(', ', c1 + 2))) / 1e3);
+    const k = names.findIndex((n) => inWindow(sets[n], t));
+    if (k < 0) continue;
+    samples[k].push(Number(line.slice(c1 + 2, line.indexOf(', ', c1 + 2))) / 1e3);
   }
-  const sorted = Float64Array.from(all).sort();
-  const seconds = windows.reduce((x, [a, b]) => x + Math.max(0, b - a - skipMs), 0) / 1e3;
-  return { ios: sorted.length, iops: seconds > 0 ? sorted.length / seconds : 0, p50Us: quantile(sorted, 0.5), p99Us: quantile(sorted, 0.99) };
+  const result = {};
+  names.forEach((n, k) => {
+    const sorted = Float64Array.from(samples[k]).sort();
+    const seconds = sets[n].reduce((x, [a, b]) => x + Math.max(0, b - a - skipMs), 0) / 1e3;
+    result[n] = { ios: sorted.length, iops: seconds > 0 ? sorted.length / seconds : 0, p50Us: quantile(sorted, 0.5), p99Us: quantile(sorted, 0.99) };
+  });
+  return result;
 }
 
 async function runScenario(sc, index, total) {
@@ -383,8 +392,7 @@ async function runScenario(sc, index, total) {
   const tParse = Date.now();
   const prod = analyseProduction(scDir, t0, t1);
   // The paired comparison: production while lowtide ran vs while it was stopped.
-  const onSide = analyseWindows(scDir, toggles.on, SETTLE_MS);
-  const offSide = analyseWindows(scDir, toggles.off, SETTLE_MS);
+  const { on: onSide, off: offSide } = analyseWindows(scDir, toggles, SETTLE_MS);
   if (env.BENCH_DEBUG) console.error(`  timing: fio spawn→t0 ${t0 - tFio} ms, window ${t1 - t0} ms, t1→fio exit ${tParse - t1} ms, parse ${Date.now() - tParse} ms`);
   let fioJobs = null;
   try {

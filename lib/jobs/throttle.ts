@@ -19,13 +19,6 @@ import {
   type ThrottleReport,
 } from '../throttle/controller.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
-import type { LatencyEstimator } from '../throttle/estimator.js';
-
-/** What the `canary` controller exposes besides the common interface. */
-interface ProbingController {
-  probes: LatencyEstimator;
-  targetProbeNs: number;
-}
 import { autoTargetLatencyMs } from '../throttle/limits.js';
 
 export interface ThrottleSettings {
@@ -314,15 +307,13 @@ export class JobThrottle {
   }
 
   state(): ThrottleState {
-    const probed = this.controller as Partial<ProbingController>;
+    const probe = this.controller.probeState();
     return {
       latencyMs: this.controller.latency.smoothedNs / 1e6,
       delayMs: this.pacingMs(),
       queueDepth: this.#decision.queueDepth,
       blockSize: this.#decision.blockSize,
-      ...(probed.probes && probed.targetProbeNs !== undefined
-        ? { probeLatencyMs: probed.probes.smoothedNs / 1e6, probeTargetMs: probed.targetProbeNs / 1e6 }
-        : {}),
+      ...(probe ? { probeLatencyMs: probe.latencyNs / 1e6, probeTargetMs: probe.targetNs / 1e6 } : {}),
     };
   }
 

@@ -89,6 +89,8 @@ export interface ThrottleController {
    * see. Only `canary` acts on probes; the others ignore them.
    */
   observeProbe(sample: LatencySample): void;
+  /** `canary`: the probes' smoothed latency and the latency that counts as harm, ns; others: undefined. */
+  probeState(): { latencyNs: number; targetNs: number } | undefined;
   decide(): ThrottleDecision;
   report(): ThrottleReport;
 }
@@ -372,6 +374,10 @@ abstract class BaseController implements ThrottleController {
   /** Probes are for `canary`; the other controllers ignore them. */
   observeProbe(_sample: LatencySample): void {}
 
+  probeState(): { latencyNs: number; targetNs: number } | undefined {
+    return undefined;
+  }
+
   /** The latest time the controller has seen (sample completion times). */
   protected nowNs(): number {
     return this.latency.nowNs;
@@ -568,13 +574,18 @@ abstract class WindowController extends BaseController {
     if (perRequest >= o.minBlockSize) {
       return { delayMs: 0, queueDepth: o.minQueueDepth, blockSize: perRequest };
     }
-    // Fewer than minQueueDepth smallest blocks' worth: pace them. With n =
-    // W / minBlockSize blocks in flight on average and latency L each,
-    // Little's law gives one block every L / n.
-    const n = w / o.minBlockSize;
-    const delayMs = this.latency.smoothedNs / n / 1e6;
-    return { delayMs, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
+    return pacedDecision(o, w, this.latency.smoothedNs);
   }
+}
+
+/**
+ * A window W below minQueueDepth smallest blocks: smallest blocks, paced.
+ * With n = W / minBlockSize blocks in flight on average and latency L each,
+ * Little's law gives one block every L / n.
+ */
+function pacedDecision(o: ResolvedThrottleOptions, w: number, latencyNs: number): ThrottleDecision {
+  const n = w / o.minBlockSize;
+  return { delayMs: latencyNs / n / 1e6, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
 }
 
 /**
@@ -624,7 +635,7 @@ class PardaController extends WindowController {
  *
  * Harm is counted in the tail, as production's p99 is: H = factor × the
  * idle probes' `quantile` (default 1.25 × the median), and a is the share of
- * idle probes slower than H. Per round of `probesPerRound` probes, f (an
+ * idle probes slower than H, at least 5 % (with a fixed target H, a = 5 %). Per round of `probesPerRound` probes, f (an
  * EWMA, α = 0.3 per round) is the share slower than H, and
  *     W ← (1 − γ) · W + γ · (r · W + β),   r = clamp((a + ε) / (f + ε), ¼, 2)
  * with ε = 0.05: PARDA's rule (Gulati et al., FAST'09) with the share of slow
@@ -669,14 +680,15 @@ class CanaryController extends BaseController {
     // Start small (four smallest blocks) and grow: the rule at most
     // multiplies W by 1.5 per round, so full speed is under a second away.
     this.window = clamp(4 * o.minBlockSize, this.minWindow, this.maxWindow);
+    // Until a calibration says otherwise (and for good with a fixed target),
+    // no probe is expected to be slower than H.
     this.harm = this.targetNs;
-    this.idleSlowShare = 1 - o.canary.quantile;
-    this.slowShare = this.idleSlowShare;
+    this.idleSlowShare = 0;
+    this.slowShare = 0;
   }
 
-  /** Probe latency above which a probe counts as slowed down, ns. */
-  get targetProbeNs(): number {
-    return this.harm;
+  override probeState(): { latencyNs: number; targetNs: number } {
+    return { latencyNs: this.probes.smoothedNs, targetNs: this.harm };
   }
 
   protected override nowNs(): number {
@@ -766,11 +778,8 @@ class CanaryController extends BaseController {
       const size = clamp(Math.floor(w / o.maxQueueDepth / align) * align, o.minBlockSize, o.maxBlockSize);
       return { delayMs: 0, queueDepth: clamp(Math.round(w / size), o.minQueueDepth, o.maxQueueDepth), blockSize: size };
     }
-    // Fewer than minQueueDepth smallest blocks in flight: pace them (Little's
-    // law, with our own smoothed latency; before any, the probes').
-    const n = w / o.minBlockSize;
-    const lat = this.latency.count > 0 ? this.latency.smoothedNs : this.probes.smoothedNs || this.harm;
-    return { delayMs: lat / n / 1e6, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
+    // Paced with our own smoothed latency; before any, the probes'.
+    return pacedDecision(o, w, this.latency.count > 0 ? this.latency.smoothedNs : this.probes.smoothedNs || this.harm);
   }
 
   override report(): ThrottleReport {

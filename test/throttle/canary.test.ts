@@ -74,6 +74,30 @@ describe('canary on the simulated device', () => {
     expect(run.steps.some((s) => WAITED(s))).toBe(false);
   });
 
+  it('with a fixed target, probes above it are harm: half of them over the target shrinks the job to paced blocks', () => {
+    const c = createController('canary', { targetLatencyMs: 1, canary: { calibrate: false } });
+    const first = c.decide();
+    expect(first.delayMs).toBe(0);
+    let t = 0;
+    for (let i = 0; i < 400; i++) {
+      t += 2e6;
+      c.observeProbe({ latencyNs: i % 2 ? 0.5e6 : 2e6, bytes: 4096, atNs: t });
+      c.observe({ latencyNs: 3e5, bytes: 65536, atNs: t });
+    }
+    const d = c.decide();
+    expect(d.delayMs).toBeGreaterThan(0);
+    expect(d.queueDepth * d.blockSize).toBeLessThan(first.queueDepth * first.blockSize);
+    // ... while probes all under the target let it grow.
+    const g = createController('canary', { targetLatencyMs: 1, canary: { calibrate: false } });
+    t = 0;
+    for (let i = 0; i < 400; i++) {
+      t += 2e6;
+      g.observeProbe({ latencyNs: 0.5e6, bytes: 4096, atNs: t });
+    }
+    const e = g.decide();
+    expect(e.queueDepth * e.blockSize).toBeGreaterThan(first.queueDepth * first.blockSize);
+  });
+
   it('garbage probes are counted and ignored; decisions stay in bounds', () => {
     const c = createController('canary');
     const GARBAGE = [0, -1, NaN, Infinity, -Infinity, 1e15];
