@@ -65,11 +65,11 @@ function lowtideRead(file) {
   return JSON.parse(out);
 }
 
-function fioRead(file) {
+function fioRead(file, extra = []) {
   const out = execFileSync(
     'fio',
     ['--name=seqread', `--filename=${file}`, '--rw=read', '--bs=1M', '--iodepth=32', '--ioengine=io_uring', '--direct=1',
-      '--numjobs=1', `--size=${statSync(file).size}`, '--output-format=json'],
+      '--numjobs=1', `--size=${statSync(file).size}`, '--output-format=json', ...extra],
     { encoding: 'utf8' },
   );
   const job = JSON.parse(out).jobs[0];
@@ -134,16 +134,41 @@ const measured = (fn) => (...args) => {
   return fn(...args);
 };
 
-const results = { lowtideRead: [], fioRead: [], lowtideImage: [], ddImage: [] };
-const target = join(dir, 'image-out.img');
-// ABBA order within each pair of rounds, so drift in the machine hits both.
-const order = (r, a, b) => (r % 2 === 0 ? [a, b] : [b, a]);
-for (let r = 0; r < rounds; r++) {
-  for (const [name, fn] of order(r, ['lowtideRead', measured(() => lowtideRead(data))], ['fioRead', measured(() => fioRead(data))])) {
-    results[name].push(fn());
-  }
-  console.log(`read round ${r + 1}/${rounds}: lowtide ${results.lowtideRead.at(-1).mbPerSecond.toFixed(0)} MB/s, fio ${results.fioRead.at(-1).mbPerSecond.toFixed(0)} MB/s`);
+// lowtide's reader keeps its buffers in transparent huge pages (a 1 MiB request
+// is then one or two segments for the device, not 256 pages); fio's default
+// buffers are ordinary pages. A second fio run with huge-page buffers
+// (--iomem=shmhuge, from the hugetlbfs pool, which this bench fills for the run
+// and empties after) shows how much of a difference is the memory alone.
+const HUGE_POOL = '/proc/sys/vm/nr_hugepages';
+let hugePoolBefore;
+try {
+  hugePoolBefore = Number(readFileSync(HUGE_POOL, 'utf8'));
+  writeFileSync(HUGE_POOL, String(hugePoolBefore + 24)); // 32 MiB of buffers + slack, in 2 MiB pages
+  if (Number(readFileSync(HUGE_POOL, 'utf8')) < hugePoolBefore + 17) throw new Error('the kernel gave fewer huge pages');
+} catch (e) {
+  console.log(`fio with huge-page buffers skipped: ${e.message}`);
+  if (hugePoolBefore !== undefined) writeFileSync(HUGE_POOL, String(hugePoolBefore));
+  hugePoolBefore = undefined;
 }
+const restoreHugePool = () => {
+  if (hugePoolBefore !== undefined) writeFileSync(HUGE_POOL, String(hugePoolBefore));
+  hugePoolBefore = undefined;
+};
+process.on('exit', restoreHugePool);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+
+const results = { lowtideRead: [], fioRead: [], fioHugeRead: [], lowtideImage: [], ddImage: [] };
+const target = join(dir, 'image-out.img');
+// Order reversed every other round, so drift in the machine hits all alike.
+const order = (r, ...xs) => (r % 2 === 0 ? xs : xs.reverse());
+const readers = [['lowtideRead', measured(() => lowtideRead(data))], ['fioRead', measured(() => fioRead(data))]];
+if (hugePoolBefore !== undefined) readers.push(['fioHugeRead', measured(() => fioRead(data, ['--iomem=shmhuge']))]);
+const mbps = (k) => (results[k].length ? `${results[k].at(-1).mbPerSecond.toFixed(0)} MB/s` : '-');
+for (let r = 0; r < rounds; r++) {
+  for (const [name, fn] of order(r, ...readers)) results[name].push(fn());
+  console.log(`read round ${r + 1}/${rounds}: lowtide ${mbps('lowtideRead')}, fio ${mbps('fioRead')}, fio huge pages ${mbps('fioHugeRead')}`);
+}
+restoreHugePool();
 for (let r = 0; r < rounds; r++) {
   for (const [name, fn] of order(r, ['lowtideImage', measured(() => lowtideImage(data, target))], ['ddImage', measured(() => ddImage(data, target))])) {
     results[name].push(fn());
@@ -172,6 +197,8 @@ const summary = {
   read: {
     lowtideMBps: med('lowtideRead', 'mbPerSecond'),
     fioMBps: med('fioRead', 'mbPerSecond'),
+    fioHugeMBps: results.fioHugeRead.length ? med('fioHugeRead', 'mbPerSecond') : null,
+    lowtideSetupMs: med('lowtideRead', 'setupMs'),
   },
   image: {
     lowtideSeconds: med('lowtideImage', 'seconds'),
@@ -182,16 +209,23 @@ const summary = {
 };
 const pairedMedian = (xs, ys) => median(xs.map((x, i) => x / ys[i]));
 summary.read.ratio = pairedMedian(results.lowtideRead.map((x) => x.mbPerSecond), results.fioRead.map((x) => x.mbPerSecond));
+summary.read.hugeRatio = results.fioHugeRead.length
+  ? pairedMedian(results.lowtideRead.map((x) => x.mbPerSecond), results.fioHugeRead.map((x) => x.mbPerSecond))
+  : null;
 summary.image.speedRatio = pairedMedian(results.ddImage.map((x) => x.seconds), results.lowtideImage.map((x) => x.seconds));
 
 const rows = [
   ['sequential read, 1 MiB, QD 32, O_DIRECT', `${summary.read.lowtideMBps.toFixed(0)} MB/s`, `fio ${summary.read.fioMBps.toFixed(0)} MB/s`, `${summary.read.ratio.toFixed(3)}x`, '>= 0.95x'],
+  ...(summary.read.hugeRatio !== null
+    ? [['same, fio with huge-page buffers (--iomem=shmhuge)', `${summary.read.lowtideMBps.toFixed(0)} MB/s`, `fio ${summary.read.fioHugeMBps.toFixed(0)} MB/s`, `${summary.read.hugeRatio.toFixed(3)}x`, '(for reference)']]
+    : []),
   ['image to sparse file (fsync)', `${summary.image.lowtideSeconds.toFixed(2)} s`, `dd ${summary.image.ddSeconds.toFixed(2)} s`, `${summary.image.speedRatio.toFixed(3)}x`, '>= 1.0x'],
 ];
 console.log(`\nmedians of ${rounds} alternating rounds on ${sizeGiB} GiB (engine ${summary.engine})`);
 console.log('| measurement | lowtide (median) | peer (median) | speed ratio (median of rounds) | target |');
 console.log('|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+console.log(`lowtide's read set-up (ring, buffers; not in its MB/s, as fio's is not in fio's): median ${summary.read.lowtideSetupMs.toFixed(1)} ms`);
 console.log(`peak RSS of the read: 1 GiB source ${rss['1GiB'].toFixed(0)} MiB, 4 GiB source ${rss['4GiB'].toFixed(0)} MiB, ${sizeGiB} GiB data ${rss.dataFile.toFixed(0)} MiB (limit 200 MiB)`);
 
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });

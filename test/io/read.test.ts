@@ -258,6 +258,50 @@ describe('sources are opened read-only', () => {
   });
 });
 
+/** Mappings of this process that the kernel may back with huge pages: start address → size. */
+function hugeEligibleMappings(): Map<string, number> {
+  const out = new Map<string, number>();
+  let current: { start: string; size: number } | undefined;
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (m) current = { start: m[1]!, size: Number(BigInt(`0x${m[2]}`) - BigInt(`0x${m[1]}`)) };
+    else if (current && /^THPeligible:\s+1/.test(line)) out.set(current.start, current.size);
+  }
+  return out;
+}
+
+describe('read buffers', () => {
+  const thp = (() => {
+    try {
+      return readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+    } catch {
+      return '';
+    }
+  })();
+  const reason = /\[(always|madvise)\]/.test(thp) ? undefined : 'transparent huge pages are disabled here';
+  if (reason) console.warn(`[skip] huge-page read buffers: ${reason}`);
+  it.skipIf(reason !== undefined)('live in their own 2 MiB-aligned mapping that may use huge pages', async () => {
+    const before = hugeEligibleMappings();
+    const src = await openSource(file);
+    try {
+      const reader = src.read(undefined, { blockSize: 1 << 20, queueDepth: 8 });
+      let checked = false;
+      for await (const b of reader) {
+        if (!checked) {
+          const fresh = [...hugeEligibleMappings()].filter(([start, size]) => !before.has(start) && size >= 8 << 20);
+          expect(fresh.length).toBeGreaterThan(0);
+          for (const [start] of fresh) expect(BigInt(`0x${start}`) % BigInt(2 << 20)).toBe(0n);
+          checked = true;
+        }
+        expect(b.length).toBeGreaterThan(0);
+      }
+      expect(checked).toBe(true);
+    } finally {
+      await src.close();
+    }
+  });
+});
+
 describe('probe reads', () => {
   it('time one small read and give its latency; bad places are clear errors', async () => {
     const src = await openSource(file);
