@@ -274,6 +274,15 @@ export interface NativeBinding extends NativeFsBinding {
   /** sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range now, without waiting. */
   startWriteback(fd: number, offset: number, length: number): boolean;
   ioUringAvailable(): boolean;
+  /** libzstd.so.1, loaded at run time: its version, or why it could not be loaded. */
+  zstdInfo(): { version: string; error?: undefined } | { version?: undefined; error: string };
+  /** One zstd frame (content size recorded), on the thread pool. */
+  zstdCompress(view: Uint8Array, level: number): Promise<Buffer>;
+  /** Compresses into `dst` (at least zstdCompressBound(view.length) bytes); resolves with the size. */
+  zstdCompressInto(view: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
+  zstdCompressBound(size: number): number;
+  /** One or more frames; rejects on corrupt input or more than maxSize bytes. */
+  zstdDecompress(view: Uint8Array, maxSize: number): Promise<Buffer>;
 }
 
 /** The package root: one level above lib/ (sources) or dist/ (compiled). */

@@ -193,27 +193,37 @@ export class Repository {
   async putChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
     const packed = await compressIfWorthIt(plain, this.config.compression.level);
-    const header = chunkHeader(packed ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
-    const body = packed ?? plain;
-    const dir = this.chunkDir(hex);
-    if (!this.#madeDirs.has(dir)) {
-      await mkdir(dir, { recursive: true }).catch((err: unknown) => {
-        throw repoWriteError(err, `creating ${dir}`);
-      });
-      this.#madeDirs.add(dir);
+    try {
+      const header = chunkHeader(packed ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
+      const body = packed?.data ?? plain;
+      const dir = this.chunkDir(hex);
+      if (!this.#madeDirs.has(dir)) {
+        await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+          throw repoWriteError(err, `creating ${dir}`);
+        });
+        this.#madeDirs.add(dir);
+      }
+      await writeAtomic(this.tmpDir, this.chunkPath(hex), [header, body], { syncDirectory: false });
+      this.#unsyncedDirs.add(hex.slice(0, 2));
+      return { written: true, storedBytes: header.length + body.length };
+    } finally {
+      packed?.release();
     }
-    await writeAtomic(this.tmpDir, this.chunkPath(hex), [header, body], { syncDirectory: false });
-    this.#unsyncedDirs.add(hex.slice(0, 2));
-    return { written: true, storedBytes: header.length + body.length };
   }
 
   async syncChunkDirs(prefixes: Iterable<string>): Promise<void> {
     try {
+      // The prefix directories in parallel (a few at a time): each fsync waits
+      // for the device, and an incremental backup touches dozens of them.
+      const todo = [...prefixes];
+      const worker = async (): Promise<void> => {
+        for (let p = todo.pop(); p !== undefined; p = todo.pop()) {
+          await syncDir(join(this.path, CHUNKS_DIR, p));
+          this.#unsyncedDirs.delete(p);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(SYNC_DIRS_AT_ONCE, todo.length) }, worker));
       await syncDir(join(this.path, CHUNKS_DIR));
-      for (const p of prefixes) {
-        await syncDir(join(this.path, CHUNKS_DIR, p));
-        this.#unsyncedDirs.delete(p);
-      }
     } catch (err) {
       throw repoWriteError(err, 'syncing chunk directories');
     }
@@ -239,7 +249,7 @@ export class Repository {
     let plain: Buffer;
     if (header.encoding === ChunkEncoding.Zstd) {
       try {
-        plain = await decompress(body);
+        plain = await decompress(body, header.plainLength);
       } catch (err) {
         throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, path });
       }
@@ -382,6 +392,8 @@ export class Repository {
 }
 
 const INDEX_READ_ENTRIES = 4096;
+/** Chunk directories synced at once before a manifest is written. */
+const SYNC_DIRS_AT_ONCE = 8;
 
 /** Sequential reader of a chunk index; checks the whole file's SHA-256 at the end. */
 export class IndexReader {

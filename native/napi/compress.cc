@@ -1,0 +1,170 @@
+// zstd off the JS thread (native/copy/zstd.h).
+#include "copy/zstd.h"
+#include "napi/binding.h"
+
+#include <cstdlib>
+
+namespace lowtide::napi {
+namespace {
+
+// Compresses or decompresses one view on the libuv thread pool. The result
+// is malloc'ed memory handed to JS without a copy (freed by the Buffer).
+class ZstdWorker : public Napi::AsyncWorker {
+ public:
+  ZstdWorker(Napi::Env env, Napi::TypedArray view, bool compress, int level, size_t max_size)
+      : Napi::AsyncWorker(env, compress ? "lowtide:zstdCompress" : "lowtide:zstdDecompress"),
+        deferred_(Napi::Promise::Deferred::New(env)), compress_(compress), level_(level), max_size_(max_size) {
+    keep_ = Napi::Persistent(view.As<Napi::Object>());
+    data_ = static_cast<const unsigned char*>(view.ArrayBuffer().Data()) + view.ByteOffset();
+    len_ = view.ByteLength();
+  }
+  ~ZstdWorker() override { std::free(out_.data); }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      out_ = compress_ ? copy::zstd_compress(data_, len_, level_) : copy::zstd_decompress(data_, len_, max_size_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    unsigned char* p = std::exchange(out_.data, nullptr);
+    deferred_.Resolve(Napi::Buffer<unsigned char>::New(Env(), p, out_.size, [](Napi::Env, unsigned char* q) { std::free(q); }));
+  }
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(to_js_error(Env(), io::IoError(compress_ ? "INTERNAL" : "INVALID_ARGUMENT", e.Message())).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;  // the view's memory stays alive while we work on it
+  const unsigned char* data_ = nullptr;
+  size_t len_ = 0;
+  bool compress_;
+  int level_;
+  size_t max_size_;
+  copy::ZstdOutput out_{};
+};
+
+Napi::TypedArray view_arg(const Napi::CallbackInfo& info, const char* fn) {
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw_invalid(info.Env(), std::string(fn) + "(view, ...) expects a Uint8Array");
+  return info[0].As<Napi::TypedArray>();
+}
+
+int level_arg(const Napi::CallbackInfo& info, size_t i, const char* fn) {
+  if (info.Length() <= i || !info[i].IsNumber()) throw_invalid(info.Env(), std::string(fn) + ": expects a level");
+  int level = info[i].As<Napi::Number>().Int32Value();
+  if (level < 1 || level > 22) throw_invalid(info.Env(), std::string(fn) + ": level must be 1..22");
+  return level;
+}
+
+// zstdCompress(view, level): Promise<Buffer>
+Napi::Value ZstdCompress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray view = view_arg(info, "zstdCompress");
+  int level = level_arg(info, 1, "zstdCompress");
+  auto* w = new ZstdWorker(env, view, true, level, 0);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// zstdDecompress(view, maxSize): Promise<Buffer>
+Napi::Value ZstdDecompress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray view = view_arg(info, "zstdDecompress");
+  if (info.Length() < 2 || !info[1].IsNumber()) throw_invalid(env, "zstdDecompress(view, maxSize) expects a maximum size");
+  double max = info[1].As<Napi::Number>().DoubleValue();
+  if (!(max >= 0) || max > 1e12) throw_invalid(env, "zstdDecompress: maxSize out of range");
+  auto* w = new ZstdWorker(env, view, false, 0, size_t(max));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// Compresses into a caller's buffer; resolves with the compressed size.
+class CompressIntoWorker : public Napi::AsyncWorker {
+ public:
+  CompressIntoWorker(Napi::Env env, Napi::TypedArray src, Napi::TypedArray dst, int level)
+      : Napi::AsyncWorker(env, "lowtide:zstdCompressInto"), deferred_(Napi::Promise::Deferred::New(env)), level_(level) {
+    keep_src_ = Napi::Persistent(src.As<Napi::Object>());
+    keep_dst_ = Napi::Persistent(dst.As<Napi::Object>());
+    src_ = static_cast<const unsigned char*>(src.ArrayBuffer().Data()) + src.ByteOffset();
+    len_ = src.ByteLength();
+    dst_ = static_cast<unsigned char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+    cap_ = dst.ByteLength();
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      n_ = copy::zstd_compress_into(src_, len_, dst_, cap_, level_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), double(n_))); }
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(to_js_error(Env(), io::IoError("INTERNAL", e.Message())).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_src_, keep_dst_;
+  const unsigned char* src_ = nullptr;
+  size_t len_ = 0;
+  unsigned char* dst_ = nullptr;
+  size_t cap_ = 0;
+  int level_;
+  size_t n_ = 0;
+};
+
+// zstdCompressInto(src, dst, level): Promise<number>
+Napi::Value ZstdCompressInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray src = view_arg(info, "zstdCompressInto");
+  if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdCompressInto(src, dst, level) expects a Uint8Array dst");
+  Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
+  int level = level_arg(info, 2, "zstdCompressInto");
+  auto* w = new CompressIntoWorker(env, src, dst, level);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// zstdCompressBound(n): number
+Napi::Value ZstdCompressBound(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(env, "zstdCompressBound(n) expects a size");
+  double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0) || n > 1e12) throw_invalid(env, "zstdCompressBound: size out of range");
+  try {
+    return Napi::Number::New(env, double(copy::zstd_compress_bound(size_t(n))));
+  } catch (const std::exception& e) {
+    throw to_js_error(env, io::IoError("ZSTD_UNAVAILABLE", e.what()));
+  }
+}
+
+// zstdInfo(): { version } or { error }
+Napi::Value ZstdInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  std::string why;
+  if (copy::zstd_available(&why))
+    o.Set("version", copy::zstd_version());
+  else
+    o.Set("error", why);
+  return o;
+}
+
+}  // namespace
+
+void init_compress(Napi::Env env, Napi::Object exports) {
+  exports.Set("zstdCompress", Napi::Function::New(env, ZstdCompress, "zstdCompress"));
+  exports.Set("zstdDecompress", Napi::Function::New(env, ZstdDecompress, "zstdDecompress"));
+  exports.Set("zstdCompressInto", Napi::Function::New(env, ZstdCompressInto, "zstdCompressInto"));
+  exports.Set("zstdCompressBound", Napi::Function::New(env, ZstdCompressBound, "zstdCompressBound"));
+  exports.Set("zstdInfo", Napi::Function::New(env, ZstdInfo, "zstdInfo"));
+}
+
+}  // namespace lowtide::napi
