@@ -281,6 +281,8 @@ export interface NativeBinding extends NativeFsBinding {
   /** Compresses into `dst` (at least zstdCompressBound(view.length) bytes); resolves with the size. */
   zstdCompressInto(view: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
   zstdCompressBound(size: number): number;
+  /** Decompresses into `dst`; resolves with the size; rejects on corrupt input or a too small `dst`. */
+  zstdDecompressInto(view: Uint8Array, dst: Uint8Array): Promise<number>;
   /** One or more frames; rejects on corrupt input or more than maxSize bytes. */
   zstdDecompress(view: Uint8Array, maxSize: number): Promise<Buffer>;
 }

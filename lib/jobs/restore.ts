@@ -211,9 +211,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const writeChunk = async (i: number, entry: Buffer): Promise<void> => {
       const length = Math.min(cs, manifest.size - i * cs);
       const hex = entry.toString('hex');
-      let data: Buffer;
+      let lease: { data: Buffer; release(): void };
       try {
-        data = await repo.getChunk(hex, length);
+        lease = await repo.leaseChunk(hex, length);
       } catch (err) {
         const e = toLowtideError(err, 'CHUNK_CORRUPT');
         throw new LowtideError(e.code, `backup ${manifest.id} at offset ${i * cs}: ${e.message}`, { offset: i * cs, cause: e });
@@ -221,10 +221,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       chunksVerified++;
       try {
         const w0 = process.hrtime.bigint();
-        await writeAt(data, length, i * cs);
+        await writeAt(lease.data, length, i * cs);
         jobThrottle.observe(Number(process.hrtime.bigint() - w0), length);
       } catch (err) {
         throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${target}`);
+      } finally {
+        lease.release();
       }
       bytesWritten += length;
       bytesDone += length;

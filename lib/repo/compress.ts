@@ -35,20 +35,28 @@ export function decompress(data: Buffer, maxSize = DEFAULT_MAX_PLAIN): Promise<B
 }
 
 /**
- * Output buffers of compressIfWorthIt, reused: a chunk's compressed bytes live
- * only until they are written, and memory touched before costs nothing to
- * write again while fresh memory costs a page fault per page (~5 ms per MiB
- * on this project's VMs). At most POOL_MAX buffers are kept.
+ * Buffers reused between chunks (compressed output, chunk files read back,
+ * decompressed chunks): a chunk's bytes live only until they are written, and
+ * memory touched before costs nothing to write again while fresh memory costs
+ * a page fault per page (~5 ms per MiB on this project's VMs). At most
+ * POOL_MAX buffers of each size are kept.
  */
 const POOL_MAX = 16;
 const pool = new Map<number, Buffer[]>();
-function takeBuffer(size: number): Buffer {
+export function takeBuffer(size: number): Buffer {
   return pool.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
 }
-function giveBuffer(buf: Buffer): void {
+export function giveBuffer(buf: Buffer): void {
   const list = pool.get(buf.length) ?? [];
   if (list.length < POOL_MAX) list.push(buf);
   pool.set(buf.length, list);
+}
+
+/** Decompresses into `dst` (a whole frame or frames); resolves with the size. */
+export function decompressInto(data: Buffer, dst: Buffer): Promise<number> {
+  return zstd().zstdDecompressInto(data, dst).catch((err: unknown) => {
+    throw toLowtideError(err, 'INVALID_ARGUMENT');
+  });
 }
 
 /** Compressed bytes in a pooled buffer: call release() once they are written. */

@@ -91,8 +91,9 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
       }
       present.add(hex);
       try {
-        const data = await repo.getChunk(hex);
-        bytesChecked += data.length;
+        const lease = await repo.leaseChunk(hex);
+        bytesChecked += lease.data.length;
+        lease.release();
       } catch (err) {
         corrupt.set(hex, toLowtideError(err, 'CHUNK_CORRUPT').message);
       }

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { integerOption, objectOption, stringOption } from '../options.js';
-import { compressIfWorthIt, decompress } from './compress.js';
+import { compressIfWorthIt, decompressInto, giveBuffer, takeBuffer } from './compress.js';
 import { repoWriteError, syncDir, tempName, writeAtomic, writeFully } from './files.js';
 import {
   BACKUP_ID_PATTERN,
@@ -234,40 +234,71 @@ export class Repository {
    * or CHUNK_CORRUPT (with the chunk's digest in the message).
    */
   async getChunk(hex: string, expectedLength?: number): Promise<Buffer> {
-    const path = this.chunkPath(hex);
-    let file: Buffer;
+    const lease = await this.leaseChunk(hex, expectedLength);
     try {
-      file = await readFile(path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
-      }
-      throw toLowtideError(err, 'IO_ERROR', `reading chunk ${hex}`);
+      return Buffer.from(lease.data);
+    } finally {
+      lease.release();
     }
-    const header = parseChunkHeader(file, `chunk ${hex}`);
-    const body = file.subarray(CHUNK_HEADER_SIZE);
-    let plain: Buffer;
-    if (header.encoding === ChunkEncoding.Zstd) {
+  }
+
+  /**
+   * getChunk() into reused buffers: `data` is valid until release(), which
+   * must be called once the caller is done with it (restore, verify).
+   */
+  async leaseChunk(hex: string, expectedLength?: number): Promise<{ data: Buffer; release(): void }> {
+    const path = this.chunkPath(hex);
+    // A chunk file is at most its header and the plain data (zstd is stored only when smaller).
+    const cap = CHUNK_HEADER_SIZE + Math.max(this.chunkSize, expectedLength ?? 0);
+    const taken: Buffer[] = [];
+    const release = (): void => {
+      for (const b of taken.splice(0)) giveBuffer(b);
+    };
+    try {
+      const file = takeBuffer(cap);
+      taken.push(file);
+      let size: number;
       try {
-        plain = await decompress(body, header.plainLength);
+        size = await readWhole(path, file);
       } catch (err) {
-        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress`, { cause: err, path });
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          throw new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
+        }
+        if (err instanceof LowtideError) throw err;
+        throw toLowtideError(err, 'IO_ERROR', `reading chunk ${hex}`);
       }
-    } else {
-      plain = body;
+      if (size > cap) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`, { path });
+      const header = parseChunkHeader(file.subarray(0, size), `chunk ${hex}`);
+      const body = file.subarray(CHUNK_HEADER_SIZE, size);
+      const want = expectedLength ?? header.plainLength;
+      if (header.plainLength !== want || want > cap - CHUNK_HEADER_SIZE) {
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${header.plainLength} bytes, expected ${want}`, { path });
+      }
+      let plain: Buffer;
+      if (header.encoding === ChunkEncoding.Zstd) {
+        const out = takeBuffer(cap - CHUNK_HEADER_SIZE);
+        taken.push(out);
+        let n: number;
+        try {
+          n = await decompressInto(body, out.subarray(0, want));
+        } catch (err) {
+          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress to its ${want} bytes`, { cause: err, path });
+        }
+        if (n !== want) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${n} bytes, expected ${want}`, { path });
+        plain = out.subarray(0, want);
+      } else {
+        if (body.length !== want) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${body.length} bytes, expected ${want}`, { path });
+        plain = body;
+      }
+      const digest = await native.digest(plain, false);
+      if (digest === null || digest.toString('hex') !== hex) {
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, { path });
+      }
+      return { data: plain, release };
+    } catch (err) {
+      release();
+      throw err;
     }
-    if (plain.length !== header.plainLength || (expectedLength !== undefined && plain.length !== expectedLength)) {
-      throw new LowtideError(
-        'CHUNK_CORRUPT',
-        `chunk ${hex} has ${plain.length} bytes, expected ${expectedLength ?? header.plainLength}`,
-        { path },
-      );
-    }
-    const digest = await native.digest(plain, false);
-    if (digest === null || digest.toString('hex') !== hex) {
-      throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, { path });
-    }
-    return plain;
   }
 
   /** All backups, oldest first. Manifests that cannot be read are reported in `damaged`. */
@@ -392,6 +423,28 @@ export class Repository {
 }
 
 const INDEX_READ_ENTRIES = 4096;
+
+/**
+ * Reads a whole file into `buf`; returns its size. A file larger than `buf`
+ * returns its true size (from fstat) after filling `buf`, so the caller can
+ * tell it did not fit.
+ */
+async function readWhole(path: string, buf: Buffer): Promise<number> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const want = Math.min(size, buf.length);
+    let done = 0;
+    while (done < want) {
+      const { bytesRead } = await fh.read(buf, done, want - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return size > buf.length ? size : done;
+  } finally {
+    await fh.close();
+  }
+}
 /** Chunk directories synced at once before a manifest is written. */
 const SYNC_DIRS_AT_ONCE = 8;
 

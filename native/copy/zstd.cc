@@ -147,6 +147,14 @@ ZstdOutput zstd_compress(const unsigned char* src, size_t len, int level) {
   return {out.release(), n};
 }
 
+size_t zstd_decompress_into(const unsigned char* src, size_t len, unsigned char* dst, size_t cap) {
+  const Api& a = loaded();
+  if (tls.d == nullptr && (tls.d = a.createDCtx()) == nullptr) throw std::runtime_error("ZSTD_createDCtx failed");
+  size_t n = a.decompressDCtx(tls.d, dst, cap, src, len);
+  check(a, n, "zstd decompression");
+  return n;
+}
+
 ZstdOutput zstd_decompress(const unsigned char* src, size_t len, size_t max_size) {
   const Api& a = loaded();
   if (tls.d == nullptr && (tls.d = a.createDCtx()) == nullptr) throw std::runtime_error("ZSTD_createDCtx failed");

@@ -41,4 +41,8 @@ size_t zstd_compress_into(const unsigned char* src, size_t len, unsigned char* d
 // on corrupt input or when the result would exceed `max_size` bytes.
 ZstdOutput zstd_decompress(const unsigned char* src, size_t len, size_t max_size);
 
+// Decompresses one or more frames into caller-owned memory of `cap` bytes;
+// returns the size. Fails on corrupt input or when `cap` is too small.
+size_t zstd_decompress_into(const unsigned char* src, size_t len, unsigned char* dst, size_t cap);
+
 }  // namespace lowtide::copy

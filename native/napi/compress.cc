@@ -83,11 +83,13 @@ Napi::Value ZstdDecompress(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// Compresses into a caller's buffer; resolves with the compressed size.
-class CompressIntoWorker : public Napi::AsyncWorker {
+// Compresses (level > 0) or decompresses (level 0) into a caller's buffer;
+// resolves with the size written.
+class IntoWorker : public Napi::AsyncWorker {
  public:
-  CompressIntoWorker(Napi::Env env, Napi::TypedArray src, Napi::TypedArray dst, int level)
-      : Napi::AsyncWorker(env, "lowtide:zstdCompressInto"), deferred_(Napi::Promise::Deferred::New(env)), level_(level) {
+  IntoWorker(Napi::Env env, Napi::TypedArray src, Napi::TypedArray dst, int level)
+      : Napi::AsyncWorker(env, level > 0 ? "lowtide:zstdCompressInto" : "lowtide:zstdDecompressInto"),
+        deferred_(Napi::Promise::Deferred::New(env)), level_(level) {
     keep_src_ = Napi::Persistent(src.As<Napi::Object>());
     keep_dst_ = Napi::Persistent(dst.As<Napi::Object>());
     src_ = static_cast<const unsigned char*>(src.ArrayBuffer().Data()) + src.ByteOffset();
@@ -98,14 +100,14 @@ class CompressIntoWorker : public Napi::AsyncWorker {
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      n_ = copy::zstd_compress_into(src_, len_, dst_, cap_, level_);
+      n_ = level_ > 0 ? copy::zstd_compress_into(src_, len_, dst_, cap_, level_) : copy::zstd_decompress_into(src_, len_, dst_, cap_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
   }
   void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), double(n_))); }
   void OnError(const Napi::Error& e) override {
-    deferred_.Reject(to_js_error(Env(), io::IoError("INTERNAL", e.Message())).Value());
+    deferred_.Reject(to_js_error(Env(), io::IoError(level_ > 0 ? "INTERNAL" : "INVALID_ARGUMENT", e.Message())).Value());
   }
 
  private:
@@ -126,7 +128,18 @@ Napi::Value ZstdCompressInto(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdCompressInto(src, dst, level) expects a Uint8Array dst");
   Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
   int level = level_arg(info, 2, "zstdCompressInto");
-  auto* w = new CompressIntoWorker(env, src, dst, level);
+  auto* w = new IntoWorker(env, src, dst, level);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// zstdDecompressInto(src, dst): Promise<number>
+Napi::Value ZstdDecompressInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArray src = view_arg(info, "zstdDecompressInto");
+  if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdDecompressInto(src, dst) expects a Uint8Array dst");
+  auto* w = new IntoWorker(env, src, info[1].As<Napi::TypedArray>(), 0);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
@@ -163,6 +176,7 @@ void init_compress(Napi::Env env, Napi::Object exports) {
   exports.Set("zstdCompress", Napi::Function::New(env, ZstdCompress, "zstdCompress"));
   exports.Set("zstdDecompress", Napi::Function::New(env, ZstdDecompress, "zstdDecompress"));
   exports.Set("zstdCompressInto", Napi::Function::New(env, ZstdCompressInto, "zstdCompressInto"));
+  exports.Set("zstdDecompressInto", Napi::Function::New(env, ZstdDecompressInto, "zstdDecompressInto"));
   exports.Set("zstdCompressBound", Napi::Function::New(env, ZstdCompressBound, "zstdCompressBound"));
   exports.Set("zstdInfo", Napi::Function::New(env, ZstdInfo, "zstdInfo"));
 }

@@ -794,6 +794,25 @@ describe('damaged repository files', () => {
     expect(cli.stderr).toMatch(/\[CHUNK_CORRUPT\]: backup \S+ at offset \d+: chunk [0-9a-f]{64}/);
     expect(readdirSync(dir).filter((f) => f.includes('-out.img'))).toEqual([]);
   });
+
+  it('a chunk file with bytes appended (a few, or more than any chunk holds) is corrupt', async () => {
+    const { dir, repoPath, b } = await twoBackups('long-chunks');
+    const digestAt = (src: string, offset: number): string =>
+      createHash('sha256').update(readFileSync(src).subarray(offset, offset + MiB)).digest('hex');
+    const path = (hex: string): string => join(repoPath, 'chunks', hex.slice(0, 2), hex);
+    const few = digestAt(join(dir, 'b.img'), 4 * MiB);
+    const many = digestAt(join(dir, 'a.img'), 0);
+    writeFileSync(path(few), Buffer.concat([readFileSync(path(few)), Buffer.from('extra')]));
+    writeFileSync(path(many), Buffer.concat([readFileSync(path(many)), Buffer.alloc(2 * MiB, 7)]));
+    const repo = await openRepository(repoPath);
+    await expect(repo.getChunk(many)).rejects.toMatchObject({ code: 'CHUNK_CORRUPT', message: expect.stringContaining('larger') });
+    await expect(repo.getChunk(few)).rejects.toMatchObject({ code: 'CHUNK_CORRUPT' });
+    const report = await verifyRepository(repo);
+    const bad = report.problems.filter((p) => p.problem === 'corrupt').map((p) => p.digest).sort();
+    expect(bad).toEqual([few, many].sort());
+    const e = await restore({ repository: repoPath, backup: b.id, target: join(dir, 'b-out.img') }).catch((x: unknown) => x);
+    expect((e as LowtideError).code).toBe('CHUNK_CORRUPT');
+  });
 });
 
 describe('bad input through the CLI', () => {
