@@ -6,7 +6,7 @@
 //
 // usage: node bench/impact-driver.mjs '<json settings>'
 //   { file, throttle, latencyTarget, rateLimit, queueDepth, blockSize,
-//     minBlockSize, intervalMs }
+//     minBlockSize, intervalMs, probeIntervalMs }
 //
 // Output on stdout, one JSON object a line, times in Unix epoch ms:
 //   {"type":"start","t":...}                        before the idle probe
@@ -32,6 +32,8 @@ const {
   //   target = clamp(max(multiplier · p50, p<floorPercentile>), 0.25, 1000) ms
   // (floorPercentile null: no floor), and hand it to the throttle as fixed.
   autoRule,
+  // canary's time between probes (default: the library's).
+  probeIntervalMs,
 } = cfg;
 if (!file) {
   process.stderr.write('usage: node bench/impact-driver.mjs \'{"file":"..."}\'\n');
@@ -63,7 +65,7 @@ if (autoRule && latencyTarget === 'auto' && controller !== 'off') {
   target = Math.min(1000, Math.max(0.25, autoRule.multiplier * p50, floor));
   probeInfo = { rule: autoRule, idleP50Ms: p50, idleP99Ms: probe.percentile(99) / 1e6, ms: target };
 }
-const settings = resolveThrottleSettings({ throttle: controller, latencyTarget: target, rateLimit });
+const settings = resolveThrottleSettings({ throttle: controller, latencyTarget: target, rateLimit, probeIntervalMs });
 let throttle;
 try {
   throttle = await JobThrottle.create(

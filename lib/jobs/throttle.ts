@@ -20,6 +20,7 @@ import {
 } from '../throttle/controller.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { autoTargetLatencyMs } from '../throttle/limits.js';
+import { numberOption } from '../throttle/options.js';
 
 export interface ThrottleSettings {
   /** Controller: 'canary' (default), 'parda', 'aimd', 'threshold', or 'off' (no control, still measured). */
@@ -30,6 +31,8 @@ export interface ThrottleSettings {
   admissionLimit?: number;
   /** A fixed cap in bytes per second, applied on top of the controller. */
   rateLimit?: number;
+  /** `canary`: time between two probes, ms (default PROBE_INTERVAL_MS, 0.5 to 1000). */
+  probeIntervalMs?: number;
 }
 
 export interface ResolvedThrottleSettings {
@@ -37,6 +40,7 @@ export interface ResolvedThrottleSettings {
   latencyTarget: number | 'auto';
   admissionLimit: number | undefined;
   rateLimit: number | undefined;
+  probeIntervalMs: number;
 }
 
 function positiveNumber(name: string, value: unknown): number | undefined {
@@ -58,6 +62,7 @@ export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSett
     admissionLimit: positiveNumber('admissionLimit', s.admissionLimit),
     // (Only backupMany() acts on it; single jobs reject it, see singleJobThrottleSettings.)
     rateLimit: positiveNumber('rateLimit', s.rateLimit),
+    probeIntervalMs: numberOption('probeIntervalMs', s.probeIntervalMs, PROBE_INTERVAL_MS, 0.5, 1000),
   };
 }
 
@@ -133,6 +138,7 @@ export class JobThrottle {
   readonly #rate: number | undefined;
   readonly #target: JobThrottleReport['target'];
   readonly #probeSource: Source | undefined;
+  readonly #probeIntervalMs: number;
   readonly #fallback: string | undefined;
   #decision: ThrottleDecision;
   #reader: BlockReader | undefined;
@@ -148,8 +154,10 @@ export class JobThrottle {
     rate: number | undefined,
     probeSource: Source | undefined,
     fallback: string | undefined,
+    probeIntervalMs = PROBE_INTERVAL_MS,
   ) {
     this.controller = controller;
+    this.#probeIntervalMs = probeIntervalMs;
     this.#target = target;
     this.#rate = rate;
     this.#probeSource = probeSource;
@@ -182,7 +190,7 @@ export class JobThrottle {
           canary: { calibrate: fixed === undefined },
         });
         const target: JobThrottleReport['target'] = { mode: fixed === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
-        return new JobThrottle(controller, target, settings.rateLimit, probeSource, undefined);
+        return new JobThrottle(controller, target, settings.rateLimit, probeSource, undefined, settings.probeIntervalMs);
       }
       name = 'parda';
       fallback = 'canary needs a source to probe and this job has none: parda (on the job\'s own latency) ran instead';
@@ -277,7 +285,7 @@ export class JobThrottle {
       this.controller.observeProbe({ latencyNs, bytes: length, atNs: Number(process.hrtime.bigint()) });
       this.#decide();
       this.#wake = new AbortController();
-      await sleep(PROBE_INTERVAL_MS, undefined, { signal: this.#wake.signal }).catch(() => undefined);
+      await sleep(this.#probeIntervalMs, undefined, { signal: this.#wake.signal }).catch(() => undefined);
     }
   }
 

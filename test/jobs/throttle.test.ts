@@ -87,6 +87,17 @@ describe('throttle wiring', () => {
     expect(cmp(src, out)).toBe(true);
   });
 
+  it('the probe interval is an option: 50 ms between probes gives at most one probe per 50 ms of the job', async () => {
+    const out = tmp.file('slow-probes.img');
+    const s = await imageSource(src, out, { force: true, probeIntervalMs: 50, rateLimit: 20e6 });
+    expect(s.seconds).toBeGreaterThan(0.5);
+    expect(s.throttle.probes!.count).toBeGreaterThan(2);
+    expect(s.throttle.probes!.count).toBeLessThanOrEqual(Math.ceil((s.seconds * 1000) / 50) + 2);
+    expect(cmp(src, out)).toBe(true);
+    await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 0 })).rejects.toThrow(/probeIntervalMs/);
+    await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 'often' as unknown as number })).rejects.toThrow(/probeIntervalMs/);
+  });
+
   it('a restore into a file has nothing to probe: parda runs instead, and the report says so', async () => {
     const repo = tmp.file('repo');
     await initRepository(repo);
