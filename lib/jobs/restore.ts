@@ -5,6 +5,7 @@
  * it is written.
  */
 import { constants as fsc } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -252,9 +253,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       // Throttle: at most queueDepth writes in flight, spaced by the pacing delay.
       while (inFlight.size >= jobThrottle.decision.queueDepth) await Promise.race(inFlight);
       // Re-read the pacing while waiting: a controller may shorten it (the end of a canary pause).
-      for (let wait = lastIssue + jobThrottle.pacingMs() - performance.now(); wait > 0; wait = lastIssue + jobThrottle.pacingMs() - performance.now()) {
-        await new Promise((r) => setTimeout(r, Math.min(wait, 20)));
-      }
+      let wait: number;
+      while ((wait = lastIssue + jobThrottle.pacingMs() - performance.now()) > 0) await sleep(Math.min(wait, 20));
       lastIssue = performance.now();
       const p: Promise<void> = writeChunk(i, Buffer.from(entry))
         .catch((err: unknown) => {

@@ -145,7 +145,8 @@ export class JobThrottle {
   #pacedMs = 0;
   #probing: Promise<void> | undefined;
   #stopped = false;
-  #wake: AbortController | undefined;
+  /** Aborted by stop(): cuts the wait between two probes short. */
+  readonly #wake = new AbortController();
   #probeError: string | undefined;
 
   private constructor(
@@ -250,7 +251,7 @@ export class JobThrottle {
   /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#wake?.abort();
+    this.#wake.abort();
     await this.#probing;
   }
 
@@ -284,7 +285,6 @@ export class JobThrottle {
       if (this.#stopped) return;
       this.controller.observeProbe({ latencyNs, bytes: length, atNs: Number(process.hrtime.bigint()) });
       this.#decide();
-      this.#wake = new AbortController();
       await sleep(this.#probeIntervalMs, undefined, { signal: this.#wake.signal }).catch(() => undefined);
     }
   }

@@ -80,15 +80,15 @@ export async function compressIfWorthIt(data: Buffer, level: number): Promise<Pa
   const z = zstd();
   if (data.length >= SAMPLE_PIECES * SAMPLE_PIECE * 4) {
     const step = Math.floor(data.length / SAMPLE_PIECES);
-    const sample = Buffer.concat(
-      Array.from({ length: SAMPLE_PIECES }, (_, i) => data.subarray(i * step, i * step + SAMPLE_PIECE)),
-    );
+    const sample = takeBuffer(SAMPLE_PIECES * SAMPLE_PIECE);
+    for (let i = 0; i < SAMPLE_PIECES; i++) data.copy(sample, i * SAMPLE_PIECE, i * step, i * step + SAMPLE_PIECE);
     const out = takeBuffer(z.zstdCompressBound(sample.length));
     try {
       const n = await z.zstdCompressInto(sample, out, 1);
       if (n > sample.length * 0.97) return null;
     } finally {
       giveBuffer(out);
+      giveBuffer(sample);
     }
   }
   const out = takeBuffer(z.zstdCompressBound(data.length));

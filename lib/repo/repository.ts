@@ -264,7 +264,6 @@ export class Repository {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           throw new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
         }
-        if (err instanceof LowtideError) throw err;
         throw toLowtideError(err, 'IO_ERROR', `reading chunk ${hex}`);
       }
       if (size > cap) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`, { path });

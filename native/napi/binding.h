@@ -20,6 +20,14 @@ Napi::Error to_js_error(Napi::Env env, const io::IoError& e);
 // Throws a JS TypeError-like error with code INVALID_ARGUMENT.
 [[noreturn]] void throw_invalid(Napi::Env env, const std::string& message);
 
+// Queues an AsyncWorker that has a promise() and returns that promise.
+template <class Worker>
+Napi::Value queued(Worker* w) {
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 // Module parts; each adds its exports.
 void init_source(Napi::Env env, Napi::Object exports);
 void init_reader(Napi::Env env, Napi::Object exports);

@@ -64,10 +64,7 @@ Napi::Value ZstdCompress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray view = view_arg(info, "zstdCompress");
   int level = level_arg(info, 1, "zstdCompress");
-  auto* w = new ZstdWorker(env, view, true, level, 0);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new ZstdWorker(env, view, true, level, 0));
 }
 
 // zstdDecompress(view, maxSize): Promise<Buffer>
@@ -77,10 +74,7 @@ Napi::Value ZstdDecompress(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsNumber()) throw_invalid(env, "zstdDecompress(view, maxSize) expects a maximum size");
   double max = info[1].As<Napi::Number>().DoubleValue();
   if (!(max >= 0) || max > 1e12) throw_invalid(env, "zstdDecompress: maxSize out of range");
-  auto* w = new ZstdWorker(env, view, false, 0, size_t(max));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new ZstdWorker(env, view, false, 0, size_t(max)));
 }
 
 // Compresses (level > 0) or decompresses (level 0) into a caller's buffer;
@@ -128,10 +122,7 @@ Napi::Value ZstdCompressInto(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdCompressInto(src, dst, level) expects a Uint8Array dst");
   Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
   int level = level_arg(info, 2, "zstdCompressInto");
-  auto* w = new IntoWorker(env, src, dst, level);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new IntoWorker(env, src, dst, level));
 }
 
 // zstdDecompressInto(src, dst): Promise<number>
@@ -139,10 +130,7 @@ Napi::Value ZstdDecompressInto(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray src = view_arg(info, "zstdDecompressInto");
   if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdDecompressInto(src, dst) expects a Uint8Array dst");
-  auto* w = new IntoWorker(env, src, info[1].As<Napi::TypedArray>(), 0);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new IntoWorker(env, src, info[1].As<Napi::TypedArray>(), 0));
 }
 
 // zstdCompressBound(n): number
@@ -154,7 +142,7 @@ Napi::Value ZstdCompressBound(const Napi::CallbackInfo& info) {
   try {
     return Napi::Number::New(env, double(copy::zstd_compress_bound(size_t(n))));
   } catch (const std::exception& e) {
-    throw to_js_error(env, io::IoError("ZSTD_UNAVAILABLE", e.what()));
+    throw to_js_error(env, io::IoError("UNSUPPORTED", e.what()));
   }
 }
 

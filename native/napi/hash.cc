@@ -57,10 +57,7 @@ Napi::Value Digest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsTypedArray()) throw_invalid(env, "digest(view) expects a Uint8Array");
   bool zero_check = info.Length() > 1 && info[1].ToBoolean();
-  auto* w = new DigestWorker(env, info[0].As<Napi::TypedArray>(), zero_check);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new DigestWorker(env, info[0].As<Napi::TypedArray>(), zero_check));
 }
 
 // digestSync(view): Buffer — for small inputs and tests.

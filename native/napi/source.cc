@@ -120,10 +120,7 @@ Napi::Value SourceHandle::Probe(const Napi::CallbackInfo& info) {
   if (!(len >= 1) || len > 1 << 20 || std::floor(len) != len || std::fmod(len, sector) != 0)
     throw_invalid(env, "probe: length must be a multiple of the sector size, at most 1 MiB");
   if (off + len > double(g.size)) throw to_js_error(env, io::IoError("OUT_OF_RANGE", "probe: the read reaches past the end of " + source_->path(), 0, int64_t(off)));
-  auto* w = new ProbeWorker(env, source_, uint64_t(off), uint32_t(len));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new ProbeWorker(env, source_, uint64_t(off), uint32_t(len)));
 }
 
 namespace {
@@ -174,10 +171,7 @@ Napi::Value OpenSource(const Napi::CallbackInfo& info) {
   else if (mode == "on") m = io::DirectMode::On;
   else if (mode == "off") m = io::DirectMode::Off;
   else throw_invalid(env, "direct must be 'auto', 'on' or 'off'");
-  auto* w = new OpenWorker(env, info[0].As<Napi::String>(), m);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queued(new OpenWorker(env, info[0].As<Napi::String>(), m));
 }
 
 }  // namespace
