@@ -22,6 +22,18 @@ export const GiB = 1024 ** 3;
 export const RECIPE_VERSION = 1;
 
 export const toolEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' };
+// Timed commands (every tool, lowtide and its peers alike) run with only these
+// variables from the bench's environment, plus what each call adds: this
+// machine's environment sets NODE_EXTRA_CA_CERTS, which makes every Node
+// process read and parse a CA bundle before it runs (~30-40 ms with cold
+// caches), a cost of the sandbox that a backup command has no use for.
+const TIMED_ENV_KEEP = ['PATH', 'HOME', 'USER', 'LOGNAME', 'TMPDIR', 'TERM'];
+export const timedEnv = {
+  ...Object.fromEntries(TIMED_ENV_KEEP.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]])),
+  MTOOLS_SKIP_CHECK: '1',
+  LC_ALL: 'C.UTF-8',
+  LANG: 'C.UTF-8',
+};
 
 export const median = (xs) => {
   const s = [...xs].filter((x) => x !== null && x !== undefined && !Number.isNaN(x)).sort((a, b) => a - b);
@@ -91,7 +103,7 @@ export async function timed(cmd, args, { stdinFile, stdoutFile, env, cwd, allowF
   ];
   const t0 = process.hrtime.bigint();
   const child = spawn('sh', ['-c', script, 'sh', cmd, ...args], {
-    env: { ...toolEnv, ...(env ?? {}), IOFILE: ioFile },
+    env: { ...timedEnv, ...(env ?? {}), IOFILE: ioFile },
     cwd,
     stdio,
   });
@@ -571,8 +583,8 @@ export function snapshotLowtide(dir) {
   const dirty = spawnSync('git', ['-C', root, 'status', '--porcelain', '--', 'lib', 'native'], { encoding: 'utf8' }).stdout.trim() !== '';
   return {
     dir,
-    cli: join(dir, 'dist', 'cli', 'main.js'),
-    version: { commit: head, dirtyWorkingTree: dirty, distBuilt: statSync(join(root, 'dist', 'cli', 'main.js')).mtime.toISOString() },
+    cli: join(dir, 'dist', 'bin', 'lowtide.js'),
+    version: { commit: head, dirtyWorkingTree: dirty, distBuilt: statSync(join(root, 'dist', 'bin', 'lowtide.js')).mtime.toISOString() },
   };
 }
 

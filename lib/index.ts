@@ -1,5 +1,6 @@
 /** lowtide's public API: re-exports only. */
 export { LowtideError, ErrorCodes, type ErrorCode } from './errors.js';
+export { version } from './package.js';
 export {
   openSource,
   ioUringAvailable,

@@ -3,8 +3,7 @@
  * everything else imports `native` from here.
  */
 import { createRequire } from 'node:module';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from './package.js';
 
 export interface NativeSourceInfo {
   size: number;
@@ -286,9 +285,6 @@ export interface NativeBinding extends NativeFsBinding {
   /** One or more frames; rejects on corrupt input or more than maxSize bytes. */
   zstdDecompress(view: Uint8Array, maxSize: number): Promise<Buffer>;
 }
-
-/** The package root: one level above lib/ (sources) or dist/ (compiled). */
-export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);

@@ -5,7 +5,6 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import {
   LowtideError,
   backup,
@@ -18,6 +17,7 @@ import {
   pruneRepository,
   restore,
   verifyRepository,
+  version,
   type ImageSummary,
 } from '../index.js';
 import { listFiles, extractPath, describeDisk, listBackupFiles, extractFromBackup } from '../jobs/files.js';
@@ -31,8 +31,6 @@ import { formatBytes, formatRate, ProgressBar } from './progress.js';
 // (Read when the pool starts, at its first use, which comes after this line.)
 process.env.UV_THREADPOOL_SIZE ??= '8';
 
-const require = createRequire(import.meta.url);
-const { version } = require('../../package.json') as { version: string };
 
 /** Errors that mean "the command line is wrong" rather than "the work failed". */
 class UsageError extends Error {}

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { attachLoop, detachLoop, loopUnavailableReason, skipReason } from '../helpers/system.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
-const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
+const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.js');
 const tmp = new TempDir();
 afterAll(() => tmp.remove());
 

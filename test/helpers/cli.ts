@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
-export const CLI = join(import.meta.dirname, '../../dist/cli/main.js');
+export const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.js');
 
 export interface CliResult {
   status: number;

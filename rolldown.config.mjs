@@ -1,0 +1,22 @@
+// The `lowtide` command as one file (dist/bin/lowtide.js, package.json "bin").
+// Built by `npm run build:ts` after tsc, from tsc's output. Why: a cold start
+// of the CLI loaded ~50 modules one by one (dist/ and commander), ~120 ms with
+// cold caches on the test machine, a sixth of an incremental backup's time;
+// one file takes about half as long. The library (dist/index.js) stays
+// unbundled. The addon is found at run time by node-gyp-build from the
+// package root (lib/package.ts), cli-progress is required lazily at run
+// time: both stay outside the bundle.
+import { defineConfig } from 'rolldown';
+
+export default defineConfig({
+  input: 'dist/cli/main.js',
+  platform: 'node',
+  external: [/^node:/, 'node-gyp-build', 'cli-progress'],
+  logLevel: 'warn',
+  output: {
+    file: 'dist/bin/lowtide.js',
+    format: 'esm',
+    codeSplitting: false,
+    sourcemap: false,
+  },
+});
