@@ -95,7 +95,10 @@ function parseProcIo(text) {
  */
 export async function timed(cmd, args, { stdinFile, stdoutFile, env, cwd, allowFail = false } = {}) {
   const ioFile = join(root, 'bench', 'work', `.io-${process.pid}-${Math.random().toString(36).slice(2)}.txt`);
-  const script = '"$@"; rc=$?; cat /proc/$$/io > "$IOFILE"; exit $rc';
+  // The shell's own builtins copy /proc/$$/io (the I/O of the command it
+  // waited for): an external `cat`, started with cold caches, added a few ms
+  // to every timed command.
+  const script = '"$@"; rc=$?; while IFS= read -r l; do printf \'%s\\n\' "$l"; done < /proc/$$/io > "$IOFILE"; exit $rc';
   const stdio = [
     stdinFile ? openSync(stdinFile, 'r') : 'ignore',
     stdoutFile ? openSync(stdoutFile, 'w') : 'pipe',

@@ -22,6 +22,7 @@ import { openSource, type DirectMode, type EngineName } from '../io/source.js';
 import { MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { planImage, type ImagePlan } from '../fs/plan.js';
+import { EarlyWriteback } from './writeback.js';
 import { JobThrottle, singleJobThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
 export interface ImageOptions extends ThrottleSettings {
@@ -92,9 +93,6 @@ export interface ImageSummary {
   queueDepth: number;
   throttle: JobThrottleReport;
 }
-
-/** Bytes written between two writeback starts. */
-const WRITEBACK_STEP = 64 * 1024 * 1024;
 
 /** Writes kept in flight to the output (each holds one read buffer). */
 const WRITES_IN_FLIGHT = 4;
@@ -210,7 +208,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     });
     throttle.attach(reader);
     const pending = new Set<Promise<void>>();
-    let writebackMark = 0;
+    const writeback = new EarlyWriteback(out.fd);
     let failure: unknown;
     const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9;
     let lastReport = 0;
@@ -238,12 +236,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
           ({ bytesWritten: n }) => {
             if (n !== block.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${block.offset}`);
             bytesWritten += n;
-            // Start writeback as the image grows, so the final fsync does not
-            // have the whole image to write at once.
-            if (bytesWritten - writebackMark >= WRITEBACK_STEP) {
-              writebackMark = bytesWritten;
-              native.startWriteback(fh.fd, 0, 0);
-            }
+            writeback.wrote(n);
           },
           (err: unknown) => {
             throw writeError(err, output);

@@ -15,6 +15,7 @@ import type { Manifest } from '../repo/format.js';
 import { openRepository, Repository } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
 import { native } from '../native.js';
+import { EarlyWriteback } from './writeback.js';
 import { JobThrottle, singleJobThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
 
 export interface RestoreOptions extends ThrottleSettings {
@@ -178,11 +179,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `opening ${target}`);
     }
     const out = fh;
+    // Through the page cache (files; block devices without O_DIRECT): start
+    // writeback as the image grows, as `image` does (lib/jobs/writeback.ts).
+    const writeback = direct ? undefined : new EarlyWriteback(out.fd);
     /** Writes `length` bytes of `data` at `offset` of the target, aligned when direct. */
     const writeAt = async (data: Buffer, length: number, offset: number): Promise<void> => {
-      if (!direct) {
+      if (writeback) {
         const { bytesWritten: n } = await out.write(data, 0, length, offset);
         if (n !== length) throw new Error(`short write at ${offset}`);
+        writeback.wrote(n);
         return;
       }
       const aligned = length - (length % sectorSize);

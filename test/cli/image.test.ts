@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attachLoop, detachLoop, loopUnavailableReason, skipReason } from '../helpers/system.js';
+import { attachLoop, detachLoop, hasCommand, loopUnavailableReason, skipReason, traceFileCalls } from '../helpers/system.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
 const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.js');
@@ -21,6 +21,19 @@ function cmp(a: string, b: string): boolean {
 const MiB = 1024 * 1024;
 
 describe('lowtide image', () => {
+  it('starts writeback as the image grows, not only at the final fsync (strace: sync_file_range on the partial file before its fsync)', () => {
+    if (skipReason('writeback tracing', hasCommand('strace') ? undefined : 'strace is not installed')) return;
+    const src = tmp.file('writeback-src.img');
+    writeSparseFile(src, 160 * MiB, [{ offset: 0, data: patternBytes(160 * MiB, 23) }]);
+    const out = tmp.file('writeback-out.img');
+    const t = traceFileCalls([CLI, 'image', src, out, '--throttle', 'off'], ['sync_file_range', 'fsync']);
+    expect(t.status, t.stderr.slice(-2000)).toBe(0);
+    expect(cmp(src, out)).toBe(true);
+    const onPartial = t.calls.filter(([, path]) => path.endsWith('.lowtide-partial'));
+    expect(onPartial.filter(([name]) => name === 'sync_file_range').length).toBe(2);
+    expect(onPartial.at(-1)?.[0]).toBe('fsync');
+  });
+
   it('copies a file with holes and data to an identical, sparse image', () => {
     const src = tmp.file('sparse-src.img');
     const size = 64 * MiB + 4096 + 512;

@@ -43,3 +43,17 @@ export function skipReason(what: string, reason: string | undefined): boolean {
   }
   return false;
 }
+
+/**
+ * Runs `node args...` under strace, following threads, and returns the calls
+ * of `syscalls` in order as [name, path of the first fd argument] (strace -y).
+ */
+export function traceFileCalls(args: string[], syscalls: string[]): { status: number | null; stderr: string; calls: [string, string][] } {
+  const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', `trace=${syscalls.join(',')}`, process.execPath, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  const calls: [string, string][] = [];
+  for (const m of r.stderr.matchAll(/(?:^|\n)(?:\[pid +\d+\] )?(\w+)\(\d+<([^>]*)>/g)) calls.push([m[1]!, m[2]!]);
+  return { status: r.status, stderr: r.stderr, calls };
+}

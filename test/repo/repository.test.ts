@@ -10,7 +10,8 @@ import {
   restore,
   verifyRepository,
 } from '../../lib/index.js';
-import { cmp, lowtide } from '../helpers/cli.js';
+import { CLI, cmp, lowtide } from '../helpers/cli.js';
+import { attachLoop, detachLoop, hasCommand, loopUnavailableReason, skipReason, traceFileCalls } from '../helpers/system.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -122,7 +123,6 @@ describe('backup and restore round trips', () => {
   });
 
   it('restores to a block device of the same size, writing zeros too', async () => {
-    const { attachLoop, detachLoop, loopUnavailableReason, skipReason } = await import('../helpers/system.js');
     if (skipReason('restore to a loop device', loopUnavailableReason())) return;
     const dir = tmp.file('dev');
     mkdirSync(dir);
@@ -163,6 +163,28 @@ describe('backup and restore round trips', () => {
     } finally {
       detachLoop(dev);
     }
+  });
+});
+
+describe('restore into a file', () => {
+  it('starts writeback as the image grows, not only at the final fsync (strace: sync_file_range on the partial file before its fsync)', async () => {
+    if (skipReason('writeback tracing', hasCommand('strace') ? undefined : 'strace is not installed')) return;
+    const dir = tmp.file('writeback');
+    mkdirSync(dir);
+    const src = join(dir, 'src.img');
+    writeSparseFile(src, 160 * MiB, [{ offset: 0, data: patternBytes(160 * MiB, 17) }]);
+    const repoPath = join(dir, 'repo');
+    await initRepository(repoPath);
+    const { id } = await backup({ source: src, repository: repoPath, throttle: 'off' });
+    const out = join(dir, 'restored.img');
+    const t = traceFileCalls([CLI, 'restore', id, out, '--repo', repoPath, '--throttle', 'off'], ['sync_file_range', 'fsync']);
+    expect(t.status, t.stderr.slice(-2000)).toBe(0);
+    expect(cmp(src, out)).toBe(true);
+    const onPartial = t.calls.filter(([, path]) => path.endsWith('.lowtide-partial'));
+    const starts = onPartial.filter(([name]) => name === 'sync_file_range').length;
+    // 160 MiB written: a start after every 64 MiB, all before the file's fsync.
+    expect(starts).toBe(2);
+    expect(onPartial.at(-1)?.[0]).toBe('fsync');
   });
 });
 
