@@ -13,7 +13,8 @@
 // controller with `latencyTarget: 'auto'`; fixed rate caps; and a phased
 // production load (fio jobs on for P s, off for P s) with the default
 // controller and the fixed caps. Production alone and the default controller
-// run BENCH_REPEATS times per block (first/last and interleaved).
+// run BENCH_REPEATS times per block (first/last and interleaved), each fixed
+// cap BENCH_RATE_REPEATS times.
 //
 // How harm is measured: in every scenario lowtide runs 2 s, is stopped
 // (SIGSTOP) 2 s, runs again, ... and production's p99 while lowtide ran is
@@ -40,7 +41,10 @@
 //   BENCH_INTERVAL_MS (250)   time series resolution
 //   BENCH_RATES (25,50,100,200,400)  fixed caps in MB/s (10^6 B/s)
 //   BENCH_PHASE_SECONDS (3)   phased load: on for this long, then off as long
-//   BENCH_REPEATS (3)         runs of 'alone' and of the default controller per block
+//   BENCH_REPEATS (6)         runs of 'alone' and of the default controller per block (single
+//                            runs of the default ranged 1.1-2.6x on the phased load: 3 were too few)
+//   BENCH_RATE_REPEATS (3)    runs of each fixed rate (one run of 50 MB/s measured 1.07x in one
+//                            run and 1.50x in the next)
 //   BENCH_LATENCY_TARGET (auto)  the controllers' latencyTarget (ms or auto)
 //   BENCH_AUTO_RULE           experiments: '{"multiplier":1,"floorPercentile":null}' replaces the
 //                             auto-target rule (the driver probes and passes a fixed target)
@@ -80,7 +84,8 @@ const SETTLE_MS = 250; // after each switch, left out of both sides
 const WARMUP = num('BENCH_WARMUP_SECONDS', 2);
 const INTERVAL_MS = num('BENCH_INTERVAL_MS', 250);
 const PHASE = num('BENCH_PHASE_SECONDS', 3);
-const REPEATS = Math.max(1, Math.round(num('BENCH_REPEATS', 3)));
+const REPEATS = Math.max(1, Math.round(num('BENCH_REPEATS', 6)));
+const RATE_REPEATS = Math.max(1, Math.round(num('BENCH_RATE_REPEATS', 3)));
 const BOUND = num('BENCH_BOUND', 1.5);
 const SRC_GIB = num('BENCH_SRC_GIB', 4);
 const PROD_GIB = num('BENCH_PROD_GIB', 1);
@@ -476,13 +481,16 @@ function scenarios() {
     const ctls = phased
       ? [DEFAULT, 'off', ...Array(REPEATS - 1).fill(DEFAULT)]
       : ['off', DEFAULT, 'parda', 'aimd', 'threshold', ...Array(REPEATS - 1).fill(DEFAULT)];
-    const n = ctls.length + RATES.length;
+    // Each fixed rate RATE_REPEATS times (ascending passes): the best fixed
+    // rate in bound is the baseline, and single runs of it flip in and out.
+    const rates = Array.from({ length: RATE_REPEATS }, () => RATES).flat();
+    const n = ctls.length + rates.length;
     const items = [];
     let ci = 0;
     let ri = 0;
     for (let i = 0; i < n; i++) {
-      const ctlDue = ci < ctls.length && (ri >= RATES.length || (ci * n) / ctls.length <= i);
-      items.push(ctlDue ? ['ctl', ctls[ci++]] : ['rate', RATES[ri++]]);
+      const ctlDue = ci < ctls.length && (ri >= rates.length || (ci * n) / ctls.length <= i);
+      items.push(ctlDue ? ['ctl', ctls[ci++]] : ['rate', rates[ri++]]);
     }
     add(phased, 'alone', 'alone', 'production alone', null);
     for (const [t, v] of items) {
@@ -815,7 +823,7 @@ const date = started.toISOString();
 const summary = {
   date,
   host: { cpus: (await import('node:os')).cpus().length, loadavgBefore: loadBefore, loadavgAfter: loadAfter },
-  config: { autoRule: AUTO_RULE ?? null, seconds: SECONDS, warmupSeconds: WARMUP, intervalMs: INTERVAL_MS, phaseSeconds: PHASE, repeats: REPEATS, bound: BOUND, rates: RATES, latencyTarget: TARGET, srcGiB: SRC_GIB, prodGiB: PROD_GIB },
+  config: { autoRule: AUTO_RULE ?? null, seconds: SECONDS, warmupSeconds: WARMUP, intervalMs: INTERVAL_MS, phaseSeconds: PHASE, repeats: REPEATS, rateRepeats: RATE_REPEATS, bound: BOUND, rates: RATES, latencyTarget: TARGET, srcGiB: SRC_GIB, prodGiB: PROD_GIB },
   production: { tool: 'fio', rw: 'randrw', rwmixread: 70, bs: 4096, iodepth: 4, ioengine: 'io_uring', direct: true, latency: 'lat (submit to completion), per I/O' },
   lowtide: { read: 'openSource().read() under JobThrottle', direct: true, maxBlockSize: 1 << 20, minBlockSize: 64 * 1024, maxQueueDepth: 32 },
   verdicts: null,
