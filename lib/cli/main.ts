@@ -31,7 +31,6 @@ import { formatBytes, formatRate, ProgressBar } from './progress.js';
 // (Read when the pool starts, at its first use, which comes after this line.)
 process.env.UV_THREADPOOL_SIZE ??= '8';
 
-
 /** Errors that mean "the command line is wrong" rather than "the work failed". */
 class UsageError extends Error {}
 
