@@ -6,7 +6,7 @@
 //
 // usage: node bench/impact-driver.mjs '<json settings>'
 //   { file, throttle, latencyTarget, rateLimit, queueDepth, blockSize,
-//     minBlockSize, intervalMs, probeIntervalMs }
+//     minBlockSize, intervalMs, probeIntervalMs, canaryTuning }
 //
 // Output on stdout, one JSON object a line, times in Unix epoch ms:
 //   {"type":"start","t":...}                        before the idle probe
@@ -34,6 +34,9 @@ const {
   autoRule,
   // canary's time between probes (default: the library's).
   probeIntervalMs,
+  // Experiments only (env BENCH_CANARY_VARIANTS): canary tuning overrides,
+  // e.g. {"factor":1.15} (lib/jobs/throttle.ts canaryTuning).
+  canaryTuning,
 } = cfg;
 if (!file) {
   process.stderr.write('usage: node bench/impact-driver.mjs \'{"file":"..."}\'\n');
@@ -66,6 +69,7 @@ if (autoRule && latencyTarget === 'auto' && controller !== 'off') {
   probeInfo = { rule: autoRule, idleP50Ms: p50, idleP99Ms: probe.percentile(99) / 1e6, ms: target };
 }
 const settings = resolveThrottleSettings({ throttle: controller, latencyTarget: target, rateLimit, probeIntervalMs });
+if (canaryTuning) settings.canaryTuning = canaryTuning;
 let throttle;
 try {
   throttle = await JobThrottle.create(

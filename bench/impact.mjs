@@ -51,6 +51,8 @@
 //   BENCH_ONLY                a regular expression: run only matching scenarios (plus alone)
 //   BENCH_PROBE_MS            comma list of canary probe intervals (ms): each run of the default
 //                             controller becomes one run per interval, named canary@<ms>ms
+//   BENCH_CANARY_VARIANTS     ';'-separated JSON canary tuning overrides, e.g. '{"factor":1.15};{}':
+//                             like BENCH_PROBE_MS, each run of the default becomes one run of each
 //   BENCH_CHART_FROM=FILE     print the table and verdicts of a saved JSON and redraw its chart
 //                             (to FILE with .svg, or to BENCH_CHART_OUT)
 //                             (runs with BENCH_ONLY/BENCH_AUTO_RULE/BENCH_LATENCY_TARGET are
@@ -92,10 +94,12 @@ const PROD_GIB = num('BENCH_PROD_GIB', 1);
 const RATES = (env.BENCH_RATES ?? '25,50,100,200,400').split(',').map((s) => Number(s.trim())).filter((x) => x > 0);
 const TARGET = env.BENCH_LATENCY_TARGET && env.BENCH_LATENCY_TARGET !== 'auto' ? Number(env.BENCH_LATENCY_TARGET) : 'auto';
 const CHART_FROM = env.BENCH_CHART_FROM; // re-render table, verdicts and chart from a saved JSON
-const EXPERIMENT = Boolean(env.BENCH_ONLY || env.BENCH_AUTO_RULE || env.BENCH_LATENCY_TARGET || env.BENCH_PROBE_MS);
+const EXPERIMENT = Boolean(env.BENCH_ONLY || env.BENCH_AUTO_RULE || env.BENCH_LATENCY_TARGET || env.BENCH_PROBE_MS || env.BENCH_CANARY_VARIANTS);
 const AUTO_RULE = env.BENCH_AUTO_RULE ? JSON.parse(env.BENCH_AUTO_RULE) : undefined;
 const ONLY = env.BENCH_ONLY ? new RegExp(env.BENCH_ONLY) : undefined;
 const PROBE_MS = env.BENCH_PROBE_MS ? env.BENCH_PROBE_MS.split(',').map((x) => Number(x.trim())).filter((x) => x > 0) : undefined;
+// ';'-separated JSON objects of canary tuning, e.g. '{"factor":1.15};{}' ({} = the library's defaults).
+const CANARY_VARIANTS = env.BENCH_CANARY_VARIANTS ? env.BENCH_CANARY_VARIANTS.split(';').map((x) => JSON.parse(x.trim())) : undefined;
 const dir = env.BENCH_DIR ?? join(root, 'bench', 'work');
 const resultsDir = join(root, 'bench', 'results');
 const GiB = 1024 ** 3;
@@ -496,6 +500,11 @@ function scenarios() {
     for (const [t, v] of items) {
       if (t === 'ctl' && v === DEFAULT && PROBE_MS) {
         for (const ms of PROBE_MS) add(phased, `${v}@${ms}ms`, 'controller', `lowtide ${v}, probes every ${ms} ms`, { ...ctl(v), probeIntervalMs: ms });
+      } else if (t === 'ctl' && v === DEFAULT && CANARY_VARIANTS) {
+        for (const tuning of CANARY_VARIANTS) {
+          const tag = Object.entries(tuning).map(([k, x]) => `${k}=${x}`).join(',') || 'defaults';
+          add(phased, `${v}@${tag}`, 'controller', `lowtide ${v}, ${tag}`, { ...ctl(v), canaryTuning: tuning });
+        }
       } else if (t === 'ctl') add(phased, v, v === 'off' ? 'off' : 'controller', v === 'off' ? 'lowtide unthrottled' : `lowtide ${v}${v === DEFAULT ? ' (default)' : ''}`, ctl(v));
       else add(phased, `rate-${v}`, 'rate', `lowtide fixed ${v} MB/s`, rate(v), { rateMBps: v });
     }

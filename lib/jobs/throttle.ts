@@ -41,6 +41,12 @@ export interface ResolvedThrottleSettings {
   admissionLimit: number | undefined;
   rateLimit: number | undefined;
   probeIntervalMs: number;
+  /**
+   * Experiments only (bench:impact's BENCH_CANARY_VARIANTS): overrides of the
+   * `canary` controller's tuning (docs/throttle.md), checked by the
+   * controller's own option validation. No public option sets it.
+   */
+  canaryTuning?: { factor?: number; quantile?: number; probesPerRound?: number };
 }
 
 function positiveNumber(name: string, value: unknown): number | undefined {
@@ -188,7 +194,7 @@ export class JobThrottle {
         const controller = createController('canary', {
           ...base,
           ...(fixed !== undefined ? { targetLatencyMs: fixed } : {}),
-          canary: { calibrate: fixed === undefined },
+          canary: { ...settings.canaryTuning, calibrate: fixed === undefined },
         });
         const target: JobThrottleReport['target'] = { mode: fixed === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
         return new JobThrottle(controller, target, settings.rateLimit, probeSource, undefined, settings.probeIntervalMs);
