@@ -8,7 +8,7 @@
 import { native } from '../native.js';
 
 /** Bytes written between two writeback starts. */
-export const WRITEBACK_STEP = 64 * 1024 * 1024;
+const WRITEBACK_STEP = 64 * 1024 * 1024;
 
 export class EarlyWriteback {
   #written = 0;

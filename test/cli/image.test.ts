@@ -3,20 +3,11 @@ import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { attachLoop, detachLoop, hasCommand, loopUnavailableReason, skipReason, traceFileCalls } from '../helpers/system.js';
+import { CLI, cmp, lowtide } from '../helpers/cli.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
-const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.js');
 const tmp = new TempDir();
 afterAll(() => tmp.remove());
-
-function lowtide(args: string[]): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function cmp(a: string, b: string): boolean {
-  return spawnSync('cmp', [a, b], { stdio: 'ignore' }).status === 0;
-}
 
 const MiB = 1024 * 1024;
 

@@ -96,6 +96,8 @@ describe('throttle wiring', () => {
     expect(cmp(src, out)).toBe(true);
     await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 0 })).rejects.toThrow(/probeIntervalMs/);
     await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 'often' as unknown as number })).rejects.toThrow(/probeIntervalMs/);
+    // Only canary probes: with another controller the setting is an error, not ignored.
+    await expect(imageSource(src, tmp.file('x.img'), { throttle: 'parda', probeIntervalMs: 5 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: /only the canary controller probes/ });
   });
 
   it('a restore into a file has nothing to probe: parda runs instead, and the report says so', async () => {
