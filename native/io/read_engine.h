@@ -60,6 +60,10 @@ struct EngineStats {
   uint64_t pacing_ns = 0;
 };
 
+// Reads shorter than this (sum of the extents) keep the slab in ordinary,
+// unregistered pages that become resident only as requests use them.
+constexpr uint64_t kLongReadBytes = uint64_t(512) << 20;
+
 enum class EngineKind { Auto, Uring, Threads };
 enum class EngineStatus { Running, Done, Failed, Closed };
 
@@ -146,6 +150,7 @@ class ReadEngine {
   size_t slot_size_ = 0;
   size_t slot_count_ = 0;
   std::shared_ptr<AlignedMemory> slab_;
+  bool long_read_ = false;  // at least kLongReadBytes: huge pages, or registered buffers
 
   std::mutex mu_;
   Notify notify_;
