@@ -241,6 +241,12 @@ export interface NativeVolumeHandle {
   ): Promise<{ entries: NativeDirEntry[]; extents: { offset: number; length: number }[][]; stats: NativeWalkStats }>;
   chain(cluster: number): Promise<NativeClusterRun[]>;
   fileExtents(path: string): Promise<{ entry: NativeDirEntry; extents: { offset: number; length: number }[] }>;
+  /**
+   * The backup catalog's JSON lines (lib/repo/catalog.ts CatalogEntry) of every
+   * entry not in or under an `excluded` path, walked and formatted off the JS
+   * thread, in frames of about `frameBytes`.
+   */
+  catalog(partition: number, excluded: string[], frameBytes: number): Promise<{ text: Buffer; entries: number }[]>;
   readFile(path: string): Promise<Buffer>;
   /** Source offset of the first byte where a FAT copy differs from FAT 0, or null. */
   compareFats(): Promise<number | null>;

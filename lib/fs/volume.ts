@@ -190,6 +190,16 @@ export class FatVolume {
     return r.entries.map((e, i) => ({ entry: toEntry(e), extents: r.extents[i]! }));
   }
 
+  /**
+   * @internal The backup catalog's lines for this volume (what filesWithExtents()
+   * gives, as lib/repo/catalog.ts CatalogEntry JSON lines, entries in or under an
+   * `excluded` path left out), built off the JS thread in frames of about
+   * `frameBytes`. `modified` is read as local time by the C library.
+   */
+  async catalogFrames(partition: number, excluded: string[], frameBytes: number): Promise<{ text: Buffer; entries: number }[]> {
+    return this.#call('walk', (h) => h.catalog(partition, excluded, frameBytes));
+  }
+
   /** Source byte extents of a file's data, in file order, the last one cut to the file size. */
   async fileExtents(path: string): Promise<Extent[]> {
     const p = pathArg('path', path);

@@ -19,7 +19,7 @@ import {
 import { intersectExtents, mergeExtents, totalLength, validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type ImagePlan, type OverlayWrite } from '../fs/plan.js';
 import { openVolume } from '../fs/volume.js';
-import { CatalogWriter } from '../repo/catalog.js';
+import { CatalogWriter, FRAME_BYTES as CATALOG_FRAME_BYTES } from '../repo/catalog.js';
 import { join } from 'node:path';
 import { MAX_QUEUE_DEPTH } from '../io/reader.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
@@ -114,34 +114,20 @@ async function chooseParent(
 
 /**
  * Writes every file and directory of the planned FAT volumes, with each file's
- * extents, to the catalog (excluded entries left out). Returns false when the
- * plan has no FAT volume (nothing to catalogue).
+ * extents, to the catalog (excluded entries left out). The walk and the JSON
+ * lines are made off the JS thread (Volume.catalogFrames), so the catalog does
+ * not hold up the blocks being read meanwhile. Returns false when the plan has
+ * no FAT volume (nothing to catalogue).
  */
 async function buildCatalog(sourcePath: string, plan: ImagePlan, catalog: CatalogWriter): Promise<boolean> {
   let any = false;
   for (const p of plan.partitions) {
     if (p.mode !== 'used' || p.fat === null) continue;
     any = true;
-    const excluded = new Set(plan.excluded.filter((e) => e.partition === p.index).map((e) => e.path));
-    const gone = (path: string): boolean => {
-      for (let at = path; at !== ''; at = at.slice(0, at.lastIndexOf('/'))) if (excluded.has(at)) return true;
-      return false;
-    };
+    const excluded = plan.excluded.filter((e) => e.partition === p.index).map((e) => e.path);
     const vol = await openVolume(sourcePath, { partition: p.index });
     try {
-      for (const { entry: e, extents } of await vol.filesWithExtents()) {
-        if (gone(e.path)) continue;
-        await catalog.add({
-          partition: p.index,
-          path: e.path,
-          shortName: e.shortName,
-          size: e.isDirectory ? 0 : e.size,
-          isDirectory: e.isDirectory,
-          attributes: e.attributes,
-          modified: e.modified.toISOString(),
-          extents: extents.map((x) => [x.offset, x.length]),
-        });
-      }
+      for (const frame of await vol.catalogFrames(p.index, excluded, CATALOG_FRAME_BYTES)) await catalog.addFrame(frame.text, frame.entries);
     } finally {
       vol.close();
     }

@@ -34,7 +34,8 @@ export interface CatalogEntry {
   extents: [number, number][];
 }
 
-const FRAME_BYTES = 1 << 20;
+/** Plain bytes per frame (about: a frame ends with a whole line). */
+export const FRAME_BYTES = 1 << 20;
 
 export class CatalogWriter {
   #lines: string[] = [];
@@ -71,10 +72,12 @@ export class CatalogWriter {
     this.#bytes += line.length + 1;
   }
 
-  async add(e: CatalogEntry): Promise<void> {
-    this.#push(JSON.stringify(e));
-    this.#count++;
-    if (this.#bytes >= FRAME_BYTES) await this.#flush();
+  /** Whole JSON lines of `entries` CatalogEntries (each ending in a newline), written as one frame. */
+  async addFrame(text: Buffer, entries: number): Promise<void> {
+    if (text.length === 0) return;
+    await this.#flush();
+    await this.#writeFrame(text);
+    this.#count += entries;
   }
 
   async #flush(): Promise<void> {
@@ -82,6 +85,10 @@ export class CatalogWriter {
     const plain = Buffer.from(this.#lines.join('\n') + '\n', 'utf8');
     this.#lines = [];
     this.#bytes = 0;
+    await this.#writeFrame(plain);
+  }
+
+  async #writeFrame(plain: Buffer): Promise<void> {
     const frame = await compress(plain, this.level);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(frame.length, 0);

@@ -3,6 +3,7 @@
 //   readPartitions(path): Promise<PartitionTable>
 //   openVolume(path, offset, size): Promise<VolumeHandle>   (size 0: to the end)
 //   VolumeHandle: info(), allocationMap(), list(path), stat(path), walk(),
+//                 catalog(partition, excluded, frameBytes),
 //                 chain(cluster), fileExtents(path), readFile(path),
 //                 compareFats(), planDeletion(paths), close()
 //
@@ -20,8 +21,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_set>
 
 #include "fat/byte_reader.h"
+#include "fat/catalog.h"
 #include "fat/deletion.h"
 #include "fat/volume.h"
 #include "io/fd.h"
@@ -302,6 +305,7 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
                            InstanceMethod<&VolumeHandle::List>("list"),
                            InstanceMethod<&VolumeHandle::Stat>("stat"),
                            InstanceMethod<&VolumeHandle::Walk>("walk"),
+                           InstanceMethod<&VolumeHandle::Catalog>("catalog"),
                            InstanceMethod<&VolumeHandle::Chain>("chain"),
                            InstanceMethod<&VolumeHandle::FileExtents>("fileExtents"),
                            InstanceMethod<&VolumeHandle::ReadFile>("readFile"),
@@ -491,6 +495,54 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
           s.Set("deletedEntries", num(env, out->stats.deleted_entries));
           o.Set("stats", s);
           return o;
+        });
+  }
+
+  // catalog(partition, excluded: string[], frameBytes): the backup catalog's
+  // JSON lines of every entry (fat/catalog.h), walked and formatted off the JS
+  // thread; resolves to [{ text: Buffer, entries }] frames.
+  Napi::Value Catalog(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber())
+      throw_invalid(env, "catalog(partition, excluded, frameBytes)");
+    double partition = info[0].As<Napi::Number>().DoubleValue();
+    double frame_bytes = info[2].As<Napi::Number>().DoubleValue();
+    if (!(partition >= 0 && partition <= 0xFFFFFFFF) || partition != static_cast<double>(static_cast<uint32_t>(partition)))
+      throw_invalid(env, "partition must be an integer from 0 to 2^32-1");
+    if (!(frame_bytes >= 1 && frame_bytes <= double(1 << 30))) throw_invalid(env, "frameBytes must be from 1 to 2^30");
+    std::unordered_set<std::string> excluded;
+    Napi::Array ex = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < ex.Length(); i++) {
+      Napi::Value v = ex.Get(i);
+      if (!v.IsString()) throw_invalid(env, "excluded must be an array of paths");
+      excluded.insert(v.As<Napi::String>().Utf8Value());
+    }
+    auto st = live(env);
+    auto out = std::make_shared<std::vector<fat::CatalogFrame>>();
+    uint32_t part = static_cast<uint32_t>(partition);
+    size_t frame = static_cast<size_t>(frame_bytes);
+    return Task::run(
+        env, "lowtide:fat-catalog",
+        [st, out, part, frame, excluded = std::move(excluded)] {
+          std::vector<std::vector<fat::Extent>> extents;
+          fat::WalkStats stats;
+          std::vector<fat::DirEntry> entries;
+          {
+            std::lock_guard<std::mutex> lock(st->mu);
+            entries = st->vol->walk(&stats, true, &extents);
+          }
+          *out = fat::catalog_frames(entries, extents, part, excluded, frame);
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, out->size());
+          for (size_t i = 0; i < out->size(); i++) {
+            const std::string& text = (*out)[i].text;
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("text", Napi::Buffer<char>::Copy(env, text.data(), text.size()));
+            o.Set("entries", num(env, (*out)[i].entries));
+            a.Set(static_cast<uint32_t>(i), o);
+          }
+          return a;
         });
   }
 

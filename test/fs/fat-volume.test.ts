@@ -129,6 +129,48 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
     expect(files).toBe(expected.files.size);
   });
 
+  it('gives the backup catalog lines (native) as the JSON of the walk, in frames, with exclusions, in any time zone', async () => {
+    const walked = await vol.filesWithExtents();
+    const dir = walked.find((w) => w.entry.isDirectory)?.entry.path;
+    const excluded = dir === undefined ? [] : [dir, walked.find((w) => !w.entry.isDirectory)!.entry.path];
+    const gone = (path: string): boolean => {
+      for (let at = path; at !== ''; at = at.slice(0, at.lastIndexOf('/'))) if (excluded.includes(at)) return true;
+      return false;
+    };
+    const savedTz = process.env.TZ;
+    try {
+      for (const tz of ['UTC', 'America/New_York', 'Asia/Kolkata']) {
+        process.env.TZ = tz;
+        // The oracle: JSON.stringify of a CatalogEntry, as JS builds it from a
+        // walk (whose Dates read FAT times as local time in this time zone).
+        const want = (await vol.filesWithExtents())
+          .filter((w) => !gone(w.entry.path))
+          .map(({ entry: e, extents }) =>
+            JSON.stringify({
+              partition: 3,
+              path: e.path,
+              shortName: e.shortName,
+              size: e.isDirectory ? 0 : e.size,
+              isDirectory: e.isDirectory,
+              attributes: e.attributes,
+              modified: e.modified.toISOString(),
+              extents: extents.map((x) => [x.offset, x.length]),
+            }),
+          );
+        const frames = await vol.catalogFrames(3, excluded, 512);
+        expect(frames.length).toBeGreaterThan(1);
+        for (const f of frames.slice(0, -1)) expect(f.text.length).toBeGreaterThanOrEqual(512);
+        for (const f of frames) expect(f.text.toString('utf8').endsWith('\n')).toBe(true);
+        const lines = frames.flatMap((f) => f.text.toString('utf8').split('\n').slice(0, -1));
+        expect(frames.reduce((n, f) => n + f.entries, 0)).toBe(lines.length);
+        expect(lines, tz).toEqual(want);
+      }
+    } finally {
+      if (savedTz === undefined) delete process.env.TZ;
+      else process.env.TZ = savedTz;
+    }
+  });
+
   it('counts used clusters like fsck.fat -v, and every used cluster belongs to a file', async () => {
     const map = await vol.allocationMap();
     const report = fsck(image);
