@@ -285,6 +285,18 @@ export interface NativeBinding extends NativeFsBinding {
   zstdCompress(view: Uint8Array, level: number): Promise<Buffer>;
   /** Compresses into `dst` (at least zstdCompressBound(view.length) bytes); resolves with the size. */
   zstdCompressInto(view: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
+  /**
+   * Writes one chunk file of the repository (native/repo/chunk_file.h): unless
+   * finalPath exists, compresses as compressIfWorthIt() decides, writes header
+   * and body to tmpPath, fsyncs, renames. Rejects with REPO_FULL, WRITE_FAILED,
+   * IO_ERROR or INTERNAL.
+   */
+  storeChunkFile(
+    view: Uint8Array,
+    level: number,
+    tmpPath: string,
+    finalPath: string,
+  ): Promise<{ written: boolean; storedBytes: number; encoding: 'raw' | 'zstd' }>;
   zstdCompressBound(size: number): number;
   /** Decompresses into `dst`; resolves with the size; rejects on corrupt input or a too small `dst`. */
   zstdDecompressInto(view: Uint8Array, dst: Uint8Array): Promise<number>;

@@ -11,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lowtide::napi::init_hash(env, exports);
   lowtide::napi::init_volume(env, exports);
   lowtide::napi::init_compress(env, exports);
+  lowtide::napi::init_chunk_file(env, exports);
   return exports;
 }
 

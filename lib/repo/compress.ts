@@ -7,6 +7,10 @@ import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 
 let checked = false;
+/** The addon, once libzstd is known to be loaded; UNSUPPORTED otherwise. */
+export function requireZstd(): typeof native {
+  return zstd();
+}
 function zstd(): typeof native {
   if (!checked) {
     const info = native.zstdInfo();
@@ -57,58 +61,4 @@ export function decompressInto(data: Buffer, dst: Buffer): Promise<number> {
   return zstd().zstdDecompressInto(data, dst).catch((err: unknown) => {
     throw toLowtideError(err, 'INVALID_ARGUMENT');
   });
-}
-
-/** Compressed bytes in a pooled buffer: call release() once they are written. */
-export interface Packed {
-  data: Buffer;
-  release(): void;
-}
-
-/** Bytes sampled to decide whether a chunk is worth compressing. */
-const SAMPLE_PIECES = 4;
-const SAMPLE_PIECE = 16 * 1024;
-
-/**
- * Compresses `data` unless a sample says it will not shrink: four 16 KiB
- * pieces spread over the data, compressed at level 1; if they save less than
- * 3 %, the whole is stored raw. Incompressible data (media, archives,
- * encrypted or random blocks) then costs 1/16 of a full compression.
- * Returns null when the data should be stored raw.
- */
-export async function compressIfWorthIt(data: Buffer, level: number): Promise<Packed | null> {
-  const z = zstd();
-  if (data.length >= SAMPLE_PIECES * SAMPLE_PIECE * 4) {
-    const step = Math.floor(data.length / SAMPLE_PIECES);
-    const sample = takeBuffer(SAMPLE_PIECES * SAMPLE_PIECE);
-    for (let i = 0; i < SAMPLE_PIECES; i++) data.copy(sample, i * SAMPLE_PIECE, i * step, i * step + SAMPLE_PIECE);
-    const out = takeBuffer(z.zstdCompressBound(sample.length));
-    try {
-      const n = await z.zstdCompressInto(sample, out, 1);
-      if (n > sample.length * 0.97) return null;
-    } finally {
-      giveBuffer(out);
-      giveBuffer(sample);
-    }
-  }
-  const out = takeBuffer(z.zstdCompressBound(data.length));
-  let n: number;
-  try {
-    n = await z.zstdCompressInto(data, out, level);
-  } catch (err) {
-    giveBuffer(out);
-    throw err;
-  }
-  if (n >= data.length) {
-    giveBuffer(out);
-    return null;
-  }
-  let released = false;
-  return {
-    data: out.subarray(0, n),
-    release: () => {
-      if (!released) giveBuffer(out);
-      released = true;
-    },
-  };
 }

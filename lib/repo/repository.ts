@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { integerOption, objectOption, stringOption } from '../options.js';
-import { compressIfWorthIt, decompressInto, giveBuffer, takeBuffer } from './compress.js';
+import { decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
 import { repoWriteError, syncDir, tempName, writeAtomic, writeFully } from './files.js';
 import {
   BACKUP_ID_PATTERN,
@@ -122,7 +122,6 @@ export class Repository {
   /** Chunk directories this instance renamed chunks into and has not synced yet. */
   readonly #unsyncedDirs = new Set<string>();
   /** Chunk directories known to exist (one mkdir per directory, not per chunk). */
-  readonly #madeDirs = new Set<string>();
 
   constructor(
     readonly path: string,
@@ -191,24 +190,19 @@ export class Repository {
    * directories (see syncChunkDirs) before writing a manifest that names it.
    */
   async putChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
-    if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
-    const packed = await compressIfWorthIt(plain, this.config.compression.level);
+    requireZstd();
+    // One native task (native/repo/chunk_file.cc): existence check, the
+    // compressIfWorthIt() decision and compression, temporary file, write,
+    // fsync, rename; a missing prefix directory is created.
+    let r: { written: boolean; storedBytes: number };
     try {
-      const header = chunkHeader(packed ? ChunkEncoding.Zstd : ChunkEncoding.Raw, plain.length);
-      const body = packed?.data ?? plain;
-      const dir = this.chunkDir(hex);
-      if (!this.#madeDirs.has(dir)) {
-        await mkdir(dir, { recursive: true }).catch((err: unknown) => {
-          throw repoWriteError(err, `creating ${dir}`);
-        });
-        this.#madeDirs.add(dir);
-      }
-      await writeAtomic(this.tmpDir, this.chunkPath(hex), [header, body], { syncDirectory: false });
-      this.#unsyncedDirs.add(hex.slice(0, 2));
-      return { written: true, storedBytes: header.length + body.length };
-    } finally {
-      packed?.release();
+      r = await native.storeChunkFile(plain, this.config.compression.level, tempName(this.tmpDir, 'w'), this.chunkPath(hex));
+    } catch (err) {
+      throw toLowtideError(err, 'WRITE_FAILED');
     }
+    if (!r.written) return { written: false, storedBytes: 0 };
+    this.#unsyncedDirs.add(hex.slice(0, 2));
+    return { written: true, storedBytes: r.storedBytes };
   }
 
   async syncChunkDirs(prefixes: Iterable<string>): Promise<void> {

@@ -1,11 +1,16 @@
 import { spawnSync } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { native } from '../../lib/native.js';
-import { compressIfWorthIt, decompress } from '../../lib/repo/compress.js';
+import { decompress } from '../../lib/repo/compress.js';
+import { CHUNK_HEADER_SIZE, ChunkEncoding, parseChunkHeader } from '../../lib/repo/format.js';
+import { toLowtideError } from '../../lib/errors.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
-import { patternBytes } from '../helpers/tmp.js';
+import { TempDir, patternBytes } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
+const noTool = hasCommand('zstd') ? undefined : 'the zstd tool is missing (Debian package zstd)';
 const text = Buffer.from('lowtide repository chunk text. '.repeat(40_000)).subarray(0, MiB);
 
 /** Runs the zstd tool on `input`; returns its stdout. */
@@ -15,33 +20,74 @@ function zstdTool(args: string[], input: Buffer): Buffer {
   return r.stdout;
 }
 
-describe('compressIfWorthIt', () => {
-  it('stores random data raw, compresses text, and compresses data that is random only in part', async () => {
-    expect(await compressIfWorthIt(patternBytes(MiB, 1), 3)).toBeNull();
-    const packed = await compressIfWorthIt(text, 3);
-    expect(packed).not.toBeNull();
-    expect(packed!.data.length).toBeLessThan(text.length / 10);
-    expect((await decompress(packed!.data)).equals(text)).toBe(true);
-    packed!.release();
+describe('storeChunkFile (one native task per chunk file)', () => {
+  const tmp = new TempDir();
+  afterAll(() => tmp.remove());
+  let n = 0;
+  /** Stores `data` as a new chunk file; returns the result and the file's bytes. */
+  async function store(data: Buffer, level = 3) {
+    const dir = tmp.file(`c${n++}`);
+    mkdirSync(join(dir, 'tmp'), { recursive: true });
+    mkdirSync(join(dir, 'chunks'));
+    const final = join(dir, 'chunks', 'ab', 'chunk');
+    const r = await native.storeChunkFile(data, level, join(dir, 'tmp', 'w.tmp'), final);
+    expect(readdirSync(join(dir, 'tmp'))).toEqual([]);
+    return { r, file: readFileSync(final), final, dir };
+  }
+  /** The plain bytes of a chunk file, decoded with the zstd tool (an independent decoder). */
+  function plainOf(file: Buffer): Buffer {
+    const h = parseChunkHeader(file, 'test');
+    const body = file.subarray(CHUNK_HEADER_SIZE);
+    const plain = h.encoding === ChunkEncoding.Zstd ? zstdTool(['-d', '-c'], body) : body;
+    expect(plain.length).toBe(h.plainLength);
+    return plain;
+  }
+
+  it.skipIf(skipReason('chunk files against the zstd tool', noTool))('stores random data raw, compresses text and data random only in part; the zstd tool decodes them', async () => {
+    const random = await store(patternBytes(MiB, 1));
+    expect(random.r).toEqual({ written: true, storedBytes: MiB + CHUNK_HEADER_SIZE, encoding: 'raw' });
+    expect(plainOf(random.file).equals(patternBytes(MiB, 1))).toBe(true);
+    const t = await store(text);
+    expect(t.r.encoding).toBe('zstd');
+    expect(t.r.storedBytes).toBe(t.file.length);
+    expect(t.file.length).toBeLessThan(text.length / 10);
+    expect(plainOf(t.file).equals(text)).toBe(true);
     const half = Buffer.concat([patternBytes(MiB / 2, 2), Buffer.alloc(MiB / 2)]);
-    const p2 = await compressIfWorthIt(half, 3);
-    expect(p2).not.toBeNull();
-    expect((await decompress(p2!.data)).equals(half)).toBe(true);
-    p2!.release();
+    const h = await store(half);
+    expect(h.r.encoding).toBe('zstd');
+    expect(plainOf(h.file).equals(half)).toBe(true);
     // Small inputs are simply compressed (no sampling), and kept raw if that does not help.
-    expect(await compressIfWorthIt(patternBytes(1000, 3), 3)).toBeNull();
-    expect(await compressIfWorthIt(Buffer.alloc(1000), 3)).not.toBeNull();
+    expect((await store(patternBytes(1000, 3))).r.encoding).toBe('raw');
+    const zeros = await store(Buffer.alloc(1000));
+    expect(zeros.r.encoding).toBe('zstd');
+    expect(plainOf(zeros.file).equals(Buffer.alloc(1000))).toBe(true);
   });
 
-  it('reuses output buffers only after release: results held at once never share memory', async () => {
-    const inputs = Array.from({ length: 20 }, (_, i) => Buffer.concat([patternBytes(MiB / 2, 10 + i), Buffer.alloc(MiB / 2, i)]));
-    const held = await Promise.all(inputs.map((d) => compressIfWorthIt(d, 3)));
-    for (const [i, p] of held.entries()) expect((await decompress(p!.data)).equals(inputs[i]!)).toBe(true);
-    for (const p of held) p!.release();
-    // Released buffers come back; what they now hold is the new data.
-    const again = await Promise.all(inputs.slice(0, 5).map((d) => compressIfWorthIt(d, 3)));
-    for (const [i, p] of again.entries()) expect((await decompress(p!.data)).equals(inputs[i]!)).toBe(true);
-    for (const p of again) p!.release();
+  it.skipIf(skipReason('chunk files against the zstd tool', noTool))('keeps tasks running at once apart: each file holds its own data', async () => {
+    const inputs = Array.from({ length: 24 }, (_, i) => Buffer.concat([patternBytes(MiB / 2, 10 + i), Buffer.alloc(MiB / 2, i)]));
+    const stored = await Promise.all(inputs.map((d) => store(d)));
+    for (const [i, s] of stored.entries()) expect(plainOf(s.file).equals(inputs[i]!)).toBe(true);
+  });
+
+  it('writes nothing when the chunk exists, creates a missing directory, and removes its temporary file on failure', async () => {
+    const first = await store(text);
+    const again = await native.storeChunkFile(patternBytes(MiB, 5), 3, join(first.dir, 'tmp', 'w2.tmp'), first.final);
+    expect(again).toEqual({ written: false, storedBytes: 0, encoding: 'raw' });
+    expect(readFileSync(first.final).equals(first.file)).toBe(true);
+    expect(readdirSync(join(first.dir, 'tmp'))).toEqual([]);
+    // The prefix directory did not exist before the first store.
+    expect(readdirSync(join(first.dir, 'chunks'))).toEqual(['ab']);
+    // A file where the chunk's directory should be: the existence check fails (IO_ERROR).
+    writeFileSync(join(first.dir, 'chunks', 'cd'), 'not a directory');
+    const notDir = await native.storeChunkFile(text, 3, join(first.dir, 'tmp', 'w3.tmp'), join(first.dir, 'chunks', 'cd', 'x')).catch((e: unknown) => e);
+    expect(toLowtideError(notDir).code).toBe('IO_ERROR');
+    // No directory above the chunk's either: written, then the rename and the mkdir fail;
+    // WRITE_FAILED naming the directory, and no temporary file left.
+    const where = join(first.dir, 'gone', 'ef');
+    const err = await native.storeChunkFile(text, 3, join(first.dir, 'tmp', 'w4.tmp'), join(where, 'x')).catch((e: unknown) => e);
+    expect(toLowtideError(err).code).toBe('WRITE_FAILED');
+    expect((err as Error).message).toContain(`creating ${where}`);
+    expect(readdirSync(join(first.dir, 'tmp'))).toEqual([]);
   });
 });
 
@@ -50,7 +96,6 @@ describe('zstd (system libzstd)', () => {
     expect(native.zstdInfo().version).toMatch(/^1\.\d+\.\d+$/);
   });
 
-  const noTool = hasCommand('zstd') ? undefined : 'the zstd tool is missing (Debian package zstd)';
   it.skipIf(skipReason('zstd frames against the zstd tool', noTool))('writes frames the zstd tool reads, and reads the frames it writes (with and without a recorded size)', async () => {
     const data = Buffer.concat([text, patternBytes(300_000, 4)]);
     for (const level of [1, 3, 19]) {

@@ -1,0 +1,133 @@
+#include "repo/chunk_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "copy/zstd.h"
+#include "io/io_error.h"
+
+namespace lowtide::repo {
+namespace {
+
+constexpr size_t kSamplePieces = 4;
+constexpr size_t kSamplePiece = 16 * 1024;
+
+// Per pool thread, reused: fresh memory costs a page fault per page.
+std::vector<unsigned char>& scratch(int which) {
+  thread_local std::vector<unsigned char> buffers[2];
+  return buffers[which];
+}
+
+bool worth_compressing(const unsigned char* plain, size_t len) {
+  if (len < kSamplePieces * kSamplePiece * 4) return true;
+  std::vector<unsigned char>& sample = scratch(0);
+  sample.resize(kSamplePieces * kSamplePiece);
+  size_t step = len / kSamplePieces;
+  for (size_t i = 0; i < kSamplePieces; i++) std::memcpy(sample.data() + i * kSamplePiece, plain + i * step, kSamplePiece);
+  std::vector<unsigned char>& out = scratch(1);
+  out.resize(copy::zstd_compress_bound(sample.size()));
+  size_t n = copy::zstd_compress_into(sample.data(), sample.size(), out.data(), out.size(), 1);
+  return double(n) <= double(sample.size()) * 0.97;
+}
+
+[[noreturn]] void fail(int err, const std::string& what) {
+  if (err == ENOSPC || err == EDQUOT)
+    throw io::IoError("REPO_FULL", "the repository's file system is full (" + what + ")", err);
+  // "EFBIG (File too large)": the name as Node's own errors give it, then the text.
+  const char* name = strerrorname_np(err);
+  throw io::IoError("WRITE_FAILED", what + ": " + (name ? std::string(name) + " (" + io::errno_text(err) + ")" : io::errno_text(err)), err);
+}
+
+void write_all(int fd, iovec* iov, int count, const std::string& what) {
+  off_t pos = 0;
+  while (count > 0) {
+    ssize_t n = ::pwritev(fd, iov, count, pos);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(errno, what);
+    }
+    // A write that fills the file system can return short; the next one then fails with ENOSPC.
+    if (n == 0) throw io::IoError("WRITE_FAILED", what + ": a write made no progress at offset " + std::to_string(pos));
+    pos += n;
+    size_t left = size_t(n);
+    while (count > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++;
+      count--;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<unsigned char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+}
+
+}  // namespace
+
+StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
+                             const std::string& final_path) {
+  struct stat st;
+  if (::stat(final_path.c_str(), &st) == 0) return {};
+  if (errno != ENOENT) {
+    int err = errno;
+    throw io::IoError("IO_ERROR", "checking " + final_path + ": " + io::errno_text(err), err);
+  }
+
+  StoredChunk r;
+  const unsigned char* body = plain;
+  size_t body_len = len;
+  if (worth_compressing(plain, len)) {
+    std::vector<unsigned char>& out = scratch(1);
+    out.resize(copy::zstd_compress_bound(len));
+    size_t n;
+    try {
+      n = copy::zstd_compress_into(plain, len, out.data(), out.size(), level);
+    } catch (const std::exception& e) {
+      throw io::IoError("INTERNAL", std::string("zstd: ") + e.what());
+    }
+    if (n < len) {
+      body = out.data();
+      body_len = n;
+      r.encoding = ChunkEncoding::Zstd;
+    }
+  }
+  unsigned char header[kChunkHeaderSize] = {};
+  uint32_t magic = kChunkMagic;
+  uint64_t plain_len = len;
+  std::memcpy(header, &magic, 4);  // little-endian host (static_assert in the bindings)
+  header[4] = static_cast<uint8_t>(r.encoding);
+  std::memcpy(header + 8, &plain_len, 8);
+
+  const std::string what = "writing " + final_path;
+  int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail(errno, what);
+  try {
+    iovec iov[2] = {{header, kChunkHeaderSize}, {const_cast<unsigned char*>(body), body_len}};
+    write_all(fd, iov, 2, what);
+    if (::fsync(fd) != 0) fail(errno, what);
+    int c = ::close(fd);
+    fd = -1;
+    if (c != 0) fail(errno, what);
+    if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) {
+      if (errno != ENOENT) fail(errno, what);
+      std::string dir = final_path.substr(0, final_path.rfind('/'));
+      if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) fail(errno, "creating " + dir);
+      if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) fail(errno, what);
+    }
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp_path.c_str());
+    throw;
+  }
+  r.written = true;
+  r.stored_bytes = kChunkHeaderSize + body_len;
+  return r;
+}
+
+}  // namespace lowtide::repo

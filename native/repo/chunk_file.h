@@ -1,0 +1,33 @@
+// One chunk file of the repository (docs/repository-format.md, "Chunks"),
+// written in one go on a pool thread: compress (unless a sample says it will
+// not shrink), write header and body to a new temporary file, fsync, close,
+// rename into place. The directory fsyncs are the caller's (batched).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace lowtide::repo {
+
+constexpr uint32_t kChunkMagic = 0x3143544c;  // "LTC1" little-endian
+constexpr size_t kChunkHeaderSize = 16;
+enum class ChunkEncoding : uint8_t { Raw = 0, Zstd = 1 };
+
+struct StoredChunk {
+  bool written = false;       // false: `final_path` existed already, nothing was written
+  uint64_t stored_bytes = 0;  // header + body
+  ChunkEncoding encoding = ChunkEncoding::Raw;
+};
+
+// Whether to compress is decided as lib/repo/compress.ts compressIfWorthIt
+// does: data of 256 KiB or more is sampled (four 16 KiB pieces, level 1) and
+// stored raw when the sample saves less than 3 %; data that does not shrink
+// at `level` is stored raw too. The temporary file is created with O_EXCL and
+// removed on any failure. A missing directory of `final_path` is created.
+// Throws io::IoError: REPO_FULL (ENOSPC, EDQUOT), IO_ERROR (the existence
+// check), WRITE_FAILED (anything else), INTERNAL (zstd).
+StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
+                             const std::string& final_path);
+
+}  // namespace lowtide::repo
