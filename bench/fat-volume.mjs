@@ -58,6 +58,37 @@ export function isRoot() {
 
 let warnedCaches = false;
 /** sync; echo 3 > /proc/sys/vm/drop_caches (root only). */
+function diskSectors() {
+  // Sum of sectors read and written, and I/Os in flight, over whole disks.
+  let sectors = 0;
+  let inFlight = 0;
+  for (const line of readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 14 || !/^(vd[a-z]+|sd[a-z]+|nvme\d+n\d+|xvd[a-z]+)$/.test(f[2])) continue;
+    sectors += Number(f[5]) + Number(f[9]);
+    inFlight += Number(f[11]);
+  }
+  return { sectors, inFlight };
+}
+/**
+ * Syncs, then waits (up to 30 s) until the disks have been idle for 2 s. This
+ * VM's disk runs slowly for a while after large writes and deletes (the root
+ * file system is mounted with `discard`); a timed command started right after
+ * one would pay for the previous command's I/O.
+ */
+export function settleDisk() {
+  spawnSync('sync');
+  const deadline = Date.now() + 30_000;
+  let quietSince = Date.now();
+  let last = diskSectors();
+  while (Date.now() < deadline && Date.now() - quietSince < 2000) {
+    spawnSync('sleep', ['0.25']);
+    const now = diskSectors();
+    // A few sectors a second from the rest of the machine count as quiet.
+    if (now.inFlight > 0 || now.sectors - last.sectors > 2048) quietSince = Date.now();
+    last = now;
+  }
+}
 export function dropCaches() {
   spawnSync('sync');
   try {

@@ -12,11 +12,12 @@
 // so each round runs lowtide and its peer back to back, the order alternating,
 // and the ratio reported is the median of the per-round ratios. Reads and
 // images are measured in separate phases, each run after the disk settled
-// (see settle()).
+// (see settleDisk() in fat-volume.mjs).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { settleDisk } from './fat-volume.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
@@ -104,33 +105,8 @@ function ddImage(file, target) {
 // here: ~1.4-1.9 GB/s right after a write and delete, ~2.9-3.3 GB/s a few
 // seconds later). So reads and images are measured in separate phases, and
 // every measured run waits first until the disk has been idle for 2 s.
-function diskSectors() {
-  // Sum of sectors read and written, and I/Os in flight, over whole disks.
-  let sectors = 0;
-  let inFlight = 0;
-  for (const line of readFileSync('/proc/diskstats', 'utf8').split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 14 || !/^(vd[a-z]+|sd[a-z]+|nvme\d+n\d+|xvd[a-z]+)$/.test(f[2])) continue;
-    sectors += Number(f[5]) + Number(f[9]);
-    inFlight += Number(f[11]);
-  }
-  return { sectors, inFlight };
-}
-function settle() {
-  spawnSync('sync');
-  const deadline = Date.now() + 30_000;
-  let quietSince = Date.now();
-  let last = diskSectors();
-  while (Date.now() < deadline && Date.now() - quietSince < 2000) {
-    spawnSync('sleep', ['0.25']);
-    const now = diskSectors();
-    // A few sectors a second from the rest of the machine count as quiet.
-    if (now.inFlight > 0 || now.sectors - last.sectors > 2048) quietSince = Date.now();
-    last = now;
-  }
-}
 const measured = (fn) => (...args) => {
-  settle();
+  settleDisk();
   return fn(...args);
 };
 

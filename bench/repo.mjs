@@ -18,21 +18,27 @@
 // Then ~1 % of the files are rewritten and some added with mtools; the changed
 // extents are computed by comparing the image before and after in 64 KiB blocks
 // (what a changed-block-tracking bitmap reports) and handed to lowtide --changed.
-// Caches are dropped before every timed run (root); every command is timed as a
-// whole process (start-up included); outputs of restores are fsynced and that is
-// counted. The order of the tools rotates from series to series, ratios are
-// medians of per-series ratios. Correctness is checked as it goes: lowtide's
-// restored used-blocks image passes fsck.fat -n and matches the image in its
-// metadata and every allocated cluster; the all-blocks, restic and borg restores
-// are byte-identical to the image (cmp).
+// Before every timed run the disk settles (idle for 2 s) and caches are dropped
+// (root); every command is timed as a whole process (start-up included); outputs
+// of restores are fsynced and that is counted. The order of the tools rotates
+// from series to series, ratios are medians of per-series ratios. Correctness is
+// checked as it goes: lowtide's restored used-blocks image passes fsck.fat -n
+// and matches the image in its metadata and every allocated cluster; the
+// all-blocks, restic and borg restores are byte-identical to the image (cmp).
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  changedExtents, changeFiles, compareRanges, diskUsage, dropCaches, ensureFatVolume, fmtBytes, fsckFat, fsyncFile, GiB,
+  changedExtents, changeFiles, compareRanges, diskUsage, dropCaches as dropPageCache, ensureFatVolume, settleDisk, fmtBytes, fsckFat, fsyncFile, GiB,
   isRoot, machineInfo, median, need, pairedMedian, root, sameFiles, snapshotLowtide, timed,
 } from './fat-volume.mjs';
+
+/** Before every timed command, lowtide's and the peers' alike: the disk idle, the page cache empty. */
+const dropCaches = () => {
+  settleDisk();
+  return dropPageCache();
+};
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const seriesCount = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -320,7 +326,7 @@ const x = (v) => `${v.toFixed(2)}x`;
 const verdict = (t) => `${t.target}: **${t.met ? 'met' : 'MISSED'}**`;
 const T = summary.targets;
 const ch = summary.change;
-console.log(`\n## bench:repo — ${volGiB} GiB FAT32 image, ${(meta.usedFraction * 100).toFixed(1)} % used (free space: old random data), ${meta.fileCount} files; medians of ${seriesCount} series, caches dropped before each run`);
+console.log(`\n## bench:repo — ${volGiB} GiB FAT32 image, ${(meta.usedFraction * 100).toFixed(1)} % used (free space: old random data), ${meta.fileCount} files; medians of ${seriesCount} series, disk idle and caches dropped before each run`);
 console.log(`change between the backups: ${ch.filesRewritten} files rewritten + ${ch.filesAdded} added (${(changeFraction * 100).toFixed(1)} % of ${ch.fileCount}), ${fmtBytes(ch.bytesRewritten + ch.bytesAdded)} of file data; ${ch.extents} changed extents, ${fmtBytes(ch.changedBytes)} at 64 KiB granularity\n`);
 console.log('| | lowtide (used blocks) | lowtide --all-blocks | restic | borg | restic ÷ lowtide | borg ÷ lowtide | target |');
 console.log('|---|---|---|---|---|---|---|---|');
