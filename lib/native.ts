@@ -287,8 +287,8 @@ export interface NativeBinding extends NativeFsBinding {
   zstdCompressInto(view: Uint8Array, dst: Uint8Array, level: number): Promise<number>;
   /**
    * Writes one chunk file of the repository (native/repo/chunk_file.h): unless
-   * finalPath exists, compresses as compressIfWorthIt() decides, writes header
-   * and body to tmpPath, fsyncs, renames. Rejects with REPO_FULL, WRITE_FAILED,
+   * finalPath exists, compresses unless a sample says it will not shrink, writes
+   * header and body to tmpPath, fsyncs, renames. Rejects with REPO_FULL, WRITE_FAILED,
    * IO_ERROR or INTERNAL.
    */
   storeChunkFile(

@@ -9,9 +9,6 @@ import { native } from '../native.js';
 let checked = false;
 /** The addon, once libzstd is known to be loaded; UNSUPPORTED otherwise. */
 export function requireZstd(): typeof native {
-  return zstd();
-}
-function zstd(): typeof native {
   if (!checked) {
     const info = native.zstdInfo();
     if (info.error !== undefined) {
@@ -26,24 +23,24 @@ function zstd(): typeof native {
 const DEFAULT_MAX_PLAIN = 256 * 1024 * 1024;
 
 export function compress(data: Buffer, level: number): Promise<Buffer> {
-  return zstd().zstdCompress(data, level).catch((err: unknown) => {
+  return requireZstd().zstdCompress(data, level).catch((err: unknown) => {
     throw toLowtideError(err, 'INTERNAL');
   });
 }
 
 /** Decompresses; rejects on corrupt input or a result larger than `maxSize`. */
 export function decompress(data: Buffer, maxSize = DEFAULT_MAX_PLAIN): Promise<Buffer> {
-  return zstd().zstdDecompress(data, maxSize).catch((err: unknown) => {
+  return requireZstd().zstdDecompress(data, maxSize).catch((err: unknown) => {
     throw toLowtideError(err, 'INVALID_ARGUMENT');
   });
 }
 
 /**
- * Buffers reused between chunks (compressed output, chunk files read back,
- * decompressed chunks): a chunk's bytes live only until they are written, and
- * memory touched before costs nothing to write again while fresh memory costs
- * a page fault per page (~5 ms per MiB on this project's VMs). At most
- * POOL_MAX buffers of each size are kept.
+ * Buffers reused between chunks (chunk files read back, decompressed chunks;
+ * new chunks are compressed natively, into per-thread buffers): a chunk's bytes
+ * live only until they are used, and memory touched before costs nothing to
+ * write again while fresh memory costs a page fault per page (~5 ms per MiB on
+ * this project's VMs). At most POOL_MAX buffers of each size are kept.
  */
 const POOL_MAX = 16;
 const pool = new Map<number, Buffer[]>();
@@ -58,7 +55,7 @@ export function giveBuffer(buf: Buffer): void {
 
 /** Decompresses into `dst` (a whole frame or frames); resolves with the size. */
 export function decompressInto(data: Buffer, dst: Buffer): Promise<number> {
-  return zstd().zstdDecompressInto(data, dst).catch((err: unknown) => {
+  return requireZstd().zstdDecompressInto(data, dst).catch((err: unknown) => {
     throw toLowtideError(err, 'INVALID_ARGUMENT');
   });
 }

@@ -121,7 +121,6 @@ export interface StoredChunk {
 export class Repository {
   /** Chunk directories this instance renamed chunks into and has not synced yet. */
   readonly #unsyncedDirs = new Set<string>();
-  /** Chunk directories known to exist (one mkdir per directory, not per chunk). */
 
   constructor(
     readonly path: string,
