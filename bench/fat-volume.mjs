@@ -56,8 +56,6 @@ export function isRoot() {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-let warnedCaches = false;
-/** sync; echo 3 > /proc/sys/vm/drop_caches (root only). */
 function diskSectors() {
   // Sum of sectors read and written, and I/Os in flight, over whole disks.
   let sectors = 0;
@@ -89,6 +87,8 @@ export function settleDisk() {
     last = now;
   }
 }
+let warnedCaches = false;
+/** sync; echo 3 > /proc/sys/vm/drop_caches (root only). */
 export function dropCaches() {
   spawnSync('sync');
   try {

@@ -30,15 +30,15 @@ import { cpSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  changedExtents, changeFiles, compareRanges, diskUsage, dropCaches as dropPageCache, ensureFatVolume, settleDisk, fmtBytes, fsckFat, fsyncFile, GiB,
+  changedExtents, changeFiles, compareRanges, diskUsage, dropCaches, ensureFatVolume, settleDisk, fmtBytes, fsckFat, fsyncFile, GiB,
   isRoot, machineInfo, median, need, pairedMedian, root, sameFiles, snapshotLowtide, timed,
 } from './fat-volume.mjs';
 
 /** Before every timed command, lowtide's and the peers' alike: the disk idle, the page cache empty. */
-const dropCaches = () => {
+function beforeTimedRun() {
   settleDisk();
-  return dropPageCache();
-};
+  dropCaches();
+}
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const seriesCount = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -76,7 +76,7 @@ async function lowtideInit(repo) {
   await lt(['init', repo, '--chunk-size', '1M', '--zstd-level', '3', '--json']);
 }
 async function lowtideBackup(repo, image, extra) {
-  dropCaches();
+  beforeTimedRun();
   const r = await lt(['backup', image, '--repo', repo, '--throttle', 'off', '--json', '--no-progress', ...extra]);
   const m = JSON.parse(r.stdout);
   return {
@@ -95,7 +95,7 @@ async function lowtideBackup(repo, image, extra) {
 }
 async function lowtideRestore(repo, target) {
   rmSync(target, { force: true });
-  dropCaches();
+  beforeTimedRun();
   const r = await lt(['restore', 'latest', target, '--repo', repo, '--throttle', 'off', '--json', '--no-progress']);
   const syncSeconds = fsyncFile(target);
   return { seconds: r.seconds + syncSeconds, syncSeconds, diskReadBytes: r.io.read_bytes, bytesWritten: JSON.parse(r.stdout).bytesWritten };
@@ -106,14 +106,14 @@ async function resticInit(s, repo) {
   await timed('restic', ['-r', repo, 'init', '--repository-version', '2'], { env: resticEnv(s) });
 }
 async function resticBackup(s, repo, image) {
-  dropCaches();
+  beforeTimedRun();
   const r = await timed('restic', ['-r', repo, 'backup', '--stdin', '--stdin-filename', IMAGE_NAME, '--json'], { env: resticEnv(s), stdinFile: image });
   const summary = r.stdout.split('\n').filter((l) => l.includes('"summary"')).map((l) => JSON.parse(l))[0] ?? {};
   return { seconds: r.seconds, diskReadBytes: r.io.read_bytes, diskWriteBytes: r.io.write_bytes, bytesStored: summary.data_added ?? null, bytesProcessed: summary.total_bytes_processed ?? null };
 }
 async function resticRestore(s, repo, targetDir) {
   rmSync(targetDir, { recursive: true, force: true });
-  dropCaches();
+  beforeTimedRun();
   const r = await timed('restic', ['-r', repo, 'restore', 'latest', '--target', targetDir], { env: resticEnv(s) });
   const out = join(targetDir, IMAGE_NAME);
   const syncSeconds = fsyncFile(out);
@@ -130,7 +130,7 @@ async function borgInit(s, repo) {
   await timed('borg', ['init', '-e', 'none', repo], { env: borgEnv(s) });
 }
 async function borgCreate(s, repo, archive, imageDir, imageName) {
-  dropCaches();
+  beforeTimedRun();
   const r = await timed('borg', ['create', '--read-special', '--compression', 'zstd,3', '--json', `${repo}::${archive}`, imageName], { env: borgEnv(s), cwd: imageDir });
   let stats = {};
   try {
@@ -142,7 +142,7 @@ async function borgCreate(s, repo, archive, imageDir, imageName) {
 }
 async function borgExtract(s, repo, archive, imageName, target) {
   rmSync(target, { force: true });
-  dropCaches();
+  beforeTimedRun();
   const r = await timed('borg', ['extract', '--stdout', `${repo}::${archive}`, imageName], { env: borgEnv(s), stdoutFile: target });
   const syncSeconds = fsyncFile(target);
   return { seconds: r.seconds + syncSeconds, syncSeconds, diskReadBytes: r.io.read_bytes };

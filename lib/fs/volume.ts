@@ -197,7 +197,7 @@ export class FatVolume {
    * `frameBytes`. `modified` is read as local time by the C library.
    */
   async catalogFrames(partition: number, excluded: string[], frameBytes: number): Promise<{ text: Buffer; entries: number }[]> {
-    return this.#call('walk', (h) => h.catalog(partition, excluded, frameBytes));
+    return this.#call('catalog', (h) => h.catalog(partition, excluded, frameBytes));
   }
 
   /** Source byte extents of a file's data, in file order, the last one cut to the file size. */

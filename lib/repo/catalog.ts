@@ -38,8 +38,6 @@ export interface CatalogEntry {
 export const FRAME_BYTES = 1 << 20;
 
 export class CatalogWriter {
-  #lines: string[] = [];
-  #bytes = 0;
   #position = 0;
   #count = 0;
   readonly #hash: Hash = createHash('sha256');
@@ -50,6 +48,7 @@ export class CatalogWriter {
     private readonly level: number,
   ) {}
 
+  /** A new catalog in `tmpDir`, its header frame written. */
   static async create(tmpDir: string, level: number): Promise<CatalogWriter> {
     const tmp = tempName(tmpDir, 'catalog');
     let fh: FileHandle;
@@ -59,7 +58,12 @@ export class CatalogWriter {
       throw repoWriteError(err, `creating ${tmp}`);
     }
     const w = new CatalogWriter(fh, tmp, level);
-    w.#push(JSON.stringify({ format: CATALOG_FORMAT, version: CATALOG_VERSION }));
+    try {
+      await w.#writeFrame(Buffer.from(JSON.stringify({ format: CATALOG_FORMAT, version: CATALOG_VERSION }) + '\n'));
+    } catch (err) {
+      await w.abort();
+      throw err;
+    }
     return w;
   }
 
@@ -67,45 +71,28 @@ export class CatalogWriter {
     return this.#count;
   }
 
-  #push(line: string): void {
-    this.#lines.push(line);
-    this.#bytes += line.length + 1;
-  }
-
   /** Whole JSON lines of `entries` CatalogEntries (each ending in a newline), written as one frame. */
   async addFrame(text: Buffer, entries: number): Promise<void> {
     if (text.length === 0) return;
-    await this.#flush();
     await this.#writeFrame(text);
     this.#count += entries;
-  }
-
-  async #flush(): Promise<void> {
-    if (this.#lines.length === 0) return;
-    const plain = Buffer.from(this.#lines.join('\n') + '\n', 'utf8');
-    this.#lines = [];
-    this.#bytes = 0;
-    await this.#writeFrame(plain);
   }
 
   async #writeFrame(plain: Buffer): Promise<void> {
     const frame = await compress(plain, this.level);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(frame.length, 0);
-    for (const b of [len, frame]) {
-      this.#hash.update(b);
-      try {
-        await writeFully(this.fh, [b], this.#position);
-      } catch (err) {
-        throw repoWriteError(err, `writing ${this.tmpPath}`);
-      }
-      this.#position += b.length;
+    this.#hash.update(len).update(frame);
+    try {
+      await writeFully(this.fh, [len, frame], this.#position);
+    } catch (err) {
+      throw repoWriteError(err, `writing ${this.tmpPath}`);
     }
+    this.#position += len.length + frame.length;
   }
 
-  /** Flushes, syncs and moves the catalog into place; returns its SHA-256. */
+  /** Syncs and moves the catalog into place; returns its SHA-256. */
   async finish(finalPath: string): Promise<string> {
-    await this.#flush();
     try {
       await this.fh.sync();
       await this.fh.close();

@@ -20,6 +20,18 @@ Napi::Error to_js_error(Napi::Env env, const io::IoError& e);
 // Throws a JS TypeError-like error with code INVALID_ARGUMENT.
 [[noreturn]] void throw_invalid(Napi::Env env, const std::string& message);
 
+// A JS typed array's bytes for a worker on another thread: the reference
+// keeps the array (and so its memory) alive until the worker is destroyed.
+struct HeldView {
+  explicit HeldView(Napi::TypedArray view)
+      : ref(Napi::Persistent(view.As<Napi::Object>())),
+        data(static_cast<unsigned char*>(view.ArrayBuffer().Data()) + view.ByteOffset()),
+        size(view.ByteLength()) {}
+  Napi::ObjectReference ref;
+  unsigned char* data;
+  size_t size;
+};
+
 // Queues an AsyncWorker that has a promise() and returns that promise.
 template <class Worker>
 Napi::Value queued(Worker* w) {

@@ -11,16 +11,12 @@ namespace {
 class StoreWorker : public Napi::AsyncWorker {
  public:
   StoreWorker(Napi::Env env, Napi::TypedArray view, int level, std::string tmp, std::string final_path)
-      : Napi::AsyncWorker(env, "lowtide:storeChunkFile"), deferred_(Napi::Promise::Deferred::New(env)), level_(level),
-        tmp_(std::move(tmp)), final_(std::move(final_path)) {
-    keep_ = Napi::Persistent(view.As<Napi::Object>());
-    data_ = static_cast<const unsigned char*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    len_ = view.ByteLength();
-  }
+      : Napi::AsyncWorker(env, "lowtide:storeChunkFile"), deferred_(Napi::Promise::Deferred::New(env)), view_(view),
+        level_(level), tmp_(std::move(tmp)), final_(std::move(final_path)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      out_ = repo::store_chunk_file(data_, len_, level_, tmp_, final_);
+      out_ = repo::store_chunk_file(view_.data, view_.size, level_, tmp_, final_);
     } catch (const io::IoError& e) {
       error_ = e;
       SetError(e.what());
@@ -41,9 +37,7 @@ class StoreWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference keep_;  // the view's memory stays alive while we work on it
-  const unsigned char* data_ = nullptr;
-  size_t len_ = 0;
+  HeldView view_;
   int level_;
   std::string tmp_, final_;
   repo::StoredChunk out_{};

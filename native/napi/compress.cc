@@ -13,17 +13,13 @@ class ZstdWorker : public Napi::AsyncWorker {
  public:
   ZstdWorker(Napi::Env env, Napi::TypedArray view, bool compress, int level, size_t max_size)
       : Napi::AsyncWorker(env, compress ? "lowtide:zstdCompress" : "lowtide:zstdDecompress"),
-        deferred_(Napi::Promise::Deferred::New(env)), compress_(compress), level_(level), max_size_(max_size) {
-    keep_ = Napi::Persistent(view.As<Napi::Object>());
-    data_ = static_cast<const unsigned char*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    len_ = view.ByteLength();
-  }
+        deferred_(Napi::Promise::Deferred::New(env)), view_(view), compress_(compress), level_(level), max_size_(max_size) {}
   ~ZstdWorker() override { std::free(out_.data); }
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
     try {
-      out_ = compress_ ? copy::zstd_compress(data_, len_, level_) : copy::zstd_decompress(data_, len_, max_size_);
+      out_ = compress_ ? copy::zstd_compress(view_.data, view_.size, level_) : copy::zstd_decompress(view_.data, view_.size, max_size_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -38,9 +34,7 @@ class ZstdWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference keep_;  // the view's memory stays alive while we work on it
-  const unsigned char* data_ = nullptr;
-  size_t len_ = 0;
+  HeldView view_;
   bool compress_;
   int level_;
   size_t max_size_;
@@ -83,18 +77,11 @@ class IntoWorker : public Napi::AsyncWorker {
  public:
   IntoWorker(Napi::Env env, Napi::TypedArray src, Napi::TypedArray dst, int level)
       : Napi::AsyncWorker(env, level > 0 ? "lowtide:zstdCompressInto" : "lowtide:zstdDecompressInto"),
-        deferred_(Napi::Promise::Deferred::New(env)), level_(level) {
-    keep_src_ = Napi::Persistent(src.As<Napi::Object>());
-    keep_dst_ = Napi::Persistent(dst.As<Napi::Object>());
-    src_ = static_cast<const unsigned char*>(src.ArrayBuffer().Data()) + src.ByteOffset();
-    len_ = src.ByteLength();
-    dst_ = static_cast<unsigned char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
-    cap_ = dst.ByteLength();
-  }
+        deferred_(Napi::Promise::Deferred::New(env)), src_(src), dst_(dst), level_(level) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      n_ = level_ > 0 ? copy::zstd_compress_into(src_, len_, dst_, cap_, level_) : copy::zstd_decompress_into(src_, len_, dst_, cap_);
+      n_ = level_ > 0 ? copy::zstd_compress_into(src_.data, src_.size, dst_.data, dst_.size, level_) : copy::zstd_decompress_into(src_.data, src_.size, dst_.data, dst_.size);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -106,11 +93,7 @@ class IntoWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference keep_src_, keep_dst_;
-  const unsigned char* src_ = nullptr;
-  size_t len_ = 0;
-  unsigned char* dst_ = nullptr;
-  size_t cap_ = 0;
+  HeldView src_, dst_;
   int level_;
   size_t n_ = 0;
 };

@@ -11,21 +11,17 @@ namespace {
 class DigestWorker : public Napi::AsyncWorker {
  public:
   DigestWorker(Napi::Env env, Napi::TypedArray view, bool zero_check)
-      : Napi::AsyncWorker(env, "lowtide:digest"), deferred_(Napi::Promise::Deferred::New(env)),
-        zero_check_(zero_check) {
-    keep_ = Napi::Persistent(view.As<Napi::Object>());
-    data_ = static_cast<const unsigned char*>(view.ArrayBuffer().Data()) + view.ByteOffset();
-    len_ = view.ByteLength();
-  }
+      : Napi::AsyncWorker(env, "lowtide:digest"), deferred_(Napi::Promise::Deferred::New(env)), view_(view),
+        zero_check_(zero_check) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    if (zero_check_ && copy::is_zero(data_, len_)) {
+    if (zero_check_ && copy::is_zero(view_.data, view_.size)) {
       zero_ = true;
       return;
     }
     try {
-      digest_ = copy::sha256(data_, len_);
+      digest_ = copy::sha256(view_.data, view_.size);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -44,9 +40,7 @@ class DigestWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference keep_;  // the view's memory stays alive while we hash it
-  const unsigned char* data_ = nullptr;
-  size_t len_ = 0;
+  HeldView view_;
   bool zero_check_;
   bool zero_ = false;
   copy::Digest digest_{};
