@@ -53,6 +53,7 @@
 //                             controller becomes one run per interval, named canary@<ms>ms
 //   BENCH_CANARY_VARIANTS     ';'-separated JSON canary tuning overrides, e.g. '{"factor":1.15};{}':
 //                             like BENCH_PROBE_MS, each run of the default becomes one run of each
+//                             (a "minBlockSize" key sets the job's smallest request instead)
 //   BENCH_CHART_FROM=FILE     print the table and verdicts of a saved JSON and redraw its chart
 //                             (to FILE with .svg, or to BENCH_CHART_OUT)
 //                             (runs with BENCH_ONLY/BENCH_AUTO_RULE/BENCH_LATENCY_TARGET are
@@ -501,9 +502,11 @@ function scenarios() {
       if (t === 'ctl' && v === DEFAULT && PROBE_MS) {
         for (const ms of PROBE_MS) add(phased, `${v}@${ms}ms`, 'controller', `lowtide ${v}, probes every ${ms} ms`, { ...ctl(v), probeIntervalMs: ms });
       } else if (t === 'ctl' && v === DEFAULT && CANARY_VARIANTS) {
-        for (const tuning of CANARY_VARIANTS) {
-          const tag = Object.entries(tuning).map(([k, x]) => `${k}=${x}`).join(',') || 'defaults';
-          add(phased, `${v}@${tag}`, 'controller', `lowtide ${v}, ${tag}`, { ...ctl(v), canaryTuning: tuning });
+        for (const variant of CANARY_VARIANTS) {
+          const tag = Object.entries(variant).map(([k, x]) => `${k}=${x}`).join(',') || 'defaults';
+          // minBlockSize is the job's smallest request, not a canary knob.
+          const { minBlockSize, ...tuning } = variant;
+          add(phased, `${v}@${tag}`, 'controller', `lowtide ${v}, ${tag}`, { ...ctl(v), canaryTuning: tuning, ...(minBlockSize ? { minBlockSize } : {}) });
         }
       } else if (t === 'ctl') add(phased, v, v === 'off' ? 'off' : 'controller', v === 'off' ? 'lowtide unthrottled' : `lowtide ${v}${v === DEFAULT ? ' (default)' : ''}`, ctl(v));
       else add(phased, `rate-${v}`, 'rate', `lowtide fixed ${v} MB/s`, rate(v), { rateMBps: v });
