@@ -617,8 +617,8 @@ export function snapshotLowtide(dir) {
   const dirty = spawnSync('git', ['-C', root, 'status', '--porcelain', '--', 'lib', 'native'], { encoding: 'utf8' }).stdout.trim() !== '';
   return {
     dir,
-    cli: join(dir, 'dist', 'bin', 'lowtide.js'),
-    version: { commit: head, dirtyWorkingTree: dirty, distBuilt: statSync(join(root, 'dist', 'bin', 'lowtide.js')).mtime.toISOString() },
+    cli: join(dir, 'dist', 'bin', 'lowtide.cjs'),
+    version: { commit: head, dirtyWorkingTree: dirty, distBuilt: statSync(join(root, 'dist', 'bin', 'lowtide.cjs')).mtime.toISOString() },
   };
 }
 

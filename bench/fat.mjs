@@ -31,7 +31,7 @@ const mapRuns = Number(process.env.BENCH_MAP_RUNS ?? 21);
 const started = Date.now();
 
 for (const [cmd, pkg] of [['mkfs.fat', 'dosfstools'], ['fsck.fat', 'dosfstools'], ['mcopy', 'mtools'], ['partclone.fat', 'partclone'], ['partclone.info', 'partclone'], ['dd', 'coreutils']]) need('bench:fat', cmd, pkg);
-if (!existsSync(join(root, 'dist', 'bin', 'lowtide.js'))) {
+if (!existsSync(join(root, 'dist', 'bin', 'lowtide.cjs'))) {
   console.error('run `npm run compile` first (dist/ is missing)');
   process.exit(1);
 }

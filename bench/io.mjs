@@ -24,7 +24,7 @@ const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const sizeGiB = Number(process.env.BENCH_SIZE_GIB ?? 2);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 9);
 const GiB = 1024 ** 3;
-const cli = join(root, 'dist', 'bin', 'lowtide.js');
+const cli = join(root, 'dist', 'bin', 'lowtide.cjs');
 
 function need(cmd, pkg) {
   if (spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status !== 0) {

@@ -2,7 +2,7 @@
 // A diagnostic companion of bench/repo.mjs (not a benchmark against a peer):
 // on the same cached FAT32 volume (bench/work/fat32-<N>g.img) it measures, in
 // isolation, each stage a backup goes through, with the library's own code:
-//   start-up    `node dist/bin/lowtide.js --version` (process start + module loading)
+//   start-up    `node dist/bin/lowtide.cjs --version` (process start + module loading)
 //   plan        planImage() (partition table, FAT → allocation map → extents)
 //   read        Source.read() of the planned extents, 1 MiB, QD 32, O_DIRECT (caches dropped)
 //   hash        native.digest(chunk, zeroCheck) for every chunk, 1 and 6 in flight

@@ -47,7 +47,7 @@ const changeFraction = Number(process.env.BENCH_CHANGE ?? 0.01);
 const started = Date.now();
 
 for (const [cmd, pkg] of [['mkfs.fat', 'dosfstools'], ['fsck.fat', 'dosfstools'], ['mcopy', 'mtools'], ['restic', 'restic'], ['borg', 'borgbackup'], ['cmp', 'diffutils']]) need('bench:repo', cmd, pkg);
-if (!existsSync(join(root, 'dist', 'bin', 'lowtide.js'))) {
+if (!existsSync(join(root, 'dist', 'bin', 'lowtide.cjs'))) {
   console.error('run `npm run compile` first (dist/ is missing)');
   process.exit(1);
 }

@@ -26,11 +26,6 @@ import type { ThrottleState } from '../jobs/throttle.js';
 import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName } from '../throttle/controller.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
-// Hashing, compression and chunk writes run on libuv's thread pool, where
-// fsyncs wait on the disk: more threads than cores keep the CPU busy meanwhile.
-// (Read when the pool starts, at its first use, which comes after this line.)
-process.env.UV_THREADPOOL_SIZE ??= '8';
-
 /** Errors that mean "the command line is wrong" rather than "the work failed". */
 class UsageError extends Error {}
 
@@ -535,4 +530,8 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// Not a top-level await: the bundled command (rolldown.config.mjs) is a
+// CommonJS file, which cannot have one. main() reports its own errors.
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -231,6 +231,12 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   const lockHeld = (options as unknown as Record<symbol, unknown>)[LOCK_HELD] === true;
   const throttleSettings = lockHeld ? resolveThrottleSettings(opts) : singleJobThrottleSettings(opts);
 
+  // The plan reads only the source (partition table, boot sectors, FATs): it
+  // runs while the repository is opened and locked and the parent is read
+  // (with cold caches, both wait for the disk). Awaited below; until then a
+  // failure must not count as unhandled.
+  const planning = planImage(sourcePath, { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) });
+  planning.catch(() => undefined);
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const cs = repo.chunkSize;
   // backupMany() holds the lock for all of its jobs.
@@ -258,7 +264,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
     }
     const size = source.size;
     const chunkCount = Math.ceil(size / cs);
-    const plan: ImagePlan = await planImage(sourcePath, { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) });
+    const plan: ImagePlan = await planning;
     const changedChunks = changed !== undefined ? chunkAlignedExtents(changed, cs, size) : undefined;
     const readExtents = changedChunks !== undefined ? intersectExtents(plan.extents, changedChunks) : plan.extents;
     const bytesTotal = totalLength(readExtents);

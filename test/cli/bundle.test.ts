@@ -31,7 +31,7 @@ function bareCopy(): string {
 
 describe('the lowtide command', () => {
   it('is the bundle that package.json names, with a node shebang', () => {
-    expect(pkg.bin.lowtide).toBe('./dist/bin/lowtide.js');
+    expect(pkg.bin.lowtide).toBe('./dist/bin/lowtide.cjs');
     expect(readFileSync(join(root, pkg.bin.lowtide), 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
   });
 

@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
-export const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.js');
+export const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.cjs');
 
 export interface CliResult {
   status: number;

@@ -63,7 +63,7 @@ describe.skipIf(skipReason('EIO tests on a faulty FUSE file', reason))('a source
 
   it('lowtide image exits 1 with the error and leaves no output', () => {
     const out = tmp.file('eio.img');
-    const r = spawnSync(process.execPath, [join(import.meta.dirname, '../../dist/bin/lowtide.js'), 'image', mount.file, out], {
+    const r = spawnSync(process.execPath, [join(import.meta.dirname, '../../dist/bin/lowtide.cjs'), 'image', mount.file, out], {
       encoding: 'utf8',
     });
     expect(r.status).toBe(1);
