@@ -321,8 +321,8 @@ export class JobThrottle {
       next.queueDepth !== this.#decision.queueDepth ||
       next.blockSize !== this.#decision.blockSize ||
       Math.abs(next.delayMs - this.#decision.delayMs) > 1e-3;
-    // A change below 1 µs of delay is not passed on, so the decision in force
-    // stays the one the reader has (a test compares them).
+    // A change below 1 µs of delay is not passed on; the decision in force
+    // stays the one the reader runs with.
     if (!changed) return;
     this.#decision = next;
     this.#apply();
