@@ -14,6 +14,19 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The built `lowtide` command inside a copy of the package (default: this one), as package.json's "bin" names it. */
+export function cliPath(dir = root) {
+  return join(dir, JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).bin.lowtide);
+}
+
+/** Exits with a hint when the command has not been built. */
+export function requireBuiltCli() {
+  if (!existsSync(cliPath())) {
+    console.error('run `npm run compile` first (dist/ is missing)');
+    process.exit(1);
+  }
+}
 export const KiB = 1024;
 export const MiB = 1024 ** 2;
 export const GiB = 1024 ** 3;
@@ -617,8 +630,8 @@ export function snapshotLowtide(dir) {
   const dirty = spawnSync('git', ['-C', root, 'status', '--porcelain', '--', 'lib', 'native'], { encoding: 'utf8' }).stdout.trim() !== '';
   return {
     dir,
-    cli: join(dir, 'dist', 'bin', 'lowtide.cjs'),
-    version: { commit: head, dirtyWorkingTree: dirty, distBuilt: statSync(join(root, 'dist', 'bin', 'lowtide.cjs')).mtime.toISOString() },
+    cli: cliPath(dir),
+    version: { commit: head, dirtyWorkingTree: dirty, distBuilt: statSync(cliPath()).mtime.toISOString() },
   };
 }
 

@@ -14,13 +14,13 @@
 // Caches are dropped before every timed run (root). The disk here is virtual
 // and shared with other work, so each round runs all three back to back, the
 // order rotating, and the ratios reported are medians of per-round ratios.
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
   allocatedBytes, dropCaches, ensureFatVolume, fatGeometry, fmtBytes, fsckFat, fsyncFile, GiB, isRoot, machineInfo, median, MiB,
-  need, pairedMedian, Prng, root, run, snapshotLowtide, timed,
+  need, pairedMedian, Prng, requireBuiltCli, root, run, snapshotLowtide, timed,
 } from './fat-volume.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
@@ -31,10 +31,7 @@ const mapRuns = Number(process.env.BENCH_MAP_RUNS ?? 21);
 const started = Date.now();
 
 for (const [cmd, pkg] of [['mkfs.fat', 'dosfstools'], ['fsck.fat', 'dosfstools'], ['mcopy', 'mtools'], ['partclone.fat', 'partclone'], ['partclone.info', 'partclone'], ['dd', 'coreutils']]) need('bench:fat', cmd, pkg);
-if (!existsSync(join(root, 'dist', 'bin', 'lowtide.cjs'))) {
-  console.error('run `npm run compile` first (dist/ is missing)');
-  process.exit(1);
-}
+requireBuiltCli();
 if (!isRoot()) console.warn('warning: not root — caches cannot be dropped; partclone and dd then read from the page cache');
 mkdirSync(dir, { recursive: true });
 

@@ -17,14 +17,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { settleDisk } from './fat-volume.mjs';
+import { cliPath, settleDisk } from './fat-volume.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const sizeGiB = Number(process.env.BENCH_SIZE_GIB ?? 2);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 9);
 const GiB = 1024 ** 3;
-const cli = join(root, 'dist', 'bin', 'lowtide.cjs');
+const cli = cliPath();
 
 function need(cmd, pkg) {
   if (spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status !== 0) {

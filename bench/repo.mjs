@@ -26,12 +26,12 @@
 // and matches the image in its metadata and every allocated cluster; the
 // all-blocks, restic and borg restores are byte-identical to the image (cmp).
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
   changedExtents, changeFiles, compareRanges, diskUsage, dropCaches, ensureFatVolume, settleDisk, fmtBytes, fsckFat, fsyncFile, GiB,
-  isRoot, machineInfo, median, need, pairedMedian, root, sameFiles, snapshotLowtide, timed,
+  isRoot, machineInfo, median, need, pairedMedian, requireBuiltCli, root, sameFiles, snapshotLowtide, timed,
 } from './fat-volume.mjs';
 
 /** Before every timed command, lowtide's and the peers' alike: the disk idle, the page cache empty. */
@@ -47,10 +47,7 @@ const changeFraction = Number(process.env.BENCH_CHANGE ?? 0.01);
 const started = Date.now();
 
 for (const [cmd, pkg] of [['mkfs.fat', 'dosfstools'], ['fsck.fat', 'dosfstools'], ['mcopy', 'mtools'], ['restic', 'restic'], ['borg', 'borgbackup'], ['cmp', 'diffutils']]) need('bench:repo', cmd, pkg);
-if (!existsSync(join(root, 'dist', 'bin', 'lowtide.cjs'))) {
-  console.error('run `npm run compile` first (dist/ is missing)');
-  process.exit(1);
-}
+requireBuiltCli();
 if (!isRoot()) console.warn('warning: not root — caches cannot be dropped; restic and borg then read the image from the page cache');
 mkdirSync(dir, { recursive: true });
 

@@ -190,9 +190,9 @@ export class Repository {
    */
   async putChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     requireZstd();
-    // One native task (native/repo/chunk_file.cc): existence check, the
-    // compressIfWorthIt() decision and compression, temporary file, write,
-    // fsync, rename; a missing prefix directory is created.
+    // One native task (native/repo/chunk_file.cc): existence check, whether
+    // and how to compress, temporary file, write, fsync, rename; a missing
+    // prefix directory is created.
     let r: { written: boolean; storedBytes: number };
     try {
       r = await native.storeChunkFile(plain, this.config.compression.level, tempName(this.tmpDir, 'w'), this.chunkPath(hex));

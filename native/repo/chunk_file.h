@@ -20,8 +20,8 @@ struct StoredChunk {
   ChunkEncoding encoding = ChunkEncoding::Raw;
 };
 
-// Whether to compress is decided as lib/repo/compress.ts compressIfWorthIt
-// does: data of 256 KiB or more is sampled (four 16 KiB pieces, level 1) and
+// Whether to compress (docs/repository-format.md, "Chunk file"): data of
+// 256 KiB or more is sampled (four 16 KiB pieces, level 1) and
 // stored raw when the sample saves less than 3 %; data that does not shrink
 // at `level` is stored raw too. The temporary file is created with O_EXCL and
 // removed on any failure. A missing directory of `final_path` is created.

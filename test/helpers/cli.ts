@@ -1,8 +1,11 @@
 /** Runs the built CLI (dist/) as a child process. */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const CLI = join(import.meta.dirname, '../../dist/bin/lowtide.cjs');
+const root = join(import.meta.dirname, '../..');
+/** The bundled command, as package.json's "bin" names it. */
+export const CLI = join(root, (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: { lowtide: string } }).bin.lowtide);
 
 export interface CliResult {
   status: number;

@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LowtideError, ioUringAvailable, openSource, type EngineName } from '../../lib/index.js';
+import { CLI } from '../helpers/cli.js';
 import { faultyByte, faultyFsUnavailableReason, mountFaulty, type FaultyMount } from '../helpers/faulty.js';
 import { skipReason } from '../helpers/system.js';
 import { TempDir } from '../helpers/tmp.js';
@@ -63,7 +63,7 @@ describe.skipIf(skipReason('EIO tests on a faulty FUSE file', reason))('a source
 
   it('lowtide image exits 1 with the error and leaves no output', () => {
     const out = tmp.file('eio.img');
-    const r = spawnSync(process.execPath, [join(import.meta.dirname, '../../dist/bin/lowtide.cjs'), 'image', mount.file, out], {
+    const r = spawnSync(process.execPath, [CLI, 'image', mount.file, out], {
       encoding: 'utf8',
     });
     expect(r.status).toBe(1);
