@@ -578,7 +578,7 @@ abstract class WindowController extends BaseController {
     if (perRequest >= o.minBlockSize) {
       return { delayMs: 0, queueDepth: o.minQueueDepth, blockSize: perRequest };
     }
-    return pacedDecision(o, w, this.latency.smoothedNs);
+    return pacedDecision(o, w, pacingLatencyNs(this.latency));
   }
 }
 
@@ -587,6 +587,20 @@ abstract class WindowController extends BaseController {
  * With n = W / minBlockSize blocks in flight on average and latency L each,
  * Little's law gives one block every L / n.
  */
+/**
+ * The latency L that paces blocks: the median of the last 9 samples, not the
+ * EWMA. One sample from a stall (the process stopped or descheduled for 2 s,
+ * a device that hung once) moves the EWMA to ~0.4 s; paced blocks then wait
+ * the largest delay each, and with one sample per wait the EWMA needs ~40
+ * samples, i.e. many seconds, to forget it (bench:impact saw 0 MB/s for 2 s
+ * at a time after each SIGSTOP of the job). The median of the last few
+ * samples forgets it after a few; by count, not age, because after a stall
+ * every sample in a time window is a late one.
+ */
+function pacingLatencyNs(e: LatencyEstimator): number {
+  return e.recentMedianNs(9);
+}
+
 function pacedDecision(o: ResolvedThrottleOptions, w: number, latencyNs: number): ThrottleDecision {
   const n = w / o.minBlockSize;
   return { delayMs: latencyNs / n / 1e6, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
@@ -783,7 +797,7 @@ class CanaryController extends BaseController {
       return { delayMs: 0, queueDepth: clamp(Math.round(w / size), o.minQueueDepth, o.maxQueueDepth), blockSize: size };
     }
     // Paced with our own smoothed latency; before any, the probes'.
-    return pacedDecision(o, w, this.latency.count > 0 ? this.latency.smoothedNs : this.probes.smoothedNs || this.harm);
+    return pacedDecision(o, w, this.latency.count > 0 ? pacingLatencyNs(this.latency) : this.probes.smoothedNs || this.harm);
   }
 
   override report(): ThrottleReport {

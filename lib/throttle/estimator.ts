@@ -155,6 +155,21 @@ export class LatencyEstimator {
   }
 
   /**
+   * Median of the last `k` accepted samples (at most the window's capacity),
+   * whatever their age; 0 before the first one. O(k). Unlike percentiles(),
+   * a gap in time (the process stopped, then the samples in flight all
+   * complete late) does not empty the window down to the late samples.
+   */
+  recentMedianNs(k = 9): number {
+    const m = Math.min(Math.max(1, Math.floor(k)), this.filled);
+    if (m === 0) return 0;
+    const a = new Float64Array(m);
+    for (let i = 0; i < m; i++) a[i] = this.values[(this.head - 1 - i + this.windowSamples) % this.windowSamples]!;
+    a.sort();
+    return a[(m - 1) >> 1]!;
+  }
+
+  /**
    * p50/p95/p99 of the samples in the window: the last `windowSamples`
    * samples that completed at most `windowMs` before the latest one.
    */

@@ -300,6 +300,39 @@ describe('garbage samples', () => {
   }
 });
 
+describe('a stall', () => {
+  // The process stopped for 2 s (SIGSTOP, a suspended VM): the blocks in
+  // flight complete 2 s late, once. A paced job must not wait the largest
+  // delay block after block until an average forgets it (bench:impact saw
+  // 0 MB/s for two seconds after a stop when pacing followed the EWMA; here,
+  // with the EWMA, parda and aimd fell to ~0.1 MB/s and canary to 0.6x).
+  for (const name of ['canary', 'parda', 'aimd'] as const) {
+    it(`${name}: one 2 s sample does not stop a paced job for seconds`, () => {
+      const device = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 12_000, iops: 6000 }] });
+      const c = createController(name, name === 'canary' ? {} : { targetLatencyMs: 0.2 });
+      let stalledAtMs: number | undefined;
+      const r = device.run(c, {
+        durationMs: 12_000,
+        ...(name === 'canary' ? { probe: { everyMs: 2 } } : {}),
+        transformSample: (s) => {
+          if (stalledAtMs !== undefined || s.atNs < 6e9) return s;
+          stalledAtMs = s.atNs / 1e6;
+          return { ...s, latencyNs: 2e9 };
+        },
+      });
+      expect(stalledAtMs).toBeDefined();
+      const at = stalledAtMs!;
+      // The scenario is a real test: the job was paced before the stall.
+      const before = r.steps.filter((s) => s.atNs > (at - 2000) * 1e6 && s.atNs < at * 1e6);
+      expect(before.filter((s) => s.delayMs > 0).length / before.length).toBeGreaterThan(0.5);
+      const rateBefore = r.throughput(at - 2000, at);
+      expect(r.throughput(at + 200, at + 1200)).toBeGreaterThan(0.8 * rateBefore);
+      const waits = r.steps.filter((s) => s.atNs > at * 1e6 && s.atNs < (at + 1200) * 1e6 && s.delayMs >= 100);
+      expect(waits.length).toBeLessThanOrEqual(2);
+    });
+  }
+});
+
 describe('createController options', () => {
   it('defaults to a controller that works without tuning', () => {
     const c = createController();

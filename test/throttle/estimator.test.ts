@@ -16,6 +16,30 @@ describe('LatencyEstimator', () => {
     expect(e.smoothedNs - before).toBeCloseTo(0.2e6, 0);
   });
 
+  it('gives the median of the last k samples whatever their age', () => {
+    const e = new LatencyEstimator({ windowSamples: 16, windowMs: 1000 });
+    expect(e.recentMedianNs()).toBe(0);
+    e.observe(7, 1);
+    expect(e.recentMedianNs()).toBe(7);
+    const random = seeded(9);
+    const all: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const v = 1 + Math.floor(1e6 * random());
+      all.push(v);
+      e.observe(v, i * 1e6);
+    }
+    for (const k of [1, 2, 5, 9, 16, 100]) {
+      const last = all.slice(-Math.min(k, 16)).sort((a, b) => a - b);
+      expect(e.recentMedianNs(k)).toBe(last[(last.length - 1) >> 1]);
+    }
+    // A stall: the time window empties down to the late samples, the last 9 do not.
+    for (let i = 0; i < 9; i++) e.observe(1e5, 1e9 + i);
+    e.observe(2e9, 4e9);
+    e.observe(2e9, 4e9 + 1);
+    expect(e.percentiles().p50Ns).toBe(2e9);
+    expect(e.recentMedianNs(9)).toBe(1e5);
+  });
+
   it('gives the exact percentiles of the last N samples', () => {
     const random = seeded(5);
     const e = new LatencyEstimator({ windowSamples: 256, windowMs: 1e9 });
