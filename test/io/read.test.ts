@@ -116,6 +116,29 @@ describe.each(engines)('engine %s', (engine) => {
     }
   });
 
+  it('a shorter pacing interval applies at once, also while the reader waits out a long one', async () => {
+    // canary pauses the job with a 500 ms interval and then returns to well
+    // under a millisecond: the reader must not wait for the long interval's
+    // timer (it did, and issued only when something else woke it: 4 MB/s
+    // for seconds in bench:impact).
+    const src = await openSource(file);
+    try {
+      const reader = src.read(undefined, { blockSize: 4096, queueDepth: 1, pacingMs: 5000, engine });
+      const first = await reader.nextBlock();
+      expect(first).toBeDefined();
+      // Let the reader go to sleep on its 5 s interval, then shorten it.
+      await new Promise((r) => setTimeout(r, 50));
+      reader.setPacing(1);
+      const t0 = performance.now();
+      for (let i = 0; i < 20; i++) expect(await reader.nextBlock()).toBeDefined();
+      // 20 blocks 1 ms apart: ~20 ms; waiting for the old timer: > 4.9 s.
+      expect(performance.now() - t0).toBeLessThan(2500);
+      await reader.close();
+    } finally {
+      await src.close();
+    }
+  });
+
   it('queue depth and request size change while reading', async () => {
     const src = await openSource(file);
     try {
