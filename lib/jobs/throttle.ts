@@ -20,6 +20,7 @@ import {
 } from '../throttle/controller.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { autoTargetLatencyMs } from '../throttle/limits.js';
+import { StorageIoCounter } from '../throttle/storage-counters.js';
 import { numberOption } from '../throttle/options.js';
 
 export interface ThrottleSettings {
@@ -46,7 +47,7 @@ export interface ResolvedThrottleSettings {
    * `canary` controller's tuning (docs/throttle.md), checked by the
    * controller's own option validation. No public option sets it.
    */
-  canaryTuning?: { factor?: number; quantile?: number; probesPerRound?: number };
+  canaryTuning?: { factor?: number; quantile?: number; probesPerRound?: number; boost?: boolean; boostQueueDepth?: number; boostCheckEveryMs?: number; checkEveryMs?: number };
 }
 
 function positiveNumber(name: string, value: unknown): number | undefined {
@@ -129,6 +130,8 @@ export interface JobThrottleReport extends ThrottleReport {
   fallback?: string;
   /** Why the probes stopped before the job ended, if they did. */
   probeError?: string;
+  /** `canary`: the devices whose I/O its quiet checks counted (absent: none found, no boost). */
+  storageDevices?: string[];
   rateLimitBytesPerSecond: number | null;
   /** Sum of the pacing intervals in force between submissions (controller delay or rate cap), ms. */
   pacedMs: number;
@@ -159,6 +162,9 @@ export class JobThrottle {
   /** Aborted by stop(): cuts the wait between two probes short. */
   readonly #wake = new AbortController();
   #probeError: string | undefined;
+  /** `canary`: the I/O count of the storage under the probed source, for its quiet checks. */
+  #counter: StorageIoCounter | undefined;
+  #counterTried = false;
 
   private constructor(
     controller: ThrottleController,
@@ -264,6 +270,7 @@ export class JobThrottle {
     this.#stopped = true;
     this.#wake.abort();
     await this.#probing;
+    this.#counter?.close();
   }
 
   async #probeLoop(source: Source): Promise<void> {
@@ -281,6 +288,10 @@ export class JobThrottle {
     // 4 GiB file here: ~0.8 ms idle, noise that hid a 3x rise of
     // production's p99; the same places again: the cache-hit latency.)
     const places = Math.min(PROBE_PLACES, slots);
+    if (!this.#counterTried && this.controller.options.canary.boost) {
+      this.#counterTried = true;
+      this.#counter = StorageIoCounter.open(source.path);
+    }
     let turn = 0;
     while (!this.#stopped) {
       const offset = Math.floor(((turn++ % places) + 0.5) * (slots / places)) * length;
@@ -294,7 +305,16 @@ export class JobThrottle {
         return;
       }
       if (this.#stopped) return;
-      this.controller.observeProbe({ latencyNs, bytes: length, atNs: Number(process.hrtime.bigint()) });
+      // Read after the probe completed: the count includes it.
+      const counts = this.#counter?.readCounts();
+      this.controller.observeProbe({
+        latencyNs,
+        bytes: length,
+        atNs: Number(process.hrtime.bigint()),
+        // The writes alone only when the job itself does not write to this
+        // storage (a reader is attached; a restore applies decisions itself).
+        ...(counts !== undefined ? { deviceIos: counts.ios, ...(this.#reader ? { deviceWrites: counts.writes } : {}) } : {}),
+      });
       this.#decide();
       await sleep(this.#probeIntervalMs, undefined, { signal: this.#wake.signal }).catch(() => undefined);
     }
@@ -349,6 +369,7 @@ export class JobThrottle {
       pacedMs: this.#pacedMs,
       ...(this.#fallback !== undefined ? { fallback: this.#fallback } : {}),
       ...(this.#probeError !== undefined ? { probeError: this.#probeError } : {}),
+      ...(this.#counter ? { storageDevices: this.#counter.devices } : {}),
     };
   }
 }

@@ -30,6 +30,19 @@ export interface LatencySample {
   bytes: number;
   /** Monotonic completion time in nanoseconds (any origin, never decreasing). */
   atNs: number;
+  /**
+   * Probes only, optional: I/Os the storage under the source has completed
+   * so far (reads and writes, merged ones included: /sys/block/X/stat),
+   * read after this probe completed. `canary` counts others' I/O with it
+   * while its own blocks are drained (see the quiet checks in docs/throttle.md).
+   */
+  deviceIos?: number;
+  /**
+   * Probes only, optional: the writes alone among `deviceIos`, given only
+   * when the job itself does not write to that storage. While boosted,
+   * `canary` ends the boost at the first write it did not make.
+   */
+  deviceWrites?: number;
 }
 
 /** What to do for the next block. */
@@ -73,7 +86,16 @@ export interface ThrottleReport {
   /** Ascending by block size. */
   blockSize: DistributionEntry[];
   /** `canary` only: the probes and the target they set. */
-  probes?: { count: number; invalid: number; smoothedMs: number; targetMs: number; slowShare: number; calibrations: number };
+  probes?: {
+    count: number;
+    invalid: number;
+    smoothedMs: number;
+    targetMs: number;
+    slowShare: number;
+    calibrations: number;
+    /** Quiet checks (and calibrations) that counted the storage's I/O; how many found it in use by others; time boosted, ms. */
+    boost: { checks: number; busy: number; endedByWrites: number; boostedMs: number; enabled: boolean; deviceCounters: boolean };
+  };
 }
 
 export interface ThrottleController {
@@ -157,6 +179,19 @@ export interface ThrottleOptions {
     pauseMs?: number;
     /** Idle probes a calibration needs (default 48). */
     calibrationProbes?: number;
+    /**
+     * Go faster while nobody else uses the storage (default true): when a
+     * quiet check (our blocks drained for a few ms) sees no I/O on the
+     * storage but the probes', run `boostQueueDepth` largest blocks until the
+     * next check finds someone. Needs probes that carry `deviceIos`.
+     */
+    boost?: boolean;
+    /** Largest blocks in flight while boosted (default 4). */
+    boostQueueDepth?: number;
+    /** Time between quiet checks while boosted, ms (default 50). */
+    boostCheckEveryMs?: number;
+    /** Time between quiet checks while not boosted, ms (default 500). */
+    checkEveryMs?: number;
   };
 }
 
@@ -180,6 +215,10 @@ export interface ResolvedThrottleOptions {
     calibrateEveryMs: number;
     pauseMs: number;
     calibrationProbes: number;
+    boost: boolean;
+    boostQueueDepth: number;
+    boostCheckEveryMs: number;
+    checkEveryMs: number;
   };
 }
 
@@ -205,6 +244,12 @@ export const THROTTLE_DEFAULTS = {
   canaryCalibrateEveryMs: 10_000,
   canaryPauseMs: 300,
   canaryCalibrationProbes: 48,
+  canaryBoostQueueDepth: 4,
+  canaryBoostCheckEveryMs: 50,
+  canaryCheckEveryMs: 500,
+  /** Quiet a check must see to start boosting, and to stay boosted, ms. */
+  canaryEnterQuietMs: 200,
+  canaryStayQuietMs: 10,
 } as const;
 
 /** Largest values accepted, matching the block reader's own limits. */
@@ -258,6 +303,7 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
   const pa = objectOption('parda', o.parda);
   const ca = objectOption('canary', o.canary);
   if (ca.calibrate !== undefined && typeof ca.calibrate !== 'boolean') invalidOption('canary.calibrate', 'a boolean', ca.calibrate);
+  if (ca.boost !== undefined && typeof ca.boost !== 'boolean') invalidOption('canary.boost', 'a boolean', ca.boost);
   return {
     targetLatencyMs,
     minQueueDepth,
@@ -300,6 +346,10 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
       calibrateEveryMs: numberOption('canary.calibrateEveryMs', ca.calibrateEveryMs, THROTTLE_DEFAULTS.canaryCalibrateEveryMs, 0, 86_400_000, true),
       pauseMs: numberOption('canary.pauseMs', ca.pauseMs, THROTTLE_DEFAULTS.canaryPauseMs, 0, 60_000, true),
       calibrationProbes: integerOption('canary.calibrationProbes', ca.calibrationProbes, THROTTLE_DEFAULTS.canaryCalibrationProbes, 1, 10_000),
+      boost: (ca.boost as boolean | undefined) ?? true,
+      boostQueueDepth: integerOption('canary.boostQueueDepth', ca.boostQueueDepth, THROTTLE_DEFAULTS.canaryBoostQueueDepth, 1, MAX_QUEUE_DEPTH),
+      boostCheckEveryMs: numberOption('canary.boostCheckEveryMs', ca.boostCheckEveryMs, THROTTLE_DEFAULTS.canaryBoostCheckEveryMs, 1, 60_000),
+      checkEveryMs: numberOption('canary.checkEveryMs', ca.checkEveryMs, THROTTLE_DEFAULTS.canaryCheckEveryMs, 1, 86_400_000),
     },
   };
 }
@@ -688,6 +738,20 @@ class CanaryController extends BaseController {
   private calibrations = 0;
   private probeCount = 0;
   private lastCutAt = -Infinity;
+  private pause: 'calibrate' | 'check' | undefined;
+  /** Probes seen with the storage's I/O count; quiet checks need them. */
+  private deviceCounters = false;
+  private nextCheckNs: number | undefined;
+  /** First and last probe of the current pause's quiet window. */
+  private quietFrom: { atNs: number; ios: number; probes: number } | undefined;
+  private quietTo: { atNs: number; ios: number; probes: number } | undefined;
+  private othersSeen = false;
+  private lastWrites: number | undefined;
+  private busyWrites = 0;
+  private boostedSinceNs: number | undefined;
+  private boostedNs = 0;
+  private checks = 0;
+  private busyChecks = 0;
 
   constructor(options: ThrottleOptions) {
     super(options);
@@ -722,27 +786,62 @@ class CanaryController extends BaseController {
     const v = this.probes.lastNs;
     const now = this.nowNs();
     const o = this.options;
+    const ios = typeof s.deviceIos === 'number' && Number.isFinite(s.deviceIos) && s.deviceIos >= 0 ? s.deviceIos : undefined;
+    if (ios !== undefined) this.deviceCounters = true;
+    const writes = typeof s.deviceWrites === 'number' && Number.isFinite(s.deviceWrites) && s.deviceWrites >= 0 ? s.deviceWrites : undefined;
+    const wroteSinceLast = writes !== undefined && this.lastWrites !== undefined && writes > this.lastWrites;
+    this.lastWrites = writes;
+    if (this.pausedAtNs !== undefined) {
+      // Probes that completed after our blocks in flight drained are idle
+      // ones; the storage's I/O counted between them is the probes' and others'.
+      const settleNs =
+        this.pause === 'calibrate'
+          ? Math.min(Math.max(2 * this.latency.smoothedNs, 10e6), (o.canary.pauseMs * 1e6) / 2)
+          : Math.min(Math.max(1.25 * this.latency.recentMedianNs(), 1e6), 20e6);
+      if (now - this.pausedAtNs >= settleNs) {
+        if (this.pause === 'calibrate') this.idle.push(v);
+        if (ios !== undefined) {
+          this.quietFrom ??= { atNs: now, ios, probes: this.probeCount };
+          this.quietTo = { atNs: now, ios, probes: this.probeCount };
+          if (ios - this.quietFrom.ios > this.probeCount - this.quietFrom.probes) this.othersSeen = true;
+        }
+      }
+      const quietNs = this.quietTo && this.quietFrom ? this.quietTo.atNs - this.quietFrom.atNs : 0;
+      const needNs = this.quietNeededNs();
+      const done =
+        this.pause === 'calibrate'
+          ? this.idle.length >= o.canary.calibrationProbes || now - this.pausedAtNs >= o.canary.pauseMs * 1e6
+          : this.othersSeen || quietNs >= needNs || now - this.pausedAtNs >= needNs + 50e6;
+      if (done) this.endPause(now);
+      return;
+    }
     if (o.canary.calibrate) {
       // The first calibration is at the first probe: before the job's first
       // blocks are out, the pause costs nothing.
       this.nextCalibrationNs ??= now;
-      if (this.pausedAtNs !== undefined) {
-        // Probes that completed after our blocks in flight drained are idle ones.
-        const settleNs = Math.min(Math.max(2 * this.latency.smoothedNs, 10e6), (o.canary.pauseMs * 1e6) / 2);
-        if (now - this.pausedAtNs >= settleNs) this.idle.push(v);
-        if (this.idle.length >= o.canary.calibrationProbes || now - this.pausedAtNs >= o.canary.pauseMs * 1e6) {
-          this.endPause(now);
-        }
-        return;
-      }
       if (now >= this.nextCalibrationNs) {
-        this.pausedAtNs = now;
-        this.idle = [];
-        this.roundSamples = 0;
-        this.roundSlow = 0;
+        this.startPause('calibrate', now);
         return;
       }
     }
+    // Boosted, a write we did not make is someone else at work: stop now
+    // rather than at the next check.
+    if (this.boostedSinceNs !== undefined && wroteSinceLast) {
+      this.busyWrites++;
+      this.endBoost(now);
+      this.nextCheckNs = now + o.canary.checkEveryMs * 1e6;
+    }
+    if (o.canary.boost && this.deviceCounters) {
+      this.nextCheckNs ??= now;
+      if (now >= this.nextCheckNs) {
+        this.startPause('check', now);
+        return;
+      }
+    }
+    // Boosted, the probes wait behind our own deep queue whether or not
+    // anyone else is there: they say nothing, and the window rule rests
+    // until a quiet check ends the boost.
+    if (this.boostedSinceNs !== undefined) return;
     this.roundSamples++;
     if (v > this.harm) this.roundSlow++;
     // A probe far slower than the harm latency (production arriving in a
@@ -767,19 +866,66 @@ class CanaryController extends BaseController {
     this.window = clamp((1 - gamma) * this.window + gamma * (ratio * this.window + betaBytes), this.minWindow, this.maxWindow);
   }
 
+  /**
+   * Quiet time a check must see to boost: long to start (a light load of a
+   * few requests per second must show itself: at 20 IOPS, 200 ms pass
+   * without a request once in 55 tries), short to stay boosted (any load
+   * found ends the boost).
+   */
+  private quietNeededNs(): number {
+    return (this.boostedSinceNs !== undefined ? THROTTLE_DEFAULTS.canaryStayQuietMs : THROTTLE_DEFAULTS.canaryEnterQuietMs) * 1e6;
+  }
+
+  private startPause(kind: 'calibrate' | 'check', now: number): void {
+    this.pausedAtNs = now;
+    this.pause = kind;
+    this.idle = [];
+    this.quietFrom = undefined;
+    this.quietTo = undefined;
+    this.othersSeen = false;
+    this.roundSamples = 0;
+    this.roundSlow = 0;
+  }
+
   private endPause(now: number): void {
     const o = this.options;
-    // A quantile needs a few samples beyond it; fewer, and the last value stays.
-    if (this.idle.length >= Math.max(8, Math.min(o.canary.calibrationProbes, 3 / (1 - o.canary.quantile)))) {
-      const sorted = [...this.idle].sort((a, b) => a - b);
-      const q = sorted[Math.min(sorted.length - 1, Math.floor(o.canary.quantile * sorted.length))]!;
-      this.harm = o.canary.factor * q;
-      this.idleSlowShare = sorted.filter((x) => x > this.harm).length / sorted.length;
-      this.calibrations++;
+    if (this.pause === 'calibrate') {
+      // A quantile needs a few samples beyond it; fewer, and the last value stays.
+      if (this.idle.length >= Math.max(8, Math.min(o.canary.calibrationProbes, 3 / (1 - o.canary.quantile)))) {
+        const sorted = [...this.idle].sort((a, b) => a - b);
+        const q = sorted[Math.min(sorted.length - 1, Math.floor(o.canary.quantile * sorted.length))]!;
+        this.harm = o.canary.factor * q;
+        this.idleSlowShare = sorted.filter((x) => x > this.harm).length / sorted.length;
+        this.calibrations++;
+      }
+      this.nextCalibrationNs = o.canary.calibrateEveryMs > 0 ? now + o.canary.calibrateEveryMs * 1e6 : Infinity;
     }
+    // Every pause is a quiet check: with our blocks drained, the storage's
+    // I/O beyond our probes' is someone else's. None at all over the quiet
+    // window: boost; any: back to the window rule (where it was before).
+    if (o.canary.boost && this.quietFrom && this.quietTo) {
+      const quietNs = this.quietTo.atNs - this.quietFrom.atNs;
+      this.checks++;
+      if (this.othersSeen) {
+        this.busyChecks++;
+        this.endBoost(now);
+      } else if (this.pause === 'check') {
+        // Quiet long enough: boost (or stay boosted). Not long enough (probes
+        // too slow to fill the window): not boosted.
+        if (quietNs >= this.quietNeededNs()) this.boostedSinceNs ??= now;
+        else this.endBoost(now);
+      }
+    }
+    this.nextCheckNs = now + (this.boostedSinceNs !== undefined ? o.canary.boostCheckEveryMs : o.canary.checkEveryMs) * 1e6;
     this.pausedAtNs = undefined;
+    this.pause = undefined;
     this.idle = [];
-    this.nextCalibrationNs = o.canary.calibrateEveryMs > 0 ? now + o.canary.calibrateEveryMs * 1e6 : Infinity;
+  }
+
+  private endBoost(now: number): void {
+    if (this.boostedSinceNs === undefined) return;
+    this.boostedNs += Math.max(0, now - this.boostedSinceNs);
+    this.boostedSinceNs = undefined;
   }
 
   protected current(): ThrottleDecision {
@@ -787,6 +933,9 @@ class CanaryController extends BaseController {
     if (this.pausedAtNs !== undefined) {
       // Calibrating: nothing new of ours until the pause ends.
       return { delayMs: o.maxDelayMs, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
+    }
+    if (this.boostedSinceNs !== undefined) {
+      return { delayMs: 0, queueDepth: clamp(o.canary.boostQueueDepth, o.minQueueDepth, o.maxQueueDepth), blockSize: o.maxBlockSize };
     }
     const w = this.window;
     if (w >= o.minQueueDepth * o.minBlockSize) {
@@ -811,6 +960,14 @@ class CanaryController extends BaseController {
         targetMs: this.harm / 1e6,
         slowShare: this.slowShare,
         calibrations: this.calibrations,
+        boost: {
+          checks: this.checks,
+          busy: this.busyChecks,
+          endedByWrites: this.busyWrites,
+          boostedMs: (this.boostedNs + (this.boostedSinceNs !== undefined ? Math.max(0, this.nowNs() - this.boostedSinceNs) : 0)) / 1e6,
+          enabled: this.options.canary.boost,
+          deviceCounters: this.deviceCounters,
+        },
       },
     };
   }

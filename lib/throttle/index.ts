@@ -47,3 +47,4 @@ export {
   type SimulationStep,
 } from './simulated-device.js';
 export { parseDiskstats, diskActivity, type DiskStats, type DiskActivity } from './diskstats.js';
+export { StorageIoCounter, storageDevices } from './storage-counters.js';

@@ -57,9 +57,12 @@ export interface SimulationRunOptions {
   /**
    * Probes beside the job, as JobThrottle issues them: one request of
    * `bytes` (default 4096) at a time, the next `everyMs` after the previous
-   * completed; each completion goes to controller.observeProbe().
+   * completed; each completion goes to controller.observeProbe(), with
+   * `deviceIos` (every request the device has completed, as
+   * /sys/block/X/stat counts them) when `deviceIos` is true, and with
+   * `deviceWrites` (production's requests count as writes) when that is.
    */
-  probe?: { everyMs: number; bytes?: number };
+  probe?: { everyMs: number; bytes?: number; deviceIos?: boolean; deviceWrites?: boolean };
 }
 
 /** One completion of the job's requests and the decision taken after it. */
@@ -169,6 +172,10 @@ export class SimulatedDevice {
     const probeEveryNs = options.probe ? numberOption('probe.everyMs', options.probe.everyMs, NaN, 0, 1e9) * 1e6 : Infinity;
     const probeBytes = options.probe ? numberOption('probe.bytes', options.probe.bytes, 4096, 1, 1 << 30) : 0;
     let nextProbeNs = options.probe ? 0 : Infinity;
+    const withIos = options.probe?.deviceIos === true;
+    const withWrites = options.probe?.deviceWrites === true;
+    let completedIos = 0;
+    let completedWrites = 0;
 
     const start = (ch: number, r: Request): void => {
       serving[ch] = r;
@@ -235,8 +242,16 @@ export class SimulatedDevice {
           }
         }
         const latencyNs = now - r.arrivalNs;
+        completedIos++;
+        if (!r.ours && !r.probe) completedWrites++;
         if (r.probe) {
-          controller.observeProbe({ latencyNs, bytes: r.bytes, atNs: now });
+          controller.observeProbe({
+            latencyNs,
+            bytes: r.bytes,
+            atNs: now,
+            ...(withIos ? { deviceIos: completedIos } : {}),
+            ...(withWrites ? { deviceWrites: completedWrites } : {}),
+          });
           decision = controller.decide();
           nextProbeNs = now + probeEveryNs;
           continue;

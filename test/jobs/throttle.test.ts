@@ -1,7 +1,9 @@
 import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { backup, imageSource, initRepository, openSource, restore } from '../../lib/index.js';
 import { JobThrottle, resolveThrottleSettings } from '../../lib/jobs/throttle.js';
+import { storageDevices } from '../../lib/throttle/storage-counters.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { TempDir, patternBytes } from '../helpers/tmp.js';
 
@@ -85,6 +87,15 @@ describe('throttle wiring', () => {
     expect(s.throttle.target.ms).toBeLessThan(1000);
     expect(s.throttle.probeError).toBeUndefined();
     expect(cmp(src, out)).toBe(true);
+    // The storage under the source, for the quiet checks: what lsblk lists as its disks.
+    const disks = storageDevices(src).map((d) => basename(d));
+    if (disks.length > 0) {
+      expect(s.throttle.storageDevices).toEqual(disks);
+      expect(s.throttle.probes!.boost.deviceCounters).toBe(true);
+    } else {
+      console.warn(`[skip] quiet-check wiring: ${src} is not on a block device`);
+      expect(s.throttle.storageDevices).toBeUndefined();
+    }
   });
 
   it('the probe interval is an option: 50 ms between probes gives at most one probe per 50 ms of the job', async () => {

@@ -129,5 +129,82 @@ describe('canary on the simulated device', () => {
     expect(() => createController('canary', { canary: { factor: 0.5 } })).toThrow(/canary\.factor/);
     expect(() => createController('canary', { canary: { quantile: 1 } })).toThrow(/canary\.quantile/);
     expect(() => createController('canary', { canary: { calibrate: 'yes' as unknown as boolean } })).toThrow(/canary\.calibrate/);
+    expect(() => createController('canary', { canary: { boost: 1 as unknown as boolean } })).toThrow(/canary\.boost/);
+    expect(() => createController('canary', { canary: { boostQueueDepth: 0 } })).toThrow(/canary\.boostQueueDepth/);
+    expect(() => createController('canary', { canary: { boostCheckEveryMs: -1 } })).toThrow(/canary\.boostCheckEveryMs/);
+  });
+});
+
+describe('canary boost: quiet checks with the storage\'s I/O count', () => {
+  // Probes carry the device's completed I/O count, as JobThrottle's do when
+  // it finds the storage in sysfs.
+  const PROBE_IOS = { everyMs: 2, deviceIos: true };
+  const BOOSTED = (s: SimulationStep): boolean => s.queueDepth === 4 && s.blockSize === 1 << 20 && s.delayMs === 0;
+  const burstsOn = (t: number): boolean => t % 6000 < 3000;
+  const load = [0, 6000, 12_000, 18_000].map((t) => ({ startMs: t, endMs: t + 3000, iops: 6000 }));
+  const phased = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load });
+  const offPhases = (r: { throughput(a: number, b: number): number }): number =>
+    [3000, 9000, 15_000, 21_000].reduce((a, t) => a + r.throughput(t, t + 3000), 0) / 4;
+
+  it('takes the idle phases of a bursty load at a multiple of the rate without it, and never boosts during a burst after the first check', () => {
+    const c = createController('canary');
+    const r = phased.run(c, { durationMs: 24_000, probe: PROBE_IOS });
+    const plain = phased.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS });
+    // Measured: ~265 against ~98 MB/s (the device does 400).
+    expect(offPhases(r)).toBeGreaterThan(2 * offPhases(plain));
+    const b = c.report().probes!.boost;
+    expect(b.deviceCounters).toBe(true);
+    expect(b.boostedMs).toBeGreaterThan(6000); // of 12 s of idle phases
+    expect(b.busy).toBeGreaterThan(0);
+    // A burst is found by the next quiet check, 50 ms apart while boosted
+    // (plus the check itself): no boosted block completes later in a burst.
+    const late = r.steps.filter((s) => BOOSTED(s) && burstsOn(s.atNs / 1e6) && (s.atNs / 1e6) % 6000 > 100);
+    expect(late).toEqual([]);
+  });
+
+  it('boosted, a write it did not make ends the boost at the next probe: production meets the boost for a few ms, not until the next check', () => {
+    const late = (r: { steps: SimulationStep[] }): number =>
+      r.steps.filter((s) => BOOSTED(s) && burstsOn(s.atNs / 1e6) && (s.atNs / 1e6) % 6000 > 30).length;
+    const c = createController('canary');
+    const withWrites = phased.run(c, { durationMs: 24_000, probe: { ...PROBE_IOS, deviceWrites: true } });
+    const checksOnly = phased.run(createController('canary'), { durationMs: 24_000, probe: PROBE_IOS });
+    expect(c.report().probes!.boost.endedByWrites).toBeGreaterThan(0);
+    expect(late(withWrites)).toBe(0);
+    expect(late(checksOnly)).toBeGreaterThan(0);
+    const p99 = (r: typeof withWrites): number => r.productionBetween(0, 24_000).percentile(99);
+    expect(p99(withWrites)).toBeLessThan(p99(checksOnly));
+    expect(offPhases(withWrites)).toBeGreaterThan(2 * offPhases(phased.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS })));
+  });
+
+  it('a steady load, heavy or as light as 20 requests per second, is never boosted, and production\'s p99 stays as without boost', () => {
+    for (const iops of [20, 6000]) {
+      const device = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops }] });
+      const c = createController('canary');
+      const r = device.run(c, { durationMs: 24_000, probe: PROBE_IOS });
+      const plain = device.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS });
+      const b = c.report().probes!.boost;
+      expect(b.boostedMs).toBe(0);
+      expect(b.checks).toBeGreaterThan(20);
+      expect(b.busy).toBe(b.checks);
+      expect(r.steps.some(BOOSTED)).toBe(false);
+      const p99 = r.productionBetween(0, 24_000).percentile(99);
+      expect(p99).toBeLessThan(1.1 * plain.productionBetween(0, 24_000).percentile(99));
+    }
+  });
+
+  it('without the count (no deviceIos on the probes), or with boost off, it never boosts', () => {
+    const idle = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50 });
+    for (const [opts, probe] of [[{}, PROBE], [{ canary: { boost: false } }, PROBE_IOS]] as const) {
+      const c = createController('canary', opts);
+      const r = idle.run(c, { durationMs: 5000, probe });
+      expect(r.steps.some(BOOSTED)).toBe(false);
+      expect(c.report().probes!.boost.boostedMs).toBe(0);
+    }
+    // On the same idle device with the count, it does, and moves over twice as much.
+    const c = createController('canary');
+    const r = idle.run(c, { durationMs: 5000, probe: PROBE_IOS });
+    const plain = idle.run(createController('canary'), { durationMs: 5000, probe: PROBE });
+    expect(r.steps.some(BOOSTED)).toBe(true);
+    expect(r.throughput(1000, 5000)).toBeGreaterThan(2 * plain.throughput(1000, 5000));
   });
 });

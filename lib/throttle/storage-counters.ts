@@ -1,0 +1,127 @@
+/**
+ * The I/O count of the storage under a source: the physical block devices
+ * that serve it, found through sysfs, and their completed I/Os (reads and
+ * writes, merged ones included) summed from /sys/block/X/stat.
+ *
+ * `canary` uses the count in its quiet checks: with the job's own blocks
+ * drained, any I/O on those devices beyond its probes is someone else's.
+ *
+ * From a path to devices:
+ * - a block device: itself (st_rdev); a file: the device of its file system
+ *   (st_dev);
+ * - a partition counts as its whole disk (production on another partition
+ *   of the same disk shares its queue);
+ * - a device-mapper or md device (LVM, a snapshot, RAID) counts as the
+ *   devices under it (`slaves/`, recursively): the I/O of the origin volume
+ *   a snapshot shares storage with reaches only those;
+ * - a loop device counts as the storage of its backing file.
+ * File systems without a block device (tmpfs, btrfs's anonymous device
+ * numbers, network file systems) have none: then there is no count and
+ * `canary` runs without quiet checks.
+ */
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+
+/** Major and minor number of a Linux dev_t as Node reports it. */
+export function splitDevT(dev: number): { major: number; minor: number } {
+  const lo = dev % 2 ** 32;
+  const hi = Math.floor(dev / 2 ** 32);
+  const major = ((lo >>> 8) & 0xfff) | ((hi & 0xfffff000) >>> 0);
+  const minor = (lo & 0xff) | ((lo >>> 12) & 0xfff00);
+  return { major, minor };
+}
+
+/**
+ * The sysfs directories of the physical devices under `path`, or [] when
+ * there are none to find. Never throws: a storage that cannot be resolved
+ * has no count.
+ */
+export function storageDevices(path: string, depth = 0): string[] {
+  if (depth > 8) return [];
+  try {
+    const st = statSync(path);
+    const { major, minor } = splitDevT(st.isBlockDevice() ? st.rdev : st.dev);
+    if (major === 0) return [];
+    const dir = realpathSync(`/sys/dev/block/${major}:${minor}`);
+    return [...new Set(leaves(dir, depth))];
+  } catch {
+    return [];
+  }
+}
+
+function leaves(dir: string, depth: number): string[] {
+  if (depth > 8) return [];
+  // A partition: its disk is the parent directory.
+  if (existsSync(join(dir, 'partition'))) dir = dirname(dir);
+  const backing = join(dir, 'loop', 'backing_file');
+  if (existsSync(backing)) return storageDevices(readFileSync(backing, 'utf8').trim(), depth + 1);
+  let slaves: string[] = [];
+  try {
+    slaves = readdirSync(join(dir, 'slaves'));
+  } catch {
+    /* no slaves directory */
+  }
+  if (slaves.length > 0) return slaves.flatMap((s) => leaves(realpathSync(join(dir, 'slaves', s)), depth + 1));
+  return existsSync(join(dir, 'stat')) ? [dir] : [];
+}
+
+/**
+ * Completed I/Os of a set of devices, read again on every call (one pread
+ * per device, ~10-50 us). close() when done.
+ */
+export class StorageIoCounter {
+  readonly devices: string[];
+  readonly #fds: number[];
+  readonly #buf = Buffer.alloc(512);
+
+  private constructor(devices: string[], fds: number[]) {
+    this.devices = devices;
+    this.#fds = fds;
+  }
+
+  /** A counter for the storage under `path`, or undefined when it has none (see the module comment). */
+  static open(path: string): StorageIoCounter | undefined {
+    const devices = storageDevices(path);
+    const fds: number[] = [];
+    try {
+      for (const d of devices) fds.push(openSync(join(d, 'stat'), 'r'));
+    } catch {
+      for (const fd of fds) closeSync(fd);
+      return undefined;
+    }
+    if (fds.length === 0) return undefined;
+    const c = new StorageIoCounter(devices.map((d) => basename(d)), fds);
+    return c.read() === undefined ? (c.close(), undefined) : c;
+  }
+
+  /** Reads and writes completed and merged, summed over the devices; undefined if a read fails. */
+  read(): number | undefined {
+    return this.readCounts()?.ios;
+  }
+
+  /** I/Os (reads and writes) and writes alone, completed and merged, summed over the devices. */
+  readCounts(): { ios: number; writes: number } | undefined {
+    let total = 0;
+    let writes = 0;
+    for (const fd of this.#fds) {
+      let n: number;
+      try {
+        n = readSync(fd, this.#buf, 0, this.#buf.length, 0);
+      } catch {
+        return undefined;
+      }
+      const f = this.#buf.toString('latin1', 0, n).trim().split(/\s+/);
+      // Fields (Documentation/block/stat.rst): 0 reads, 1 reads merged, 4 writes, 5 writes merged.
+      const w = Number(f[4]) + Number(f[5]);
+      const v = Number(f[0]) + Number(f[1]) + w;
+      if (!Number.isSafeInteger(v)) return undefined;
+      total += v;
+      writes += w;
+    }
+    return { ios: total, writes };
+  }
+
+  close(): void {
+    for (const fd of this.#fds.splice(0)) closeSync(fd);
+  }
+}
