@@ -165,6 +165,179 @@ describe.each(engines)('engine %s', (engine) => {
     }
   });
 
+  /** A whole unit as it must come: the file's bytes (read with fs) where the extents reach, zero elsewhere. */
+  function unitOracle(extents: readonly { offset: number; length: number }[], start: number, length: number): Buffer {
+    const file_ = readFileSync(file);
+    const out = Buffer.alloc(length);
+    for (const e of extents) {
+      const a = Math.max(e.offset, start);
+      const b = Math.min(e.offset + e.length, start + length);
+      if (a < b) file_.copy(out, a - start, a, b);
+    }
+    return out;
+  }
+
+  /** Units the extents touch, in order. */
+  function unitsTouched(extents: readonly { offset: number; length: number }[], unit: number): number[] {
+    const set = new Set<number>();
+    for (const e of extents) {
+      if (e.length === 0) continue;
+      for (let u = Math.floor(e.offset / unit); u * unit < e.offset + e.length; u++) set.add(u * unit);
+    }
+    return [...set].sort((a, b) => a - b);
+  }
+
+  it.each([
+    [65536, 4096, 4],
+    [65536, 65536, 32],
+    [1 << 20, 4096, 8],
+    [1 << 20, 1 << 20, 32],
+  ])('whole units of %i (requests of %i, queue depth %i): several extents per unit, gaps zero, unaligned, to the end of the file', async (unit, blockSize, queueDepth) => {
+    const extents = [
+      { offset: 4 * 1024 * 1024 + 17, length: 100_001 }, // unaligned, across units
+      { offset: 1, length: 1000 }, // shares a sector with the next
+      { offset: 1003, length: 5000 },
+      { offset: 65536, length: 4096 },
+      { offset: 65536 + 8192, length: 512 },
+      { offset: 65536 + 3 * 4096 - 5, length: 9 },
+      { offset: 2 * 1024 * 1024 - 3, length: 7 }, // across a unit boundary
+      { offset: 3 * 1024 * 1024, length: 1024 * 1024 + 4096 }, // a whole unit and more
+      { offset: SIZE - 999, length: 999 }, // the short last unit
+      { offset: 10, length: 0 },
+    ];
+    const src = await openSource(file);
+    try {
+      const reader = src.read(extents, { blockSize, maxBlockSize: unit, queueDepth, engine, assemble: true });
+      const offsets: number[] = [];
+      let readBytes = 0;
+      for await (const b of reader) {
+        offsets.push(b.offset);
+        expect(b.offset % unit).toBe(0);
+        expect(b.length).toBe(Math.min(unit, SIZE - b.offset));
+        expect(b.data.length).toBe(b.length);
+        expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
+        expect(b.reads!.length).toBeGreaterThan(0);
+        for (const r of b.reads!) {
+          expect(r.latencyNs).toBeGreaterThan(0);
+          expect(r.length).toBeLessThanOrEqual(blockSize);
+          readBytes += r.length;
+        }
+        expect(b.latencyNs).toBe(Math.max(...b.reads!.map((r) => r.latencyNs)));
+      }
+      expect(offsets).toEqual(unitsTouched(extents, unit));
+      // Every asked-for byte was read (direct reads add their sector padding).
+      let covered = 0;
+      const mark = Buffer.alloc(SIZE);
+      for (const e of extents) mark.fill(1, e.offset, e.offset + e.length);
+      for (const m of mark) covered += m;
+      expect(readBytes).toBeGreaterThanOrEqual(covered);
+      expect(reader.stats().bytesDelivered).toBe(readBytes);
+    } finally {
+      await src.close();
+    }
+  });
+
+  it('whole units: a reused buffer is zero again wherever the next unit has nothing to read', async () => {
+    // Two buffers for 80 units: full units and sparse units alternate in them,
+    // so every sparse unit lands where a full one was.
+    const unit = 65536;
+    const extents: { offset: number; length: number }[] = [];
+    for (let u = 0; u < 80; u++) {
+      const start = u * unit;
+      if (u % 2 === 0) extents.push({ offset: start, length: unit });
+      else {
+        const k = (u * 7919) % 13;
+        extents.push({ offset: start + k * 4096, length: 4096 - k * 100 });
+        extents.push({ offset: start + 40000 + k * 512, length: 3 + k });
+      }
+    }
+    const src = await openSource(file);
+    try {
+      const reader = src.read(extents, { blockSize: 16384, maxBlockSize: unit, queueDepth: 1, maxQueueDepth: 1, heldBuffers: 1, engine, assemble: true });
+      let n = 0;
+      for await (const b of reader) {
+        expect(b.offset).toBe(n * unit);
+        expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
+        n++;
+      }
+      expect(n).toBe(80);
+    } finally {
+      await src.close();
+    }
+  });
+
+  it('whole units: the request size changes while reading; retained units stay valid', async () => {
+    const unit = 65536;
+    const extents = [
+      { offset: 0, length: 40 * unit + 5000 },
+      { offset: 50 * unit + 4096, length: 20_000 },
+      { offset: 50 * unit + 30_000, length: 100 },
+    ];
+    const src = await openSource(file);
+    try {
+      // Two buffers: at most two units are asked for before the change.
+      const reader = src.read(extents, { blockSize: unit, maxBlockSize: unit, queueDepth: 1, maxQueueDepth: 1, heldBuffers: 1, engine, assemble: true });
+      const offsets: number[] = [];
+      let smallReads = 0;
+      for await (const b of reader) {
+        if (offsets.length === 0) reader.setBlockSize(4096);
+        offsets.push(b.offset);
+        smallReads += b.reads!.filter((r) => r.length <= 4096).length;
+        expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
+      }
+      expect(offsets).toEqual(unitsTouched(extents, unit));
+      expect(smallReads).toBeGreaterThan(38 * 16);
+
+      const held: Block[] = [];
+      for await (const b of src.read(extents, { blockSize: 4096, maxBlockSize: unit, queueDepth: 4, heldBuffers: 3, engine, assemble: true })) {
+        if (held.length < 3 && b.offset % (3 * unit) === 0) {
+          b.retain();
+          held.push(b);
+        }
+      }
+      expect(held.map((b) => b.offset)).toEqual([0, 3 * unit, 6 * unit]);
+      for (const b of held) {
+        expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
+        b.release();
+      }
+    } finally {
+      await src.close();
+    }
+  });
+
+  it('whole units: breaking out, closing and aborting mid-read end cleanly', async () => {
+    const extents = Array.from({ length: 60 }, (_, i) => ({ offset: i * 81920 + 123, length: 5000 + i }));
+    const opts = { blockSize: 4096, maxBlockSize: 65536, queueDepth: 8, engine, assemble: true } as const;
+    const src = await openSource(file);
+    try {
+      let n = 0;
+      for await (const b of src.read(extents, opts)) {
+        expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
+        if (++n === 3) break;
+      }
+      const reader = src.read(extents, opts);
+      const first = await reader.nextBlock();
+      expect(first!.offset).toBe(0);
+      await reader.close();
+      const ac = new AbortController();
+      let m = 0;
+      await expect(
+        (async () => {
+          for await (const _ of src.read(extents, { ...opts, signal: ac.signal })) if (++m === 2) ac.abort();
+        })(),
+      ).rejects.toMatchObject({ code: 'ABORTED' });
+      // The source still reads normally afterwards.
+      let units = 0;
+      for await (const b of src.read(extents, opts)) {
+        expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
+        units++;
+      }
+      expect(units).toBe(unitsTouched(extents, 65536).length);
+    } finally {
+      await src.close();
+    }
+  });
+
   it('a source truncated under the reader gives SHORT_READ with the offset', async () => {
     const f = tmp.file(`shrinking-${engine}.bin`);
     writeFileSync(f, data);
@@ -379,6 +552,10 @@ describe('bad input', () => {
       expect(code(() => src.read([{ offset: SIZE - 10, length: 11 }]))).toMatch(/^OUT_OF_RANGE: extent \[\d+, \d+\) reaches past the end/);
       expect(code(() => src.read([{ offset: -1, length: 1 }]))).toMatch(/^INVALID_ARGUMENT: extents\[0\]/);
       expect(code(() => src.read(undefined, { engine: 'magic' as 'auto' }))).toMatch(/^INVALID_ARGUMENT: engine/);
+      expect(code(() => src.read(undefined, { assemble: true, ordered: false }))).toBe(
+        'INVALID_ARGUMENT: assemble: whole units come in order; ordered: false does not go with it',
+      );
+      expect(code(() => src.read(undefined, { assemble: 'yes' as unknown as boolean }))).toMatch(/^INVALID_ARGUMENT: assemble/);
     } finally {
       await src.close();
     }
