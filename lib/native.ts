@@ -21,11 +21,6 @@ export interface NativeSourceHandle {
   probe(offset: number, length: number): Promise<number>;
 }
 
-/** Opaque: memory from prepareReadBuffers(), for one Reader's `buffers`. */
-export interface NativePreparedBuffers {
-  readonly __preparedBuffers: unique symbol;
-}
-
 export interface NativeReaderOptions {
   blockSize: number;
   maxBlockSize: number;
@@ -37,7 +32,6 @@ export interface NativeReaderOptions {
   pacingNs: number;
   /** Whole units of maxBlockSize, zero-filled where the extents do not reach (see ReadOptions.assemble). */
   assemble: boolean;
-  buffers?: NativePreparedBuffers;
 }
 
 export interface NativeReaderStats {
@@ -65,8 +59,6 @@ export interface NativeReader {
   readonly slotCount: number;
   readonly engine: 'io_uring' | 'threads';
   readonly assemble: boolean;
-  /** Whether the read's buffers are the prepared ones it was given. */
-  readonly preparedBuffers: boolean;
   next(): Promise<Float64Array | null>;
   release(slot: number): boolean;
   setQueueDepth(queueDepth: number): void;
@@ -282,8 +274,6 @@ export interface NativeFsBinding {
 export interface NativeBinding extends NativeFsBinding {
   openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<NativeSourceHandle>;
   Reader: new (source: NativeSourceHandle, extents: Float64Array, options: NativeReaderOptions) => NativeReader;
-  /** Memory for a coming read's buffers; a thread of its own makes the first `populate` bytes resident now. */
-  prepareReadBuffers(size: number, populate: number): NativePreparedBuffers;
   isZero(view: ArrayBufferView): boolean;
   /** SHA-256 on the thread pool; null when zeroCheck and every byte is zero. */
   digest(view: Uint8Array, zeroCheck: boolean): Promise<Buffer | null>;

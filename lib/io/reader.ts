@@ -3,7 +3,7 @@
  * the latency of each read. Queue depth and request size can change while it runs.
  */
 import { LowtideError, toLowtideError } from '../errors.js';
-import { native, type NativePreparedBuffers, type NativeReader, type NativeReaderStats, type NativeSourceHandle } from '../native.js';
+import { native, type NativeReader, type NativeReaderStats, type NativeSourceHandle } from '../native.js';
 import { booleanOption, choiceOption, integerOption, signalOption } from '../options.js';
 import type { Extent } from './extents.js';
 import type { EngineName } from './source.js';
@@ -37,50 +37,13 @@ export interface ReadOptions {
    * must be a multiple of the sector size.
    */
   assemble?: boolean;
-  /**
-   * Memory prepared for this read by prepareReadBuffers(); used when it is
-   * large enough and the read is short (under 512 MiB: long reads use huge
-   * pages), otherwise left unused. It serves one read.
-   */
-  buffers?: PreparedReadBuffers;
   /** Minimum time between read submissions from the start, ms (default 0); see setPacing(). */
   pacingMs?: number;
   signal?: AbortSignal;
 }
 
 export const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
-
-/** Read buffers made resident ahead of a read (prepareReadBuffers()). */
-export class PreparedReadBuffers {
-  /** @internal */
-  constructor(
-    readonly size: number,
-    /** @internal */ readonly native: NativePreparedBuffers,
-  ) {}
-}
-
-/**
- * Memory for the buffers of a read that is about to start: `slots` buffers
- * for requests of up to `maxBlockSize` bytes (as many as the read will have:
- * maxQueueDepth + heldBuffers), of which the first `populate` are made
- * resident now by a thread of its own. First touches of fresh memory are
- * expensive on virtual machines (~5 ms per MiB measured on this project's);
- * done this way they cost about half, and off the caller's thread, while it
- * waits for other things. Only the reader's own page faults are saved; the
- * bytes read are the same.
- */
-export function prepareReadBuffers(maxBlockSize: number, slots: number, populate: number): PreparedReadBuffers {
-  integerOption('maxBlockSize', maxBlockSize, 1, 1, MAX_BLOCK_SIZE);
-  integerOption('slots', slots, 1, 1, MAX_QUEUE_DEPTH + 4096);
-  integerOption('populate', populate, 0, 0, slots);
-  // As the engine lays out its slab: room for a sector of padding on each
-  // side (sectors up to 4 KiB), page-aligned.
-  const slotBytes = Math.ceil((maxBlockSize + 2 * 4096) / 4096) * 4096;
-  return new PreparedReadBuffers(slotBytes * slots, native.prepareReadBuffers(slotBytes * slots, slotBytes * populate));
-}
 export const MAX_QUEUE_DEPTH = 1024;
-/** Reads of at least this many bytes use huge pages for their buffers, not prepared ones (native/io/read_engine.h). */
-export const LONG_READ_BYTES = 512 * 1024 * 1024;
 
 /** One read request of a whole-unit block: bytes read and the read's latency. */
 export interface BlockRead {
@@ -186,9 +149,6 @@ export class BlockReader implements AsyncIterable<Block> {
     const heldBuffers = integerOption('heldBuffers', options.heldBuffers, 4, 1, 4096);
     const ordered = booleanOption('ordered', options.ordered, true);
     this.#assemble = booleanOption('assemble', options.assemble, false);
-    if (options.buffers !== undefined && !(options.buffers instanceof PreparedReadBuffers)) {
-      throw new LowtideError('INVALID_ARGUMENT', 'buffers: expected what prepareReadBuffers() returns');
-    }
     if (this.#assemble && !ordered) throw new LowtideError('INVALID_ARGUMENT', 'assemble: whole units come in order; ordered: false does not go with it');
     const engine = choiceOption<EngineName>('engine', options.engine, ['auto', 'io_uring', 'threads'], 'auto');
     const pacingMs = options.pacingMs ?? 0;
@@ -216,7 +176,6 @@ export class BlockReader implements AsyncIterable<Block> {
         engine,
         pacingNs: Math.round(pacingMs * 1e6),
         assemble: this.#assemble,
-        ...(options.buffers !== undefined ? { buffers: options.buffers.native } : {}),
       });
     } catch (err) {
       onEnd();
@@ -232,11 +191,6 @@ export class BlockReader implements AsyncIterable<Block> {
   /** 'io_uring' or 'threads'. */
   get engine(): 'io_uring' | 'threads' {
     return this.#native.engine;
-  }
-
-  /** Whether the read uses the buffers given in ReadOptions.buffers (false when none were, or they did not fit). */
-  get usesPreparedBuffers(): boolean {
-    return this.#native.preparedBuffers;
   }
 
   /** Changes the number of reads kept in flight (1..maxQueueDepth). */

@@ -21,7 +21,7 @@ import { planImage, type ImagePlan, type OverlayWrite } from '../fs/plan.js';
 import { openVolume } from '../fs/volume.js';
 import { CatalogWriter, FRAME_BYTES as CATALOG_FRAME_BYTES } from '../repo/catalog.js';
 import { join } from 'node:path';
-import { LONG_READ_BYTES, MAX_QUEUE_DEPTH, prepareReadBuffers, type PreparedReadBuffers } from '../io/reader.js';
+import { MAX_QUEUE_DEPTH } from '../io/reader.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } from '../repo/format.js';
 import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
@@ -240,16 +240,6 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
   planning.catch(() => undefined);
   const repo = opts.repository instanceof Repository ? opts.repository : await openRepository(opts.repository as string);
   const cs = repo.chunkSize;
-  // A changed-extent list says how many chunks will be read at most: while
-  // the plan and the parent are read (with cold caches, waits for the disk),
-  // a thread of its own makes that many read buffers resident (half the cost
-  // of first touches during the read, and off the threads that do the work).
-  let buffers: PreparedReadBuffers | undefined;
-  if (changed !== undefined) {
-    const chunks = totalLength(chunkAlignedExtents(changed, cs, Number.MAX_SAFE_INTEGER)) / cs;
-    const slots = queueDepth + CHUNKS_IN_FLIGHT + 2;
-    if (chunks > 0 && chunks * cs < LONG_READ_BYTES) buffers = prepareReadBuffers(cs, slots, Math.min(chunks, slots));
-  }
   // backupMany() holds the lock for all of its jobs.
   const lock = lockHeld ? undefined : await repo.lock('lowtide backup');
   let source: Source | undefined;
@@ -408,7 +398,6 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       engine,
       signal,
       heldBuffers: CHUNKS_IN_FLIGHT + 2,
-      ...(buffers !== undefined ? { buffers } : {}),
       // Whole chunks: a chunk read in several requests (the throttle shrank
       // them, or only parts of it are used) is filled in place by the reader,
       // zero where nothing is read.

@@ -100,10 +100,7 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
   long_read_ = total >= kLongReadBytes;
   // Whole units: a slab of its own mapping, known to be zero until written,
   // so that a slot's first unit zeroes nothing (untouched pages stay untouched).
-  if (c.prepared && !long_read_ && c.prepared->zeroed() && mem_align <= 4096 && c.prepared->size() >= slot_size_ * slot_count_)
-    slab_ = c.prepared;
-  else
-    slab_ = std::make_shared<AlignedMemory>(slot_size_ * slot_count_, mem_align, /*huge=*/long_read_, /*mapped=*/assemble_);
+  slab_ = std::make_shared<AlignedMemory>(slot_size_ * slot_count_, mem_align, /*huge=*/long_read_, /*mapped=*/assemble_);
   if (assemble_) {
     units_.resize(slot_count_);
     if (!slab_->zeroed())

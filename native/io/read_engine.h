@@ -42,9 +42,6 @@ struct ReadConfig {
   // its place in the unit, and delivered once complete, with zeros wherever
   // the extents do not reach. Needs ordered delivery (forced).
   bool assemble = false;
-  // Memory prepared for the slab (prepare_memory): used when it is mapped,
-  // large enough and the read is short (long reads use huge pages).
-  std::shared_ptr<AlignedMemory> prepared;
 };
 
 // One delivered block: bytes [offset, offset+length) of the source are at

@@ -1,12 +1,10 @@
 // Reader: one running read of a source. JS pulls batches of completed blocks
 // with next(), gives buffers back with release(slot), and may change the queue
 // depth and request size at any time.
-#include <algorithm>
 #include <memory>
 #include <optional>
 #include <vector>
 
-#include "io/prepared_memory.h"
 #include "io/read_engine.h"
 #include "napi/binding.h"
 #include "napi/source.h"
@@ -27,12 +25,6 @@ uint32_t get_u32(Napi::Env env, Napi::Object o, const char* key, uint32_t def) {
     throw_invalid(env, std::string(key) + " must be an integer from 0 to 2^32-1");
   return uint32_t(d);
 }
-
-// Read buffers prepared ahead of a read (prepareReadBuffers): one read may use them.
-struct PreparedBuffers {
-  std::shared_ptr<io::AlignedMemory> memory;
-  bool used = false;
-};
 
 class Reader : public Napi::ObjectWrap<Reader> {
  public:
@@ -89,14 +81,6 @@ class Reader : public Napi::ObjectWrap<Reader> {
     if (!ordered.IsUndefined()) cfg.ordered = ordered.ToBoolean();
     Napi::Value assemble = o.Get("assemble");
     if (!assemble.IsUndefined()) cfg.assemble = assemble.ToBoolean();
-    Napi::Value buffers = o.Get("buffers");
-    if (!buffers.IsUndefined()) {
-      if (!buffers.IsExternal()) throw_invalid(env, "buffers must come from prepareReadBuffers()");
-      auto* prepared = buffers.As<Napi::External<PreparedBuffers>>().Data();
-      if (prepared->used) throw_invalid(env, "buffers prepared by prepareReadBuffers() serve one read only");
-      prepared->used = true;
-      cfg.prepared = prepared->memory;
-    }
     if (cfg.block_size == 0 || cfg.queue_depth == 0) throw_invalid(env, "blockSize and queueDepth must be positive");
     std::string engine = o.Get("engine").IsString() ? std::string(o.Get("engine").As<Napi::String>()) : "auto";
     io::EngineKind kind;
@@ -124,7 +108,6 @@ class Reader : public Napi::ObjectWrap<Reader> {
     self.Set("slotCount", Napi::Number::New(env, double(engine_->slot_count())));
     self.Set("engine", Napi::String::New(env, engine_->name()));
     self.Set("assemble", Napi::Boolean::New(env, engine_->assembles()));
-    self.Set("preparedBuffers", Napi::Boolean::New(env, cfg.prepared && engine_->slab_memory() == cfg.prepared));
 
     tsfn_ = Tsfn::New(env, "lowtide:read", 0, 1, this);
     tsfn_.Unref(env);
@@ -292,25 +275,8 @@ void call_js(Napi::Env env, Napi::Function, Reader* reader, void*) {
   reader->OnSignal();
 }
 
-// prepareReadBuffers(size, populate): memory for a coming read's slab, of
-// which a thread of its own makes the first `populate` bytes resident now.
-Napi::Value PrepareReadBuffers(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
-    throw_invalid(env, "prepareReadBuffers(size, populate) expects two numbers");
-  double size = info[0].As<Napi::Number>().DoubleValue();
-  double populate = info[1].As<Napi::Number>().DoubleValue();
-  if (!(size > 0 && size <= double(uint64_t(1) << 40)) || !(populate >= 0))
-    throw_invalid(env, "prepareReadBuffers: size must be positive (at most 1 TiB), populate not negative");
-  auto* prepared = new PreparedBuffers{io::prepare_memory(size_t(size), size_t(std::min(populate, size))), false};
-  return Napi::External<PreparedBuffers>::New(env, prepared, [](Napi::Env, PreparedBuffers* p) { delete p; });
-}
-
 }  // namespace
 
-void init_reader(Napi::Env env, Napi::Object exports) {
-  exports.Set("Reader", Reader::Init(env));
-  exports.Set("prepareReadBuffers", Napi::Function::New(env, PrepareReadBuffers, "prepareReadBuffers"));
-}
+void init_reader(Napi::Env env, Napi::Object exports) { exports.Set("Reader", Reader::Init(env)); }
 
 }  // namespace lowtide::napi

@@ -1,6 +1,6 @@
 import { readFileSync, readlinkSync, readdirSync, truncateSync, writeFileSync, mkdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LowtideError, ioUringAvailable, openSource, prepareReadBuffers, type Block, type EngineName } from '../../lib/index.js';
+import { LowtideError, ioUringAvailable, openSource, type Block, type EngineName } from '../../lib/index.js';
 import { attachLoop, detachLoop, loopUnavailableReason, skipReason } from '../helpers/system.js';
 import { TempDir, patternBytes } from '../helpers/tmp.js';
 
@@ -338,44 +338,6 @@ describe.each(engines)('engine %s', (engine) => {
     }
   });
 
-  it.each([false, true])('buffers prepared ahead (assemble %s) read the same bytes; too small ones are not used', async (assemble) => {
-    const unit = 65536;
-    const extents = [
-      { offset: 5000, length: 70_000 },
-      { offset: 3 * unit + 512, length: 1024 },
-      { offset: 3 * unit + 9000, length: 100 },
-      { offset: SIZE - 4000, length: 4000 },
-    ];
-    const opts = { blockSize: 16384, maxBlockSize: unit, queueDepth: 4, maxQueueDepth: 4, heldBuffers: 2, engine, assemble };
-    const src = await openSource(file);
-    try {
-      const collectAll = async (reader: AsyncIterable<Block>): Promise<string[]> => {
-        const out: string[] = [];
-        for await (const b of reader) out.push(`${b.offset}:${b.length}:${b.data.toString('hex')}`);
-        return out;
-      };
-      const plain = await collectAll(src.read(extents, opts));
-      // 4 + 2 slots; half of them made resident ahead (the rest still zero pages).
-      const buffers = prepareReadBuffers(unit, 6, 3);
-      const reader = src.read(extents, { ...opts, buffers });
-      expect(reader.usesPreparedBuffers).toBe(true);
-      expect(await collectAll(reader)).toEqual(plain);
-      if (assemble) {
-        // Whole units from prepared memory are zero where nothing is read, like the reader's own.
-        for await (const b of src.read(extents, { ...opts, buffers: prepareReadBuffers(unit, 6, 6) }))
-          expect(b.data.equals(unitOracle(extents, b.offset, b.length))).toBe(true);
-      }
-      // One read per preparation; too few slots: the reader uses its own memory.
-      expect(() => src.read(extents, { ...opts, buffers })).toThrow(/serve one read only/);
-      const small = src.read(extents, { ...opts, buffers: prepareReadBuffers(unit, 5, 5) });
-      expect(small.usesPreparedBuffers).toBe(false);
-      expect(await collectAll(small)).toEqual(plain);
-      expect(src.read(extents, opts).usesPreparedBuffers).toBe(false);
-    } finally {
-      await src.close();
-    }
-  });
-
   it('a source truncated under the reader gives SHORT_READ with the offset', async () => {
     const f = tmp.file(`shrinking-${engine}.bin`);
     writeFileSync(f, data);
@@ -594,8 +556,6 @@ describe('bad input', () => {
         'INVALID_ARGUMENT: assemble: whole units come in order; ordered: false does not go with it',
       );
       expect(code(() => src.read(undefined, { assemble: 'yes' as unknown as boolean }))).toMatch(/^INVALID_ARGUMENT: assemble/);
-      expect(code(() => src.read(undefined, { buffers: {} as never }))).toBe('INVALID_ARGUMENT: buffers: expected what prepareReadBuffers() returns');
-      expect(code(() => prepareReadBuffers(65536, 4, 5))).toBe('INVALID_ARGUMENT: populate: expected an integer from 0 to 4, got 5');
     } finally {
       await src.close();
     }
