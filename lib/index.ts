@@ -10,7 +10,7 @@ export {
   type DirectMode,
   type EngineName,
 } from './io/source.js';
-export { BlockReader, type Block, type BlockRead, type ReadOptions, type ReaderStats } from './io/reader.js';
+export { BlockReader, type Block, type ReadOptions, type ReaderStats } from './io/reader.js';
 export {
   type Extent,
   mergeExtents,

@@ -30,8 +30,6 @@ export interface NativeReaderOptions {
   ordered: boolean;
   engine: 'auto' | 'io_uring' | 'threads';
   pacingNs: number;
-  /** Whole units of maxBlockSize, zero-filled where the extents do not reach (see ReadOptions.assemble). */
-  assemble: boolean;
 }
 
 export interface NativeReaderStats {
@@ -46,19 +44,15 @@ export interface NativeReaderStats {
 }
 
 /**
- * A running read. `next()` resolves with a batch of completed reads as a
- * Float64Array of 6-tuples [slot, offset, length, byteOffsetInBuffer, latencyNs,
- * unitLength], or null at the end. Each delivered slot must be given back with
- * release(). With `assemble`, a read's tuple hands over its slot only when
- * unitLength > 0: it was the last read of its unit, whose unitLength bytes
- * start at byteOffsetInBuffer; the other tuples only report a read.
+ * A running read. `next()` resolves with a batch of completed blocks as a
+ * Float64Array of 5-tuples [slot, offset, length, byteOffsetInBuffer, latencyNs],
+ * or null at the end. Each delivered slot must be given back with release().
  */
 export interface NativeReader {
   readonly buffer: ArrayBuffer;
   readonly slotSize: number;
   readonly slotCount: number;
   readonly engine: 'io_uring' | 'threads';
-  readonly assemble: boolean;
   next(): Promise<Float64Array | null>;
   release(slot: number): boolean;
   setQueueDepth(queueDepth: number): void;

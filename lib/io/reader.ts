@@ -26,17 +26,6 @@ export interface ReadOptions {
   ordered?: boolean;
   /** 'auto' (default: io_uring where available), 'io_uring' (required) or 'threads'. */
   engine?: EngineName;
-  /**
-   * Whole units (default false): every unit of maxBlockSize bytes that the
-   * extents touch comes as one block, in order, with offset a multiple of
-   * maxBlockSize, length maxBlockSize (less at the end of the source) and
-   * zeros wherever the extents do not reach; the reads that filled it are in
-   * `reads`. Each read lands at its place in the unit, so nothing is copied.
-   * A unit's data must not be written to: a buffer is zeroed again only where
-   * reads wrote. Extents are then read in increasing order, and maxBlockSize
-   * must be a multiple of the sector size.
-   */
-  assemble?: boolean;
   /** Minimum time between read submissions from the start, ms (default 0); see setPacing(). */
   pacingMs?: number;
   signal?: AbortSignal;
@@ -44,12 +33,6 @@ export interface ReadOptions {
 
 export const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
 export const MAX_QUEUE_DEPTH = 1024;
-
-/** One read request of a whole-unit block: bytes read and the read's latency. */
-export interface BlockRead {
-  readonly length: number;
-  readonly latencyNs: number;
-}
 
 /** One block of the source. */
 export interface Block {
@@ -61,10 +44,8 @@ export interface Block {
    * then until release(). Copy it to keep it longer.
    */
   readonly data: Buffer;
-  /** Submit-to-complete time of the read, in nanoseconds (whole units: the slowest of its reads). */
+  /** Submit-to-complete time of the read, in nanoseconds. */
   readonly latencyNs: number;
-  /** Whole units (ReadOptions.assemble): the reads that filled the unit, sector padding included. */
-  readonly reads?: readonly BlockRead[];
   /** Keeps `data` valid past the next iteration step; call release() when done. */
   retain(): void;
   /** Gives the buffer back to the reader. Idempotent. */
@@ -85,7 +66,6 @@ class NativeBlock implements Block {
     readonly length: number,
     readonly data: Buffer,
     readonly latencyNs: number,
-    readonly reads?: readonly BlockRead[],
   ) {}
   retain(): void {
     if (this.released) throw new LowtideError('CLOSED', 'retain() after release()');
@@ -116,9 +96,6 @@ export class BlockReader implements AsyncIterable<Block> {
   readonly #maxQueueDepth: number;
   readonly #signal: AbortSignal | undefined;
   readonly #onEnd: () => void;
-  readonly #assemble: boolean;
-  /** Whole units: reads of the unit being filled, delivered before the unit. */
-  #reads: BlockRead[] = [];
   #batch: NativeBlock[] = [];
   #current: NativeBlock | undefined;
   #done = false;
@@ -148,8 +125,6 @@ export class BlockReader implements AsyncIterable<Block> {
     );
     const heldBuffers = integerOption('heldBuffers', options.heldBuffers, 4, 1, 4096);
     const ordered = booleanOption('ordered', options.ordered, true);
-    this.#assemble = booleanOption('assemble', options.assemble, false);
-    if (this.#assemble && !ordered) throw new LowtideError('INVALID_ARGUMENT', 'assemble: whole units come in order; ordered: false does not go with it');
     const engine = choiceOption<EngineName>('engine', options.engine, ['auto', 'io_uring', 'threads'], 'auto');
     const pacingMs = options.pacingMs ?? 0;
     if (typeof pacingMs !== 'number' || !Number.isFinite(pacingMs) || pacingMs < 0 || pacingMs > 60_000) {
@@ -175,7 +150,6 @@ export class BlockReader implements AsyncIterable<Block> {
         ordered,
         engine,
         pacingNs: Math.round(pacingMs * 1e6),
-        assemble: this.#assemble,
       });
     } catch (err) {
       onEnd();
@@ -227,14 +201,14 @@ export class BlockReader implements AsyncIterable<Block> {
     const prev = this.#current;
     this.#current = undefined;
     if (prev && !prev.retained) prev.release();
-    // A batch of whole-unit reads may complete no unit yet: then wait for the next.
-    while (this.#batch.length === 0) {
+    if (this.#batch.length === 0) {
       if (this.#done) {
         // Ended by an abort: say so, every time, rather than look like a normal end.
         this.#throwIfAborted();
         return undefined;
       }
       await this.#fill();
+      if (this.#batch.length === 0) return undefined;
     }
     this.#current = this.#batch.shift();
     return this.#current;
@@ -255,22 +229,7 @@ export class BlockReader implements AsyncIterable<Block> {
       return;
     }
     const buf = this.#native.buffer;
-    if (this.#assemble) {
-      for (let i = 0; i < batch.length; i += 6) {
-        const latencyNs = batch[i + 4]!;
-        this.#reads.push({ length: batch[i + 2]!, latencyNs });
-        const unitLength = batch[i + 5]!;
-        if (unitLength === 0) continue;
-        const reads = this.#reads;
-        this.#reads = [];
-        const offset = Math.floor(batch[i + 1]! / this.#maxBlockSize) * this.#maxBlockSize;
-        const data = Buffer.from(buf, batch[i + 3]!, unitLength);
-        const slowest = reads.reduce((m, r) => Math.max(m, r.latencyNs), 0);
-        this.#batch.push(new NativeBlock(this.#native, batch[i]!, offset, unitLength, data, slowest, reads));
-      }
-      return;
-    }
-    for (let i = 0; i < batch.length; i += 6) {
+    for (let i = 0; i < batch.length; i += 5) {
       const slot = batch[i]!;
       const length = batch[i + 2]!;
       const data = Buffer.from(buf, batch[i + 3]!, length);

@@ -179,8 +179,7 @@ function applyWrite(chunk: Buffer, chunkStart: number, w: OverlayWrite): void {
 }
 
 /**
- * Chunk-sized buffers for chunks that metadata changed by exclusions is
- * applied to (the reader's own buffers are not written to), reused: fresh
+ * Chunk-sized buffers for chunks assembled from several reads, reused: fresh
  * memory is expensive (page faults, and on virtual machines often host-side
  * faults too, ~1-5 ms per MiB measured here), and a buffer per chunk also
  * feeds the garbage collector. At most CHUNKS_IN_FLIGHT + 1 are in use.
@@ -398,10 +397,6 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       engine,
       signal,
       heldBuffers: CHUNKS_IN_FLIGHT + 2,
-      // Whole chunks: a chunk read in several requests (the throttle shrank
-      // them, or only parts of it are used) is filled in place by the reader,
-      // zero where nothing is read.
-      assemble: true,
     });
     throttle.attach(reader);
     const startChunk = async (i: number): Promise<Buffer | null> => {
@@ -415,27 +410,41 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       pending.push(p);
       nextChunk = i + 1;
     };
-    // Metadata changed by exclusions is applied over a copy of the chunk.
+    // A chunk read in several requests (the throttle shrank them, or only parts
+    // of it are used) is assembled here; unread parts are zero, and metadata
+    // changed by exclusions is applied over it.
     const assembly = new AssemblyBuffers(cs);
+    let partial: { index: number; buf: Buffer; filled: number; expected: number; parentEntry: Buffer | null } | undefined;
+    let pendingWrites: OverlayWrite[] = [];
     let failed: unknown;
     try {
       for await (const block of reader) {
-        for (const r of block.reads!) {
-          latency.record(r.latencyNs);
-          throttle.observe(r.latencyNs, r.length);
-        }
-        const i = block.offset / cs;
-        bytesDone += covered(i);
-        const writes = overlayOf(block.offset, block.length);
-        const parentEntry = await startChunk(i);
-        if (writes.length === 0) {
+        latency.record(block.latencyNs);
+        throttle.observe(block.latencyNs, block.length);
+        bytesDone += block.length;
+        const i = Math.floor(block.offset / cs);
+        const chunkStart = i * cs;
+        const chunkLength = Math.min(cs, size - chunkStart);
+        const writes = partial?.index === i ? [] : overlayOf(chunkStart, chunkLength);
+        if (partial === undefined && block.offset === chunkStart && block.length === chunkLength && writes.length === 0) {
+          const parentEntry = await startChunk(i);
           block.retain();
           submit(i, block.data, () => block.release(), parentEntry);
         } else {
-          const buf = assembly.take(block.length);
-          block.data.copy(buf);
-          for (const w of writes) applyWrite(buf, block.offset, w);
-          submit(i, buf, () => assembly.give(buf), parentEntry);
+          if (partial === undefined || partial.index !== i) {
+            if (partial !== undefined) throw new LowtideError('INTERNAL', `chunk ${partial.index} was read only in part`);
+            partial = { index: i, buf: assembly.take(chunkLength), filled: 0, expected: covered(i), parentEntry: await startChunk(i) };
+            pendingWrites = writes;
+          }
+          block.data.copy(partial.buf, block.offset - chunkStart);
+          partial.filled += block.length;
+          if (partial.filled === partial.expected) {
+            for (const w of pendingWrites) applyWrite(partial.buf, chunkStart, w);
+            const buf = partial.buf;
+            submit(i, buf, () => assembly.give(buf), partial.parentEntry);
+            partial = undefined;
+            pendingWrites = [];
+          }
         }
         await drain(CHUNKS_IN_FLIGHT);
         report();
@@ -443,6 +452,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       // An aborted reader can end early without an error: never fill what it did not read from the parent.
       if (signal?.aborted) throw new LowtideError('ABORTED', 'the backup was aborted', { cause: signal.reason });
       if (bytesDone !== bytesTotal) throw new LowtideError('INTERNAL', `the reader ended after ${bytesDone} of ${bytesTotal} bytes`);
+      if (partial !== undefined) throw new LowtideError('INTERNAL', `chunk ${partial.index} was read only in part`);
       await fillGap(chunkCount);
       await drain(0);
     } catch (err) {

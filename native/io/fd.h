@@ -43,35 +43,27 @@ class UniqueFd {
 // device, not 256 scattered 4 KiB pages (a virtio disk here takes at most 254
 // segments per request, so a 1 MiB request of small pages is split in two), and
 // its first touch costs one fault per 2 MiB, not one per 4 KiB.
-//
-// With `mapped` (and no `huge`), the block is mapped on its own too, in
-// ordinary pages: its bytes are known to be zero until written (the reader's
-// whole-unit mode relies on that to zero only what it wrote before).
 class AlignedMemory {
  public:
   AlignedMemory() = default;
-  AlignedMemory(size_t size, size_t alignment, bool huge = false, bool mapped = false);
+  AlignedMemory(size_t size, size_t alignment, bool huge = false);
   AlignedMemory(const AlignedMemory&) = delete;
   AlignedMemory& operator=(const AlignedMemory&) = delete;
   AlignedMemory(AlignedMemory&& o) noexcept
       : data_(std::exchange(o.data_, nullptr)),
         size_(std::exchange(o.size_, 0)),
-        mapped_(std::exchange(o.mapped_, 0)),
-        huge_(std::exchange(o.huge_, false)) {}
+        mapped_(std::exchange(o.mapped_, 0)) {}
   ~AlignedMemory();
 
   unsigned char* data() const { return data_; }
   size_t size() const { return size_; }
   // Whether the block is its own 2 MiB-aligned mapping with the huge-page hint.
-  bool huge() const { return huge_; }
-  // Whether the block is its own anonymous mapping: zero until written.
-  bool zeroed() const { return mapped_ != 0; }
+  bool huge() const { return mapped_ != 0; }
 
  private:
   unsigned char* data_ = nullptr;
   size_t size_ = 0;
-  size_t mapped_ = 0;  // length of the mapping when mapped, else 0 (malloc'ed)
-  bool huge_ = false;
+  size_t mapped_ = 0;  // length of the mapping when huge, else 0 (malloc'ed)
 };
 
 // Whether the kernel gives huge pages to a region marked MADV_HUGEPAGE

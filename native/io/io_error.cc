@@ -1,6 +1,5 @@
 #include "io/io_error.h"
 
-#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -20,26 +19,24 @@ std::string errno_text(int err) {
   return std::string(text);
 }
 
-AlignedMemory::AlignedMemory(size_t size, size_t alignment, bool huge, bool mapped) : size_(size) {
+AlignedMemory::AlignedMemory(size_t size, size_t alignment, bool huge) : size_(size) {
   if (size == 0) size = alignment;
   constexpr size_t kHuge = size_t(2) << 20;
-  if ((huge && alignment <= kHuge) || mapped) {
-    // Map one alignment unit more than needed, then give back the unaligned head and tail.
-    size_t unit = huge ? kHuge : std::max<size_t>(alignment, 4096);
-    size_t len = (size + unit - 1) / unit * unit;
-    void* p = mmap(nullptr, len + unit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (huge && alignment <= kHuge) {
+    // Map 2 MiB more than needed, then give back the unaligned head and tail.
+    size_t len = (size + kHuge - 1) / kHuge * kHuge;
+    void* p = mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p != MAP_FAILED) {
       auto base = reinterpret_cast<uintptr_t>(p);
-      uintptr_t start = (base + unit - 1) & ~uintptr_t(unit - 1);
+      uintptr_t start = (base + kHuge - 1) & ~uintptr_t(kHuge - 1);
       if (start > base) munmap(p, start - base);
-      size_t tail = (base + len + unit) - (start + len);
+      size_t tail = (base + len + kHuge) - (start + len);
       if (tail > 0) munmap(reinterpret_cast<void*>(start + len), tail);
 #ifdef MADV_HUGEPAGE
-      if (huge) madvise(reinterpret_cast<void*>(start), len, MADV_HUGEPAGE);  // a hint; failure is harmless
+      madvise(reinterpret_cast<void*>(start), len, MADV_HUGEPAGE);  // a hint; failure is harmless
 #endif
       data_ = reinterpret_cast<unsigned char*>(start);
       mapped_ = len;
-      huge_ = huge;
       return;
     }
     // No mapping: fall through to ordinary aligned memory.

@@ -5,7 +5,6 @@
 #include <unistd.h>
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <ctime>
 
 #include "io/uring.h"
@@ -36,51 +35,14 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
       fd_(source_->fd()),
       align_(source_->geometry().direct ? source_->geometry().logical_sector_size : 1),
       extents_(std::move(extents)),
-      assemble_(c.assemble),
       block_size_(c.block_size),
       max_block_size_(std::max(c.block_size, c.max_block_size)),
       queue_depth_(std::max<uint32_t>(1, c.queue_depth)),
       max_queue_depth_(std::max(std::max<uint32_t>(1, c.queue_depth), c.max_queue_depth)),
-      ordered_(c.ordered || c.assemble) {
+      ordered_(c.ordered) {
   // Drop empty extents so the cursor never produces a zero-length request.
   extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }),
                  extents_.end());
-  if (assemble_) {
-    // The cursor reads the extents grown to whole sectors and merged, so that
-    // no two requests ever write the same bytes of a unit; the extents asked
-    // for (sorted, merged) say what stays and what is zeroed once a unit is
-    // complete. A unit is a multiple of the sector size, so growing an extent
-    // to whole sectors never moves it into another unit.
-    if (max_block_size_ % align_ != 0)
-      throw IoError("INVALID_ARGUMENT", "whole-unit reads need a unit (maxBlockSize " + std::to_string(max_block_size_) +
-                                            ") that is a multiple of the sector size (" + std::to_string(align_) + ")");
-    source_size_ = source_->geometry().size;
-    wanted_ = extents_;
-    std::sort(wanted_.begin(), wanted_.end(), [](const Extent& a, const Extent& b) { return a.offset < b.offset; });
-    std::vector<Extent> merged;
-    for (const Extent& e : wanted_) {
-      if (!merged.empty() && e.offset <= merged.back().offset + merged.back().length) {
-        Extent& m = merged.back();
-        m.length = std::max(m.offset + m.length, e.offset + e.length) - m.offset;
-      } else {
-        merged.push_back(e);
-      }
-    }
-    wanted_ = merged;
-    extents_.clear();
-    for (const Extent& e : wanted_) {
-      uint64_t end = e.offset + e.length;
-      uint64_t a = e.offset / align_ * align_;
-      // Not past the end of the source, unless the extent itself is (the read then fails as it would anyway).
-      uint64_t b = std::min(round_up(end, align_), std::max(end, source_size_));
-      if (!extents_.empty() && a <= extents_.back().offset + extents_.back().length) {
-        Extent& m = extents_.back();
-        m.length = std::max(m.offset + m.length, b) - m.offset;
-      } else {
-        extents_.push_back({a, b - a});
-      }
-    }
-  }
   // A request may start and end inside a sector: room for one sector of
   // padding on each side, rounded to the memory alignment.
   uint64_t mem_align = std::max<uint64_t>(4096, source_->geometry().memory_alignment);
@@ -98,14 +60,7 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
   uint64_t total = 0;
   for (const Extent& e : extents_) total += e.length;
   long_read_ = total >= kLongReadBytes;
-  // Whole units: a slab of its own mapping, known to be zero until written,
-  // so that a slot's first unit zeroes nothing (untouched pages stay untouched).
-  slab_ = std::make_shared<AlignedMemory>(slot_size_ * slot_count_, mem_align, /*huge=*/long_read_, /*mapped=*/assemble_);
-  if (assemble_) {
-    units_.resize(slot_count_);
-    if (!slab_->zeroed())
-      for (UnitSlot& u : units_) u.dirty.push_back({0, uint32_t(slot_size_)});
-  }
+  slab_ = std::make_shared<AlignedMemory>(slot_size_ * slot_count_, mem_align, /*huge=*/long_read_);
   slot_state_.assign(slot_count_, kFree);
   free_slots_.reserve(slot_count_);
   for (size_t i = slot_count_; i-- > 0;) free_slots_.push_back(uint32_t(i));
@@ -132,13 +87,7 @@ void ReadEngine::start(Notify notify) {
 }
 
 bool ReadEngine::can_submit_locked() const {
-  if (stop_requested_ || error_ || in_flight_ >= queue_depth_ || cursor_exhausted_locked()) return false;
-  return !free_slots_.empty() || (assemble_ && next_continues_unit_locked());
-}
-
-bool ReadEngine::next_continues_unit_locked() const {
-  if (open_slot_ < 0 || cursor_exhausted_locked()) return false;
-  return (extents_[extent_index_].offset + extent_pos_) / max_block_size_ == open_unit_;
+  return !stop_requested_ && !error_ && in_flight_ < queue_depth_ && !free_slots_.empty() && !cursor_exhausted_locked();
 }
 
 bool ReadEngine::pace_allows_locked(uint64_t now, uint64_t& wait_ns) const {
@@ -188,36 +137,9 @@ ReadEngine::Request ReadEngine::next_request_locked() {
     ++extent_index_;
     extent_pos_ = 0;
   }
-  if (assemble_) {
-    uint64_t unit = off / mbs;
-    if (open_slot_ < 0 || open_unit_ != unit) {
-      uint32_t slot = free_slots_.back();
-      free_slots_.pop_back();
-      slot_state_[slot] = kInFlight;
-      UnitSlot& u = units_[slot];
-      u.start = unit * mbs;
-      u.length = uint32_t(std::min<uint64_t>(mbs, std::max(source_size_, end) - u.start));
-      u.pieces_in_flight = 0;
-      u.written.clear();
-      open_slot_ = slot;
-      open_unit_ = unit;
-    }
-    r.slot = uint32_t(open_slot_);
-    UnitSlot& u = units_[r.slot];
-    r.data_pos = uint32_t(r.aoffset - u.start);
-    uint32_t wend = uint32_t(std::min<uint64_t>(uint64_t(r.data_pos) + r.alength, slot_size_));
-    if (!u.written.empty() && r.data_pos <= u.written.back().end)
-      u.written.back().end = std::max(u.written.back().end, wend);
-    else
-      u.written.push_back({r.data_pos, wend});
-    ++u.pieces_in_flight;
-    r.last_in_unit = !next_continues_unit_locked();
-    if (r.last_in_unit) open_slot_ = -1;
-  } else {
-    r.slot = free_slots_.back();
-    free_slots_.pop_back();
-    slot_state_[r.slot] = kInFlight;
-  }
+  r.slot = free_slots_.back();
+  free_slots_.pop_back();
+  slot_state_[r.slot] = kInFlight;
   ++in_flight_;
   stats_.max_in_flight_seen = std::max(stats_.max_in_flight_seen, in_flight_);
   return r;
@@ -228,9 +150,8 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
   if (res < 0) {
     int e = int(-res);
     --in_flight_;
-    // Whole units: other requests may still write into the slot; it stays taken (no more reads start after a failure).
-    if (assemble_) --units_[r.slot].pieces_in_flight;
-    else free_slot_locked(r.slot);
+    slot_state_[r.slot] = kFree;
+    free_slots_.push_back(r.slot);
     fail_locked(IoError("IO_ERROR",
                         "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) +
                             " (block " + range_text(r.offset, r.length) + "): " + errno_text(e),
@@ -243,8 +164,8 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
   if (r.done < needed) {
     if (res > 0 && r.done < r.alength) return true;  // short read mid-way: read the rest
     --in_flight_;
-    if (assemble_) --units_[r.slot].pieces_in_flight;
-    else free_slot_locked(r.slot);
+    slot_state_[r.slot] = kFree;
+    free_slots_.push_back(r.slot);
     uint64_t at = r.aoffset + r.done;
     fail_locked(IoError("SHORT_READ",
                         path_ + " ended at offset " + std::to_string(at) + " while reading block " +
@@ -253,31 +174,22 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     return false;
   }
   --in_flight_;
-  Completion c{r.offset, r.length, r.slot, uint32_t(r.data_pos + (r.offset - r.aoffset)), now - r.submit_ns};
+  Completion c{r.offset, r.length, r.slot, uint32_t(r.offset - r.aoffset), now - r.submit_ns};
   ++stats_.requests_completed;
   stats_.bytes_delivered += r.length;
-  if (assemble_) {
-    c.holds = r.last_in_unit;
-    UnitSlot& u = units_[r.slot];
-    --u.pieces_in_flight;
-    if (stop_requested_) {
-      if (u.pieces_in_flight == 0 && slot_state_[r.slot] == kInFlight && open_slot_ != int64_t(r.slot)) free_slot_locked(r.slot);
-      return false;
-    }
-  } else {
-    if (stop_requested_) {
-      free_slot_locked(r.slot);
-      return false;
-    }
-    slot_state_[r.slot] = kReady;
+  if (stop_requested_) {
+    slot_state_[r.slot] = kFree;
+    free_slots_.push_back(r.slot);
+    return false;
   }
+  slot_state_[r.slot] = kReady;
   bool was_empty = ready_.empty();
   if (!ordered_ || r.seq == next_deliver_seq_) {
-    push_ready_locked(c);
+    ready_.push_back(c);
     if (ordered_) {
       ++next_deliver_seq_;
       for (auto it = reorder_.begin(); it != reorder_.end() && it->first == next_deliver_seq_;) {
-        push_ready_locked(it->second);
+        ready_.push_back(it->second);
         ++next_deliver_seq_;
         it = reorder_.erase(it);
       }
@@ -294,66 +206,6 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
 
 void ReadEngine::fail_locked(IoError err) {
   if (!error_) error_ = std::move(err);
-}
-
-void ReadEngine::free_slot_locked(uint32_t slot) {
-  slot_state_[slot] = kFree;
-  free_slots_.push_back(slot);
-}
-
-void ReadEngine::push_ready_locked(Completion c) {
-  if (assemble_ && c.holds) {
-    // In delivery order, so every earlier request of the unit has completed.
-    finish_unit_locked(c.slot);
-    slot_state_[c.slot] = kReady;
-    c.unit_length = units_[c.slot].length;
-  }
-  ready_.push_back(c);
-}
-
-void ReadEngine::finish_unit_locked(uint32_t slot) {
-  UnitSlot& u = units_[slot];
-  const uint64_t ustart = u.start, uend = u.start + u.length;
-  // The parts of the unit the extents ask for (units complete in increasing order).
-  while (wanted_index_ < wanted_.size() && wanted_[wanted_index_].offset + wanted_[wanted_index_].length <= ustart)
-    ++wanted_index_;
-  std::vector<Range> keep;
-  for (size_t k = wanted_index_; k < wanted_.size() && wanted_[k].offset < uend; ++k) {
-    uint64_t a = std::max(wanted_[k].offset, ustart), b = std::min(wanted_[k].offset + wanted_[k].length, uend);
-    keep.push_back({uint32_t(a - ustart), uint32_t(b - ustart)});
-  }
-  // What may be non-zero: earlier units' bytes and this unit's reads (their
-  // sector padding included). Zero all of it that the extents leave out;
-  // memory nothing ever wrote is still zero and stays untouched.
-  std::vector<Range> maybe = u.dirty;
-  maybe.insert(maybe.end(), u.written.begin(), u.written.end());
-  std::sort(maybe.begin(), maybe.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  size_t merged = 0;
-  for (const Range& m : maybe) {
-    if (merged > 0 && m.begin <= maybe[merged - 1].end) maybe[merged - 1].end = std::max(maybe[merged - 1].end, m.end);
-    else maybe[merged++] = m;
-  }
-  maybe.resize(merged);
-  unsigned char* base = slot_data(slot);
-  size_t k = 0;
-  for (const Range& m : maybe) {
-    uint32_t pos = m.begin, end = std::min(m.end, u.length);
-    while (pos < end) {
-      while (k < keep.size() && keep[k].end <= pos) ++k;
-      if (k == keep.size() || keep[k].begin >= end) {
-        std::memset(base + pos, 0, end - pos);
-        break;
-      }
-      if (keep[k].begin > pos) std::memset(base + pos, 0, keep[k].begin - pos);
-      pos = std::max(pos, keep[k].end);
-    }
-  }
-  // From now on only this unit's reads (and earlier bytes past its end) may be non-zero.
-  std::vector<Range> dirty = u.written;
-  for (const Range& m : u.dirty)
-    if (m.end > u.length) dirty.push_back({std::max(m.begin, u.length), m.end});
-  u.dirty = std::move(dirty);
-  u.written.clear();
 }
 
 bool ReadEngine::maybe_finish_locked() {
@@ -373,7 +225,7 @@ EngineStatus ReadEngine::take(std::vector<Completion>& out, std::optional<IoErro
   }
   if (!ready_.empty()) {
     for (const Completion& c : ready_) {
-      if (c.holds) slot_state_[c.slot] = kHeld;
+      slot_state_[c.slot] = kHeld;
       out.push_back(c);
     }
     ready_.clear();
@@ -416,18 +268,16 @@ void ReadEngine::request_stop() {
   std::lock_guard<std::mutex> lk(mu_);
   stop_requested_ = true;
   // Blocks waiting for the consumer are dropped: their slots are free again.
-  for (const Completion& c : ready_)
-    if (c.holds) free_slot_locked(c.slot);
-  ready_.clear();
-  if (!assemble_)
-    for (auto& [seq, c] : reorder_) free_slot_locked(c.slot);
-  reorder_.clear();
-  if (assemble_) {
-    // Units that will never complete: free now unless a read still writes into them (then when it completes).
-    open_slot_ = -1;
-    for (uint32_t slot = 0; slot < slot_count_; ++slot)
-      if (slot_state_[slot] == kInFlight && units_[slot].pieces_in_flight == 0) free_slot_locked(slot);
+  for (const Completion& c : ready_) {
+    slot_state_[c.slot] = kFree;
+    free_slots_.push_back(c.slot);
   }
+  ready_.clear();
+  for (auto& [seq, c] : reorder_) {
+    slot_state_[c.slot] = kFree;
+    free_slots_.push_back(c.slot);
+  }
+  reorder_.clear();
   if (!started_) {
     finished_ = true;
     return;
@@ -488,9 +338,7 @@ class UringEngine final : public ReadEngine {
     // requests use (31 MB in 147 requests: ~20 ms, against 46 MiB pinned).
     if (long_read_ && (!slab_->huge() || !transparent_huge_pages_enabled()))
       fixed_ = ring_->register_buffer(slab_->data(), slab_->size());
-    // One request id per read in flight (at most one per slot, or per queue depth for whole units).
-    requests_.resize(std::max<size_t>(slot_count_, max_queue_depth_));
-    for (size_t i = requests_.size(); i-- > 0;) free_ids_.push_back(uint32_t(i));
+    requests_.resize(slot_count_);
   }
   ~UringEngine() override { join(); }
 
@@ -545,16 +393,15 @@ class UringEngine final : public ReadEngine {
     timeout_armed_ = true;
   }
 
-  void prep(uint32_t id) {
-    const Request& r = requests_[id];
-    io_uring_sqe* sqe = ring_->get_sqe();  // SQ has room for every request plus the wake read and the timer
+  void prep(const Request& r) {
+    io_uring_sqe* sqe = ring_->get_sqe();  // SQ has room for every slot plus the wake read
     sqe->opcode = fixed_ ? IORING_OP_READ_FIXED : IORING_OP_READ;
     sqe->fd = fd_;
     sqe->off = r.aoffset + r.done;
-    sqe->addr = reinterpret_cast<uint64_t>(slot_data(r.slot) + r.data_pos + r.done);
+    sqe->addr = reinterpret_cast<uint64_t>(slot_data(r.slot) + r.done);
     sqe->len = r.alength - r.done;
     sqe->buf_index = 0;
-    sqe->user_data = id;
+    sqe->user_data = r.slot;
   }
 
   void run() {
@@ -565,7 +412,7 @@ class UringEngine final : public ReadEngine {
         {
           std::lock_guard<std::mutex> lk(mu_);
           if (!wake_armed) wake_armed = arm_wake();
-          for (uint32_t id : resubmit) prep(id);
+          for (uint32_t slot : resubmit) prep(requests_[slot]);
           resubmit.clear();
           uint64_t t = now_ns();
           uint64_t wait_ns = 0;
@@ -578,10 +425,8 @@ class UringEngine final : public ReadEngine {
             Request r = next_request_locked();
             note_issue_locked(t);
             r.submit_ns = t;
-            uint32_t id = free_ids_.back();
-            free_ids_.pop_back();
-            requests_[id] = r;
-            prep(id);
+            requests_[r.slot] = r;
+            prep(requests_[r.slot]);
           }
           if (paced && !timeout_armed_) arm_timeout(wait_ns);
           if (maybe_finish_locked()) break;
@@ -601,9 +446,8 @@ class UringEngine final : public ReadEngine {
             timeout_armed_ = false;
             return;
           }
-          uint32_t id = uint32_t(cqe->user_data);
-          if (on_result_locked(requests_[id], cqe->res, now)) resubmit.push_back(id);
-          else free_ids_.push_back(id);
+          Request& r = requests_[uint32_t(cqe->user_data)];
+          if (on_result_locked(r, cqe->res, now)) resubmit.push_back(r.slot);
         });
       }
     } catch (const IoError& e) {
@@ -633,8 +477,8 @@ class UringEngine final : public ReadEngine {
         Request& r = requests_[uint32_t(cqe->user_data)];
         if (on_result_locked(r, cqe->res, now)) {
           --in_flight_;  // give up on the remainder
-          if (assemble_) --units_[r.slot].pieces_in_flight;
-          else free_slot_locked(r.slot);
+          slot_state_[r.slot] = kFree;
+          free_slots_.push_back(r.slot);
         }
       });
       if (!ok) ++attempts;
@@ -653,8 +497,7 @@ class UringEngine final : public ReadEngine {
   bool timeout_armed_ = false;
   __kernel_timespec timeout_ts_{};
   bool fixed_ = false;
-  std::vector<Request> requests_;  // by request id (the ring's user_data)
-  std::vector<uint32_t> free_ids_;
+  std::vector<Request> requests_;
   std::unique_ptr<Uring> ring_;  // destroyed before wake_buf_ and the requests
   std::thread thread_;
 };
@@ -714,7 +557,7 @@ class ThreadEngine final : public ReadEngine {
         do {
           ssize_t n;
           do {
-            n = ::pread(fd_, slot_data(r.slot) + r.data_pos + r.done, r.alength - r.done, off_t(r.aoffset + r.done));
+            n = ::pread(fd_, slot_data(r.slot) + r.done, r.alength - r.done, off_t(r.aoffset + r.done));
           } while (n < 0 && errno == EINTR);
           res = n < 0 ? -int64_t(errno) : int64_t(n);
           uint64_t now = now_ns();

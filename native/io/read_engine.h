@@ -37,28 +37,16 @@ struct ReadConfig {
   uint32_t held_buffers = 4;          // blocks the consumer may hold besides those in flight
   bool ordered = true;                // deliver blocks in request order
   uint64_t pacing_ns = 0;             // minimum time between submissions
-  // Whole units: every unit of max_block_size bytes (a multiple of the
-  // alignment) that the extents touch is read into one slot, each request at
-  // its place in the unit, and delivered once complete, with zeros wherever
-  // the extents do not reach. Needs ordered delivery (forced).
-  bool assemble = false;
 };
 
 // One delivered block: bytes [offset, offset+length) of the source are at
 // slab + slot * slot_size + data_offset.
-//
-// In whole-unit mode there is one completion per request (for its latency),
-// and only the last request of a unit hands the slot over: its unit_length is
-// the unit's length (the unit's bytes start at the slot's beginning); the
-// other requests' completions have unit_length 0 and hand over nothing.
 struct Completion {
   uint64_t offset;
   uint32_t length;
   uint32_t slot;
   uint32_t data_offset;
   uint64_t latency_ns;
-  uint32_t unit_length = 0;
-  bool holds = true;  // the consumer now holds `slot` and must release it
 };
 
 struct EngineStats {
@@ -116,7 +104,6 @@ class ReadEngine {
   std::shared_ptr<AlignedMemory> slab_memory() const { return slab_; }
   size_t slot_size() const { return slot_size_; }
   size_t slot_count() const { return slot_count_; }
-  bool assembles() const { return assemble_; }
 
  protected:
   struct Request {
@@ -127,21 +114,7 @@ class ReadEngine {
     uint32_t alength = 0;  // aligned length actually read
     uint32_t done = 0;     // bytes read so far from aoffset
     uint32_t slot = 0;
-    uint32_t data_pos = 0;  // where aoffset lands in the slot
-    bool last_in_unit = false;  // whole-unit mode: the unit's last request
     uint64_t submit_ns = 0;
-  };
-  struct Range {
-    uint32_t begin;
-    uint32_t end;
-  };
-  // Whole-unit mode: what each slot holds.
-  struct UnitSlot {
-    uint64_t start = 0;
-    uint32_t length = 0;
-    uint32_t pieces_in_flight = 0;
-    std::vector<Range> written;  // by this unit's requests (alignment padding included)
-    std::vector<Range> dirty;    // may be non-zero from earlier units
   };
   enum SlotState : uint8_t { kFree, kInFlight, kReady, kHeld };
 
@@ -159,8 +132,6 @@ class ReadEngine {
   bool pace_allows_locked(uint64_t now, uint64_t& wait_ns) const;
   void note_issue_locked(uint64_t now);
   bool cursor_exhausted_locked() const { return extent_index_ >= extents_.size(); }
-  // Whole-unit mode: whether the next request belongs to the unit being filled.
-  bool next_continues_unit_locked() const;
   Request next_request_locked();
   // Accounts for `res` bytes (or -errno) read by `r`. Returns true when `r`
   // must be resubmitted for its remaining bytes.
@@ -168,11 +139,6 @@ class ReadEngine {
   // True (and notifies once) when nothing is in flight and no more will be submitted.
   bool maybe_finish_locked();
   void fail_locked(IoError err);
-  // Moves a completion (in delivery order) to the ready queue.
-  void push_ready_locked(Completion c);
-  // Whole-unit mode: zeroes what the unit's extents leave out, once all its requests are done.
-  void finish_unit_locked(uint32_t slot);
-  void free_slot_locked(uint32_t slot);
   unsigned char* slot_data(uint32_t slot) const { return slab_->data() + size_t(slot) * slot_size_; }
   static uint64_t now_ns();
 
@@ -180,14 +146,7 @@ class ReadEngine {
   const std::string path_;
   const int fd_;
   const uint32_t align_;
-  std::vector<Extent> extents_;  // what the cursor reads (whole-unit mode: aligned, merged)
-  const bool assemble_;
-  uint64_t source_size_ = 0;
-  std::vector<Extent> wanted_;  // whole-unit mode: the extents asked for (sorted, merged)
-  size_t wanted_index_ = 0;
-  std::vector<UnitSlot> units_;
-  int64_t open_slot_ = -1;  // slot of the unit whose requests are being issued
-  uint64_t open_unit_ = 0;
+  std::vector<Extent> extents_;
   size_t slot_size_ = 0;
   size_t slot_count_ = 0;
   std::shared_ptr<AlignedMemory> slab_;

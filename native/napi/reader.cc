@@ -79,8 +79,6 @@ class Reader : public Napi::ObjectWrap<Reader> {
     }
     Napi::Value ordered = o.Get("ordered");
     if (!ordered.IsUndefined()) cfg.ordered = ordered.ToBoolean();
-    Napi::Value assemble = o.Get("assemble");
-    if (!assemble.IsUndefined()) cfg.assemble = assemble.ToBoolean();
     if (cfg.block_size == 0 || cfg.queue_depth == 0) throw_invalid(env, "blockSize and queueDepth must be positive");
     std::string engine = o.Get("engine").IsString() ? std::string(o.Get("engine").As<Napi::String>()) : "auto";
     io::EngineKind kind;
@@ -107,7 +105,6 @@ class Reader : public Napi::ObjectWrap<Reader> {
     self.Set("slotSize", Napi::Number::New(env, double(engine_->slot_size())));
     self.Set("slotCount", Napi::Number::New(env, double(engine_->slot_count())));
     self.Set("engine", Napi::String::New(env, engine_->name()));
-    self.Set("assemble", Napi::Boolean::New(env, engine_->assembles()));
 
     tsfn_ = Tsfn::New(env, "lowtide:read", 0, 1, this);
     tsfn_.Unref(env);
@@ -149,18 +146,14 @@ class Reader : public Napi::ObjectWrap<Reader> {
     Napi::Env env = env_;
     Napi::HandleScope scope(env);
     if (!out.empty()) {
-      // Per completion: slot, offset, length, data offset in the slab, latency,
-      // and the unit's length when it hands over a whole unit (else 0; the
-      // unit's bytes then start at the slot).
-      Napi::Float64Array batch = Napi::Float64Array::New(env, out.size() * 6);
+      Napi::Float64Array batch = Napi::Float64Array::New(env, out.size() * 5);
       for (size_t i = 0; i < out.size(); ++i) {
         const io::Completion& c = out[i];
-        batch[i * 6 + 0] = double(c.slot);
-        batch[i * 6 + 1] = double(c.offset);
-        batch[i * 6 + 2] = double(c.length);
-        batch[i * 6 + 3] = double(size_t(c.slot) * engine_->slot_size() + (c.unit_length ? 0 : c.data_offset));
-        batch[i * 6 + 4] = double(c.latency_ns);
-        batch[i * 6 + 5] = double(c.unit_length);
+        batch[i * 5 + 0] = double(c.slot);
+        batch[i * 5 + 1] = double(c.offset);
+        batch[i * 5 + 2] = double(c.length);
+        batch[i * 5 + 3] = double(size_t(c.slot) * engine_->slot_size() + c.data_offset);
+        batch[i * 5 + 4] = double(c.latency_ns);
       }
       Resolve(batch);
     } else if (st == io::EngineStatus::Failed) {

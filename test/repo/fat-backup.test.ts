@@ -97,9 +97,9 @@ describe.skipIf(skipReason('changed-extent backups of FAT volumes', missing))('c
     for (const [offset] of second.manifest.plan.extents) perChunk.set(Math.floor(offset / MiB), (perChunk.get(Math.floor(offset / MiB)) ?? 0) + 1);
     expect(Math.max(...perChunk.values())).toBeGreaterThan(2);
 
-    // The oracle: `lowtide image` (the reader without whole units) gives the
-    // image with free clusters zeroed; unchanged chunks came from the parent,
-    // whose clusters did not change use.
+    // The oracle: `lowtide image` (which writes each read where it belongs,
+    // with no chunks to assemble) gives the image with free clusters zeroed;
+    // unchanged chunks came from the parent, whose clusters did not change use.
     const restored = work.path('restored.img');
     await restore({ repository: repo, backup: second.id, target: restored });
     const imaged = work.path('imaged.img');
