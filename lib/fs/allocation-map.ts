@@ -2,6 +2,8 @@
 import { LowtideError } from '../errors.js';
 import type { Extent } from '../io/extents.js';
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 export interface AllocationMapInit {
   /** Bit (c - 2) is cluster c, least significant bit first. */
   readonly bitmap: Uint8Array;
@@ -71,39 +73,61 @@ export class AllocationMap {
 
   /** Runs of consecutive used clusters, in cluster order. */
   *runs(): Generator<{ cluster: number; count: number }> {
+    const flat = this.#runList();
+    for (let i = 0; i < flat.length; i += 2) yield { cluster: flat[i]! + 2, count: flat[i + 1]! };
+  }
+
+  /**
+   * Runs of used clusters as [first index, count, ...], 32 clusters at a
+   * time: a word that continues the current state is passed over whole, and
+   * in others the next change is found by counting trailing zeros. (A volume
+   * of 2 GiB in 4 KiB clusters has 524 288 bits; bit by bit this took ~14 ms
+   * of the backup's plan.)
+   */
+  #runList(): number[] {
     const n = this.clusterCount;
-    const bm = this.bitmap;
+    const nw = Math.ceil(n / 32);
+    // The bitmap as 32-bit words (bit j of the map is bit j % 32 of word j / 32
+    // when little-endian), in a copy: aligned, and with the bits past the last
+    // cluster cleared.
+    const bytes = new Uint8Array(nw * 4);
+    bytes.set(this.bitmap.subarray(0, nw * 4));
+    const words = new Uint32Array(bytes.buffer);
+    if (!LITTLE_ENDIAN) for (let k = 0; k < nw; k++) words[k] = bytes[4 * k]! | (bytes[4 * k + 1]! << 8) | (bytes[4 * k + 2]! << 16) | (bytes[4 * k + 3]! << 24);
+    if (n % 32 !== 0) words[nw - 1] = words[nw - 1]! & (2 ** (n % 32) - 1);
+    const out: number[] = [];
     let start = -1;
-    let j = 0;
-    while (j < n) {
-      const byte = bm[j >>> 3]!;
-      // Whole bytes that continue the current state are skipped at once.
-      if ((j & 7) === 0 && j + 8 <= n) {
-        if (byte === 0 && start < 0) {
-          j += 8;
-          continue;
-        }
-        if (byte === 0xff && start >= 0) {
-          j += 8;
-          continue;
+    let k = 0;
+    while (k < nw) {
+      // Whole words that continue the current state.
+      if (start < 0) while (k < nw && words[k] === 0) k++;
+      else while (k < nw && words[k] === 0xffffffff) k++;
+      if (k === nw) break;
+      const w = words[k]!;
+      let bit = 0;
+      while (bit < 32) {
+        // The rest of the word, from `bit`, as the bits that would end the current state.
+        const rest = start < 0 ? w >>> bit : ~w >>> bit;
+        if (rest === 0) break;
+        bit += 31 - Math.clz32(rest & -rest);
+        if (start < 0) start = k * 32 + bit;
+        else {
+          out.push(start, k * 32 + bit - start);
+          start = -1;
         }
       }
-      const used = ((byte >>> (j & 7)) & 1) === 1;
-      if (used && start < 0) start = j;
-      else if (!used && start >= 0) {
-        yield { cluster: start + 2, count: j - start };
-        start = -1;
-      }
-      j++;
+      k++;
     }
-    if (start >= 0) yield { cluster: start + 2, count: n - start };
+    if (start >= 0) out.push(start, n - start);
+    return out;
   }
 
   /** Merged source byte extents of the clusters in use, in offset order. */
   extents(): Extent[] {
     const out: Extent[] = [];
-    for (const r of this.runs()) {
-      out.push({ offset: this.dataOffset + (r.cluster - 2) * this.clusterSize, length: r.count * this.clusterSize });
+    const flat = this.#runList();
+    for (let i = 0; i < flat.length; i += 2) {
+      out.push({ offset: this.dataOffset + flat[i]! * this.clusterSize, length: flat[i + 1]! * this.clusterSize });
     }
     return out;
   }

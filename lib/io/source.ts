@@ -86,9 +86,11 @@ export class Source implements SourceInfo {
         );
       }
     }
-    const reader = new BlockReader(handle, list, { ...objectOption('options', options) }, this.sectorSize, () =>
-      this.#readers.delete(reader),
-    );
+    // (The reader calls onEnd from its constructor when the native reader refuses to start.)
+    let reader: BlockReader | undefined = undefined;
+    reader = new BlockReader(handle, list, { ...objectOption('options', options) }, this.sectorSize, () => {
+      if (reader !== undefined) this.#readers.delete(reader);
+    });
     this.#readers.add(reader);
     return reader;
   }

@@ -7,7 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #include "copy/zstd.h"
 #include "io/io_error.h"
@@ -18,22 +18,35 @@ namespace {
 constexpr size_t kSamplePieces = 4;
 constexpr size_t kSamplePiece = 16 * 1024;
 
-// Per pool thread, reused: fresh memory costs a page fault per page.
-std::vector<unsigned char>& scratch(int which) {
-  thread_local std::vector<unsigned char> buffers[2];
+// Per pool thread, reused: fresh memory costs a page fault per page. Not a
+// std::vector: resizing one zero-fills it, touching all of a compression
+// bound's pages where zstd writes only as many as the compressed size needs.
+struct Scratch {
+  std::unique_ptr<unsigned char[]> data;
+  size_t capacity = 0;
+  unsigned char* get(size_t size) {
+    if (size > capacity) {
+      data.reset(new unsigned char[size]);  // uninitialised
+      capacity = size;
+    }
+    return data.get();
+  }
+};
+
+Scratch& scratch(int which) {
+  thread_local Scratch buffers[2];
   return buffers[which];
 }
 
 bool worth_compressing(const unsigned char* plain, size_t len) {
   if (len < kSamplePieces * kSamplePiece * 4) return true;
-  std::vector<unsigned char>& sample = scratch(0);
-  sample.resize(kSamplePieces * kSamplePiece);
+  constexpr size_t kSampleSize = kSamplePieces * kSamplePiece;
+  unsigned char* sample = scratch(0).get(kSampleSize);
   size_t step = len / kSamplePieces;
-  for (size_t i = 0; i < kSamplePieces; i++) std::memcpy(sample.data() + i * kSamplePiece, plain + i * step, kSamplePiece);
-  std::vector<unsigned char>& out = scratch(1);
-  out.resize(copy::zstd_compress_bound(sample.size()));
-  size_t n = copy::zstd_compress_into(sample.data(), sample.size(), out.data(), out.size(), 1);
-  return double(n) <= double(sample.size()) * 0.97;
+  for (size_t i = 0; i < kSamplePieces; i++) std::memcpy(sample + i * kSamplePiece, plain + i * step, kSamplePiece);
+  size_t cap = copy::zstd_compress_bound(kSampleSize);
+  size_t n = copy::zstd_compress_into(sample, kSampleSize, scratch(1).get(cap), cap, 1);
+  return double(n) <= double(kSampleSize) * 0.97;
 }
 
 [[noreturn]] void fail(int err, const std::string& what) {
@@ -83,16 +96,16 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
   const unsigned char* body = plain;
   size_t body_len = len;
   if (worth_compressing(plain, len)) {
-    std::vector<unsigned char>& out = scratch(1);
-    out.resize(copy::zstd_compress_bound(len));
+    size_t cap = copy::zstd_compress_bound(len);
+    unsigned char* out = scratch(1).get(cap);
     size_t n;
     try {
-      n = copy::zstd_compress_into(plain, len, out.data(), out.size(), level);
+      n = copy::zstd_compress_into(plain, len, out, cap, level);
     } catch (const std::exception& e) {
       throw io::IoError("INTERNAL", std::string("zstd: ") + e.what());
     }
     if (n < len) {
-      body = out.data();
+      body = out;
       body_len = n;
       r.encoding = ChunkEncoding::Zstd;
     }

@@ -47,6 +47,43 @@ describe('AllocationMap', () => {
     expect([...make('00000000' + '11111111' + '1').runs()]).toEqual([{ cluster: 10, count: 9 }]);
   });
 
+  it('finds the same runs as a bit-by-bit walk, word edges, set bits past the last cluster and all', () => {
+    let x = 12345;
+    const rnd = (): number => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return (x >>> 0) / 2 ** 32;
+    };
+    for (let t = 0; t < 200; t++) {
+      const n = 1 + Math.floor(rnd() * 300);
+      // Long runs and short ones: the state flips with a probability of its own per map.
+      const p = [0.01, 0.1, 0.5, 0.9][t % 4]!;
+      let on = rnd() < 0.5;
+      let bits = '';
+      for (let j = 0; j < n; j++) {
+        if (rnd() < p) on = !on;
+        bits += on ? '1' : '0';
+      }
+      const m = make(bits);
+      // Bits past the last cluster (in the last byte) are set: they must not count.
+      if (n % 8 !== 0) m.bitmap[m.bitmap.length - 1]! |= 0xff << n % 8;
+      const expected: { cluster: number; count: number }[] = [];
+      for (let j = 0; j < n; ) {
+        if (bits[j] === '0') {
+          j++;
+          continue;
+        }
+        let k = j;
+        while (k < n && bits[k] === '1') k++;
+        expected.push({ cluster: j + 2, count: k - j });
+        j = k;
+      }
+      expect([...m.runs()]).toEqual(expected);
+      expect(m.extents()).toEqual(expected.map((r) => ({ offset: (1 << 20) + (r.cluster - 2) * 4096, length: r.count * 4096 })));
+    }
+  });
+
   it('rejects cluster numbers outside the volume with a message naming them', () => {
     const m = make('1010');
     expect(() => m.isAllocated(1)).toThrow(/cluster: expected an integer from 2 to 5, got 1/);

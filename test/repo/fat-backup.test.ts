@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { backup, imageSource, initRepository, restore } from '../../lib/index.js';
 import { planImage } from '../../lib/fs/plan.js';
@@ -54,6 +54,60 @@ describe.skipIf(skipReason('used-blocks backups of FAT volumes', missing))('used
     expect(m2.paths().sort()).toEqual(mt.paths().sort());
     expect(m2.get('/new file.bin').equals(pseudoRandom(3000, 5))).toBe(true);
     expect(m2.get('/README.TXT').toString()).toBe('changed contents\r\n');
+  });
+});
+
+describe.skipIf(skipReason('changed-extent backups of FAT volumes', missing))('changed-extent backups', () => {
+  const work = new Workdir('lowtide-fat-changed-');
+  afterAll(() => work.cleanup());
+
+  it('chunks read in many pieces with unused clusters between them restore as the used-blocks reconstruction', async () => {
+    const src = work.path('vol.img');
+    writeFileSync(src, pseudoRandom(40 * MiB, 12)); // old data in what will be free space
+    mkfs(src, 40 * MiB, { fat: 32, sectorsPerCluster: 1, label: 'CHANGED' });
+    const mt = new Mtools(src);
+    populate(mt, work.dir, { clusterSize: 512, seed: 22 });
+    // Holes: every other one of many small files deleted, before the first backup.
+    mt.mkdir('/h');
+    for (let i = 0; i < 80; i++) mt.put(`/h/f${i}.bin`, pseudoRandom(512 * (1 + (i % 3)), 100 + i), work.dir);
+    for (let i = 0; i < 80; i += 2) mt.del(`/h/f${i}.bin`);
+    const repo = work.path('repo');
+    await initRepository(repo, { chunkSize: MiB });
+    const first = await backup({ source: src, repository: repo });
+    const before = readFileSync(src);
+
+    // New files only (nothing freed, so unchanged bytes keep their meaning):
+    // they land in the holes populate() left, between clusters in use.
+    for (let i = 0; i < 12; i++) mt.put(`/more${i}.bin`, pseudoRandom(700 + i * 900, 40 + i), work.dir);
+    // The changed extents as changed-block tracking reports them: 4 KiB pieces that differ.
+    const after = readFileSync(src);
+    const changed: { offset: number; length: number }[] = [];
+    for (let at = 0; at < after.length; at += 4096) {
+      if (after.subarray(at, at + 4096).equals(before.subarray(at, at + 4096))) continue;
+      const last = changed.at(-1);
+      if (last && last.offset + last.length === at) last.length += 4096;
+      else changed.push({ offset: at, length: 4096 });
+    }
+    expect(changed.length).toBeGreaterThan(3);
+
+    const second = await backup({ source: src, repository: repo, parent: first.id, changed });
+    expect(second.manifest.plan.mode).toBe('changed');
+    // Several read extents in one chunk, with unused clusters between them.
+    const perChunk = new Map<number, number>();
+    for (const [offset] of second.manifest.plan.extents) perChunk.set(Math.floor(offset / MiB), (perChunk.get(Math.floor(offset / MiB)) ?? 0) + 1);
+    expect(Math.max(...perChunk.values())).toBeGreaterThan(2);
+
+    // The oracle: `lowtide image` (which writes each read where it belongs,
+    // with no chunks to assemble) gives the image with free clusters zeroed;
+    // unchanged chunks came from the parent, whose clusters did not change use.
+    const restored = work.path('restored.img');
+    await restore({ repository: repo, backup: second.id, target: restored });
+    const imaged = work.path('imaged.img');
+    await imageSource(src, imaged);
+    expect(cmp(restored, imaged)).toBe(true);
+    expect(fsck(restored).clean).toBe(true);
+    const mr = new Mtools(restored);
+    for (let i = 0; i < 12; i++) expect(mr.get(`/more${i}.bin`).equals(pseudoRandom(700 + i * 900, 40 + i))).toBe(true);
   });
 });
 
