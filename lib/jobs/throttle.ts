@@ -17,6 +17,7 @@ import {
   type ThrottleController,
   type ThrottleDecision,
   type ThrottleReport,
+  type ThrottleOptions,
 } from '../throttle/controller.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { autoTargetLatencyMs } from '../throttle/limits.js';
@@ -47,7 +48,7 @@ export interface ResolvedThrottleSettings {
    * `canary` controller's tuning (docs/throttle.md), checked by the
    * controller's own option validation. No public option sets it.
    */
-  canaryTuning?: { factor?: number; quantile?: number; probesPerRound?: number; boost?: boolean; boostQueueDepth?: number; boostCheckEveryMs?: number; checkEveryMs?: number };
+  canaryTuning?: Omit<NonNullable<ThrottleOptions['canary']>, 'calibrate'>;
 }
 
 function positiveNumber(name: string, value: unknown): number | undefined {
@@ -164,7 +165,6 @@ export class JobThrottle {
   #probeError: string | undefined;
   /** `canary`: the I/O count of the storage under the probed source, for its quiet checks. */
   #counter: StorageIoCounter | undefined;
-  #counterTried = false;
 
   private constructor(
     controller: ThrottleController,
@@ -288,10 +288,8 @@ export class JobThrottle {
     // 4 GiB file here: ~0.8 ms idle, noise that hid a 3x rise of
     // production's p99; the same places again: the cache-hit latency.)
     const places = Math.min(PROBE_PLACES, slots);
-    if (!this.#counterTried && this.controller.options.canary.boost) {
-      this.#counterTried = true;
-      this.#counter = StorageIoCounter.open(source.path);
-    }
+    // (startProbes() runs this loop once per job.)
+    if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
     let turn = 0;
     while (!this.#stopped) {
       const offset = Math.floor(((turn++ % places) + 0.5) * (slots / places)) * length;
@@ -306,7 +304,7 @@ export class JobThrottle {
       }
       if (this.#stopped) return;
       // Read after the probe completed: the count includes it.
-      const counts = this.#counter?.readCounts();
+      const counts = this.#counter?.read();
       this.controller.observeProbe({
         latencyNs,
         bytes: length,

@@ -80,6 +80,7 @@ export class LatencyEstimator {
   // Scratch space for selection, and the cached result.
   private readonly scratch: Float64Array;
   private cached: WindowPercentiles | undefined;
+  private cachedMedian: { k: number; ns: number } | undefined;
 
   constructor(options: LatencyEstimatorOptions = {}) {
     this.alpha = numberOption('estimator.alpha', options.alpha, ESTIMATOR_DEFAULTS.alpha, 0, 1, true);
@@ -128,6 +129,7 @@ export class LatencyEstimator {
     this.head = (this.head + 1) % this.windowSamples;
     if (this.filled < this.windowSamples) this.filled++;
     this.cached = undefined;
+    this.cachedMedian = undefined;
     return verdict;
   }
 
@@ -163,10 +165,13 @@ export class LatencyEstimator {
   recentMedianNs(k = 9): number {
     const m = Math.min(Math.max(1, Math.floor(k)), this.filled);
     if (m === 0) return 0;
-    const a = new Float64Array(m);
+    // Asked for on every paced decision (each block and probe): cached until the next sample.
+    if (this.cachedMedian?.k === m) return this.cachedMedian.ns;
+    const a = this.scratch.subarray(0, m);
     for (let i = 0; i < m; i++) a[i] = this.values[(this.head - 1 - i + this.windowSamples) % this.windowSamples]!;
     a.sort();
-    return a[(m - 1) >> 1]!;
+    this.cachedMedian = { k: m, ns: a[(m - 1) >> 1]! };
+    return this.cachedMedian.ns;
   }
 
   /**

@@ -94,13 +94,8 @@ export class StorageIoCounter {
     return c.read() === undefined ? (c.close(), undefined) : c;
   }
 
-  /** Reads and writes completed and merged, summed over the devices; undefined if a read fails. */
-  read(): number | undefined {
-    return this.readCounts()?.ios;
-  }
-
-  /** I/Os (reads and writes) and writes alone, completed and merged, summed over the devices. */
-  readCounts(): { ios: number; writes: number } | undefined {
+  /** I/Os (reads and writes) and writes alone, completed and merged, summed over the devices; undefined if a read fails. */
+  read(): { ios: number; writes: number } | undefined {
     let total = 0;
     let writes = 0;
     for (const fd of this.#fds) {
