@@ -132,6 +132,8 @@ describe('canary on the simulated device', () => {
     expect(() => createController('canary', { canary: { boost: 1 as unknown as boolean } })).toThrow(/canary\.boost/);
     expect(() => createController('canary', { canary: { boostQueueDepth: 0 } })).toThrow(/canary\.boostQueueDepth/);
     expect(() => createController('canary', { canary: { boostCheckEveryMs: -1 } })).toThrow(/canary\.boostCheckEveryMs/);
+    expect(() => createController('canary', { canary: { resumeBusyWindow: 'yes' as unknown as boolean } })).toThrow(/canary\.resumeBusyWindow/);
+    expect(() => createController('canary', { canary: { betaBytes: -1 } })).toThrow(/canary\.betaBytes/);
   });
 });
 
@@ -140,6 +142,7 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
   // it finds the storage in sysfs.
   const PROBE_IOS = { everyMs: 2, deviceIos: true };
   const BOOSTED = (s: SimulationStep): boolean => s.queueDepth === 4 && s.blockSize === 1 << 20 && s.delayMs === 0;
+  const BOOSTED_D = (d: ThrottleDecision): boolean => d.queueDepth === 4 && d.blockSize === 1 << 20 && d.delayMs === 0;
   const burstsOn = (t: number): boolean => t % 6000 < 3000;
   const load = [0, 6000, 12_000, 18_000].map((t) => ({ startMs: t, endMs: t + 3000, iops: 6000 }));
   const phased = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load });
@@ -174,6 +177,60 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
     const p99 = (r: typeof withWrites): number => r.productionBetween(0, 24_000).percentile(99);
     expect(p99(withWrites)).toBeLessThan(p99(checksOnly));
     expect(offPhases(withWrites)).toBeGreaterThan(2 * offPhases(phased.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS })));
+  });
+
+  it('when a boost ends, it goes on from the window it held under the load, not from the one grown while the storage was quiet', () => {
+    // Probes by hand, every 2 ms, with the storage's counts: 3 s of a load
+    // (10 foreign I/Os and 3 writes per probe; while our blocks run, a
+    // quarter of the probes are slow, in pauses none),
+    // 1.5 s of quiet (fast probes, no foreign I/O: the window grows, then a
+    // check boosts), then the load is back (its first write ends the boost).
+    // The job's blocks take 0.1 ms.
+    const BLOCK_NS = 100_000;
+    const run = (resumeBusyWindow: boolean) => {
+      const c = createController('canary', { canary: { resumeBusyWindow } });
+      let t = 0;
+      let ios = 0;
+      let writes = 0;
+      const step = (latencyUs: number, foreign: number, foreignWrites: number): ThrottleDecision => {
+        t += 2e6;
+        ios += 1 + foreign;
+        writes += foreignWrites;
+        c.observe({ latencyNs: BLOCK_NS, bytes: 65536, atNs: t - 1e6 });
+        c.observeProbe({ latencyNs: latencyUs * 1e3, bytes: 4096, atNs: t, deviceIos: ios, deviceWrites: writes });
+        return c.decide();
+      };
+      // Bytes the decision keeps in flight: paced blocks by Little's law.
+      const inFlight = (d: ThrottleDecision): number => (d.delayMs > 0 ? (d.blockSize * BLOCK_NS) / 1e6 / d.delayMs : d.queueDepth * d.blockSize);
+      let k = 0;
+      let last = c.decide();
+      for (; t < 3000e6; k++) last = step(!WAITED(last) && k % 4 === 0 ? 400 : 150, 10, 3);
+      // The quiet begins just after a check (which found the load): the
+      // next is 500 ms away, and the window grows until then.
+      while (!WAITED(last)) last = step(150, 10, 3);
+      while (WAITED(last)) last = step(150, 10, 3);
+      const underLoad = inFlight(last);
+      const quietFrom = t;
+      for (; t < quietFrom + 1500e6; k++) step(100, 0, 0);
+      const boosted = c.report().probes!.boost.boostedMs;
+      // The first decision once the load is back that is neither boosted
+      // nor a check's pause (the write ends the boost, or a check that
+      // began just before finds the load).
+      let d = step(400, 10, 3);
+      for (let i = 0; i < 100 && (BOOSTED_D(d) || WAITED(d)); i++) d = step(400, 10, 3);
+      return { underLoad, boosted, back: inFlight(d), stillBoosted: BOOSTED_D(d) };
+    };
+    const on = run(true);
+    const off = run(false);
+    for (const r of [on, off]) {
+      expect(r.boosted).toBeGreaterThan(500);
+      expect(r.stillBoosted).toBe(false);
+    }
+    // Measured: ~36 KB in flight under the load and again after the boost;
+    // without the rule 6 MiB (the window grown over the 500 ms of quiet
+    // before the check that started the boost).
+    expect(on.back).toBeLessThanOrEqual(on.underLoad * 1.01);
+    expect(off.back).toBeGreaterThan(4 * on.back);
   });
 
   it('a steady load, heavy or as light as 20 requests per second, is never boosted, and production\'s p99 stays as without boost', () => {
