@@ -116,6 +116,13 @@ export function dropCaches() {
   }
 }
 
+/** A file of `bytes` random bytes at `path`, made with dd unless one of that size is there. */
+export function ensureRandomFile(path, bytes, what) {
+  if (existsSync(path) && statSync(path).size === bytes) return;
+  console.log(`creating ${what}: ${bytes / GiB} GiB of random data in ${path} ...`);
+  execFileSync('dd', ['if=/dev/urandom', `of=${path}`, 'bs=4M', `count=${bytes / (4 << 20)}`, 'iflag=fullblock', 'conv=fsync', 'status=none']);
+}
+
 export function run(cmd, args, opts = {}) {
   return execFileSync(cmd, args, { env: toolEnv, encoding: 'utf8', maxBuffer: 256 << 20, stdio: ['ignore', 'pipe', 'pipe'], ...opts });
 }

@@ -60,13 +60,14 @@
 //                             experiments: their chart is impact-<date>.svg, not impact-latest.svg)
 //   BENCH_DRY                 print the scenario list and exit
 //   BENCH_DIR (bench/work), BENCH_SRC_GIB (4), BENCH_PROD_GIB (1), BENCH_BOUND (1.5)
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ensureRandomFile } from './fat-volume.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -159,16 +160,11 @@ for (const f of ['dist/index.js', 'dist/jobs/throttle.js']) {
   }
 }
 mkdirSync(dir, { recursive: true });
-function ensureFile(path, bytes, what) {
-  if (existsSync(path) && statSync(path).size === bytes) return;
-  console.log(`creating ${what}: ${bytes / GiB} GiB of random data in ${path} ...`);
-  execFileSync('dd', ['if=/dev/urandom', `of=${path}`, 'bs=4M', `count=${bytes / (4 << 20)}`, 'iflag=fullblock', 'conv=fsync', 'status=none']);
-}
 const srcFile = join(dir, `impact-src-${SRC_GIB}g.bin`);
 const prodFile = join(dir, `impact-prod-${PROD_GIB}g.bin`);
 if (!CHART_FROM) {
-  ensureFile(srcFile, SRC_GIB * GiB, 'the source lowtide reads');
-  ensureFile(prodFile, PROD_GIB * GiB, "production's file");
+  ensureRandomFile(srcFile, SRC_GIB * GiB, 'the source lowtide reads');
+  ensureRandomFile(prodFile, PROD_GIB * GiB, "production's file");
 }
 if (!CHART_FROM) shmDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'lowtide-impact-'));
 

@@ -11,12 +11,12 @@
 //                                      file (fio's rate: 190m = 190 MiB/s)
 //   {"cpu":0.3}                        a busy loop 30 % of the time, no I/O
 //   {"idle":true}                      nothing (the noise of the method)
-// Needs root only for the files' creation in bench/work; fio must be installed.
+// Uses bench:impact's files in bench/work (made with dd when missing); fio must be installed.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GiB, root } from './fat-volume.mjs';
+import { ensureRandomFile, GiB, root } from './fat-volume.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 24);
@@ -37,15 +37,10 @@ if (spawnSync('fio', ['--version']).status !== 0) {
   console.log('bench:interference skipped: fio is not installed (apt-get install fio)');
   process.exit(0);
 }
-const ensure = (path, gib) => {
-  if (existsSync(path) && statSync(path).size === gib * GiB) return;
-  console.log(`creating ${path} (${gib} GiB of random data) ...`);
-  spawnSync('dd', ['if=/dev/urandom', `of=${path}`, 'bs=4M', `count=${(gib * GiB) / (4 << 20)}`, 'iflag=fullblock', 'conv=fsync', 'status=none'], { stdio: 'inherit' });
-};
 const prodFile = join(dir, 'impact-prod-1g.bin');
 const srcFile = join(dir, 'impact-src-4g.bin');
-ensure(prodFile, 1);
-ensure(srcFile, 4);
+ensureRandomFile(prodFile, GiB, "production's file");
+ensureRandomFile(srcFile, 4 * GiB, "the interferer's file");
 const logDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'lowtide-interference-'));
 const children = new Set();
 const track = (c) => (children.add(c), c.on('exit', () => children.delete(c)), c);

@@ -772,10 +772,10 @@ class CanaryController extends BaseController {
   private busyChecks = 0;
   /**
    * The window at the last quiet check that found someone else while not
-   * boosted: what the rule held with production there. Undefined until one.
+   * boosted: what the rule held with production there. Until one, the
+   * starting window.
    */
-  private busyWindow: number | undefined;
-  private readonly startWindow: number;
+  private busyWindow: number;
 
   constructor(options: ThrottleOptions) {
     super(options);
@@ -786,7 +786,7 @@ class CanaryController extends BaseController {
     // Start small (four smallest blocks) and grow: the rule at most
     // multiplies W by 1.5 per round, so full speed is under a second away.
     this.window = clamp(4 * o.minBlockSize, this.minWindow, this.maxWindow);
-    this.startWindow = this.window;
+    this.busyWindow = this.window;
     // Until a calibration says otherwise (and for good with a fixed target),
     // no probe is expected to be slower than H.
     this.harm = this.targetNs;
@@ -963,7 +963,7 @@ class CanaryController extends BaseController {
     if (this.boostedSinceNs === undefined) return;
     this.boostedNs += Math.max(0, now - this.boostedSinceNs);
     this.boostedSinceNs = undefined;
-    if (this.options.canary.resumeBusyWindow) this.window = Math.min(this.window, this.busyWindow ?? this.startWindow);
+    if (this.options.canary.resumeBusyWindow) this.window = Math.min(this.window, this.busyWindow);
   }
 
   protected current(): ThrottleDecision {

@@ -141,8 +141,8 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
   // Probes carry the device's completed I/O count, as JobThrottle's do when
   // it finds the storage in sysfs.
   const PROBE_IOS = { everyMs: 2, deviceIos: true };
-  const BOOSTED = (s: SimulationStep): boolean => s.queueDepth === 4 && s.blockSize === 1 << 20 && s.delayMs === 0;
-  const BOOSTED_D = (d: ThrottleDecision): boolean => d.queueDepth === 4 && d.blockSize === 1 << 20 && d.delayMs === 0;
+  // A simulation step carries its decision's fields.
+  const BOOSTED = (d: ThrottleDecision): boolean => d.queueDepth === 4 && d.blockSize === 1 << 20 && d.delayMs === 0;
   const burstsOn = (t: number): boolean => t % 6000 < 3000;
   const load = [0, 6000, 12_000, 18_000].map((t) => ({ startMs: t, endMs: t + 3000, iops: 6000 }));
   const phased = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load });
@@ -202,23 +202,22 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
       };
       // Bytes the decision keeps in flight: paced blocks by Little's law.
       const inFlight = (d: ThrottleDecision): number => (d.delayMs > 0 ? (d.blockSize * BLOCK_NS) / 1e6 / d.delayMs : d.queueDepth * d.blockSize);
-      let k = 0;
       let last = c.decide();
-      for (; t < 3000e6; k++) last = step(!WAITED(last) && k % 4 === 0 ? 400 : 150, 10, 3);
+      for (let k = 0; t < 3000e6; k++) last = step(!WAITED(last) && k % 4 === 0 ? 400 : 150, 10, 3);
       // The quiet begins just after a check (which found the load): the
       // next is 500 ms away, and the window grows until then.
       while (!WAITED(last)) last = step(150, 10, 3);
       while (WAITED(last)) last = step(150, 10, 3);
       const underLoad = inFlight(last);
       const quietFrom = t;
-      for (; t < quietFrom + 1500e6; k++) step(100, 0, 0);
+      while (t < quietFrom + 1500e6) step(100, 0, 0);
       const boosted = c.report().probes!.boost.boostedMs;
       // The first decision once the load is back that is neither boosted
       // nor a check's pause (the write ends the boost, or a check that
       // began just before finds the load).
       let d = step(400, 10, 3);
-      for (let i = 0; i < 100 && (BOOSTED_D(d) || WAITED(d)); i++) d = step(400, 10, 3);
-      return { underLoad, boosted, back: inFlight(d), stillBoosted: BOOSTED_D(d) };
+      for (let i = 0; i < 100 && (BOOSTED(d) || WAITED(d)); i++) d = step(400, 10, 3);
+      return { underLoad, boosted, back: inFlight(d), stillBoosted: BOOSTED(d) };
     };
     const on = run(true);
     const off = run(false);
