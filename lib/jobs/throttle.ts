@@ -288,20 +288,32 @@ export class JobThrottle {
     // 4 GiB file here: ~0.8 ms idle, noise that hid a 3x rise of
     // production's p99; the same places again: the cache-hit latency.)
     const places = Math.min(PROBE_PLACES, slots);
-    // (startProbes() runs this loop once per job.)
-    if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
-    let turn = 0;
-    while (!this.#stopped) {
-      const offset = Math.floor(((turn++ % places) + 0.5) * (slots / places)) * length;
-      let latencyNs: number;
+    const offsetOf = (turn: number): number => Math.floor(((turn % places) + 0.5) * (slots / places)) * length;
+    const probe = async (offset: number): Promise<number | undefined> => {
       try {
-        latencyNs = await source.probe(offset, length);
+        return await source.probe(offset, length);
       } catch (err) {
         // A closed or failing source: the job sees that in its own reads.
         // The controller keeps its last window.
         if (!this.#stopped) this.#probeError = (err as Error).message;
-        return;
+        return undefined;
       }
+    };
+    // One unreported pass over the places first: the first calibration is
+    // taken from the first probes, and a place read for the first time takes
+    // the medium's time (random 4 KiB reads of a 4 GiB file: ~0.8 ms on an
+    // earlier VM here against ~0.2 ms cached; milliseconds on a disk with
+    // heads), so a first calibration of cold reads would set the harm
+    // latency several times too high for the job's first seconds.
+    for (let turn = 0; turn < places; turn++) {
+      if (this.#stopped || (await probe(offsetOf(turn))) === undefined) return;
+    }
+    // (startProbes() runs this loop once per job.)
+    if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
+    let turn = 0;
+    while (!this.#stopped) {
+      const latencyNs = await probe(offsetOf(turn++));
+      if (latencyNs === undefined) return;
       if (this.#stopped) return;
       // Read after the probe completed: the count includes it.
       const counts = this.#counter?.read();

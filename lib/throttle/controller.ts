@@ -92,6 +92,8 @@ export interface ThrottleReport {
     smoothedMs: number;
     targetMs: number;
     slowShare: number;
+    /** Smoothed share of probes slower than tailFactor × targetMs (0 with the tail rule off). */
+    tailShare: number;
     calibrations: number;
     /** Quiet checks (and calibrations) that counted the storage's I/O; how many found it in use by others; time boosted, ms. */
     boost: { checks: number; busy: number; endedByWrites: number; boostedMs: number; enabled: boolean; deviceCounters: boolean };
@@ -180,12 +182,35 @@ export interface ThrottleOptions {
     /** Idle probes a calibration needs (default 48). */
     calibrationProbes?: number;
     /**
+     * Calibrations the harm latency is taken from (default 3): the lowest of
+     * their `quantile`s. Anything that disturbs a calibration (our own I/O
+     * not yet drained, a probe place read cold) only makes it slower, so the
+     * lowest of the last few is the one to trust; 1 keeps the last alone.
+     */
+    calibrationsKept?: number;
+    /**
+     * The tail rule: a probe slower than `tailFactor` × the harm latency is a
+     * tail probe, and the window also shrinks while more than `tailShare` of
+     * the probes are (defaults 2 and 0.02; tailFactor 0 turns it off).
+     * Production's bound is on its p99: the share above the idle p90 alone
+     * can stay at its idle level while the slowest few percent grow.
+     */
+    tailFactor?: number;
+    tailShare?: number;
+    /**
      * Go faster while nobody else uses the storage (default true): when a
      * quiet check (our blocks drained for a few ms) sees no I/O on the
      * storage but the probes', run `boostQueueDepth` largest blocks until the
      * next check finds someone. Needs probes that carry `deviceIos`.
      */
     boost?: boolean;
+    /**
+     * Quiet checks in a row that start a boost (default 2; the second
+     * `boostCheckEveryMs` after the first): one 200 ms window without
+     * foreign I/O happens to a light load too (1 in 55 at 20 requests per
+     * second), and a boost that meets it costs that load its p99.
+     */
+    boostQuietChecks?: number;
     /** Largest blocks in flight while boosted (default 4). */
     boostQueueDepth?: number;
     /** Time between quiet checks while boosted, ms (default 50). */
@@ -199,9 +224,10 @@ export interface ThrottleOptions {
      */
     resumeBusyWindow?: boolean;
     /**
-     * β of the canary's window rule, bytes (default 16 KiB, whatever the
-     * smallest request): where the window settles while production is held
-     * at its idle share of slow probes.
+     * β of the canary's window rule, bytes (default 4 KiB, whatever the
+     * smallest request). It is also the floor: however slow the probes, the
+     * rule (r ≥ ¼) keeps W at β / (1 − ¼) or more, and paced blocks then run
+     * at that window over their latency (5.3 KiB / 0.2 ms: ~27 MB/s).
      */
     betaBytes?: number;
   };
@@ -227,7 +253,11 @@ export interface ResolvedThrottleOptions {
     calibrateEveryMs: number;
     pauseMs: number;
     calibrationProbes: number;
+    calibrationsKept: number;
+    tailFactor: number;
+    tailShare: number;
     boost: boolean;
+    boostQuietChecks: number;
     boostQueueDepth: number;
     boostCheckEveryMs: number;
     checkEveryMs: number;
@@ -258,10 +288,16 @@ export const THROTTLE_DEFAULTS = {
   canaryCalibrateEveryMs: 10_000,
   canaryPauseMs: 300,
   canaryCalibrationProbes: 48,
+  canaryCalibrationsKept: 3,
+  /** Until `calibrationsKept` calibrations were taken, the next one is this soon (ms). */
+  canaryEarlyCalibrationMs: 1000,
+  canaryTailFactor: 2,
+  canaryTailShare: 0.02,
+  canaryBoostQuietChecks: 2,
   canaryBoostQueueDepth: 4,
   canaryBoostCheckEveryMs: 50,
   canaryCheckEveryMs: 500,
-  canaryBetaBytes: 16 * 1024,
+  canaryBetaBytes: 4 * 1024,
   /** Quiet a check must see to start boosting, and to stay boosted, ms. */
   canaryEnterQuietMs: 200,
   canaryStayQuietMs: 10,
@@ -362,7 +398,14 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
       calibrateEveryMs: numberOption('canary.calibrateEveryMs', ca.calibrateEveryMs, THROTTLE_DEFAULTS.canaryCalibrateEveryMs, 0, 86_400_000, true),
       pauseMs: numberOption('canary.pauseMs', ca.pauseMs, THROTTLE_DEFAULTS.canaryPauseMs, 0, 60_000, true),
       calibrationProbes: integerOption('canary.calibrationProbes', ca.calibrationProbes, THROTTLE_DEFAULTS.canaryCalibrationProbes, 1, 10_000),
+      calibrationsKept: integerOption('canary.calibrationsKept', ca.calibrationsKept, THROTTLE_DEFAULTS.canaryCalibrationsKept, 1, 100),
+      tailFactor:
+        ca.tailFactor === 0 || ca.tailFactor === undefined || (typeof ca.tailFactor === 'number' && ca.tailFactor >= 1 && ca.tailFactor <= 100)
+          ? (ca.tailFactor ?? THROTTLE_DEFAULTS.canaryTailFactor)
+          : invalidOption('canary.tailFactor', '0 (off) or a number from 1 up to 100', ca.tailFactor),
+      tailShare: numberOption('canary.tailShare', ca.tailShare, THROTTLE_DEFAULTS.canaryTailShare, 0.001, 0.5),
       boost: (ca.boost as boolean | undefined) ?? true,
+      boostQuietChecks: integerOption('canary.boostQuietChecks', ca.boostQuietChecks, THROTTLE_DEFAULTS.canaryBoostQuietChecks, 1, 100),
       boostQueueDepth: integerOption('canary.boostQueueDepth', ca.boostQueueDepth, THROTTLE_DEFAULTS.canaryBoostQueueDepth, 1, MAX_QUEUE_DEPTH),
       boostCheckEveryMs: numberOption('canary.boostCheckEveryMs', ca.boostCheckEveryMs, THROTTLE_DEFAULTS.canaryBoostCheckEveryMs, 1, 60_000),
       checkEveryMs: numberOption('canary.checkEveryMs', ca.checkEveryMs, THROTTLE_DEFAULTS.canaryCheckEveryMs, 1, 86_400_000),
@@ -725,12 +768,16 @@ class PardaController extends WindowController {
  * EWMA, α = 0.3 per round) is the share slower than H, and
  *     W ← (1 − γ) · W + γ · (r · W + β),   r = clamp((a + ε) / (f + ε), ¼, 2)
  * with ε = 0.05: PARDA's rule (Gulati et al., FAST'09) with the share of slow
- * probes in place of the latency. One probe slower than 4 · H (a burst of
+ * probes in place of the latency. The tail rule takes the smaller of r and the
+ * same ratio for the share of probes slower than `tailFactor` · H (2 · H,
+ * allowed `tailShare`, 2 %): production's bound is on its p99, and the share
+ * above H can stay at its idle level while the tail grows. One probe slower than 4 · H (a burst of
  * production meeting a large window) halves W at once, once per round.
  * H comes from idle probes: before the job, and again in a short pause every
  * `calibrateEveryMs` (no new blocks of ours for up to `pauseMs`; probes that
- * complete after ours drained are idle), so it follows a device whose own
- * speed drifts. W becomes the deepest queue (up to maxQueueDepth) of the
+ * complete after ours drained are idle; the first three a second apart), so
+ * it follows a device whose own speed drifts; H is the lowest of the last
+ * `calibrationsKept` (3): a disturbed calibration is only ever slower. W becomes the deepest queue (up to maxQueueDepth) of the
  * smallest requests that hold it: at equal throughput, a production request
  * that lands behind a small request of ours waits for less. Below the
  * smallest block's worth, blocks are paced (Little's law).
@@ -750,9 +797,14 @@ class CanaryController extends BaseController {
   private idleSlowShare: number;
   private roundSamples = 0;
   private roundSlow = 0;
+  private roundTail = 0;
+  /** EWMA of the share of probes slower than tailFactor × harm. */
+  private tailShare = 0;
   private pausedAtNs: number | undefined;
   private nextCalibrationNs: number | undefined;
   private idle: number[] = [];
+  /** The last `calibrationsKept` calibrations: harm latency and the share of their idle probes slower. */
+  private kept: { harm: number; slowShare: number }[] = [];
   private calibrations = 0;
   private probeCount = 0;
   private lastCutAt = -Infinity;
@@ -767,6 +819,8 @@ class CanaryController extends BaseController {
   private lastWrites: number | undefined;
   private busyWrites = 0;
   private boostedSinceNs: number | undefined;
+  /** Quiet checks in a row while not boosted. */
+  private quietChecks = 0;
   private boostedNs = 0;
   private checks = 0;
   private busyChecks = 0;
@@ -851,6 +905,7 @@ class CanaryController extends BaseController {
     }
     // Boosted, a write we did not make is someone else at work: stop now
     // rather than at the next check.
+    if (wroteSinceLast) this.quietChecks = 0;
     if (this.boostedSinceNs !== undefined && wroteSinceLast) {
       this.busyWrites++;
       this.endBoost(now);
@@ -869,6 +924,7 @@ class CanaryController extends BaseController {
     if (this.boostedSinceNs !== undefined) return;
     this.roundSamples++;
     if (v > this.harm) this.roundSlow++;
+    if (o.canary.tailFactor > 0 && v > o.canary.tailFactor * this.harm) this.roundTail++;
     // A probe far slower than the harm latency (production arriving in a
     // burst, while the window is large) halves the window at once, at most
     // once per round: a round of waiting would let the burst meet our whole
@@ -880,13 +936,21 @@ class CanaryController extends BaseController {
     }
     if (this.roundSamples < o.canary.probesPerRound) return;
     this.slowShare += 0.3 * (this.roundSlow / this.roundSamples - this.slowShare);
+    this.tailShare += 0.3 * (this.roundTail / this.roundSamples - this.tailShare);
     this.roundSamples = 0;
     this.roundSlow = 0;
+    this.roundTail = 0;
     // At least 5 %: with no slow idle probe at all (a quiet device), the rule
     // must still grow the window when the probes stay fast.
     const allowed = Math.max(this.idleSlowShare, 0.05);
     const eps = 0.05;
-    const ratio = clamp((allowed + eps) / (this.slowShare + eps), 0.25, 2);
+    let ratio = clamp((allowed + eps) / (this.slowShare + eps), 0.25, 2);
+    if (o.canary.tailFactor > 0) {
+      // The same rule on the tail, with ε at half the allowed share: the
+      // smaller of the two ratios wins.
+      const t = o.canary.tailShare;
+      ratio = Math.min(ratio, clamp((1.5 * t) / (this.tailShare + t / 2), 0.25, 2));
+    }
     const { gamma } = o.parda;
     this.window = clamp((1 - gamma) * this.window + gamma * (ratio * this.window + o.canary.betaBytes), this.minWindow, this.maxWindow);
   }
@@ -910,6 +974,7 @@ class CanaryController extends BaseController {
     this.othersSeen = false;
     this.roundSamples = 0;
     this.roundSlow = 0;
+    this.roundTail = 0;
   }
 
   private endPause(now: number): void {
@@ -918,12 +983,21 @@ class CanaryController extends BaseController {
       // A quantile needs a few samples beyond it; fewer, and the last value stays.
       if (this.idle.length >= Math.max(8, Math.min(o.canary.calibrationProbes, 3 / (1 - o.canary.quantile)))) {
         const sorted = [...this.idle].sort((a, b) => a - b);
-        const q = sorted[Math.min(sorted.length - 1, Math.floor(o.canary.quantile * sorted.length))]!;
-        this.harm = o.canary.factor * q;
-        this.idleSlowShare = sorted.filter((x) => x > this.harm).length / sorted.length;
+        const harm = o.canary.factor * sorted[Math.min(sorted.length - 1, Math.floor(o.canary.quantile * sorted.length))]!;
+        this.kept.push({ harm, slowShare: sorted.filter((x) => x > harm).length / sorted.length });
+        if (this.kept.length > o.canary.calibrationsKept) this.kept.shift();
+        // The lowest: a disturbed calibration is only ever slower.
+        const best = this.kept.reduce((a, b) => (b.harm < a.harm ? b : a));
+        this.harm = best.harm;
+        this.idleSlowShare = best.slowShare;
         this.calibrations++;
       }
-      this.nextCalibrationNs = o.canary.calibrateEveryMs > 0 ? now + o.canary.calibrateEveryMs * 1e6 : Infinity;
+      // The first few come quickly: the one at the start is the likeliest to
+      // be disturbed (seen: 1.2 ms against 0.16 ms ten seconds later, and the
+      // job ran at 7.9x production's p99 until then), and the lowest of the
+      // kept ones is only a check on it once there are several.
+      const everyMs = this.kept.length < o.canary.calibrationsKept ? Math.min(THROTTLE_DEFAULTS.canaryEarlyCalibrationMs, o.canary.calibrateEveryMs) : o.canary.calibrateEveryMs;
+      this.nextCalibrationNs = o.canary.calibrateEveryMs > 0 ? now + everyMs * 1e6 : Infinity;
     }
     // Every pause is a quiet check: with our blocks drained, the storage's
     // I/O beyond our probes' is someone else's. None at all over the quiet
@@ -933,16 +1007,24 @@ class CanaryController extends BaseController {
       this.checks++;
       if (this.othersSeen) {
         this.busyChecks++;
+        this.quietChecks = 0;
         if (this.boostedSinceNs === undefined) this.busyWindow = this.window;
         this.endBoost(now);
       } else if (this.pause === 'check') {
         // Quiet long enough: boost (or stay boosted). Not long enough (probes
         // too slow to fill the window): not boosted.
-        if (quietNs >= this.quietNeededNs()) this.boostedSinceNs ??= now;
-        else this.endBoost(now);
+        if (quietNs < this.quietNeededNs()) {
+          this.quietChecks = 0;
+          this.endBoost(now);
+        } else if (this.boostedSinceNs === undefined && ++this.quietChecks >= o.canary.boostQuietChecks) {
+          this.boostedSinceNs = now;
+          this.quietChecks = 0;
+        }
       }
     }
-    this.nextCheckNs = now + (this.boostedSinceNs !== undefined ? o.canary.boostCheckEveryMs : o.canary.checkEveryMs) * 1e6;
+    // Boosted, or one quiet check short of it: the next check soon.
+    const soon = this.boostedSinceNs !== undefined || this.quietChecks > 0;
+    this.nextCheckNs = now + (soon ? o.canary.boostCheckEveryMs : o.canary.checkEveryMs) * 1e6;
     this.pausedAtNs = undefined;
     this.pause = undefined;
     this.idle = [];
@@ -997,6 +1079,7 @@ class CanaryController extends BaseController {
         smoothedMs: this.probes.smoothedNs / 1e6,
         targetMs: this.harm / 1e6,
         slowShare: this.slowShare,
+        tailShare: this.tailShare,
         calibrations: this.calibrations,
         boost: {
           checks: this.checks,

@@ -98,6 +98,36 @@ describe('throttle wiring', () => {
     }
   });
 
+  it('canary probes read each of their places once before reporting any: the first calibration is not made of cold reads', async () => {
+    const source = await openSource(src);
+    try {
+      const throttle = await JobThrottle.create(resolveThrottleSettings({}), { maxQueueDepth: 16, maxBlockSize: MiB, minBlockSize: 64 * 1024, alignment: 4096 }, source);
+      // Each call records its place and how many probes the controller had seen then.
+      const calls: { offset: number; seen: number }[] = [];
+      const probe = source.probe.bind(source);
+      source.probe = (offset: number, length?: number) => {
+        calls.push({ offset, seen: throttle.report().probes!.count });
+        return probe(offset, length);
+      };
+      throttle.startProbes();
+      while (calls.length < 40) await new Promise((r) => setTimeout(r, 5));
+      await throttle.stop();
+      const places = new Set(calls.slice(0, 16).map((c) => c.offset));
+      expect(places.size).toBe(16);
+      // The first pass and the first reported probe: nothing seen yet.
+      expect(calls.slice(0, 17).every((c) => c.seen === 0)).toBe(true);
+      // From then on every probe is reported (the last one may be cut by stop()).
+      expect(calls[17]!.seen).toBe(1);
+      const reported = throttle.report().probes!.count;
+      expect(calls.length - 16 - reported).toBeGreaterThanOrEqual(0);
+      expect(calls.length - 16 - reported).toBeLessThanOrEqual(1);
+      // Then the same places in the same order.
+      expect(calls.slice(16, 32).map((c) => c.offset)).toEqual(calls.slice(0, 16).map((c) => c.offset));
+    } finally {
+      await source.close();
+    }
+  });
+
   it('the probe interval is an option: 50 ms between probes gives at most one probe per 50 ms of the job', async () => {
     const out = tmp.file('slow-probes.img');
     const s = await imageSource(src, out, { force: true, probeIntervalMs: 50, rateLimit: 20e6 });
