@@ -768,19 +768,22 @@ class PardaController extends WindowController {
  * EWMA, α = 0.3 per round) is the share slower than H, and
  *     W ← (1 − γ) · W + γ · (r · W + β),   r = clamp((a + ε) / (f + ε), ¼, 2)
  * with ε = 0.05: PARDA's rule (Gulati et al., FAST'09) with the share of slow
- * probes in place of the latency. The tail rule takes the smaller of r and the
- * same ratio for the share of probes slower than `tailFactor` · H (2 · H,
+ * probes in place of the latency. The tail rule takes the smaller of r and
+ * the same ratio for the share of probes slower than `tailFactor` · H (2 · H,
  * allowed `tailShare`, 2 %): production's bound is on its p99, and the share
- * above H can stay at its idle level while the tail grows. One probe slower than 4 · H (a burst of
- * production meeting a large window) halves W at once, once per round.
+ * above H can stay at its idle level while the tail grows. β (4 KiB) is also
+ * the window's floor (r ≥ ¼: W ≥ β / (1 − ¼)). One probe slower than 4 · H
+ * (a burst of production meeting a large window) halves W at once, once per
+ * round.
  * H comes from idle probes: before the job, and again in a short pause every
  * `calibrateEveryMs` (no new blocks of ours for up to `pauseMs`; probes that
  * complete after ours drained are idle; the first three a second apart), so
  * it follows a device whose own speed drifts; H is the lowest of the last
- * `calibrationsKept` (3): a disturbed calibration is only ever slower. W becomes the deepest queue (up to maxQueueDepth) of the
- * smallest requests that hold it: at equal throughput, a production request
- * that lands behind a small request of ours waits for less. Below the
- * smallest block's worth, blocks are paced (Little's law).
+ * `calibrationsKept` (3): a disturbed calibration is only ever slower.
+ * W becomes the deepest queue (up to maxQueueDepth) of the smallest requests
+ * that hold it: at equal throughput, a production request that lands behind
+ * a small request of ours waits for less. Below the smallest block's worth,
+ * blocks are paced (Little's law).
  * Without probes it has no signal and keeps its window (JobThrottle runs
  * `parda` instead when it has nothing to probe).
  */
@@ -793,7 +796,7 @@ class CanaryController extends BaseController {
   private readonly maxWindow: number;
   private harm: number;
   private slowShare: number;
-  /** Share of idle probes slower than `harm` (at the last calibration). */
+  /** Share of idle probes slower than `harm` (in the kept calibration `harm` came from). */
   private idleSlowShare: number;
   private roundSamples = 0;
   private roundSlow = 0;
@@ -903,8 +906,9 @@ class CanaryController extends BaseController {
         return;
       }
     }
-    // Boosted, a write we did not make is someone else at work: stop now
-    // rather than at the next check.
+    // A write we did not make is someone else at work: no boost begins on
+    // the quiet checks before it, and a boost stops now rather than at the
+    // next check.
     if (wroteSinceLast) this.quietChecks = 0;
     if (this.boostedSinceNs !== undefined && wroteSinceLast) {
       this.busyWrites++;
