@@ -301,10 +301,8 @@ export class JobThrottle {
     };
     // One unreported pass over the places first: the first calibration is
     // taken from the first probes, and a place read for the first time takes
-    // the medium's time (random 4 KiB reads of a 4 GiB file: ~0.8 ms on an
-    // earlier VM here against ~0.2 ms cached; milliseconds on a disk with
-    // heads), so a first calibration of cold reads would set the harm
-    // latency several times too high for the job's first seconds.
+    // the medium's random-read time (above; milliseconds on a disk with
+    // heads), which would set the harm latency several times too high.
     for (let turn = 0; turn < places; turn++) {
       if (this.#stopped || (await probe(offsetOf(turn))) === undefined) return;
     }
