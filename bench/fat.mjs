@@ -19,7 +19,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  allocatedBytes, dropCaches, ensureFatVolume, fatGeometry, fmtBytes, fsckFat, fsyncFile, GiB, isRoot, machineInfo, median, MiB,
+  allocatedBytes, dropCaches, ensureFatVolume, fatGeometry, fmtBytes, fsckFat, fsyncFile, GiB, isRoot, machineInfo, median,
   need, pairedMedian, Prng, requireBuiltCli, root, run, snapshotLowtide, timed,
 } from './fat-volume.mjs';
 

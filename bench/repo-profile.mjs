@@ -23,7 +23,7 @@ import { mkdir, rename, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  changedExtents, changeFiles, dropCaches, ensureFatVolume, fmtBytes, GiB, median, MiB, root, snapshotLowtide, timed,
+  changedExtents, changeFiles, dropCaches, ensureFatVolume, fmtBytes, GiB, median, root, snapshotLowtide, timed,
 } from './fat-volume.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
