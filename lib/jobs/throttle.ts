@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LowtideError } from '../errors.js';
-import { choiceOption, objectOption } from '../options.js';
+import { choiceOption, numberOption, objectOption } from '../options.js';
 import type { BlockReader } from '../io/reader.js';
 import type { Source } from '../io/source.js';
 import {
@@ -22,7 +22,6 @@ import {
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { autoTargetLatencyMs } from '../throttle/limits.js';
 import { StorageIoCounter } from '../throttle/storage-counters.js';
-import { numberOption } from '../throttle/options.js';
 
 export interface ThrottleSettings {
   /** Controller: 'canary' (default), 'parda', 'aimd', 'threshold', or 'off' (no control, still measured). */
@@ -51,12 +50,9 @@ export interface ResolvedThrottleSettings {
   canaryTuning?: Omit<NonNullable<ThrottleOptions['canary']>, 'calibrate'>;
 }
 
+/** A number greater than 0, or undefined. */
 function positiveNumber(name: string, value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new LowtideError('INVALID_ARGUMENT', `${name}: expected a number greater than 0, got ${String(value)}`);
-  }
-  return value;
+  return numberOption(name, value, undefined, 0, Number.MAX_VALUE, true);
 }
 
 /** Validates the throttle settings of a job's options (other fields are ignored). */

@@ -16,11 +16,9 @@
  * before any arithmetic (see estimator.ts), so no input can produce NaN, a
  * negative delay, or a queue depth or block size out of bounds.
  */
-import { LowtideError } from '../errors.js';
-import { describe, integerOption, objectOption } from '../options.js';
+import { booleanOption, choiceOption, integerOption, invalidOption, numberOption, objectOption } from '../options.js';
 import { LatencyEstimator, type LatencyEstimatorOptions } from './estimator.js';
 import { LatencyHistogram, type HistogramSummary } from './histogram.js';
-import { invalidOption, numberOption } from './options.js';
 
 /** One completed block. */
 export interface LatencySample {
@@ -353,9 +351,6 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
   const ai = objectOption('aimd', o.aimd);
   const pa = objectOption('parda', o.parda);
   const ca = objectOption('canary', o.canary);
-  if (ca.calibrate !== undefined && typeof ca.calibrate !== 'boolean') invalidOption('canary.calibrate', 'a boolean', ca.calibrate);
-  if (ca.boost !== undefined && typeof ca.boost !== 'boolean') invalidOption('canary.boost', 'a boolean', ca.boost);
-  if (ca.resumeBusyWindow !== undefined && typeof ca.resumeBusyWindow !== 'boolean') invalidOption('canary.resumeBusyWindow', 'a boolean', ca.resumeBusyWindow);
   return {
     targetLatencyMs,
     minQueueDepth,
@@ -391,7 +386,7 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
       betaBytes: numberOption('parda.betaBytes', pa.betaBytes, minBlockSize / 4, 0, MAX_BLOCK_SIZE, true),
     },
     canary: {
-      calibrate: (ca.calibrate as boolean | undefined) ?? true,
+      calibrate: booleanOption('canary.calibrate', ca.calibrate, true),
       factor: numberOption('canary.factor', ca.factor, THROTTLE_DEFAULTS.canaryFactor, 1, 100),
       quantile: numberOption('canary.quantile', ca.quantile, THROTTLE_DEFAULTS.canaryQuantile, 0.5, 0.999),
       probesPerRound: integerOption('canary.probesPerRound', ca.probesPerRound, THROTTLE_DEFAULTS.canaryProbesPerRound, 1, 10_000),
@@ -404,13 +399,13 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
           ? (ca.tailFactor ?? THROTTLE_DEFAULTS.canaryTailFactor)
           : invalidOption('canary.tailFactor', '0 (off) or a number from 1 up to 100', ca.tailFactor),
       tailShare: numberOption('canary.tailShare', ca.tailShare, THROTTLE_DEFAULTS.canaryTailShare, 0.001, 0.5),
-      boost: (ca.boost as boolean | undefined) ?? true,
+      boost: booleanOption('canary.boost', ca.boost, true),
       boostQuietChecks: integerOption('canary.boostQuietChecks', ca.boostQuietChecks, THROTTLE_DEFAULTS.canaryBoostQuietChecks, 1, 100),
       boostQueueDepth: integerOption('canary.boostQueueDepth', ca.boostQueueDepth, THROTTLE_DEFAULTS.canaryBoostQueueDepth, 1, MAX_QUEUE_DEPTH),
       boostCheckEveryMs: numberOption('canary.boostCheckEveryMs', ca.boostCheckEveryMs, THROTTLE_DEFAULTS.canaryBoostCheckEveryMs, 1, 60_000),
       checkEveryMs: numberOption('canary.checkEveryMs', ca.checkEveryMs, THROTTLE_DEFAULTS.canaryCheckEveryMs, 1, 86_400_000),
       betaBytes: numberOption('canary.betaBytes', ca.betaBytes, THROTTLE_DEFAULTS.canaryBetaBytes, 0, MAX_BLOCK_SIZE, true),
-      resumeBusyWindow: (ca.resumeBusyWindow as boolean | undefined) ?? true,
+      resumeBusyWindow: booleanOption('canary.resumeBusyWindow', ca.resumeBusyWindow, true),
     },
   };
 }
@@ -1106,7 +1101,7 @@ export function createController(
   name: ControllerName | string = DEFAULT_CONTROLLER,
   options: ThrottleOptions = {},
 ): ThrottleController {
-  switch (name) {
+  switch (choiceOption('throttle', name, CONTROLLER_NAMES, DEFAULT_CONTROLLER)) {
     case 'off':
       return new OffController(options);
     case 'threshold':
@@ -1117,10 +1112,5 @@ export function createController(
       return new PardaController(options);
     case 'canary':
       return new CanaryController(options);
-    default:
-      throw new LowtideError(
-        'INVALID_ARGUMENT',
-        `throttle: expected one of ${CONTROLLER_NAMES.map((n) => JSON.stringify(n)).join(', ')}, got ${describe(name)}`,
-      );
   }
 }

@@ -17,7 +17,7 @@
  * - A completion time `atNs` that is missing, not finite, or earlier than the
  *   latest one seen is replaced by the latest one (the clock never runs back).
  */
-import { numberOption } from './options.js';
+import { numberOption } from '../options.js';
 import { nearestRank } from './histogram.js';
 
 export interface LatencyEstimatorOptions {

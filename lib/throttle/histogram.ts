@@ -12,7 +12,7 @@
  * Memory is one Float64Array of 3968 counters, whatever the number of
  * samples (Float64 counts stay exact up to 2^53 samples).
  */
-import { LowtideError } from '../errors.js';
+import { invalidOption } from '../options.js';
 
 /** Buckets per octave above the linear region: 2^SUB_BITS. */
 const SUB_BITS = 7;
@@ -80,7 +80,7 @@ export interface HistogramSummary {
 
 function checkPercentile(p: number): number {
   if (typeof p !== 'number' || Number.isNaN(p)) {
-    throw new LowtideError('INVALID_ARGUMENT', `percentile: expected a number from 0 to 100, got ${String(p)}`);
+    invalidOption('percentile', 'a number from 0 to 100', p);
   }
   return Math.min(100, Math.max(0, p));
 }

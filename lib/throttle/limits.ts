@@ -6,9 +6,9 @@
  * - autoTargetLatencyMs: the throttling limit derived from an idle probe.
  */
 import { LowtideError } from '../errors.js';
+import { invalidOption, numberOption } from '../options.js';
 import { LatencyEstimator } from './estimator.js';
 import { LatencyHistogram } from './histogram.js';
-import { numberOption } from './options.js';
 
 export interface AdmissionGateOptions {
   /** No new task starts while the storage's latency estimate is above this, ms. */
@@ -25,17 +25,9 @@ export class AdmissionGate {
   readonly admissionLimitMs: number;
 
   constructor(options: AdmissionGateOptions) {
-    this.admissionLimitMs = numberOption(
-      'admissionLimitMs',
-      options?.admissionLimitMs,
-      NaN,
-      0,
-      600_000,
-      true,
-    );
-    if (Number.isNaN(this.admissionLimitMs)) {
-      throw new LowtideError('INVALID_ARGUMENT', 'admissionLimitMs: expected a number greater than 0, got undefined');
-    }
+    this.admissionLimitMs =
+      numberOption('admissionLimitMs', options?.admissionLimitMs, undefined, 0, 600_000, true) ??
+      invalidOption('admissionLimitMs', 'a number greater than 0', undefined);
   }
 
   /**
@@ -74,10 +66,9 @@ export class RateLimiter {
   private lastNs: number | undefined;
 
   constructor(options: RateLimiterOptions) {
-    this.bytesPerSecond = numberOption('bytesPerSecond', options?.bytesPerSecond, NaN, 0, Number.MAX_VALUE, true);
-    if (Number.isNaN(this.bytesPerSecond)) {
-      throw new LowtideError('INVALID_ARGUMENT', 'bytesPerSecond: expected a number greater than 0, got undefined');
-    }
+    this.bytesPerSecond =
+      numberOption('bytesPerSecond', options?.bytesPerSecond, undefined, 0, Number.MAX_VALUE, true) ??
+      invalidOption('bytesPerSecond', 'a number greater than 0', undefined);
     const burstDefault = Math.max(1024 * 1024, this.bytesPerSecond * 0.05);
     this.burstBytes = numberOption('burstBytes', options.burstBytes, burstDefault, 0, Number.MAX_VALUE, true);
     this.tokens = this.burstBytes;

@@ -21,7 +21,7 @@
 import type { LatencySample, ThrottleController, ThrottleDecision } from './controller.js';
 import { LatencyHistogram } from './histogram.js';
 import type { RateLimiter } from './limits.js';
-import { invalidOption, numberOption } from './options.js';
+import { invalidOption, numberOption } from '../options.js';
 
 export interface CompetingLoadPhase {
   startMs: number;
