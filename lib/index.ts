@@ -70,8 +70,8 @@ export {
   type JobThrottleReport,
   type ThrottleState,
 } from './jobs/throttle.js';
+export { createController } from './throttle/create-controller.js';
 export {
-  createController,
   CONTROLLER_NAMES,
   DEFAULT_CONTROLLER,
   type ControllerName,
@@ -79,7 +79,7 @@ export {
   type ThrottleDecision,
   type ThrottleReport,
   type LatencySample,
-} from './throttle/controller.js';
+} from './throttle/types.js';
 export { AdmissionGate, RateLimiter, autoTargetLatencyMs } from './throttle/limits.js';
 export { readPartitions, openVolume, FatVolume, AllocationMap } from './fs/index.js';
 export type { Partition, PartitionTable, DirEntry, FatVolumeInfo, FatType } from './fs/index.js';

@@ -23,7 +23,7 @@ import {
 import { listFiles, extractPath, describeDisk, listBackupFiles, extractFromBackup } from '../jobs/files.js';
 import { backupMany } from '../jobs/backup-many.js';
 import type { ThrottleState } from '../jobs/throttle.js';
-import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName } from '../throttle/controller.js';
+import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName } from '../throttle/types.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 
 /** Errors that mean "the command line is wrong" rather than "the work failed". */

@@ -9,16 +9,16 @@ import { LowtideError } from '../errors.js';
 import { choiceOption, numberOption, objectOption } from '../options.js';
 import type { BlockReader } from '../io/reader.js';
 import type { Source } from '../io/source.js';
+import type { ThrottleOptions } from '../throttle/controller-options.js';
+import { createController } from '../throttle/create-controller.js';
 import {
   CONTROLLER_NAMES,
   DEFAULT_CONTROLLER,
-  createController,
   type ControllerName,
   type ThrottleController,
   type ThrottleDecision,
   type ThrottleReport,
-  type ThrottleOptions,
-} from '../throttle/controller.js';
+} from '../throttle/types.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { autoTargetLatencyMs } from '../throttle/limits.js';
 import { StorageIoCounter } from '../throttle/storage-counters.js';

@@ -14,22 +14,25 @@ export {
   type WindowPercentiles,
   type SampleVerdict,
 } from './estimator.js';
+export { createController } from './create-controller.js';
 export {
-  createController,
   resolveThrottleOptions,
-  boundDecision,
+  THROTTLE_DEFAULTS,
+  type ThrottleOptions,
+  type ResolvedThrottleOptions,
+} from './controller-options.js';
+export { boundDecision } from './decision.js';
+export {
   CONTROLLER_NAMES,
   DEFAULT_CONTROLLER,
-  THROTTLE_DEFAULTS,
   type ControllerName,
   type LatencySample,
   type ThrottleDecision,
   type ThrottleController,
-  type ThrottleOptions,
-  type ResolvedThrottleOptions,
   type ThrottleReport,
   type DistributionEntry,
-} from './controller.js';
+  type BoostReport,
+} from './types.js';
 export {
   AdmissionGate,
   RateLimiter,

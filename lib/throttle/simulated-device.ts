@@ -18,7 +18,7 @@
  * flight and issues each one at least delayMs after the previous one (and,
  * with a RateLimiter, after the limiter's delay).
  */
-import type { LatencySample, ThrottleController, ThrottleDecision } from './controller.js';
+import type { LatencySample, ThrottleController, ThrottleDecision } from './types.js';
 import { LatencyHistogram } from './histogram.js';
 import type { RateLimiter } from './limits.js';
 import { invalidOption, numberOption } from '../options.js';

@@ -1,0 +1,136 @@
+/**
+ * What every throttling controller takes and gives: latency samples in;
+ * delay before the next block, queue depth and request size out. The
+ * control laws are documented in docs/throttle.md.
+ *
+ * Contract with the job that drives a controller:
+ * - observe() once for every completed block (read or write) with its
+ *   latency, its size and its monotonic completion time;
+ * - decide() once before issuing each block; the job waits `delayMs` since
+ *   it issued the previous block (pacing), keeps at most `queueDepth` blocks
+ *   in flight and makes the next request `blockSize` bytes long;
+ * - report() at the end (or whenever) for the manifest and `--json`.
+ *
+ * Every decision is clamped to the configured bounds, and garbage samples
+ * (NaN, ±Infinity, negative, zero, absurdly large) are ignored or clamped
+ * before any arithmetic (see estimator.ts), so no input can produce NaN, a
+ * negative delay, or a queue depth or block size out of bounds.
+ */
+import type { ResolvedThrottleOptions } from './controller-options.js';
+import type { LatencyEstimator } from './estimator.js';
+import type { HistogramSummary } from './histogram.js';
+
+export const CONTROLLER_NAMES = ['canary', 'threshold', 'aimd', 'parda', 'off'] as const;
+export type ControllerName = (typeof CONTROLLER_NAMES)[number];
+/** The controller used when none is named (see docs/throttle.md for why). */
+export const DEFAULT_CONTROLLER: ControllerName = 'canary';
+
+/** One completed block. */
+export interface LatencySample {
+  /** Submit-to-complete time in nanoseconds. */
+  latencyNs: number;
+  /** Bytes the block carried. */
+  bytes: number;
+  /** Monotonic completion time in nanoseconds (any origin, never decreasing). */
+  atNs: number;
+  /**
+   * Probes only, optional: I/Os the storage under the source has completed
+   * so far (reads and writes, merged ones included: /sys/block/X/stat),
+   * read after this probe completed. `canary` counts others' I/O with it
+   * while its own blocks are drained (see the quiet checks in docs/throttle.md).
+   */
+  deviceIos?: number;
+  /**
+   * Probes only, optional: the writes alone among `deviceIos`, given only
+   * when the job itself does not write to that storage. While boosted,
+   * `canary` ends the boost at the first write it did not make.
+   */
+  deviceWrites?: number;
+}
+
+/** What to do for the next block. */
+export interface ThrottleDecision {
+  /** Minimum time between issuing the previous block and the next one, in ms. */
+  delayMs: number;
+  /** Blocks to keep in flight at most. */
+  queueDepth: number;
+  /** Size of the next request in bytes (a multiple of `alignment`). */
+  blockSize: number;
+}
+
+/** One row of a queue-depth or block-size distribution. */
+export interface DistributionEntry {
+  /** The queue depth or block size. */
+  value: number;
+  /** Decisions that chose it. */
+  decisions: number;
+  /** Time spent with it in force, from one decision to the next (ms of sample time). */
+  timeMs: number;
+}
+
+/** `canary`'s quiet checks: how many, what they found, and the time boosted. */
+export interface BoostReport {
+  /** Quiet checks (and calibrations) that counted the storage's I/O. */
+  checks: number;
+  /** Checks that found the storage in use by others. */
+  busy: number;
+  /** Boosts ended by a write the job did not make. */
+  endedByWrites: number;
+  boostedMs: number;
+  enabled: boolean;
+  /** Whether the probes carried the storage's I/O count. */
+  deviceCounters: boolean;
+}
+
+export interface ThrottleReport {
+  controller: ControllerName;
+  targetLatencyMs: number;
+  /** Samples accepted (clamped ones included). */
+  samples: number;
+  /** Samples ignored as garbage (NaN, infinite, negative, zero). */
+  invalidSamples: number;
+  /** Samples above the estimator's ceiling, used as the ceiling. */
+  clampedSamples: number;
+  /** Bytes carried by the accepted samples. */
+  bytes: number;
+  decisions: number;
+  /** Sum of the delays handed out, in ms. */
+  delayedMs: number;
+  /** Latency of the accepted samples. */
+  latency: HistogramSummary;
+  /** Ascending by queue depth. */
+  queueDepth: DistributionEntry[];
+  /** Ascending by block size. */
+  blockSize: DistributionEntry[];
+  /** `canary` only: the probes and the target they set. */
+  probes?: {
+    count: number;
+    invalid: number;
+    smoothedMs: number;
+    targetMs: number;
+    slowShare: number;
+    /** Smoothed share of probes slower than tailFactor × targetMs (0 with the tail rule off). */
+    tailShare: number;
+    calibrations: number;
+    boost: BoostReport;
+  };
+}
+
+export interface ThrottleController {
+  readonly name: ControllerName;
+  /** The validated options in force. */
+  readonly options: ResolvedThrottleOptions;
+  /** The latency estimate (smoothed value and window percentiles), for progress and admission. */
+  readonly latency: LatencyEstimator;
+  observe(sample: LatencySample): void;
+  /**
+   * One completed probe: a small read of someone else's kind (4 KiB, one at a
+   * time) issued beside the job, whose latency is what production's requests
+   * see. Only `canary` acts on probes; the others ignore them.
+   */
+  observeProbe(sample: LatencySample): void;
+  /** `canary`: the probes' smoothed latency and the latency that counts as harm, ns; others: undefined. */
+  probeState(): { latencyNs: number; targetNs: number } | undefined;
+  decide(): ThrottleDecision;
+  report(): ThrottleReport;
+}
