@@ -1,4 +1,5 @@
 import { BaseController } from './base-controller.js';
+import { HarmCalibration } from './canary-calibration.js';
 import { THROTTLE_DEFAULTS, type ThrottleOptions } from './controller-options.js';
 import { clamp, pacedDecision, pacingLatencyNs } from './decision.js';
 import { LatencyEstimator } from './estimator.js';
@@ -25,11 +26,9 @@ import type { LatencySample, ThrottleDecision, ThrottleReport } from './types.js
  * the window's floor (r ≥ ¼: W ≥ β / (1 − ¼)). One probe slower than 4 · H
  * (a burst of production meeting a large window) halves W at once, once per
  * round.
- * H comes from idle probes: before the job, and again in a short pause every
- * `calibrateEveryMs` (no new blocks of ours for up to `pauseMs`; probes that
- * complete after ours drained are idle; the first three a second apart), so
- * it follows a device whose own speed drifts; H is the lowest of the last
- * `calibrationsKept` (3): a disturbed calibration is only ever slower.
+ * H comes from idle probes in calibration pauses: before the job, and
+ * again every `calibrateEveryMs` (canary-calibration.ts), so it follows a
+ * device whose own speed drifts.
  * W becomes the deepest queue (up to maxQueueDepth) of the smallest requests
  * that hold it: at equal throughput, a production request that lands behind
  * a small request of ours waits for less. Below the smallest block's worth,
@@ -44,21 +43,15 @@ export class CanaryController extends BaseController {
   private window: number;
   private readonly minWindow: number;
   private readonly maxWindow: number;
-  private harm: number;
-  private slowShare: number;
-  /** Share of idle probes slower than `harm` (in the kept calibration `harm` came from). */
-  private idleSlowShare: number;
+  private readonly calibration: HarmCalibration;
+  /** EWMA of the share of probes slower than the harm latency. */
+  private slowShare = 0;
   private roundSamples = 0;
   private roundSlow = 0;
   private roundTail = 0;
   /** EWMA of the share of probes slower than tailFactor × harm. */
   private tailShare = 0;
   private pausedAtNs: number | undefined;
-  private nextCalibrationNs: number | undefined;
-  private idle: number[] = [];
-  /** The last `calibrationsKept` calibrations: harm latency and the share of their idle probes slower. */
-  private kept: { harm: number; slowShare: number }[] = [];
-  private calibrations = 0;
   private probeCount = 0;
   private lastCutAt = -Infinity;
   private pause: 'calibrate' | 'check' | undefined;
@@ -96,13 +89,24 @@ export class CanaryController extends BaseController {
     this.busyWindow = this.window;
     // Until a calibration says otherwise (and for good with a fixed target),
     // no probe is expected to be slower than H.
-    this.harm = this.targetNs;
-    this.idleSlowShare = 0;
-    this.slowShare = 0;
+    const c = o.canary;
+    this.calibration = new HarmCalibration(
+      {
+        calibrate: c.calibrate,
+        factor: c.factor,
+        quantile: c.quantile,
+        calibrationProbes: c.calibrationProbes,
+        calibrationsKept: c.calibrationsKept,
+        calibrateEveryMs: c.calibrateEveryMs,
+        pauseMs: c.pauseMs,
+        earlyEveryMs: THROTTLE_DEFAULTS.canaryEarlyCalibrationMs,
+      },
+      this.targetNs,
+    );
   }
 
   override probeState(): { latencyNs: number; targetNs: number } {
-    return { latencyNs: this.probes.smoothedNs, targetNs: this.harm };
+    return { latencyNs: this.probes.smoothedNs, targetNs: this.calibration.harmNs };
   }
 
   protected override nowNs(): number {
@@ -128,10 +132,10 @@ export class CanaryController extends BaseController {
       // ones; the storage's I/O counted between them is the probes' and others'.
       const settleNs =
         this.pause === 'calibrate'
-          ? Math.min(Math.max(2 * this.latency.smoothedNs, 10e6), (o.canary.pauseMs * 1e6) / 2)
+          ? this.calibration.settleNs(this.latency.smoothedNs)
           : Math.min(Math.max(1.25 * this.latency.recentMedianNs(), 1e6), 20e6);
       if (now - this.pausedAtNs >= settleNs) {
-        if (this.pause === 'calibrate') this.idle.push(v);
+        if (this.pause === 'calibrate') this.calibration.addIdle(v);
         if (ios !== undefined) {
           this.quietFrom ??= { atNs: now, ios, probes: this.probeCount };
           this.quietTo = { atNs: now, ios, probes: this.probeCount };
@@ -142,19 +146,14 @@ export class CanaryController extends BaseController {
       const needNs = this.quietNeededNs();
       const done =
         this.pause === 'calibrate'
-          ? this.idle.length >= o.canary.calibrationProbes || now - this.pausedAtNs >= o.canary.pauseMs * 1e6
+          ? this.calibration.done(now - this.pausedAtNs)
           : this.othersSeen || quietNs >= needNs || now - this.pausedAtNs >= needNs + 50e6;
       if (done) this.endPause(now);
       return;
     }
-    if (o.canary.calibrate) {
-      // The first calibration is at the first probe: before the job's first
-      // blocks are out, the pause costs nothing.
-      this.nextCalibrationNs ??= now;
-      if (now >= this.nextCalibrationNs) {
-        this.startPause('calibrate', now);
-        return;
-      }
+    if (this.calibration.due(now)) {
+      this.startPause('calibrate', now);
+      return;
     }
     // A write we did not make is someone else at work: no boost begins on
     // the quiet checks before it, and a boost stops now rather than at the
@@ -176,17 +175,19 @@ export class CanaryController extends BaseController {
     // anyone else is there: they say nothing, and the window rule rests
     // until a quiet check ends the boost.
     if (this.boostedSinceNs !== undefined) return;
+    const harm = this.calibration.harmNs;
+    const idleSlowShare = this.calibration.idleSlowShare;
     this.roundSamples++;
-    if (v > this.harm) this.roundSlow++;
-    if (o.canary.tailFactor > 0 && v > o.canary.tailFactor * this.harm) this.roundTail++;
+    if (v > harm) this.roundSlow++;
+    if (o.canary.tailFactor > 0 && v > o.canary.tailFactor * harm) this.roundTail++;
     // A probe far slower than the harm latency (production arriving in a
     // burst, while the window is large) halves the window at once, at most
     // once per round: a round of waiting would let the burst meet our whole
     // queue for tens of milliseconds.
-    if (v > 4 * this.harm && this.probeCount - this.lastCutAt >= o.canary.probesPerRound) {
+    if (v > 4 * harm && this.probeCount - this.lastCutAt >= o.canary.probesPerRound) {
       this.lastCutAt = this.probeCount;
       this.window = clamp(this.window / 2, this.minWindow, this.maxWindow);
-      this.slowShare = Math.max(this.slowShare, (this.idleSlowShare + 1) / 2);
+      this.slowShare = Math.max(this.slowShare, (idleSlowShare + 1) / 2);
     }
     if (this.roundSamples < o.canary.probesPerRound) return;
     this.slowShare += 0.3 * (this.roundSlow / this.roundSamples - this.slowShare);
@@ -196,7 +197,7 @@ export class CanaryController extends BaseController {
     this.roundTail = 0;
     // At least 5 %: with no slow idle probe at all (a quiet device), the rule
     // must still grow the window when the probes stay fast.
-    const allowed = Math.max(this.idleSlowShare, 0.05);
+    const allowed = Math.max(idleSlowShare, 0.05);
     const eps = 0.05;
     let ratio = clamp((allowed + eps) / (this.slowShare + eps), 0.25, 2);
     if (o.canary.tailFactor > 0) {
@@ -222,7 +223,7 @@ export class CanaryController extends BaseController {
   private startPause(kind: 'calibrate' | 'check', now: number): void {
     this.pausedAtNs = now;
     this.pause = kind;
-    this.idle = [];
+    if (kind === 'calibrate') this.calibration.begin();
     this.quietFrom = undefined;
     this.quietTo = undefined;
     this.othersSeen = false;
@@ -233,25 +234,7 @@ export class CanaryController extends BaseController {
 
   private endPause(now: number): void {
     const o = this.options;
-    if (this.pause === 'calibrate') {
-      // A quantile needs a few samples beyond it; fewer, and the last value stays.
-      if (this.idle.length >= Math.max(8, Math.min(o.canary.calibrationProbes, 3 / (1 - o.canary.quantile)))) {
-        const sorted = [...this.idle].sort((a, b) => a - b);
-        const harm = o.canary.factor * sorted[Math.min(sorted.length - 1, Math.floor(o.canary.quantile * sorted.length))]!;
-        this.kept.push({ harm, slowShare: sorted.filter((x) => x > harm).length / sorted.length });
-        if (this.kept.length > o.canary.calibrationsKept) this.kept.shift();
-        // The lowest: a disturbed calibration is only ever slower.
-        const best = this.kept.reduce((a, b) => (b.harm < a.harm ? b : a));
-        this.harm = best.harm;
-        this.idleSlowShare = best.slowShare;
-        this.calibrations++;
-      }
-      // The first few come quickly: the one at the start is the likeliest to
-      // be disturbed, and the lowest of the kept ones is only a check on it
-      // once there are several.
-      const everyMs = this.kept.length < o.canary.calibrationsKept ? Math.min(THROTTLE_DEFAULTS.canaryEarlyCalibrationMs, o.canary.calibrateEveryMs) : o.canary.calibrateEveryMs;
-      this.nextCalibrationNs = now + everyMs * 1e6;
-    }
+    if (this.pause === 'calibrate') this.calibration.finish(now);
     // Every pause is a quiet check: with our blocks drained, the storage's
     // I/O beyond our probes' is someone else's. None at all over the quiet
     // window: boost; any: back to the window rule (where it was before).
@@ -280,7 +263,6 @@ export class CanaryController extends BaseController {
     this.nextCheckNs = now + (soon ? o.canary.boostCheckEveryMs : o.canary.checkEveryMs) * 1e6;
     this.pausedAtNs = undefined;
     this.pause = undefined;
-    this.idle = [];
   }
 
   /**
@@ -317,7 +299,7 @@ export class CanaryController extends BaseController {
       return { delayMs: 0, queueDepth: clamp(Math.round(w / size), o.minQueueDepth, o.maxQueueDepth), blockSize: size };
     }
     // Paced with our own smoothed latency; before any, the probes'.
-    return pacedDecision(o, w, this.latency.count > 0 ? pacingLatencyNs(this.latency) : this.probes.smoothedNs || this.harm);
+    return pacedDecision(o, w, this.latency.count > 0 ? pacingLatencyNs(this.latency) : this.probes.smoothedNs || this.calibration.harmNs);
   }
 
   override report(): ThrottleReport {
@@ -328,10 +310,10 @@ export class CanaryController extends BaseController {
         count: this.probeCount,
         invalid: this.probes.invalid,
         smoothedMs: this.probes.smoothedNs / 1e6,
-        targetMs: this.harm / 1e6,
+        targetMs: this.calibration.harmNs / 1e6,
         slowShare: this.slowShare,
         tailShare: this.tailShare,
-        calibrations: this.calibrations,
+        calibrations: this.calibration.count,
         boost: {
           checks: this.checks,
           busy: this.busyChecks,
