@@ -15,7 +15,8 @@
 //    "latP99Ms":...,"latMeanMs":...,"smoothedMs":...,"qd":...,"blockSize":...,"delayMs":...}
 //   {"type":"summary","tStart":...,"tStop":...,"bytes":...,"report":{...},"cpuMs":...,"maxRssMiB":...}
 import { openSource } from '../dist/index.js';
-import { JobThrottle, probeIdleLatency, resolveThrottleSettings } from '../dist/jobs/throttle.js';
+import { JobThrottle, probeIdleLatency } from '../dist/throttle/job-throttle.js';
+import { resolveThrottleSettings } from '../dist/throttle/job-settings.js';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 const {
@@ -35,7 +36,7 @@ const {
   // canary's time between probes (default: the library's).
   probeIntervalMs,
   // Experiments only (env BENCH_CANARY_VARIANTS): canary tuning overrides,
-  // e.g. {"factor":1.15} (lib/jobs/throttle.ts canaryTuning).
+  // e.g. {"factor":1.15} (lib/throttle/job-settings.ts canaryTuning).
   canaryTuning,
 } = cfg;
 if (!file) {

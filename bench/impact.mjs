@@ -153,7 +153,7 @@ if (!CHART_FROM) {
 need('fio', 'fio');
 need('dd', 'coreutils');
 }
-for (const f of ['dist/index.js', 'dist/jobs/throttle.js']) {
+for (const f of ['dist/index.js', 'dist/throttle/job-throttle.js', 'dist/throttle/job-settings.js']) {
   if (!existsSync(join(root, f))) {
     console.error(`${f} is missing: run \`npx tsc -p tsconfig.json\` (and build the addon) first`);
     process.exit(1);

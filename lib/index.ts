@@ -62,14 +62,8 @@ export {
   type BackupExtractResult,
   type DiskInfo,
 } from './jobs/files.js';
-export {
-  JobThrottle,
-  resolveThrottleSettings,
-  probeIdleLatency,
-  type ThrottleSettings,
-  type JobThrottleReport,
-  type ThrottleState,
-} from './jobs/throttle.js';
+export { JobThrottle, probeIdleLatency, type JobThrottleReport, type ThrottleState } from './throttle/job-throttle.js';
+export { resolveThrottleSettings, type ThrottleSettings } from './throttle/job-settings.js';
 export { createController } from './throttle/create-controller.js';
 export {
   CONTROLLER_NAMES,

@@ -22,7 +22,7 @@ import {
 } from '../index.js';
 import { listFiles, extractPath, describeDisk, listBackupFiles, extractFromBackup } from '../jobs/files.js';
 import { backupMany } from '../jobs/backup-many.js';
-import type { ThrottleState } from '../jobs/throttle.js';
+import type { ThrottleState } from '../throttle/job-throttle.js';
 import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName } from '../throttle/types.js';
 import { formatBytes, formatRate, ProgressBar } from './progress.js';
 

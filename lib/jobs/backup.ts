@@ -27,7 +27,8 @@ import { newBackupId, type BackupStats, type Manifest, type SourceIdentity } fro
 import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { summarizeLatency } from './image.js';
-import { JobThrottle, resolveThrottleSettings, singleJobThrottleSettings, type ThrottleSettings, type ThrottleState } from './throttle.js';
+import { JobThrottle, type ThrottleState } from '../throttle/job-throttle.js';
+import { resolveThrottleSettings, singleJobThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
 import { randomBytes } from 'node:crypto';
 
 export interface BackupOptions extends ThrottleSettings {

@@ -23,7 +23,8 @@ import { MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { planImage, type ImagePlan } from '../fs/plan.js';
 import { EarlyWriteback } from './writeback.js';
-import { JobThrottle, singleJobThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
+import { JobThrottle, type JobThrottleReport, type ThrottleState } from '../throttle/job-throttle.js';
+import { singleJobThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
 
 export interface ImageOptions extends ThrottleSettings {
   /** Largest read request size (default 1 MiB); the throttle may use smaller ones. */

@@ -16,7 +16,8 @@ import { openRepository, Repository } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
 import { native } from '../native.js';
 import { EarlyWriteback } from './writeback.js';
-import { JobThrottle, singleJobThrottleSettings, type JobThrottleReport, type ThrottleSettings, type ThrottleState } from './throttle.js';
+import { JobThrottle, type JobThrottleReport, type ThrottleState } from '../throttle/job-throttle.js';
+import { singleJobThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
 
 export interface RestoreOptions extends ThrottleSettings {
   repository: string | Repository;

@@ -51,3 +51,19 @@ export {
 } from './simulated-device.js';
 export { parseDiskstats, diskActivity, type DiskStats, type DiskActivity } from './diskstats.js';
 export { StorageIoCounter, storageDevices } from './storage-counters.js';
+export {
+  JobThrottle,
+  probeIdleLatency,
+  type JobThrottleReport,
+  type ThrottleState,
+  type ThrottleBounds,
+  type ProbeTarget,
+  type ThrottledReader,
+} from './job-throttle.js';
+export {
+  resolveThrottleSettings,
+  singleJobThrottleSettings,
+  PROBE_INTERVAL_MS,
+  type ThrottleSettings,
+  type ResolvedThrottleSettings,
+} from './job-settings.js';

@@ -1,97 +1,49 @@
 /**
- * Wiring of lib/throttle into jobs: options, the idle-latency probe behind
- * `latencyTarget: 'auto'`, and a JobThrottle that turns every completed block
- * into a controller decision applied to the reader (queue depth, request size,
- * pacing between submissions).
+ * A job's throttle: the controller for its settings, the idle-latency probe
+ * behind `latencyTarget: 'auto'`, the `canary`'s probes beside the job, and
+ * every completed block turned into a decision applied to the reader (queue
+ * depth, request size, pacing between submissions).
+ *
+ * It sees the storage through two narrow interfaces, ProbeTarget and
+ * ThrottledReader (an io Source and BlockReader are both), and knows
+ * nothing of files or repositories.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LowtideError } from '../errors.js';
-import { choiceOption, numberOption, objectOption } from '../options.js';
-import type { BlockReader } from '../io/reader.js';
-import type { Source } from '../io/source.js';
-import type { ThrottleOptions } from '../throttle/controller-options.js';
-import { createController } from '../throttle/create-controller.js';
-import {
-  CONTROLLER_NAMES,
-  DEFAULT_CONTROLLER,
-  type ControllerName,
-  type ThrottleController,
-  type ThrottleDecision,
-  type ThrottleReport,
-} from '../throttle/types.js';
-import { LatencyHistogram } from '../throttle/histogram.js';
-import { autoTargetLatencyMs } from '../throttle/limits.js';
-import { StorageIoCounter } from '../throttle/storage-counters.js';
+import { createController } from './create-controller.js';
+import { LatencyHistogram } from './histogram.js';
+import { PROBE_INTERVAL_MS, type ResolvedThrottleSettings } from './job-settings.js';
+import { autoTargetLatencyMs } from './limits.js';
+import { StorageIoCounter } from './storage-counters.js';
+import type { ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
 
-export interface ThrottleSettings {
-  /** Controller: 'canary' (default), 'parda', 'aimd', 'threshold', or 'off' (no control, still measured). */
-  throttle?: ControllerName;
-  /** Throttling limit in ms, or 'auto' (default): measured from a short idle probe before the job. */
-  latencyTarget?: number | 'auto';
-  /** Admission limit in ms: no new task starts on a storage whose latency is above it. */
-  admissionLimit?: number;
-  /** A fixed cap in bytes per second, applied on top of the controller. */
-  rateLimit?: number;
-  /** `canary`: time between two probes, ms (default PROBE_INTERVAL_MS, 0.5 to 1000). */
-  probeIntervalMs?: number;
+/** The storage a job throttles for: something it can read at an offset, timed. */
+export interface ProbeTarget {
+  /** Where it is (for its storage's I/O counters, and messages). */
+  readonly path: string;
+  readonly size: number;
+  /** Offsets and lengths of reads are multiples of it. */
+  readonly sectorSize: number;
+  /** Reads `length` bytes at `offset` and discards them; resolves with the read's latency, ns. */
+  probe(offset: number, length: number): Promise<number>;
+  /** Reads the extents through the block reader, as a job does; each block comes with its latency, ns. */
+  read(
+    extents: readonly { offset: number; length: number }[],
+    options: { blockSize: number; queueDepth: number; maxQueueDepth: number; heldBuffers: number; signal?: AbortSignal | undefined },
+  ): AsyncIterable<{ latencyNs: number }>;
 }
 
-export interface ResolvedThrottleSettings {
-  throttle: ControllerName;
-  latencyTarget: number | 'auto';
-  admissionLimit: number | undefined;
-  rateLimit: number | undefined;
-  probeIntervalMs: number;
-  /**
-   * Experiments only (bench:impact's BENCH_CANARY_VARIANTS): overrides of the
-   * `canary` controller's tuning (docs/throttle.md), checked by the
-   * controller's own option validation. No public option sets it.
-   */
-  canaryTuning?: Omit<NonNullable<ThrottleOptions['canary']>, 'calibrate'>;
-}
-
-/** A number greater than 0, or undefined. */
-function positiveNumber(name: string, value: unknown): number | undefined {
-  return numberOption(name, value, undefined, 0, Number.MAX_VALUE, true);
-}
-
-/** Validates the throttle settings of a job's options (other fields are ignored). */
-export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSettings {
-  const s = objectOption('throttle settings', settings);
-  const throttle = choiceOption<ControllerName>('throttle', s.throttle, CONTROLLER_NAMES, DEFAULT_CONTROLLER);
-  const latencyTarget = s.latencyTarget === undefined || s.latencyTarget === 'auto' ? 'auto' : positiveNumber('latencyTarget', s.latencyTarget)!;
-  const probeIntervalMs = numberOption('probeIntervalMs', s.probeIntervalMs, PROBE_INTERVAL_MS, 0.5, 1000);
-  // Only canary probes: with another controller the setting would be ignored.
-  if (s.probeIntervalMs !== undefined && throttle !== 'canary') {
-    throw new LowtideError('INVALID_ARGUMENT', `probeIntervalMs: only the canary controller probes, and throttle is '${throttle}'`);
-  }
-  return {
-    throttle,
-    latencyTarget,
-    // (Only backupMany() acts on it; single jobs reject it, see singleJobThrottleSettings.)
-    admissionLimit: positiveNumber('admissionLimit', s.admissionLimit),
-    rateLimit: positiveNumber('rateLimit', s.rateLimit),
-    probeIntervalMs,
-  };
-}
-
-/** For a single job: an admission limit would be ignored, so it is an error. */
-export function singleJobThrottleSettings(settings: unknown): ResolvedThrottleSettings {
-  const r = resolveThrottleSettings(settings);
-  if (r.admissionLimit !== undefined) {
-    throw new LowtideError(
-      'INVALID_ARGUMENT',
-      'admissionLimit: only backupMany() uses an admission limit (it decides when the next of several jobs starts); a single job has none',
-    );
-  }
-  return r;
+/** A reader whose knobs a throttle turns while it runs. */
+export interface ThrottledReader {
+  setQueueDepth(queueDepth: number): void;
+  setBlockSize(blockSize: number): void;
+  setPacing(delayMs: number): void;
 }
 
 /**
  * Reads up to `count` blocks one at a time (queue depth 1), spread over the
  * source, and records their latency: the storage's idle latency for this request size.
  */
-export async function probeIdleLatency(source: Source, blockSize: number, signal?: AbortSignal, count = 32): Promise<LatencyHistogram> {
+export async function probeIdleLatency(source: ProbeTarget, blockSize: number, signal?: AbortSignal, count = 32): Promise<LatencyHistogram> {
   const h = new LatencyHistogram();
   const bs = Math.min(blockSize, Math.floor(source.size / source.sectorSize) * source.sectorSize);
   if (bs <= 0) return h;
@@ -111,8 +63,6 @@ export interface ThrottleBounds {
   alignment: number;
 }
 
-/** Time between two probes of the `canary` controller (one in flight at a time). */
-export const PROBE_INTERVAL_MS = 2;
 /** Places the probes read, in turn. */
 const PROBE_PLACES = 16;
 
@@ -148,11 +98,11 @@ export class JobThrottle {
   readonly controller: ThrottleController;
   readonly #rate: number | undefined;
   readonly #target: JobThrottleReport['target'];
-  readonly #probeSource: Source | undefined;
+  readonly #probeSource: ProbeTarget | undefined;
   readonly #probeIntervalMs: number;
   readonly #fallback: string | undefined;
   #decision: ThrottleDecision;
-  #reader: BlockReader | undefined;
+  #reader: ThrottledReader | undefined;
   #pacedMs = 0;
   #probing: Promise<void> | undefined;
   #stopped = false;
@@ -166,7 +116,7 @@ export class JobThrottle {
     controller: ThrottleController,
     target: JobThrottleReport['target'],
     rate: number | undefined,
-    probeSource: Source | undefined,
+    probeSource: ProbeTarget | undefined,
     fallback: string | undefined,
     probeIntervalMs = PROBE_INTERVAL_MS,
   ) {
@@ -184,7 +134,7 @@ export class JobThrottle {
    * to probe, the target comes from an idle probe of that source; without a
    * source to probe, the controller's default target applies.
    */
-  static async create(settings: ResolvedThrottleSettings, bounds: ThrottleBounds, probeSource?: Source, signal?: AbortSignal): Promise<JobThrottle> {
+  static async create(settings: ResolvedThrottleSettings, bounds: ThrottleBounds, probeSource?: ProbeTarget, signal?: AbortSignal): Promise<JobThrottle> {
     const base = {
       maxQueueDepth: bounds.maxQueueDepth,
       maxBlockSize: bounds.maxBlockSize,
@@ -247,7 +197,7 @@ export class JobThrottle {
    * Applies the decision in force to a reader, and every later one too.
    * Starts the probes of `canary`; call stop() when the job ends.
    */
-  attach(reader: BlockReader): void {
+  attach(reader: ThrottledReader): void {
     this.#reader = reader;
     this.#apply();
     this.startProbes();
@@ -269,7 +219,7 @@ export class JobThrottle {
     this.#counter?.close();
   }
 
-  async #probeLoop(source: Source): Promise<void> {
+  async #probeLoop(source: ProbeTarget): Promise<void> {
     const length = Math.max(4096, source.sectorSize);
     const slots = Math.floor(source.size / length);
     if (slots < 1) {
@@ -281,8 +231,9 @@ export class JobThrottle {
     // controller's cache), so a probe measures the queue in front of them,
     // which is what the job's requests lengthen, and not the medium's
     // random-read time, which the job does not change. (Random places on a
-    // 4 GiB file here: ~0.8 ms idle, noise that hid a 3x rise of
-    // production's p99; the same places again: the cache-hit latency.)
+    // virtual disk's 4 GiB file take ~0.8 ms idle, noise larger than a 3x
+    // rise of production's p99; the same places again take the cache-hit
+    // latency.)
     const places = Math.min(PROBE_PLACES, slots);
     const offsetOf = (turn: number): number => Math.floor(((turn % places) + 0.5) * (slots / places)) * length;
     const probe = async (offset: number): Promise<number | undefined> => {
