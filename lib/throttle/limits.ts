@@ -124,10 +124,10 @@ export interface AutoTargetOptions {
  * controllers shrink requests below the largest size as soon as production's
  * own requests add to the latency. The median, not a tail percentile: the
  * probe runs beside production and is short (a p99 of 32 samples is their
- * maximum), and on the project's benchmark a tail floor made the target
- * up to 70 times the median (13 to 42 ms for a 0.6 ms median) and the job
- * as aggressive as no throttle at all (bench/impact.mjs; the rule used to be
- * max(2 · p50, p99); `{ multiplier: 2, floorPercentile: 99 }` gives it back).
+ * maximum), so one stalled read sets a tail floor, and on a virtual disk that
+ * floor can be 20 to 70 times the median (13 to 42 ms for a 0.6 ms median):
+ * a target the job never reaches, as aggressive as no throttle at all.
+ * `{ multiplier: 2, floorPercentile: 99 }` gives the rule max(2 · p50, p99).
  * The `threshold` controller, which never shrinks requests, may then sit at
  * its longest delay while production runs: a target at the largest block's
  * own median leaves it no room (its known weakness, see docs/throttle.md).

@@ -56,9 +56,8 @@ describe('canary on the simulated device', () => {
     // With nobody else on the device the probes still wait behind the job's
     // own queue, as a production request arriving would: canary keeps that
     // queue short on purpose, so it does not return to the unthrottled rate.
-    // (Here, until the next calibration, H is still the p90 of probes that
-    // met production: 25 -> 34 MB/s with the defaults; 95 -> 106 MB/s with
-    // canary.betaBytes at 16 KiB, the default before session 9.)
+    // (In this scenario H is, until the next calibration, still the p90 of
+    // probes that met production: ~25 MB/s under the load, ~34 after it.)
     const under = r.throughput(2000, loadEndMs);
     const after = r.throughput(loadEndMs + 1500, durationMs);
     expect(after).toBeGreaterThan(1.08 * under);
@@ -163,7 +162,7 @@ describe('canary on the simulated device', () => {
     };
     const withTail = run();
     const without = run(0);
-    // Measured: paced (one 64 KiB block every 0.78 ms) with the tail rule, 14 x 64 KiB without it.
+    // With these probes: paced (one 64 KiB block every 0.78 ms) with the tail rule, 14 x 64 KiB without it.
     expect(withTail).toBe(0);
     expect(without).toBeGreaterThanOrEqual(8 * 65536);
   });
@@ -218,7 +217,7 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
     const c = createController('canary');
     const r = phased.run(c, { durationMs: 24_000, probe: PROBE_IOS });
     const plain = phased.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS });
-    // Measured: ~247 against ~37 MB/s (the device does 400).
+    // On this device: ~247 against ~37 MB/s (it does 400).
     expect(offPhases(r)).toBeGreaterThan(2 * offPhases(plain));
     const b = c.report().probes!.boost;
     expect(b.deviceCounters).toBe(true);
@@ -290,9 +289,9 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
       expect(r.boosted).toBeGreaterThan(500);
       expect(r.stillBoosted).toBe(false);
     }
-    // Measured (with beta at 16 KiB, session 8): ~36 KB in flight under the load and again after the boost;
-    // without the rule 6 MiB (the window grown over the 500 ms of quiet
-    // before the check that started the boost).
+    // With these probes: ~22 KB in flight under the load and again after
+    // the boost; without the rule 13 MiB (the window grown over the 500 ms
+    // of quiet before the check that started the boost).
     expect(on.back).toBeLessThanOrEqual(on.underLoad * 1.01);
     expect(off.back).toBeGreaterThan(4 * on.back);
   });
@@ -313,8 +312,8 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
       const p99 = r.productionBetween(0, 24_000).percentile(99);
       expect(p99).toBeLessThan(1.1 * plain.productionBetween(0, 24_000).percentile(99));
     }
-    // One quiet check enough, the light load is boosted for a while (here
-    // 316 ms) and its p99 goes from 0.26 to 8.5 ms.
+    // One quiet check enough, the light load is boosted for a while (~0.4 s
+    // in this scenario) and its p99 goes from ~0.24 to ~9 ms.
     const light = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops: 20 }] });
     const one = createController('canary', { canary: { boostQuietChecks: 1 } });
     const r = light.run(one, { durationMs: 24_000, probe: PROBE_IOS });

@@ -303,9 +303,9 @@ describe('garbage samples', () => {
 describe('a stall', () => {
   // The process stopped for 2 s (SIGSTOP, a suspended VM): the blocks in
   // flight complete 2 s late, once. A paced job must not wait the largest
-  // delay block after block until an average forgets it (bench:impact saw
-  // 0 MB/s for two seconds after a stop when pacing followed the EWMA; here,
-  // with the EWMA, parda and aimd fell to ~0.1 MB/s and canary to 0.6x).
+  // delay block after block until an average forgets it (paced by the
+  // EWMA, parda and aimd fall to ~0.1 MB/s in this scenario and canary to
+  // 0.6x of its rate before the stall).
   for (const name of ['canary', 'parda', 'aimd'] as const) {
     it(`${name}: one 2 s sample does not stop a paced job for seconds`, () => {
       const device = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 12_000, iops: 6000 }] });
