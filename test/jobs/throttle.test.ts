@@ -33,12 +33,10 @@ describe('throttle wiring', () => {
         maxQueueDepth: 16,
       });
       throttle.attach(reader);
-      let n = 0;
       let small = 0;
       for await (const b of reader) {
         expect(b.data.equals(expected.subarray(b.offset, b.offset + b.length))).toBe(true);
         throttle.observe(b.latencyNs, b.length);
-        n++;
         const s = reader.stats();
         expect(s.queueDepth).toBe(throttle.decision.queueDepth);
         expect(s.blockSize).toBe(throttle.decision.blockSize);
