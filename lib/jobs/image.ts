@@ -14,7 +14,7 @@ import { LatencyHistogram } from '../throttle/histogram.js';
 import { planImage, type ImagePlan, type PlanOptions } from '../fs/plan.js';
 import { resolveJobControl, resolveReadSettings, type JobControl, type ReadSettings } from './options.js';
 import { PartialFile, syncDirectory, writeError } from './output.js';
-import { ProgressReporter, Stopwatch } from './progress.js';
+import { ProgressReporter, Stopwatch, summarizeLatency, type LatencySummary } from './progress.js';
 import { EarlyWriteback } from './writeback.js';
 import {
   JobThrottle,
@@ -24,6 +24,8 @@ import {
   type ThrottleSettings,
   type ThrottleState,
 } from './throttle.js';
+
+export type { LatencySummary } from './progress.js';
 
 export interface ImageOptions extends ThrottleSettings {
   /** Largest read request size (default 1 MiB); the throttle may use smaller ones. */
@@ -61,14 +63,6 @@ export interface ImageProgress {
   throttle: ThrottleState;
 }
 
-export interface LatencySummary {
-  count: number;
-  meanMs: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-}
-
 export interface ImageSummary {
   source: string;
   output: string;
@@ -98,7 +92,7 @@ export interface ImageSummary {
 const WRITES_IN_FLIGHT = 4;
 
 /** An image job's options, checked, with their defaults filled in. */
-export interface ResolvedImageOptions {
+interface ResolvedImageOptions {
   source: string;
   /** The output file, as an absolute path. */
   output: string;
@@ -112,7 +106,7 @@ export interface ResolvedImageOptions {
 }
 
 /** Checks imageSource()'s arguments; the messages name the option, what was expected and what was given. */
-export function resolveImageOptions(sourcePath: unknown, outputPath: unknown, options: unknown): ResolvedImageOptions {
+function resolveImageOptions(sourcePath: unknown, outputPath: unknown, options: unknown): ResolvedImageOptions {
   const source = stringOption('source', sourcePath);
   const output = stringOption('output', outputPath);
   const opts = objectOption('options', options);
@@ -139,17 +133,6 @@ export function resolveImageOptions(sourcePath: unknown, outputPath: unknown, op
     control,
     throttle,
     plan: { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) },
-  };
-}
-
-export function summarizeLatency(h: LatencyHistogram): LatencySummary {
-  const ms = (ns: number): number => Math.round(ns / 1e3) / 1e3;
-  return {
-    count: h.count,
-    meanMs: ms(h.mean),
-    p50Ms: ms(h.percentile(50)),
-    p99Ms: ms(h.percentile(99)),
-    maxMs: ms(h.max),
   };
 }
 

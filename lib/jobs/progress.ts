@@ -1,4 +1,5 @@
-/** The clock and the progress reports of a job. */
+/** The clock, the progress reports and the latency summary of a job. */
+import type { LatencyHistogram } from '../throttle/histogram.js';
 import type { JobControl } from './options.js';
 
 /** Seconds since it was made, from the monotonic clock. */
@@ -36,4 +37,24 @@ export class ProgressReporter<P> {
     this.#last = t;
     onProgress(this.#make(t));
   }
+}
+
+export interface LatencySummary {
+  count: number;
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/** Count, mean and percentiles of a job's latencies, in ms rounded to the microsecond. */
+export function summarizeLatency(h: LatencyHistogram): LatencySummary {
+  const ms = (ns: number): number => Math.round(ns / 1e3) / 1e3;
+  return {
+    count: h.count,
+    meanMs: ms(h.mean),
+    p50Ms: ms(h.percentile(50)),
+    p99Ms: ms(h.percentile(99)),
+    maxMs: ms(h.max),
+  };
 }
