@@ -4,7 +4,7 @@
  * it is written to a temporary file beside it, synced, then renamed.
  */
 import { lstat, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
@@ -12,8 +12,8 @@ import { openSource, type DirectMode, type EngineName, type Source } from '../io
 import { MAX_BLOCK_SIZE, type Block, type BlockReader } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { planImage, type ImagePlan, type PlanOptions } from '../fs/plan.js';
-import { resolveJobControl, resolveReadSettings, type JobControl, type ReadSettings } from './options.js';
-import { PartialFile, syncDirectory, writeError } from './output.js';
+import { resolveJobControl, resolveReadSettings, throttledReader, type JobControl, type ReadSettings } from './options.js';
+import { PartialFile, writeError } from './output.js';
 import { ProgressReporter, Stopwatch, summarizeLatency, type LatencySummary } from './progress.js';
 import { EarlyWriteback } from './writeback.js';
 import {
@@ -233,8 +233,7 @@ async function finishImage(out: PartialFile, plan: ImagePlan, output: string): P
       const { bytesWritten: n } = await out.handle.write(w.data, 0, w.data.length, w.offset);
       if (n !== w.data.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${w.offset}`);
     }
-    await out.commit();
-    await syncDirectory(dirname(output));
+    await out.commit({ syncDirectory: true });
   } catch (err) {
     throw writeError(err, `writing ${output}`);
   }
@@ -300,15 +299,12 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     }
     const bounds = { maxQueueDepth: o.read.queueDepth, maxBlockSize: o.blockSize, minBlockSize: 64 * 1024, alignment: Math.max(4096, source.sectorSize) };
     const throttle = (jobThrottle = await JobThrottle.create(o.throttle, bounds, source, o.control.signal));
-    const reader = source.read(plan.extents, {
-      ...throttle.readerOptions(),
+    const reader = throttledReader(source, plan.extents, throttle, {
+      read: o.read,
       maxBlockSize: o.blockSize,
-      maxQueueDepth: o.read.queueDepth,
-      engine: o.read.engine,
       signal: o.control.signal,
       heldBuffers: WRITES_IN_FLIGHT + 2,
     });
-    throttle.attach(reader);
     const progress = new ProgressReporter<ImageProgress>(
       o.control,
       clock,

@@ -5,9 +5,11 @@
  * by resolveThrottleSettings / singleJobThrottleSettings. Each job calls these
  * from its own resolve...Options(), once, before it touches anything.
  */
-import { MAX_QUEUE_DEPTH } from '../io/reader.js';
-import type { DirectMode, EngineName } from '../io/source.js';
+import type { Extent } from '../io/extents.js';
+import { MAX_QUEUE_DEPTH, type BlockReader } from '../io/reader.js';
+import type { DirectMode, EngineName, Source } from '../io/source.js';
 import { choiceOption, functionOption, integerOption, signalOption } from '../options.js';
+import type { JobThrottle } from './throttle.js';
 
 /** How a job reads its source. */
 export interface ReadSettings {
@@ -32,6 +34,29 @@ export function resolveReadSettings(opts: Record<string, unknown>): ReadSettings
     engine: choiceOption<EngineName>('engine', opts.engine, ['auto', 'io_uring', 'threads'], 'auto'),
     direct: choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto'),
   };
+}
+
+/**
+ * A reader of `extents` under the job's throttle: it starts with the
+ * throttle's decision in force and follows every later one. `heldBuffers`:
+ * blocks the job keeps past the next read (retain()) at most.
+ */
+export function throttledReader(
+  source: Source,
+  extents: readonly Extent[],
+  throttle: JobThrottle,
+  options: { read: ReadSettings; maxBlockSize: number; signal: AbortSignal | undefined; heldBuffers: number },
+): BlockReader {
+  const reader = source.read(extents, {
+    ...throttle.readerOptions(),
+    maxBlockSize: options.maxBlockSize,
+    maxQueueDepth: options.read.queueDepth,
+    engine: options.read.engine,
+    signal: options.signal,
+    heldBuffers: options.heldBuffers,
+  });
+  throttle.attach(reader);
+  return reader;
 }
 
 /** signal, onProgress and progressIntervalMs (default 200 ms) of a job's options. */

@@ -8,21 +8,12 @@ import { constants as fsc } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { toLowtideError, type LowtideError } from '../errors.js';
+import { syncDir } from '../repo/files.js';
 
 /** A write that failed, as NO_SPACE when the file system is full, else WRITE_FAILED. */
 export function writeError(err: unknown, context: string): LowtideError {
   const code = (err as NodeJS.ErrnoException).code;
   return toLowtideError(err, code === 'ENOSPC' || code === 'EDQUOT' ? 'NO_SPACE' : 'WRITE_FAILED', context);
-}
-
-/** Syncs a directory, so that a rename in it is durable. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const h = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
 }
 
 /** A new file under a temporary name beside `target`, renamed over it by commit(). */
@@ -51,14 +42,18 @@ export class PartialFile {
     return this.#handle;
   }
 
-  /** Syncs and closes the file and renames it over the target (the directory is not synced). */
-  async commit(): Promise<void> {
+  /**
+   * Syncs and closes the file and renames it over the target; with
+   * `syncDirectory`, then syncs the directory, so that the rename is durable.
+   */
+  async commit(options: { syncDirectory: boolean }): Promise<void> {
     const h = this.handle;
     await h.sync();
     await h.close();
     this.#handle = undefined;
     await rename(this.path, this.target);
     this.#renamed = true;
+    if (options.syncDirectory) await syncDir(dirname(this.target));
   }
 
   /** Closes the file if it is open and removes it unless commit() renamed it; never throws. */

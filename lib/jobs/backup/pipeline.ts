@@ -12,7 +12,7 @@ import type { Source } from '../../io/source.js';
 import type { BackupStats } from '../../repo/format.js';
 import type { IndexReader, IndexWriter, Repository } from '../../repo/repository.js';
 import { LatencyHistogram } from '../../throttle/histogram.js';
-import type { ReadSettings } from '../options.js';
+import { throttledReader, type ReadSettings } from '../options.js';
 import type { JobThrottle } from '../throttle.js';
 import { AssemblyBuffers, coverageCounter, membership, overlayCursor, PartialChunk } from './assembly.js';
 import type { BackupPlan } from './plan.js';
@@ -84,15 +84,7 @@ export class ChunkPipeline {
    */
   async run(onBlock: () => void): Promise<BlockReader> {
     const { source, plan, throttle, read, signal } = this.#in;
-    const reader = source.read(plan.extents, {
-      ...throttle.readerOptions(),
-      maxBlockSize: this.#cs,
-      maxQueueDepth: read.queueDepth,
-      engine: read.engine,
-      signal,
-      heldBuffers: CHUNKS_IN_FLIGHT + 2,
-    });
-    throttle.attach(reader);
+    const reader = throttledReader(source, plan.extents, throttle, { read, maxBlockSize: this.#cs, signal, heldBuffers: CHUNKS_IN_FLIGHT + 2 });
     try {
       for await (const block of reader) {
         this.latency.record(block.latencyNs);

@@ -86,7 +86,7 @@ export async function writeExtracted(
     if (written !== options.size) {
       throw new LowtideError('FAT_CORRUPT', `${options.what}: ${written} bytes of data for a ${options.size}-byte file`);
     }
-    await file.commit();
+    await file.commit({ syncDirectory: false });
     done = true;
     await utimes(to, options.modified, options.modified).catch(() => undefined);
   } catch (err) {

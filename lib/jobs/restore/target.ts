@@ -6,12 +6,11 @@
  */
 import { constants as fsc } from 'node:fs';
 import { lstat, open, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { LowtideError, toLowtideError } from '../../errors.js';
 import { openSource } from '../../io/source.js';
 import { native } from '../../native.js';
 import type { Manifest } from '../../repo/format.js';
-import { PartialFile, syncDirectory, writeError } from '../output.js';
+import { PartialFile, writeError } from '../output.js';
 import { EarlyWriteback } from '../writeback.js';
 
 export type TargetKind = 'file' | 'block';
@@ -150,8 +149,7 @@ export class RestoreTarget {
         this.#tail = undefined;
       }
       if (this.#partial) {
-        await this.#partial.commit();
-        await syncDirectory(dirname(this.path));
+        await this.#partial.commit({ syncDirectory: true });
       } else {
         await this.#device!.sync();
         await this.#device!.close();
