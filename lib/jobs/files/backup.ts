@@ -2,6 +2,7 @@
  * Files inside a backup, from its catalog: listing reads no chunk at all,
  * extracting reads only the chunks under the files' extents.
  */
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LowtideError } from '../../errors.js';
 import { objectOption, stringOption } from '../../options.js';
@@ -111,6 +112,25 @@ class ChunkReader {
     this.#cached = { i, data };
     return data;
   }
+
+  /** Writes the image's bytes under `extents` ([offset, length] pairs) one after the other to `fh`; returns how many. */
+  async copy(extents: readonly [number, number][], fh: FileHandle): Promise<number> {
+    const cs = this.manifest.chunkSize;
+    let pos = 0;
+    for (const [offset, length] of extents) {
+      let at = offset;
+      while (at < offset + length) {
+        const i = Math.floor(at / cs);
+        const data = await this.chunk(i);
+        const from = at - i * cs;
+        const n = Math.min(offset + length - at, data.length - from);
+        await fh.write(data, from, n, pos);
+        pos += n;
+        at += n;
+      }
+    }
+    return pos;
+  }
 }
 
 /**
@@ -129,45 +149,25 @@ export async function extractFromBackup(
   const { force, signal, partition } = resolveExtractOptions(options);
   const { repo, manifest, entries } = await catalogEntries(resolveBackupChoice(repository, backupId), partition);
   const index = await IndexLookup.open(repo, manifest);
-  const chunks = new ChunkReader(repo, manifest, index);
-  const cs = manifest.chunkSize;
-
-  const lower = (p: string): string => p.toLowerCase();
-  const normalized = volumePath(path);
-  const top = normalized === '/' ? undefined : entries.find((e) => lower(e.path) === lower(normalized));
-  if (normalized !== '/' && !top) throw new LowtideError('NOT_FOUND', `${normalized} is not in backup ${manifest.id}`);
-  const target = await extractTarget(dest, () => (top ? safeName(top.path.slice(top.path.lastIndexOf('/') + 1), normalized) : `${manifest.id}-root`));
-  const result: BackupExtractResult = { dest: target, files: 0, directories: 0, bytes: 0, chunksRead: 0 };
-
-  const writeFile = async (e: CatalogEntry, to: string): Promise<void> => {
-    const modified = new Date(e.modified);
-    await writeExtracted(to, { force, signal, size: e.size, modified, what: e.path }, async (fh) => {
-      let pos = 0;
-      for (const [offset, length] of e.extents) {
-        let at = offset;
-        while (at < offset + length) {
-          const i = Math.floor(at / cs);
-          const data = await chunks.chunk(i);
-          const from = at - i * cs;
-          const n = Math.min(offset + length - at, data.length - from);
-          await fh.write(data, from, n, pos);
-          pos += n;
-          at += n;
-        }
-      }
-      return pos;
-    });
-    result.files++;
-    result.bytes += e.size;
-  };
-
   try {
+    const chunks = new ChunkReader(repo, manifest, index);
+    const lower = (p: string): string => p.toLowerCase();
+    const normalized = volumePath(path);
+    const top = normalized === '/' ? undefined : entries.find((e) => lower(e.path) === lower(normalized));
+    if (normalized !== '/' && !top) throw new LowtideError('NOT_FOUND', `${normalized} is not in backup ${manifest.id}`);
+    const target = await extractTarget(dest, () => (top ? safeName(top.path.slice(top.path.lastIndexOf('/') + 1), normalized) : `${manifest.id}-root`));
+    const result: BackupExtractResult = { dest: target, files: 0, directories: 0, bytes: 0, chunksRead: 0 };
+    const writeFile = async (e: CatalogEntry, to: string): Promise<void> => {
+      await writeExtracted(to, { force, signal, size: e.size, modified: new Date(e.modified), what: e.path }, (fh) => chunks.copy(e.extents, fh));
+      result.files++;
+      result.bytes += e.size;
+    };
     const prefix = top ? top.path : '';
     const below = async (): Promise<CatalogEntry[]> => entries.filter((x) => prefix === '' || lower(x.path).startsWith(lower(prefix) + '/'));
     await extractTree(top, target, below, writeFile, result);
+    result.chunksRead = chunks.chunksRead;
+    return result;
   } finally {
     await index.close();
   }
-  result.chunksRead = chunks.chunksRead;
-  return result;
 }
