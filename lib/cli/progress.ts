@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import type cliProgressModule from 'cli-progress';
 
 // Loaded on the first bar only: a run with --json or without a terminal
-// (scripts, cron) does not pay for it (~20 ms of start-up here).
+// (scripts, cron) does not pay for loading it.
 const require = createRequire(import.meta.url);
 let cliProgress: typeof cliProgressModule | undefined;
 
@@ -53,4 +53,9 @@ export class ProgressBar {
   stop(): void {
     if (this.#started) this.#bar.stop();
   }
+}
+
+/** A progress bar on stderr, unless --json or --no-progress was given or stderr is not a terminal. */
+export function progressBarFor(o: Record<string, unknown>): ProgressBar | undefined {
+  return o.json !== true && o.progress !== false && process.stderr.isTTY ? new ProgressBar() : undefined;
 }

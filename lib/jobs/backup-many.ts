@@ -8,7 +8,7 @@ import { LowtideError, toLowtideError } from '../errors.js';
 import { integerOption, objectOption } from '../options.js';
 import { openRepository, Repository } from '../repo/repository.js';
 import { AdmissionGate } from '../throttle/limits.js';
-import { backup, LOCK_HELD, type BackupOptions, type BackupProgress, type BackupResult } from './backup.js';
+import { backupUnderHeldLock, type BackupOptions, type BackupProgress, type BackupResult } from './backup.js';
 
 export interface BackupManyOptions extends Omit<BackupOptions, 'source' | 'onProgress' | 'changed' | 'parent'> {
   sources: readonly string[];
@@ -31,14 +31,30 @@ export interface BackupManyResult {
   admissionWaits: number;
 }
 
-export async function backupMany(options: BackupManyOptions): Promise<BackupManyResult> {
+/**
+ * backupMany()'s own options, checked. The options it passes on to every
+ * backup are checked by each backup, whose failure is that source's result.
+ */
+interface ResolvedBackupManyOptions {
+  sources: readonly string[];
+  parallel: number;
+  gate: AdmissionGate | undefined;
+}
+
+function resolveBackupManyOptions(options: unknown): ResolvedBackupManyOptions {
   const opts = objectOption('options', options);
   const sources = opts.sources as readonly string[];
   if (!Array.isArray(sources) || sources.length === 0 || sources.some((s) => typeof s !== 'string' || s === '')) {
     throw new LowtideError('INVALID_ARGUMENT', 'sources: expected a non-empty array of paths');
   }
   const parallel = integerOption('parallel', opts.parallel, 1, 1, 64);
-  const gate = options.admissionLimit !== undefined ? new AdmissionGate({ admissionLimitMs: options.admissionLimit }) : undefined;
+  const admissionLimit = opts.admissionLimit as number | undefined;
+  const gate = admissionLimit !== undefined ? new AdmissionGate({ admissionLimitMs: admissionLimit }) : undefined;
+  return { sources, parallel, gate };
+}
+
+export async function backupMany(options: BackupManyOptions): Promise<BackupManyResult> {
+  const { sources, parallel, gate } = resolveBackupManyOptions(options);
   const repo = options.repository instanceof Repository ? options.repository : await openRepository(options.repository);
   const lock = await repo.lock(`lowtide backup of ${sources.length} sources`);
   const latency = new Map<string, number>(); // source -> smoothed latency (ms) its job sees now
@@ -50,14 +66,14 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
     const v = [...latency.values()];
     return v.some((x) => Number.isNaN(x)) ? Infinity : Math.max(0, ...v);
   };
+  const blocked = (): boolean => {
+    const c = current();
+    return gate !== undefined && (!Number.isFinite(c) || !gate.mayStart(c));
+  };
   try {
     for (let i = 0; i < sources.length; i++) {
       const source = sources[i]!;
       while (running.size >= parallel) await Promise.race(running);
-      const blocked = (): boolean => {
-        const c = current();
-        return gate !== undefined && (!Number.isFinite(c) || !gate.mayStart(c));
-      };
       if (gate && running.size > 0 && blocked()) {
         admissionWaits++;
         const now = current();
@@ -69,7 +85,7 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
       if (options.signal?.aborted) break;
       options.onJob?.({ kind: 'start', source, running: running.size + 1 });
       if (gate) latency.set(source, NaN);
-      const jobOptions = {
+      const jobOptions: BackupOptions = {
         ...options,
         source,
         repository: repo,
@@ -78,9 +94,8 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
           options.onProgress?.(source, p);
         },
         progressIntervalMs: 100,
-        [LOCK_HELD]: true,
-      } as BackupOptions;
-      const job: Promise<void> = backup(jobOptions)
+      };
+      const job: Promise<void> = backupUnderHeldLock(jobOptions)
         .then(
           (result) => {
             results[i] = { source, ok: true, id: result.id };

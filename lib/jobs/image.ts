@@ -3,28 +3,23 @@
  * leaving all-zero blocks as holes. The output appears only when complete:
  * it is written to a temporary file beside it, synced, then renamed.
  */
-import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { lstat, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
-import {
-  booleanOption,
-  choiceOption,
-  functionOption,
-  integerOption,
-  objectOption,
-  signalOption,
-  stringOption,
-} from '../options.js';
-import { openSource, type DirectMode, type EngineName } from '../io/source.js';
-import { MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, type Block } from '../io/reader.js';
+import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
+import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
+import { MAX_BLOCK_SIZE, type Block, type BlockReader } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
-import { planImage, type ImagePlan } from '../fs/plan.js';
+import { planImage, type ImagePlan, type PlanOptions } from '../fs/plan.js';
+import { resolveJobControl, resolveReadSettings, throttledReader, type JobControl, type ReadSettings } from './options.js';
+import { PartialFile, writeError } from './output.js';
+import { ProgressReporter, Stopwatch, summarizeLatency, type LatencySummary } from './progress.js';
 import { EarlyWriteback } from './writeback.js';
 import { JobThrottle, type JobThrottleReport, type ThrottleState } from '../throttle/job-throttle.js';
-import { singleJobThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
+import { singleJobThrottleSettings, type ResolvedThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
+
+export type { LatencySummary } from './progress.js';
 
 export interface ImageOptions extends ThrottleSettings {
   /** Largest read request size (default 1 MiB); the throttle may use smaller ones. */
@@ -62,14 +57,6 @@ export interface ImageProgress {
   throttle: ThrottleState;
 }
 
-export interface LatencySummary {
-  count: number;
-  meanMs: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-}
-
 export interface ImageSummary {
   source: string;
   output: string;
@@ -98,14 +85,48 @@ export interface ImageSummary {
 /** Writes kept in flight to the output (each holds one read buffer). */
 const WRITES_IN_FLIGHT = 4;
 
-export function summarizeLatency(h: LatencyHistogram): LatencySummary {
-  const ms = (ns: number): number => Math.round(ns / 1e3) / 1e3;
+/** An image job's options, checked, with their defaults filled in. */
+interface ResolvedImageOptions {
+  source: string;
+  /** The output file, as an absolute path. */
+  output: string;
+  blockSize: number;
+  read: ReadSettings;
+  force: boolean;
+  sparse: boolean;
+  control: JobControl<ImageProgress>;
+  throttle: ResolvedThrottleSettings;
+  plan: PlanOptions;
+}
+
+/** Checks imageSource()'s arguments; the messages name the option, what was expected and what was given. */
+function resolveImageOptions(sourcePath: unknown, outputPath: unknown, options: unknown): ResolvedImageOptions {
+  const source = stringOption('source', sourcePath);
+  const output = stringOption('output', outputPath);
+  const opts = objectOption('options', options);
+  const blockSize = integerOption('blockSize', opts.blockSize, 1 << 20, 512, MAX_BLOCK_SIZE);
+  if (blockSize % 512 !== 0) {
+    // Every sector size is a multiple of 512; the exact one is checked once the source is open.
+    throw new LowtideError('INVALID_ARGUMENT', `blockSize: expected a multiple of the sector size (512 bytes), got ${blockSize}`);
+  }
+  const read = resolveReadSettings(opts);
+  const force = booleanOption('force', opts.force, false);
+  const sparse = booleanOption('sparse', opts.sparse, true);
+  const control = resolveJobControl<ImageProgress>(opts);
+  const throttle = singleJobThrottleSettings(opts);
+  const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
+  const strict = booleanOption('strict', opts.strict, false);
+  const exclude = opts.exclude as readonly string[] | undefined;
   return {
-    count: h.count,
-    meanMs: ms(h.mean),
-    p50Ms: ms(h.percentile(50)),
-    p99Ms: ms(h.percentile(99)),
-    maxMs: ms(h.max),
+    source,
+    output: resolve(output),
+    blockSize,
+    read,
+    force,
+    sparse,
+    control,
+    throttle,
+    plan: { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) },
   };
 }
 
@@ -132,194 +153,173 @@ async function checkOutput(sourcePath: string, output: string, force: boolean): 
   }
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  const h = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+/** Bytes counted while the image is copied. */
+interface CopyCounts {
+  bytesDone: number;
+  bytesWritten: number;
+  bytesSkipped: number;
+  latency: LatencyHistogram;
+}
+
+/**
+ * Copies every block the reader returns to `out` at its offset, up to
+ * WRITES_IN_FLIGHT writes at once; with `sparse`, all-zero blocks are left as
+ * holes. Every block's latency goes to the throttle.
+ */
+async function copyBlocks(
+  reader: BlockReader,
+  out: PartialFile,
+  o: ResolvedImageOptions,
+  throttle: JobThrottle,
+  counts: CopyCounts,
+  progress: ProgressReporter<ImageProgress>,
+): Promise<void> {
+  const pending = new Set<Promise<void>>();
+  const writeback = new EarlyWriteback(out.handle.fd);
+  let failure: unknown;
+  const write = (block: Block): void => {
+    block.retain();
+    const p = out.handle
+      .write(block.data, 0, block.length, block.offset)
+      .then(
+        ({ bytesWritten: n }) => {
+          if (n !== block.length) throw new LowtideError('WRITE_FAILED', `short write to ${o.output} at ${block.offset}`);
+          counts.bytesWritten += n;
+          writeback.wrote(n);
+        },
+        (err: unknown) => {
+          throw writeError(err, `writing ${o.output}`);
+        },
+      )
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => {
+        block.release();
+        pending.delete(p);
+      });
+    pending.add(p);
+  };
   try {
-    await h.sync();
+    for await (const block of reader) {
+      counts.latency.record(block.latencyNs);
+      throttle.observe(block.latencyNs, block.length);
+      counts.bytesDone += block.length;
+      if (o.sparse && native.isZero(block.data)) {
+        counts.bytesSkipped += block.length;
+      } else {
+        write(block);
+        if (pending.size >= WRITES_IN_FLIGHT) await Promise.race(pending);
+      }
+      if (failure !== undefined) break;
+      progress.report();
+    }
   } finally {
-    await h.close();
+    await Promise.all(pending);
+  }
+  if (failure !== undefined) throw failure;
+}
+
+/** Writes the metadata changed by exclusions over what was copied, then makes the image the output. */
+async function finishImage(out: PartialFile, plan: ImagePlan, output: string): Promise<void> {
+  try {
+    for (const w of plan.overlay) {
+      const { bytesWritten: n } = await out.handle.write(w.data, 0, w.data.length, w.offset);
+      if (n !== w.data.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${w.offset}`);
+    }
+    await out.commit({ syncDirectory: true });
+  } catch (err) {
+    throw writeError(err, `writing ${output}`);
   }
 }
 
-function writeError(err: unknown, output: string): LowtideError {
-  const code = (err as NodeJS.ErrnoException).code;
-  return toLowtideError(err, code === 'ENOSPC' || code === 'EDQUOT' ? 'NO_SPACE' : 'WRITE_FAILED', `writing ${output}`);
+function imageSummary(
+  o: ResolvedImageOptions,
+  source: Source,
+  plan: ImagePlan,
+  counts: CopyCounts,
+  reader: BlockReader,
+  throttle: JobThrottle,
+  seconds: number,
+): ImageSummary {
+  const stats = reader.stats();
+  return {
+    source: o.source,
+    output: o.output,
+    size: source.size,
+    bytesRead: stats.bytesRead,
+    bytesWritten: counts.bytesWritten,
+    bytesSkipped: counts.bytesSkipped,
+    bytesNotRead: source.size - plan.bytesToRead,
+    plan: {
+      source: plan.source,
+      size: plan.size,
+      table: plan.table,
+      bytesToRead: plan.bytesToRead,
+      partitions: plan.partitions,
+      excluded: plan.excluded,
+      bytesExcluded: plan.bytesExcluded,
+      warnings: plan.warnings,
+      extentCount: plan.extents.length,
+      overlaySectors: plan.overlay.length,
+    },
+    seconds,
+    mbPerSecond: seconds > 0 ? source.size / seconds / 1e6 : 0,
+    latency: summarizeLatency(counts.latency),
+    engine: stats.engine,
+    direct: source.direct,
+    blockSize: o.blockSize,
+    queueDepth: o.read.queueDepth,
+    throttle: throttle.report(),
+  };
 }
 
 /** Copies `sourcePath` to the image file `outputPath`. */
 export async function imageSource(sourcePath: string, outputPath: string, options: ImageOptions = {}): Promise<ImageSummary> {
-  stringOption('source', sourcePath);
-  stringOption('output', outputPath);
-  const opts = objectOption('options', options);
-  const blockSize = integerOption('blockSize', opts.blockSize, 1 << 20, 512, MAX_BLOCK_SIZE);
-  if (blockSize % 512 !== 0) {
-    // Every sector size is a multiple of 512; the exact one is checked once the source is open.
-    throw new LowtideError('INVALID_ARGUMENT', `blockSize: expected a multiple of the sector size (512 bytes), got ${blockSize}`);
-  }
-  const queueDepth = integerOption('queueDepth', opts.queueDepth, 32, 1, MAX_QUEUE_DEPTH);
-  const engine = choiceOption<EngineName>('engine', opts.engine, ['auto', 'io_uring', 'threads'], 'auto');
-  const direct = choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto');
-  const force = booleanOption('force', opts.force, false);
-  const sparse = booleanOption('sparse', opts.sparse, true);
-  const signal = signalOption('signal', opts.signal);
-  const onProgress = functionOption<(p: ImageProgress) => void>('onProgress', opts.onProgress);
-  const progressIntervalMs = integerOption('progressIntervalMs', opts.progressIntervalMs, 200, 0);
-  const throttleSettings = singleJobThrottleSettings(opts);
-
-  const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
-  const strict = booleanOption('strict', opts.strict, false);
-
-  const output = resolve(outputPath);
-  await checkOutput(sourcePath, output, force);
-  const plan = await planImage(sourcePath, {
-    allBlocks,
-    strict,
-    ...(opts.exclude !== undefined ? { exclude: opts.exclude as readonly string[] } : {}),
-  });
-  const source = await openSource(sourcePath, { direct });
-  const temp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString('hex')}.lowtide-partial`);
-  let out: FileHandle | undefined;
-  let renamed = false;
-  const started = process.hrtime.bigint();
-  const latency = new LatencyHistogram();
-  let bytesDone = 0;
-  let bytesWritten = 0;
-  let bytesSkipped = 0;
+  const o = resolveImageOptions(sourcePath, outputPath, options);
+  await checkOutput(o.source, o.output, o.force);
+  const plan = await planImage(o.source, o.plan);
+  const source = await openSource(o.source, { direct: o.read.direct });
+  const clock = new Stopwatch();
+  const counts: CopyCounts = { bytesDone: 0, bytesWritten: 0, bytesSkipped: 0, latency: new LatencyHistogram() };
+  let out: PartialFile | undefined;
   let jobThrottle: JobThrottle | undefined;
   try {
     try {
-      out = await open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
-      await out.truncate(source.size);
+      out = await PartialFile.create(o.output);
+      await out.handle.truncate(source.size);
     } catch (err) {
-      throw writeError(err, output);
+      throw writeError(err, `writing ${o.output}`);
     }
-    const throttle = (jobThrottle = await JobThrottle.create(
-      throttleSettings,
-      { maxQueueDepth: queueDepth, maxBlockSize: blockSize, minBlockSize: 64 * 1024, alignment: Math.max(4096, source.sectorSize) },
-      source,
-      signal,
-    ));
-    const reader = source.read(plan.extents, {
-      ...throttle.readerOptions(),
-      maxBlockSize: blockSize,
-      maxQueueDepth: queueDepth,
-      engine,
-      signal,
+    const bounds = { maxQueueDepth: o.read.queueDepth, maxBlockSize: o.blockSize, minBlockSize: 64 * 1024, alignment: Math.max(4096, source.sectorSize) };
+    const throttle = (jobThrottle = await JobThrottle.create(o.throttle, bounds, source, o.control.signal));
+    const reader = throttledReader(source, plan.extents, throttle, {
+      read: o.read,
+      maxBlockSize: o.blockSize,
+      signal: o.control.signal,
       heldBuffers: WRITES_IN_FLIGHT + 2,
     });
-    throttle.attach(reader);
-    const pending = new Set<Promise<void>>();
-    const writeback = new EarlyWriteback(out.fd);
-    let failure: unknown;
-    const elapsed = (): number => Number(process.hrtime.bigint() - started) / 1e9;
-    let lastReport = 0;
-    const report = (force = false): void => {
-      if (!onProgress) return;
-      const t = elapsed();
-      if (!force && (t - lastReport) * 1000 < progressIntervalMs) return;
-      lastReport = t;
-      onProgress({
-        bytesDone,
+    const progress = new ProgressReporter<ImageProgress>(
+      o.control,
+      clock,
+      (t) => ({
+        bytesDone: counts.bytesDone,
         bytesTotal: plan.bytesToRead,
-        bytesWritten,
-        bytesSkipped,
+        bytesWritten: counts.bytesWritten,
+        bytesSkipped: counts.bytesSkipped,
         elapsedSeconds: t,
-        bytesPerSecond: t > 0 ? bytesDone / t : 0,
-        latencyP50Ms: latency.percentile(50) / 1e6,
+        bytesPerSecond: t > 0 ? counts.bytesDone / t : 0,
+        latencyP50Ms: counts.latency.percentile(50) / 1e6,
         throttle: throttle.state(),
-      });
-    };
-    const write = (block: Block, fh: FileHandle): void => {
-      block.retain();
-      const p = fh
-        .write(block.data, 0, block.length, block.offset)
-        .then(
-          ({ bytesWritten: n }) => {
-            if (n !== block.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${block.offset}`);
-            bytesWritten += n;
-            writeback.wrote(n);
-          },
-          (err: unknown) => {
-            throw writeError(err, output);
-          },
-        )
-        .catch((err: unknown) => {
-          failure ??= err;
-        })
-        .finally(() => {
-          block.release();
-          pending.delete(p);
-        });
-      pending.add(p);
-    };
-    try {
-      for await (const block of reader) {
-        latency.record(block.latencyNs);
-        throttle.observe(block.latencyNs, block.length);
-        bytesDone += block.length;
-        if (sparse && native.isZero(block.data)) {
-          bytesSkipped += block.length;
-        } else {
-          write(block, out);
-          if (pending.size >= WRITES_IN_FLIGHT) await Promise.race(pending);
-        }
-        if (failure !== undefined) break;
-        report();
-      }
-    } finally {
-      await Promise.all(pending);
-    }
-    if (failure !== undefined) throw failure;
-    const stats = reader.stats();
-    try {
-      // Metadata changed by exclusions goes over what was copied.
-      for (const w of plan.overlay) {
-        const { bytesWritten: n } = await out.write(w.data, 0, w.data.length, w.offset);
-        if (n !== w.data.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${w.offset}`);
-      }
-      await out.sync();
-      await out.close();
-      out = undefined;
-      await rename(temp, output);
-      renamed = true;
-      await syncDirectory(dirname(output));
-    } catch (err) {
-      throw writeError(err, output);
-    }
-    report(true);
-    const seconds = elapsed();
-    return {
-      source: sourcePath,
-      output,
-      size: source.size,
-      bytesRead: stats.bytesRead,
-      bytesWritten,
-      bytesSkipped,
-      bytesNotRead: source.size - plan.bytesToRead,
-      plan: {
-        source: plan.source,
-        size: plan.size,
-        table: plan.table,
-        bytesToRead: plan.bytesToRead,
-        partitions: plan.partitions,
-        excluded: plan.excluded,
-        bytesExcluded: plan.bytesExcluded,
-        warnings: plan.warnings,
-        extentCount: plan.extents.length,
-        overlaySectors: plan.overlay.length,
-      },
-      seconds,
-      mbPerSecond: seconds > 0 ? source.size / seconds / 1e6 : 0,
-      latency: summarizeLatency(latency),
-      engine: stats.engine,
-      direct: source.direct,
-      blockSize,
-      queueDepth,
-      throttle: throttle.report(),
-    };
+      }),
+      false,
+    );
+    await copyBlocks(reader, out, o, throttle, counts, progress);
+    await finishImage(out, plan, o.output);
+    progress.report(true);
+    return imageSummary(o, source, plan, counts, reader, throttle, clock.seconds());
   } finally {
-    if (out) await out.close().catch(() => undefined);
-    if (!renamed) await unlink(temp).catch(() => undefined);
+    await out?.discard();
     await jobThrottle?.stop();
     await source.close();
   }

@@ -1,0 +1,116 @@
+/**
+ * `lowtide backup`: sources backed up into a repository. One source is one
+ * backup job (with --parent and --changed); several run as backupMany() jobs.
+ */
+import { readFile } from 'node:fs/promises';
+import { Option, type Command } from 'commander';
+import { backup, backupMany, LowtideError, type BackupJobEvent, type BackupResult, type Extent } from '../../index.js';
+import { collect, intArg } from '../args.js';
+import { withInterrupt } from '../interrupt.js';
+import { printJson, printWarnings, ReportedFailure } from '../output.js';
+import { formatBytes, formatRate, progressBarFor } from '../progress.js';
+import { addThrottleOptions, throttleInfo, throttleSettings } from '../throttle-flags.js';
+
+/** The extents of a --changed file: a JSON array of [offset, length] pairs (or {offset, length} objects). */
+async function readChangedFile(path: string): Promise<Extent[]> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new LowtideError('INVALID_ARGUMENT', `--changed: cannot read ${path} as JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(raw)) throw new LowtideError('INVALID_ARGUMENT', `--changed: expected a JSON array of [offset, length] pairs in ${path}`);
+  return raw.map((e: unknown, i) => {
+    if (Array.isArray(e) && e.length === 2) return { offset: e[0] as number, length: e[1] as number };
+    if (e && typeof e === 'object') return e as Extent;
+    throw new LowtideError('INVALID_ARGUMENT', `--changed: element ${i} of ${path} is not [offset, length]`);
+  });
+}
+
+/** The job options the flags shared by one and several sources stand for. */
+function jobOptions(o: Record<string, unknown>) {
+  return {
+    repository: o.repo as string,
+    allBlocks: o.allBlocks === true,
+    exclude: o.exclude as string[],
+    strict: o.strict === true,
+    queueDepth: o.queueDepth as number,
+    ...throttleSettings(o),
+  };
+}
+
+function printBackupSummary(result: BackupResult): void {
+  const m = result.manifest;
+  printWarnings((m.filesystems.warnings as string[] | undefined) ?? []);
+  process.stdout.write(`${result.id}\n`);
+  process.stderr.write(
+    `backed up ${m.source.path}: ${formatBytes(m.size)} in ${m.timing.seconds.toFixed(2)} s; read ${formatBytes(m.stats.bytesRead)}, ` +
+      `${m.stats.chunksNew} new chunks (${formatBytes(m.stats.bytesStored)} stored), ${m.stats.chunksReused} reused, ` +
+      `${m.stats.chunksZero} zero, ${m.stats.chunksFromParent} from parent ${m.parent ?? '-'}\n`,
+  );
+}
+
+async function backupOne(source: string, o: Record<string, unknown>): Promise<void> {
+  const bar = progressBarFor(o);
+  const changed = typeof o.changed === 'string' ? await readChangedFile(o.changed) : undefined;
+  const parent = o.parent === false ? null : typeof o.parent === 'string' ? o.parent : undefined;
+  const result = await withInterrupt((signal) =>
+    backup({
+      source,
+      ...jobOptions(o),
+      parent,
+      changed,
+      signal,
+      onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)} | new ${p.chunksNew}`) : undefined,
+    }).finally(() => bar?.stop()),
+  );
+  if (o.json === true) printJson(result.manifest);
+  else printBackupSummary(result);
+}
+
+/** A line on stderr for each job event of several sources (a source that waits, starts or fails). */
+function printJobEvent(e: BackupJobEvent): void {
+  if (e.kind === 'waiting') {
+    const why = e.latencyMs < 0 ? 'the running jobs have not measured latency yet' : `latency ${e.latencyMs.toFixed(2)} ms is above the admission limit ${e.admissionLimitMs} ms`;
+    process.stderr.write(`lowtide: ${e.source} waits: ${why}\n`);
+  } else if (e.kind === 'start') {
+    process.stderr.write(`lowtide: started ${e.source} (${e.running} running)\n`);
+  } else if (e.kind === 'failed') {
+    process.stderr.write(`lowtide: error [${e.error.code}]: ${e.source}: ${e.error.message}\n`);
+  }
+}
+
+async function backupSeveral(sources: string[], o: Record<string, unknown>): Promise<void> {
+  if (o.changed !== undefined || typeof o.parent === 'string') {
+    throw new LowtideError('INVALID_ARGUMENT', '--changed and --parent: only with a single source');
+  }
+  const json = o.json === true;
+  const r = await withInterrupt((signal) =>
+    backupMany({ sources, ...jobOptions(o), parallel: o.parallel as number, signal, onJob: json ? undefined : printJobEvent }),
+  );
+  if (json) printJson(r);
+  else for (const x of r.results) if (x.ok) process.stdout.write(`${x.id}  ${x.source}\n`);
+  if (r.results.some((x) => !x.ok)) throw new ReportedFailure();
+}
+
+export function addBackupCommand(program: Command): void {
+  const backupCmd = program
+    .command('backup')
+    .description('back up files or block devices into a repository; prints the backup id (one line per source)')
+    .argument('<source...>', 'files or block devices (opened read-only)')
+    .addOption(new Option('--parallel <n>', 'backups running at once (several sources)').default(1).argParser(intArg('--parallel', 1, 64)))
+    .requiredOption('--repo <repo>', 'repository directory')
+    .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
+    .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
+    .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')
+    .option('--all-blocks', 'read every block (default: only what FAT file systems use)', false)
+    .option('--exclude <glob>', 'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)', collect, [])
+    .option('--strict', 'fail on an unparseable file system instead of backing it up in full', false)
+    .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
+    .option('--json', 'print the manifest as JSON', false)
+    .option('--no-progress', 'no progress bar');
+  addThrottleOptions(backupCmd, true).action(async (sources: string[], o: Record<string, unknown>) => {
+    if (sources.length > 1) await backupSeveral(sources, o);
+    else await backupOne(sources[0]!, o);
+  });
+}

@@ -1,0 +1,27 @@
+/** `lowtide files`: the files and directories of a FAT volume, in a disk or image or in a backup. */
+import { Option, type Command } from 'commander';
+import { listBackupFiles, listFiles } from '../../index.js';
+import { intArg } from '../args.js';
+import { printJson } from '../output.js';
+
+export function addFilesCommand(program: Command): void {
+  program
+    .command('files')
+    .description('list the files and directories of a FAT volume in a disk or image, or in a backup (--repo)')
+    .argument('<source>', 'disk, partition or image (opened read-only); with --repo, a backup id or "latest"')
+    .option('--repo <repo>', 'read from a backup in this repository (no chunk is read: the backup\'s catalog lists the files)')
+    .addOption(new Option('--partition <n>', 'partition number (as Linux numbers them)').argParser(intArg('--partition', 0, 1e6)))
+    .option('--json', 'print JSON', false)
+    .action(async (source: string, o: Record<string, unknown>) => {
+      const choice = { partition: o.partition as number | undefined };
+      const entries = typeof o.repo === 'string' ? await listBackupFiles(o.repo, source, choice) : await listFiles(source, choice);
+      if (o.json === true) {
+        printJson(entries);
+        return;
+      }
+      for (const e of entries) {
+        const attrs = `${e.isDirectory ? 'd' : '-'}${e.readOnly ? 'r' : '-'}${e.hidden ? 'h' : '-'}${e.system ? 's' : '-'}${e.archive ? 'a' : '-'}`;
+        process.stdout.write(`${attrs} ${String(e.isDirectory ? '' : e.size).padStart(12)}  ${e.modified}  ${e.path}\n`);
+      }
+    });
+}

@@ -1,0 +1,28 @@
+/** `lowtide list`: the backups in a repository. */
+import type { Command } from 'commander';
+import { openRepository } from '../../index.js';
+import { printJson } from '../output.js';
+import { formatBytes } from '../progress.js';
+
+export function addListCommand(program: Command): void {
+  program
+    .command('list')
+    .description('list the backups in a repository')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .option('--json', 'print JSON', false)
+    .action(async (o: Record<string, unknown>) => {
+      const repo = await openRepository(o.repo as string);
+      const { backups, damaged } = await repo.listBackups();
+      if (o.json === true) {
+        printJson({
+          backups: backups.map((b) => ({ id: b.id, created: b.created, source: b.source.path, size: b.size, parent: b.parent, mode: b.plan.mode, stats: b.stats })),
+          damaged: damaged.map((d) => ({ id: d.id, error: d.error.message })),
+        });
+        return;
+      }
+      for (const b of backups) {
+        process.stdout.write(`${b.id}  ${b.created}  ${formatBytes(b.size).padStart(10)}  ${b.plan.mode.padEnd(7)}  ${b.source.path}\n`);
+      }
+      for (const d of damaged) process.stdout.write(`${d.id}  DAMAGED: ${d.error.message}\n`);
+    });
+}

@@ -1,0 +1,35 @@
+/** `lowtide prune`: old backups removed by a retention rule, then the chunks no backup needs. */
+import { Option, type Command } from 'commander';
+import { openRepository, pruneRepository } from '../../index.js';
+import { intArg } from '../args.js';
+import { printJson } from '../output.js';
+import { formatBytes } from '../progress.js';
+
+export function addPruneCommand(program: Command): void {
+  program
+    .command('prune')
+    .description('remove old backups by a retention rule, then chunks no backup needs')
+    .requiredOption('--repo <repo>', 'repository directory')
+    .addOption(new Option('--keep-last <n>', 'keep the newest N backups of each source').argParser(intArg('--keep-last', 0, 1e9)))
+    .addOption(new Option('--keep-daily <n>', 'keep one backup for each of the last N days').argParser(intArg('--keep-daily', 0, 1e9)))
+    .addOption(new Option('--keep-weekly <n>', 'keep one backup for each of the last N weeks').argParser(intArg('--keep-weekly', 0, 1e9)))
+    .option('--dry-run', 'show what would be removed', false)
+    .option('--json', 'print JSON', false)
+    .action(async (o: Record<string, unknown>) => {
+      const repo = await openRepository(o.repo as string);
+      const r = await pruneRepository(repo, {
+        keepLast: o.keepLast as number | undefined,
+        keepDaily: o.keepDaily as number | undefined,
+        keepWeekly: o.keepWeekly as number | undefined,
+        dryRun: o.dryRun === true,
+      });
+      if (o.json === true) {
+        printJson(r);
+      } else {
+        process.stdout.write(
+          `${r.dryRun ? 'would remove' : 'removed'} ${r.removed.length} backups (${r.removed.join(', ') || 'none'}), kept ${r.kept.length}; ` +
+            `${r.chunksRemoved} chunks removed, ${formatBytes(r.bytesFreed)} freed\n`,
+        );
+      }
+    });
+}

@@ -1,0 +1,170 @@
+/**
+ * Where a restore writes: a new image file (written under a temporary name,
+ * renamed when complete; zero chunks stay holes) or a block device (written
+ * in place, zeros too, with aligned O_DIRECT writes when the device takes
+ * them).
+ */
+import { constants as fsc } from 'node:fs';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
+import { LowtideError, toLowtideError } from '../../errors.js';
+import { openSource } from '../../io/source.js';
+import { native } from '../../native.js';
+import type { Manifest } from '../../repo/format.js';
+import { PartialFile, writeError } from '../output.js';
+import { EarlyWriteback } from '../writeback.js';
+
+export type TargetKind = 'file' | 'block';
+
+/**
+ * What `target` is: a block device (overwritten), or a file (new, or replaced
+ * with `force`). Anything else is an error.
+ */
+export async function targetKind(target: string, force: boolean): Promise<TargetKind> {
+  let existing;
+  try {
+    existing = await lstat(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toLowtideError(err, 'WRITE_FAILED', `checking ${target}`);
+  }
+  if (existing?.isBlockDevice()) return 'block';
+  if (existing?.isDirectory()) throw new LowtideError('INVALID_ARGUMENT', `target ${target} is a directory`);
+  if (existing && !existing.isFile()) throw new LowtideError('UNSUPPORTED', `target ${target} is neither a file nor a block device`);
+  if (existing && !force) {
+    throw new LowtideError('OUTPUT_EXISTS', `target ${target} exists; pass force (--force) to replace it`, { path: target });
+  }
+  return 'file';
+}
+
+async function blockDeviceGeometry(path: string): Promise<{ size: number; sectorSize: number }> {
+  const src = await openSource(path, { direct: 'off' });
+  try {
+    return { size: src.size, sectorSize: src.sectorSize };
+  } finally {
+    await src.close();
+  }
+}
+
+export class RestoreTarget {
+  readonly path: string;
+  readonly kind: TargetKind;
+  /** Zero chunks are written from this buffer; without one (a file) they are left as holes. */
+  readonly zeroChunk: Buffer | undefined;
+  readonly #chunkSize: number;
+  /** Opened with O_DIRECT: writes are aligned, from aligned buffers. */
+  #direct = false;
+  #sectorSize = 512;
+  #partial: PartialFile | undefined;
+  #device: FileHandle | undefined;
+  /** A second, buffered descriptor for a tail shorter than a sector (direct only). */
+  #tail: FileHandle | undefined;
+  /** Through the page cache: writeback is started as the image grows (see EarlyWriteback). */
+  #writeback: EarlyWriteback | undefined;
+  readonly #alignedPool: Buffer[] = [];
+  #finished = false;
+
+  constructor(path: string, kind: TargetKind, chunkSize: number) {
+    this.path = path;
+    this.kind = kind;
+    this.#chunkSize = chunkSize;
+    this.zeroChunk = kind === 'block' ? native.alignedBuffer(chunkSize) : undefined;
+  }
+
+  get direct(): boolean {
+    return this.#direct;
+  }
+
+  /** Opens the target for the image of `manifest`: a file of its size, or a device at least as large. */
+  async open(manifest: Manifest): Promise<void> {
+    try {
+      if (this.kind === 'block') await this.#openDevice(manifest);
+      else {
+        this.#partial = await PartialFile.create(this.path);
+        await this.#partial.handle.truncate(manifest.size);
+      }
+    } catch (err) {
+      throw writeError(err, `opening ${this.path}`);
+    }
+    if (!this.#direct) this.#writeback = new EarlyWriteback(this.#handle().fd);
+  }
+
+  async #openDevice(manifest: Manifest): Promise<void> {
+    const geo = await blockDeviceGeometry(this.path);
+    this.#sectorSize = geo.sectorSize;
+    try {
+      this.#device = await open(this.path, fsc.O_WRONLY | fsc.O_DIRECT);
+      this.#direct = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      this.#device = await open(this.path, fsc.O_WRONLY);
+    }
+    if (geo.size < manifest.size) {
+      throw new LowtideError('TARGET_TOO_SMALL', `target ${this.path} has ${geo.size} bytes; backup ${manifest.id} needs ${manifest.size}`);
+    }
+  }
+
+  #handle(): FileHandle {
+    return this.#partial?.handle ?? this.#device!;
+  }
+
+  /** Writes `length` bytes of `data` at `offset`, aligned when direct. */
+  async write(data: Buffer, length: number, offset: number): Promise<void> {
+    const out = this.#handle();
+    if (this.#writeback) {
+      const { bytesWritten: n } = await out.write(data, 0, length, offset);
+      if (n !== length) throw new Error(`short write at ${offset}`);
+      this.#writeback.wrote(n);
+      return;
+    }
+    const aligned = length - (length % this.#sectorSize);
+    if (aligned > 0) await this.#writeAligned(out, data, aligned, offset);
+    if (aligned < length) {
+      this.#tail ??= await open(this.path, fsc.O_WRONLY);
+      const { bytesWritten: n } = await this.#tail.write(data, aligned, length - aligned, offset + aligned);
+      if (n !== length - aligned) throw new Error(`short write at ${offset + aligned}`);
+    }
+  }
+
+  async #writeAligned(out: FileHandle, data: Buffer, length: number, offset: number): Promise<void> {
+    let buf = data;
+    let pooled = false;
+    if (data !== this.zeroChunk) {
+      buf = this.#alignedPool.pop() ?? native.alignedBuffer(this.#chunkSize);
+      pooled = true;
+      data.copy(buf, 0, 0, length);
+    }
+    try {
+      const { bytesWritten: n } = await out.write(buf, 0, length, offset);
+      if (n !== length) throw new Error(`short write at ${offset}`);
+    } finally {
+      if (pooled) this.#alignedPool.push(buf);
+    }
+  }
+
+  /** Makes everything written durable; a file then replaces the target. */
+  async finish(): Promise<void> {
+    try {
+      if (this.#tail) {
+        await this.#tail.sync();
+        await this.#tail.close();
+        this.#tail = undefined;
+      }
+      if (this.#partial) {
+        await this.#partial.commit({ syncDirectory: true });
+      } else {
+        await this.#device!.sync();
+        await this.#device!.close();
+        this.#device = undefined;
+      }
+      this.#finished = true;
+    } catch (err) {
+      throw toLowtideError(err, 'WRITE_FAILED', `finishing ${this.path}`);
+    }
+  }
+
+  /** Closes what is open; an unfinished file is removed. */
+  async close(): Promise<void> {
+    if (this.#device) await this.#device.close().catch(() => undefined);
+    if (this.#tail) await this.#tail.close().catch(() => undefined);
+    if (this.#partial && !this.#finished) await this.#partial.discard();
+  }
+}
