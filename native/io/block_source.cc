@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "io/aligned_memory.h"
 #include "io/io_error.h"
 
 namespace lowtide::io {

@@ -18,8 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "io/aligned_memory.h"
 #include "io/block_source.h"
-#include "io/fd.h"
 #include "io/io_error.h"
 
 namespace lowtide::io {

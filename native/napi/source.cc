@@ -7,8 +7,7 @@
 #include <memory>
 #include <optional>
 
-#include "io/fd.h"
-
+#include "io/aligned_memory.h"
 #include "io/block_source.h"
 #include "napi/binding.h"
 #include "napi/source.h"
