@@ -4,8 +4,11 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "io/aligned_memory.h"
 #include "io/io_error.h"
@@ -44,7 +47,7 @@ bool direct_read_works(int fd, uint32_t align, uint64_t size) {
 
 }  // namespace
 
-std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMode mode) {
+std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMode mode, EmptySource empty) {
   if (path.empty()) throw IoError("INVALID_ARGUMENT", "source path is empty");
   bool want_direct = mode != DirectMode::Off;
   UniqueFd fd = open_or_throw(path, want_direct);
@@ -92,7 +95,7 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
   } else {
     throw IoError("NOT_A_SOURCE", path + " is neither a regular file nor a block device");
   }
-  if (geo.size == 0) throw IoError("EMPTY_SOURCE", path + " is empty (0 bytes)");
+  if (geo.size == 0 && empty == EmptySource::Refuse) throw IoError("EMPTY_SOURCE", path + " is empty (0 bytes)");
   if (geo.logical_sector_size > 4096 || (geo.logical_sector_size & (geo.logical_sector_size - 1)) != 0)
     throw IoError("OPEN_FAILED", path + " reports an unusable sector size " + std::to_string(geo.logical_sector_size));
 
@@ -105,6 +108,23 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
   geo.direct = direct;
   if (!direct) geo.logical_sector_size = geo.block_device ? geo.logical_sector_size : 512;
   return std::shared_ptr<BlockSource>(new BlockSource(path, std::move(fd), geo));
+}
+
+void BlockSource::read_exact(uint64_t offset, void* dst, size_t len) const {
+  auto* out = static_cast<unsigned char*>(dst);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd_.get(), out + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      throw IoError("IO_ERROR", "read of " + path_ + " at offset " + std::to_string(offset + done) + " failed: " + errno_text(e), e,
+                    static_cast<int64_t>(offset + done));
+    }
+    if (n == 0)
+      throw IoError("SHORT_READ", path_ + " ended at offset " + std::to_string(offset + done), 0, static_cast<int64_t>(offset + done));
+    done += static_cast<size_t>(n);
+  }
 }
 
 }  // namespace lowtide::io

@@ -1,6 +1,7 @@
 // A read-only block source: a regular file or a block device.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -10,6 +11,8 @@
 namespace lowtide::io {
 
 enum class DirectMode { Auto, On, Off };
+// Whether a source of 0 bytes is refused (EMPTY_SOURCE) or opened.
+enum class EmptySource { Refuse, Allow };
 
 struct SourceGeometry {
   uint64_t size = 0;                 // bytes
@@ -25,11 +28,17 @@ struct SourceGeometry {
 class BlockSource {
  public:
   // Opens `path` read-only (never O_RDWR/O_WRONLY). Throws IoError.
-  static std::shared_ptr<BlockSource> open(const std::string& path, DirectMode mode);
+  static std::shared_ptr<BlockSource> open(const std::string& path, DirectMode mode,
+                                           EmptySource empty = EmptySource::Refuse);
 
   int fd() const { return fd_.get(); }
   const SourceGeometry& geometry() const { return geo_; }
   const std::string& path() const { return path_; }
+
+  // Reads exactly `len` bytes at `offset` with pread on the calling thread.
+  // With O_DIRECT in use, offset, length and buffer must be aligned. Throws
+  // IoError: IO_ERROR when a read fails, SHORT_READ when the source ends first.
+  void read_exact(uint64_t offset, void* dst, size_t len) const;
 
  private:
   BlockSource(std::string path, UniqueFd fd, SourceGeometry geo)

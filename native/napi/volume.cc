@@ -8,15 +8,9 @@
 //                 compareFats(), planDeletion(paths), close()
 //
 // Every byte offset handed to JS is an offset on the source (file or device).
-// Files are opened O_RDONLY|O_CLOEXEC and read with pread; nothing is written.
-#include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
+// Sources are opened read-only (fat/source_reader.h) and read with pread;
+// nothing is written.
 #include <bit>
-#include <cerrno>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -26,8 +20,8 @@
 #include "fat/byte_reader.h"
 #include "fat/catalog.h"
 #include "fat/deletion.h"
+#include "fat/source_reader.h"
 #include "fat/volume.h"
-#include "io/fd.h"
 #include "napi/binding.h"
 #include "part/partition.h"
 
@@ -36,71 +30,11 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "the allocation bitmap is handed out as little-endian words");
 
-// A read-only file or block device read with pread.
-class FdReader final : public fat::ByteReader {
- public:
-  explicit FdReader(const std::string& path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      int err = errno;
-      const char* code = err == ENOENT ? "NOT_FOUND" : (err == EACCES || err == EPERM) ? "PERMISSION_DENIED" : "OPEN_FAILED";
-      throw io::IoError(code, "cannot open " + path + ": " + io::errno_text(err), err);
-    }
-    fd_.reset(fd);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      throw io::IoError("OPEN_FAILED", "cannot stat " + path + ": " + io::errno_text(err), err);
-    }
-    if (S_ISBLK(st.st_mode)) {
-      uint64_t bytes = 0;
-      if (::ioctl(fd, BLKGETSIZE64, &bytes) != 0) {
-        int err = errno;
-        throw io::IoError("OPEN_FAILED", "cannot get the size of " + path + ": " + io::errno_text(err), err);
-      }
-      size_ = bytes;
-    } else if (S_ISREG(st.st_mode)) {
-      size_ = static_cast<uint64_t>(st.st_size);
-    } else {
-      throw io::IoError("NOT_A_SOURCE", path + " is neither a regular file nor a block device");
-    }
-  }
-
-  uint64_t size() const override { return size_; }
-
-  void read(uint64_t offset, uint8_t* dst, size_t len) override {
-    if (offset > size_ || len > size_ - offset)
-      throw io::IoError("SHORT_READ",
-                        "read of " + std::to_string(len) + " bytes at offset " + std::to_string(offset) + " passes the end of " +
-                            path_ + " (" + std::to_string(size_) + " bytes)",
-                        0, static_cast<int64_t>(offset));
-    size_t done = 0;
-    while (done < len) {
-      ssize_t n = ::pread(fd_.get(), dst + done, len - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        int err = errno;
-        throw io::IoError("IO_ERROR", "read of " + path_ + " at offset " + std::to_string(offset + done) + " failed: " + io::errno_text(err),
-                          err, static_cast<int64_t>(offset + done));
-      }
-      if (n == 0)
-        throw io::IoError("SHORT_READ", path_ + " ended at offset " + std::to_string(offset + done), 0,
-                          static_cast<int64_t>(offset + done));
-      done += static_cast<size_t>(n);
-    }
-  }
-
- private:
-  std::string path_;
-  io::UniqueFd fd_;
-  uint64_t size_ = 0;
-};
-
 // One opened FAT volume. Operations on it are serialised by `mu` (the FAT
 // cache inside is not thread-safe); each task keeps the state alive.
 struct VolumeState {
   std::mutex mu;
-  std::unique_ptr<FdReader> disk;
+  std::unique_ptr<fat::SourceReader> disk;
   std::unique_ptr<fat::WindowReader> window;
   std::unique_ptr<fat::FatVolume> vol;
 };
@@ -653,7 +587,7 @@ Napi::Value ReadPartitions(const Napi::CallbackInfo& info) {
   return Task::run(
       env, "lowtide:partitions",
       [path, out] {
-        FdReader r(path);
+        fat::SourceReader r(path);
         *out = part::read_partition_table(r);
       },
       [out](Napi::Env env) -> Napi::Value { return table_to_js(env, *out); });
@@ -671,7 +605,7 @@ Napi::Value OpenVolume(const Napi::CallbackInfo& info) {
   return Task::run(
       env, "lowtide:open-volume",
       [st, path, offset, size] {
-        st->disk = std::make_unique<FdReader>(path);
+        st->disk = std::make_unique<fat::SourceReader>(path);
         uint64_t total = st->disk->size();
         if (offset >= total)
           throw io::IoError("OUT_OF_RANGE",
