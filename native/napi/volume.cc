@@ -10,11 +10,10 @@
 // Every byte offset handed to JS is an offset on the source (file or device).
 // Sources are opened read-only (fat/source_reader.h) and read with pread;
 // nothing is written.
+#include <algorithm>
 #include <bit>
-#include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <unordered_set>
 
 #include "fat/byte_reader.h"
@@ -22,6 +21,7 @@
 #include "fat/deletion.h"
 #include "fat/source_reader.h"
 #include "fat/volume.h"
+#include "napi/async.h"
 #include "napi/binding.h"
 #include "part/partition.h"
 
@@ -31,61 +31,13 @@ namespace {
 static_assert(std::endian::native == std::endian::little, "the allocation bitmap is handed out as little-endian words");
 
 // One opened FAT volume. Operations on it are serialised by `mu` (the FAT
-// cache inside is not thread-safe); each task keeps the state alive.
+// cache inside is not thread-safe); each piece of async work keeps the state
+// alive.
 struct VolumeState {
   std::mutex mu;
   std::unique_ptr<fat::SourceReader> disk;
   std::unique_ptr<fat::WindowReader> window;
   std::unique_ptr<fat::FatVolume> vol;
-};
-
-// A promise-returning worker: `work` runs off the JS thread and must not
-// touch JS values; `done` converts its result on the JS thread.
-class Task : public Napi::AsyncWorker {
- public:
-  Task(Napi::Env env, const char* name, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
-        done_(std::move(done)) {}
-
-  static Napi::Promise run(Napi::Env env, const char* name, std::function<void()> work,
-                           std::function<Napi::Value(Napi::Env)> done) {
-    auto* t = new Task(env, name, std::move(work), std::move(done));
-    Napi::Promise p = t->deferred_.Promise();
-    t->Queue();
-    return p;
-  }
-
-  void Execute() override {
-    try {
-      work_();
-    } catch (const io::IoError& e) {
-      error_ = e;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      error_ = io::IoError("INTERNAL", "out of memory");
-      SetError("out of memory");
-    } catch (const std::exception& e) {
-      error_ = io::IoError("INTERNAL", e.what());
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(done_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(to_js_error(Env(), error_ ? *error_ : io::IoError("INTERNAL", "unknown failure")).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> done_;
-  std::optional<io::IoError> error_;
 };
 
 Napi::Number num(Napi::Env env, uint64_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
@@ -265,14 +217,13 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
   Napi::Value AllocationMapJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto st = live(env);
-    auto out = std::make_shared<fat::AllocationMap>();
-    return Task::run(
+    return run_async<fat::AllocationMap>(
         env, "lowtide:fat-map",
-        [st, out] {
+        [st](fat::AllocationMap& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          *out = st->vol->allocation_map();
+          out = st->vol->allocation_map();
         },
-        [st, out](Napi::Env env) -> Napi::Value { return map_to_js(env, *st->vol, *out); });
+        [st](Napi::Env env, fat::AllocationMap& out) -> Napi::Value { return map_to_js(env, *st->vol, out); });
   }
 
   // Hands the map's words to JS (moved out of `m`).
@@ -308,15 +259,13 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
       paths.push_back(v.As<Napi::String>());
     }
     auto st = live(env);
-    auto out = std::make_shared<fat::DeletionPlan>();
-    return Task::run(
+    return run_async<fat::DeletionPlan>(
         env, "lowtide:fat-plan-deletion",
-        [st, out, paths] {
+        [st, paths](fat::DeletionPlan& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          *out = fat::plan_deletion(*st->vol, *st->window, paths);
+          out = fat::plan_deletion(*st->vol, *st->window, paths);
         },
-        [st, out](Napi::Env env) -> Napi::Value {
-          fat::DeletionPlan& p = *out;
+        [st](Napi::Env env, fat::DeletionPlan& p) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
           o.Set("sectorSize", num(env, p.sector_size));
           Napi::Float64Array offs = Napi::Float64Array::New(env, p.write_offsets.size());
@@ -361,28 +310,26 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
     Napi::Env env = info.Env();
     std::string path = string_arg(info, 0, "path");
     auto st = live(env);
-    auto out = std::make_shared<std::vector<fat::DirEntry>>();
-    return Task::run(
+    return run_async<std::vector<fat::DirEntry>>(
         env, "lowtide:fat-list",
-        [st, out, path] {
+        [st, path](std::vector<fat::DirEntry>& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          *out = st->vol->list(path);
+          out = st->vol->list(path);
         },
-        [out](Napi::Env env) -> Napi::Value { return entries_to_js(env, *out); });
+        [](Napi::Env env, std::vector<fat::DirEntry>& out) -> Napi::Value { return entries_to_js(env, out); });
   }
 
   Napi::Value Stat(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string path = string_arg(info, 0, "path");
     auto st = live(env);
-    auto out = std::make_shared<fat::DirEntry>();
-    return Task::run(
+    return run_async<fat::DirEntry>(
         env, "lowtide:fat-stat",
-        [st, out, path] {
+        [st, path](fat::DirEntry& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          *out = st->vol->stat(path);
+          out = st->vol->stat(path);
         },
-        [out](Napi::Env env) -> Napi::Value { return entry_to_js(env, *out); });
+        [](Napi::Env env, fat::DirEntry& out) -> Napi::Value { return entry_to_js(env, out); });
   }
 
   Napi::Value Walk(const Napi::CallbackInfo& info) {
@@ -406,27 +353,26 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
       std::vector<std::vector<fat::Extent>> extents;
       fat::WalkStats stats;
     };
-    auto out = std::make_shared<Out>();
-    return Task::run(
+    return run_async<Out>(
         env, "lowtide:fat-walk",
-        [st, out, check_files, with_extents] {
+        [st, check_files, with_extents](Out& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          out->entries = st->vol->walk(&out->stats, check_files, with_extents ? &out->extents : nullptr);
+          out.entries = st->vol->walk(&out.stats, check_files, with_extents ? &out.extents : nullptr);
         },
-        [out, with_extents](Napi::Env env) -> Napi::Value {
+        [with_extents](Napi::Env env, Out& out) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
-          o.Set("entries", entries_to_js(env, out->entries));
+          o.Set("entries", entries_to_js(env, out.entries));
           if (with_extents) {
-            Napi::Array a = Napi::Array::New(env, out->extents.size());
-            for (size_t i = 0; i < out->extents.size(); i++) a.Set(static_cast<uint32_t>(i), extents_to_js(env, out->extents[i]));
+            Napi::Array a = Napi::Array::New(env, out.extents.size());
+            for (size_t i = 0; i < out.extents.size(); i++) a.Set(static_cast<uint32_t>(i), extents_to_js(env, out.extents[i]));
             o.Set("extents", a);
           }
           Napi::Object s = Napi::Object::New(env);
-          s.Set("files", num(env, out->stats.files));
-          s.Set("directories", num(env, out->stats.directories));
-          s.Set("clustersOwned", num(env, out->stats.clusters_owned));
-          s.Set("orphanLongNames", num(env, out->stats.orphan_lfn));
-          s.Set("deletedEntries", num(env, out->stats.deleted_entries));
+          s.Set("files", num(env, out.stats.files));
+          s.Set("directories", num(env, out.stats.directories));
+          s.Set("clustersOwned", num(env, out.stats.clusters_owned));
+          s.Set("orphanLongNames", num(env, out.stats.orphan_lfn));
+          s.Set("deletedEntries", num(env, out.stats.deleted_entries));
           o.Set("stats", s);
           return o;
         });
@@ -452,12 +398,11 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
       excluded.insert(v.As<Napi::String>().Utf8Value());
     }
     auto st = live(env);
-    auto out = std::make_shared<std::vector<fat::CatalogFrame>>();
     uint32_t part = static_cast<uint32_t>(partition);
     size_t frame = static_cast<size_t>(frame_bytes);
-    return Task::run(
+    return run_async<std::vector<fat::CatalogFrame>>(
         env, "lowtide:fat-catalog",
-        [st, out, part, frame, excluded = std::move(excluded)] {
+        [st, part, frame, excluded = std::move(excluded)](std::vector<fat::CatalogFrame>& out) {
           std::vector<std::vector<fat::Extent>> extents;
           fat::WalkStats stats;
           std::vector<fat::DirEntry> entries;
@@ -465,15 +410,15 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
             std::lock_guard<std::mutex> lock(st->mu);
             entries = st->vol->walk(&stats, true, &extents);
           }
-          *out = fat::catalog_frames(entries, extents, part, excluded, frame);
+          out = fat::catalog_frames(entries, extents, part, excluded, frame);
         },
-        [out](Napi::Env env) -> Napi::Value {
-          Napi::Array a = Napi::Array::New(env, out->size());
-          for (size_t i = 0; i < out->size(); i++) {
-            const std::string& text = (*out)[i].text;
+        [](Napi::Env env, std::vector<fat::CatalogFrame>& out) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, out.size());
+          for (size_t i = 0; i < out.size(); i++) {
+            const std::string& text = out[i].text;
             Napi::Object o = Napi::Object::New(env);
             o.Set("text", Napi::Buffer<char>::Copy(env, text.data(), text.size()));
-            o.Set("entries", num(env, (*out)[i].entries));
+            o.Set("entries", num(env, out[i].entries));
             a.Set(static_cast<uint32_t>(i), o);
           }
           return a;
@@ -485,17 +430,16 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
     uint64_t c = offset_arg(info, 0, "cluster");
     if (c > 0xFFFFFFFFull) throw_invalid(env, "cluster must be below 2^32");
     auto st = live(env);
-    auto out = std::make_shared<std::vector<fat::Run>>();
-    return Task::run(
+    return run_async<std::vector<fat::Run>>(
         env, "lowtide:fat-chain",
-        [st, out, c] {
+        [st, c](std::vector<fat::Run>& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          *out = st->vol->chain(static_cast<uint32_t>(c), "cluster " + std::to_string(c), st->vol->info().base);
+          out = st->vol->chain(static_cast<uint32_t>(c), "cluster " + std::to_string(c), st->vol->info().base);
         },
-        [st, out](Napi::Env env) -> Napi::Value {
-          Napi::Array a = Napi::Array::New(env, out->size());
-          for (size_t i = 0; i < out->size(); i++) {
-            const fat::Run& r = (*out)[i];
+        [st](Napi::Env env, std::vector<fat::Run>& out) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, out.size());
+          for (size_t i = 0; i < out.size(); i++) {
+            const fat::Run& r = out[i];
             Napi::Object o = Napi::Object::New(env);
             o.Set("cluster", num(env, r.first));
             o.Set("count", num(env, r.count));
@@ -515,19 +459,18 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
       fat::DirEntry entry;
       std::vector<fat::Extent> extents;
     };
-    auto out = std::make_shared<Out>();
-    return Task::run(
+    return run_async<Out>(
         env, "lowtide:fat-extents",
-        [st, out, path] {
+        [st, path](Out& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          out->entry = st->vol->stat(path);
-          if (out->entry.is_dir()) throw io::IoError("INVALID_ARGUMENT", out->entry.path + " is a directory, not a file");
-          out->extents = st->vol->file_extents(out->entry);
+          out.entry = st->vol->stat(path);
+          if (out.entry.is_dir()) throw io::IoError("INVALID_ARGUMENT", out.entry.path + " is a directory, not a file");
+          out.extents = st->vol->file_extents(out.entry);
         },
-        [out](Napi::Env env) -> Napi::Value {
+        [](Napi::Env env, Out& out) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
-          o.Set("entry", entry_to_js(env, out->entry));
-          o.Set("extents", extents_to_js(env, out->extents));
+          o.Set("entry", entry_to_js(env, out.entry));
+          o.Set("extents", extents_to_js(env, out.extents));
           return o;
         });
   }
@@ -536,23 +479,22 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
     Napi::Env env = info.Env();
     std::string path = string_arg(info, 0, "path");
     auto st = live(env);
-    auto out = std::make_shared<std::vector<uint8_t>>();
-    return Task::run(
+    return run_async<std::vector<uint8_t>>(
         env, "lowtide:fat-read",
-        [st, out, path] {
+        [st, path](std::vector<uint8_t>& out) {
           std::lock_guard<std::mutex> lock(st->mu);
           fat::DirEntry e = st->vol->stat(path);
           if (e.is_dir()) throw io::IoError("INVALID_ARGUMENT", e.path + " is a directory, not a file");
           std::vector<fat::Extent> ext = st->vol->file_extents(e);
-          out->resize(e.size);
+          out.resize(e.size);
           size_t pos = 0;
           for (const fat::Extent& x : ext) {
-            st->disk->read(x.offset, out->data() + pos, static_cast<size_t>(x.length));
+            st->disk->read(x.offset, out.data() + pos, static_cast<size_t>(x.length));
             pos += static_cast<size_t>(x.length);
           }
         },
-        [out](Napi::Env env) -> Napi::Value {
-          auto* data = new std::vector<uint8_t>(std::move(*out));
+        [](Napi::Env env, std::vector<uint8_t>& out) -> Napi::Value {
+          auto* data = new std::vector<uint8_t>(std::move(out));
           return Napi::Buffer<uint8_t>::NewOrCopy(env, data->data(), data->size(),
                                                   [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; }, data);
         });
@@ -561,14 +503,13 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
   Napi::Value CompareFats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto st = live(env);
-    auto out = std::make_shared<int64_t>(-1);
-    return Task::run(
+    return run_async<int64_t>(
         env, "lowtide:fat-compare",
-        [st, out] {
+        [st](int64_t& out) {
           std::lock_guard<std::mutex> lock(st->mu);
-          *out = st->vol->compare_fats();
+          out = st->vol->compare_fats();
         },
-        [out](Napi::Env env) -> Napi::Value { return *out < 0 ? env.Null() : Napi::Value(num(env, static_cast<uint64_t>(*out))); });
+        [](Napi::Env env, int64_t& out) -> Napi::Value { return out < 0 ? env.Null() : Napi::Value(num(env, static_cast<uint64_t>(out))); });
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -583,14 +524,13 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
 Napi::Value ReadPartitions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = string_arg(info, 0, "path");
-  auto out = std::make_shared<part::PartitionTable>();
-  return Task::run(
+  return run_async<part::PartitionTable>(
       env, "lowtide:partitions",
-      [path, out] {
+      [path](part::PartitionTable& out) {
         fat::SourceReader r(path);
-        *out = part::read_partition_table(r);
+        out = part::read_partition_table(r);
       },
-      [out](Napi::Env env) -> Napi::Value { return table_to_js(env, *out); });
+      [](Napi::Env env, part::PartitionTable& out) -> Napi::Value { return table_to_js(env, out); });
 }
 
 // openVolume(path: string, offset: number, size: number): Promise<VolumeHandle>
@@ -601,10 +541,10 @@ Napi::Value OpenVolume(const Napi::CallbackInfo& info) {
   uint64_t offset = offset_arg(info, 1, "offset");
   uint64_t size = offset_arg(info, 2, "size");
   auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
-  auto st = std::make_shared<VolumeState>();
-  return Task::run(
+  return run_async<std::shared_ptr<VolumeState>>(
       env, "lowtide:open-volume",
-      [st, path, offset, size] {
+      [path, offset, size](std::shared_ptr<VolumeState>& st) {
+        st = std::make_shared<VolumeState>();
         st->disk = std::make_unique<fat::SourceReader>(path);
         uint64_t total = st->disk->size();
         if (offset >= total)
@@ -616,7 +556,7 @@ Napi::Value OpenVolume(const Napi::CallbackInfo& info) {
         st->window = std::make_unique<fat::WindowReader>(*st->disk, offset, len);
         st->vol = std::make_unique<fat::FatVolume>(*st->window, offset);
       },
-      [st, ctor](Napi::Env env) -> Napi::Value {
+      [ctor](Napi::Env env, std::shared_ptr<VolumeState>& st) -> Napi::Value {
         auto holder = std::make_unique<std::shared_ptr<VolumeState>>(st);
         Napi::Value ext = Napi::External<std::shared_ptr<VolumeState>>::New(env, holder.get());
         return ctor->New({ext});
