@@ -11,9 +11,10 @@ namespace lowtide::io {
 // With `huge`, the block is mapped on its own, 2 MiB-aligned, and marked
 // MADV_HUGEPAGE (a hint: the kernel may ignore it). Used for the reader's slab:
 // a 1 MiB request in one or two huge pages is one or two segments for the
-// device, not 256 scattered 4 KiB pages (a virtio disk here takes at most 254
-// segments per request, so a 1 MiB request of small pages is split in two), and
-// its first touch costs one fault per 2 MiB, not one per 4 KiB.
+// device, not 256 scattered 4 KiB pages (a device that takes fewer segments
+// per request, such as a virtio disk limited to 254, splits a 1 MiB request
+// of small pages in two), and its first touch costs one fault per 2 MiB, not
+// one per 4 KiB.
 class AlignedMemory {
  public:
   AlignedMemory() = default;

@@ -46,12 +46,13 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
   // Virtual size only: pages become resident when a slot is first used, and
   // slots are reused LIFO, so resident memory follows the queue depth in use.
   // Huge pages only for long reads: they let a 1 MiB request go to the device
-  // in one piece (virtio allows fewer segments than a 1 MiB buffer has 4 KiB
-  // pages), but a huge page is zeroed whole on first touch, and a short read of
-  // small scattered requests touches one per slot. (Nor is a short read's slab
-  // registered with io_uring, see UringEngine.) Measured on a 2-core VM,
-  // caches dropped: 31 MB in 147 requests took 115-190 ms with huge pages and
-  // 15-38 ms without; 1 GB of used blocks 220-306 ms with, 323-731 ms without.
+  // in one piece (a device may allow fewer segments per request than a 1 MiB
+  // buffer has 4 KiB pages), but a huge page is zeroed whole on first touch,
+  // and a short read of small scattered requests touches one per slot, so
+  // zeroing can cost more than the read itself. (Nor is a short read's slab
+  // registered with io_uring, see UringEngine.) On a virtio disk with cold
+  // caches, 31 MB in 147 requests took 115-190 ms with huge pages and 15-38 ms
+  // without; 1 GB of used blocks 220-306 ms with, 323-731 ms without.
   uint64_t total = 0;
   for (const Extent& e : extents_) total += e.length;
   long_read_ = total >= kLongReadBytes;

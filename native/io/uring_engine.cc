@@ -34,14 +34,15 @@ class UringEngine final : public ReadEngine {
     while (entries < slot_count_ + 2) entries <<= 1;
     ring_ = std::make_unique<Uring>(entries);
     // Registered buffers spare the kernel pinning a request's pages on every
-    // submission, which matters for 4 KiB pages (here: 2.9 vs 1.5 GB/s at
-    // 1 MiB, QD 32). Registering pins, and so faults in, the whole slab at
-    // once, which costs 150-270 ms on this VM for huge pages (fresh memory)
-    // against 3 ms lazily; with huge pages the per-request pinning is cheap
+    // submission, which matters for 4 KiB pages (on a virtio disk, 2.9
+    // against 1.5 GB/s at 1 MiB, QD 32). Registering pins, and so faults in,
+    // the whole slab at once: for huge pages that is all their zeroing up
+    // front, before the first read is issued, where lazily each page is
+    // zeroed as first used. With huge pages the per-request pinning is cheap
     // (one page or two) and the total time of a read is the same either way,
     // so a huge-page slab stays unregistered and becomes resident as used.
     // A short read registers nothing either: it touches only the pages its
-    // requests use (31 MB in 147 requests: ~20 ms, against 46 MiB pinned).
+    // requests use, far fewer than the whole slab.
     if (long_read_ && (!slab_->huge() || !transparent_huge_pages_enabled()))
       fixed_ = ring_->register_buffer(slab_->data(), slab_->size());
     requests_.resize(slot_count_);
@@ -89,9 +90,9 @@ class UringEngine final : public ReadEngine {
   // One is armed unless the current one fires soon enough: when the pacing
   // interval shrinks (a pause of 500 ms ends and blocks go every 0.4 ms),
   // a new, earlier timer is armed beside the old one, whose completion is
-  // then ignored. (Waiting for the old one instead left the reader issuing
-  // only when something else woke it, for up to the old interval: bench:impact
-  // saw 4 MB/s for seconds after each pause of canary's.)
+  // then ignored. (Waiting for the old one would leave the reader issuing
+  // only when something else wakes it, for up to the old interval: a crawl
+  // for as long as the pause that just ended.)
   void arm_timeout_if_needed(uint64_t now, uint64_t ns) {
     uint64_t deadline = now + ns;
     // 50 us of slack: a timer firing that much later is as good.
