@@ -18,8 +18,7 @@ class SourceReader final : public ByteReader {
  public:
   // Opens `path` read-only; a 0-byte file is opened (the parsers report what
   // is missing). Throws io::IoError.
-  explicit SourceReader(const std::string& path)
-      : source_(io::BlockSource::open(path, io::DirectMode::Off, io::EmptySource::Allow)) {}
+  explicit SourceReader(const std::string& path) : source_(io::BlockSource::open(path, io::DirectMode::Off, io::EmptySource::Allow)) {}
 
   uint64_t size() const override { return source_->geometry().size; }
 

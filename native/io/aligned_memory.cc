@@ -38,10 +38,8 @@ AlignedMemory::AlignedMemory(size_t size, size_t alignment, bool huge) : size_(s
 }
 
 AlignedMemory::~AlignedMemory() {
-  if (mapped_ != 0)
-    munmap(data_, mapped_);
-  else
-    std::free(data_);
+  if (mapped_ != 0) munmap(data_, mapped_);
+  else std::free(data_);
 }
 
 bool transparent_huge_pages_enabled() {

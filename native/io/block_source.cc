@@ -53,8 +53,7 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
   UniqueFd fd = open_or_throw(path, want_direct);
   bool direct = want_direct && static_cast<bool>(fd);
   if (!fd) {
-    if (mode == DirectMode::On)
-      throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT is refused for " + path, EINVAL);
+    if (mode == DirectMode::On) throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT is refused for " + path, EINVAL);
     fd = open_or_throw(path, false);
   }
 
@@ -86,8 +85,8 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
     geo.physical_sector_size = 512;
 #ifdef STATX_DIOALIGN
     struct statx sx;
-    if (direct && statx(fd.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
-        (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align > 0) {
+    if (direct && statx(fd.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN) &&
+        sx.stx_dio_offset_align > 0) {
       geo.logical_sector_size = sx.stx_dio_offset_align;
       if (geo.physical_sector_size < geo.logical_sector_size) geo.physical_sector_size = geo.logical_sector_size;
     }
@@ -100,8 +99,7 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
     throw IoError("OPEN_FAILED", path + " reports an unusable sector size " + std::to_string(geo.logical_sector_size));
 
   if (direct && !direct_read_works(fd.get(), geo.logical_sector_size, geo.size)) {
-    if (mode == DirectMode::On)
-      throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT reads fail on " + path, errno);
+    if (mode == DirectMode::On) throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT reads fail on " + path, errno);
     fd = open_or_throw(path, false);
     direct = false;
   }

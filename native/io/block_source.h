@@ -15,7 +15,7 @@ enum class DirectMode { Auto, On, Off };
 enum class EmptySource { Refuse, Allow };
 
 struct SourceGeometry {
-  uint64_t size = 0;                 // bytes
+  uint64_t size = 0;                   // bytes
   uint32_t logical_sector_size = 512;  // alignment unit of offsets and lengths for O_DIRECT
   uint32_t physical_sector_size = 512;
   uint32_t memory_alignment = 4096;  // buffer alignment used for reads
@@ -28,8 +28,7 @@ struct SourceGeometry {
 class BlockSource {
  public:
   // Opens `path` read-only (never O_RDWR/O_WRONLY). Throws IoError.
-  static std::shared_ptr<BlockSource> open(const std::string& path, DirectMode mode,
-                                           EmptySource empty = EmptySource::Refuse);
+  static std::shared_ptr<BlockSource> open(const std::string& path, DirectMode mode, EmptySource empty = EmptySource::Refuse);
 
   int fd() const { return fd_.get(); }
   const SourceGeometry& geometry() const { return geo_; }
@@ -41,8 +40,7 @@ class BlockSource {
   void read_exact(uint64_t offset, void* dst, size_t len) const;
 
  private:
-  BlockSource(std::string path, UniqueFd fd, SourceGeometry geo)
-      : path_(std::move(path)), fd_(std::move(fd)), geo_(geo) {}
+  BlockSource(std::string path, UniqueFd fd, SourceGeometry geo) : path_(std::move(path)), fd_(std::move(fd)), geo_(geo) {}
 
   std::string path_;
   UniqueFd fd_;

@@ -12,9 +12,7 @@ namespace {
 
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-std::string range_text(uint64_t off, uint64_t len) {
-  return "[" + std::to_string(off) + ", " + std::to_string(off + len) + ")";
-}
+std::string range_text(uint64_t off, uint64_t len) { return "[" + std::to_string(off) + ", " + std::to_string(off + len) + ")"; }
 
 }  // namespace
 
@@ -36,8 +34,7 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
       max_queue_depth_(std::max(std::max<uint32_t>(1, c.queue_depth), c.max_queue_depth)),
       ordered_(c.ordered) {
   // Drop empty extents so the cursor never produces a zero-length request.
-  extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }),
-                 extents_.end());
+  extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }), extents_.end());
   // A request may start and end inside a sector: room for one sector of
   // padding on each side, rounded to the memory alignment.
   uint64_t mem_align = std::max<uint64_t>(4096, source_->geometry().memory_alignment);
@@ -149,8 +146,8 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     slot_state_[r.slot] = kFree;
     free_slots_.push_back(r.slot);
     fail_locked(IoError("IO_ERROR",
-                        "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) +
-                            " (block " + range_text(r.offset, r.length) + "): " + errno_text(e),
+                        "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) + " (block " +
+                            range_text(r.offset, r.length) + "): " + errno_text(e),
                         e, int64_t(r.aoffset + r.done)));
     return false;
   }
@@ -164,8 +161,8 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     free_slots_.push_back(r.slot);
     uint64_t at = r.aoffset + r.done;
     fail_locked(IoError("SHORT_READ",
-                        path_ + " ended at offset " + std::to_string(at) + " while reading block " +
-                            range_text(r.offset, r.length) + " (was the source truncated?)",
+                        path_ + " ended at offset " + std::to_string(at) + " while reading block " + range_text(r.offset, r.length) +
+                            " (was the source truncated?)",
                         0, int64_t(at)));
     return false;
   }
@@ -306,8 +303,8 @@ EngineStats ReadEngine::stats() {
   return s;
 }
 
-std::unique_ptr<ReadEngine> ReadEngine::create(EngineKind kind, std::shared_ptr<BlockSource> source,
-                                               std::vector<Extent> extents, const ReadConfig& config) {
+std::unique_ptr<ReadEngine> ReadEngine::create(EngineKind kind, std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
+                                               const ReadConfig& config) {
   if (kind == EngineKind::Threads) return make_thread_engine(std::move(source), std::move(extents), config);
   try {
     return make_uring_engine(source, extents, config);

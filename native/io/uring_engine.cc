@@ -52,7 +52,9 @@ class UringEngine final : public ReadEngine {
   const char* name() const override { return "io_uring"; }
 
  protected:
-  void launch() override { thread_ = std::thread([this] { run(); }); }
+  void launch() override {
+    thread_ = std::thread([this] { run(); });
+  }
   void join_threads() override {
     if (thread_.joinable()) thread_.join();
   }
@@ -150,8 +152,7 @@ class UringEngine final : public ReadEngine {
           }
           if (paced) arm_timeout_if_needed(t, wait_ns);
           if (maybe_finish_locked()) break;
-          starved_ = !stop_requested_ && !error_ && in_flight_ < queue_depth_ && free_slots_.empty() &&
-                     !cursor_exhausted_locked();
+          starved_ = !stop_requested_ && !error_ && in_flight_ < queue_depth_ && free_slots_.empty() && !cursor_exhausted_locked();
         }
         ring_->submit_and_wait(1);
         uint64_t now = now_ns();

@@ -82,8 +82,7 @@ class PromiseWorker final : public Napi::AsyncWorker {
 
 template <class Result, class ExecuteFn, class ResolveFn>
 Napi::Promise run_async(Napi::Env env, const char* name, ExecuteFn execute, ResolveFn resolve) {
-  auto* worker =
-      new detail::PromiseWorker<Result, ExecuteFn, ResolveFn>(env, name, std::move(execute), std::move(resolve));
+  auto* worker = new detail::PromiseWorker<Result, ExecuteFn, ResolveFn>(env, name, std::move(execute), std::move(resolve));
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

@@ -20,13 +20,12 @@ Napi::Value StoreChunkFile(const Napi::CallbackInfo& info) {
   if (level < 1 || level > 22) throw_invalid(env, "storeChunkFile: level must be 1..22");
   std::string tmp = info[2].As<Napi::String>().Utf8Value();
   std::string final_path = info[3].As<Napi::String>().Utf8Value();
-  if (tmp.empty() || final_path.find('/') == std::string::npos) throw_invalid(env, "storeChunkFile: paths must name files in directories");
+  if (tmp.empty() || final_path.find('/') == std::string::npos)
+    throw_invalid(env, "storeChunkFile: paths must name files in directories");
   return run_async<repo::StoredChunk>(
       env, "lowtide:storeChunkFile",
-      [view = HeldView(info[0].As<Napi::TypedArray>()), level, tmp = std::move(tmp),
-       final_path = std::move(final_path)](repo::StoredChunk& out) {
-        out = repo::store_chunk_file(view.data, view.size, level, tmp, final_path);
-      },
+      [view = HeldView(info[0].As<Napi::TypedArray>()), level, tmp = std::move(tmp), final_path = std::move(final_path)](
+          repo::StoredChunk& out) { out = repo::store_chunk_file(view.data, view.size, level, tmp, final_path); },
       [](Napi::Env env, repo::StoredChunk& out) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
         o.Set("written", Napi::Boolean::New(env, out.written));

@@ -127,10 +127,8 @@ Napi::Value ZstdInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   std::string why;
-  if (copy::zstd_available(&why))
-    o.Set("version", copy::zstd_version());
-  else
-    o.Set("error", why);
+  if (copy::zstd_available(&why)) o.Set("version", copy::zstd_version());
+  else o.Set("error", why);
   return o;
 }
 

@@ -146,8 +146,7 @@ Napi::Object allocation_map_to_js(Napi::Env env, const fat::FatVolume& vol, fat:
   auto* words = new std::vector<uint64_t>(std::move(m.words));
   size_t bytes = (static_cast<size_t>(m.cluster_count) + 7) / 8;
   Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::NewOrCopy(
-      env, reinterpret_cast<uint8_t*>(words->data()), bytes,
-      [](Napi::Env, uint8_t*, std::vector<uint64_t>* w) { delete w; }, words);
+      env, reinterpret_cast<uint8_t*>(words->data()), bytes, [](Napi::Env, uint8_t*, std::vector<uint64_t>* w) { delete w; }, words);
   Napi::Object o = Napi::Object::New(env);
   o.Set("bitmap", buf);
   o.Set("firstCluster", num(env, 2));
@@ -167,9 +166,8 @@ Napi::Object deletion_plan_to_js(Napi::Env env, const fat::FatVolume& vol, fat::
   for (size_t i = 0; i < p.write_offsets.size(); i++) offs[i] = static_cast<double>(p.write_offsets[i]);
   o.Set("writeOffsets", offs);
   auto* data = new std::vector<uint8_t>(std::move(p.write_data));
-  o.Set("writeData", Napi::Buffer<uint8_t>::NewOrCopy(env, data->data(), data->size(),
-                                                      [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; },
-                                                      data));
+  o.Set("writeData", Napi::Buffer<uint8_t>::NewOrCopy(
+                         env, data->data(), data->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; }, data));
   o.Set("freedClusters", num(env, p.freed_clusters));
   o.Set("freedBytes", num(env, p.freed_bytes));
   o.Set("lowestFreedCluster", num(env, p.lowest_freed));

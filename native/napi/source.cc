@@ -28,8 +28,7 @@ Napi::Object SourceHandle::Init(Napi::Env env) {
 }
 
 SourceHandle::SourceHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SourceHandle>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal())
-    throw_invalid(info.Env(), "SourceHandle is created by openSource()");
+  if (info.Length() != 1 || !info[0].IsExternal()) throw_invalid(info.Env(), "SourceHandle is created by openSource()");
   auto* holder = info[0].As<Napi::External<std::shared_ptr<io::BlockSource>>>().Data();
   source_ = *holder;
 }
@@ -80,8 +79,9 @@ uint64_t probe_read(const io::BlockSource& source, uint64_t offset, uint32_t len
                       e, int64_t(offset));
   }
   if (size_t(n) != length)
-    throw io::IoError("SHORT_READ", source.path() + ": probe read at offset " + std::to_string(offset) + " returned " +
-                                        std::to_string(n) + " of " + std::to_string(length) + " bytes",
+    throw io::IoError("SHORT_READ",
+                      source.path() + ": probe read at offset " + std::to_string(offset) + " returned " + std::to_string(n) + " of " +
+                          std::to_string(length) + " bytes",
                       0, int64_t(offset));
   return latency_ns;
 }
@@ -102,7 +102,8 @@ Napi::Value SourceHandle::Probe(const Napi::CallbackInfo& info) {
     throw_invalid(env, "probe: offset must be a non-negative multiple of the sector size");
   if (!(len >= 1) || len > 1 << 20 || std::floor(len) != len || std::fmod(len, sector) != 0)
     throw_invalid(env, "probe: length must be a multiple of the sector size, at most 1 MiB");
-  if (off + len > double(g.size)) throw to_js_error(env, io::IoError("OUT_OF_RANGE", "probe: the read reaches past the end of " + source_->path(), 0, int64_t(off)));
+  if (off + len > double(g.size))
+    throw to_js_error(env, io::IoError("OUT_OF_RANGE", "probe: the read reaches past the end of " + source_->path(), 0, int64_t(off)));
   return run_async<uint64_t>(
       env, "lowtide:probe",
       [source = source_, offset = uint64_t(off), length = uint32_t(len)](uint64_t& latency_ns) {

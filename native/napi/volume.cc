@@ -306,8 +306,8 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
         },
         [](Napi::Env env, std::vector<uint8_t>& out) -> Napi::Value {
           auto* data = new std::vector<uint8_t>(std::move(out));
-          return Napi::Buffer<uint8_t>::NewOrCopy(env, data->data(), data->size(),
-                                                  [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; }, data);
+          return Napi::Buffer<uint8_t>::NewOrCopy(
+              env, data->data(), data->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; }, data);
         });
   }
 
@@ -320,7 +320,9 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
           std::lock_guard<std::mutex> lock(st->mu);
           out = st->vol->compare_fats();
         },
-        [](Napi::Env env, int64_t& out) -> Napi::Value { return out < 0 ? env.Null() : Napi::Value(num(env, static_cast<uint64_t>(out))); });
+        [](Napi::Env env, int64_t& out) -> Napi::Value {
+          return out < 0 ? env.Null() : Napi::Value(num(env, static_cast<uint64_t>(out)));
+        });
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -359,9 +361,10 @@ Napi::Value OpenVolume(const Napi::CallbackInfo& info) {
         st->disk = std::make_unique<fat::SourceReader>(path);
         uint64_t total = st->disk->size();
         if (offset >= total)
-          throw io::IoError("OUT_OF_RANGE",
-                            "volume offset " + std::to_string(offset) + " is past the end of " + path + " (" + std::to_string(total) + " bytes)",
-                            0, static_cast<int64_t>(offset));
+          throw io::IoError(
+              "OUT_OF_RANGE",
+              "volume offset " + std::to_string(offset) + " is past the end of " + path + " (" + std::to_string(total) + " bytes)", 0,
+              static_cast<int64_t>(offset));
         uint64_t avail = total - offset;
         uint64_t len = size == 0 ? avail : std::min(size, avail);
         st->window = std::make_unique<fat::WindowReader>(*st->disk, offset, len);

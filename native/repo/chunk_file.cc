@@ -51,11 +51,11 @@ bool worth_compressing(const unsigned char* plain, size_t len) {
 }
 
 [[noreturn]] void fail(int err, const std::string& what) {
-  if (err == ENOSPC || err == EDQUOT)
-    throw io::IoError("REPO_FULL", "the repository's file system is full (" + what + ")", err);
+  if (err == ENOSPC || err == EDQUOT) throw io::IoError("REPO_FULL", "the repository's file system is full (" + what + ")", err);
   // "EFBIG (File too large)": the name as Node's own errors give it, then the text.
   const char* name = strerrorname_np(err);
-  throw io::IoError("WRITE_FAILED", what + ": " + (name ? std::string(name) + " (" + io::errno_text(err) + ")" : io::errno_text(err)), err);
+  throw io::IoError("WRITE_FAILED", what + ": " + (name ? std::string(name) + " (" + io::errno_text(err) + ")" : io::errno_text(err)),
+                    err);
 }
 
 void write_all(int fd, iovec* iov, int count, const std::string& what) {
