@@ -168,8 +168,8 @@ ZstdOutput zstd_decompress(const unsigned char* src, size_t len, size_t max_size
     if (!a.isError(n) && n == size) return {out.release(), n};
     // More than one frame (or a lying header): decode as a stream below.
   } else if (size != kContentSizeUnknown) {
-    throw std::runtime_error("zstd decompression: the frame says " + std::to_string(size) +
-                             " bytes, more than the " + std::to_string(max_size) + " bytes expected");
+    throw std::runtime_error("zstd decompression: the frame says " + std::to_string(size) + " bytes, more than the " +
+                             std::to_string(max_size) + " bytes expected");
   }
   // Streaming: unknown size or several frames; grow up to max_size.
   check(a, a.DCtx_reset(tls.d, 1 /* ZSTD_reset_session_only */), "zstd reset");
@@ -183,7 +183,8 @@ ZstdOutput zstd_decompress(const unsigned char* src, size_t len, size_t max_size
     check(a, rc, "zstd decompression");
     if (in.pos == in.size && rc == 0) break;  // all input used, last frame complete
     if (o.pos == o.size) {
-      if (o.size >= max_size) throw std::runtime_error("zstd decompression: more than the " + std::to_string(max_size) + " bytes expected");
+      if (o.size >= max_size)
+        throw std::runtime_error("zstd decompression: more than the " + std::to_string(max_size) + " bytes expected");
       size_t grown = std::min<size_t>(max_size, o.size * 2);
       auto* p = static_cast<unsigned char*>(std::realloc(out.p, grown));
       if (p == nullptr) throw std::bad_alloc();

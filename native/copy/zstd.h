@@ -3,9 +3,10 @@
 // Every Debian system has libzstd1 (dpkg depends on it), but not its headers,
 // so the few functions of zstd's stable API that lowtide needs are declared
 // here and looked up with dlsym. Each thread keeps one compression and one
-// decompression context and reuses them: a fresh context per call costs its
-// tables' memory every time (the npm binding used before did that and ran at
-// ~10 ms per MiB on this machine, against ~3 ms here).
+// decompression context and reuses them: a fresh context per call allocates
+// and fills its tables every time, which can take longer than compressing a
+// MiB (about 10 ms per MiB with a fresh context against 3 ms with a reused
+// one).
 #pragma once
 
 #include <cstddef>
@@ -33,8 +34,8 @@ ZstdOutput zstd_compress(const unsigned char* src, size_t len, int level);
 size_t zstd_compress_bound(size_t len);
 
 // Compresses into caller-owned memory of `cap` bytes (at least the bound);
-// returns the compressed size. The caller can reuse `dst`: memory this
-// machine has touched before costs nothing to write, fresh memory ~5 ms/MiB.
+// returns the compressed size. The caller can reuse `dst`: memory the process
+// has touched before costs no page faults to write, fresh memory one per page.
 size_t zstd_compress_into(const unsigned char* src, size_t len, unsigned char* dst, size_t cap, int level);
 
 // Decompresses one or more concatenated frames. Fails (std::runtime_error)

@@ -107,9 +107,8 @@ FatGeometry parse_boot_sector(const uint8_t* p, size_t n, uint64_t volume_size, 
   uint64_t fats_sectors = static_cast<uint64_t>(g.num_fats) * g.fat_sectors;
   uint64_t data_start = g.reserved_sectors + fats_sectors + root_dir_sectors;
   if (g.total_sectors * bps > volume_size)
-    b.fail(g.total_sectors == total16 ? 0x13 : 0x20,
-           "total sectors " + std::to_string(g.total_sectors) + " x " + std::to_string(bps) + " bytes exceed the volume size (" +
-               std::to_string(volume_size) + " bytes)");
+    b.fail(g.total_sectors == total16 ? 0x13 : 0x20, "total sectors " + std::to_string(g.total_sectors) + " x " + std::to_string(bps) +
+                                                         " bytes exceed the volume size (" + std::to_string(volume_size) + " bytes)");
   if (data_start >= g.total_sectors)
     b.fail(fat32_layout ? 0x24 : 0x16, "reserved sectors, FATs and root directory (" + std::to_string(data_start) +
                                            " sectors) leave no room for data in " + std::to_string(g.total_sectors) + " sectors");
@@ -120,10 +119,10 @@ FatGeometry parse_boot_sector(const uint8_t* p, size_t n, uint64_t volume_size, 
   // a FAT32 BPB with few clusters is accepted as FAT32, like Linux and dosfstools do.
   if (fat32_layout) {
     g.type = FatType::Fat32;
-    if (clusters > kFat32MaxClusters)
-      b.fail(0x20, std::to_string(clusters) + " clusters are too many for FAT32");
+    if (clusters > kFat32MaxClusters) b.fail(0x20, std::to_string(clusters) + " clusters are too many for FAT32");
     if (clusters <= kFat16MaxClusters)
-      g.warnings.push_back("FAT32 volume has only " + std::to_string(clusters) + " clusters (fewer than the 65525 of the specification)");
+      g.warnings.push_back("FAT32 volume has only " + std::to_string(clusters) +
+                           " clusters (fewer than the 65525 of the specification)");
   } else if (clusters <= kFat12MaxClusters) {
     g.type = FatType::Fat12;
   } else if (clusters <= kFat16MaxClusters) {
@@ -148,7 +147,8 @@ FatGeometry parse_boot_sector(const uint8_t* p, size_t n, uint64_t volume_size, 
 
   if (g.type == FatType::Fat32) {
     if (g.root_cluster < 2 || g.root_cluster > g.cluster_count + 1)
-      b.fail(0x2C, "root cluster " + std::to_string(g.root_cluster) + " is outside clusters 2.." + std::to_string(g.cluster_count + 1));
+      b.fail(0x2C,
+             "root cluster " + std::to_string(g.root_cluster) + " is outside clusters 2.." + std::to_string(g.cluster_count + 1));
     if (g.fsinfo_sector == 0xFFFF) g.fsinfo_sector = 0;
     if (g.fsinfo_sector != 0 && g.fsinfo_sector >= g.reserved_sectors) {
       g.warnings.push_back("FSInfo sector " + std::to_string(g.fsinfo_sector) + " lies outside the reserved area; ignored");

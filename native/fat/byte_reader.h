@@ -27,9 +27,9 @@ class SpanReader final : public ByteReader {
   uint64_t size() const override { return size_; }
   void read(uint64_t offset, uint8_t* dst, size_t len) override {
     if (offset > size_ || len > size_ - offset)
-      throw io::IoError("SHORT_READ", "read of " + std::to_string(len) + " bytes at offset " +
-                                          std::to_string(offset) + " passes the end (" +
-                                          std::to_string(size_) + " bytes)",
+      throw io::IoError("SHORT_READ",
+                        "read of " + std::to_string(len) + " bytes at offset " + std::to_string(offset) + " passes the end (" +
+                            std::to_string(size_) + " bytes)",
                         0, static_cast<int64_t>(offset));
     std::memcpy(dst, data_ + offset, len);
   }
@@ -46,9 +46,10 @@ class WindowReader final : public ByteReader {
   uint64_t size() const override { return size_; }
   void read(uint64_t offset, uint8_t* dst, size_t len) override {
     if (offset > size_ || len > size_ - offset)
-      throw io::IoError("SHORT_READ", "read of " + std::to_string(len) + " bytes at offset " +
-                                          std::to_string(base_ + offset) + " passes the end of the volume",
-                        0, static_cast<int64_t>(base_ + offset));
+      throw io::IoError(
+          "SHORT_READ",
+          "read of " + std::to_string(len) + " bytes at offset " + std::to_string(base_ + offset) + " passes the end of the volume", 0,
+          static_cast<int64_t>(base_ + offset));
     inner_.read(base_ + offset, dst, len);
   }
 
@@ -80,8 +81,8 @@ class Bytes {
   }
   uint32_t u32(size_t off) const {
     check(off, 4);
-    return static_cast<uint32_t>(p_[off]) | (static_cast<uint32_t>(p_[off + 1]) << 8) |
-           (static_cast<uint32_t>(p_[off + 2]) << 16) | (static_cast<uint32_t>(p_[off + 3]) << 24);
+    return static_cast<uint32_t>(p_[off]) | (static_cast<uint32_t>(p_[off + 1]) << 8) | (static_cast<uint32_t>(p_[off + 2]) << 16) |
+           (static_cast<uint32_t>(p_[off + 3]) << 24);
   }
   uint64_t u64(size_t off) const { return static_cast<uint64_t>(u32(off)) | (static_cast<uint64_t>(u32(off + 4)) << 32); }
   const uint8_t* at(size_t off, size_t len) const {
@@ -116,8 +117,7 @@ inline uint32_t load_le32(const uint8_t* p) {
 }
 
 [[noreturn]] inline void corrupt(const char* code, const std::string& what, uint64_t offset, const std::string& message) {
-  throw io::IoError(code, what + " at byte offset " + std::to_string(offset) + ": " + message, 0,
-                    static_cast<int64_t>(offset));
+  throw io::IoError(code, what + " at byte offset " + std::to_string(offset) + ": " + message, 0, static_cast<int64_t>(offset));
 }
 
 // UTF-16 code units to UTF-8; unpaired surrogates become U+FFFD.

@@ -48,8 +48,8 @@ std::string fat_time_iso(uint16_t date, uint16_t time) {
   std::tm utc{};
   gmtime_r(&t, &utc);
   char buf[64];  // room for any int the compiler imagines; the values are small
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.000Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
-                utc.tm_hour, utc.tm_min, utc.tm_sec);
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.000Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour,
+                utc.tm_min, utc.tm_sec);
   return buf;
 }
 
@@ -69,9 +69,8 @@ bool excluded_path(const std::unordered_set<std::string>& excluded, const std::s
 
 }  // namespace
 
-std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries,
-                                         const std::vector<std::vector<Extent>>& extents, uint32_t partition,
-                                         const std::unordered_set<std::string>& excluded, size_t frame_bytes) {
+std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries, const std::vector<std::vector<Extent>>& extents,
+                                         uint32_t partition, const std::unordered_set<std::string>& excluded, size_t frame_bytes) {
   std::vector<CatalogFrame> frames;
   CatalogFrame cur;
   const std::string head = "{\"partition\":" + std::to_string(partition) + ",\"path\":";

@@ -27,9 +27,8 @@ struct CatalogFrame {
 // Splits the lines into frames of about `frame_bytes` (a frame ends at the
 // first line end at or past it). Entries whose path, or a parent directory's
 // path, is in `excluded` are left out.
-std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries,
-                                         const std::vector<std::vector<Extent>>& extents, uint32_t partition,
-                                         const std::unordered_set<std::string>& excluded, size_t frame_bytes);
+std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries, const std::vector<std::vector<Extent>>& extents,
+                                         uint32_t partition, const std::unordered_set<std::string>& excluded, size_t frame_bytes);
 
 // `s` as a JSON string literal (quotes included), appended to `out`.
 void append_json_string(std::string& out, const std::string& s);

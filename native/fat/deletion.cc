@@ -29,8 +29,7 @@ struct Frame {
 class Planner {
  public:
   Planner(FatVolume& vol, ByteReader& reader)
-      : vol_(vol), reader_(reader), g_(vol.geo()), base_(vol.info().base), last_(g_.cluster_count + 1), seen_(last_),
-        freed_(last_) {}
+      : vol_(vol), reader_(reader), g_(vol.geo()), base_(vol.info().base), last_(g_.cluster_count + 1), seen_(last_), freed_(last_) {}
 
   // Targets: paths exactly as the walk spells them (cheap: matched during the
   // walk) and 8.3 entry offsets (paths resolved by name beforehand).
@@ -55,7 +54,6 @@ class Planner {
   }
 
  private:
-
   // Finds the chain other than the current one that holds `cluster`. Every
   // earlier chain was walked completely without error, so each is finite.
   const Owner* owner_of(uint32_t cluster) {
@@ -77,12 +75,12 @@ class Planner {
     FatVolume::CrossLinkHandler on_cross = [&](uint32_t cluster, uint32_t prev, uint64_t where) {
       const Owner* other = owner_of(cluster);
       if (!other) return;  // the generic cross-link error follows
-      const std::string link = prev ? "the FAT entry of cluster " + std::to_string(prev) + " (byte offset " +
-                                          std::to_string(where) + ")"
-                                    : "the directory entry (byte offset " + std::to_string(where) + ")";
+      const std::string link =
+          prev ? "the FAT entry of cluster " + std::to_string(prev) + " (byte offset " + std::to_string(where) + ")"
+               : "the directory entry (byte offset " + std::to_string(where) + ")";
       std::string msg = "cluster " + std::to_string(cluster) + " (data at byte offset " +
-                        std::to_string(vol_.cluster_offset(cluster)) + ") is in the chains of both " + other->path +
-                        " and " + path + "; " + link + " links to it (cross-link)";
+                        std::to_string(vol_.cluster_offset(cluster)) + ") is in the chains of both " + other->path + " and " + path +
+                        "; " + link + " links to it (cross-link)";
       if (excluded != other->excluded) {
         const std::string& gone = excluded ? path : other->path;
         const std::string& kept = excluded ? other->path : path;
@@ -210,8 +208,7 @@ class Planner {
     uint32_t run_first = 0, run_count = 0;
     auto flush_run = [&] {
       if (run_count)
-        plan_.freed_runs.push_back(
-            Extent{vol_.cluster_offset(run_first), static_cast<uint64_t>(run_count) * g_.cluster_size});
+        plan_.freed_runs.push_back(Extent{vol_.cluster_offset(run_first), static_cast<uint64_t>(run_count) * g_.cluster_size});
       run_count = 0;
     };
     for (size_t w = 0; w < words.size(); w++) {

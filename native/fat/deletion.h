@@ -37,8 +37,8 @@ struct DeletionPlan {
   std::vector<uint8_t> write_data;
   uint64_t freed_clusters = 0;
   uint64_t freed_bytes = 0;
-  uint32_t lowest_freed = 0;  // 0 when nothing was freed
-  std::vector<Extent> freed_runs;  // source byte extents of the freed clusters, ascending
+  uint32_t lowest_freed = 0;            // 0 when nothing was freed
+  std::vector<Extent> freed_runs;       // source byte extents of the freed clusters, ascending
   std::vector<ExcludedEntry> excluded;  // depth first, directory order
   uint64_t bytes_excluded = 0;          // sum of the excluded files' sizes
   uint64_t entries_marked = 0;          // directory slots marked deleted (8.3 + long-name)

@@ -46,8 +46,7 @@ struct W32 {
 };
 
 template <class W>
-void map_range_t(const uint8_t* buf, uint32_t buf_first, uint32_t bit_begin, uint32_t bit_end, uint64_t* words,
-                 MapCounts* counts) {
+void map_range_t(const uint8_t* buf, uint32_t buf_first, uint32_t bit_begin, uint32_t bit_end, uint64_t* words, MapCounts* counts) {
   const uint8_t* origin = buf - W::off(buf_first);  // never dereferenced below entry buf_first
   uint64_t free = 0, bad = 0;
   uint32_t j = bit_begin;
@@ -103,8 +102,12 @@ uint64_t fat_bytes_needed(const FatGeometry& g) {
 }
 
 FatTable::FatTable(ByteReader& reader, const FatGeometry& g, uint32_t copy, uint64_t base)
-    : reader_(reader), ops_(fat_ops(g.type)), max_entry_(g.cluster_count + 1),
-      fat_start_(g.fat_offset + static_cast<uint64_t>(copy) * g.fat_bytes), needed_(fat_bytes_needed(g)), base_(base),
+    : reader_(reader),
+      ops_(fat_ops(g.type)),
+      max_entry_(g.cluster_count + 1),
+      fat_start_(g.fat_offset + static_cast<uint64_t>(copy) * g.fat_bytes),
+      needed_(fat_bytes_needed(g)),
+      base_(base),
       slots_(kSlots) {}
 
 uint32_t FatTable::get(uint32_t n) {

@@ -36,8 +36,7 @@ struct FatOps {
   // Hot loop: bits [bit_begin, bit_end) of the allocation map (bit j is
   // cluster j + 2; bit_begin is a multiple of 64) from a buffer holding the
   // FAT from entry `buf_first` (even) on. ORs into `words`, counts free and bad.
-  void (*map_range)(const uint8_t* buf, uint32_t buf_first, uint32_t bit_begin, uint32_t bit_end, uint64_t* words,
-                    MapCounts* counts);
+  void (*map_range)(const uint8_t* buf, uint32_t buf_first, uint32_t bit_begin, uint32_t bit_end, uint64_t* words, MapCounts* counts);
 };
 
 const FatOps& fat_ops(FatType t);

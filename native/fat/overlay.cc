@@ -37,8 +37,9 @@ uint8_t* OverlayReader::sector(uint64_t index) {
   if (it == sectors_.end()) {
     const uint64_t off = index * sector_size_;
     if (off >= inner_.size() || inner_.size() - off < sector_size_)
-      throw io::IoError("OUT_OF_RANGE", "overlay write to sector " + std::to_string(index) + " (byte offset " +
-                                            std::to_string(off) + ") passes the end of the volume",
+      throw io::IoError("OUT_OF_RANGE",
+                        "overlay write to sector " + std::to_string(index) + " (byte offset " + std::to_string(off) +
+                            ") passes the end of the volume",
                         0, static_cast<int64_t>(off));
     auto data = std::make_unique<uint8_t[]>(sector_size_);
     inner_.read(off, data.get(), sector_size_);

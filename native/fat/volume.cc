@@ -102,8 +102,8 @@ FatVolume::FatVolume(ByteReader& reader, uint64_t base) : reader_(reader) {
   }
 }
 
-std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset,
-                                       ClusterSet& seen, const CrossLinkHandler* on_cross_link) {
+std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset, ClusterSet& seen,
+                                       const CrossLinkHandler* on_cross_link) {
   const FatGeometry& g = info_.geo;
   const uint32_t last = g.cluster_count + 1;
   const FatOps& ops = fat_->ops();
@@ -122,7 +122,8 @@ std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner,
       const uint64_t where = prev ? fat_->entry_source_offset(prev) : owner_offset;
       const std::string link = prev ? "FAT entry of cluster " + std::to_string(prev) : "the directory entry";
       if (in_this_chain)
-        corrupt(kCorrupt, "cluster chain of " + owner, where, "the chain loops back: " + link + " links to cluster " + std::to_string(cur));
+        corrupt(kCorrupt, "cluster chain of " + owner, where,
+                "the chain loops back: " + link + " links to cluster " + std::to_string(cur));
       if (on_cross_link) (*on_cross_link)(cur, prev, where);
       corrupt(kCorrupt, "cluster chain of " + owner, where,
               link + " links to cluster " + std::to_string(cur) + ", already used by another file or directory (cross-link)");
@@ -299,8 +300,7 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
                     std::to_string(have));
       if (extents) data = runs_to_extents(runs, e.size);
     } else if (e.size != 0) {
-      corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
-              "file of " + std::to_string(e.size) + " bytes has no clusters");
+      corrupt(kCorrupt, "directory entry of " + e.path, e.offset, "file of " + std::to_string(e.size) + " bytes has no clusters");
     }
     out.push_back(std::move(e));
     if (extents) extents->push_back(std::move(data));

@@ -17,8 +17,8 @@
 namespace lowtide::fat {
 
 struct FsInfo {
-  bool present = false;  // FAT32 with an FSInfo sector
-  bool valid = false;    // all three signatures correct
+  bool present = false;              // FAT32 with an FSInfo sector
+  bool valid = false;                // all three signatures correct
   uint32_t free_count = 0xFFFFFFFF;  // 0xFFFFFFFF: unknown
   uint32_t next_free = 0xFFFFFFFF;   // 0xFFFFFFFF: no hint
   uint64_t offset = 0;               // source byte offset of the sector
@@ -91,8 +91,7 @@ class FatVolume {
   // chains are neither checked nor counted in clusters_owned). With
   // `extents` (needs check_files) it also gets, for each returned entry, its
   // data extents as file_extents() gives them (none for directories).
-  std::vector<DirEntry> walk(WalkStats* stats, bool check_files = true,
-                             std::vector<std::vector<Extent>>* extents = nullptr);
+  std::vector<DirEntry> walk(WalkStats* stats, bool check_files = true, std::vector<std::vector<Extent>>* extents = nullptr);
   // Source byte extents of a file's data, trimmed to its size.
   std::vector<Extent> file_extents(const DirEntry& e);
   // The first `size` bytes of a chain as source byte extents.

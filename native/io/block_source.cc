@@ -4,9 +4,13 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
+#include <string>
 
+#include "io/aligned_memory.h"
 #include "io/io_error.h"
 
 namespace lowtide::io {
@@ -43,14 +47,13 @@ bool direct_read_works(int fd, uint32_t align, uint64_t size) {
 
 }  // namespace
 
-std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMode mode) {
+std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMode mode, EmptySource empty) {
   if (path.empty()) throw IoError("INVALID_ARGUMENT", "source path is empty");
   bool want_direct = mode != DirectMode::Off;
   UniqueFd fd = open_or_throw(path, want_direct);
   bool direct = want_direct && static_cast<bool>(fd);
   if (!fd) {
-    if (mode == DirectMode::On)
-      throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT is refused for " + path, EINVAL);
+    if (mode == DirectMode::On) throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT is refused for " + path, EINVAL);
     fd = open_or_throw(path, false);
   }
 
@@ -82,8 +85,8 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
     geo.physical_sector_size = 512;
 #ifdef STATX_DIOALIGN
     struct statx sx;
-    if (direct && statx(fd.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
-        (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align > 0) {
+    if (direct && statx(fd.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN) &&
+        sx.stx_dio_offset_align > 0) {
       geo.logical_sector_size = sx.stx_dio_offset_align;
       if (geo.physical_sector_size < geo.logical_sector_size) geo.physical_sector_size = geo.logical_sector_size;
     }
@@ -91,19 +94,35 @@ std::shared_ptr<BlockSource> BlockSource::open(const std::string& path, DirectMo
   } else {
     throw IoError("NOT_A_SOURCE", path + " is neither a regular file nor a block device");
   }
-  if (geo.size == 0) throw IoError("EMPTY_SOURCE", path + " is empty (0 bytes)");
+  if (geo.size == 0 && empty == EmptySource::Refuse) throw IoError("EMPTY_SOURCE", path + " is empty (0 bytes)");
   if (geo.logical_sector_size > 4096 || (geo.logical_sector_size & (geo.logical_sector_size - 1)) != 0)
     throw IoError("OPEN_FAILED", path + " reports an unusable sector size " + std::to_string(geo.logical_sector_size));
 
   if (direct && !direct_read_works(fd.get(), geo.logical_sector_size, geo.size)) {
-    if (mode == DirectMode::On)
-      throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT reads fail on " + path, errno);
+    if (mode == DirectMode::On) throw IoError("DIRECT_UNSUPPORTED", "O_DIRECT reads fail on " + path, errno);
     fd = open_or_throw(path, false);
     direct = false;
   }
   geo.direct = direct;
   if (!direct) geo.logical_sector_size = geo.block_device ? geo.logical_sector_size : 512;
   return std::shared_ptr<BlockSource>(new BlockSource(path, std::move(fd), geo));
+}
+
+void BlockSource::read_exact(uint64_t offset, void* dst, size_t len) const {
+  auto* out = static_cast<unsigned char*>(dst);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd_.get(), out + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      throw IoError("IO_ERROR", "read of " + path_ + " at offset " + std::to_string(offset + done) + " failed: " + errno_text(e), e,
+                    static_cast<int64_t>(offset + done));
+    }
+    if (n == 0)
+      throw IoError("SHORT_READ", path_ + " ended at offset " + std::to_string(offset + done), 0, static_cast<int64_t>(offset + done));
+    done += static_cast<size_t>(n);
+  }
 }
 
 }  // namespace lowtide::io

@@ -1,29 +1,18 @@
+// The bookkeeping both read engines share, and the choice between them.
 #include "io/read_engine.h"
 
-#include <sys/eventfd.h>
-#include <sys/uio.h>
-#include <unistd.h>
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
 
-#include "io/uring.h"
+#include "io/engines.h"
 
 namespace lowtide::io {
 namespace {
 
-constexpr uint64_t kWakeTag = ~uint64_t(0);
-// Timers carry kTimeoutBase + a generation number (mod 2^16), so that the
-// completion of a timer replaced by a shorter one is told from the current one.
-constexpr uint64_t kTimeoutBase = ~uint64_t(0) - 0x20000;
-constexpr uint64_t kTimeoutGenerations = 0x10000;
-bool is_timeout_tag(uint64_t u) { return u >= kTimeoutBase && u < kTimeoutBase + kTimeoutGenerations; }
-
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
-std::string range_text(uint64_t off, uint64_t len) {
-  return "[" + std::to_string(off) + ", " + std::to_string(off + len) + ")";
-}
+std::string range_text(uint64_t off, uint64_t len) { return "[" + std::to_string(off) + ", " + std::to_string(off + len) + ")"; }
 
 }  // namespace
 
@@ -45,8 +34,7 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
       max_queue_depth_(std::max(std::max<uint32_t>(1, c.queue_depth), c.max_queue_depth)),
       ordered_(c.ordered) {
   // Drop empty extents so the cursor never produces a zero-length request.
-  extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }),
-                 extents_.end());
+  extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }), extents_.end());
   // A request may start and end inside a sector: room for one sector of
   // padding on each side, rounded to the memory alignment.
   uint64_t mem_align = std::max<uint64_t>(4096, source_->geometry().memory_alignment);
@@ -55,12 +43,13 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
   // Virtual size only: pages become resident when a slot is first used, and
   // slots are reused LIFO, so resident memory follows the queue depth in use.
   // Huge pages only for long reads: they let a 1 MiB request go to the device
-  // in one piece (virtio allows fewer segments than a 1 MiB buffer has 4 KiB
-  // pages), but a huge page is zeroed whole on first touch, and a short read of
-  // small scattered requests touches one per slot. (Nor is a short read's slab
-  // registered with io_uring, see UringEngine.) Measured on a 2-core VM,
-  // caches dropped: 31 MB in 147 requests took 115-190 ms with huge pages and
-  // 15-38 ms without; 1 GB of used blocks 220-306 ms with, 323-731 ms without.
+  // in one piece (a device may allow fewer segments per request than a 1 MiB
+  // buffer has 4 KiB pages), but a huge page is zeroed whole on first touch,
+  // and a short read of small scattered requests touches one per slot, so
+  // zeroing can cost more than the read itself. (Nor is a short read's slab
+  // registered with io_uring, see UringEngine.) On a virtio disk with cold
+  // caches, 31 MB in 147 requests took 115-190 ms with huge pages and 15-38 ms
+  // without; 1 GB of used blocks 220-306 ms with, 323-731 ms without.
   uint64_t total = 0;
   for (const Extent& e : extents_) total += e.length;
   long_read_ = total >= kLongReadBytes;
@@ -157,8 +146,8 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     slot_state_[r.slot] = kFree;
     free_slots_.push_back(r.slot);
     fail_locked(IoError("IO_ERROR",
-                        "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) +
-                            " (block " + range_text(r.offset, r.length) + "): " + errno_text(e),
+                        "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) + " (block " +
+                            range_text(r.offset, r.length) + "): " + errno_text(e),
                         e, int64_t(r.aoffset + r.done)));
     return false;
   }
@@ -172,8 +161,8 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     free_slots_.push_back(r.slot);
     uint64_t at = r.aoffset + r.done;
     fail_locked(IoError("SHORT_READ",
-                        path_ + " ended at offset " + std::to_string(at) + " while reading block " +
-                            range_text(r.offset, r.length) + " (was the source truncated?)",
+                        path_ + " ended at offset " + std::to_string(at) + " while reading block " + range_text(r.offset, r.length) +
+                            " (was the source truncated?)",
                         0, int64_t(at)));
     return false;
   }
@@ -314,303 +303,14 @@ EngineStats ReadEngine::stats() {
   return s;
 }
 
-// ---------------------------------------------------------------------------
-// io_uring engine: one thread submits and reaps; an eventfd read armed in the
-// ring wakes it when the consumer frees a slot, changes the queue depth or stops.
-
-class UringEngine final : public ReadEngine {
- public:
-  UringEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config)
-      : ReadEngine(std::move(source), std::move(extents), config) {
-    int efd = eventfd(0, EFD_CLOEXEC);
-    if (efd < 0) {
-      int e = errno;
-      throw IoError("URING_UNAVAILABLE", "eventfd failed: " + errno_text(e), e);
-    }
-    wake_fd_.reset(efd);
-    unsigned entries = 4;
-    while (entries < slot_count_ + 2) entries <<= 1;
-    ring_ = std::make_unique<Uring>(entries);
-    // Registered buffers spare the kernel pinning a request's pages on every
-    // submission, which matters for 4 KiB pages (here: 2.9 vs 1.5 GB/s at
-    // 1 MiB, QD 32). Registering pins, and so faults in, the whole slab at
-    // once, which costs 150-270 ms on this VM for huge pages (fresh memory)
-    // against 3 ms lazily; with huge pages the per-request pinning is cheap
-    // (one page or two) and the total time of a read is the same either way,
-    // so a huge-page slab stays unregistered and becomes resident as used.
-    // A short read registers nothing either: it touches only the pages its
-    // requests use (31 MB in 147 requests: ~20 ms, against 46 MiB pinned).
-    if (long_read_ && (!slab_->huge() || !transparent_huge_pages_enabled()))
-      fixed_ = ring_->register_buffer(slab_->data(), slab_->size());
-    requests_.resize(slot_count_);
-  }
-  ~UringEngine() override { join(); }
-
-  const char* name() const override { return "io_uring"; }
-
- protected:
-  void launch() override { thread_ = std::thread([this] { run(); }); }
-  void join_threads() override {
-    if (thread_.joinable()) thread_.join();
-  }
-  void free_resources() override { ring_.reset(); }
-  // A freed slot matters only when the engine waits for one; otherwise the
-  // next completion wakes it anyway, and an eventfd write per block is waste.
-  void slot_freed_locked() override {
-    if (starved_) {
-      starved_ = false;
-      wake_locked();
-    }
-  }
-  void wake_locked() override {
-    if (!wake_pending_) {
-      wake_pending_ = true;
-      uint64_t one = 1;
-      ssize_t w = ::write(wake_fd_.get(), &one, sizeof one);
-      (void)w;
-    }
-  }
-
- private:
-  bool arm_wake() {
-    io_uring_sqe* sqe = ring_->get_sqe();
-    if (!sqe) return false;
-    sqe->opcode = IORING_OP_READ;
-    sqe->fd = wake_fd_.get();
-    sqe->addr = reinterpret_cast<uint64_t>(&wake_buf_);
-    sqe->len = sizeof wake_buf_;
-    sqe->user_data = kWakeTag;
-    return true;
-  }
-
-  // A timer in the ring: wakes the loop when the pacing interval has passed.
-  // One is armed unless the current one fires soon enough: when the pacing
-  // interval shrinks (a pause of 500 ms ends and blocks go every 0.4 ms),
-  // a new, earlier timer is armed beside the old one, whose completion is
-  // then ignored. (Waiting for the old one instead left the reader issuing
-  // only when something else woke it, for up to the old interval: bench:impact
-  // saw 4 MB/s for seconds after each pause of canary's.)
-  void arm_timeout_if_needed(uint64_t now, uint64_t ns) {
-    uint64_t deadline = now + ns;
-    // 50 us of slack: a timer firing that much later is as good.
-    if (timeout_armed_ && timeout_deadline_ns_ <= deadline + 50000) return;
-    io_uring_sqe* sqe = ring_->get_sqe();
-    if (!sqe) return;
-    // The kernel reads the timespec when the entry is submitted (below, in
-    // this loop iteration), so one buffer serves every timer.
-    timeout_ts_.tv_sec = static_cast<long long>(ns / 1000000000ull);
-    timeout_ts_.tv_nsec = static_cast<long long>(ns % 1000000000ull);
-    sqe->opcode = IORING_OP_TIMEOUT;
-    sqe->addr = reinterpret_cast<uint64_t>(&timeout_ts_);
-    sqe->len = 1;
-    sqe->off = 0;
-    timeout_gen_ = (timeout_gen_ + 1) % kTimeoutGenerations;
-    sqe->user_data = kTimeoutBase + timeout_gen_;
-    timeout_armed_ = true;
-    timeout_deadline_ns_ = deadline;
-  }
-
-  void prep(const Request& r) {
-    io_uring_sqe* sqe = ring_->get_sqe();  // SQ has room for every slot plus the wake read
-    sqe->opcode = fixed_ ? IORING_OP_READ_FIXED : IORING_OP_READ;
-    sqe->fd = fd_;
-    sqe->off = r.aoffset + r.done;
-    sqe->addr = reinterpret_cast<uint64_t>(slot_data(r.slot) + r.done);
-    sqe->len = r.alength - r.done;
-    sqe->buf_index = 0;
-    sqe->user_data = r.slot;
-  }
-
-  void run() {
-    bool wake_armed = false;
-    std::vector<uint32_t> resubmit;
-    try {
-      for (;;) {
-        {
-          std::lock_guard<std::mutex> lk(mu_);
-          if (!wake_armed) wake_armed = arm_wake();
-          for (uint32_t slot : resubmit) prep(requests_[slot]);
-          resubmit.clear();
-          uint64_t t = now_ns();
-          uint64_t wait_ns = 0;
-          bool paced = false;
-          while (can_submit_locked()) {
-            if (!pace_allows_locked(t, wait_ns)) {
-              paced = true;
-              break;
-            }
-            Request r = next_request_locked();
-            note_issue_locked(t);
-            r.submit_ns = t;
-            requests_[r.slot] = r;
-            prep(requests_[r.slot]);
-          }
-          if (paced) arm_timeout_if_needed(t, wait_ns);
-          if (maybe_finish_locked()) break;
-          starved_ = !stop_requested_ && !error_ && in_flight_ < queue_depth_ && free_slots_.empty() &&
-                     !cursor_exhausted_locked();
-        }
-        ring_->submit_and_wait(1);
-        uint64_t now = now_ns();
-        std::lock_guard<std::mutex> lk(mu_);
-        ring_->for_each_cqe([&](io_uring_cqe* cqe) {
-          if (cqe->user_data == kWakeTag) {
-            wake_armed = false;
-            wake_pending_ = false;
-            return;
-          }
-          if (is_timeout_tag(cqe->user_data)) {
-            // Only the latest timer counts; an older one that fires is a spare wake-up.
-            if (cqe->user_data == kTimeoutBase + timeout_gen_) timeout_armed_ = false;
-            return;
-          }
-          Request& r = requests_[uint32_t(cqe->user_data)];
-          if (on_result_locked(r, cqe->res, now)) resubmit.push_back(r.slot);
-        });
-      }
-    } catch (const IoError& e) {
-      drain_after_failure(e);
-    }
-  }
-
-  // io_uring_enter itself failed. Reads may still target our buffers: keep
-  // reaping until none is in flight; if the ring is unusable, keep the buffer
-  // memory alive for good rather than free it under the kernel.
-  void drain_after_failure(const IoError& e) {
-    std::unique_lock<std::mutex> lk(mu_);
-    fail_locked(e);
-    int attempts = 0;
-    while (in_flight_ > 0 && attempts < 1000) {
-      lk.unlock();
-      bool ok = true;
-      try {
-        ring_->submit_and_wait(1);
-      } catch (const IoError&) {
-        ok = false;
-      }
-      uint64_t now = now_ns();
-      lk.lock();
-      ring_->for_each_cqe([&](io_uring_cqe* cqe) {
-        if (cqe->user_data == kWakeTag || is_timeout_tag(cqe->user_data)) return;
-        Request& r = requests_[uint32_t(cqe->user_data)];
-        if (on_result_locked(r, cqe->res, now)) {
-          --in_flight_;  // give up on the remainder
-          slot_state_[r.slot] = kFree;
-          free_slots_.push_back(r.slot);
-        }
-      });
-      if (!ok) ++attempts;
-    }
-    if (in_flight_ > 0) {
-      new std::shared_ptr<AlignedMemory>(slab_);  // deliberately leaked, see above
-      in_flight_ = 0;
-    }
-    maybe_finish_locked();
-  }
-
-  UniqueFd wake_fd_;
-  uint64_t wake_buf_ = 0;
-  bool wake_pending_ = false;
-  bool starved_ = false;
-  bool timeout_armed_ = false;
-  uint64_t timeout_deadline_ns_ = 0;
-  uint64_t timeout_gen_ = 0;
-  __kernel_timespec timeout_ts_{};
-  bool fixed_ = false;
-  std::vector<Request> requests_;
-  std::unique_ptr<Uring> ring_;  // destroyed before wake_buf_ and the requests
-  std::thread thread_;
-};
-
-// ---------------------------------------------------------------------------
-// Thread-pool engine: up to queue_depth threads each doing one pread at a time.
-
-class ThreadEngine final : public ReadEngine {
- public:
-  ThreadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config)
-      : ReadEngine(std::move(source), std::move(extents), config) {}
-  ~ThreadEngine() override { join(); }
-
-  const char* name() const override { return "threads"; }
-
- protected:
-  void launch() override {
-    std::lock_guard<std::mutex> lk(mu_);
-    grow_locked();
-  }
-  void wake_locked() override {
-    grow_locked();
-    cv_.notify_all();
-  }
-  void join_threads() override {
-    std::vector<std::thread> threads;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      threads.swap(threads_);
-    }
-    for (auto& t : threads) t.join();
-  }
-
- private:
-  void grow_locked() {
-    if (finished_ || joined_) return;
-    while (threads_.size() < queue_depth_) threads_.emplace_back([this] { worker(); });
-  }
-
-  void worker() {
-    std::unique_lock<std::mutex> lk(mu_);
-    for (;;) {
-      if (finished_) return;
-      if (can_submit_locked()) {
-        uint64_t t = now_ns();
-        uint64_t wait_ns = 0;
-        if (!pace_allows_locked(t, wait_ns)) {
-          cv_.wait_for(lk, std::chrono::nanoseconds(wait_ns));
-          continue;
-        }
-        Request r = next_request_locked();
-        note_issue_locked(t);
-        lk.unlock();
-        r.submit_ns = now_ns();
-        int64_t res;
-        bool again;
-        do {
-          ssize_t n;
-          do {
-            n = ::pread(fd_, slot_data(r.slot) + r.done, r.alength - r.done, off_t(r.aoffset + r.done));
-          } while (n < 0 && errno == EINTR);
-          res = n < 0 ? -int64_t(errno) : int64_t(n);
-          uint64_t now = now_ns();
-          lk.lock();
-          again = on_result_locked(r, res, now);
-          if (again) lk.unlock();
-        } while (again);
-        if (maybe_finish_locked()) {
-          cv_.notify_all();
-          return;
-        }
-        continue;
-      }
-      if (maybe_finish_locked()) {
-        cv_.notify_all();
-        return;
-      }
-      cv_.wait(lk);
-    }
-  }
-
-  std::condition_variable cv_;
-  std::vector<std::thread> threads_;
-};
-
-std::unique_ptr<ReadEngine> ReadEngine::create(EngineKind kind, std::shared_ptr<BlockSource> source,
-                                               std::vector<Extent> extents, const ReadConfig& config) {
-  if (kind == EngineKind::Threads) return std::make_unique<ThreadEngine>(std::move(source), std::move(extents), config);
+std::unique_ptr<ReadEngine> ReadEngine::create(EngineKind kind, std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
+                                               const ReadConfig& config) {
+  if (kind == EngineKind::Threads) return make_thread_engine(std::move(source), std::move(extents), config);
   try {
-    return std::make_unique<UringEngine>(source, extents, config);
+    return make_uring_engine(source, extents, config);
   } catch (const IoError& e) {
     if (kind == EngineKind::Uring) throw;
-    return std::make_unique<ThreadEngine>(std::move(source), std::move(extents), config);
+    return make_thread_engine(std::move(source), std::move(extents), config);
   }
 }
 

@@ -18,8 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "io/aligned_memory.h"
 #include "io/block_source.h"
-#include "io/fd.h"
 #include "io/io_error.h"
 
 namespace lowtide::io {
@@ -73,8 +73,8 @@ class ReadEngine {
 
   // Chooses the engine; Auto means io_uring when the kernel gives a ring,
   // the thread pool otherwise. Throws IoError.
-  static std::unique_ptr<ReadEngine> create(EngineKind kind, std::shared_ptr<BlockSource> source,
-                                            std::vector<Extent> extents, const ReadConfig& config);
+  static std::unique_ptr<ReadEngine> create(EngineKind kind, std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
+                                            const ReadConfig& config);
   virtual ~ReadEngine();
 
   virtual const char* name() const = 0;

@@ -61,7 +61,7 @@ class Uring {
   unsigned* cq_mask_ = nullptr;
   io_uring_cqe* cqes_ = nullptr;
   unsigned sq_entries_ = 0;
-  unsigned local_tail_ = 0;    // entries filled but not yet published
+  unsigned local_tail_ = 0;  // entries filled but not yet published
   unsigned to_submit_ = 0;
 };
 

@@ -13,8 +13,6 @@ Napi::Error to_js_error(Napi::Env env, const io::IoError& e) {
   return err;
 }
 
-void throw_invalid(Napi::Env env, const std::string& message) {
-  throw to_js_error(env, io::IoError("INVALID_ARGUMENT", message));
-}
+void throw_invalid(Napi::Env env, const std::string& message) { throw to_js_error(env, io::IoError("INVALID_ARGUMENT", message)); }
 
 }  // namespace lowtide::napi

@@ -20,8 +20,9 @@ Napi::Error to_js_error(Napi::Env env, const io::IoError& e);
 // Throws a JS TypeError-like error with code INVALID_ARGUMENT.
 [[noreturn]] void throw_invalid(Napi::Env env, const std::string& message);
 
-// A JS typed array's bytes for a worker on another thread: the reference
-// keeps the array (and so its memory) alive until the worker is destroyed.
+// A JS typed array's bytes for work off the JS thread (napi/async.h): the
+// reference keeps the array (and so its memory) alive until the work is
+// destroyed, on the JS thread. Off it, only `data` and `size` are used.
 struct HeldView {
   explicit HeldView(Napi::TypedArray view)
       : ref(Napi::Persistent(view.As<Napi::Object>())),
@@ -31,14 +32,6 @@ struct HeldView {
   unsigned char* data;
   size_t size;
 };
-
-// Queues an AsyncWorker that has a promise() and returns that promise.
-template <class Worker>
-Napi::Value queued(Worker* w) {
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
-}
 
 // Module parts; each adds its exports.
 void init_source(Napi::Env env, Napi::Object exports);

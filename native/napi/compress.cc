@@ -1,45 +1,44 @@
 // zstd off the JS thread (native/copy/zstd.h).
 #include "copy/zstd.h"
-#include "napi/binding.h"
 
 #include <cstdlib>
+#include <exception>
+#include <utility>
+
+#include "napi/async.h"
+#include "napi/binding.h"
 
 namespace lowtide::napi {
 namespace {
 
-// Compresses or decompresses one view on the libuv thread pool. The result
-// is malloc'ed memory handed to JS without a copy (freed by the Buffer).
-class ZstdWorker : public Napi::AsyncWorker {
- public:
-  ZstdWorker(Napi::Env env, Napi::TypedArray view, bool compress, int level, size_t max_size)
-      : Napi::AsyncWorker(env, compress ? "lowtide:zstdCompress" : "lowtide:zstdDecompress"),
-        deferred_(Napi::Promise::Deferred::New(env)), view_(view), compress_(compress), level_(level), max_size_(max_size) {}
-  ~ZstdWorker() override { std::free(out_.data); }
-  Napi::Promise promise() { return deferred_.Promise(); }
+// zstd reports failures as std::exception; they reach JS with `code`
+// (INTERNAL for compression, INVALID_ARGUMENT for input that does not
+// decompress).
+template <class F>
+auto zstd_call(const char* code, F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    throw io::IoError(code, e.what());
+  }
+}
 
-  void Execute() override {
-    try {
-      out_ = compress_ ? copy::zstd_compress(view_.data, view_.size, level_) : copy::zstd_decompress(view_.data, view_.size, max_size_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    unsigned char* p = std::exchange(out_.data, nullptr);
-    deferred_.Resolve(Napi::Buffer<unsigned char>::New(Env(), p, out_.size, [](Napi::Env, unsigned char* q) { std::free(q); }));
-  }
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(to_js_error(Env(), io::IoError(compress_ ? "INTERNAL" : "INVALID_ARGUMENT", e.Message())).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  HeldView view_;
-  bool compress_;
-  int level_;
-  size_t max_size_;
-  copy::ZstdOutput out_{};
+// A compression's or decompression's output: malloc'ed memory, handed to JS
+// without a copy (freed by the Buffer) or freed here if it never gets there.
+struct ZstdResult {
+  copy::ZstdOutput out{};
+  ZstdResult() = default;
+  ZstdResult(const ZstdResult&) = delete;
+  ZstdResult& operator=(const ZstdResult&) = delete;
+  ~ZstdResult() { std::free(out.data); }
 };
+
+Napi::Value zstd_buffer(Napi::Env env, ZstdResult& r) {
+  unsigned char* p = std::exchange(r.out.data, nullptr);
+  return Napi::Buffer<unsigned char>::New(env, p, r.out.size, [](Napi::Env, unsigned char* q) { std::free(q); });
+}
+
+Napi::Value size_number(Napi::Env env, size_t& n) { return Napi::Number::New(env, double(n)); }
 
 Napi::TypedArray view_arg(const Napi::CallbackInfo& info, const char* fn) {
   if (info.Length() < 1 || !info[0].IsTypedArray()) throw_invalid(info.Env(), std::string(fn) + "(view, ...) expects a Uint8Array");
@@ -58,7 +57,12 @@ Napi::Value ZstdCompress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray view = view_arg(info, "zstdCompress");
   int level = level_arg(info, 1, "zstdCompress");
-  return queued(new ZstdWorker(env, view, true, level, 0));
+  return run_async<ZstdResult>(
+      env, "lowtide:zstdCompress",
+      [view = HeldView(view), level](ZstdResult& r) {
+        r.out = zstd_call("INTERNAL", [&] { return copy::zstd_compress(view.data, view.size, level); });
+      },
+      zstd_buffer);
 }
 
 // zstdDecompress(view, maxSize): Promise<Buffer>
@@ -68,52 +72,41 @@ Napi::Value ZstdDecompress(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsNumber()) throw_invalid(env, "zstdDecompress(view, maxSize) expects a maximum size");
   double max = info[1].As<Napi::Number>().DoubleValue();
   if (!(max >= 0) || max > 1e12) throw_invalid(env, "zstdDecompress: maxSize out of range");
-  return queued(new ZstdWorker(env, view, false, 0, size_t(max)));
+  size_t max_size = size_t(max);
+  return run_async<ZstdResult>(
+      env, "lowtide:zstdDecompress",
+      [view = HeldView(view), max_size](ZstdResult& r) {
+        r.out = zstd_call("INVALID_ARGUMENT", [&] { return copy::zstd_decompress(view.data, view.size, max_size); });
+      },
+      zstd_buffer);
 }
 
-// Compresses (level > 0) or decompresses (level 0) into a caller's buffer;
-// resolves with the size written.
-class IntoWorker : public Napi::AsyncWorker {
- public:
-  IntoWorker(Napi::Env env, Napi::TypedArray src, Napi::TypedArray dst, int level)
-      : Napi::AsyncWorker(env, level > 0 ? "lowtide:zstdCompressInto" : "lowtide:zstdDecompressInto"),
-        deferred_(Napi::Promise::Deferred::New(env)), src_(src), dst_(dst), level_(level) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      n_ = level_ > 0 ? copy::zstd_compress_into(src_.data, src_.size, dst_.data, dst_.size, level_) : copy::zstd_decompress_into(src_.data, src_.size, dst_.data, dst_.size);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), double(n_))); }
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(to_js_error(Env(), io::IoError(level_ > 0 ? "INTERNAL" : "INVALID_ARGUMENT", e.Message())).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  HeldView src_, dst_;
-  int level_;
-  size_t n_ = 0;
-};
-
-// zstdCompressInto(src, dst, level): Promise<number>
+// zstdCompressInto(src, dst, level): Promise<number>, the size written.
 Napi::Value ZstdCompressInto(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray src = view_arg(info, "zstdCompressInto");
   if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdCompressInto(src, dst, level) expects a Uint8Array dst");
   Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
   int level = level_arg(info, 2, "zstdCompressInto");
-  return queued(new IntoWorker(env, src, dst, level));
+  return run_async<size_t>(
+      env, "lowtide:zstdCompressInto",
+      [src = HeldView(src), dst = HeldView(dst), level](size_t& n) {
+        n = zstd_call("INTERNAL", [&] { return copy::zstd_compress_into(src.data, src.size, dst.data, dst.size, level); });
+      },
+      size_number);
 }
 
-// zstdDecompressInto(src, dst): Promise<number>
+// zstdDecompressInto(src, dst): Promise<number>, the size written.
 Napi::Value ZstdDecompressInto(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::TypedArray src = view_arg(info, "zstdDecompressInto");
   if (info.Length() < 2 || !info[1].IsTypedArray()) throw_invalid(env, "zstdDecompressInto(src, dst) expects a Uint8Array dst");
-  return queued(new IntoWorker(env, src, info[1].As<Napi::TypedArray>(), 0));
+  return run_async<size_t>(
+      env, "lowtide:zstdDecompressInto",
+      [src = HeldView(src), dst = HeldView(info[1].As<Napi::TypedArray>())](size_t& n) {
+        n = zstd_call("INVALID_ARGUMENT", [&] { return copy::zstd_decompress_into(src.data, src.size, dst.data, dst.size); });
+      },
+      size_number);
 }
 
 // zstdCompressBound(n): number
@@ -134,10 +127,8 @@ Napi::Value ZstdInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   std::string why;
-  if (copy::zstd_available(&why))
-    o.Set("version", copy::zstd_version());
-  else
-    o.Set("error", why);
+  if (copy::zstd_available(&why)) o.Set("version", copy::zstd_version());
+  else o.Set("error", why);
   return o;
 }
 

@@ -49,8 +49,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
     if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsObject())
       throw_invalid(env, "Reader(source, extents, options) expects a SourceHandle, a Float64Array and an object");
     Napi::Object src_obj = info[0].As<Napi::Object>();
-    if (!src_obj.InstanceOf(addon_data(env).source_ctor.Value()))
-      throw_invalid(env, "Reader expects a SourceHandle");
+    if (!src_obj.InstanceOf(addon_data(env).source_ctor.Value())) throw_invalid(env, "Reader expects a SourceHandle");
     std::shared_ptr<io::BlockSource> source = SourceHandle::Unwrap(src_obj)->source();
     if (!source) throw to_js_error(env, io::IoError("CLOSED", "the source is closed"));
     Napi::TypedArray ta = info[1].As<Napi::TypedArray>();

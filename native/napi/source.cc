@@ -2,14 +2,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <memory>
-#include <optional>
+#include <string>
 
-#include "io/fd.h"
-
+#include "io/aligned_memory.h"
 #include "io/block_source.h"
+#include "napi/async.h"
 #include "napi/binding.h"
 #include "napi/source.h"
 
@@ -27,8 +28,7 @@ Napi::Object SourceHandle::Init(Napi::Env env) {
 }
 
 SourceHandle::SourceHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SourceHandle>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal())
-    throw_invalid(info.Env(), "SourceHandle is created by openSource()");
+  if (info.Length() != 1 || !info[0].IsExternal()) throw_invalid(info.Env(), "SourceHandle is created by openSource()");
   auto* holder = info[0].As<Napi::External<std::shared_ptr<io::BlockSource>>>().Data();
   source_ = *holder;
 }
@@ -59,49 +59,32 @@ uint64_t monotonic_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-// One small read on the thread pool, timed around the pread itself (time
-// spent waiting for a pool thread is not counted): the latency a small
-// request of someone else's sees on this storage right now.
-class ProbeWorker : public Napi::AsyncWorker {
- public:
-  ProbeWorker(Napi::Env env, std::shared_ptr<io::BlockSource> source, uint64_t offset, uint32_t length)
-      : Napi::AsyncWorker(env, "lowtide:probe"), deferred_(Napi::Promise::Deferred::New(env)),
-        source_(std::move(source)), offset_(offset), length_(length) {}
-
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    // One buffer per pool thread, kept: fresh memory costs page faults.
-    thread_local std::unique_ptr<io::AlignedMemory> buf;
-    const size_t align = std::max<size_t>(4096, source_->geometry().memory_alignment);
-    if (!buf || buf->size() < length_) buf = std::make_unique<io::AlignedMemory>((length_ + align - 1) / align * align, align);
-    uint64_t t0 = monotonic_ns();
-    ssize_t n;
-    do {
-      n = pread(source_->fd(), buf->data(), length_, off_t(offset_));
-    } while (n < 0 && errno == EINTR);
-    latency_ns_ = monotonic_ns() - t0;
-    if (n < 0) {
-      int e = errno;
-      error_ = io::IoError("IO_ERROR", source_->path() + ": probe read at offset " + std::to_string(offset_) + " failed: " +
-                                           io::errno_text(e), e, int64_t(offset_));
-    } else if (size_t(n) != length_) {
-      error_ = io::IoError("SHORT_READ", source_->path() + ": probe read at offset " + std::to_string(offset_) + " returned " +
-                                             std::to_string(n) + " of " + std::to_string(length_) + " bytes", 0, int64_t(offset_));
-    }
-    if (error_) SetError(error_->what());
+// One small read, timed around the pread itself (time spent waiting for a
+// worker thread is not counted): the latency a small request of someone
+// else's sees on this storage right now. Returns it in ns.
+uint64_t probe_read(const io::BlockSource& source, uint64_t offset, uint32_t length) {
+  // One buffer per worker thread, kept: fresh memory costs page faults.
+  thread_local std::unique_ptr<io::AlignedMemory> buf;
+  const size_t align = std::max<size_t>(4096, source.geometry().memory_alignment);
+  if (!buf || buf->size() < length) buf = std::make_unique<io::AlignedMemory>((length + align - 1) / align * align, align);
+  uint64_t t0 = monotonic_ns();
+  ssize_t n;
+  do {
+    n = pread(source.fd(), buf->data(), length, off_t(offset));
+  } while (n < 0 && errno == EINTR);
+  uint64_t latency_ns = monotonic_ns() - t0;
+  if (n < 0) {
+    int e = errno;
+    throw io::IoError("IO_ERROR", source.path() + ": probe read at offset " + std::to_string(offset) + " failed: " + io::errno_text(e),
+                      e, int64_t(offset));
   }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), double(latency_ns_))); }
-  void OnError(const Napi::Error&) override { deferred_.Reject(to_js_error(Env(), *error_).Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::shared_ptr<io::BlockSource> source_;
-  uint64_t offset_;
-  uint32_t length_;
-  uint64_t latency_ns_ = 0;
-  std::optional<io::IoError> error_;
-};
+  if (size_t(n) != length)
+    throw io::IoError("SHORT_READ",
+                      source.path() + ": probe read at offset " + std::to_string(offset) + " returned " + std::to_string(n) + " of " +
+                          std::to_string(length) + " bytes",
+                      0, int64_t(offset));
+  return latency_ns;
+}
 
 }  // namespace
 
@@ -119,46 +102,17 @@ Napi::Value SourceHandle::Probe(const Napi::CallbackInfo& info) {
     throw_invalid(env, "probe: offset must be a non-negative multiple of the sector size");
   if (!(len >= 1) || len > 1 << 20 || std::floor(len) != len || std::fmod(len, sector) != 0)
     throw_invalid(env, "probe: length must be a multiple of the sector size, at most 1 MiB");
-  if (off + len > double(g.size)) throw to_js_error(env, io::IoError("OUT_OF_RANGE", "probe: the read reaches past the end of " + source_->path(), 0, int64_t(off)));
-  return queued(new ProbeWorker(env, source_, uint64_t(off), uint32_t(len)));
+  if (off + len > double(g.size))
+    throw to_js_error(env, io::IoError("OUT_OF_RANGE", "probe: the read reaches past the end of " + source_->path(), 0, int64_t(off)));
+  return run_async<uint64_t>(
+      env, "lowtide:probe",
+      [source = source_, offset = uint64_t(off), length = uint32_t(len)](uint64_t& latency_ns) {
+        latency_ns = probe_read(*source, offset, length);
+      },
+      [](Napi::Env env, uint64_t& latency_ns) -> Napi::Value { return Napi::Number::New(env, double(latency_ns)); });
 }
 
 namespace {
-
-class OpenWorker : public Napi::AsyncWorker {
- public:
-  OpenWorker(Napi::Env env, std::string path, io::DirectMode mode)
-      : Napi::AsyncWorker(env, "lowtide:open"), deferred_(Napi::Promise::Deferred::New(env)),
-        path_(std::move(path)), mode_(mode) {}
-
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      source_ = io::BlockSource::open(path_, mode_);
-    } catch (const io::IoError& e) {
-      error_ = e;
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    auto holder = std::make_unique<std::shared_ptr<io::BlockSource>>(source_);
-    Napi::Value ext = Napi::External<std::shared_ptr<io::BlockSource>>::New(env, holder.get());
-    Napi::Object handle = addon_data(env).source_ctor.New({ext});
-    deferred_.Resolve(handle);
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(to_js_error(Env(), error_ ? *error_ : io::IoError("OPEN_FAILED", "open failed")).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::string path_;
-  io::DirectMode mode_;
-  std::shared_ptr<io::BlockSource> source_;
-  std::optional<io::IoError> error_;
-};
 
 // openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<SourceHandle>
 Napi::Value OpenSource(const Napi::CallbackInfo& info) {
@@ -171,7 +125,16 @@ Napi::Value OpenSource(const Napi::CallbackInfo& info) {
   else if (mode == "on") m = io::DirectMode::On;
   else if (mode == "off") m = io::DirectMode::Off;
   else throw_invalid(env, "direct must be 'auto', 'on' or 'off'");
-  return queued(new OpenWorker(env, info[0].As<Napi::String>(), m));
+  return run_async<std::shared_ptr<io::BlockSource>>(
+      env, "lowtide:open",
+      [path = std::string(info[0].As<Napi::String>()), m](std::shared_ptr<io::BlockSource>& source) {
+        source = io::BlockSource::open(path, m);
+      },
+      [](Napi::Env env, std::shared_ptr<io::BlockSource>& source) -> Napi::Value {
+        auto holder = std::make_unique<std::shared_ptr<io::BlockSource>>(source);
+        Napi::Value ext = Napi::External<std::shared_ptr<io::BlockSource>>::New(env, holder.get());
+        return addon_data(env).source_ctor.New({ext});
+      });
 }
 
 }  // namespace

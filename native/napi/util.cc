@@ -20,9 +20,7 @@ Napi::Value IsZero(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), copy::is_zero(base, ta.ByteLength()));
 }
 
-Napi::Value UringAvailable(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), io::Uring::available());
-}
+Napi::Value UringAvailable(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), io::Uring::available()); }
 
 // tryLockExclusive(fd): boolean
 Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {

@@ -195,8 +195,9 @@ GptResult try_gpt(ByteReader& r, uint32_t ss, uint64_t lba) {
     size_t o = static_cast<size_t>(i) * esize;
     if (all_zero(eb.at(o, 16), 16)) continue;
     uint64_t first = eb.u64(o + 32), last = eb.u64(o + 40);
-    if (first > last) eb.fail(o + 32, "partition " + std::to_string(i + 1) + " ends (LBA " + std::to_string(last) +
-                                          ") before it starts (LBA " + std::to_string(first) + ")");
+    if (first > last)
+      eb.fail(o + 32, "partition " + std::to_string(i + 1) + " ends (LBA " + std::to_string(last) + ") before it starts (LBA " +
+                          std::to_string(first) + ")");
     if (last >= (UINT64_MAX / ss) - 1) eb.fail(o + 40, "partition " + std::to_string(i + 1) + " end LBA is implausible");
     Partition p;
     p.index = i + 1;
@@ -378,8 +379,7 @@ PartitionTable read_partition_table(ByteReader& r) {
       uint64_t cur = ext_start;
       std::set<uint64_t> seen;
       for (int hops = 0;; hops++) {
-        if (hops >= 256)
-          fat::corrupt(kCorrupt, "extended boot record", cur * 512, "more than 256 logical partitions in the chain");
+        if (hops >= 256) fat::corrupt(kCorrupt, "extended boot record", cur * 512, "more than 256 logical partitions in the chain");
         if (!seen.insert(cur).second)
           fat::corrupt(kCorrupt, "extended boot record", cur * 512, "the EBR chain loops back to LBA " + std::to_string(cur));
         if ((cur + 1) * 512 > disk) {

@@ -15,12 +15,12 @@ using fat::ByteReader;
 enum class TableKind { None, Mbr, Gpt };
 
 struct Partition {
-  uint32_t index = 0;       // Linux numbering: MBR 1-4 primary, 5+ logical; GPT entry slot + 1; 0 = whole disk
-  uint64_t start = 0;       // bytes
-  uint64_t size = 0;        // bytes
-  uint32_t mbr_type = 0;    // MBR type byte (MBR only)
-  bool bootable = false;    // MBR status 0x80
-  bool extended = false;    // an MBR extended container (holds logical partitions)
+  uint32_t index = 0;     // Linux numbering: MBR 1-4 primary, 5+ logical; GPT entry slot + 1; 0 = whole disk
+  uint64_t start = 0;     // bytes
+  uint64_t size = 0;      // bytes
+  uint32_t mbr_type = 0;  // MBR type byte (MBR only)
+  bool bootable = false;  // MBR status 0x80
+  bool extended = false;  // an MBR extended container (holds logical partitions)
   bool logical = false;
   std::string type_guid;    // GPT only, e.g. "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
   std::string unique_guid;  // GPT only
@@ -35,7 +35,7 @@ struct PartitionTable {
   TableKind kind = TableKind::None;
   uint32_t sector_size = 512;
   uint64_t disk_size = 0;
-  std::string disk_guid;    // GPT
+  std::string disk_guid;       // GPT
   uint32_t mbr_signature = 0;  // MBR disk identifier
   bool gpt_backup_used = false;
   std::vector<Partition> partitions;

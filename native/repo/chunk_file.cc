@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "copy/zstd.h"
+#include "io/fd.h"
 #include "io/io_error.h"
 
 namespace lowtide::repo {
@@ -50,11 +51,11 @@ bool worth_compressing(const unsigned char* plain, size_t len) {
 }
 
 [[noreturn]] void fail(int err, const std::string& what) {
-  if (err == ENOSPC || err == EDQUOT)
-    throw io::IoError("REPO_FULL", "the repository's file system is full (" + what + ")", err);
+  if (err == ENOSPC || err == EDQUOT) throw io::IoError("REPO_FULL", "the repository's file system is full (" + what + ")", err);
   // "EFBIG (File too large)": the name as Node's own errors give it, then the text.
   const char* name = strerrorname_np(err);
-  throw io::IoError("WRITE_FAILED", what + ": " + (name ? std::string(name) + " (" + io::errno_text(err) + ")" : io::errno_text(err)), err);
+  throw io::IoError("WRITE_FAILED", what + ": " + (name ? std::string(name) + " (" + io::errno_text(err) + ")" : io::errno_text(err)),
+                    err);
 }
 
 void write_all(int fd, iovec* iov, int count, const std::string& what) {
@@ -118,15 +119,14 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
   std::memcpy(header + 8, &plain_len, 8);
 
   const std::string what = "writing " + final_path;
-  int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail(errno, what);
+  io::UniqueFd fd(::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd) fail(errno, what);
   try {
     iovec iov[2] = {{header, kChunkHeaderSize}, {const_cast<unsigned char*>(body), body_len}};
-    write_all(fd, iov, 2, what);
-    if (::fsync(fd) != 0) fail(errno, what);
-    int c = ::close(fd);
-    fd = -1;
-    if (c != 0) fail(errno, what);
+    write_all(fd.get(), iov, 2, what);
+    if (::fsync(fd.get()) != 0) fail(errno, what);
+    // Closed here, not by the destructor: a failing close is a failed write.
+    if (::close(fd.release()) != 0) fail(errno, what);
     if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) {
       if (errno != ENOENT) fail(errno, what);
       std::string dir = final_path.substr(0, final_path.rfind('/'));
@@ -134,7 +134,7 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
       if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) fail(errno, what);
     }
   } catch (...) {
-    if (fd >= 0) ::close(fd);
+    fd.reset();
     ::unlink(tmp_path.c_str());
     throw;
   }
