@@ -208,7 +208,7 @@ export function allocatedBytes(path) {
 
 // ---------------------------------------------------------------- data
 
-/** Seeded xorshift128 stream: fast (~800 MB/s here) and reproducible. */
+/** Seeded xorshift128 stream: fast (~800 MB/s on one core) and reproducible. */
 export class Prng {
   constructor(seed) {
     this.s = new Uint32Array([seed >>> 0 || 1, 0x9e3779b9, 0x243f6a88, 0xb7e15162]);

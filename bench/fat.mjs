@@ -11,8 +11,8 @@
 // and reused: pseudo-random bytes first (old data in the free space, as on a
 // real disk), then mkfs.fat -F 32, then ~50 % filled with mtools in two phases
 // with deletes in between, so later files are fragmented into the holes.
-// Caches are dropped before every timed run (root). The disk here is virtual
-// and shared with other work, so each round runs all three back to back, the
+// Caches are dropped before every timed run (root). A virtual disk may be
+// shared with other work, so each round runs all three back to back, the
 // order rotating, and the ratios reported are medians of per-round ratios.
 import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';

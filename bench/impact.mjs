@@ -1,4 +1,4 @@
-// npm run bench:impact — the headline benchmark of issue 5: how much a lowtide
+// npm run bench:impact — the headline benchmark: how much a lowtide
 // read hurts a production workload on the same disk, and how much it reads.
 //
 // Production: fio, 4 KiB random 70/30 read/write, iodepth 4, io_uring,
@@ -25,7 +25,7 @@
 // with nothing to stop: their ratio is the noise of the method. A key's
 // ratio is the median of its runs; lowtide's MB/s are while it ran.
 //
-// Targets (issue 5): with the default controller, production p99 within
+// Targets: with the default controller, production p99 within
 // 1.5x of its p99 alone, and lowtide >= 90 % of the throughput of the best
 // fixed rate that meets the same bound; under the phased load, lowtide
 // (default controller) beats every fixed rate that meets the bound.

@@ -8,7 +8,7 @@
 // Options (environment): BENCH_DIR (default bench/work), BENCH_SIZE_GIB (2),
 // BENCH_ROUNDS (9).
 //
-// The disk here is virtual and its speed swings from run to run (host caching),
+// A virtual disk's speed can swing from run to run (host caching),
 // so each round runs lowtide and its peer back to back, the order alternating,
 // and the ratio reported is the median of the per-round ratios. Reads and
 // images are measured in separate phases, each run after the disk settled
@@ -101,8 +101,8 @@ function ddImage(file, target) {
 
 // The disk is mounted with `discard`: deleting a 2 GiB image sends the host a
 // large discard, and writes of an image are still being absorbed by the host
-// after fsync. A read started right then runs in the disk's slow mode (seen
-// here: ~1.4-1.9 GB/s right after a write and delete, ~2.9-3.3 GB/s a few
+// after fsync. A read started right then runs in the disk's slow mode (on a virtio
+// disk: ~1.4-1.9 GB/s right after a write and delete, ~2.9-3.3 GB/s a few
 // seconds later). So reads and images are measured in separate phases, and
 // every measured run waits first until the disk has been idle for 2 s.
 const measured = (fn) => (...args) => {

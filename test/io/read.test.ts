@@ -274,7 +274,7 @@ describe('sources are opened read-only', () => {
         expect(flags & 0o3).toBe(0); // O_ACCMODE == O_RDONLY
         if (src.direct) expect(flags & 0o40000).toBe(0o40000); // O_DIRECT
       }
-      expect(src.direct).toBe(true); // this machine's file systems accept O_DIRECT
+      expect(src.direct).toBe(true); // the test file systems accept O_DIRECT
     } finally {
       await src.close();
     }
