@@ -46,7 +46,12 @@ export class WriteLock {
     const fd = this.#fd;
     this.#fd = undefined;
     if (fd === undefined) return;
-    const clean = this.#beforeRelease ? await this.#beforeRelease().then(() => true, () => false) : true;
+    const clean = this.#beforeRelease
+      ? await this.#beforeRelease().then(
+          () => true,
+          () => false,
+        )
+      : true;
     if (clean) await truncateFd(fd, 0).catch(() => undefined);
     await closeFd(fd); // closing the last descriptor drops the flock
   }
@@ -66,7 +71,7 @@ export async function acquireWriteLock(repoPath: string, purpose: string): Promi
   } catch (err) {
     throw repoWriteError(err, `opening ${path}`);
   }
-  let locked = false;
+  let locked: boolean;
   try {
     locked = native.tryLockExclusive(fd);
   } catch (err) {
@@ -77,7 +82,12 @@ export async function acquireWriteLock(repoPath: string, purpose: string): Promi
     await closeFd(fd);
     let holder = 'another process';
     try {
-      const info = JSON.parse(await readFile(path, 'utf8')) as { pid: number; host: string; purpose: string; since: string };
+      const info = JSON.parse(await readFile(path, 'utf8')) as {
+        pid: number;
+        host: string;
+        purpose: string;
+        since: string;
+      };
       holder = `${info.purpose} (pid ${info.pid} on ${info.host}, since ${info.since})`;
     } catch {
       /* the holder has not written its details yet */
@@ -90,7 +100,11 @@ export async function acquireWriteLock(repoPath: string, purpose: string): Promi
     const bytesRead = (await readFd(fd, previous, 0, previous.length, 0)).bytesRead;
     if (bytesRead > 0) staleHolder = previous.subarray(0, bytesRead).toString('utf8');
     await truncateFd(fd, 0);
-    await writeFd(fd, JSON.stringify({ pid: process.pid, host: hostname(), purpose, since: new Date().toISOString() }), 0);
+    await writeFd(
+      fd,
+      JSON.stringify({ pid: process.pid, host: hostname(), purpose, since: new Date().toISOString() }),
+      0,
+    );
   } catch (err) {
     await closeFd(fd);
     throw repoWriteError(err, `writing ${path}`);

@@ -17,7 +17,6 @@ import {
   CHUNK_HEADER_SIZE,
   CHUNKS_DIR,
   ChunkEncoding,
-  chunkHeader,
   CONFIG_FILE,
   DEFAULT_CHUNK_SIZE,
   DEFAULT_ZSTD_LEVEL,
@@ -52,14 +51,20 @@ export async function initRepository(path: string, options: InitOptions = {}): P
   const opts = objectOption('options', options);
   const chunkSize = integerOption('chunkSize', opts.chunkSize, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
   if ((chunkSize & (chunkSize - 1)) !== 0) {
-    throw new LowtideError('INVALID_ARGUMENT', `chunkSize: expected a power of two from 64 KiB to 8 MiB, got ${chunkSize}`);
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `chunkSize: expected a power of two from 64 KiB to 8 MiB, got ${chunkSize}`,
+    );
   }
   const level = integerOption('zstdLevel', opts.zstdLevel, DEFAULT_ZSTD_LEVEL, 1, 19);
   const root = resolve(path);
   try {
     const entries = await readdir(root);
     if (entries.length > 0) {
-      throw new LowtideError('REPO_EXISTS', `${root} exists and is not empty; a repository needs an empty or new directory`);
+      throw new LowtideError(
+        'REPO_EXISTS',
+        `${root} exists and is not empty; a repository needs an empty or new directory`,
+      );
     }
   } catch (err) {
     if (err instanceof LowtideError) throw err;
@@ -83,9 +88,14 @@ export async function initRepository(path: string, options: InitOptions = {}): P
     compression: { algorithm: 'zstd', level },
   };
   // The config is written last: a directory without it is not a repository.
-  await writeAtomic(join(root, TMP_DIR), join(root, CONFIG_FILE), [Buffer.from(JSON.stringify(config, null, 2) + '\n')], {
-    dir: root,
-  });
+  await writeAtomic(
+    join(root, TMP_DIR),
+    join(root, CONFIG_FILE),
+    [Buffer.from(JSON.stringify(config, null, 2) + '\n')],
+    {
+      dir: root,
+    },
+  );
   return new Repository(root, config);
 }
 
@@ -195,7 +205,12 @@ export class Repository {
     // prefix directory is created.
     let r: { written: boolean; storedBytes: number };
     try {
-      r = await native.storeChunkFile(plain, this.config.compression.level, tempName(this.tmpDir, 'w'), this.chunkPath(hex));
+      r = await native.storeChunkFile(
+        plain,
+        this.config.compression.level,
+        tempName(this.tmpDir, 'w'),
+        this.chunkPath(hex),
+      );
     } catch (err) {
       throw toLowtideError(err, 'WRITE_FAILED');
     }
@@ -259,12 +274,19 @@ export class Repository {
         }
         throw toLowtideError(err, 'IO_ERROR', `reading chunk ${hex}`);
       }
-      if (size > cap) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`, { path });
+      if (size > cap)
+        throw new LowtideError(
+          'CHUNK_CORRUPT',
+          `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`,
+          { path },
+        );
       const header = parseChunkHeader(file.subarray(0, size), `chunk ${hex}`);
       const body = file.subarray(CHUNK_HEADER_SIZE, size);
       const want = expectedLength ?? header.plainLength;
       if (header.plainLength !== want || want > cap - CHUNK_HEADER_SIZE) {
-        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${header.plainLength} bytes, expected ${want}`, { path });
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${header.plainLength} bytes, expected ${want}`, {
+          path,
+        });
       }
       let plain: Buffer;
       if (header.encoding === ChunkEncoding.Zstd) {
@@ -274,17 +296,24 @@ export class Repository {
         try {
           n = await decompressInto(body, out.subarray(0, want));
         } catch (err) {
-          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress to its ${want} bytes`, { cause: err, path });
+          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress to its ${want} bytes`, {
+            cause: err,
+            path,
+          });
         }
-        if (n !== want) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${n} bytes, expected ${want}`, { path });
+        if (n !== want)
+          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${n} bytes, expected ${want}`, { path });
         plain = out.subarray(0, want);
       } else {
-        if (body.length !== want) throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${body.length} bytes, expected ${want}`, { path });
+        if (body.length !== want)
+          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${body.length} bytes, expected ${want}`, { path });
         plain = body;
       }
       const digest = await native.digest(plain, false);
       if (digest === null || digest.toString('hex') !== hex) {
-        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, { path });
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, {
+          path,
+        });
       }
       return { data: plain, release };
     } catch (err) {
@@ -325,7 +354,10 @@ export class Repository {
       return last;
     }
     if (!BACKUP_ID_PATTERN.test(id)) {
-      throw new LowtideError('BACKUP_NOT_FOUND', `no backup ${JSON.stringify(id)} in ${this.path} (ids look like 20261125T174501Z-3fa9c2)`);
+      throw new LowtideError(
+        'BACKUP_NOT_FOUND',
+        `no backup ${JSON.stringify(id)} in ${this.path} (ids look like 20261125T174501Z-3fa9c2)`,
+      );
     }
     const path = join(this.backupsDir, `${id}.json`);
     let text: string;
@@ -395,9 +427,12 @@ export class Repository {
     } catch (err) {
       throw repoWriteError(err, `syncing ${this.backupsDir}`);
     }
-    await writeAtomic(this.tmpDir, join(this.backupsDir, `${manifest.id}.json`), [
-      Buffer.from(JSON.stringify(manifest, null, 2) + '\n'),
-    ], { dir: this.backupsDir });
+    await writeAtomic(
+      this.tmpDir,
+      join(this.backupsDir, `${manifest.id}.json`),
+      [Buffer.from(JSON.stringify(manifest, null, 2) + '\n')],
+      { dir: this.backupsDir },
+    );
   }
 
   /** Removes a backup's manifest (first: the backup is gone at once) and its index. */
@@ -484,7 +519,8 @@ export class IndexReader {
     const n = Math.min(INDEX_READ_ENTRIES, this.chunkCount - start);
     const buf = Buffer.alloc(n * DIGEST_SIZE);
     const { bytesRead } = await this.fh.read(buf, 0, buf.length, this.#position);
-    if (bytesRead !== buf.length) throw new LowtideError('REPO_CORRUPT', `${this.path} is truncated`, { path: this.path });
+    if (bytesRead !== buf.length)
+      throw new LowtideError('REPO_CORRUPT', `${this.path} is truncated`, { path: this.path });
     this.#position += bytesRead;
     this.#hasher.update(buf);
     this.#buf = buf;

@@ -1,8 +1,14 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attachLoop, detachLoop, hasCommand, loopUnavailableReason, skipReason, traceFileCalls } from '../helpers/system.js';
+import {
+  attachLoop,
+  detachLoop,
+  hasCommand,
+  loopUnavailableReason,
+  skipReason,
+  traceFileCalls,
+} from '../helpers/system.js';
 import { CLI, cmp, lowtide } from '../helpers/cli.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
@@ -60,7 +66,19 @@ describe('lowtide image', () => {
     const src = tmp.file('dense-src.img');
     writeSparseFile(src, 8 * MiB, [{ offset: MiB, data: patternBytes(MiB, 5) }]);
     const out = tmp.file('dense-out.img');
-    const r = lowtide(['image', src, out, '--no-sparse', '--block-size', '64K', '--queue-depth', '4', '--engine', 'threads', '--json']);
+    const r = lowtide([
+      'image',
+      src,
+      out,
+      '--no-sparse',
+      '--block-size',
+      '64K',
+      '--queue-depth',
+      '4',
+      '--engine',
+      'threads',
+      '--json',
+    ]);
     expect(r.status).toBe(0);
     const s = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(s.blockSize).toBe(65536);
@@ -77,7 +95,9 @@ describe('lowtide image', () => {
     writeFileSync(out, 'precious');
     const r = lowtide(['image', src, out]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^lowtide: error \[OUTPUT_EXISTS\]: output .* exists; pass force \(--force\) to replace it\n$/);
+    expect(r.stderr).toMatch(
+      /^lowtide: error \[OUTPUT_EXISTS\]: output .* exists; pass force \(--force\) to replace it\n$/,
+    );
     expect(cmp(src, out)).toBe(false);
     const r2 = lowtide(['image', src, out, '--force', '--json']);
     expect(r2.status).toBe(0);
@@ -139,27 +159,36 @@ describe('lowtide inspect', () => {
     const r = lowtide(['inspect', f, '--json']);
     expect(r.status).toBe(0);
     const info = JSON.parse(r.stdout) as Record<string, unknown>;
-    expect(info).toMatchObject({ path: f, kind: 'file', size: 3 * MiB + 512, sectorSize: 512, direct: true, ioMode: 'O_DIRECT' });
+    expect(info).toMatchObject({
+      path: f,
+      kind: 'file',
+      size: 3 * MiB + 512,
+      sectorSize: 512,
+      direct: true,
+      ioMode: 'O_DIRECT',
+    });
     const text = lowtide(['inspect', f]);
     expect(text.stdout).toContain('O_DIRECT');
   });
 
   const reason = loopUnavailableReason();
-  it.skipIf(skipReason('inspect/image of a loop device', reason))('works on a loop device, and images it exactly', () => {
-    const img = tmp.file('loop-src.img');
-    writeSparseFile(img, 16 * MiB, [{ offset: 5 * MiB, data: patternBytes(2 * MiB, 11) }]);
-    const dev = attachLoop(img);
-    try {
-      const info = JSON.parse(lowtide(['inspect', dev, '--json']).stdout) as Record<string, unknown>;
-      expect(info).toMatchObject({ kind: 'block', size: 16 * MiB, sectorSize: 512 });
-      const out = tmp.file('loop-out.img');
-      const r = lowtide(['image', dev, out, '--json']);
-      expect(r.status).toBe(0);
-      expect(cmp(img, out)).toBe(true);
-      expect(statSync(out).blocks * 512).toBeLessThanOrEqual(2 * MiB + 64 * 1024);
-    } finally {
-      detachLoop(dev);
-    }
-  });
+  it.skipIf(skipReason('inspect/image of a loop device', reason))(
+    'works on a loop device, and images it exactly',
+    () => {
+      const img = tmp.file('loop-src.img');
+      writeSparseFile(img, 16 * MiB, [{ offset: 5 * MiB, data: patternBytes(2 * MiB, 11) }]);
+      const dev = attachLoop(img);
+      try {
+        const info = JSON.parse(lowtide(['inspect', dev, '--json']).stdout) as Record<string, unknown>;
+        expect(info).toMatchObject({ kind: 'block', size: 16 * MiB, sectorSize: 512 });
+        const out = tmp.file('loop-out.img');
+        const r = lowtide(['image', dev, out, '--json']);
+        expect(r.status).toBe(0);
+        expect(cmp(img, out)).toBe(true);
+        expect(statSync(out).blocks * 512).toBeLessThanOrEqual(2 * MiB + 64 * 1024);
+      } finally {
+        detachLoop(dev);
+      }
+    },
+  );
 });
-
