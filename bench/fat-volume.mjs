@@ -7,8 +7,19 @@
 // Plain ESM, no dependencies beyond node and the Debian tools.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
-  closeSync, cpSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync,
-  symlinkSync, writeFileSync, writeSync,
+  closeSync,
+  cpSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,7 +120,9 @@ export function dropCaches() {
     return true;
   } catch (err) {
     if (!warnedCaches) {
-      console.warn(`warning: cannot drop caches (${err.code ?? err.message}); peers reading through the page cache are favoured`);
+      console.warn(
+        `warning: cannot drop caches (${err.code ?? err.message}); peers reading through the page cache are favoured`,
+      );
       warnedCaches = true;
     }
     return false;
@@ -120,11 +133,25 @@ export function dropCaches() {
 export function ensureRandomFile(path, bytes, what) {
   if (existsSync(path) && statSync(path).size === bytes) return;
   console.log(`creating ${what}: ${bytes / GiB} GiB of random data in ${path} ...`);
-  execFileSync('dd', ['if=/dev/urandom', `of=${path}`, 'bs=4M', `count=${bytes / (4 << 20)}`, 'iflag=fullblock', 'conv=fsync', 'status=none']);
+  execFileSync('dd', [
+    'if=/dev/urandom',
+    `of=${path}`,
+    'bs=4M',
+    `count=${bytes / (4 << 20)}`,
+    'iflag=fullblock',
+    'conv=fsync',
+    'status=none',
+  ]);
 }
 
 export function run(cmd, args, opts = {}) {
-  return execFileSync(cmd, args, { env: toolEnv, encoding: 'utf8', maxBuffer: 256 << 20, stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  return execFileSync(cmd, args, {
+    env: toolEnv,
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...opts,
+  });
 }
 
 function parseProcIo(text) {
@@ -149,7 +176,8 @@ export async function timed(cmd, args, { stdinFile, stdoutFile, env, cwd, allowF
   // The shell's own builtins copy /proc/$$/io (the I/O of the command it
   // waited for): an external `cat`, started with cold caches, added a few ms
   // to every timed command.
-  const script = '"$@"; rc=$?; while IFS= read -r l; do printf \'%s\\n\' "$l"; done < /proc/$$/io > "$IOFILE"; exit $rc';
+  const script =
+    '"$@"; rc=$?; while IFS= read -r l; do printf \'%s\\n\' "$l"; done < /proc/$$/io > "$IOFILE"; exit $rc';
   const stdio = [
     stdinFile ? openSync(stdinFile, 'r') : 'ignore',
     stdoutFile ? openSync(stdoutFile, 'w') : 'pipe',
@@ -203,7 +231,12 @@ export function diskUsage(path) {
 
 /** Allocated bytes of a (sparse) file. */
 export function allocatedBytes(path) {
-  return Number(run('stat', ['-c', '%b*%B', path]).trim().split('*').reduce((a, b) => a * Number(b), 1));
+  return Number(
+    run('stat', ['-c', '%b*%B', path])
+      .trim()
+      .split('*')
+      .reduce((a, b) => a * Number(b), 1),
+  );
 }
 
 // ---------------------------------------------------------------- data
@@ -242,7 +275,10 @@ export class Prng {
     if (aligned && words > 0) {
       const w = new Uint32Array(u8.buffer, u8.byteOffset, words);
       const s = this.s;
-      let s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+      let s0 = s[0],
+        s1 = s[1],
+        s2 = s[2],
+        s3 = s[3];
       for (let i = 0; i < words; i++) {
         const t = s0 ^ (s0 << 11);
         s0 = s1;
@@ -251,7 +287,10 @@ export class Prng {
         s3 = (s3 ^ (s3 >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
         w[i] = s3;
       }
-      s[0] = s0; s[1] = s1; s[2] = s2; s[3] = s3;
+      s[0] = s0;
+      s[1] = s1;
+      s[2] = s2;
+      s[3] = s3;
     }
     for (let i = aligned ? words * 4 : 0; i < u8.length; i++) u8[i] = this.next() & 0xff;
     return u8;
@@ -270,7 +309,7 @@ export function alignedBuffer(n) {
 export function textify(buf) {
   for (let i = 0; i < buf.length; i++) {
     const r = buf[i];
-    buf[i] = (i % 73) === 72 ? 10 : r < 40 ? 32 : 97 + (r % 26);
+    buf[i] = i % 73 === 72 ? 10 : r < 40 ? 32 : 97 + (r % 26);
   }
   return buf;
 }
@@ -286,7 +325,7 @@ export function writeRandomFile(path, size, prng) {
   const fd = openSync(path, 'w');
   try {
     const buf = alignedBuffer(4 * MiB);
-    for (let done = 0; done < size; ) {
+    for (let done = 0; done < size;) {
       const n = Math.min(buf.length, size - done);
       prng.fill(buf);
       writeSync(fd, buf, 0, n, done);
@@ -389,7 +428,9 @@ export function ensureFatVolume({ image, size, fill = 0.5, seed = 1, sectorsPerC
     try {
       const meta = JSON.parse(readFileSync(metaPath, 'utf8'));
       if (meta.recipe === RECIPE_VERSION && meta.size === size && meta.seed === seed && statSync(image).size === size) {
-        log(`reusing ${image} (${meta.files.length} files, ${(meta.usedFraction * 100).toFixed(1)} % used, built in ${meta.buildSeconds.toFixed(0)} s)`);
+        log(
+          `reusing ${image} (${meta.files.length} files, ${(meta.usedFraction * 100).toFixed(1)} % used, built in ${meta.buildSeconds.toFixed(0)} s)`,
+        );
         return meta;
       }
     } catch {
@@ -414,24 +455,46 @@ export function ensureFatVolume({ image, size, fill = 0.5, seed = 1, sectorsPerC
 
   // Phase A: a few large files, medium files in folders of 25, many small ones in folders of 100.
   const phaseA = [];
-  [0.06, 0.04, 0.03].forEach((f, i) => phaseA.push({ path: `/big/large-${i}.bin`, size: Math.round((f * V) / 4096) * 4096 + 1234 * i, kind: i === 1 ? 'text' : 'random' }));
+  [0.06, 0.04, 0.03].forEach((f, i) =>
+    phaseA.push({
+      path: `/big/large-${i}.bin`,
+      size: Math.round((f * V) / 4096) * 4096 + 1234 * i,
+      kind: i === 1 ? 'text' : 'random',
+    }),
+  );
   for (let n = 0, total = 0; total < 0.16 * V; n++) {
     const s = prng.logSize(256 * KiB, 8 * MiB);
-    phaseA.push({ path: `/media/set-${String(Math.floor(n / 25)).padStart(2, '0')}/clip-${n}.dat`, size: s, kind: kind() });
+    phaseA.push({
+      path: `/media/set-${String(Math.floor(n / 25)).padStart(2, '0')}/clip-${n}.dat`,
+      size: s,
+      kind: kind(),
+    });
     total += s;
   }
   for (let n = 0, total = 0; total < 0.02 * V; n++) {
     const s = prng.logSize(512, 128 * KiB);
-    phaseA.push({ path: `/docs/d${String(Math.floor(n / 100)).padStart(3, '0')}/Document number ${n}.txt`, size: s, kind: kind() });
+    phaseA.push({
+      path: `/docs/d${String(Math.floor(n / 100)).padStart(3, '0')}/Document number ${n}.txt`,
+      size: s,
+      kind: kind(),
+    });
     total += s;
   }
-  log(`  phase A: ${phaseA.length} files, ${(phaseA.reduce((a, f) => a + f.size, 0) / MiB).toFixed(0)} MiB (mcopy) ...`);
+  log(
+    `  phase A: ${phaseA.length} files, ${(phaseA.reduce((a, f) => a + f.size, 0) / MiB).toFixed(0)} MiB (mcopy) ...`,
+  );
   copyTree(tmpImage, tmpDir, phaseA, prng);
 
   // Deletes: one large file, ~30 % of the medium files, ~20 % of the small ones.
   const dels = [];
   for (const f of phaseA) {
-    const p = f.path.startsWith('/big/') ? (f.path.endsWith('-1.bin') ? 1 : 0) : f.path.startsWith('/media/') ? 0.3 : 0.2;
+    const p = f.path.startsWith('/big/')
+      ? f.path.endsWith('-1.bin')
+        ? 1
+        : 0
+      : f.path.startsWith('/media/')
+        ? 0.3
+        : 0.2;
     if (prng.random() < p) dels.push(f.path);
     else files.push(f);
   }
@@ -448,10 +511,16 @@ export function ensureFatVolume({ image, size, fill = 0.5, seed = 1, sectorsPerC
     const s = small ? prng.logSize(1024, 256 * KiB) : prng.logSize(64 * KiB, 16 * MiB);
     const rounded = Math.ceil(s / geo.clusterSize) * geo.clusterSize;
     if (total + rounded > budget + geo.clusterSize * 64) break;
-    phaseB.push({ path: `/projects/p${String(Math.floor(n / 40)).padStart(2, '0')}/${small ? 'notes' : 'asset'}-${n}.${small ? 'txt' : 'bin'}`, size: s, kind: kind() });
+    phaseB.push({
+      path: `/projects/p${String(Math.floor(n / 40)).padStart(2, '0')}/${small ? 'notes' : 'asset'}-${n}.${small ? 'txt' : 'bin'}`,
+      size: s,
+      kind: kind(),
+    });
     total += rounded;
   }
-  log(`  phase B: ${phaseB.length} files, ${(phaseB.reduce((a, f) => a + f.size, 0) / MiB).toFixed(0)} MiB into the holes (mcopy) ...`);
+  log(
+    `  phase B: ${phaseB.length} files, ${(phaseB.reduce((a, f) => a + f.size, 0) / MiB).toFixed(0)} MiB into the holes (mcopy) ...`,
+  );
   copyTree(tmpImage, tmpDir, phaseB, prng);
   files.push(...phaseB);
 
@@ -493,7 +562,9 @@ export function ensureFatVolume({ image, size, fill = 0.5, seed = 1, sectorsPerC
     buildSeconds: (Date.now() - t0) / 1000,
   };
   writeFileSync(metaPath, JSON.stringify(meta) + '\n');
-  log(`  done in ${meta.buildSeconds.toFixed(0)} s: ${files.length} files, ${fsck.usedClusters}/${fsck.totalClusters} clusters used (${(meta.usedFraction * 100).toFixed(1)} %), fsck.fat clean`);
+  log(
+    `  done in ${meta.buildSeconds.toFixed(0)} s: ${files.length} files, ${fsck.usedClusters}/${fsck.totalClusters} clusters used (${(meta.usedFraction * 100).toFixed(1)} %), fsck.fat clean`,
+  );
   return meta;
 }
 
@@ -523,7 +594,8 @@ export function changeFiles(image, meta, { fraction = 0.01, seed = 7, tmpDir }) 
     g.names.push(name);
     bytesRewritten += f.size;
   }
-  for (const [d, g] of byDir) run('mcopy', ['-o', '-Q', ...mt(image), ...g.names.map((n) => join(g.local, n)), `::${d}/`]);
+  for (const [d, g] of byDir)
+    run('mcopy', ['-o', '-Q', ...mt(image), ...g.names.map((n) => join(g.local, n)), `::${d}/`]);
   const added = [];
   const addDir = join(tmpDir, 'added');
   mkdirSync(addDir, { recursive: true });
@@ -582,7 +654,7 @@ export function changedExtents(before, after, granularity = 64 * KiB) {
 }
 
 function readFully(fd, buf, n, pos) {
-  for (let done = 0; done < n; ) {
+  for (let done = 0; done < n;) {
     const r = readSync(fd, buf, done, n - done, pos + done);
     if (r === 0) throw new Error('short read');
     done += r;
@@ -632,9 +704,13 @@ export function snapshotLowtide(dir) {
   symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
   const addon = join(root, 'build', 'Release', 'lowtide.node');
   if (existsSync(addon)) cpSync(addon, join(dir, 'build', 'Release', 'lowtide.node'));
-  else if (existsSync(join(root, 'prebuilds'))) cpSync(join(root, 'prebuilds'), join(dir, 'prebuilds'), { recursive: true });
+  else if (existsSync(join(root, 'prebuilds')))
+    cpSync(join(root, 'prebuilds'), join(dir, 'prebuilds'), { recursive: true });
   const head = spawnSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
-  const dirty = spawnSync('git', ['-C', root, 'status', '--porcelain', '--', 'lib', 'native'], { encoding: 'utf8' }).stdout.trim() !== '';
+  const dirty =
+    spawnSync('git', ['-C', root, 'status', '--porcelain', '--', 'lib', 'native'], {
+      encoding: 'utf8',
+    }).stdout.trim() !== '';
   return {
     dir,
     cli: cliPath(dir),
@@ -651,5 +727,10 @@ export function fmtBytes(n) {
 
 export function machineInfo() {
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
-  return { cpus: Number(run('nproc', []).trim()), loadAverage: load, kernel: run('uname', ['-r']).trim(), node: process.version };
+  return {
+    cpus: Number(run('nproc', []).trim()),
+    loadAverage: load,
+    kernel: run('uname', ['-r']).trim(),
+    node: process.version,
+  };
 }

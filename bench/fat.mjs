@@ -14,13 +14,40 @@
 // Caches are dropped before every timed run (root). A virtual disk may be
 // shared with other work, so each round runs all three back to back, the
 // order rotating, and the ratios reported are medians of per-round ratios.
-import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  allocatedBytes, dropCaches, ensureFatVolume, fatGeometry, fmtBytes, fsckFat, fsyncFile, GiB, isRoot, machineInfo, median,
-  need, pairedMedian, Prng, requireBuiltCli, root, run, snapshotLowtide, timed,
+  allocatedBytes,
+  dropCaches,
+  ensureFatVolume,
+  fatGeometry,
+  fmtBytes,
+  fsckFat,
+  fsyncFile,
+  GiB,
+  isRoot,
+  machineInfo,
+  median,
+  need,
+  pairedMedian,
+  Prng,
+  requireBuiltCli,
+  root,
+  run,
+  snapshotLowtide,
+  timed,
 } from './fat-volume.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
@@ -30,9 +57,18 @@ const mapGiB = Number(process.env.BENCH_MAP_GIB ?? 32);
 const mapRuns = Number(process.env.BENCH_MAP_RUNS ?? 21);
 const started = Date.now();
 
-for (const [cmd, pkg] of [['mkfs.fat', 'dosfstools'], ['fsck.fat', 'dosfstools'], ['mcopy', 'mtools'], ['partclone.fat', 'partclone'], ['partclone.info', 'partclone'], ['dd', 'coreutils']]) need('bench:fat', cmd, pkg);
+for (const [cmd, pkg] of [
+  ['mkfs.fat', 'dosfstools'],
+  ['fsck.fat', 'dosfstools'],
+  ['mcopy', 'mtools'],
+  ['partclone.fat', 'partclone'],
+  ['partclone.info', 'partclone'],
+  ['dd', 'coreutils'],
+])
+  need('bench:fat', cmd, pkg);
 requireBuiltCli();
-if (!isRoot()) console.warn('warning: not root — caches cannot be dropped; partclone and dd then read from the page cache');
+if (!isRoot())
+  console.warn('warning: not root — caches cannot be dropped; partclone and dd then read from the page cache');
 mkdirSync(dir, { recursive: true });
 
 const snap = snapshotLowtide(join(dir, `lowtide-snapshot-${process.pid}`));
@@ -56,7 +92,17 @@ let partcloneInfo = null;
 async function lowtideImage() {
   rmSync(outLowtide, { force: true });
   dropCaches();
-  const r = await timed(process.execPath, [snap.cli, 'image', vol, outLowtide, '--throttle', 'off', '--json', '--no-progress', '--force']);
+  const r = await timed(process.execPath, [
+    snap.cli,
+    'image',
+    vol,
+    outLowtide,
+    '--throttle',
+    'off',
+    '--json',
+    '--no-progress',
+    '--force',
+  ]);
   const s = JSON.parse(r.stdout);
   const res = {
     seconds: r.seconds,
@@ -77,7 +123,9 @@ function parsePartclone(text) {
   const used = /Space in use:.*?=\s*(\d+) Blocks/.exec(text);
   const bs = /Block size:\s*(\d+) Byte/.exec(text);
   const total = /Device size:.*?=\s*(\d+) Blocks/.exec(text);
-  return used && bs ? { usedBlocks: Number(used[1]), blockSize: Number(bs[1]), totalBlocks: total ? Number(total[1]) : null } : null;
+  return used && bs
+    ? { usedBlocks: Number(used[1]), blockSize: Number(bs[1]), totalBlocks: total ? Number(total[1]) : null }
+    : null;
 }
 
 async function partcloneImage() {
@@ -110,22 +158,42 @@ async function ddImage() {
   rmSync(outDd, { force: true });
   dropCaches();
   // conv=fsync so that dd, like lowtide, has the image on disk when it ends.
-  const r = await timed('dd', [`if=${vol}`, `of=${outDd}`, 'bs=1M', 'iflag=direct', 'conv=sparse,fsync', 'status=none']);
-  const res = { seconds: r.seconds, bytesRead: volSize, diskReadBytes: r.io.read_bytes, outputAllocated: allocatedBytes(outDd) };
+  const r = await timed('dd', [
+    `if=${vol}`,
+    `of=${outDd}`,
+    'bs=1M',
+    'iflag=direct',
+    'conv=sparse,fsync',
+    'status=none',
+  ]);
+  const res = {
+    seconds: r.seconds,
+    bytesRead: volSize,
+    diskReadBytes: r.io.read_bytes,
+    outputAllocated: allocatedBytes(outDd),
+  };
   rmSync(outDd, { force: true });
   return res;
 }
 
-const contestants = [['lowtide', lowtideImage], ['partclone', partcloneImage], ['dd', ddImage]];
+const contestants = [
+  ['lowtide', lowtideImage],
+  ['partclone', partcloneImage],
+  ['dd', ddImage],
+];
 const results = { lowtide: [], partclone: [], dd: [] };
 const loads = [];
-console.log(`\n${rounds} rounds on ${vol} (${volGiB} GiB, ${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % of clusters used)`);
+console.log(
+  `\n${rounds} rounds on ${vol} (${volGiB} GiB, ${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % of clusters used)`,
+);
 for (let r = 0; r < rounds; r++) {
   const order = contestants.map((_, i) => contestants[(i + r) % contestants.length]);
   for (const [name, fn] of order) results[name].push(await fn());
   loads.push(machineInfo().loadAverage[0]);
   const f = (k) => results[k].at(-1).seconds.toFixed(2);
-  console.log(`round ${r + 1}/${rounds} (${order.map((o) => o[0]).join(' → ')}): lowtide ${f('lowtide')} s, partclone ${f('partclone')} s, dd ${f('dd')} s; load ${loads.at(-1).toFixed(1)}`);
+  console.log(
+    `round ${r + 1}/${rounds} (${order.map((o) => o[0]).join(' → ')}): lowtide ${f('lowtide')} s, partclone ${f('partclone')} s, dd ${f('dd')} s; load ${loads.at(-1).toFixed(1)}`,
+  );
 }
 rmSync(pcLog, { force: true });
 
@@ -138,7 +206,15 @@ let libUsed;
     const m = await v.allocationMap();
     let runs = 0;
     for (const _ of m.runs()) runs++;
-    libUsed = { usedRuns: runs, usedClusters: m.usedClusters, freeClusters: m.freeClusters, badClusters: m.badClusters, clusterCount: m.clusterCount, clusterSize: m.clusterSize, dataOffset: m.dataOffset };
+    libUsed = {
+      usedRuns: runs,
+      usedClusters: m.usedClusters,
+      freeClusters: m.freeClusters,
+      badClusters: m.badClusters,
+      clusterCount: m.clusterCount,
+      clusterSize: m.clusterSize,
+      dataOffset: m.dataOffset,
+    };
   } finally {
     v.close();
   }
@@ -149,7 +225,8 @@ const crossCheck = {
   lowtideBytesToRead: lowtideUsedBytes,
   fsckFat: { usedClusters: fsck.usedClusters, totalClusters: fsck.totalClusters, files: fsck.files, clean: fsck.clean },
   partcloneInfo,
-  partcloneUsedBytes: partcloneInfo?.usedBlocks !== undefined ? partcloneInfo.usedBlocks * partcloneInfo.blockSize : null,
+  partcloneUsedBytes:
+    partcloneInfo?.usedBlocks !== undefined ? partcloneInfo.usedBlocks * partcloneInfo.blockSize : null,
 };
 crossCheck.clustersAgree = libUsed.usedClusters === fsck.usedClusters && libUsed.clusterCount === fsck.totalClusters;
 crossCheck.bytesAgree = crossCheck.partcloneUsedBytes === lowtideUsedBytes;
@@ -232,7 +309,7 @@ async function allocationMapTiming() {
   entries[1] = head.readUInt32LE(4);
   entries[2] = head.readUInt32LE(8); // the root directory
   let used = 1;
-  for (let c = 3; c < g.clusterCount + 2; ) {
+  for (let c = 3; c < g.clusterCount + 2;) {
     c += prng.int(0, 4096); // free gap
     const len = Math.min(prng.int(1, 4096), g.clusterCount + 2 - c);
     if (len <= 0) break;
@@ -244,12 +321,14 @@ async function allocationMapTiming() {
   const bytes = Buffer.from(entries.buffer, 0, entries.byteLength);
   {
     const f = openSync(img, 'r+');
-    for (let k = 0; k < g.fatCount; k++) writeSync(f, bytes, 0, Math.min(bytes.length, g.fatBytes), g.reservedBytes + k * g.fatBytes);
+    for (let k = 0; k < g.fatCount; k++)
+      writeSync(f, bytes, 0, Math.min(bytes.length, g.fatBytes), g.reservedBytes + k * g.fatBytes);
     closeSync(f);
   }
   const half = await measure('half of the clusters in fragmented chains');
   half.expectedUsedClusters = used;
-  if (half.usedClusters !== used) console.log(`  !! lowtide counts ${half.usedClusters} used clusters, ${used} were written`);
+  if (half.usedClusters !== used)
+    console.log(`  !! lowtide counts ${half.usedClusters} used clusters, ${used} were written`);
   rmSync(img, { force: true });
   return { volumeGiB: mapGiB, runs: mapRuns, empty, half };
 }
@@ -290,40 +369,80 @@ const summary = {
   },
   ratios: {
     // > 1: lowtide is faster (peer seconds / lowtide seconds, median over rounds).
-    partcloneOverLowtide: pairedMedian(results.partclone.map((x) => x.seconds), results.lowtide.map((x) => x.seconds)),
-    ddOverLowtide: pairedMedian(results.dd.map((x) => x.seconds), results.lowtide.map((x) => x.seconds)),
+    partcloneOverLowtide: pairedMedian(
+      results.partclone.map((x) => x.seconds),
+      results.lowtide.map((x) => x.seconds),
+    ),
+    ddOverLowtide: pairedMedian(
+      results.dd.map((x) => x.seconds),
+      results.lowtide.map((x) => x.seconds),
+    ),
   },
   crossCheck,
   allocationMap: allocMap,
   raw: results,
 };
 summary.targets = {
-  lowtideVsPartclone: { target: '>= 1.5x', value: summary.ratios.partcloneOverLowtide, met: summary.ratios.partcloneOverLowtide >= 1.5 },
+  lowtideVsPartclone: {
+    target: '>= 1.5x',
+    value: summary.ratios.partcloneOverLowtide,
+    met: summary.ratios.partcloneOverLowtide >= 1.5,
+  },
   allocationMap32GiB: (() => {
     // "Well under 100 ms": the slower of the two cases (warm medians) at most half of it.
     const value = Math.max(allocMap.half.warmMapMsMedian, allocMap.empty.warmMapMsMedian);
-    return { target: 'well under 100 ms (read here as <= 50 ms)', value, met: value <= 50, verdict: value <= 50 ? 'met' : value < 100 ? 'BORDERLINE (under 100 ms, not well under)' : 'MISSED' };
+    return {
+      target: 'well under 100 ms (read here as <= 50 ms)',
+      value,
+      met: value <= 50,
+      verdict: value <= 50 ? 'met' : value < 100 ? 'BORDERLINE (under 100 ms, not well under)' : 'MISSED',
+    };
   })(),
 };
 summary.runSeconds = (Date.now() - started) / 1000;
 
 const s = summary.medians;
 const mbps = (bytes, sec) => `${(bytes / sec / 1e6).toFixed(0)} MB/s`;
-console.log(`\n## bench:fat — ${volGiB} GiB FAT32, ${(meta.usedFraction * 100).toFixed(1)} % used, ${meta.fileCount} files, ${summary.volume.usedRuns} runs of used clusters (${summary.volume.readExtents} read extents after merging); medians of ${rounds} rotating rounds, caches dropped before each run`);
-console.log('| imaging | time (median) | reads (tool / from disk) | effective | speed vs lowtide (median of rounds) | target |');
+console.log(
+  `\n## bench:fat — ${volGiB} GiB FAT32, ${(meta.usedFraction * 100).toFixed(1)} % used, ${meta.fileCount} files, ${summary.volume.usedRuns} runs of used clusters (${summary.volume.readExtents} read extents after merging); medians of ${rounds} rotating rounds, caches dropped before each run`,
+);
+console.log(
+  '| imaging | time (median) | reads (tool / from disk) | effective | speed vs lowtide (median of rounds) | target |',
+);
 console.log('|---|---|---|---|---|---|');
-console.log(`| lowtide image (used blocks, --throttle off, fsync) | ${s.lowtideSeconds.toFixed(2)} s | ${fmtBytes(s.lowtideBytesRead)} / ${fmtBytes(s.lowtideDiskReadBytes)} | ${mbps(volSize, s.lowtideSeconds)} of volume | 1 | |`);
-console.log(`| partclone.fat -c (own format, + fsync) | ${s.partcloneSeconds.toFixed(2)} s | ${fmtBytes(s.partcloneBytesRead)} / ${fmtBytes(s.partcloneDiskReadBytes)} | ${mbps(volSize, s.partcloneSeconds)} of volume | lowtide ${summary.ratios.partcloneOverLowtide.toFixed(2)}x faster | >= 1.5x: **${summary.targets.lowtideVsPartclone.met ? 'met' : 'MISSED'}** |`);
-console.log(`| dd whole volume (O_DIRECT, sparse, fsync) | ${s.ddSeconds.toFixed(2)} s | ${fmtBytes(s.ddBytesRead)} / ${fmtBytes(s.ddDiskReadBytes)} | ${mbps(volSize, s.ddSeconds)} | lowtide ${summary.ratios.ddOverLowtide.toFixed(2)}x faster | |`);
-console.log(`\n| FAT → allocation map, ${mapGiB} GiB FAT32, 4 KiB clusters (${allocMap.empty.clusterCount} clusters, FAT ${fmtBytes(allocMap.empty.clusterCount * 4)}) | allocationMap() warm, median of ${mapRuns - 1} | warm, fastest | cold (caches dropped) | openVolume() | target |`);
+console.log(
+  `| lowtide image (used blocks, --throttle off, fsync) | ${s.lowtideSeconds.toFixed(2)} s | ${fmtBytes(s.lowtideBytesRead)} / ${fmtBytes(s.lowtideDiskReadBytes)} | ${mbps(volSize, s.lowtideSeconds)} of volume | 1 | |`,
+);
+console.log(
+  `| partclone.fat -c (own format, + fsync) | ${s.partcloneSeconds.toFixed(2)} s | ${fmtBytes(s.partcloneBytesRead)} / ${fmtBytes(s.partcloneDiskReadBytes)} | ${mbps(volSize, s.partcloneSeconds)} of volume | lowtide ${summary.ratios.partcloneOverLowtide.toFixed(2)}x faster | >= 1.5x: **${summary.targets.lowtideVsPartclone.met ? 'met' : 'MISSED'}** |`,
+);
+console.log(
+  `| dd whole volume (O_DIRECT, sparse, fsync) | ${s.ddSeconds.toFixed(2)} s | ${fmtBytes(s.ddBytesRead)} / ${fmtBytes(s.ddDiskReadBytes)} | ${mbps(volSize, s.ddSeconds)} | lowtide ${summary.ratios.ddOverLowtide.toFixed(2)}x faster | |`,
+);
+console.log(
+  `\n| FAT → allocation map, ${mapGiB} GiB FAT32, 4 KiB clusters (${allocMap.empty.clusterCount} clusters, FAT ${fmtBytes(allocMap.empty.clusterCount * 4)}) | allocationMap() warm, median of ${mapRuns - 1} | warm, fastest | cold (caches dropped) | openVolume() | target |`,
+);
 console.log('|---|---|---|---|---|---|');
-for (const [k, a] of [['empty', allocMap.empty], ['half', allocMap.half]]) {
-  console.log(`| ${a.label} (${a.usedClusters} used) | ${a.warmMapMsMedian.toFixed(1)} ms | ${a.warmMapMsMin.toFixed(1)} ms | ${a.coldMapMs.toFixed(1)} ms | ${a.warmOpenMsMedian.toFixed(1)} ms | ${k === 'half' ? `well under 100 ms (both cases): **${summary.targets.allocationMap32GiB.verdict}**` : ''} |`);
+for (const [k, a] of [
+  ['empty', allocMap.empty],
+  ['half', allocMap.half],
+]) {
+  console.log(
+    `| ${a.label} (${a.usedClusters} used) | ${a.warmMapMsMedian.toFixed(1)} ms | ${a.warmMapMsMin.toFixed(1)} ms | ${a.coldMapMs.toFixed(1)} ms | ${a.warmOpenMsMedian.toFixed(1)} ms | ${k === 'half' ? `well under 100 ms (both cases): **${summary.targets.allocationMap32GiB.verdict}**` : ''} |`,
+  );
 }
-console.log(`\nused clusters on the ${volGiB} GiB volume: lowtide ${libUsed.usedClusters} of ${libUsed.clusterCount} · fsck.fat -n -v ${fsck.usedClusters} of ${fsck.totalClusters} (${fsck.clean ? 'clean' : 'NOT clean'}) → ${crossCheck.clustersAgree ? 'agree' : 'DISAGREE'}`);
-console.log(`used bytes incl. reserved sectors and FATs: lowtide plan ${lowtideUsedBytes} · partclone.info ${partcloneInfo?.usedBlocks} blocks × ${partcloneInfo?.blockSize} B = ${crossCheck.partcloneUsedBytes} → ${crossCheck.bytesAgree ? 'agree' : 'DISAGREE'}`);
-console.log(`partclone image ${fmtBytes(s.partcloneImageBytes)}; lowtide image ${fmtBytes(volSize)} sparse, ${fmtBytes(s.lowtideOutputAllocated)} allocated`);
-console.log(`machine: ${summary.machine.cpus} CPUs, load average ${loads.map((l) => l.toFixed(1)).join(', ')} after the rounds (shared with other work); run took ${summary.runSeconds.toFixed(0)} s`);
+console.log(
+  `\nused clusters on the ${volGiB} GiB volume: lowtide ${libUsed.usedClusters} of ${libUsed.clusterCount} · fsck.fat -n -v ${fsck.usedClusters} of ${fsck.totalClusters} (${fsck.clean ? 'clean' : 'NOT clean'}) → ${crossCheck.clustersAgree ? 'agree' : 'DISAGREE'}`,
+);
+console.log(
+  `used bytes incl. reserved sectors and FATs: lowtide plan ${lowtideUsedBytes} · partclone.info ${partcloneInfo?.usedBlocks} blocks × ${partcloneInfo?.blockSize} B = ${crossCheck.partcloneUsedBytes} → ${crossCheck.bytesAgree ? 'agree' : 'DISAGREE'}`,
+);
+console.log(
+  `partclone image ${fmtBytes(s.partcloneImageBytes)}; lowtide image ${fmtBytes(volSize)} sparse, ${fmtBytes(s.lowtideOutputAllocated)} allocated`,
+);
+console.log(
+  `machine: ${summary.machine.cpus} CPUs, load average ${loads.map((l) => l.toFixed(1)).join(', ')} after the rounds (shared with other work); run took ${summary.runSeconds.toFixed(0)} s`,
+);
 
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 const file = join(root, 'bench', 'results', `fat-${summary.date.replace(/[:.]/g, '-')}.json`);

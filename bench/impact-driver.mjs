@@ -118,7 +118,12 @@ const tick = () => {
 let engine;
 let passes = 0;
 if (throttle) {
-  out({ type: 'ready', t: Date.now(), target: probeInfo ? { mode: 'rule', ...probeInfo } : throttle.report().target, rateLimit: settings.rateLimit ?? null });
+  out({
+    type: 'ready',
+    t: Date.now(),
+    target: probeInfo ? { mode: 'rule', ...probeInfo } : throttle.report().target,
+    rateLimit: settings.rateLimit ?? null,
+  });
   ivLast = Date.now();
   const timer = setInterval(tick, intervalMs);
   try {

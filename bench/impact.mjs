@@ -93,15 +93,27 @@ const RATE_REPEATS = Math.max(1, Math.round(num('BENCH_RATE_REPEATS', 3)));
 const BOUND = num('BENCH_BOUND', 1.5);
 const SRC_GIB = num('BENCH_SRC_GIB', 4);
 const PROD_GIB = num('BENCH_PROD_GIB', 1);
-const RATES = (env.BENCH_RATES ?? '25,50,100,200,400').split(',').map((s) => Number(s.trim())).filter((x) => x > 0);
-const TARGET = env.BENCH_LATENCY_TARGET && env.BENCH_LATENCY_TARGET !== 'auto' ? Number(env.BENCH_LATENCY_TARGET) : 'auto';
+const RATES = (env.BENCH_RATES ?? '25,50,100,200,400')
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((x) => x > 0);
+const TARGET =
+  env.BENCH_LATENCY_TARGET && env.BENCH_LATENCY_TARGET !== 'auto' ? Number(env.BENCH_LATENCY_TARGET) : 'auto';
 const CHART_FROM = env.BENCH_CHART_FROM; // re-render table, verdicts and chart from a saved JSON
-const EXPERIMENT = Boolean(env.BENCH_ONLY || env.BENCH_AUTO_RULE || env.BENCH_LATENCY_TARGET || env.BENCH_PROBE_MS || env.BENCH_CANARY_VARIANTS);
+const EXPERIMENT = Boolean(
+  env.BENCH_ONLY || env.BENCH_AUTO_RULE || env.BENCH_LATENCY_TARGET || env.BENCH_PROBE_MS || env.BENCH_CANARY_VARIANTS,
+);
 const AUTO_RULE = env.BENCH_AUTO_RULE ? JSON.parse(env.BENCH_AUTO_RULE) : undefined;
 const ONLY = env.BENCH_ONLY ? new RegExp(env.BENCH_ONLY) : undefined;
-const PROBE_MS = env.BENCH_PROBE_MS ? env.BENCH_PROBE_MS.split(',').map((x) => Number(x.trim())).filter((x) => x > 0) : undefined;
+const PROBE_MS = env.BENCH_PROBE_MS
+  ? env.BENCH_PROBE_MS.split(',')
+      .map((x) => Number(x.trim()))
+      .filter((x) => x > 0)
+  : undefined;
 // ';'-separated JSON objects of canary tuning, e.g. '{"factor":1.15};{}' ({} = the library's defaults).
-const CANARY_VARIANTS = env.BENCH_CANARY_VARIANTS ? env.BENCH_CANARY_VARIANTS.split(';').map((x) => JSON.parse(x.trim())) : undefined;
+const CANARY_VARIANTS = env.BENCH_CANARY_VARIANTS
+  ? env.BENCH_CANARY_VARIANTS.split(';').map((x) => JSON.parse(x.trim()))
+  : undefined;
 const dir = env.BENCH_DIR ?? join(root, 'bench', 'work');
 const resultsDir = join(root, 'bench', 'results');
 const GiB = 1024 ** 3;
@@ -114,7 +126,8 @@ let shmDir;
 function killChild(c, sig = 'SIGKILL') {
   if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
   try {
-    if (c.group) process.kill(-c.proc.pid, sig); // fio runs in its own process group
+    if (c.group)
+      process.kill(-c.proc.pid, sig); // fio runs in its own process group
     else process.kill(c.proc.pid, sig);
   } catch {
     /* already gone */
@@ -150,8 +163,8 @@ function need(cmd, pkg) {
 }
 const have = (cmd) => spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status === 0;
 if (!CHART_FROM) {
-need('fio', 'fio');
-need('dd', 'coreutils');
+  need('fio', 'fio');
+  need('dd', 'coreutils');
 }
 for (const f of ['dist/index.js', 'dist/throttle/job-throttle.js', 'dist/throttle/job-settings.js']) {
   if (!existsSync(join(root, f))) {
@@ -169,7 +182,8 @@ if (!CHART_FROM) {
 if (!CHART_FROM) shmDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'lowtide-impact-'));
 
 // ---------------------------------------------------------------- statistics
-const quantile = (sorted, q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : null);
+const quantile = (sorted, q) =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : null;
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -201,14 +215,14 @@ function analyseProduction(logDir, t0, t1) {
   const bins = Array.from({ length: nBins }, () => []);
   let firstT = Infinity;
   for (const line of latLogLines(logDir)) {
-      const [ts, vs, ds] = line.split(', ');
-      const t = Number(ts);
-      if (t < firstT) firstT = t;
-      if (t < t0 || t >= t1) continue;
-      const lat = Number(vs) / 1e3; // µs
-      all.push(lat);
-      (ds === '1' ? writes : reads).push(lat);
-      bins[Math.min(nBins - 1, Math.floor((t - t0) / INTERVAL_MS))].push(lat);
+    const [ts, vs, ds] = line.split(', ');
+    const t = Number(ts);
+    if (t < firstT) firstT = t;
+    if (t < t0 || t >= t1) continue;
+    const lat = Number(vs) / 1e3; // µs
+    all.push(lat);
+    (ds === '1' ? writes : reads).push(lat);
+    bins[Math.min(nBins - 1, Math.floor((t - t0) / INTERVAL_MS))].push(lat);
   }
   const sortNum = (a) => Float64Array.from(a).sort();
   const s = sortNum(all);
@@ -226,7 +240,12 @@ function analyseProduction(logDir, t0, t1) {
     intervals: bins.map((b, i) => {
       const x = sortNum(b);
       const ms = Math.min(INTERVAL_MS, t1 - t0 - i * INTERVAL_MS);
-      return { t: (i * INTERVAL_MS) / 1e3, iops: x.length / (ms / 1e3), p50Us: quantile(x, 0.5), p99Us: quantile(x, 0.99) };
+      return {
+        t: (i * INTERVAL_MS) / 1e3,
+        iops: x.length / (ms / 1e3),
+        p50Us: quantile(x, 0.5),
+        p99Us: quantile(x, 0.99),
+      };
     }),
   };
 }
@@ -258,7 +277,11 @@ function fioArgs(logPrefix, outJson, phased, runtimeS) {
   for (let k = 0; 2 * k * PHASE < runtimeS; k++) {
     const start = 2 * k * PHASE;
     const len = Math.min(PHASE, runtimeS - start);
-    args.push(`--name=burst${k}`, `--startdelay=${Math.round(start * 1000)}ms`, `--runtime=${Math.round(len * 1000)}ms`);
+    args.push(
+      `--name=burst${k}`,
+      `--startdelay=${Math.round(start * 1000)}ms`,
+      `--runtime=${Math.round(len * 1000)}ms`,
+    );
   }
   return args;
 }
@@ -322,7 +345,12 @@ function analyseWindows(logDir, sets, skipMs) {
   names.forEach((n, k) => {
     const sorted = Float64Array.from(samples[k]).sort();
     const seconds = sets[n].reduce((x, [a, b]) => x + Math.max(0, b - a - skipMs), 0) / 1e3;
-    result[n] = { ios: sorted.length, iops: seconds > 0 ? sorted.length / seconds : 0, p50Us: quantile(sorted, 0.5), p99Us: quantile(sorted, 0.99) };
+    result[n] = {
+      ios: sorted.length,
+      iops: seconds > 0 ? sorted.length / seconds : 0,
+      p50Us: quantile(sorted, 0.5),
+      p99Us: quantile(sorted, 0.99),
+    };
   });
   return result;
 }
@@ -384,7 +412,9 @@ async function runScenario(sc, index, total) {
     t1 = summary.tStop;
     driver = {
       ready: lines.find((o) => o.type === 'ready') ?? null,
-      intervals: lines.filter((o) => o.type === 'interval').map((o) => ({ ...o, t: (o.t - t0) / 1e3, mbPerSecond: o.bytes / (o.ms / 1e3) / 1e6 })),
+      intervals: lines
+        .filter((o) => o.type === 'interval')
+        .map((o) => ({ ...o, t: (o.t - t0) / 1e3, mbPerSecond: o.bytes / (o.ms / 1e3) / 1e6 })),
       summary,
     };
   } else {
@@ -397,12 +427,16 @@ async function runScenario(sc, index, total) {
     killChild(fioT.c);
     throw new Error('fio did not finish in time');
   }
-  if (fioEnd.code !== 0) throw new Error(`fio failed (${fioEnd.code ?? fioEnd.signal}): ${Buffer.concat(fioStderr).toString()}`);
+  if (fioEnd.code !== 0)
+    throw new Error(`fio failed (${fioEnd.code ?? fioEnd.signal}): ${Buffer.concat(fioStderr).toString()}`);
   const tParse = Date.now();
   const prod = analyseProduction(scDir, t0, t1);
   // The paired comparison: production while lowtide ran vs while it was stopped.
   const { on: onSide, off: offSide } = analyseWindows(scDir, toggles, SETTLE_MS);
-  if (env.BENCH_DEBUG) console.error(`  timing: fio spawn→t0 ${t0 - tFio} ms, window ${t1 - t0} ms, t1→fio exit ${tParse - t1} ms, parse ${Date.now() - tParse} ms`);
+  if (env.BENCH_DEBUG)
+    console.error(
+      `  timing: fio spawn→t0 ${t0 - tFio} ms, window ${t1 - t0} ms, t1→fio exit ${tParse - t1} ms, parse ${Date.now() - tParse} ms`,
+    );
   let fioJobs = null;
   try {
     fioJobs = JSON.parse(readFileSync(fioOut, 'utf8')).jobs.map((j) => ({
@@ -445,7 +479,11 @@ async function runScenario(sc, index, total) {
       report: driver.summary.report,
       intervals: driver.intervals,
     },
-    fio: fioJobs && { jobs: fioJobs.length, readIops: fioJobs.reduce((a, j) => a + j.readIops, 0), writeIops: fioJobs.reduce((a, j) => a + j.writeIops, 0) },
+    fio: fioJobs && {
+      jobs: fioJobs.length,
+      readIops: fioJobs.reduce((a, j) => a + j.readIops, 0),
+      writeIops: fioJobs.reduce((a, j) => a + j.writeIops, 0),
+    },
   };
   const lt = result.lowtide ? `, lowtide ${result.lowtide.mbPerSecond.toFixed(0)} MB/s` : '';
   const tgt = result.lowtide?.target ? ` (target ${result.lowtide.target.ms.toFixed(2)} ms)` : '';
@@ -466,7 +504,8 @@ function phaseList(offsetMs, seconds) {
   return out;
 }
 
-const fmtUs = (us) => (us === null || us === undefined ? '-' : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`);
+const fmtUs = (us) =>
+  us === null || us === undefined ? '-' : us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(0)} µs`;
 
 // ---------------------------------------------------------------- scenarios
 const DEFAULT = 'canary';
@@ -496,15 +535,33 @@ function scenarios() {
     add(phased, 'alone', 'alone', 'production alone', null);
     for (const [t, v] of items) {
       if (t === 'ctl' && v === DEFAULT && PROBE_MS) {
-        for (const ms of PROBE_MS) add(phased, `${v}@${ms}ms`, 'controller', `lowtide ${v}, probes every ${ms} ms`, { ...ctl(v), probeIntervalMs: ms });
+        for (const ms of PROBE_MS)
+          add(phased, `${v}@${ms}ms`, 'controller', `lowtide ${v}, probes every ${ms} ms`, {
+            ...ctl(v),
+            probeIntervalMs: ms,
+          });
       } else if (t === 'ctl' && v === DEFAULT && CANARY_VARIANTS) {
         for (const variant of CANARY_VARIANTS) {
-          const tag = Object.entries(variant).map(([k, x]) => `${k}=${x}`).join(',') || 'defaults';
+          const tag =
+            Object.entries(variant)
+              .map(([k, x]) => `${k}=${x}`)
+              .join(',') || 'defaults';
           // minBlockSize is the job's smallest request, not a canary knob.
           const { minBlockSize, ...tuning } = variant;
-          add(phased, `${v}@${tag}`, 'controller', `lowtide ${v}, ${tag}`, { ...ctl(v), canaryTuning: tuning, ...(minBlockSize ? { minBlockSize } : {}) });
+          add(phased, `${v}@${tag}`, 'controller', `lowtide ${v}, ${tag}`, {
+            ...ctl(v),
+            canaryTuning: tuning,
+            ...(minBlockSize ? { minBlockSize } : {}),
+          });
         }
-      } else if (t === 'ctl') add(phased, v, v === 'off' ? 'off' : 'controller', v === 'off' ? 'lowtide unthrottled' : `lowtide ${v}${v === DEFAULT ? ' (default)' : ''}`, ctl(v));
+      } else if (t === 'ctl')
+        add(
+          phased,
+          v,
+          v === 'off' ? 'off' : 'controller',
+          v === 'off' ? 'lowtide unthrottled' : `lowtide ${v}${v === DEFAULT ? ' (default)' : ''}`,
+          ctl(v),
+        );
       else add(phased, `rate-${v}`, 'rate', `lowtide fixed ${v} MB/s`, rate(v), { rateMBps: v });
     }
     for (let r = 1; r < REPEATS; r++) add(phased, 'alone', 'alone', 'production alone', null);
@@ -581,7 +638,13 @@ function verdicts(rows) {
       aloneP99Us: alone.p99Us,
       aloneP99UsRuns: alone.p99UsRuns,
       boundP99Us: alone.p99Us * BOUND,
-      default: { key: def.key, p99Us: def.p99Us, p99Ratio: def.p99Ratio, meetsBound: def.meetsBound, mbPerSecond: def.mbPerSecond },
+      default: {
+        key: def.key,
+        p99Us: def.p99Us,
+        p99Ratio: def.p99Ratio,
+        meetsBound: def.meetsBound,
+        mbPerSecond: def.mbPerSecond,
+      },
       fixedMeetingBound: ok.map((r) => ({ rateMBps: r.rateMBps, mbPerSecond: r.mbPerSecond, p99Ratio: r.p99Ratio })),
       bestFixed: best && { rateMBps: best.rateMBps, mbPerSecond: best.mbPerSecond, p99Ratio: best.p99Ratio },
     };
@@ -591,7 +654,13 @@ function verdicts(rows) {
       v.pass = def.meetsBound && (best ? v.throughputVsBestFixed >= 0.9 : true);
       v.others = inBlock
         .filter((r) => r.kind === 'controller' && r.controller !== DEFAULT)
-        .map((r) => ({ controller: r.controller, p99Ratio: r.p99Ratio, meetsBound: r.meetsBound, mbPerSecond: r.mbPerSecond, vsBestFixed: best ? r.mbPerSecond / best.mbPerSecond : null }));
+        .map((r) => ({
+          controller: r.controller,
+          p99Ratio: r.p99Ratio,
+          meetsBound: r.meetsBound,
+          mbPerSecond: r.mbPerSecond,
+          vsBestFixed: best ? r.mbPerSecond / best.mbPerSecond : null,
+        }));
     } else {
       v.target = 'p99 <= 1.5x alone and more throughput than every fixed rate meeting the bound';
       v.beatsAll = ok.every((r) => def.mbPerSecond > r.mbPerSecond);
@@ -623,8 +692,22 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
   const text = (x, yy, s, o = {}) =>
     `<text x="${x.toFixed(1)}" y="${yy.toFixed(1)}" ${o.rotate ? `transform="rotate(-90 ${x.toFixed(1)} ${yy.toFixed(1)})" text-anchor="middle"` : ''} font-size="${o.size ?? 11}" ${o.anchor ? `text-anchor="${o.anchor}"` : ''} fill="${o.fill ?? '#222'}" ${o.weight ? `font-weight="${o.weight}"` : ''}>${esc(s)}</text>`;
 
-  parts.push(text(20, 28, 'lowtide bench:impact — production (fio 4 KiB random 70/30, QD 4, O_DIRECT) vs lowtide sequential read (O_DIRECT)', { size: 16, weight: 'bold' }));
-  parts.push(text(20, 48, `${date.slice(0, 16)}Z · ${cfg.seconds} s per scenario · interval ${INTERVAL_MS} ms · phased load ${cfg.phaseSeconds} s on / ${cfg.phaseSeconds} s off · bound: production p99 ≤ ${BOUND}× alone`, { size: 12, fill: '#555' }));
+  parts.push(
+    text(
+      20,
+      28,
+      'lowtide bench:impact — production (fio 4 KiB random 70/30, QD 4, O_DIRECT) vs lowtide sequential read (O_DIRECT)',
+      { size: 16, weight: 'bold' },
+    ),
+  );
+  parts.push(
+    text(
+      20,
+      48,
+      `${date.slice(0, 16)}Z · ${cfg.seconds} s per scenario · interval ${INTERVAL_MS} ms · phased load ${cfg.phaseSeconds} s on / ${cfg.phaseSeconds} s off · bound: production p99 ≤ ${BOUND}× alone`,
+      { size: 12, fill: '#555' },
+    ),
+  );
   y = 64;
 
   // Trade-off panels: lowtide MB/s (x, log) against production p99 ratio (y, log).
@@ -639,12 +722,20 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
     const xmax = Math.max(5000, ...pts.map((p) => p.mbPerSecond * 1.3));
     const ymin = 0.8;
     const ymax = Math.max(10, ...pts.map((p) => p.p99Ratio * 1.3));
-    const X = (v) => x0 + ((Math.log10(Math.max(v, xmin)) - Math.log10(xmin)) / (Math.log10(xmax) - Math.log10(xmin))) * w;
-    const Y = (v) => y0 + h - ((Math.log10(Math.max(v, ymin)) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * h;
-    parts.push(text(x0, y + 18, `${block} load: production p99 / alone vs lowtide throughput`, { size: 13, weight: 'bold' }));
+    const X = (v) =>
+      x0 + ((Math.log10(Math.max(v, xmin)) - Math.log10(xmin)) / (Math.log10(xmax) - Math.log10(xmin))) * w;
+    const Y = (v) =>
+      y0 + h - ((Math.log10(Math.max(v, ymin)) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * h;
+    parts.push(
+      text(x0, y + 18, `${block} load: production p99 / alone vs lowtide throughput`, { size: 13, weight: 'bold' }),
+    );
     parts.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fafafa" stroke="#999"/>`);
-    parts.push(`<rect x="${x0}" y="${Y(BOUND)}" width="${w}" height="${(y0 + h - Y(BOUND)).toFixed(1)}" fill="#e8f5e9"/>`);
-    parts.push(`<line x1="${x0}" x2="${x0 + w}" y1="${Y(BOUND)}" y2="${Y(BOUND)}" stroke="#2ca02c" stroke-dasharray="5,3"/>`);
+    parts.push(
+      `<rect x="${x0}" y="${Y(BOUND)}" width="${w}" height="${(y0 + h - Y(BOUND)).toFixed(1)}" fill="#e8f5e9"/>`,
+    );
+    parts.push(
+      `<line x1="${x0}" x2="${x0 + w}" y1="${Y(BOUND)}" y2="${Y(BOUND)}" stroke="#2ca02c" stroke-dasharray="5,3"/>`,
+    );
     parts.push(text(x0 + w - 4, Y(BOUND) - 4, `bound ${BOUND}×`, { anchor: 'end', fill: '#2ca02c', size: 10 }));
     for (const v of [10, 100, 1000, 10000]) {
       if (v > xmax) continue;
@@ -660,17 +751,29 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
     parts.push(text(x0 - 50, y0 + h / 2, 'p99 / alone (log)', { size: 10, fill: '#555', rotate: true }));
     const fixed = pts.filter((p) => p.kind === 'rate').sort((a, b) => a.rateMBps - b.rateMBps);
     if (fixed.length > 1) {
-      parts.push(`<polyline fill="none" stroke="#888" stroke-width="1.2" points="${fixed.map((p) => `${X(p.mbPerSecond).toFixed(1)},${Y(p.p99Ratio).toFixed(1)}`).join(' ')}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="#888" stroke-width="1.2" points="${fixed.map((p) => `${X(p.mbPerSecond).toFixed(1)},${Y(p.p99Ratio).toFixed(1)}`).join(' ')}"/>`,
+      );
     }
     for (const p of pts) {
-      const color = p.kind === 'rate' ? '#666' : p.controller === DEFAULT ? '#1f77b4' : p.kind === 'off' ? '#d62728' : '#9467bd';
+      const color =
+        p.kind === 'rate' ? '#666' : p.controller === DEFAULT ? '#1f77b4' : p.kind === 'off' ? '#d62728' : '#9467bd';
       const lab = p.kind === 'rate' ? `${p.rateMBps}` : p.controller;
-      parts.push(`<circle cx="${X(p.mbPerSecond).toFixed(1)}" cy="${Y(p.p99Ratio).toFixed(1)}" r="${p.controller === DEFAULT ? 5 : 3.5}" fill="${color}"/>`);
+      parts.push(
+        `<circle cx="${X(p.mbPerSecond).toFixed(1)}" cy="${Y(p.p99Ratio).toFixed(1)}" r="${p.controller === DEFAULT ? 5 : 3.5}" fill="${color}"/>`,
+      );
       parts.push(text(X(p.mbPerSecond) + 6, Y(p.p99Ratio) - 5, lab, { size: 10, fill: color }));
     }
     const v = ver[block];
     if (v) {
-      parts.push(text(x0 + 6, y0 + 14, `${v.pass ? 'PASS' : 'MISS'} · default ${v.default.p99Ratio?.toFixed(2)}×, ${v.default.mbPerSecond?.toFixed(0)} MB/s; best fixed in bound: ${v.bestFixed ? `${v.bestFixed.rateMBps} MB/s cap → ${v.bestFixed.mbPerSecond.toFixed(0)} MB/s` : 'none'}`, { size: 11, fill: v.pass ? '#2ca02c' : '#d62728', weight: 'bold' }));
+      parts.push(
+        text(
+          x0 + 6,
+          y0 + 14,
+          `${v.pass ? 'PASS' : 'MISS'} · default ${v.default.p99Ratio?.toFixed(2)}×, ${v.default.mbPerSecond?.toFixed(0)} MB/s; best fixed in bound: ${v.bestFixed ? `${v.bestFixed.rateMBps} MB/s cap → ${v.bestFixed.mbPerSecond.toFixed(0)} MB/s` : 'none'}`,
+          { size: 11, fill: v.pass ? '#2ca02c' : '#d62728', weight: 'bold' },
+        ),
+      );
     }
   }
   y += tH + 10;
@@ -698,20 +801,32 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
     const h = panelH - 24;
     const T = r.windowSeconds;
     const X = (t) => x0 + (Math.max(0, Math.min(T, t)) / T) * w;
-    const Y = (ms) => y0 + h - ((Math.log10(Math.max(ymin, Math.min(ymax, ms))) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * h;
+    const Y = (ms) =>
+      y0 +
+      h -
+      ((Math.log10(Math.max(ymin, Math.min(ymax, ms))) - Math.log10(ymin)) / (Math.log10(ymax) - Math.log10(ymin))) * h;
     const row = rows.find((x) => x.key === r.key);
     const alone = rows.find((x) => x.block === r.block && x.kind === 'alone');
     const lt = r.lowtide;
     const title = `${r.name} — p99 ${fmtUs(r.production.p99Us)} (${alone ? (r.production.p99Us / alone.p99Us).toFixed(2) : '?'}×), ${r.production.iops.toFixed(0)} IOPS${lt ? `, lowtide ${lt.mbPerSecond.toFixed(0)} MB/s` : ''}${lt?.target ? `, target ${lt.target.ms.toFixed(2)} ms` : ''}`;
     parts.push(text(x0 - padL + 4, y + 12, title, { size: 11, weight: 'bold' }));
     parts.push(`<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="#fff" stroke="#999"/>`);
-    for (const [a, b] of r.phasesOn ?? []) parts.push(`<rect x="${X(a).toFixed(1)}" y="${y0}" width="${(X(b) - X(a)).toFixed(1)}" height="${h}" fill="#eeeeee"/>`);
+    for (const [a, b] of r.phasesOn ?? [])
+      parts.push(
+        `<rect x="${X(a).toFixed(1)}" y="${y0}" width="${(X(b) - X(a)).toFixed(1)}" height="${h}" fill="#eeeeee"/>`,
+      );
     for (const v of [0.1, 1, 10, 100]) {
       parts.push(`<line x1="${x0}" x2="${x0 + w}" y1="${Y(v).toFixed(1)}" y2="${Y(v).toFixed(1)}" stroke="#eee"/>`);
-      parts.push(text(x0 - 4, Y(v) + 3, v < 1 ? `${v * 1000} µs` : `${v} ms`, { anchor: 'end', size: 9, fill: '#d62728' }));
+      parts.push(
+        text(x0 - 4, Y(v) + 3, v < 1 ? `${v * 1000} µs` : `${v} ms`, { anchor: 'end', size: 9, fill: '#d62728' }),
+      );
     }
-    for (let t = 0; t <= T; t += 5) parts.push(text(X(t), y0 + h + 11, `${t} s`, { anchor: 'middle', size: 9, fill: '#555' }));
-    if (alone) parts.push(`<line x1="${x0}" x2="${x0 + w}" y1="${Y((alone.p99Us * BOUND) / 1000).toFixed(1)}" y2="${Y((alone.p99Us * BOUND) / 1000).toFixed(1)}" stroke="#2ca02c" stroke-dasharray="5,3"/>`);
+    for (let t = 0; t <= T; t += 5)
+      parts.push(text(X(t), y0 + h + 11, `${t} s`, { anchor: 'middle', size: 9, fill: '#555' }));
+    if (alone)
+      parts.push(
+        `<line x1="${x0}" x2="${x0 + w}" y1="${Y((alone.p99Us * BOUND) / 1000).toFixed(1)}" y2="${Y((alone.p99Us * BOUND) / 1000).toFixed(1)}" stroke="#2ca02c" stroke-dasharray="5,3"/>`,
+      );
     // Production p99, broken where an interval had no I/O.
     let seg = [];
     const segs = [];
@@ -724,7 +839,12 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
       seg.push(`${X(iv.t + INTERVAL_MS / 2000).toFixed(1)},${Y(iv.p99Us / 1000).toFixed(1)}`);
     }
     if (seg.length) segs.push(seg);
-    for (const s of segs) parts.push(s.length === 1 ? `<circle cx="${s[0].split(',')[0]}" cy="${s[0].split(',')[1]}" r="1.5" fill="#d62728"/>` : `<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="${s.join(' ')}"/>`);
+    for (const s of segs)
+      parts.push(
+        s.length === 1
+          ? `<circle cx="${s[0].split(',')[0]}" cy="${s[0].split(',')[1]}" r="1.5" fill="#d62728"/>`
+          : `<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="${s.join(' ')}"/>`,
+      );
     // lowtide throughput.
     if (lt && lt.intervals.length) {
       const m = niceMax(Math.max(...lt.intervals.map((iv) => iv.mbPerSecond), 1));
@@ -743,46 +863,59 @@ function chart({ runs, rows, verdicts: ver, config: cfg, date }) {
 
 // ---------------------------------------------------------------- main
 function printReport({ rows, verdicts: ver, config: cfg, host }) {
-const pct = (x) => (x === null ? '-' : `${x.toFixed(2)}×`);
-console.log(`\nproduction: fio 4 KiB randrw 70/30, iodepth 4, io_uring, O_DIRECT; lowtide: sequential read, max 1 MiB × QD 32, O_DIRECT; ${cfg.seconds} s each`);
-console.log('| scenario | runs | prod IOPS | prod p50 | prod p99 | p99 lowtide on / off | lowtide MB/s (while on) | meets bound? | notes |');
-console.log('|---|---|---|---|---|---|---|---|---|');
-for (const r of rows) {
-  const notes = [];
-  if (r.targetMs) notes.push(`target ${r.targetMs.map((t) => t.toFixed(2)).join('/')} ms`);
-  if (r.runs > 1) notes.push(`p99 runs ${r.p99UsRuns.map(fmtUs).join(', ')}`);
-  if (r.runs > 1 && r.mbPerSecondRuns) notes.push(`MB/s runs ${r.mbPerSecondRuns.map((x) => x.toFixed(0)).join(', ')}`);
-  if (r.cpuPercent !== null) notes.push(`CPU ${r.cpuPercent.toFixed(0)} %`);
+  const pct = (x) => (x === null ? '-' : `${x.toFixed(2)}×`);
   console.log(
-    `| ${r.key} | ${r.runs} | ${r.iops.toFixed(0)} | ${fmtUs(r.p50Us)} | ${fmtUs(r.p99Us)} | ${pct(r.p99Ratio)} | ${r.mbPerSecond === null ? '-' : r.mbPerSecond.toFixed(0)} | ${r.kind === 'alone' ? '(baseline)' : r.meetsBound ? 'yes' : 'no'} | ${notes.join('; ')} |`,
+    `\nproduction: fio 4 KiB randrw 70/30, iodepth 4, io_uring, O_DIRECT; lowtide: sequential read, max 1 MiB × QD 32, O_DIRECT; ${cfg.seconds} s each`,
   );
-}
-console.log('\nverdicts:');
-if (ver.steady) {
-  const v = ver.steady;
   console.log(
-    `- steady load: default (${DEFAULT}) p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}; bound ${fmtUs(v.boundP99Us)}) → ${v.default.meetsBound ? 'within' : 'OUTSIDE'} the bound; ` +
-      (v.bestFixed
-        ? `throughput ${v.default.mbPerSecond.toFixed(0)} MB/s = ${(v.throughputVsBestFixed * 100).toFixed(0)} % of the best fixed rate in bound (${v.bestFixed.rateMBps} MB/s cap, ${v.bestFixed.mbPerSecond.toFixed(0)} MB/s measured; target ≥ 90 %)`
-        : 'no fixed rate met the bound (throughput comparison vacuous)') +
-      ` → ${v.pass ? 'PASS' : 'MISS'}`,
+    '| scenario | runs | prod IOPS | prod p50 | prod p99 | p99 lowtide on / off | lowtide MB/s (while on) | meets bound? | notes |',
   );
-  for (const o of v.others) {
-    console.log(`  (${o.controller}: ${o.p99Ratio.toFixed(2)}× alone, ${o.mbPerSecond.toFixed(0)} MB/s${o.vsBestFixed !== null ? ` = ${(o.vsBestFixed * 100).toFixed(0)} % of best fixed` : ''}, ${o.meetsBound ? 'in' : 'out of'} bound)`);
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const notes = [];
+    if (r.targetMs) notes.push(`target ${r.targetMs.map((t) => t.toFixed(2)).join('/')} ms`);
+    if (r.runs > 1) notes.push(`p99 runs ${r.p99UsRuns.map(fmtUs).join(', ')}`);
+    if (r.runs > 1 && r.mbPerSecondRuns)
+      notes.push(`MB/s runs ${r.mbPerSecondRuns.map((x) => x.toFixed(0)).join(', ')}`);
+    if (r.cpuPercent !== null) notes.push(`CPU ${r.cpuPercent.toFixed(0)} %`);
+    console.log(
+      `| ${r.key} | ${r.runs} | ${r.iops.toFixed(0)} | ${fmtUs(r.p50Us)} | ${fmtUs(r.p99Us)} | ${pct(r.p99Ratio)} | ${r.mbPerSecond === null ? '-' : r.mbPerSecond.toFixed(0)} | ${r.kind === 'alone' ? '(baseline)' : r.meetsBound ? 'yes' : 'no'} | ${notes.join('; ')} |`,
+    );
   }
-}
-if (ver.phased) {
-  const v = ver.phased;
+  console.log('\nverdicts:');
+  if (ver.steady) {
+    const v = ver.steady;
+    console.log(
+      `- steady load: default (${DEFAULT}) p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}; bound ${fmtUs(v.boundP99Us)}) → ${v.default.meetsBound ? 'within' : 'OUTSIDE'} the bound; ` +
+        (v.bestFixed
+          ? `throughput ${v.default.mbPerSecond.toFixed(0)} MB/s = ${(v.throughputVsBestFixed * 100).toFixed(0)} % of the best fixed rate in bound (${v.bestFixed.rateMBps} MB/s cap, ${v.bestFixed.mbPerSecond.toFixed(0)} MB/s measured; target ≥ 90 %)`
+          : 'no fixed rate met the bound (throughput comparison vacuous)') +
+        ` → ${v.pass ? 'PASS' : 'MISS'}`,
+    );
+    for (const o of v.others) {
+      console.log(
+        `  (${o.controller}: ${o.p99Ratio.toFixed(2)}× alone, ${o.mbPerSecond.toFixed(0)} MB/s${o.vsBestFixed !== null ? ` = ${(o.vsBestFixed * 100).toFixed(0)} % of best fixed` : ''}, ${o.meetsBound ? 'in' : 'out of'} bound)`,
+      );
+    }
+  }
+  if (ver.phased) {
+    const v = ver.phased;
+    console.log(
+      `- phased load: default p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}) → ${v.default.meetsBound ? 'within' : 'OUTSIDE'} the bound; ` +
+        `${v.default.mbPerSecond.toFixed(0)} MB/s vs fixed rates in bound [${v.fixedMeetingBound.map((f) => `${f.rateMBps}: ${f.mbPerSecond.toFixed(0)}`).join(', ') || 'none'}] → ${v.pass ? 'PASS' : 'MISS'}`,
+    );
+  }
+  const aloneSpread = ['steady', 'phased']
+    .map(
+      (b) =>
+        ver[b] &&
+        ver[b].aloneP99UsRuns.length > 1 &&
+        `${b} alone p99 runs ${ver[b].aloneP99UsRuns.map(fmtUs).join(' / ')}`,
+    )
+    .filter(Boolean);
   console.log(
-    `- phased load: default p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}) → ${v.default.meetsBound ? 'within' : 'OUTSIDE'} the bound; ` +
-      `${v.default.mbPerSecond.toFixed(0)} MB/s vs fixed rates in bound [${v.fixedMeetingBound.map((f) => `${f.rateMBps}: ${f.mbPerSecond.toFixed(0)}`).join(', ') || 'none'}] → ${v.pass ? 'PASS' : 'MISS'}`,
+    `noise: load average before ${host.loadavgBefore.split(' ').slice(0, 3).join(' ')}, after ${host.loadavgAfter.split(' ').slice(0, 3).join(' ')}; ${aloneSpread.join('; ')}`,
   );
-}
-const aloneSpread = ['steady', 'phased']
-  .map((b) => ver[b] && ver[b].aloneP99UsRuns.length > 1 && `${b} alone p99 runs ${ver[b].aloneP99UsRuns.map(fmtUs).join(' / ')}`)
-  .filter(Boolean);
-console.log(`noise: load average before ${host.loadavgBefore.split(' ').slice(0, 3).join(' ')}, after ${host.loadavgAfter.split(' ').slice(0, 3).join(' ')}; ${aloneSpread.join('; ')}`);
-
 }
 
 function writeChart(summary, svgFile) {
@@ -792,7 +925,10 @@ function writeChart(summary, svgFile) {
   if (have('rsvg-convert')) {
     const r = spawnSync('rsvg-convert', ['-o', pngFile, svgFile], { stdio: 'inherit' });
     if (r.status === 0) console.log(`written ${pngFile}`);
-  } else if (have('convert') && /ImageMagick/.test(spawnSync('convert', ['-version'], { encoding: 'utf8' }).stdout ?? '')) {
+  } else if (
+    have('convert') &&
+    /ImageMagick/.test(spawnSync('convert', ['-version'], { encoding: 'utf8' }).stdout ?? '')
+  ) {
     const r = spawnSync('convert', ['-density', '96', svgFile, pngFile], { stdio: 'inherit' });
     if (r.status === 0) console.log(`written ${pngFile}`);
   } else {
@@ -831,9 +967,37 @@ const date = started.toISOString();
 const summary = {
   date,
   host: { cpus: (await import('node:os')).cpus().length, loadavgBefore: loadBefore, loadavgAfter: loadAfter },
-  config: { autoRule: AUTO_RULE ?? null, seconds: SECONDS, warmupSeconds: WARMUP, intervalMs: INTERVAL_MS, phaseSeconds: PHASE, repeats: REPEATS, rateRepeats: RATE_REPEATS, bound: BOUND, rates: RATES, latencyTarget: TARGET, srcGiB: SRC_GIB, prodGiB: PROD_GIB },
-  production: { tool: 'fio', rw: 'randrw', rwmixread: 70, bs: 4096, iodepth: 4, ioengine: 'io_uring', direct: true, latency: 'lat (submit to completion), per I/O' },
-  lowtide: { read: 'openSource().read() under JobThrottle', direct: true, maxBlockSize: 1 << 20, minBlockSize: 64 * 1024, maxQueueDepth: 32 },
+  config: {
+    autoRule: AUTO_RULE ?? null,
+    seconds: SECONDS,
+    warmupSeconds: WARMUP,
+    intervalMs: INTERVAL_MS,
+    phaseSeconds: PHASE,
+    repeats: REPEATS,
+    rateRepeats: RATE_REPEATS,
+    bound: BOUND,
+    rates: RATES,
+    latencyTarget: TARGET,
+    srcGiB: SRC_GIB,
+    prodGiB: PROD_GIB,
+  },
+  production: {
+    tool: 'fio',
+    rw: 'randrw',
+    rwmixread: 70,
+    bs: 4096,
+    iodepth: 4,
+    ioengine: 'io_uring',
+    direct: true,
+    latency: 'lat (submit to completion), per I/O',
+  },
+  lowtide: {
+    read: 'openSource().read() under JobThrottle',
+    direct: true,
+    maxBlockSize: 1 << 20,
+    minBlockSize: 64 * 1024,
+    maxQueueDepth: 32,
+  },
   verdicts: null,
   rows: null,
   runs,

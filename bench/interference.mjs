@@ -63,22 +63,59 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 async function one(cfg) {
   for (const f of readdirSync(logDir)) rmSync(join(logDir, f));
-  const prod = track(spawn('fio', [
-    '--thread', `--filename=${prodFile}`, '--size=1G', '--rw=randrw', '--rwmixread=70', '--bs=4k', '--iodepth=4',
-    '--ioengine=io_uring', '--direct=1', '--time_based', '--norandommap', '--disable_slat=1', '--disable_clat=1',
-    '--log_unix_epoch=1', `--write_lat_log=${join(logDir, 'p')}`, '--name=prod', `--runtime=${SECONDS + 3}s`,
-  ], { stdio: 'ignore' }));
+  const prod = track(
+    spawn(
+      'fio',
+      [
+        '--thread',
+        `--filename=${prodFile}`,
+        '--size=1G',
+        '--rw=randrw',
+        '--rwmixread=70',
+        '--bs=4k',
+        '--iodepth=4',
+        '--ioengine=io_uring',
+        '--direct=1',
+        '--time_based',
+        '--norandommap',
+        '--disable_slat=1',
+        '--disable_clat=1',
+        '--log_unix_epoch=1',
+        `--write_lat_log=${join(logDir, 'p')}`,
+        '--name=prod',
+        `--runtime=${SECONDS + 3}s`,
+      ],
+      { stdio: 'ignore' },
+    ),
+  );
   await sleep(2000);
   // --thread: the job runs in the process we stop (without it fio forks the job).
   const intf = track(
     cfg.cpu
-      ? spawn(process.execPath, ['-e', `setInterval(() => { const t = Date.now() + ${cfg.cpu * 10}; while (Date.now() < t); }, 10)`], { stdio: 'ignore' })
+      ? spawn(
+          process.execPath,
+          ['-e', `setInterval(() => { const t = Date.now() + ${cfg.cpu * 10}; while (Date.now() < t); }, 10)`],
+          { stdio: 'ignore' },
+        )
       : cfg.idle
         ? spawn('sleep', [String(SECONDS + 10)], { stdio: 'ignore' })
-        : spawn('fio', [
-          '--thread', '--name=intf', `--filename=${srcFile}`, '--rw=read', `--bs=${cfg.bs}`, `--iodepth=${cfg.qd ?? 1}`,
-          '--ioengine=io_uring', '--direct=1', '--time_based', `--runtime=${SECONDS + 5}s`, ...(cfg.rate ? [`--rate=${cfg.rate}`] : []),
-        ], { stdio: 'ignore' }),
+        : spawn(
+            'fio',
+            [
+              '--thread',
+              '--name=intf',
+              `--filename=${srcFile}`,
+              '--rw=read',
+              `--bs=${cfg.bs}`,
+              `--iodepth=${cfg.qd ?? 1}`,
+              '--ioengine=io_uring',
+              '--direct=1',
+              '--time_based',
+              `--runtime=${SECONDS + 5}s`,
+              ...(cfg.rate ? [`--rate=${cfg.rate}`] : []),
+            ],
+            { stdio: 'ignore' },
+          ),
   );
   const on = [];
   const off = [];
@@ -104,7 +141,12 @@ async function one(cfg) {
   }
   sOn.sort((a, b) => a - b);
   sOff.sort((a, b) => a - b);
-  return { ratio: quantile(sOn, 0.99) / quantile(sOff, 0.99), p99OnUs: quantile(sOn, 0.99), p99OffUs: quantile(sOff, 0.99), iopsRatio: sOn.length / sOff.length };
+  return {
+    ratio: quantile(sOn, 0.99) / quantile(sOff, 0.99),
+    p99OnUs: quantile(sOn, 0.99),
+    p99OffUs: quantile(sOff, 0.99),
+    iopsRatio: sOn.length / sOff.length,
+  };
 }
 
 const res = {};
@@ -112,10 +154,14 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const [name, cfg] of Object.entries(configs)) {
     const x = await one(cfg);
     (res[name] ??= []).push(x);
-    console.log(`round ${r + 1} ${name.padEnd(10)} p99 on/off ${x.ratio.toFixed(2)}x (${x.p99OnUs.toFixed(0)} / ${x.p99OffUs.toFixed(0)} µs), production IOPS on/off ${x.iopsRatio.toFixed(2)}`);
+    console.log(
+      `round ${r + 1} ${name.padEnd(10)} p99 on/off ${x.ratio.toFixed(2)}x (${x.p99OnUs.toFixed(0)} / ${x.p99OffUs.toFixed(0)} µs), production IOPS on/off ${x.iopsRatio.toFixed(2)}`,
+    );
   }
 }
 console.log('\n| interferer | p99 on ÷ off (median) | production IOPS on ÷ off |\n|---|---|---|');
 for (const [n, xs] of Object.entries(res)) {
-  console.log(`| ${n} ${JSON.stringify(configs[n])} | ${median(xs.map((x) => x.ratio)).toFixed(2)}× | ${median(xs.map((x) => x.iopsRatio)).toFixed(2)} |`);
+  console.log(
+    `| ${n} ${JSON.stringify(configs[n])} | ${median(xs.map((x) => x.ratio)).toFixed(2)}× | ${median(xs.map((x) => x.iopsRatio)).toFixed(2)} |`,
+  );
 }

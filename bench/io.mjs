@@ -14,7 +14,17 @@
 // images are measured in separate phases, each run after the disk settled
 // (see settleDisk() in fat-volume.mjs).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  openSync,
+  closeSync,
+  ftruncateSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cliPath, settleDisk } from './fat-volume.mjs';
@@ -58,19 +68,39 @@ mkdirSync(dir, { recursive: true });
 const data = join(dir, `data-${sizeGiB}g.bin`);
 if (!existsSync(data) || statSync(data).size !== sizeGiB * GiB) {
   console.log(`creating ${sizeGiB} GiB of random data in ${data} ...`);
-  execFileSync('dd', ['if=/dev/urandom', `of=${data}`, 'bs=4M', `count=${sizeGiB * 256}`, 'iflag=fullblock', 'status=none']);
+  execFileSync('dd', [
+    'if=/dev/urandom',
+    `of=${data}`,
+    'bs=4M',
+    `count=${sizeGiB * 256}`,
+    'iflag=fullblock',
+    'status=none',
+  ]);
 }
 
 function lowtideRead(file) {
-  const out = execFileSync(process.execPath, [join(root, 'bench', 'read-child.mjs'), file, String(1 << 20), '32'], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, [join(root, 'bench', 'read-child.mjs'), file, String(1 << 20), '32'], {
+    encoding: 'utf8',
+  });
   return JSON.parse(out);
 }
 
 function fioRead(file, extra = []) {
   const out = execFileSync(
     'fio',
-    ['--name=seqread', `--filename=${file}`, '--rw=read', '--bs=1M', '--iodepth=32', '--ioengine=io_uring', '--direct=1',
-      '--numjobs=1', `--size=${statSync(file).size}`, '--output-format=json', ...extra],
+    [
+      '--name=seqread',
+      `--filename=${file}`,
+      '--rw=read',
+      '--bs=1M',
+      '--iodepth=32',
+      '--ioengine=io_uring',
+      '--direct=1',
+      '--numjobs=1',
+      `--size=${statSync(file).size}`,
+      '--output-format=json',
+      ...extra,
+    ],
     { encoding: 'utf8' },
   );
   const job = JSON.parse(out).jobs[0];
@@ -81,7 +111,11 @@ function lowtideImage(file, target) {
   rmSync(target, { force: true });
   dropCaches();
   const t0 = process.hrtime.bigint();
-  const out = execFileSync(process.execPath, [cli, 'image', file, target, '--json', '--force', '--throttle', 'off', '--all-blocks'], { encoding: 'utf8' });
+  const out = execFileSync(
+    process.execPath,
+    [cli, 'image', file, target, '--json', '--force', '--throttle', 'off', '--all-blocks'],
+    { encoding: 'utf8' },
+  );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const s = JSON.parse(out);
   rmSync(target, { force: true });
@@ -105,10 +139,12 @@ function ddImage(file, target) {
 // disk: ~1.4-1.9 GB/s right after a write and delete, ~2.9-3.3 GB/s a few
 // seconds later). So reads and images are measured in separate phases, and
 // every measured run waits first until the disk has been idle for 2 s.
-const measured = (fn) => (...args) => {
-  settleDisk();
-  return fn(...args);
-};
+const measured =
+  (fn) =>
+  (...args) => {
+    settleDisk();
+    return fn(...args);
+  };
 
 // lowtide's reader keeps its buffers in transparent huge pages (a 1 MiB request
 // is then one or two segments for the device, not 256 pages); fio's default
@@ -120,7 +156,8 @@ let hugePoolBefore;
 try {
   hugePoolBefore = Number(readFileSync(HUGE_POOL, 'utf8'));
   writeFileSync(HUGE_POOL, String(hugePoolBefore + 24)); // 32 MiB of buffers + slack, in 2 MiB pages
-  if (Number(readFileSync(HUGE_POOL, 'utf8')) < hugePoolBefore + 17) throw new Error('the kernel gave fewer huge pages');
+  if (Number(readFileSync(HUGE_POOL, 'utf8')) < hugePoolBefore + 17)
+    throw new Error('the kernel gave fewer huge pages');
 } catch (e) {
   console.log(`fio with huge-page buffers skipped: ${e.message}`);
   if (hugePoolBefore !== undefined) writeFileSync(HUGE_POOL, String(hugePoolBefore));
@@ -137,19 +174,30 @@ const results = { lowtideRead: [], fioRead: [], fioHugeRead: [], lowtideImage: [
 const target = join(dir, 'image-out.img');
 // Order reversed every other round, so drift in the machine hits all alike.
 const order = (r, ...xs) => (r % 2 === 0 ? xs : xs.reverse());
-const readers = [['lowtideRead', measured(() => lowtideRead(data))], ['fioRead', measured(() => fioRead(data))]];
+const readers = [
+  ['lowtideRead', measured(() => lowtideRead(data))],
+  ['fioRead', measured(() => fioRead(data))],
+];
 if (hugePoolBefore !== undefined) readers.push(['fioHugeRead', measured(() => fioRead(data, ['--iomem=shmhuge']))]);
 const mbps = (k) => (results[k].length ? `${results[k].at(-1).mbPerSecond.toFixed(0)} MB/s` : '-');
 for (let r = 0; r < rounds; r++) {
   for (const [name, fn] of order(r, ...readers)) results[name].push(fn());
-  console.log(`read round ${r + 1}/${rounds}: lowtide ${mbps('lowtideRead')}, fio ${mbps('fioRead')}, fio huge pages ${mbps('fioHugeRead')}`);
+  console.log(
+    `read round ${r + 1}/${rounds}: lowtide ${mbps('lowtideRead')}, fio ${mbps('fioRead')}, fio huge pages ${mbps('fioHugeRead')}`,
+  );
 }
 restoreHugePool();
 for (let r = 0; r < rounds; r++) {
-  for (const [name, fn] of order(r, ['lowtideImage', measured(() => lowtideImage(data, target))], ['ddImage', measured(() => ddImage(data, target))])) {
+  for (const [name, fn] of order(
+    r,
+    ['lowtideImage', measured(() => lowtideImage(data, target))],
+    ['ddImage', measured(() => ddImage(data, target))],
+  )) {
     results[name].push(fn());
   }
-  console.log(`image round ${r + 1}/${rounds}: lowtide ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`);
+  console.log(
+    `image round ${r + 1}/${rounds}: lowtide ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`,
+  );
 }
 
 // Memory: peak RSS of the read must not grow with the source size.
@@ -184,25 +232,58 @@ const summary = {
   raw: results,
 };
 const pairedMedian = (xs, ys) => median(xs.map((x, i) => x / ys[i]));
-summary.read.ratio = pairedMedian(results.lowtideRead.map((x) => x.mbPerSecond), results.fioRead.map((x) => x.mbPerSecond));
+summary.read.ratio = pairedMedian(
+  results.lowtideRead.map((x) => x.mbPerSecond),
+  results.fioRead.map((x) => x.mbPerSecond),
+);
 summary.read.hugeRatio = results.fioHugeRead.length
-  ? pairedMedian(results.lowtideRead.map((x) => x.mbPerSecond), results.fioHugeRead.map((x) => x.mbPerSecond))
+  ? pairedMedian(
+      results.lowtideRead.map((x) => x.mbPerSecond),
+      results.fioHugeRead.map((x) => x.mbPerSecond),
+    )
   : null;
-summary.image.speedRatio = pairedMedian(results.ddImage.map((x) => x.seconds), results.lowtideImage.map((x) => x.seconds));
+summary.image.speedRatio = pairedMedian(
+  results.ddImage.map((x) => x.seconds),
+  results.lowtideImage.map((x) => x.seconds),
+);
 
 const rows = [
-  ['sequential read, 1 MiB, QD 32, O_DIRECT', `${summary.read.lowtideMBps.toFixed(0)} MB/s`, `fio ${summary.read.fioMBps.toFixed(0)} MB/s`, `${summary.read.ratio.toFixed(3)}x`, '>= 0.95x'],
+  [
+    'sequential read, 1 MiB, QD 32, O_DIRECT',
+    `${summary.read.lowtideMBps.toFixed(0)} MB/s`,
+    `fio ${summary.read.fioMBps.toFixed(0)} MB/s`,
+    `${summary.read.ratio.toFixed(3)}x`,
+    '>= 0.95x',
+  ],
   ...(summary.read.hugeRatio !== null
-    ? [['same, fio with huge-page buffers (--iomem=shmhuge)', `${summary.read.lowtideMBps.toFixed(0)} MB/s`, `fio ${summary.read.fioHugeMBps.toFixed(0)} MB/s`, `${summary.read.hugeRatio.toFixed(3)}x`, '(for reference)']]
+    ? [
+        [
+          'same, fio with huge-page buffers (--iomem=shmhuge)',
+          `${summary.read.lowtideMBps.toFixed(0)} MB/s`,
+          `fio ${summary.read.fioHugeMBps.toFixed(0)} MB/s`,
+          `${summary.read.hugeRatio.toFixed(3)}x`,
+          '(for reference)',
+        ],
+      ]
     : []),
-  ['image to sparse file (fsync)', `${summary.image.lowtideSeconds.toFixed(2)} s`, `dd ${summary.image.ddSeconds.toFixed(2)} s`, `${summary.image.speedRatio.toFixed(3)}x`, '>= 1.0x'],
+  [
+    'image to sparse file (fsync)',
+    `${summary.image.lowtideSeconds.toFixed(2)} s`,
+    `dd ${summary.image.ddSeconds.toFixed(2)} s`,
+    `${summary.image.speedRatio.toFixed(3)}x`,
+    '>= 1.0x',
+  ],
 ];
 console.log(`\nmedians of ${rounds} alternating rounds on ${sizeGiB} GiB (engine ${summary.engine})`);
 console.log('| measurement | lowtide (median) | peer (median) | speed ratio (median of rounds) | target |');
 console.log('|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-console.log(`lowtide's read set-up (ring, buffers; not in its MB/s, as fio's is not in fio's): median ${summary.read.lowtideSetupMs.toFixed(1)} ms`);
-console.log(`peak RSS of the read: 1 GiB source ${rss['1GiB'].toFixed(0)} MiB, 4 GiB source ${rss['4GiB'].toFixed(0)} MiB, ${sizeGiB} GiB data ${rss.dataFile.toFixed(0)} MiB (limit 200 MiB)`);
+console.log(
+  `lowtide's read set-up (ring, buffers; not in its MB/s, as fio's is not in fio's): median ${summary.read.lowtideSetupMs.toFixed(1)} ms`,
+);
+console.log(
+  `peak RSS of the read: 1 GiB source ${rss['1GiB'].toFixed(0)} MiB, 4 GiB source ${rss['4GiB'].toFixed(0)} MiB, ${sizeGiB} GiB data ${rss.dataFile.toFixed(0)} MiB (limit 200 MiB)`,
+);
 
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 const file = join(root, 'bench', 'results', `io-${summary.date.replace(/[:.]/g, '-')}.json`);

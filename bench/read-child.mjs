@@ -16,5 +16,12 @@ const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
 const engineUsed = reader.stats().engine;
 await src.close();
 process.stdout.write(
-  JSON.stringify({ bytes, seconds, setupMs, mbPerSecond: bytes / seconds / 1e6, maxRssMiB: process.resourceUsage().maxRSS / 1024, engine: engineUsed }) + '\n',
+  JSON.stringify({
+    bytes,
+    seconds,
+    setupMs,
+    mbPerSecond: bytes / seconds / 1e6,
+    maxRssMiB: process.resourceUsage().maxRSS / 1024,
+    engine: engineUsed,
+  }) + '\n',
 );

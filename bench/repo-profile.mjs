@@ -23,7 +23,16 @@ import { mkdir, rename, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  changedExtents, changeFiles, dropCaches, ensureFatVolume, fmtBytes, GiB, median, root, snapshotLowtide, timed,
+  changedExtents,
+  changeFiles,
+  dropCaches,
+  ensureFatVolume,
+  fmtBytes,
+  GiB,
+  median,
+  root,
+  snapshotLowtide,
+  timed,
 } from './fat-volume.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
@@ -59,9 +68,11 @@ const now = () => Number(process.hrtime.bigint()) / 1e9;
 async function pool(n, k, fn) {
   const t0 = now();
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(k, n) }, async () => {
-    while (next < n) await fn(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(k, n) }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
   return now() - t0;
 }
 
@@ -78,7 +89,9 @@ dropCaches();
 let t = now();
 const plan = await planImage(image, {});
 out.planSeconds = now() - t;
-console.log(`planImage: ${(out.planSeconds * 1000).toFixed(0)} ms cold; ${plan.extents.length} extents, ${fmtBytes(plan.bytesToRead)} to read`);
+console.log(
+  `planImage: ${(out.planSeconds * 1000).toFixed(0)} ms cold; ${plan.extents.length} extents, ${fmtBytes(plan.bytesToRead)} to read`,
+);
 
 // ---------------------------------------------------------------- read into chunks
 dropCaches();
@@ -96,20 +109,34 @@ out.readSeconds = now() - t;
 await src.close();
 const list = [...chunks.values()];
 const bytes = list.length * CS;
-console.log(`read: ${fmtBytes(plan.bytesToRead)} in ${out.readSeconds.toFixed(2)} s = ${(plan.bytesToRead / out.readSeconds / 1e6).toFixed(0)} MB/s (${list.length} chunks touched)`);
+console.log(
+  `read: ${fmtBytes(plan.bytesToRead)} in ${out.readSeconds.toFixed(2)} s = ${(plan.bytesToRead / out.readSeconds / 1e6).toFixed(0)} MB/s (${list.length} chunks touched)`,
+);
 
 // ---------------------------------------------------------------- hash
 const digests = new Array(list.length);
-out.hash1Seconds = await pool(list.length, 1, async (i) => { digests[i] = await native.digest(list[i], true); });
-out.hash6Seconds = await pool(list.length, 6, async (i) => { digests[i] = await native.digest(list[i], true); });
-console.log(`hash (SHA-256 + zero check): 1 in flight ${(bytes / out.hash1Seconds / 1e6).toFixed(0)} MB/s, 6 in flight ${(bytes / out.hash6Seconds / 1e6).toFixed(0)} MB/s`);
+out.hash1Seconds = await pool(list.length, 1, async (i) => {
+  digests[i] = await native.digest(list[i], true);
+});
+out.hash6Seconds = await pool(list.length, 6, async (i) => {
+  digests[i] = await native.digest(list[i], true);
+});
+console.log(
+  `hash (SHA-256 + zero check): 1 in flight ${(bytes / out.hash1Seconds / 1e6).toFixed(0)} MB/s, 6 in flight ${(bytes / out.hash6Seconds / 1e6).toFixed(0)} MB/s`,
+);
 
 // ---------------------------------------------------------------- compress
 const packed = new Array(list.length);
-out.zstd1Seconds = await pool(list.length, 1, async (i) => { packed[i] = await compress(list[i], 3); });
-out.zstd6Seconds = await pool(list.length, 6, async (i) => { packed[i] = await compress(list[i], 3); });
+out.zstd1Seconds = await pool(list.length, 1, async (i) => {
+  packed[i] = await compress(list[i], 3);
+});
+out.zstd6Seconds = await pool(list.length, 6, async (i) => {
+  packed[i] = await compress(list[i], 3);
+});
 const packedBytes = packed.reduce((a, p, i) => a + Math.min(p.length, list[i].length), 0);
-console.log(`zstd -3: 1 in flight ${(bytes / out.zstd1Seconds / 1e6).toFixed(0)} MB/s, 6 in flight ${(bytes / out.zstd6Seconds / 1e6).toFixed(0)} MB/s; ${fmtBytes(bytes)} → ${fmtBytes(packedBytes)}`);
+console.log(
+  `zstd -3: 1 in flight ${(bytes / out.zstd1Seconds / 1e6).toFixed(0)} MB/s, 6 in flight ${(bytes / out.zstd6Seconds / 1e6).toFixed(0)} MB/s; ${fmtBytes(bytes)} → ${fmtBytes(packedBytes)}`,
+);
 
 // ---------------------------------------------------------------- store
 const hexes = digests.map((d, i) => (d ? d.toString('hex') : `zero${i}`));
@@ -142,8 +169,10 @@ t = now();
 spawnSync('sync');
 out.storeNoFsyncSyncSeconds = now() - t;
 rmSync(join(work, 'store-nofsync'), { recursive: true, force: true });
-console.log(`store ${list.length} chunk files (${fmtBytes(packedBytes)}), 6 in flight: writeAtomic with fsync per chunk ${out.storeFsyncSeconds.toFixed(2)} s (${(list.length / out.storeFsyncSeconds).toFixed(0)} chunks/s); ` +
-  `without fsync ${out.storeNoFsyncSeconds.toFixed(2)} s + one sync(1) ${out.storeNoFsyncSyncSeconds.toFixed(2)} s`);
+console.log(
+  `store ${list.length} chunk files (${fmtBytes(packedBytes)}), 6 in flight: writeAtomic with fsync per chunk ${out.storeFsyncSeconds.toFixed(2)} s (${(list.length / out.storeFsyncSeconds).toFixed(0)} chunks/s); ` +
+    `without fsync ${out.storeNoFsyncSeconds.toFixed(2)} s + one sync(1) ${out.storeNoFsyncSyncSeconds.toFixed(2)} s`,
+);
 chunks.clear();
 
 // ---------------------------------------------------------------- real backups
@@ -173,14 +202,31 @@ console.log(`full backup, zstd -1: ${out.fullByLevel[1].map(fmtRun).join('; ')}`
 // reading + hashing + one stat per chunk, nothing compressed or written.
 const repo = join(work, 'repo-l3');
 out.dedupOnly = [await backupRun(repo, ['--no-parent']), await backupRun(repo, ['--no-parent'])];
-console.log(`backup whose chunks are all in the repository already (read + hash + stat only): ${out.dedupOnly.map(fmtRun).join('; ')}`);
+console.log(
+  `backup whose chunks are all in the repository already (read + hash + stat only): ${out.dedupOnly.map(fmtRun).join('; ')}`,
+);
 
 // Syscall counts of a full backup (strace slows it down: counts, not times).
 const repoS = join(work, 'repo-strace');
 await cli(['init', repoS, '--json']);
 dropCaches();
 const sc = join(work, 'strace-full.txt');
-await timed('strace', ['-f', '-c', '-o', sc, process.execPath, snap.cli, 'backup', image, '--repo', repoS, '--throttle', 'off', '--json', '--no-progress']);
+await timed('strace', [
+  '-f',
+  '-c',
+  '-o',
+  sc,
+  process.execPath,
+  snap.cli,
+  'backup',
+  image,
+  '--repo',
+  repoS,
+  '--throttle',
+  'off',
+  '--json',
+  '--no-progress',
+]);
 {
   const counts = {};
   for (const line of readFileSync(sc, 'utf8').split('\n')) {
@@ -188,8 +234,27 @@ await timed('strace', ['-f', '-c', '-o', sc, process.execPath, snap.cli, 'backup
     if (m) counts[m[2]] = Number(m[1]);
   }
   out.fullSyscallCounts = counts;
-  const pick = ['fsync', 'fdatasync', 'openat', 'rename', 'renameat2', 'statx', 'newfstatat', 'mkdir', 'pwritev', 'pwrite64', 'write', 'io_uring_enter', 'futex'];
-  console.log(`full backup syscalls: ${pick.filter((k) => counts[k]).map((k) => `${k} ${counts[k]}`).join(', ')}`);
+  const pick = [
+    'fsync',
+    'fdatasync',
+    'openat',
+    'rename',
+    'renameat2',
+    'statx',
+    'newfstatat',
+    'mkdir',
+    'pwritev',
+    'pwrite64',
+    'write',
+    'io_uring_enter',
+    'futex',
+  ];
+  console.log(
+    `full backup syscalls: ${pick
+      .filter((k) => counts[k])
+      .map((k) => `${k} ${counts[k]}`)
+      .join(', ')}`,
+  );
 }
 
 // Incremental with changed extents: where the time outside the job goes.
@@ -227,7 +292,13 @@ writeFileSync(changed, JSON.stringify(ext));
   }
   const extentsSec = now() - t1;
   vol.close();
-  out.catalogWork = { planColdSeconds: planCold, walkSeconds: walk, entries: entries.length, fileExtentsCalls: calls, fileExtentsSeconds: extentsSec };
+  out.catalogWork = {
+    planColdSeconds: planCold,
+    walkSeconds: walk,
+    entries: entries.length,
+    fileExtentsCalls: calls,
+    fileExtentsSeconds: extentsSec,
+  };
   const incRepo = join(work, 'repo-incr');
   cpSync(repo, incRepo, { recursive: true });
   out.incremental = [];
@@ -237,13 +308,16 @@ writeFileSync(changed, JSON.stringify(ext));
     out.incremental.push(await backupRun(r, ['--parent', full.id, '--changed', changed]));
   }
   const ms = (x) => `${(x * 1000).toFixed(0)} ms`;
-  console.log(`incremental --changed (${ext.length} extents): ${out.incremental.map(fmtRun).join('; ')}; read ${fmtBytes(out.incremental[0].stats.bytesRead)}, ${out.incremental[0].stats.chunksNew} new chunks`);
-  console.log(`  outside the job: start-up ${ms(out.startupColdSeconds)} cold / ${ms(out.startupWarmSeconds)} warm (node + CLI modules + addons); ` +
-    `planImage ${ms(planCold)} cold; catalog: directory walk ${ms(walk)} (${entries.length} entries) + ${calls} fileExtents() calls ${ms(extentsSec)}`);
+  console.log(
+    `incremental --changed (${ext.length} extents): ${out.incremental.map(fmtRun).join('; ')}; read ${fmtBytes(out.incremental[0].stats.bytesRead)}, ${out.incremental[0].stats.chunksNew} new chunks`,
+  );
+  console.log(
+    `  outside the job: start-up ${ms(out.startupColdSeconds)} cold / ${ms(out.startupWarmSeconds)} warm (node + CLI modules + addons); ` +
+      `planImage ${ms(planCold)} cold; catalog: directory walk ${ms(walk)} (${entries.length} entries) + ${calls} fileExtents() calls ${ms(extentsSec)}`,
+  );
 }
 out.runSeconds = (Date.now() - started) / 1000;
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 const file = join(root, 'bench', 'results', `repo-profile-${out.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
 console.log(`written ${file} (${out.runSeconds.toFixed(0)} s)`);
-

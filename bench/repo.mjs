@@ -30,8 +30,27 @@ import { cpSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  changedExtents, changeFiles, compareRanges, diskUsage, dropCaches, ensureFatVolume, settleDisk, fmtBytes, fsckFat, fsyncFile, GiB,
-  isRoot, machineInfo, median, need, pairedMedian, requireBuiltCli, root, sameFiles, snapshotLowtide, timed,
+  changedExtents,
+  changeFiles,
+  compareRanges,
+  diskUsage,
+  dropCaches,
+  ensureFatVolume,
+  settleDisk,
+  fmtBytes,
+  fsckFat,
+  fsyncFile,
+  GiB,
+  isRoot,
+  machineInfo,
+  median,
+  need,
+  pairedMedian,
+  requireBuiltCli,
+  root,
+  sameFiles,
+  snapshotLowtide,
+  timed,
 } from './fat-volume.mjs';
 
 /** Before every timed command, lowtide's and the peers' alike: the disk idle, the page cache empty. */
@@ -46,9 +65,18 @@ const volGiB = Number(process.env.BENCH_REPO_GIB ?? 2);
 const changeFraction = Number(process.env.BENCH_CHANGE ?? 0.01);
 const started = Date.now();
 
-for (const [cmd, pkg] of [['mkfs.fat', 'dosfstools'], ['fsck.fat', 'dosfstools'], ['mcopy', 'mtools'], ['restic', 'restic'], ['borg', 'borgbackup'], ['cmp', 'diffutils']]) need('bench:repo', cmd, pkg);
+for (const [cmd, pkg] of [
+  ['mkfs.fat', 'dosfstools'],
+  ['fsck.fat', 'dosfstools'],
+  ['mcopy', 'mtools'],
+  ['restic', 'restic'],
+  ['borg', 'borgbackup'],
+  ['cmp', 'diffutils'],
+])
+  need('bench:repo', cmd, pkg);
 requireBuiltCli();
-if (!isRoot()) console.warn('warning: not root — caches cannot be dropped; restic and borg then read the image from the page cache');
+if (!isRoot())
+  console.warn('warning: not root — caches cannot be dropped; restic and borg then read the image from the page cache');
 mkdirSync(dir, { recursive: true });
 
 const snap = snapshotLowtide(join(dir, `lowtide-snapshot-${process.pid}`));
@@ -95,18 +123,40 @@ async function lowtideRestore(repo, target) {
   beforeTimedRun();
   const r = await lt(['restore', 'latest', target, '--repo', repo, '--throttle', 'off', '--json', '--no-progress']);
   const syncSeconds = fsyncFile(target);
-  return { seconds: r.seconds + syncSeconds, syncSeconds, diskReadBytes: r.io.read_bytes, bytesWritten: JSON.parse(r.stdout).bytesWritten };
+  return {
+    seconds: r.seconds + syncSeconds,
+    syncSeconds,
+    diskReadBytes: r.io.read_bytes,
+    bytesWritten: JSON.parse(r.stdout).bytesWritten,
+  };
 }
 
-const resticEnv = (s) => ({ RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(s, 'restic-cache'), RESTIC_PROGRESS_FPS: '0.1' });
+const resticEnv = (s) => ({
+  RESTIC_PASSWORD: 'bench',
+  RESTIC_CACHE_DIR: join(s, 'restic-cache'),
+  RESTIC_PROGRESS_FPS: '0.1',
+});
 async function resticInit(s, repo) {
   await timed('restic', ['-r', repo, 'init', '--repository-version', '2'], { env: resticEnv(s) });
 }
 async function resticBackup(s, repo, image) {
   beforeTimedRun();
-  const r = await timed('restic', ['-r', repo, 'backup', '--stdin', '--stdin-filename', IMAGE_NAME, '--json'], { env: resticEnv(s), stdinFile: image });
-  const summary = r.stdout.split('\n').filter((l) => l.includes('"summary"')).map((l) => JSON.parse(l))[0] ?? {};
-  return { seconds: r.seconds, diskReadBytes: r.io.read_bytes, diskWriteBytes: r.io.write_bytes, bytesStored: summary.data_added ?? null, bytesProcessed: summary.total_bytes_processed ?? null };
+  const r = await timed('restic', ['-r', repo, 'backup', '--stdin', '--stdin-filename', IMAGE_NAME, '--json'], {
+    env: resticEnv(s),
+    stdinFile: image,
+  });
+  const summary =
+    r.stdout
+      .split('\n')
+      .filter((l) => l.includes('"summary"'))
+      .map((l) => JSON.parse(l))[0] ?? {};
+  return {
+    seconds: r.seconds,
+    diskReadBytes: r.io.read_bytes,
+    diskWriteBytes: r.io.write_bytes,
+    bytesStored: summary.data_added ?? null,
+    bytesProcessed: summary.total_bytes_processed ?? null,
+  };
 }
 async function resticRestore(s, repo, targetDir) {
   rmSync(targetDir, { recursive: true, force: true });
@@ -128,19 +178,31 @@ async function borgInit(s, repo) {
 }
 async function borgCreate(s, repo, archive, imageDir, imageName) {
   beforeTimedRun();
-  const r = await timed('borg', ['create', '--read-special', '--compression', 'zstd,3', '--json', `${repo}::${archive}`, imageName], { env: borgEnv(s), cwd: imageDir });
+  const r = await timed(
+    'borg',
+    ['create', '--read-special', '--compression', 'zstd,3', '--json', `${repo}::${archive}`, imageName],
+    { env: borgEnv(s), cwd: imageDir },
+  );
   let stats = {};
   try {
     stats = JSON.parse(r.stdout).archive.stats;
   } catch {
     /* keep going without */
   }
-  return { seconds: r.seconds, diskReadBytes: r.io.read_bytes, diskWriteBytes: r.io.write_bytes, bytesStored: stats.deduplicated_size ?? null };
+  return {
+    seconds: r.seconds,
+    diskReadBytes: r.io.read_bytes,
+    diskWriteBytes: r.io.write_bytes,
+    bytesStored: stats.deduplicated_size ?? null,
+  };
 }
 async function borgExtract(s, repo, archive, imageName, target) {
   rmSync(target, { force: true });
   beforeTimedRun();
-  const r = await timed('borg', ['extract', '--stdout', `${repo}::${archive}`, imageName], { env: borgEnv(s), stdoutFile: target });
+  const r = await timed('borg', ['extract', '--stdout', `${repo}::${archive}`, imageName], {
+    env: borgEnv(s),
+    stdoutFile: target,
+  });
   const syncSeconds = fsyncFile(target);
   return { seconds: r.seconds + syncSeconds, syncSeconds, diskReadBytes: r.io.read_bytes };
 }
@@ -167,7 +229,13 @@ async function series(k) {
   mkdirSync(seriesDir, { recursive: true });
   const p = (n) => join(seriesDir, n);
   const image = p(IMAGE_NAME);
-  const repos = { lowtide: p('lt'), lowtideNoChanged: p('lt-nochanged'), lowtideAll: p('lt-all'), restic: p('restic'), borg: p('borg') };
+  const repos = {
+    lowtide: p('lt'),
+    lowtideNoChanged: p('lt-nochanged'),
+    lowtideAll: p('lt-all'),
+    restic: p('restic'),
+    borg: p('borg'),
+  };
   const out = { series: k + 1, full: {}, incremental: {}, restore: {}, repoBytes: {}, checks: {} };
   cpSync(base, image);
   fsyncFile(image);
@@ -177,7 +245,10 @@ async function series(k) {
   await borgInit(seriesDir, repos.borg);
 
   const rotate = (xs) => xs.map((_, i) => xs[(i + k) % xs.length]);
-  const show = (phase) => Object.entries(out[phase]).map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`).join(', ');
+  const show = (phase) =>
+    Object.entries(out[phase])
+      .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
+      .join(', ');
 
   // Full backups.
   const full = [
@@ -198,12 +269,27 @@ async function series(k) {
   const changedFile = p('changed.json');
   writeFileSync(changedFile, JSON.stringify(extents));
   out.change = { ...change, extents: extents.length, changedBytes: extents.reduce((a, e) => a + e[1], 0) };
-  console.log(`  change:      ${change.filesRewritten} files rewritten (${fmtBytes(change.bytesRewritten)}), ${change.filesAdded} added (${fmtBytes(change.bytesAdded)}); ${extents.length} changed extents, ${fmtBytes(out.change.changedBytes)} at 64 KiB granularity`);
+  console.log(
+    `  change:      ${change.filesRewritten} files rewritten (${fmtBytes(change.bytesRewritten)}), ${change.filesAdded} added (${fmtBytes(change.bytesAdded)}); ${extents.length} changed extents, ${fmtBytes(out.change.changedBytes)} at 64 KiB granularity`,
+  );
 
   const incr = [
-    ['lowtideChanged', async () => lowtideBackup(repos.lowtide, image, ['--parent', out.full.lowtide.id, '--changed', changedFile])],
+    [
+      'lowtideChanged',
+      async () => lowtideBackup(repos.lowtide, image, ['--parent', out.full.lowtide.id, '--changed', changedFile]),
+    ],
     ['lowtideNoChanged', async () => lowtideBackup(repos.lowtideNoChanged, image, ['--parent', out.full.lowtide.id])],
-    ['lowtideAllBlocksChanged', async () => lowtideBackup(repos.lowtideAll, image, ['--all-blocks', '--parent', out.full.lowtideAllBlocks.id, '--changed', changedFile])],
+    [
+      'lowtideAllBlocksChanged',
+      async () =>
+        lowtideBackup(repos.lowtideAll, image, [
+          '--all-blocks',
+          '--parent',
+          out.full.lowtideAllBlocks.id,
+          '--changed',
+          changedFile,
+        ]),
+    ],
     ['restic', async () => resticBackup(seriesDir, repos.restic, image)],
     ['borg', async () => borgCreate(seriesDir, repos.borg, 'incr', seriesDir, IMAGE_NAME)],
   ];
@@ -215,44 +301,64 @@ async function series(k) {
   // Restores of the latest backup, each checked, then removed.
   const restoreTarget = p('restored.img');
   const restores = [
-    ['lowtide', async () => {
-      const r = await lowtideRestore(repos.lowtide, restoreTarget);
-      out.checks.lowtide = await checkUsedRestore(restoreTarget, image);
-      rmSync(restoreTarget, { force: true });
-      return r;
-    }],
-    ['lowtideAllBlocks', async () => {
-      const r = await lowtideRestore(repos.lowtideAll, restoreTarget);
-      out.checks.lowtideAllBlocks = { identical: sameFiles(image, restoreTarget) };
-      rmSync(restoreTarget, { force: true });
-      return r;
-    }],
-    ['restic', async () => {
-      const r = await resticRestore(seriesDir, repos.restic, p('restic-restore'));
-      out.checks.restic = { identical: sameFiles(image, r.file) };
-      rmSync(p('restic-restore'), { recursive: true, force: true });
-      return r;
-    }],
-    ['borg', async () => {
-      const r = await borgExtract(seriesDir, repos.borg, 'incr', IMAGE_NAME, restoreTarget);
-      out.checks.borg = { identical: sameFiles(image, restoreTarget) };
-      rmSync(restoreTarget, { force: true });
-      return r;
-    }],
+    [
+      'lowtide',
+      async () => {
+        const r = await lowtideRestore(repos.lowtide, restoreTarget);
+        out.checks.lowtide = await checkUsedRestore(restoreTarget, image);
+        rmSync(restoreTarget, { force: true });
+        return r;
+      },
+    ],
+    [
+      'lowtideAllBlocks',
+      async () => {
+        const r = await lowtideRestore(repos.lowtideAll, restoreTarget);
+        out.checks.lowtideAllBlocks = { identical: sameFiles(image, restoreTarget) };
+        rmSync(restoreTarget, { force: true });
+        return r;
+      },
+    ],
+    [
+      'restic',
+      async () => {
+        const r = await resticRestore(seriesDir, repos.restic, p('restic-restore'));
+        out.checks.restic = { identical: sameFiles(image, r.file) };
+        rmSync(p('restic-restore'), { recursive: true, force: true });
+        return r;
+      },
+    ],
+    [
+      'borg',
+      async () => {
+        const r = await borgExtract(seriesDir, repos.borg, 'incr', IMAGE_NAME, restoreTarget);
+        out.checks.borg = { identical: sameFiles(image, restoreTarget) };
+        rmSync(restoreTarget, { force: true });
+        return r;
+      },
+    ],
   ];
   for (const [n, fn] of rotate(restores)) out.restore[n] = await fn();
   console.log(`  restore:     ${show('restore')}`);
-  console.log(`  repo sizes:  ${Object.entries(out.repoBytes).map(([n, b]) => `${n} ${fmtBytes(b)}`).join(', ')}`);
+  console.log(
+    `  repo sizes:  ${Object.entries(out.repoBytes)
+      .map(([n, b]) => `${n} ${fmtBytes(b)}`)
+      .join(', ')}`,
+  );
   const c = out.checks;
-  console.log(`  checks:      lowtide fsck.fat -n ${c.lowtide.fsckClean ? 'clean' : 'NOT CLEAN'}, metadata + allocated clusters ${c.lowtide.metadataAndAllocatedIdentical ? 'identical' : `DIFFER at ${c.lowtide.firstDifference}`}; ` +
-    `all-blocks ${c.lowtideAllBlocks.identical ? 'identical' : 'DIFFERS'}; restic ${c.restic.identical ? 'identical' : 'DIFFERS'}; borg ${c.borg.identical ? 'identical' : 'DIFFERS'}`);
+  console.log(
+    `  checks:      lowtide fsck.fat -n ${c.lowtide.fsckClean ? 'clean' : 'NOT CLEAN'}, metadata + allocated clusters ${c.lowtide.metadataAndAllocatedIdentical ? 'identical' : `DIFFER at ${c.lowtide.firstDifference}`}; ` +
+      `all-blocks ${c.lowtideAllBlocks.identical ? 'identical' : 'DIFFERS'}; restic ${c.restic.identical ? 'identical' : 'DIFFERS'}; borg ${c.borg.identical ? 'identical' : 'DIFFERS'}`,
+  );
   out.machineLoad = machineInfo().loadAverage;
   rmSync(seriesDir, { recursive: true, force: true });
   return out;
 }
 
 const all = [];
-console.log(`\n${seriesCount} series on a copy of ${base} (${volGiB} GiB FAT32, ${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % of clusters used)`);
+console.log(
+  `\n${seriesCount} series on a copy of ${base} (${volGiB} GiB FAT32, ${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % of clusters used)`,
+);
 for (let k = 0; k < seriesCount; k++) {
   console.log(`series ${k + 1}/${seriesCount}:`);
   all.push(await series(k));
@@ -273,14 +379,44 @@ const summary = {
     borg: spawnSync('borg', ['--version'], { encoding: 'utf8' }).stdout.trim(),
   },
   machine: { ...machineInfo(), cachesDropped: isRoot() },
-  volume: { path: base, sizeBytes: size, files: meta.fileCount, usedFraction: meta.usedFraction, clusterSize: meta.geometry.clusterSize },
+  volume: {
+    path: base,
+    sizeBytes: size,
+    files: meta.fileCount,
+    usedFraction: meta.usedFraction,
+    clusterSize: meta.geometry.clusterSize,
+  },
   series: seriesCount,
   change: all[0].change,
   medians: {
-    full: Object.fromEntries(['lowtide', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [n, { seconds: med('full', n, 'seconds'), jobSeconds: med('full', n, 'jobSeconds'), diskReadBytes: med('full', n, 'diskReadBytes'), bytesStored: med('full', n, 'bytesStored') }])),
-    incremental: Object.fromEntries(['lowtideChanged', 'lowtideNoChanged', 'lowtideAllBlocksChanged', 'restic', 'borg'].map((n) => [n, { seconds: med('incremental', n, 'seconds'), jobSeconds: med('incremental', n, 'jobSeconds'), diskReadBytes: med('incremental', n, 'diskReadBytes'), bytesStored: med('incremental', n, 'bytesStored') }])),
-    restore: Object.fromEntries(['lowtide', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [n, { seconds: med('restore', n, 'seconds') }])),
-    repoBytes: Object.fromEntries(['lowtide', 'lowtideNoChanged', 'lowtideAll', 'restic', 'borg'].map((n) => [n, size2(n)])),
+    full: Object.fromEntries(
+      ['lowtide', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [
+        n,
+        {
+          seconds: med('full', n, 'seconds'),
+          jobSeconds: med('full', n, 'jobSeconds'),
+          diskReadBytes: med('full', n, 'diskReadBytes'),
+          bytesStored: med('full', n, 'bytesStored'),
+        },
+      ]),
+    ),
+    incremental: Object.fromEntries(
+      ['lowtideChanged', 'lowtideNoChanged', 'lowtideAllBlocksChanged', 'restic', 'borg'].map((n) => [
+        n,
+        {
+          seconds: med('incremental', n, 'seconds'),
+          jobSeconds: med('incremental', n, 'jobSeconds'),
+          diskReadBytes: med('incremental', n, 'diskReadBytes'),
+          bytesStored: med('incremental', n, 'bytesStored'),
+        },
+      ]),
+    ),
+    restore: Object.fromEntries(
+      ['lowtide', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [n, { seconds: med('restore', n, 'seconds') }]),
+    ),
+    repoBytes: Object.fromEntries(
+      ['lowtide', 'lowtideNoChanged', 'lowtideAll', 'restic', 'borg'].map((n) => [n, size2(n)]),
+    ),
   },
   ratios: {
     // Speed ratios: peer seconds / lowtide seconds (> 1: lowtide faster), medians of per-series ratios.
@@ -297,10 +433,22 @@ const summary = {
     restoreResticOverLowtideAllBlocks: ratio('restore', 'restic', 'restore', 'lowtideAllBlocks'),
     restoreBorgOverLowtideAllBlocks: ratio('restore', 'borg', 'restore', 'lowtideAllBlocks'),
     // Size ratios: lowtide bytes / peer bytes (< 1: lowtide smaller).
-    repoLowtideOverRestic: pairedMedian(all.map((s) => s.repoBytes.lowtide), all.map((s) => s.repoBytes.restic)),
-    repoLowtideOverBorg: pairedMedian(all.map((s) => s.repoBytes.lowtide), all.map((s) => s.repoBytes.borg)),
-    repoLowtideAllOverRestic: pairedMedian(all.map((s) => s.repoBytes.lowtideAll), all.map((s) => s.repoBytes.restic)),
-    repoLowtideAllOverBorg: pairedMedian(all.map((s) => s.repoBytes.lowtideAll), all.map((s) => s.repoBytes.borg)),
+    repoLowtideOverRestic: pairedMedian(
+      all.map((s) => s.repoBytes.lowtide),
+      all.map((s) => s.repoBytes.restic),
+    ),
+    repoLowtideOverBorg: pairedMedian(
+      all.map((s) => s.repoBytes.lowtide),
+      all.map((s) => s.repoBytes.borg),
+    ),
+    repoLowtideAllOverRestic: pairedMedian(
+      all.map((s) => s.repoBytes.lowtideAll),
+      all.map((s) => s.repoBytes.restic),
+    ),
+    repoLowtideAllOverBorg: pairedMedian(
+      all.map((s) => s.repoBytes.lowtideAll),
+      all.map((s) => s.repoBytes.borg),
+    ),
   },
   checks: all.map((s) => ({ series: s.series, ...s.checks })),
   raw: all,
@@ -309,12 +457,27 @@ const R = summary.ratios;
 summary.targets = {
   fullVsRestic: { target: '>= 2x', value: R.fullResticOverLowtide, met: R.fullResticOverLowtide >= 2 },
   fullVsBorg: { target: '>= 2x', value: R.fullBorgOverLowtide, met: R.fullBorgOverLowtide >= 2 },
-  incrementalChangedVsRestic: { target: '>= 10x', value: R.incrResticOverLowtideChanged, met: R.incrResticOverLowtideChanged >= 10 },
-  incrementalChangedVsBorg: { target: '>= 10x', value: R.incrBorgOverLowtideChanged, met: R.incrBorgOverLowtideChanged >= 10 },
+  incrementalChangedVsRestic: {
+    target: '>= 10x',
+    value: R.incrResticOverLowtideChanged,
+    met: R.incrResticOverLowtideChanged >= 10,
+  },
+  incrementalChangedVsBorg: {
+    target: '>= 10x',
+    value: R.incrBorgOverLowtideChanged,
+    met: R.incrBorgOverLowtideChanged >= 10,
+  },
   repoVsRestic: { target: '<= 1.1x', value: R.repoLowtideOverRestic, met: R.repoLowtideOverRestic <= 1.1 },
   repoVsBorg: { target: '<= 1.1x', value: R.repoLowtideOverBorg, met: R.repoLowtideOverBorg <= 1.1 },
 };
-summary.allChecksPassed = all.every((s) => s.checks.lowtide.fsckClean && s.checks.lowtide.metadataAndAllocatedIdentical && s.checks.lowtideAllBlocks.identical && s.checks.restic.identical && s.checks.borg.identical);
+summary.allChecksPassed = all.every(
+  (s) =>
+    s.checks.lowtide.fsckClean &&
+    s.checks.lowtide.metadataAndAllocatedIdentical &&
+    s.checks.lowtideAllBlocks.identical &&
+    s.checks.restic.identical &&
+    s.checks.borg.identical,
+);
 summary.runSeconds = (Date.now() - started) / 1000;
 
 const M = summary.medians;
@@ -323,23 +486,49 @@ const x = (v) => `${v.toFixed(2)}x`;
 const verdict = (t) => `${t.target}: **${t.met ? 'met' : 'MISSED'}**`;
 const T = summary.targets;
 const ch = summary.change;
-console.log(`\n## bench:repo — ${volGiB} GiB FAT32 image, ${(meta.usedFraction * 100).toFixed(1)} % used (free space: old random data), ${meta.fileCount} files; medians of ${seriesCount} series, disk idle and caches dropped before each run`);
-console.log(`change between the backups: ${ch.filesRewritten} files rewritten + ${ch.filesAdded} added (${(changeFraction * 100).toFixed(1)} % of ${ch.fileCount}), ${fmtBytes(ch.bytesRewritten + ch.bytesAdded)} of file data; ${ch.extents} changed extents, ${fmtBytes(ch.changedBytes)} at 64 KiB granularity\n`);
-console.log('| | lowtide (used blocks) | lowtide --all-blocks | restic | borg | restic ÷ lowtide | borg ÷ lowtide | target |');
+console.log(
+  `\n## bench:repo — ${volGiB} GiB FAT32 image, ${(meta.usedFraction * 100).toFixed(1)} % used (free space: old random data), ${meta.fileCount} files; medians of ${seriesCount} series, disk idle and caches dropped before each run`,
+);
+console.log(
+  `change between the backups: ${ch.filesRewritten} files rewritten + ${ch.filesAdded} added (${(changeFraction * 100).toFixed(1)} % of ${ch.fileCount}), ${fmtBytes(ch.bytesRewritten + ch.bytesAdded)} of file data; ${ch.extents} changed extents, ${fmtBytes(ch.changedBytes)} at 64 KiB granularity\n`,
+);
+console.log(
+  '| | lowtide (used blocks) | lowtide --all-blocks | restic | borg | restic ÷ lowtide | borg ÷ lowtide | target |',
+);
 console.log('|---|---|---|---|---|---|---|---|');
-console.log(`| full backup | ${sec(M.full.lowtide.seconds)} | ${sec(M.full.lowtideAllBlocks.seconds)} | ${sec(M.full.restic.seconds)} | ${sec(M.full.borg.seconds)} | ${x(R.fullResticOverLowtide)} (all-blocks ${x(R.fullResticOverLowtideAllBlocks)}) | ${x(R.fullBorgOverLowtide)} (all-blocks ${x(R.fullBorgOverLowtideAllBlocks)}) | ${verdict(T.fullVsRestic)} / ${verdict(T.fullVsBorg)} |`);
-console.log(`| full: read from disk | ${fmtBytes(M.full.lowtide.diskReadBytes)} | ${fmtBytes(M.full.lowtideAllBlocks.diskReadBytes)} | ${fmtBytes(M.full.restic.diskReadBytes)} | ${fmtBytes(M.full.borg.diskReadBytes)} | | | |`);
-console.log(`| incremental, --changed extents | ${sec(M.incremental.lowtideChanged.seconds)} | ${sec(M.incremental.lowtideAllBlocksChanged.seconds)} | ${sec(M.incremental.restic.seconds)} | ${sec(M.incremental.borg.seconds)} | ${x(R.incrResticOverLowtideChanged)} | ${x(R.incrBorgOverLowtideChanged)} | ${verdict(T.incrementalChangedVsRestic)} / ${verdict(T.incrementalChangedVsBorg)} |`);
-console.log(`| incremental, no extent list | ${sec(M.incremental.lowtideNoChanged.seconds)} | | (same) | (same) | ${x(R.incrResticOverLowtideNoChanged)} | ${x(R.incrBorgOverLowtideNoChanged)} | |`);
-console.log(`| incremental: read from disk | ${fmtBytes(M.incremental.lowtideChanged.diskReadBytes)} (no list: ${fmtBytes(M.incremental.lowtideNoChanged.diskReadBytes)}) | ${fmtBytes(M.incremental.lowtideAllBlocksChanged.diskReadBytes)} | ${fmtBytes(M.incremental.restic.diskReadBytes)} | ${fmtBytes(M.incremental.borg.diskReadBytes)} | | | |`);
-console.log(`| restore latest to a file (+ fsync) | ${sec(M.restore.lowtide.seconds)} | ${sec(M.restore.lowtideAllBlocks.seconds)} | ${sec(M.restore.restic.seconds)} | ${sec(M.restore.borg.seconds)} | ${x(R.restoreResticOverLowtide)} | ${x(R.restoreBorgOverLowtide)} | |`);
-console.log(`| repository after both (du -sb) | ${fmtBytes(M.repoBytes.lowtide)} (no list: ${fmtBytes(M.repoBytes.lowtideNoChanged)}) | ${fmtBytes(M.repoBytes.lowtideAll)} | ${fmtBytes(M.repoBytes.restic)} | ${fmtBytes(M.repoBytes.borg)} | lowtide ${x(R.repoLowtideOverRestic)} of restic (all-blocks ${x(R.repoLowtideAllOverRestic)}) | ${x(R.repoLowtideOverBorg)} of borg (all-blocks ${x(R.repoLowtideAllOverBorg)}) | ${verdict(T.repoVsRestic)} / ${verdict(T.repoVsBorg)} |`);
+console.log(
+  `| full backup | ${sec(M.full.lowtide.seconds)} | ${sec(M.full.lowtideAllBlocks.seconds)} | ${sec(M.full.restic.seconds)} | ${sec(M.full.borg.seconds)} | ${x(R.fullResticOverLowtide)} (all-blocks ${x(R.fullResticOverLowtideAllBlocks)}) | ${x(R.fullBorgOverLowtide)} (all-blocks ${x(R.fullBorgOverLowtideAllBlocks)}) | ${verdict(T.fullVsRestic)} / ${verdict(T.fullVsBorg)} |`,
+);
+console.log(
+  `| full: read from disk | ${fmtBytes(M.full.lowtide.diskReadBytes)} | ${fmtBytes(M.full.lowtideAllBlocks.diskReadBytes)} | ${fmtBytes(M.full.restic.diskReadBytes)} | ${fmtBytes(M.full.borg.diskReadBytes)} | | | |`,
+);
+console.log(
+  `| incremental, --changed extents | ${sec(M.incremental.lowtideChanged.seconds)} | ${sec(M.incremental.lowtideAllBlocksChanged.seconds)} | ${sec(M.incremental.restic.seconds)} | ${sec(M.incremental.borg.seconds)} | ${x(R.incrResticOverLowtideChanged)} | ${x(R.incrBorgOverLowtideChanged)} | ${verdict(T.incrementalChangedVsRestic)} / ${verdict(T.incrementalChangedVsBorg)} |`,
+);
+console.log(
+  `| incremental, no extent list | ${sec(M.incremental.lowtideNoChanged.seconds)} | | (same) | (same) | ${x(R.incrResticOverLowtideNoChanged)} | ${x(R.incrBorgOverLowtideNoChanged)} | |`,
+);
+console.log(
+  `| incremental: read from disk | ${fmtBytes(M.incremental.lowtideChanged.diskReadBytes)} (no list: ${fmtBytes(M.incremental.lowtideNoChanged.diskReadBytes)}) | ${fmtBytes(M.incremental.lowtideAllBlocksChanged.diskReadBytes)} | ${fmtBytes(M.incremental.restic.diskReadBytes)} | ${fmtBytes(M.incremental.borg.diskReadBytes)} | | | |`,
+);
+console.log(
+  `| restore latest to a file (+ fsync) | ${sec(M.restore.lowtide.seconds)} | ${sec(M.restore.lowtideAllBlocks.seconds)} | ${sec(M.restore.restic.seconds)} | ${sec(M.restore.borg.seconds)} | ${x(R.restoreResticOverLowtide)} | ${x(R.restoreBorgOverLowtide)} | |`,
+);
+console.log(
+  `| repository after both (du -sb) | ${fmtBytes(M.repoBytes.lowtide)} (no list: ${fmtBytes(M.repoBytes.lowtideNoChanged)}) | ${fmtBytes(M.repoBytes.lowtideAll)} | ${fmtBytes(M.repoBytes.restic)} | ${fmtBytes(M.repoBytes.borg)} | lowtide ${x(R.repoLowtideOverRestic)} of restic (all-blocks ${x(R.repoLowtideAllOverRestic)}) | ${x(R.repoLowtideOverBorg)} of borg (all-blocks ${x(R.repoLowtideAllOverBorg)}) | ${verdict(T.repoVsRestic)} / ${verdict(T.repoVsBorg)} |`,
+);
 const J = (phase, n) => median(col(phase, n, 'jobSeconds'));
-console.log(`\nlowtide wall time vs its job (reading, hashing, compressing, storing; the rest is process start-up, lock, plan, catalog, commit): ` +
-  `full ${sec(M.full.lowtide.seconds)} / job ${sec(J('full', 'lowtide'))}; incremental --changed ${sec(M.incremental.lowtideChanged.seconds)} / job ${sec(J('incremental', 'lowtideChanged'))}; ` +
-  `incremental without list ${sec(M.incremental.lowtideNoChanged.seconds)} / job ${sec(J('incremental', 'lowtideNoChanged'))}`);
-console.log(`\nchecks: ${summary.allChecksPassed ? 'all passed' : 'FAILED — see checks in the JSON'} (lowtide restore: fsck.fat -n clean and metadata + allocated clusters identical to the image; all-blocks, restic, borg restores: cmp identical)`);
-console.log(`machine: ${summary.machine.cpus} CPUs, load average ${all.map((s) => s.machineLoad[0].toFixed(1)).join(', ')} after the series (shared with other work); run took ${summary.runSeconds.toFixed(0)} s`);
+console.log(
+  `\nlowtide wall time vs its job (reading, hashing, compressing, storing; the rest is process start-up, lock, plan, catalog, commit): ` +
+    `full ${sec(M.full.lowtide.seconds)} / job ${sec(J('full', 'lowtide'))}; incremental --changed ${sec(M.incremental.lowtideChanged.seconds)} / job ${sec(J('incremental', 'lowtideChanged'))}; ` +
+    `incremental without list ${sec(M.incremental.lowtideNoChanged.seconds)} / job ${sec(J('incremental', 'lowtideNoChanged'))}`,
+);
+console.log(
+  `\nchecks: ${summary.allChecksPassed ? 'all passed' : 'FAILED — see checks in the JSON'} (lowtide restore: fsck.fat -n clean and metadata + allocated clusters identical to the image; all-blocks, restic, borg restores: cmp identical)`,
+);
+console.log(
+  `machine: ${summary.machine.cpus} CPUs, load average ${all.map((s) => s.machineLoad[0].toFixed(1)).join(', ')} after the series (shared with other work); run took ${summary.runSeconds.toFixed(0)} s`,
+);
 
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
 const file = join(root, 'bench', 'results', `repo-${summary.date.replace(/[:.]/g, '-')}.json`);

@@ -29,12 +29,7 @@ export {
   type LatencySummary,
 } from './jobs/image.js';
 export { LatencyHistogram } from './throttle/histogram.js';
-export {
-  initRepository,
-  openRepository,
-  Repository,
-  type InitOptions,
-} from './repo/repository.js';
+export { initRepository, openRepository, Repository, type InitOptions } from './repo/repository.js';
 export type { Manifest, BackupStats, SourceIdentity, RepoConfig } from './repo/format.js';
 export {
   verifyRepository,
@@ -49,7 +44,14 @@ export {
 export { backup, type BackupOptions, type BackupProgress, type BackupResult } from './jobs/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';
 export { backupMany, type BackupManyOptions, type BackupManyResult, type BackupJobEvent } from './jobs/backup-many.js';
-export { planImage, type ImagePlan, type PlanOptions, type PlannedPartition, type OverlayWrite, type ExcludedEntry } from './fs/plan.js';
+export {
+  planImage,
+  type ImagePlan,
+  type PlanOptions,
+  type PlannedPartition,
+  type OverlayWrite,
+  type ExcludedEntry,
+} from './fs/plan.js';
 export {
   listFiles,
   extractPath,

@@ -264,7 +264,6 @@ export interface NativeFsBinding {
   openVolume(path: string, offset: number, size: number): Promise<NativeVolumeHandle>;
 }
 
-
 export interface NativeBinding extends NativeFsBinding {
   openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<NativeSourceHandle>;
   Reader: new (source: NativeSourceHandle, extents: Float64Array, options: NativeReaderOptions) => NativeReader;

@@ -34,10 +34,7 @@ export function numberOption<F extends number | undefined>(
 ): number | F {
   if (value === undefined) return fallback;
   const ok =
-    typeof value === 'number' &&
-    Number.isFinite(value) &&
-    (minExclusive ? value > min : value >= min) &&
-    value <= max;
+    typeof value === 'number' && Number.isFinite(value) && (minExclusive ? value > min : value >= min) && value <= max;
   if (!ok) {
     const lower = minExclusive ? `greater than ${min}` : `from ${min}`;
     invalidOption(name, `a number ${lower}${max === Number.MAX_VALUE ? '' : ` up to ${max}`}`, value);

@@ -19,4 +19,5 @@ function findPackageRoot(from: string): string {
 export const packageRoot = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
 
 /** lowtide's version, from its package.json. */
-export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string })
+  .version;

@@ -11,18 +11,28 @@ import { formatBytes } from './progress.js';
  */
 export function addThrottleOptions(cmd: Command, withAdmission = false): Command {
   cmd
-    .addOption(new Option('--throttle <name>', 'latency controller').choices([...CONTROLLER_NAMES]).default(DEFAULT_CONTROLLER))
     .addOption(
-      new Option('--latency-target <ms|auto>', 'throttling limit: latency to hold, in ms, or auto (measured idle latency)')
+      new Option('--throttle <name>', 'latency controller').choices([...CONTROLLER_NAMES]).default(DEFAULT_CONTROLLER),
+    )
+    .addOption(
+      new Option(
+        '--latency-target <ms|auto>',
+        'throttling limit: latency to hold, in ms, or auto (measured idle latency)',
+      )
         .default('auto')
         .argParser((t: string) => (t === 'auto' ? 'auto' : numberArg('--latency-target', 0.001)(t))),
     )
-    .addOption(new Option('--rate-limit <MB/s>', 'fixed cap in MB/s (10^6 bytes), on top of the controller').argParser(numberArg('--rate-limit', 0.001)));
+    .addOption(
+      new Option('--rate-limit <MB/s>', 'fixed cap in MB/s (10^6 bytes), on top of the controller').argParser(
+        numberArg('--rate-limit', 0.001),
+      ),
+    );
   if (withAdmission) {
     cmd.addOption(
-      new Option('--admission-limit <ms>', 'with several sources: start no new backup while latency is above this').argParser(
-        numberArg('--admission-limit', 0.001),
-      ),
+      new Option(
+        '--admission-limit <ms>',
+        'with several sources: start no new backup while latency is above this',
+      ).argParser(numberArg('--admission-limit', 0.001)),
     );
   }
   return cmd;
@@ -45,6 +55,7 @@ export function throttleSettings(o: Record<string, unknown>): {
 
 /** The throttle's state for a progress bar. */
 export function throttleInfo(t: ThrottleState): string {
-  const probe = t.probeLatencyMs !== undefined ? `probe ${t.probeLatencyMs.toFixed(2)}/${t.probeTargetMs!.toFixed(2)} ms, ` : '';
+  const probe =
+    t.probeLatencyMs !== undefined ? `probe ${t.probeLatencyMs.toFixed(2)}/${t.probeTargetMs!.toFixed(2)} ms, ` : '';
   return `${probe}lat ${t.latencyMs.toFixed(2)} ms, delay ${t.delayMs.toFixed(1)} ms, QD ${t.queueDepth}, ${formatBytes(t.blockSize)}`;
 }

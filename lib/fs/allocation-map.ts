@@ -32,7 +32,10 @@ export class AllocationMap {
 
   constructor(init: AllocationMapInit) {
     if (init.bitmap.length * 8 < init.clusterCount) {
-      throw new LowtideError('INVALID_ARGUMENT', `bitmap: expected at least ${Math.ceil(init.clusterCount / 8)} bytes, got ${init.bitmap.length}`);
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `bitmap: expected at least ${Math.ceil(init.clusterCount / 8)} bytes, got ${init.bitmap.length}`,
+      );
     }
     this.bitmap = init.bitmap;
     this.clusterCount = init.clusterCount;
@@ -55,7 +58,10 @@ export class AllocationMap {
 
   private check(cluster: number): void {
     if (!Number.isSafeInteger(cluster) || cluster < 2 || cluster > this.clusterCount + 1) {
-      throw new LowtideError('INVALID_ARGUMENT', `cluster: expected an integer from 2 to ${this.clusterCount + 1}, got ${String(cluster)}`);
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `cluster: expected an integer from 2 to ${this.clusterCount + 1}, got ${String(cluster)}`,
+      );
     }
   }
 
@@ -93,7 +99,9 @@ export class AllocationMap {
     const bytes = new Uint8Array(nw * 4);
     bytes.set(this.bitmap.subarray(0, nw * 4));
     const words = new Uint32Array(bytes.buffer);
-    if (!LITTLE_ENDIAN) for (let k = 0; k < nw; k++) words[k] = bytes[4 * k]! | (bytes[4 * k + 1]! << 8) | (bytes[4 * k + 2]! << 16) | (bytes[4 * k + 3]! << 24);
+    if (!LITTLE_ENDIAN)
+      for (let k = 0; k < nw; k++)
+        words[k] = bytes[4 * k]! | (bytes[4 * k + 1]! << 8) | (bytes[4 * k + 2]! << 16) | (bytes[4 * k + 3]! << 24);
     if (n % 32 !== 0) words[nw - 1] = words[nw - 1]! & (2 ** (n % 32) - 1);
     const out: number[] = [];
     let start = -1;

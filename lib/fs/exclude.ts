@@ -37,7 +37,10 @@ function globComponents(glob: string, original: unknown): { parts: string[]; dir
   if (glob.length === 0) invalid(original, 'empty pattern; expected a path from the volume root such as /Docs/*.tmp');
   if (glob.includes('\\')) invalid(original, "use '/' to separate directories ('\\' cannot appear in a FAT name)");
   if (glob.includes(':')) {
-    invalid(original, "':' cannot appear in a FAT name; a partition prefix is a partition number followed by ':' (for example 1:/Docs)");
+    invalid(
+      original,
+      "':' cannot appear in a FAT name; a partition prefix is a partition number followed by ':' (for example 1:/Docs)",
+    );
   }
   if (glob.includes('\0')) invalid(original, 'contains a NUL character');
   const parts = glob.split('/').filter((p) => p !== '');
@@ -62,7 +65,10 @@ export function parseExcludePattern(pattern: string): ExcludePattern {
   }
   const prefix = m[1]!;
   if (!/^\d+$/.test(prefix)) {
-    invalid(pattern, `partition prefix ${JSON.stringify(prefix)} is not a partition number; expected N: with N from 0 to ${maxPartition}`);
+    invalid(
+      pattern,
+      `partition prefix ${JSON.stringify(prefix)} is not a partition number; expected N: with N from 0 to ${maxPartition}`,
+    );
   }
   const partition = Number(prefix);
   if (!Number.isSafeInteger(partition) || partition > maxPartition) {
@@ -163,7 +169,10 @@ function parentPath(p: string): string {
  * as FatVolume.files() lists them; a parent must be among them for its
  * children to match below it).
  */
-export function matchExclusions<E extends MatchableEntry>(entries: readonly E[], globs: readonly string[]): ExclusionMatch<E> {
+export function matchExclusions<E extends MatchableEntry>(
+  entries: readonly E[],
+  globs: readonly string[],
+): ExclusionMatch<E> {
   const compiled = globs.map((g) => compileGlob(g));
   const byPath = new Map<string, E>();
   for (const e of entries) byPath.set(e.path, e);

@@ -4,7 +4,18 @@ import { stringOption } from '../options.js';
 import { native as fsNative, type NativePartition, type NativePartitionTable } from '../native.js';
 import type { FileSystemKind, Partition, PartitionTable } from './types.js';
 
-const fsKinds: ReadonlySet<string> = new Set(['fat12', 'fat16', 'fat32', 'ntfs', 'exfat', 'ext', 'xfs', 'btrfs', 'swap', 'unknown']);
+const fsKinds: ReadonlySet<string> = new Set([
+  'fat12',
+  'fat16',
+  'fat32',
+  'ntfs',
+  'exfat',
+  'ext',
+  'xfs',
+  'btrfs',
+  'swap',
+  'unknown',
+]);
 
 function hexType(t: number): string {
   return `0x${t.toString(16).padStart(2, '0')}`;

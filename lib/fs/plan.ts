@@ -93,7 +93,10 @@ function parsePatterns(patterns: readonly string[]): ParsedPattern[] {
   }
   return patterns.map((p, i) => {
     if (typeof p !== 'string' || p.trim() === '') {
-      throw new LowtideError('INVALID_ARGUMENT', `exclude[${i}]: expected a non-empty pattern, got ${JSON.stringify(p)}`);
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `exclude[${i}]: expected a non-empty pattern, got ${JSON.stringify(p)}`,
+      );
     }
     const parsed = parseExcludePattern(p);
     return { partition: parsed.partition, glob: parsed.glob, text: p };
@@ -132,7 +135,10 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
   const strict = booleanOption('strict', opts.strict, false);
   const patterns = parsePatterns((opts.exclude as readonly string[] | undefined) ?? []);
   if (allBlocks && patterns.length > 0) {
-    throw new LowtideError('INVALID_ARGUMENT', 'exclude: exclusions need used-blocks imaging; they cannot be combined with allBlocks');
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      'exclude: exclusions need used-blocks imaging; they cannot be combined with allBlocks',
+    );
   }
   const src = await openSource(sourcePath, { direct: 'off' });
   const size = src.size;
@@ -170,7 +176,10 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
       throw new LowtideError(
         'INVALID_ARGUMENT',
         `exclude: ${JSON.stringify(pat.text)} names partition ${pat.partition}, but the FAT partitions of ${sourcePath} are ${
-          table.partitions.filter(isFat).map((p) => p.index).join(', ') || 'none'
+          table.partitions
+            .filter(isFat)
+            .map((p) => p.index)
+            .join(', ') || 'none'
         }`,
       );
     }
@@ -212,7 +221,9 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
       // It says FAT but does not parse: ask the parser why, for the message.
       let why = 'its boot sector is not a valid FAT boot sector';
       try {
-        (await openVolume(sourcePath, { offset: p.start, size: Math.max(1, Math.min(p.size, size - p.start)) })).close();
+        (
+          await openVolume(sourcePath, { offset: p.start, size: Math.max(1, Math.min(p.size, size - p.start)) })
+        ).close();
       } catch (err) {
         why = toLowtideError(err, 'FAT_CORRUPT').message;
       }
@@ -235,7 +246,8 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
           const del = await vol.planExclusions(mine.map((q) => q.glob));
           map = del.allocationMap;
           plan.overlay.push(...del.writes);
-          for (const e of del.excluded) plan.excluded.push({ partition: p.index, path: e.path, size: e.size, isDirectory: e.isDirectory });
+          for (const e of del.excluded)
+            plan.excluded.push({ partition: p.index, path: e.path, size: e.size, isDirectory: e.isDirectory });
           plan.bytesExcluded += del.bytesExcluded;
           for (const q of mine) if (!del.unmatched.includes(q.glob)) matchedPatterns.add(q.text);
         } else {
@@ -252,7 +264,10 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
         };
         // Within the partition: keep everything before the data area, and the allocated clusters.
         const end = Math.min(p.start + p.size, size);
-        const keep = mergeExtents([{ offset: p.start, length: Math.max(0, Math.min(info.dataOffset, end) - p.start) }, ...map.extents()]);
+        const keep = mergeExtents([
+          { offset: p.start, length: Math.max(0, Math.min(info.dataOffset, end) - p.start) },
+          ...map.extents(),
+        ]);
         notRead.push(...subtractExtents([{ offset: p.start, length: Math.max(0, end - p.start) }], keep));
         planned.mode = 'used';
       } finally {
@@ -273,7 +288,9 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
   plan.extents = subtractExtents(whole, notRead);
   plan.bytesToRead = totalLength(plan.extents);
   for (const planned of plan.partitions) {
-    const range = [{ offset: planned.start, length: Math.max(0, Math.min(planned.start + planned.size, size) - planned.start) }];
+    const range = [
+      { offset: planned.start, length: Math.max(0, Math.min(planned.start + planned.size, size) - planned.start) },
+    ];
     planned.bytesToRead = planned.mode === 'container' ? 0 : totalLength(subtractExtents(range, notRead));
   }
   plan.overlay.sort((a, b) => a.offset - b.offset);

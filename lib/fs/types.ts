@@ -5,7 +5,8 @@
 import type { AllocationMap } from './allocation-map.js';
 
 /** A file system recognised at the start of a partition (FAT is parsed; the others are names only). */
-export type FileSystemKind = 'fat12' | 'fat16' | 'fat32' | 'ntfs' | 'exfat' | 'ext' | 'xfs' | 'btrfs' | 'swap' | 'unknown';
+export type FileSystemKind =
+  'fat12' | 'fat16' | 'fat32' | 'ntfs' | 'exfat' | 'ext' | 'xfs' | 'btrfs' | 'swap' | 'unknown';
 
 export type PartitionTableKind = 'mbr' | 'gpt' | 'none';
 
@@ -207,4 +208,3 @@ export interface ExclusionPlan {
   /** The allocation map after the deletion: read only these clusters. */
   readonly allocationMap: AllocationMap;
 }
-

@@ -13,7 +13,15 @@ import {
   type NativeVolumeInfo,
 } from '../native.js';
 import { readPartitions } from './partitions.js';
-import type { ClusterRun, DirEntry, ExclusionPlan, FatVolumeInfo, OverlayWrite, Partition, WalkStats } from './types.js';
+import type {
+  ClusterRun,
+  DirEntry,
+  ExclusionPlan,
+  FatVolumeInfo,
+  OverlayWrite,
+  Partition,
+  WalkStats,
+} from './types.js';
 
 export interface OpenVolumeOptions {
   /**
@@ -196,7 +204,11 @@ export class FatVolume {
    * `excluded` path left out), built off the JS thread in frames of about
    * `frameBytes`. `modified` is read as local time by the C library.
    */
-  async catalogFrames(partition: number, excluded: string[], frameBytes: number): Promise<{ text: Buffer; entries: number }[]> {
+  async catalogFrames(
+    partition: number,
+    excluded: string[],
+    frameBytes: number,
+  ): Promise<{ text: Buffer; entries: number }[]> {
     return this.#call('catalog', (h) => h.catalog(partition, excluded, frameBytes));
   }
 
@@ -233,7 +245,10 @@ export class FatVolume {
    */
   async planExclusions(patterns: readonly string[]): Promise<ExclusionPlan> {
     if (!Array.isArray(patterns)) {
-      throw new LowtideError('INVALID_ARGUMENT', `patterns: expected an array of glob strings, got ${describe(patterns)}`);
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `patterns: expected an array of glob strings, got ${describe(patterns)}`,
+      );
     }
     const globs: string[] = [];
     patterns.forEach((p: unknown, i) => {
@@ -308,10 +323,16 @@ async function choosePartition(path: string, wanted: number | undefined): Promis
     );
   }
   if (p.extended) {
-    throw new LowtideError('INVALID_ARGUMENT', `options.partition: partition ${wanted} is an extended container, not a volume`);
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `options.partition: partition ${wanted} is an extended container, not a volume`,
+    );
   }
   if (p.fileSystem !== null && nonFat.has(p.fileSystem)) {
-    throw new LowtideError('UNSUPPORTED', `partition ${wanted} of ${path} holds ${p.fileSystem}, not a FAT file system`);
+    throw new LowtideError(
+      'UNSUPPORTED',
+      `partition ${wanted} of ${path} holds ${p.fileSystem}, not a FAT file system`,
+    );
   }
   return p;
 }

@@ -113,7 +113,13 @@ export class BlockReader implements AsyncIterable<Block> {
   ) {
     this.blockSize = integerOption('blockSize', options.blockSize, 1 << 20, 1, MAX_BLOCK_SIZE);
     checkBlockSize('blockSize', this.blockSize, sectorSize);
-    this.#maxBlockSize = integerOption('maxBlockSize', options.maxBlockSize, this.blockSize, this.blockSize, MAX_BLOCK_SIZE);
+    this.#maxBlockSize = integerOption(
+      'maxBlockSize',
+      options.maxBlockSize,
+      this.blockSize,
+      this.blockSize,
+      MAX_BLOCK_SIZE,
+    );
     checkBlockSize('maxBlockSize', this.#maxBlockSize, sectorSize);
     this.queueDepth = integerOption('queueDepth', options.queueDepth, 32, 1, MAX_QUEUE_DEPTH);
     this.#maxQueueDepth = integerOption(
@@ -128,7 +134,10 @@ export class BlockReader implements AsyncIterable<Block> {
     const engine = choiceOption<EngineName>('engine', options.engine, ['auto', 'io_uring', 'threads'], 'auto');
     const pacingMs = options.pacingMs ?? 0;
     if (typeof pacingMs !== 'number' || !Number.isFinite(pacingMs) || pacingMs < 0 || pacingMs > 60_000) {
-      throw new LowtideError('INVALID_ARGUMENT', `pacingMs: expected a number from 0 to 60000, got ${String(pacingMs)}`);
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `pacingMs: expected a number from 0 to 60000, got ${String(pacingMs)}`,
+      );
     }
     this.#signal = signalOption('signal', options.signal);
     this.#sectorSize = sectorSize;

@@ -77,7 +77,12 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
       if (gate && running.size > 0 && blocked()) {
         admissionWaits++;
         const now = current();
-        options.onJob?.({ kind: 'waiting', source, latencyMs: Number.isFinite(now) ? now : -1, admissionLimitMs: gate.admissionLimitMs });
+        options.onJob?.({
+          kind: 'waiting',
+          source,
+          latencyMs: Number.isFinite(now) ? now : -1,
+          admissionLimitMs: gate.admissionLimitMs,
+        });
         while (running.size > 0 && blocked()) {
           await Promise.race([...running, new Promise((r) => setTimeout(r, 100))]);
         }
@@ -118,6 +123,7 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
     await Promise.allSettled(running);
     await lock.release();
   }
-  if (options.signal?.aborted) throw new LowtideError('ABORTED', 'the backups were aborted', { cause: options.signal.reason });
+  if (options.signal?.aborted)
+    throw new LowtideError('ABORTED', 'the backups were aborted', { cause: options.signal.reason });
   return { results, admissionWaits };
 }

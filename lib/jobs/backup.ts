@@ -15,7 +15,12 @@ import { openRepository, Repository, type IndexReader, type IndexWriter } from '
 import { resolveJobControl, resolveReadSettings, type JobControl, type ReadSettings } from './options.js';
 import { ProgressReporter, Stopwatch } from './progress.js';
 import { JobThrottle, type ThrottleState } from '../throttle/job-throttle.js';
-import { resolveThrottleSettings, singleJobThrottleSettings, type ResolvedThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
+import {
+  resolveThrottleSettings,
+  singleJobThrottleSettings,
+  type ResolvedThrottleSettings,
+  type ThrottleSettings,
+} from '../throttle/job-settings.js';
 import { BackupCatalog } from './backup/catalog.js';
 import { commitBackup } from './backup/commit.js';
 import { ChunkPipeline } from './backup/pipeline.js';
@@ -80,7 +85,8 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
   const opts = objectOption('options', options);
   const source = stringOption('source', opts.source);
   if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
-  const parent = opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
+  const parent =
+    opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
   if (changed !== undefined) validateExtents(changed, 'changed');
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
@@ -133,13 +139,27 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
     // The catalog walks the file systems' metadata while the data is read.
     catalog = await BackupCatalog.start(repo, o.source, plan.image);
     const cs = repo.chunkSize;
-    const bounds = { maxQueueDepth: o.read.queueDepth, maxBlockSize: cs, minBlockSize: Math.min(64 * 1024, cs), alignment: Math.max(4096, source.sectorSize) };
+    const bounds = {
+      maxQueueDepth: o.read.queueDepth,
+      maxBlockSize: cs,
+      minBlockSize: Math.min(64 * 1024, cs),
+      alignment: Math.max(4096, source.sectorSize),
+    };
     const throttle = (jobThrottle = await JobThrottle.create(o.throttle, bounds, source, o.control.signal));
     const started = new Date();
     const clock = new Stopwatch();
     index = await repo.createIndex(plan.chunkCount);
     parentIndex = plan.parent ? await repo.openIndex(plan.parent) : undefined;
-    const pipeline = new ChunkPipeline({ repo, source, plan, index, parentIndex, throttle, read: o.read, signal: o.control.signal });
+    const pipeline = new ChunkPipeline({
+      repo,
+      source,
+      plan,
+      index,
+      parentIndex,
+      throttle,
+      read: o.read,
+      signal: o.control.signal,
+    });
     const progress = new ProgressReporter<BackupProgress>(o.control, clock, (t) => ({
       bytesDone: pipeline.bytesDone,
       bytesTotal: plan.bytesTotal,

@@ -147,7 +147,12 @@ export async function listFiles(source: string, options: VolumeChoice = {}): Pro
 }
 
 /** Copies a file or directory tree out of a FAT volume. */
-export async function extractPath(source: string, path: string, dest: string, options: ExtractOptions = {}): Promise<ExtractResult> {
+export async function extractPath(
+  source: string,
+  path: string,
+  dest: string,
+  options: ExtractOptions = {},
+): Promise<ExtractResult> {
   stringOption('source', source);
   stringOption('path', path);
   stringOption('dest', dest);
@@ -177,7 +182,8 @@ export async function extractPath(source: string, path: string, dest: string, op
     };
 
     const prefix = top ? top.path : '';
-    const below = async (): Promise<DirEntry[]> => (await vol.files()).filter((e) => prefix === '' || e.path.startsWith(prefix + '/'));
+    const below = async (): Promise<DirEntry[]> =>
+      (await vol.files()).filter((e) => prefix === '' || e.path.startsWith(prefix + '/'));
     await extractTree(top, target, below, writeFile, result);
     return result;
   } finally {

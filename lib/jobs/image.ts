@@ -12,12 +12,22 @@ import { openSource, type DirectMode, type EngineName, type Source } from '../io
 import { MAX_BLOCK_SIZE, type Block, type BlockReader } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
 import { planImage, type ImagePlan, type PlanOptions } from '../fs/plan.js';
-import { resolveJobControl, resolveReadSettings, throttledReader, type JobControl, type ReadSettings } from './options.js';
+import {
+  resolveJobControl,
+  resolveReadSettings,
+  throttledReader,
+  type JobControl,
+  type ReadSettings,
+} from './options.js';
 import { PartialFile, writeError } from './output.js';
 import { ProgressReporter, Stopwatch, summarizeLatency, type LatencySummary } from './progress.js';
 import { EarlyWriteback } from './writeback.js';
 import { JobThrottle, type JobThrottleReport, type ThrottleState } from '../throttle/job-throttle.js';
-import { singleJobThrottleSettings, type ResolvedThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
+import {
+  singleJobThrottleSettings,
+  type ResolvedThrottleSettings,
+  type ThrottleSettings,
+} from '../throttle/job-settings.js';
 
 export type { LatencySummary } from './progress.js';
 
@@ -107,7 +117,10 @@ function resolveImageOptions(sourcePath: unknown, outputPath: unknown, options: 
   const blockSize = integerOption('blockSize', opts.blockSize, 1 << 20, 512, MAX_BLOCK_SIZE);
   if (blockSize % 512 !== 0) {
     // Every sector size is a multiple of 512; the exact one is checked once the source is open.
-    throw new LowtideError('INVALID_ARGUMENT', `blockSize: expected a multiple of the sector size (512 bytes), got ${blockSize}`);
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `blockSize: expected a multiple of the sector size (512 bytes), got ${blockSize}`,
+    );
   }
   const read = resolveReadSettings(opts);
   const force = booleanOption('force', opts.force, false);
@@ -140,7 +153,10 @@ async function checkOutput(sourcePath: string, output: string, force: boolean): 
   }
   if (st.isDirectory()) throw new LowtideError('INVALID_ARGUMENT', `output ${output} is a directory`);
   if (!st.isFile()) {
-    throw new LowtideError('UNSUPPORTED', `output ${output} exists and is not a regular file; images are written to files`);
+    throw new LowtideError(
+      'UNSUPPORTED',
+      `output ${output} exists and is not a regular file; images are written to files`,
+    );
   }
   const src = await stat(sourcePath).catch(() => undefined);
   if (src && src.ino === st.ino && src.dev === st.dev) {
@@ -183,7 +199,8 @@ async function copyBlocks(
       .write(block.data, 0, block.length, block.offset)
       .then(
         ({ bytesWritten: n }) => {
-          if (n !== block.length) throw new LowtideError('WRITE_FAILED', `short write to ${o.output} at ${block.offset}`);
+          if (n !== block.length)
+            throw new LowtideError('WRITE_FAILED', `short write to ${o.output} at ${block.offset}`);
           counts.bytesWritten += n;
           writeback.wrote(n);
         },
@@ -275,7 +292,11 @@ function imageSummary(
 }
 
 /** Copies `sourcePath` to the image file `outputPath`. */
-export async function imageSource(sourcePath: string, outputPath: string, options: ImageOptions = {}): Promise<ImageSummary> {
+export async function imageSource(
+  sourcePath: string,
+  outputPath: string,
+  options: ImageOptions = {},
+): Promise<ImageSummary> {
   const o = resolveImageOptions(sourcePath, outputPath, options);
   await checkOutput(o.source, o.output, o.force);
   const plan = await planImage(o.source, o.plan);
@@ -291,7 +312,12 @@ export async function imageSource(sourcePath: string, outputPath: string, option
     } catch (err) {
       throw writeError(err, `writing ${o.output}`);
     }
-    const bounds = { maxQueueDepth: o.read.queueDepth, maxBlockSize: o.blockSize, minBlockSize: 64 * 1024, alignment: Math.max(4096, source.sectorSize) };
+    const bounds = {
+      maxQueueDepth: o.read.queueDepth,
+      maxBlockSize: o.blockSize,
+      minBlockSize: 64 * 1024,
+      alignment: Math.max(4096, source.sectorSize),
+    };
     const throttle = (jobThrottle = await JobThrottle.create(o.throttle, bounds, source, o.control.signal));
     const reader = throttledReader(source, plan.extents, throttle, {
       read: o.read,

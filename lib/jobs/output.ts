@@ -32,7 +32,10 @@ export class PartialFile {
 
   /** Creates the temporary file (mode 0644); `randomLength` random bytes make its name unique. */
   static async create(target: string, randomLength = 6): Promise<PartialFile> {
-    const path = join(dirname(target), `.${basename(target)}.${randomBytes(randomLength).toString('hex')}.lowtide-partial`);
+    const path = join(
+      dirname(target),
+      `.${basename(target)}.${randomBytes(randomLength).toString('hex')}.lowtide-partial`,
+    );
     return new PartialFile(target, path, await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644));
   }
 

@@ -16,7 +16,11 @@ import { writeError } from './output.js';
 import { ProgressReporter, Stopwatch } from './progress.js';
 import { RestoreTarget, targetKind } from './restore/target.js';
 import { JobThrottle, type JobThrottleReport, type ThrottleState } from '../throttle/job-throttle.js';
-import { singleJobThrottleSettings, type ResolvedThrottleSettings, type ThrottleSettings } from '../throttle/job-settings.js';
+import {
+  singleJobThrottleSettings,
+  type ResolvedThrottleSettings,
+  type ThrottleSettings,
+} from '../throttle/job-settings.js';
 
 export interface RestoreOptions extends ThrottleSettings {
   repository: string | Repository;
@@ -121,7 +125,10 @@ async function writeChunk(w: ChunkWrites, i: number, entry: Buffer): Promise<voi
     lease = await w.repo.leaseChunk(entry.toString('hex'), length);
   } catch (err) {
     const e = toLowtideError(err, 'CHUNK_CORRUPT');
-    throw new LowtideError(e.code, `backup ${w.manifest.id} at offset ${i * cs}: ${e.message}`, { offset: i * cs, cause: e });
+    throw new LowtideError(e.code, `backup ${w.manifest.id} at offset ${i * cs}: ${e.message}`, {
+      offset: i * cs,
+      cause: e,
+    });
   }
   w.counts.chunksVerified++;
   try {
@@ -199,7 +206,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   let throttle: JobThrottle;
   let index: IndexReader;
   try {
-    const bounds = { maxQueueDepth: o.queueDepth, maxBlockSize: manifest.chunkSize, minBlockSize: manifest.chunkSize, alignment: 512 };
+    const bounds = {
+      maxQueueDepth: o.queueDepth,
+      maxBlockSize: manifest.chunkSize,
+      minBlockSize: manifest.chunkSize,
+      alignment: 512,
+    };
     throttle = await JobThrottle.create(o.throttle, bounds, probe, o.control.signal);
     index = await repo.openIndex(manifest);
   } catch (err) {

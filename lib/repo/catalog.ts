@@ -145,7 +145,9 @@ export async function* readCatalog(path: string, sha256: string): AsyncGenerator
         const v = JSON.parse(line) as Record<string, unknown>;
         if (header) {
           if (v.format !== CATALOG_FORMAT || v.version !== CATALOG_VERSION) {
-            throw new LowtideError('REPO_FORMAT', `${path} is not a version ${CATALOG_VERSION} lowtide catalog`, { path });
+            throw new LowtideError('REPO_FORMAT', `${path} is not a version ${CATALOG_VERSION} lowtide catalog`, {
+              path,
+            });
           }
           header = false;
           continue;
@@ -153,7 +155,8 @@ export async function* readCatalog(path: string, sha256: string): AsyncGenerator
         yield v as unknown as CatalogEntry;
       }
     }
-    if (hash.digest('hex') !== sha256) throw new LowtideError('REPO_CORRUPT', `the file catalog ${path} is damaged`, { path });
+    if (hash.digest('hex') !== sha256)
+      throw new LowtideError('REPO_CORRUPT', `the file catalog ${path} is damaged`, { path });
   } finally {
     await fh.close();
   }

@@ -23,16 +23,20 @@ export function requireZstd(): typeof native {
 const DEFAULT_MAX_PLAIN = 256 * 1024 * 1024;
 
 export function compress(data: Buffer, level: number): Promise<Buffer> {
-  return requireZstd().zstdCompress(data, level).catch((err: unknown) => {
-    throw toLowtideError(err, 'INTERNAL');
-  });
+  return requireZstd()
+    .zstdCompress(data, level)
+    .catch((err: unknown) => {
+      throw toLowtideError(err, 'INTERNAL');
+    });
 }
 
 /** Decompresses; rejects on corrupt input or a result larger than `maxSize`. */
 export function decompress(data: Buffer, maxSize = DEFAULT_MAX_PLAIN): Promise<Buffer> {
-  return requireZstd().zstdDecompress(data, maxSize).catch((err: unknown) => {
-    throw toLowtideError(err, 'INVALID_ARGUMENT');
-  });
+  return requireZstd()
+    .zstdDecompress(data, maxSize)
+    .catch((err: unknown) => {
+      throw toLowtideError(err, 'INVALID_ARGUMENT');
+    });
 }
 
 /**
@@ -55,7 +59,9 @@ export function giveBuffer(buf: Buffer): void {
 
 /** Decompresses into `dst` (a whole frame or frames); resolves with the size. */
 export function decompressInto(data: Buffer, dst: Buffer): Promise<number> {
-  return requireZstd().zstdDecompressInto(data, dst).catch((err: unknown) => {
-    throw toLowtideError(err, 'INVALID_ARGUMENT');
-  });
+  return requireZstd()
+    .zstdDecompressInto(data, dst)
+    .catch((err: unknown) => {
+      throw toLowtideError(err, 'INVALID_ARGUMENT');
+    });
 }

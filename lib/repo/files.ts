@@ -44,7 +44,8 @@ export async function writeFully(fh: FileHandle, parts: readonly Uint8Array[], p
     skip = 0;
     while (offset < part.length) {
       const { bytesWritten } = await fh.write(part, offset, part.length - offset, position + done);
-      if (bytesWritten === 0) throw new LowtideError('WRITE_FAILED', `a write made no progress at offset ${position + done}`);
+      if (bytesWritten === 0)
+        throw new LowtideError('WRITE_FAILED', `a write made no progress at offset ${position + done}`);
       offset += bytesWritten;
       done += bytesWritten;
     }

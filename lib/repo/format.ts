@@ -200,7 +200,10 @@ export function validateManifest(raw: unknown, where: string): Manifest {
 
 /** Backup ids sort by time: 20261125T174501Z-3fa9c2. */
 export function newBackupId(now: Date, random: string): string {
-  const iso = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const iso = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   return `${iso}-${random}`;
 }
 

@@ -29,11 +29,15 @@ export class IndexLookup {
   /** The digest of chunk i, or null for a zero chunk. */
   async entry(i: number): Promise<Buffer | null> {
     if (!Number.isSafeInteger(i) || i < 0 || i >= this.manifest.chunkCount) {
-      throw new LowtideError('OUT_OF_RANGE', `chunk ${i} is outside backup ${this.manifest.id} (${this.manifest.chunkCount} chunks)`);
+      throw new LowtideError(
+        'OUT_OF_RANGE',
+        `chunk ${i} is outside backup ${this.manifest.id} (${this.manifest.chunkCount} chunks)`,
+      );
     }
     const b = Buffer.alloc(DIGEST_SIZE);
     const { bytesRead } = await this.fh.read(b, 0, DIGEST_SIZE, INDEX_HEADER_SIZE + i * DIGEST_SIZE);
-    if (bytesRead !== DIGEST_SIZE) throw new LowtideError('REPO_CORRUPT', `the chunk index of backup ${this.manifest.id} is truncated`);
+    if (bytesRead !== DIGEST_SIZE)
+      throw new LowtideError('REPO_CORRUPT', `the chunk index of backup ${this.manifest.id} is truncated`);
     return b.equals(ZERO_DIGEST) ? null : b;
   }
 

@@ -28,7 +28,12 @@ async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path
   }
 }
 
-async function mapLimit<T>(items: AsyncIterable<T>, limit: number, fn: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
+async function mapLimit<T>(
+  items: AsyncIterable<T>,
+  limit: number,
+  fn: (item: T) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
   const running = new Set<Promise<void>>();
   let failure: unknown;
   for await (const item of items) {
@@ -75,7 +80,10 @@ export interface VerifyOptions {
 export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
   const opts = objectOption('options', options);
   const signal = signalOption('signal', opts.signal);
-  const onProgress = functionOption<(p: { chunksChecked: number; bytesChecked: number }) => void>('onProgress', opts.onProgress);
+  const onProgress = functionOption<(p: { chunksChecked: number; bytesChecked: number }) => void>(
+    'onProgress',
+    opts.onProgress,
+  );
   const t0 = Date.now();
   const present = new Set<string>();
   const corrupt = new Map<string, string>();
@@ -187,7 +195,10 @@ function isoWeek(d: Date): string {
 }
 
 /** Which backups a retention rule keeps (pure; newest first within each source). */
-export function selectKept(backups: readonly Manifest[], rule: { keepLast: number; keepDaily: number; keepWeekly: number }): Set<string> {
+export function selectKept(
+  backups: readonly Manifest[],
+  rule: { keepLast: number; keepDaily: number; keepWeekly: number },
+): Set<string> {
   const bySource = new Map<string, Manifest[]>();
   for (const b of backups) {
     const k = b.source.realPath;
@@ -223,7 +234,10 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
   const keepDaily = integerOption('keepDaily', opts.keepDaily, 0, 0);
   const keepWeekly = integerOption('keepWeekly', opts.keepWeekly, 0, 0);
   if (keepLast + keepDaily + keepWeekly === 0) {
-    throw new LowtideError('INVALID_ARGUMENT', 'keepLast: expected at least one of keepLast, keepDaily, keepWeekly to be 1 or more, got none (that would remove every backup)');
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      'keepLast: expected at least one of keepLast, keepDaily, keepWeekly to be 1 or more, got none (that would remove every backup)',
+    );
   }
   const dryRun = opts.dryRun === true;
   const signal = signalOption('signal', opts.signal);

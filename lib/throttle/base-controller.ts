@@ -3,7 +3,14 @@ import { resolveThrottleOptions, type ResolvedThrottleOptions, type ThrottleOpti
 import { boundDecision } from './decision.js';
 import { LatencyEstimator } from './estimator.js';
 import { LatencyHistogram } from './histogram.js';
-import type { ControllerName, DistributionEntry, LatencySample, ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
+import type {
+  ControllerName,
+  DistributionEntry,
+  LatencySample,
+  ThrottleController,
+  ThrottleDecision,
+  ThrottleReport,
+} from './types.js';
 
 interface DistributionCell {
   decisions: number;

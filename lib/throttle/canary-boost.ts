@@ -192,7 +192,8 @@ export class CanaryBoost {
       checks: this.#checks,
       busy: this.#busyChecks,
       endedByWrites: this.#endedByWrites,
-      boostedMs: (this.#boostedNs + (this.#boostedSinceNs !== undefined ? Math.max(0, nowNs - this.#boostedSinceNs) : 0)) / 1e6,
+      boostedMs:
+        (this.#boostedNs + (this.#boostedSinceNs !== undefined ? Math.max(0, nowNs - this.#boostedSinceNs) : 0)) / 1e6,
       enabled: this.#o.enabled,
       deviceCounters: this.#deviceCounters,
     };

@@ -134,7 +134,8 @@ export class HarmCalibration {
       this.#idleSlowShare = best.slowShare;
       this.#count++;
     }
-    const everyMs = this.#kept.length < o.calibrationsKept ? Math.min(o.earlyEveryMs, o.calibrateEveryMs) : o.calibrateEveryMs;
+    const everyMs =
+      this.#kept.length < o.calibrationsKept ? Math.min(o.earlyEveryMs, o.calibrateEveryMs) : o.calibrateEveryMs;
     this.#nextNs = nowNs + everyMs * 1e6;
     this.#idle = [];
   }

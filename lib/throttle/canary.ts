@@ -187,7 +187,11 @@ export class CanaryController extends BaseController {
       ratio = Math.min(ratio, clamp((1.5 * t) / (this.tailShare + t / 2), 0.25, 2));
     }
     const { gamma } = o.parda;
-    this.window = clamp((1 - gamma) * this.window + gamma * (ratio * this.window + o.canary.betaBytes), this.minWindow, this.maxWindow);
+    this.window = clamp(
+      (1 - gamma) * this.window + gamma * (ratio * this.window + o.canary.betaBytes),
+      this.minWindow,
+      this.maxWindow,
+    );
   }
 
   private resetRound(): void {
@@ -221,7 +225,11 @@ export class CanaryController extends BaseController {
       return { delayMs: o.maxDelayMs, queueDepth: o.minQueueDepth, blockSize: o.minBlockSize };
     }
     if (this.boost.boosted) {
-      return { delayMs: 0, queueDepth: clamp(o.canary.boostQueueDepth, o.minQueueDepth, o.maxQueueDepth), blockSize: o.maxBlockSize };
+      return {
+        delayMs: 0,
+        queueDepth: clamp(o.canary.boostQueueDepth, o.minQueueDepth, o.maxQueueDepth),
+        blockSize: o.maxBlockSize,
+      };
     }
     const w = this.window;
     if (w >= o.minQueueDepth * o.minBlockSize) {
@@ -232,7 +240,11 @@ export class CanaryController extends BaseController {
       return { delayMs: 0, queueDepth: clamp(Math.round(w / size), o.minQueueDepth, o.maxQueueDepth), blockSize: size };
     }
     // Paced with our own smoothed latency; before any, the probes'.
-    return pacedDecision(o, w, this.latency.count > 0 ? pacingLatencyNs(this.latency) : this.probes.smoothedNs || this.calibration.harmNs);
+    return pacedDecision(
+      o,
+      w,
+      this.latency.count > 0 ? pacingLatencyNs(this.latency) : this.probes.smoothedNs || this.calibration.harmNs,
+    );
   }
 
   override report(): ThrottleReport {

@@ -190,7 +190,14 @@ const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
 /** Validates `options` and fills in the defaults. Throws LowtideError INVALID_ARGUMENT. */
 export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedThrottleOptions {
   const o = objectOption('throttle options', options) as ThrottleOptions;
-  const targetLatencyMs = numberOption('targetLatencyMs', o.targetLatencyMs, THROTTLE_DEFAULTS.targetLatencyMs, 0, 600_000, true);
+  const targetLatencyMs = numberOption(
+    'targetLatencyMs',
+    o.targetLatencyMs,
+    THROTTLE_DEFAULTS.targetLatencyMs,
+    0,
+    600_000,
+    true,
+  );
   const maxDelayMs = numberOption('maxDelayMs', o.maxDelayMs, THROTTLE_DEFAULTS.maxDelayMs, 0, 600_000);
   const alignment = integerOption('alignment', o.alignment, THROTTLE_DEFAULTS.alignment, 1, MAX_BLOCK_SIZE);
 
@@ -271,22 +278,80 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
       calibrate: booleanOption('canary.calibrate', ca.calibrate, true),
       factor: numberOption('canary.factor', ca.factor, THROTTLE_DEFAULTS.canaryFactor, 1, 100),
       quantile: numberOption('canary.quantile', ca.quantile, THROTTLE_DEFAULTS.canaryQuantile, 0.5, 0.999),
-      probesPerRound: integerOption('canary.probesPerRound', ca.probesPerRound, THROTTLE_DEFAULTS.canaryProbesPerRound, 1, 10_000),
-      calibrateEveryMs: numberOption('canary.calibrateEveryMs', ca.calibrateEveryMs, THROTTLE_DEFAULTS.canaryCalibrateEveryMs, 0, 86_400_000, true),
+      probesPerRound: integerOption(
+        'canary.probesPerRound',
+        ca.probesPerRound,
+        THROTTLE_DEFAULTS.canaryProbesPerRound,
+        1,
+        10_000,
+      ),
+      calibrateEveryMs: numberOption(
+        'canary.calibrateEveryMs',
+        ca.calibrateEveryMs,
+        THROTTLE_DEFAULTS.canaryCalibrateEveryMs,
+        0,
+        86_400_000,
+        true,
+      ),
       pauseMs: numberOption('canary.pauseMs', ca.pauseMs, THROTTLE_DEFAULTS.canaryPauseMs, 0, 60_000, true),
-      calibrationProbes: integerOption('canary.calibrationProbes', ca.calibrationProbes, THROTTLE_DEFAULTS.canaryCalibrationProbes, 1, 10_000),
-      calibrationsKept: integerOption('canary.calibrationsKept', ca.calibrationsKept, THROTTLE_DEFAULTS.canaryCalibrationsKept, 1, 100),
+      calibrationProbes: integerOption(
+        'canary.calibrationProbes',
+        ca.calibrationProbes,
+        THROTTLE_DEFAULTS.canaryCalibrationProbes,
+        1,
+        10_000,
+      ),
+      calibrationsKept: integerOption(
+        'canary.calibrationsKept',
+        ca.calibrationsKept,
+        THROTTLE_DEFAULTS.canaryCalibrationsKept,
+        1,
+        100,
+      ),
       tailFactor:
-        ca.tailFactor === 0 || ca.tailFactor === undefined || (typeof ca.tailFactor === 'number' && ca.tailFactor >= 1 && ca.tailFactor <= 100)
+        ca.tailFactor === 0 ||
+        ca.tailFactor === undefined ||
+        (typeof ca.tailFactor === 'number' && ca.tailFactor >= 1 && ca.tailFactor <= 100)
           ? (ca.tailFactor ?? THROTTLE_DEFAULTS.canaryTailFactor)
           : invalidOption('canary.tailFactor', '0 (off) or a number from 1 up to 100', ca.tailFactor),
       tailShare: numberOption('canary.tailShare', ca.tailShare, THROTTLE_DEFAULTS.canaryTailShare, 0.001, 0.5),
       boost: booleanOption('canary.boost', ca.boost, true),
-      boostQuietChecks: integerOption('canary.boostQuietChecks', ca.boostQuietChecks, THROTTLE_DEFAULTS.canaryBoostQuietChecks, 1, 100),
-      boostQueueDepth: integerOption('canary.boostQueueDepth', ca.boostQueueDepth, THROTTLE_DEFAULTS.canaryBoostQueueDepth, 1, MAX_QUEUE_DEPTH),
-      boostCheckEveryMs: numberOption('canary.boostCheckEveryMs', ca.boostCheckEveryMs, THROTTLE_DEFAULTS.canaryBoostCheckEveryMs, 1, 60_000),
-      checkEveryMs: numberOption('canary.checkEveryMs', ca.checkEveryMs, THROTTLE_DEFAULTS.canaryCheckEveryMs, 1, 86_400_000),
-      betaBytes: numberOption('canary.betaBytes', ca.betaBytes, THROTTLE_DEFAULTS.canaryBetaBytes, 0, MAX_BLOCK_SIZE, true),
+      boostQuietChecks: integerOption(
+        'canary.boostQuietChecks',
+        ca.boostQuietChecks,
+        THROTTLE_DEFAULTS.canaryBoostQuietChecks,
+        1,
+        100,
+      ),
+      boostQueueDepth: integerOption(
+        'canary.boostQueueDepth',
+        ca.boostQueueDepth,
+        THROTTLE_DEFAULTS.canaryBoostQueueDepth,
+        1,
+        MAX_QUEUE_DEPTH,
+      ),
+      boostCheckEveryMs: numberOption(
+        'canary.boostCheckEveryMs',
+        ca.boostCheckEveryMs,
+        THROTTLE_DEFAULTS.canaryBoostCheckEveryMs,
+        1,
+        60_000,
+      ),
+      checkEveryMs: numberOption(
+        'canary.checkEveryMs',
+        ca.checkEveryMs,
+        THROTTLE_DEFAULTS.canaryCheckEveryMs,
+        1,
+        86_400_000,
+      ),
+      betaBytes: numberOption(
+        'canary.betaBytes',
+        ca.betaBytes,
+        THROTTLE_DEFAULTS.canaryBetaBytes,
+        0,
+        MAX_BLOCK_SIZE,
+        true,
+      ),
       resumeBusyWindow: booleanOption('canary.resumeBusyWindow', ca.resumeBusyWindow, true),
     },
   };

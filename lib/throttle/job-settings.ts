@@ -43,11 +43,17 @@ function positiveNumber(name: string, value: unknown): number | undefined {
 export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSettings {
   const s = objectOption('throttle settings', settings);
   const throttle = choiceOption<ControllerName>('throttle', s.throttle, CONTROLLER_NAMES, DEFAULT_CONTROLLER);
-  const latencyTarget = s.latencyTarget === undefined || s.latencyTarget === 'auto' ? 'auto' : positiveNumber('latencyTarget', s.latencyTarget)!;
+  const latencyTarget =
+    s.latencyTarget === undefined || s.latencyTarget === 'auto'
+      ? 'auto'
+      : positiveNumber('latencyTarget', s.latencyTarget)!;
   const probeIntervalMs = numberOption('probeIntervalMs', s.probeIntervalMs, PROBE_INTERVAL_MS, 0.5, 1000);
   // Only canary probes: with another controller the setting would be ignored.
   if (s.probeIntervalMs !== undefined && throttle !== 'canary') {
-    throw new LowtideError('INVALID_ARGUMENT', `probeIntervalMs: only the canary controller probes, and throttle is '${throttle}'`);
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `probeIntervalMs: only the canary controller probes, and throttle is '${throttle}'`,
+    );
   }
   return {
     throttle,

@@ -28,7 +28,13 @@ export interface ProbeTarget {
   /** Reads the extents through the block reader, as a job does; each block comes with its latency, ns. */
   read(
     extents: readonly { offset: number; length: number }[],
-    options: { blockSize: number; queueDepth: number; maxQueueDepth: number; heldBuffers: number; signal?: AbortSignal | undefined },
+    options: {
+      blockSize: number;
+      queueDepth: number;
+      maxQueueDepth: number;
+      heldBuffers: number;
+      signal?: AbortSignal | undefined;
+    },
   ): AsyncIterable<{ latencyNs: number }>;
 }
 
@@ -43,14 +49,25 @@ export interface ThrottledReader {
  * Reads up to `count` blocks one at a time (queue depth 1), spread over the
  * source, and records their latency: the storage's idle latency for this request size.
  */
-export async function probeIdleLatency(source: ProbeTarget, blockSize: number, signal?: AbortSignal, count = 32): Promise<LatencyHistogram> {
+export async function probeIdleLatency(
+  source: ProbeTarget,
+  blockSize: number,
+  signal?: AbortSignal,
+  count = 32,
+): Promise<LatencyHistogram> {
   const h = new LatencyHistogram();
   const bs = Math.min(blockSize, Math.floor(source.size / source.sectorSize) * source.sectorSize);
   if (bs <= 0) return h;
   const slots = Math.max(1, Math.floor(source.size / bs));
   const n = Math.min(count, slots);
   const extents = Array.from({ length: n }, (_, i) => ({ offset: Math.floor((i * slots) / n) * bs, length: bs }));
-  for await (const b of source.read(extents, { blockSize: bs, queueDepth: 1, maxQueueDepth: 1, heldBuffers: 1, signal })) {
+  for await (const b of source.read(extents, {
+    blockSize: bs,
+    queueDepth: 1,
+    maxQueueDepth: 1,
+    heldBuffers: 1,
+    signal,
+  })) {
     h.record(b.latencyNs);
   }
   return h;
@@ -134,7 +151,12 @@ export class JobThrottle {
    * to probe, the target comes from an idle probe of that source; without a
    * source to probe, the controller's default target applies.
    */
-  static async create(settings: ResolvedThrottleSettings, bounds: ThrottleBounds, probeSource?: ProbeTarget, signal?: AbortSignal): Promise<JobThrottle> {
+  static async create(
+    settings: ResolvedThrottleSettings,
+    bounds: ThrottleBounds,
+    probeSource?: ProbeTarget,
+    signal?: AbortSignal,
+  ): Promise<JobThrottle> {
     const base = {
       maxQueueDepth: bounds.maxQueueDepth,
       maxBlockSize: bounds.maxBlockSize,
@@ -153,11 +175,21 @@ export class JobThrottle {
           ...(fixed !== undefined ? { targetLatencyMs: fixed } : {}),
           canary: { ...settings.canaryTuning, calibrate: fixed === undefined },
         });
-        const target: JobThrottleReport['target'] = { mode: fixed === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
-        return new JobThrottle(controller, target, settings.rateLimit, probeSource, undefined, settings.probeIntervalMs);
+        const target: JobThrottleReport['target'] = {
+          mode: fixed === undefined ? 'auto' : 'fixed',
+          ms: controller.options.targetLatencyMs,
+        };
+        return new JobThrottle(
+          controller,
+          target,
+          settings.rateLimit,
+          probeSource,
+          undefined,
+          settings.probeIntervalMs,
+        );
       }
       name = 'parda';
-      fallback = 'canary needs a source to probe and this job has none: parda (on the job\'s own latency) ran instead';
+      fallback = "canary needs a source to probe and this job has none: parda (on the job's own latency) ran instead";
     }
     let target: JobThrottleReport['target'] | undefined;
     let targetMs: number | undefined;
@@ -166,13 +198,21 @@ export class JobThrottle {
         const probe = await probeIdleLatency(probeSource, bounds.maxBlockSize, signal);
         if (probe.count > 0) {
           targetMs = autoTargetLatencyMs(probe);
-          target = { mode: 'auto', ms: targetMs, idleP50Ms: probe.percentile(50) / 1e6, idleP99Ms: probe.percentile(99) / 1e6 };
+          target = {
+            mode: 'auto',
+            ms: targetMs,
+            idleP50Ms: probe.percentile(50) / 1e6,
+            idleP99Ms: probe.percentile(99) / 1e6,
+          };
         }
       }
     } else {
       targetMs = settings.latencyTarget;
     }
-    const controller = createController(name, { ...base, ...(targetMs !== undefined ? { targetLatencyMs: targetMs } : {}) });
+    const controller = createController(name, {
+      ...base,
+      ...(targetMs !== undefined ? { targetLatencyMs: targetMs } : {}),
+    });
     target ??= { mode: targetMs === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
     return new JobThrottle(controller, target, settings.rateLimit, undefined, fallback);
   }
@@ -268,7 +308,9 @@ export class JobThrottle {
         atNs: Number(process.hrtime.bigint()),
         // The writes alone only when the job itself does not write to this
         // storage (a reader is attached; a restore applies decisions itself).
-        ...(counts !== undefined ? { deviceIos: counts.ios, ...(this.#reader ? { deviceWrites: counts.writes } : {}) } : {}),
+        ...(counts !== undefined
+          ? { deviceIos: counts.ios, ...(this.#reader ? { deviceWrites: counts.writes } : {}) }
+          : {}),
       });
       this.#decide();
       await sleep(this.#probeIntervalMs, undefined, { signal: this.#wake.signal }).catch(() => undefined);

@@ -169,7 +169,9 @@ export class SimulatedDevice {
     let now = 0;
 
     // Probes.
-    const probeEveryNs = options.probe ? numberOption('probe.everyMs', options.probe.everyMs, NaN, 0, 1e9) * 1e6 : Infinity;
+    const probeEveryNs = options.probe
+      ? numberOption('probe.everyMs', options.probe.everyMs, NaN, 0, 1e9) * 1e6
+      : Infinity;
     const probeBytes = options.probe ? numberOption('probe.bytes', options.probe.bytes, 4096, 1, 1 << 30) : 0;
     let nextProbeNs = options.probe ? 0 : Infinity;
     const withIos = options.probe?.deviceIos === true;

@@ -90,7 +90,10 @@ export class StorageIoCounter {
       return undefined;
     }
     if (fds.length === 0) return undefined;
-    const c = new StorageIoCounter(devices.map((d) => basename(d)), fds);
+    const c = new StorageIoCounter(
+      devices.map((d) => basename(d)),
+      fds,
+    );
     return c.read() === undefined ? (c.close(), undefined) : c;
   }
 

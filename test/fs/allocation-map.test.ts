@@ -67,9 +67,9 @@ describe('AllocationMap', () => {
       }
       const m = make(bits);
       // Bits past the last cluster (in the last byte) are set: they must not count.
-      if (n % 8 !== 0) m.bitmap[m.bitmap.length - 1]! |= 0xff << n % 8;
+      if (n % 8 !== 0) m.bitmap[m.bitmap.length - 1]! |= 0xff << (n % 8);
       const expected: { cluster: number; count: number }[] = [];
-      for (let j = 0; j < n; ) {
+      for (let j = 0; j < n;) {
         if (bits[j] === '0') {
           j++;
           continue;
@@ -80,7 +80,9 @@ describe('AllocationMap', () => {
         j = k;
       }
       expect([...m.runs()]).toEqual(expected);
-      expect(m.extents()).toEqual(expected.map((r) => ({ offset: (1 << 20) + (r.cluster - 2) * 4096, length: r.count * 4096 })));
+      expect(m.extents()).toEqual(
+        expected.map((r) => ({ offset: (1 << 20) + (r.cluster - 2) * 4096, length: r.count * 4096 })),
+      );
     }
   });
 
@@ -119,7 +121,8 @@ describe.skipIf(!tools)('allocation map of a 32 GiB FAT32 volume', () => {
           const c = first + i;
           const r = noise[(i * 4 + first) % noise.length]!;
           let v: number;
-          if (c < 3) v = c === 0 ? 0x0ffffff8 : 0x0fffffff; // media, clean bits, root dir end
+          if (c < 3)
+            v = c === 0 ? 0x0ffffff8 : 0x0fffffff; // media, clean bits, root dir end
           else if (r < 100) v = 0;
           else if (r < 104) v = 0x0ffffff7;
           else if (r < 180) v = 0x0fffffff;
@@ -153,7 +156,9 @@ describe.skipIf(!tools)('allocation map of a 32 GiB FAT32 volume', () => {
         times.push(Number(process.hrtime.bigint() - t0) / 1e6);
       }
       const best = Math.min(...times);
-      console.log(`allocation map of ${v.info().clusterCount} clusters (32 MiB FAT): best ${best.toFixed(1)} ms, runs ${times.map((t) => t.toFixed(1)).join(', ')} ms`);
+      console.log(
+        `allocation map of ${v.info().clusterCount} clusters (32 MiB FAT): best ${best.toFixed(1)} ms, runs ${times.map((t) => t.toFixed(1)).join(', ')} ms`,
+      );
       expect(map!.usedClusters).toBe(expected.used);
       expect(map!.freeClusters).toBe(expected.free);
       expect(map!.badClusters).toBe(expected.bad);

@@ -6,7 +6,15 @@ import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LowtideError } from '../../lib/errors.js';
 import { openVolume, readPartitions, type FatVolume } from '../../lib/fs/index.js';
-import { chainOf, getFatEntry, layout, setFatEntry, setFileSize, setFirstCluster, type Layout } from '../fixtures/fat/corrupt.js';
+import {
+  chainOf,
+  getFatEntry,
+  layout,
+  setFatEntry,
+  setFileSize,
+  setFirstCluster,
+  type Layout,
+} from '../fixtures/fat/corrupt.js';
 import { extract, haveTools, mkfs, Mtools, patch, pseudoRandom, readAt, Workdir } from '../fixtures/fat/tools.js';
 
 const tools = haveTools('mkfs.fat', 'mcopy', 'mmd');
@@ -80,11 +88,25 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
     const a = await entry(img, '/A.BIN');
     const chain = chainOf(img, l, a.firstCluster);
     setFatEntry(img, l, chain[chain.length - 1]!, chain[1]!, 0);
-    const e = await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', /loops back: FAT entry of cluster \d+ links to cluster/);
+    const e = await rejectsWith(
+      withVolume(img, (v) => v.files()),
+      'FAT_CORRUPT',
+      /loops back: FAT entry of cluster \d+ links to cluster/,
+    );
     expect(e.offset).toBe(l.fatOffset + Math.floor((chain[chain.length - 1]! * fat) / 8));
-    await rejectsWith(withVolume(img, (v) => v.readFile('/A.BIN')), 'FAT_CORRUPT', /loops back/);
-    await rejectsWith(withVolume(img, (v) => v.chain(a.firstCluster)), 'FAT_CORRUPT', /loops back/);
-    expect(await withVolume(img, (v) => v.compareFatCopies())).toBe(l.fatOffset + l.fatBytes + Math.floor((chain[chain.length - 1]! * fat) / 8));
+    await rejectsWith(
+      withVolume(img, (v) => v.readFile('/A.BIN')),
+      'FAT_CORRUPT',
+      /loops back/,
+    );
+    await rejectsWith(
+      withVolume(img, (v) => v.chain(a.firstCluster)),
+      'FAT_CORRUPT',
+      /loops back/,
+    );
+    expect(await withVolume(img, (v) => v.compareFatCopies())).toBe(
+      l.fatOffset + l.fatBytes + Math.floor((chain[chain.length - 1]! * fat) / 8),
+    );
   });
 
   it('detects cross-linked files', async () => {
@@ -93,7 +115,11 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
     const b = await entry(img, '/B.BIN');
     const bc = chainOf(img, l, b.firstCluster);
     setFatEntry(img, l, bc[bc.length - 1]!, chainOf(img, l, a.firstCluster)[2]!);
-    await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', /cross-link/);
+    await rejectsWith(
+      withVolume(img, (v) => v.files()),
+      'FAT_CORRUPT',
+      /cross-link/,
+    );
     // One file alone is still readable: its own chain is fine.
     expect((await withVolume(img, (v) => v.readFile('/A.BIN'))).length).toBe(l.clusterSize * 5);
   });
@@ -108,8 +134,16 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
       const img = fresh();
       const a = await entry(img, '/A.BIN');
       setFatEntry(img, l, chainOf(img, l, a.firstCluster)[1]!, value);
-      await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', re);
-      await rejectsWith(withVolume(img, (v) => v.fileExtents('/A.BIN')), 'FAT_CORRUPT', re);
+      await rejectsWith(
+        withVolume(img, (v) => v.files()),
+        'FAT_CORRUPT',
+        re,
+      );
+      await rejectsWith(
+        withVolume(img, (v) => v.fileExtents('/A.BIN')),
+        'FAT_CORRUPT',
+        re,
+      );
     }
   });
 
@@ -130,7 +164,11 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
     const img = fresh();
     const a = await entry(img, '/A.BIN');
     setFirstCluster(img, a.entryOffset, l.clusterCount + 2);
-    const e = await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', /first cluster \d+ is outside clusters/);
+    const e = await rejectsWith(
+      withVolume(img, (v) => v.files()),
+      'FAT_CORRUPT',
+      /first cluster \d+ is outside clusters/,
+    );
     expect(e.offset).toBe(a.entryOffset);
   });
 
@@ -138,8 +176,16 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
     const img = fresh();
     const b = await entry(img, '/B.BIN');
     setFileSize(img, b.entryOffset, l.clusterSize * 9);
-    await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', /needs 9 clusters but its chain has 3/);
-    await rejectsWith(withVolume(img, (v) => v.readFile('/B.BIN')), 'FAT_CORRUPT', /larger than its cluster chain/);
+    await rejectsWith(
+      withVolume(img, (v) => v.files()),
+      'FAT_CORRUPT',
+      /needs 9 clusters but its chain has 3/,
+    );
+    await rejectsWith(
+      withVolume(img, (v) => v.readFile('/B.BIN')),
+      'FAT_CORRUPT',
+      /larger than its cluster chain/,
+    );
   });
 
   it('detects a directory that contains its own ancestor', async () => {
@@ -147,12 +193,20 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
     const a = await entry(img, '/Docs/a');
     const c = await entry(img, '/Docs/a/b/c');
     setFirstCluster(img, c.entryOffset, a.firstCluster);
-    const e = await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', /its own ancestor \/Docs\/a/);
+    const e = await rejectsWith(
+      withVolume(img, (v) => v.files()),
+      'FAT_CORRUPT',
+      /its own ancestor \/Docs\/a/,
+    );
     expect(e.offset).toBe(c.entryOffset);
     // A directory pointing at the root (cluster 0) as a subdirectory.
     const img2 = fresh();
     setFirstCluster(img2, c.entryOffset, 0);
-    await rejectsWith(withVolume(img2, (v) => v.files()), 'FAT_CORRUPT', /first cluster 0/);
+    await rejectsWith(
+      withVolume(img2, (v) => v.files()),
+      'FAT_CORRUPT',
+      /first cluster 0/,
+    );
   });
 
   it('ignores a long name whose checksum does not match (falls back to the 8.3 name)', async () => {
@@ -195,7 +249,12 @@ describe.skipIf(!tools).each(kinds)('corrupt FAT$fat', ({ fat, bytes, spc }) => 
     ['sectors per cluster', 0x0d, [3], /sectors per cluster 3 is not a power of two/],
     ['reserved sectors', 0x0e, [0, 0], /reserved sector count is 0/],
     ['FAT count', 0x10, [0], /number of FATs is 0/],
-    ['total sectors', fat === 12 ? 0x13 : 0x20, fat === 12 ? [0xff, 0xff] : [0xff, 0xff, 0xff, 0x0f], /exceed the volume size/],
+    [
+      'total sectors',
+      fat === 12 ? 0x13 : 0x20,
+      fat === 12 ? [0xff, 0xff] : [0xff, 0xff, 0xff, 0x0f],
+      /exceed the volume size/,
+    ],
   ];
   if (fat === 32) {
     bpbCases.push(
@@ -306,7 +365,11 @@ describe.skipIf(!tools)('FAT32 mirroring flags', () => {
     // Damage FAT #0 only, then declare FAT #1 the active one.
     const chain = chainOf(img, l, a.firstCluster);
     setFatEntry(img, l, chain[chain.length - 1]!, chain[0]!, 0);
-    await rejectsWith(withVolume(img, (v) => v.files()), 'FAT_CORRUPT', /loops back/);
+    await rejectsWith(
+      withVolume(img, (v) => v.files()),
+      'FAT_CORRUPT',
+      /loops back/,
+    );
     patch(img, 0x28, [0x81, 0x00]);
     await withVolume(img, async (v) => {
       expect(v.info()).toMatchObject({ mirroring: false, activeFat: 1 });

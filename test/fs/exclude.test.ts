@@ -74,7 +74,11 @@ describe('matchExclusions', () => {
     expect(paths(['/*/old.txt'])).toEqual([]);
     expect(paths(['/Program Files/app?.exe'])).toEqual(['/Program Files/app1.exe']);
     expect(paths(['/Program Files/app??.exe'])).toEqual(['/Program Files/app12.exe']);
-    expect(paths(['/Program Files/app*.exe'])).toEqual(['/Program Files/app.exe', '/Program Files/app1.exe', '/Program Files/app12.exe']);
+    expect(paths(['/Program Files/app*.exe'])).toEqual([
+      '/Program Files/app.exe',
+      '/Program Files/app1.exe',
+      '/Program Files/app12.exe',
+    ]);
     expect(paths(['/R?sum? — final.txt'])).toEqual(['/Résumé — final.txt']); // ? is one character, not one byte
     expect(paths(['/Docs*'])).toEqual(['/Docs']);
   });
@@ -123,7 +127,10 @@ describe('parseExcludePattern', () => {
 
   it('rejects bad prefixes and bad globs with messages that name the pattern', () => {
     invalid(() => parseExcludePattern(''), /exclude pattern "": empty pattern/);
-    invalid(() => parseExcludePattern('/'), /exclude pattern "\/": names only the root directory, which cannot be excluded/);
+    invalid(
+      () => parseExcludePattern('/'),
+      /exclude pattern "\/": names only the root directory, which cannot be excluded/,
+    );
     invalid(() => parseExcludePattern('///'), /names only the root directory/);
     invalid(() => parseExcludePattern('1:'), /exclude pattern "1:": nothing follows the partition prefix 1:/);
     invalid(() => parseExcludePattern('1:/'), /names only the root directory/);

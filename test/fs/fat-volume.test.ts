@@ -81,7 +81,12 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
     const entries = await vol.files();
     const ours = entries.map((e) => e.path).sort();
     expect(ours).toEqual(mt.paths().sort());
-    expect(entries.filter((e) => e.isDirectory).map((e) => e.path).sort()).toEqual(mt.directories().sort());
+    expect(
+      entries
+        .filter((e) => e.isDirectory)
+        .map((e) => e.path)
+        .sort(),
+    ).toEqual(mt.directories().sort());
     expect(new Set(ours)).toEqual(new Set([...expected.files.keys(), ...expected.dirs]));
     for (const d of expected.deleted) expect(ours).not.toContain(d);
   });
@@ -243,7 +248,9 @@ describe.skipIf(!tools)('volume API boundaries', () => {
   afterAll(() => work?.cleanup());
 
   it('validates options with messages that name them', async () => {
-    await expect(openVolume(image, { partition: -1 })).rejects.toThrow(/options\.partition: expected an integer from 0/);
+    await expect(openVolume(image, { partition: -1 })).rejects.toThrow(
+      /options\.partition: expected an integer from 0/,
+    );
     await expect(openVolume(image, { partition: 3 })).rejects.toThrow(/options\.partition: expected one of 0, got 3/);
     await expect(openVolume(image, { partition: 0, offset: 0 })).rejects.toThrow(/either partition or offset/);
     await expect(openVolume('', {})).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });

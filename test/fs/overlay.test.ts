@@ -66,14 +66,40 @@ const sets: ExclusionSet[] = [
   { name: 'a deep directory subtree', patterns: ['/docs/A/b'], selects: (p) => p === '/Docs/a/b' },
   { name: '**/*.tmp', patterns: ['**/*.tmp'], selects: (p, dir) => !dir && /\.tmp$/i.test(p) },
   { name: 'a name whose first byte is 0xE5', patterns: ['/õfile.txt'], selects: (p) => p === '/ÕFILE.TXT' },
-  { name: 'empty files', patterns: ['/empty.dat', '/Docs/a/empty'], selects: (p) => p === '/empty.dat' || p === '/Docs/a/empty' },
+  {
+    name: 'empty files',
+    patterns: ['/empty.dat', '/Docs/a/empty'],
+    selects: (p) => p === '/empty.dat' || p === '/Docs/a/empty',
+  },
   { name: 'a fragmented file', patterns: ['/frag/big.bin'], selects: (p) => p === '/frag/big.bin' },
-  { name: 'everything in a directory but not the directory', patterns: ['/many/*'], selects: (p) => p.startsWith('/many/') },
+  {
+    name: 'everything in a directory but not the directory',
+    patterns: ['/many/*'],
+    selects: (p) => p.startsWith('/many/'),
+  },
   {
     name: 'all of these at once',
-    patterns: ['/exact.bin', '日本語*', '/docs/A/b', '**/*.tmp', '/õfile.txt', '/empty.dat', '/Docs/a/empty', '/frag/big.bin', '/many/*'],
+    patterns: [
+      '/exact.bin',
+      '日本語*',
+      '/docs/A/b',
+      '**/*.tmp',
+      '/õfile.txt',
+      '/empty.dat',
+      '/Docs/a/empty',
+      '/frag/big.bin',
+      '/many/*',
+    ],
     selects: (p, dir) =>
-      ['/exact.bin', '/日本語のファイル名.txt', '/Docs/a/b', '/ÕFILE.TXT', '/empty.dat', '/Docs/a/empty', '/frag/big.bin'].includes(p) ||
+      [
+        '/exact.bin',
+        '/日本語のファイル名.txt',
+        '/Docs/a/b',
+        '/ÕFILE.TXT',
+        '/empty.dat',
+        '/Docs/a/empty',
+        '/frag/big.bin',
+      ].includes(p) ||
       (!dir && /\.tmp$/i.test(p)) ||
       p.startsWith('/many/'),
   },
@@ -119,11 +145,22 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
       fs.writeFileSync(image, '');
       fs.truncateSync(image, cfg.bytes + 4 * MiB);
       const type = cfg.table === 'gpt' ? 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7' : 'c';
-      sfdisk(image, [`label: ${cfg.table === 'gpt' ? 'gpt' : 'dos'}`, `start=2048, size=${cfg.bytes / 512}, type=${type}`, ''].join('\n'));
+      sfdisk(
+        image,
+        [`label: ${cfg.table === 'gpt' ? 'gpt' : 'dos'}`, `start=2048, size=${cfg.bytes / 512}, type=${type}`, ''].join(
+          '\n',
+        ),
+      );
       const p = sfdiskDump(image).partitions[0]!;
       offset = p.start * 512;
       partition = 1;
-      mkfs(image, 0, { fat: cfg.fat, sectorsPerCluster: cfg.spc, offsetSectors: p.start, kib: p.size / 2, label: 'OVERLAY' });
+      mkfs(image, 0, {
+        fat: cfg.fat,
+        sectorsPerCluster: cfg.spc,
+        offsetSectors: p.start,
+        kib: p.size / 2,
+        label: 'OVERLAY',
+      });
     } else {
       mkfs(image, cfg.bytes, { fat: cfg.fat, sectorsPerCluster: cfg.spc, label: 'OVERLAY' });
     }
@@ -159,7 +196,14 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
 
   it.each(sets)('excluding $name leaves a clean volume without them', async (set) => {
     const plan = await vol.planExclusions(set.patterns);
-    const tops = srcPaths.filter((p) => set.selects(p, srcDirs.has(p)) && !underAny(p, srcPaths.filter((q) => q !== p && set.selects(q, srcDirs.has(q)))));
+    const tops = srcPaths.filter(
+      (p) =>
+        set.selects(p, srcDirs.has(p)) &&
+        !underAny(
+          p,
+          srcPaths.filter((q) => q !== p && set.selects(q, srcDirs.has(q))),
+        ),
+    );
     const gone = srcPaths.filter((p) => underAny(p, tops));
     expect(tops.length).toBeGreaterThan(0);
     expect(plan.unmatched).toEqual([]);
@@ -211,7 +255,9 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
 
     // mdir -/ -a: the source's listing minus the excluded entries, in the same order.
     const listing = mdirListing(mt.spec);
-    expect([...listing.blocks.keys()].sort()).toEqual([...srcListing.blocks.keys()].filter((d) => !underAny(d, tops)).sort());
+    expect([...listing.blocks.keys()].sort()).toEqual(
+      [...srcListing.blocks.keys()].filter((d) => !underAny(d, tops)).sort(),
+    );
     for (const [dir, block] of listing.blocks) {
       const src = srcListing.blocks.get(dir)!;
       const removed = tops.filter((t) => (t.lastIndexOf('/') === 0 ? '/' : t.slice(0, t.lastIndexOf('/'))) === dir);
@@ -219,7 +265,9 @@ describe.skipIf(!tools).each(configs)('$name', (cfg) => {
       let i = 0;
       for (const line of src.lines) if (i < block.lines.length && block.lines[i] === line) i++;
       expect(i, `${dir}: kept lines in source order`).toBe(block.lines.length);
-      const removedBytes = removed.filter((t) => !srcDirs.has(t)).reduce((s, t) => s + expected.files.get(t)!.length, 0);
+      const removedBytes = removed
+        .filter((t) => !srcDirs.has(t))
+        .reduce((s, t) => s + expected.files.get(t)!.length, 0);
       expect(block.files, dir).toBe(src.files - removed.length);
       expect(block.bytes, dir).toBe(src.bytes - removedBytes);
     }
@@ -271,7 +319,8 @@ function checkWrites(plan: ExclusionPlan, l: Layout): void {
     expect(w.offset).toBeGreaterThanOrEqual(prevEnd);
     expect(Math.abs((w.offset - l.fatOffset) % plan.sectorSize)).toBe(0);
     prevEnd = w.offset + w.data.length;
-    for (const r of plan.freedRuns) expect(w.offset + w.data.length <= r.offset || w.offset >= r.offset + r.length).toBe(true);
+    for (const r of plan.freedRuns)
+      expect(w.offset + w.data.length <= r.offset || w.offset >= r.offset + r.length).toBe(true);
     if (w.offset >= l.dataOffset) {
       const c = Math.floor((w.offset - l.dataOffset) / l.clusterSize) + 2;
       expect(plan.allocationMap.isAllocated(c)).toBe(true);
@@ -319,44 +368,47 @@ describe.skipIf(!tools)('overlay edge cases', () => {
     return caught as LowtideError;
   }
 
-  it.each([12, 16, 32] as const)('FAT%i: a cross-linked file is FAT_CORRUPT naming both paths and the cluster; the source is untouched', async (fat) => {
-    const { image, l } = build(fat, fat === 32 ? 40 * MiB : fat === 16 ? 16 * MiB : 4 * MiB, fat === 12 ? 4 : 1);
-    const v0 = await openVolume(image);
-    const a = await v0.stat('/A.BIN');
-    const b = await v0.stat('/B.BIN');
-    v0.close();
-    const ac = chainOf(image, l, a.firstCluster);
-    const bc = chainOf(image, l, b.firstCluster);
-    // B's last cluster now links into A's chain: A's clusters from ac[2] on are in both.
-    setFatEntry(image, l, bc[bc.length - 1]!, ac[2]!);
-    const hash = sha256File(image);
-    const linkOffset = l.fatOffset + Math.floor((bc[bc.length - 1]! * fat) / 8);
-    for (const [pattern, gone, kept] of [
-      ['/B.BIN', '/B.BIN', '/A.BIN'],
-      ['/A.BIN', '/A.BIN', '/B.BIN'],
-    ] as const) {
-      const v = await openVolume(image);
-      try {
-        const pending = v.planExclusions([pattern]);
-        expect(openModes(image).every((m) => m === 0)).toBe(true);
-        const e = await rejection(pending);
-        expect(e.code, e.message).toBe('FAT_CORRUPT');
-        expect(e.message).toContain(`cluster ${ac[2]} `);
-        expect(e.message).toContain('/A.BIN');
-        expect(e.message).toContain('/B.BIN');
-        expect(e.message).toContain(`excluding ${gone} would free a cluster that the kept ${kept} still uses`);
-        expect(e.message).toContain(`byte offset ${linkOffset}`);
-        expect(e.offset).toBe(linkOffset);
-      } finally {
-        v.close();
+  it.each([12, 16, 32] as const)(
+    'FAT%i: a cross-linked file is FAT_CORRUPT naming both paths and the cluster; the source is untouched',
+    async (fat) => {
+      const { image, l } = build(fat, fat === 32 ? 40 * MiB : fat === 16 ? 16 * MiB : 4 * MiB, fat === 12 ? 4 : 1);
+      const v0 = await openVolume(image);
+      const a = await v0.stat('/A.BIN');
+      const b = await v0.stat('/B.BIN');
+      v0.close();
+      const ac = chainOf(image, l, a.firstCluster);
+      const bc = chainOf(image, l, b.firstCluster);
+      // B's last cluster now links into A's chain: A's clusters from ac[2] on are in both.
+      setFatEntry(image, l, bc[bc.length - 1]!, ac[2]!);
+      const hash = sha256File(image);
+      const linkOffset = l.fatOffset + Math.floor((bc[bc.length - 1]! * fat) / 8);
+      for (const [pattern, gone, kept] of [
+        ['/B.BIN', '/B.BIN', '/A.BIN'],
+        ['/A.BIN', '/A.BIN', '/B.BIN'],
+      ] as const) {
+        const v = await openVolume(image);
+        try {
+          const pending = v.planExclusions([pattern]);
+          expect(openModes(image).every((m) => m === 0)).toBe(true);
+          const e = await rejection(pending);
+          expect(e.code, e.message).toBe('FAT_CORRUPT');
+          expect(e.message).toContain(`cluster ${ac[2]} `);
+          expect(e.message).toContain('/A.BIN');
+          expect(e.message).toContain('/B.BIN');
+          expect(e.message).toContain(`excluding ${gone} would free a cluster that the kept ${kept} still uses`);
+          expect(e.message).toContain(`byte offset ${linkOffset}`);
+          expect(e.offset).toBe(linkOffset);
+        } finally {
+          v.close();
+        }
       }
-    }
-    // A cross-link elsewhere also makes the plan unsafe to trust: still an error, never a silent plan.
-    const e = await rejection(planOn(image, ['/C.BIN']));
-    expect(e.code).toBe('FAT_CORRUPT');
-    expect(e.message).toMatch(/cross-link/);
-    expect(sha256File(image)).toBe(hash);
-  });
+      // A cross-link elsewhere also makes the plan unsafe to trust: still an error, never a silent plan.
+      const e = await rejection(planOn(image, ['/C.BIN']));
+      expect(e.code).toBe('FAT_CORRUPT');
+      expect(e.message).toMatch(/cross-link/);
+      expect(sha256File(image)).toBe(hash);
+    },
+  );
 
   it('chain damage inside an excluded chain is FAT_CORRUPT with the FAT entry offset', async () => {
     const { image, l } = build(16, 16 * MiB);
@@ -387,11 +439,23 @@ describe.skipIf(!tools)('overlay edge cases', () => {
       await expect(v.planExclusions(['/'])).rejects.toThrow(/names only the root directory, which cannot be excluded/);
       await expect(v.planExclusions(['//'])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
       await expect(v.planExclusions(['/a/../b'])).rejects.toThrow(/'\.\.' is not allowed/);
-      await expect(v.planExclusions(['2:/A.BIN'])).rejects.toThrow(/is for partition 2, but this volume is partition 0/);
-      await expect(v.planExclusions('x' as unknown as string[])).rejects.toThrow(/patterns: expected an array of glob strings/);
-      await expect(v.planExclusions([3 as unknown as string])).rejects.toThrow(/patterns\[0\]: expected a glob string, got 3/);
+      await expect(v.planExclusions(['2:/A.BIN'])).rejects.toThrow(
+        /is for partition 2, but this volume is partition 0/,
+      );
+      await expect(v.planExclusions('x' as unknown as string[])).rejects.toThrow(
+        /patterns: expected an array of glob strings/,
+      );
+      await expect(v.planExclusions([3 as unknown as string])).rejects.toThrow(
+        /patterns\[0\]: expected a glob string, got 3/,
+      );
       const none = await v.planExclusions(['/nothing*']);
-      expect(none).toMatchObject({ unmatched: ['/nothing*'], writes: [], freedClusters: 0, excluded: [], fsinfo: 'none' });
+      expect(none).toMatchObject({
+        unmatched: ['/nothing*'],
+        writes: [],
+        freedClusters: 0,
+        excluded: [],
+        fsinfo: 'none',
+      });
       const withPrefix = await v.planExclusions(['0:/C.BIN']);
       expect(withPrefix.excluded.map((e) => e.path)).toEqual(['/C.BIN']);
     } finally {
@@ -423,7 +487,10 @@ describe.skipIf(!tools)('overlay edge cases', () => {
       ]);
       expect(nested.entriesMarked).toBe(1);
       for (const root of ['/', '', '//', '/./']) {
-        await expect(h.planDeletion([root])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/root directory cannot be excluded/) });
+        await expect(h.planDeletion([root])).rejects.toMatchObject({
+          code: 'INVALID_ARGUMENT',
+          message: expect.stringMatching(/root directory cannot be excluded/),
+        });
       }
       await expect(h.planDeletion(['/nope'])).rejects.toMatchObject({ code: 'NOT_FOUND' });
       await expect(h.planDeletion(['/a/../b'])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
@@ -477,14 +544,18 @@ describe.skipIf(!tools)('overlay edge cases', () => {
     const plan = await planOn(image, ['/A.BIN']);
     expect(plan.fatCopies).toEqual([1]);
     const fat0 = plan.writes.filter((w) => w.offset >= l.fatOffset && w.offset < l.fatOffset + l.fatBytes);
-    const fat1 = plan.writes.filter((w) => w.offset >= l.fatOffset + l.fatBytes && w.offset < l.fatOffset + 2 * l.fatBytes);
+    const fat1 = plan.writes.filter(
+      (w) => w.offset >= l.fatOffset + l.fatBytes && w.offset < l.fatOffset + 2 * l.fatBytes,
+    );
     expect(fat0).toEqual([]);
     expect(fat1.length).toBeGreaterThan(0);
     const rec = work.path(`m${n++}.img`);
     reconstruct(image, plan, rec);
     for (const c of ac) {
       expect(readAt(rec, l.fatOffset + l.fatBytes + c * 4, 4).readUInt32LE(0) & 0x0fffffff).toBe(0);
-      expect(readAt(rec, l.fatOffset + c * 4, 4).readUInt32LE(0)).toBe(readAt(image, l.fatOffset + c * 4, 4).readUInt32LE(0));
+      expect(readAt(rec, l.fatOffset + c * 4, 4).readUInt32LE(0)).toBe(
+        readAt(image, l.fatOffset + c * 4, 4).readUInt32LE(0),
+      );
     }
     const v = await openVolume(rec);
     try {
@@ -496,27 +567,30 @@ describe.skipIf(!tools)('overlay edge cases', () => {
     expect(new Mtools(rec).get('/B.BIN').equals(mt.get('/B.BIN'))).toBe(true);
   });
 
-  it.each([12, 16, 32] as const)('FAT%i: ** excludes every file and directory but never the volume label', async (fat) => {
-    const { image } = build(fat, fat === 32 ? 40 * MiB : fat === 16 ? 16 * MiB : 4 * MiB, fat === 12 ? 4 : 1);
-    const before = fsck(image);
-    const plan = await planOn(image, ['**']);
-    expect(plan.excluded.map((e) => e.path)).toEqual(['/A.BIN', '/B.BIN', '/C.BIN', '/dir', '/dir/inside.txt']);
-    const rec = work.path(`all${n++}.img`);
-    reconstruct(image, plan, rec);
-    const report = fsck(rec);
-    expect(report.clean, report.output).toBe(true);
-    expect(report.usedClusters).toBe(before.usedClusters - plan.freedClusters);
-    expect(report.usedClusters).toBe(fat === 32 ? 1 : 0); // the FAT32 root directory stays
-    // (mdir exits non-zero on an empty root, so ask mcopy for each path.)
-    for (const p of ['/A.BIN', '/B.BIN', '/C.BIN', '/dir/inside.txt']) expect(mcopyExists(rec, p), p).toBe(false);
-    const v = await openVolume(rec);
-    try {
-      expect(v.info().label).toBe('EDGE');
-      expect(await v.files()).toEqual([]);
-    } finally {
-      v.close();
-    }
-  });
+  it.each([12, 16, 32] as const)(
+    'FAT%i: ** excludes every file and directory but never the volume label',
+    async (fat) => {
+      const { image } = build(fat, fat === 32 ? 40 * MiB : fat === 16 ? 16 * MiB : 4 * MiB, fat === 12 ? 4 : 1);
+      const before = fsck(image);
+      const plan = await planOn(image, ['**']);
+      expect(plan.excluded.map((e) => e.path)).toEqual(['/A.BIN', '/B.BIN', '/C.BIN', '/dir', '/dir/inside.txt']);
+      const rec = work.path(`all${n++}.img`);
+      reconstruct(image, plan, rec);
+      const report = fsck(rec);
+      expect(report.clean, report.output).toBe(true);
+      expect(report.usedClusters).toBe(before.usedClusters - plan.freedClusters);
+      expect(report.usedClusters).toBe(fat === 32 ? 1 : 0); // the FAT32 root directory stays
+      // (mdir exits non-zero on an empty root, so ask mcopy for each path.)
+      for (const p of ['/A.BIN', '/B.BIN', '/C.BIN', '/dir/inside.txt']) expect(mcopyExists(rec, p), p).toBe(false);
+      const v = await openVolume(rec);
+      try {
+        expect(v.info().label).toBe('EDGE');
+        expect(await v.files()).toEqual([]);
+      } finally {
+        v.close();
+      }
+    },
+  );
 
   it('a directory match takes its subtree; the allocation map after no longer holds it', async () => {
     const { image, l } = build(12, 4 * MiB, 4);

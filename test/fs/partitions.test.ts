@@ -2,7 +2,18 @@ import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openVolume, readPartitions, type PartitionTable } from '../../lib/fs/index.js';
 import { populate } from '../fixtures/fat/populate.js';
-import { extract, fsck, haveTools, mkfs, Mtools, patch, readAt, sfdisk, sfdiskDump, Workdir } from '../fixtures/fat/tools.js';
+import {
+  extract,
+  fsck,
+  haveTools,
+  mkfs,
+  Mtools,
+  patch,
+  readAt,
+  sfdisk,
+  sfdiskDump,
+  Workdir,
+} from '../fixtures/fat/tools.js';
 
 const tools = haveTools('sfdisk', 'mkfs.fat', 'fsck.fat', 'mcopy', 'mdir');
 if (!tools) console.warn('skipping partition tests: sfdisk, dosfstools or mtools are not installed');
@@ -33,9 +44,27 @@ describe.skipIf(!tools)('MBR with primary, extended and logical partitions', () 
     );
     const parts = sfdiskDump(image).partitions;
     const at = (n: number) => parts.find((p) => partNo(p.node) === n)!;
-    mkfs(image, 0, { fat: 32, sectorsPerCluster: 1, offsetSectors: at(1).start, kib: at(1).size / 2, label: 'PRIMARY' });
-    mkfs(image, 0, { fat: 16, sectorsPerCluster: 1, offsetSectors: at(5).start, kib: at(5).size / 2, label: 'LOGICAL5' });
-    mkfs(image, 0, { fat: 12, sectorsPerCluster: 8, offsetSectors: at(6).start, kib: at(6).size / 2, label: 'LOGICAL6' });
+    mkfs(image, 0, {
+      fat: 32,
+      sectorsPerCluster: 1,
+      offsetSectors: at(1).start,
+      kib: at(1).size / 2,
+      label: 'PRIMARY',
+    });
+    mkfs(image, 0, {
+      fat: 16,
+      sectorsPerCluster: 1,
+      offsetSectors: at(5).start,
+      kib: at(5).size / 2,
+      label: 'LOGICAL5',
+    });
+    mkfs(image, 0, {
+      fat: 12,
+      sectorsPerCluster: 8,
+      offsetSectors: at(6).start,
+      kib: at(6).size / 2,
+      label: 'LOGICAL6',
+    });
     // Signatures only: XFS at partition 2, ext at partition 7.
     patch(image, at(2).start * 512, Buffer.from('XFSB'));
     patch(image, at(7).start * 512 + 0x438, [0x53, 0xef]);
@@ -103,9 +132,14 @@ describe.skipIf(!tools)('MBR with primary, extended and logical partitions', () 
   });
 
   it('refuses partitions that are not FAT volumes', async () => {
-    await expect(openVolume(image, { partition: 3 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/extended container/) });
+    await expect(openVolume(image, { partition: 3 })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/extended container/),
+    });
     await expect(openVolume(image, { partition: 2 })).rejects.toMatchObject({ code: 'UNSUPPORTED' });
-    await expect(openVolume(image, { partition: 4 })).rejects.toThrow(/options\.partition: expected one of 1, 2, 3, 5, 6, 7, got 4/);
+    await expect(openVolume(image, { partition: 4 })).rejects.toThrow(
+      /options\.partition: expected one of 1, 2, 3, 5, 6, 7, got 4/,
+    );
     await expect(openVolume(image)).rejects.toThrow(/3 FAT partitions/);
   });
 
@@ -172,8 +206,20 @@ describe.skipIf(!tools)('GPT', () => {
       ].join('\n'),
     );
     const parts = sfdiskDump(image).partitions;
-    mkfs(image, 0, { fat: 16, sectorsPerCluster: 4, offsetSectors: parts[0]!.start, kib: parts[0]!.size / 2, label: 'ESP' });
-    mkfs(image, 0, { fat: 32, sectorsPerCluster: 1, offsetSectors: parts[1]!.start, kib: parts[1]!.size / 2, label: 'DATA' });
+    mkfs(image, 0, {
+      fat: 16,
+      sectorsPerCluster: 4,
+      offsetSectors: parts[0]!.start,
+      kib: parts[0]!.size / 2,
+      label: 'ESP',
+    });
+    mkfs(image, 0, {
+      fat: 32,
+      sectorsPerCluster: 1,
+      offsetSectors: parts[1]!.start,
+      kib: parts[1]!.size / 2,
+      label: 'DATA',
+    });
   });
   afterAll(() => work?.cleanup());
 
@@ -184,7 +230,13 @@ describe.skipIf(!tools)('GPT', () => {
     expect(t.partitions).toHaveLength(o.partitions.length);
     for (const op of o.partitions) {
       const p = t.partitions.find((q) => q.index === partNo(op.node))!;
-      expect(p).toMatchObject({ start: op.start * 512, size: op.size * 512, type: op.type, uniqueGuid: op.uuid, name: op.name ?? '' });
+      expect(p).toMatchObject({
+        start: op.start * 512,
+        size: op.size * 512,
+        type: op.type,
+        uniqueGuid: op.uuid,
+        name: op.name ?? '',
+      });
     }
   };
 
@@ -257,7 +309,9 @@ describe.skipIf(!tools)('disks without a table', () => {
       mkfs(image, 32 * MiB, { fat: 16, label: 'FLOPPY', extra: [`--mbr=${mbr}`] });
       const t = await readPartitions(image);
       expect(t.kind).toBe('none');
-      expect(t.partitions).toEqual([expect.objectContaining({ index: 0, start: 0, size: 32 * MiB, fileSystem: 'fat16' })]);
+      expect(t.partitions).toEqual([
+        expect.objectContaining({ index: 0, start: 0, size: 32 * MiB, fileSystem: 'fat16' }),
+      ]);
       const v = await openVolume(image);
       expect(v.info().label).toBe('FLOPPY');
       v.close();

@@ -5,7 +5,10 @@ import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '../..');
 /** The bundled command, as package.json's "bin" names it. */
-export const CLI = join(root, (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: { lowtide: string } }).bin.lowtide);
+export const CLI = join(
+  root,
+  (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: { lowtide: string } }).bin.lowtide,
+);
 
 export interface CliResult {
   status: number;

@@ -26,7 +26,12 @@ export function faultyByte(offset: number): number {
   return Math.floor(offset / 512) & 0xff;
 }
 
-export async function mountFaulty(dir: string, size: number, badOffset: number, badLength: number): Promise<FaultyMount> {
+export async function mountFaulty(
+  dir: string,
+  size: number,
+  badOffset: number,
+  badLength: number,
+): Promise<FaultyMount> {
   mkdirSync(dir, { recursive: true });
   const child: ChildProcess = spawn(PYTHON, [SCRIPT, dir, String(size), String(badOffset), String(badLength)], {
     stdio: ['ignore', 'ignore', 'inherit'],

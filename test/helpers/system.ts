@@ -22,7 +22,10 @@ export function loopUnavailableReason(): string | undefined {
 }
 
 /** Attaches `file` to a free loop device (read-only unless asked) and returns its path. */
-export function attachLoop(file: string, options: { readOnly?: boolean; offset?: number; sizelimit?: number } = {}): string {
+export function attachLoop(
+  file: string,
+  options: { readOnly?: boolean; offset?: number; sizelimit?: number } = {},
+): string {
   const args = ['--find', '--show'];
   if (options.readOnly !== false) args.push('--read-only');
   if (options.offset !== undefined) args.push('--offset', String(options.offset));
@@ -48,7 +51,10 @@ export function skipReason(what: string, reason: string | undefined): boolean {
  * Runs `node args...` under strace, following threads, and returns the calls
  * of `syscalls` in order as [name, path of the first fd argument] (strace -y).
  */
-export function traceFileCalls(args: string[], syscalls: string[]): { status: number | null; stderr: string; calls: [string, string][] } {
+export function traceFileCalls(
+  args: string[],
+  syscalls: string[],
+): { status: number | null; stderr: string; calls: [string, string][] } {
   const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', `trace=${syscalls.join(',')}`, process.execPath, ...args], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,

@@ -51,7 +51,10 @@ describe.skipIf(skipReason('EIO tests on a faulty FUSE file', reason))('a source
     const src = await openSource(mount.file);
     try {
       let n = 0;
-      for await (const b of src.read([{ offset: 0, length: 5 * MiB }, { offset: 6 * MiB, length: 2 * MiB }])) {
+      for await (const b of src.read([
+        { offset: 0, length: 5 * MiB },
+        { offset: 6 * MiB, length: 2 * MiB },
+      ])) {
         expect(b.data[0]).toBe(faultyByte(b.offset));
         n += b.length;
       }

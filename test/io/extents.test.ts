@@ -60,9 +60,12 @@ describe('extent helpers against a byte-map oracle', () => {
   }
 
   it('rejects malformed extents with a message naming the element', () => {
-    expect(() => mergeExtents([{ offset: 0, length: 1 }, { offset: 1.5, length: 1 }])).toThrow(
-      /extents\[1\]: expected an extent \{offset, length\} of non-negative safe integers/,
-    );
+    expect(() =>
+      mergeExtents([
+        { offset: 0, length: 1 },
+        { offset: 1.5, length: 1 },
+      ]),
+    ).toThrow(/extents\[1\]: expected an extent \{offset, length\} of non-negative safe integers/);
     expect(() => splitExtents([{ offset: 0, length: 10 }], 0)).toThrow(/blockSize: expected a positive integer, got 0/);
   });
 });

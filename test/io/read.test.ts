@@ -14,7 +14,10 @@ beforeAll(() => writeFileSync(file, data));
 afterAll(() => tmp.remove());
 
 /** Reads everything a reader yields into a buffer by offset; checks no overlap. */
-async function collect(blocks: AsyncIterable<Block>, size: number): Promise<{ buf: Buffer; order: number[]; lengths: number[] }> {
+async function collect(
+  blocks: AsyncIterable<Block>,
+  size: number,
+): Promise<{ buf: Buffer; order: number[]; lengths: number[] }> {
   const buf = Buffer.alloc(size);
   const order: number[] = [];
   const lengths: number[] = [];
@@ -108,7 +111,10 @@ describe.each(engines)('engine %s', (engine) => {
   it('unordered delivery covers every byte once', async () => {
     const src = await openSource(file);
     try {
-      const { buf, lengths } = await collect(src.read(undefined, { blockSize: 65536, queueDepth: 16, ordered: false, engine }), SIZE);
+      const { buf, lengths } = await collect(
+        src.read(undefined, { blockSize: 65536, queueDepth: 16, ordered: false, engine }),
+        SIZE,
+      );
       expect(buf.equals(data)).toBe(true);
       expect(lengths.reduce((a, b) => a + b, 0)).toBe(SIZE);
     } finally {
@@ -142,7 +148,13 @@ describe.each(engines)('engine %s', (engine) => {
   it('queue depth and request size change while reading', async () => {
     const src = await openSource(file);
     try {
-      const reader = src.read(undefined, { blockSize: 1 << 16, queueDepth: 2, maxQueueDepth: 16, heldBuffers: 1, engine });
+      const reader = src.read(undefined, {
+        blockSize: 1 << 16,
+        queueDepth: 2,
+        maxQueueDepth: 16,
+        heldBuffers: 1,
+        engine,
+      });
       const buf = Buffer.alloc(SIZE);
       let n = 0;
       const after: number[] = [];
@@ -194,7 +206,9 @@ describe.each(engines)('engine %s', (engine) => {
     const src = await openSource(f);
     try {
       truncateSync(f, 1024 * 1024);
-      const err = await collect(src.read(undefined, { blockSize: 1 << 20, queueDepth: 4, engine }), SIZE).catch((e: unknown) => e);
+      const err = await collect(src.read(undefined, { blockSize: 1 << 20, queueDepth: 4, engine }), SIZE).catch(
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(LowtideError);
       expect((err as LowtideError).code).toBe('SHORT_READ');
       expect((err as LowtideError).offset).toBe(1024 * 1024);
@@ -310,7 +324,10 @@ describe('read buffers', () => {
     truncateSync(big, 640 << 20);
   });
   /** Mappings of 8 MiB or more that appeared while the first block of `extents` was read. */
-  async function slabMappings(path: string, extents: { offset: number; length: number }[]): Promise<[string, number][]> {
+  async function slabMappings(
+    path: string,
+    extents: { offset: number; length: number }[],
+  ): Promise<[string, number][]> {
     const before = hugeEligibleMappings();
     const src = await openSource(path);
     try {
@@ -322,16 +339,22 @@ describe('read buffers', () => {
       await src.close();
     }
   }
-  it.skipIf(reason !== undefined)('of a long read live in their own 2 MiB-aligned mapping that may use huge pages', async () => {
-    const fresh = await slabMappings(big, [{ offset: 0, length: 640 << 20 }]);
-    expect(fresh.length).toBeGreaterThan(0);
-    for (const [start] of fresh) expect(BigInt(`0x${start}`) % BigInt(2 << 20)).toBe(0n);
-  });
-  it.skipIf(reason !== undefined)('of a short read stay in ordinary pages (a huge page is zeroed whole on first touch)', async () => {
-    // 64 scattered 64 KiB requests: with huge pages each would touch a 2 MiB page of its own.
-    const extents = Array.from({ length: 64 }, (_, i) => ({ offset: i * (8 << 20), length: 64 << 10 }));
-    expect(await slabMappings(big, extents)).toEqual([]);
-  });
+  it.skipIf(reason !== undefined)(
+    'of a long read live in their own 2 MiB-aligned mapping that may use huge pages',
+    async () => {
+      const fresh = await slabMappings(big, [{ offset: 0, length: 640 << 20 }]);
+      expect(fresh.length).toBeGreaterThan(0);
+      for (const [start] of fresh) expect(BigInt(`0x${start}`) % BigInt(2 << 20)).toBe(0n);
+    },
+  );
+  it.skipIf(reason !== undefined)(
+    'of a short read stay in ordinary pages (a huge page is zeroed whole on first touch)',
+    async () => {
+      // 64 scattered 64 KiB requests: with huge pages each would touch a 2 MiB page of its own.
+      const extents = Array.from({ length: 64 }, (_, i) => ({ offset: i * (8 << 20), length: 64 << 10 }));
+      expect(await slabMappings(big, extents)).toEqual([]);
+    },
+  );
 });
 
 describe('probe reads', () => {
@@ -349,7 +372,7 @@ describe('probe reads', () => {
       await expect(src.probe(-4096)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
       // The last whole page and beyond: the file's size is not a multiple of 4 KiB.
       await expect(src.probe(Math.floor(SIZE / 4096) * 4096)).rejects.toMatchObject({ code: 'OUT_OF_RANGE' });
-      await expect(src.probe(Math.floor(SIZE / 4096) * 4096 + 8192)).rejects.toMatchObject({ code: "OUT_OF_RANGE" });
+      await expect(src.probe(Math.floor(SIZE / 4096) * 4096 + 8192)).rejects.toMatchObject({ code: 'OUT_OF_RANGE' });
     } finally {
       await src.close();
     }
@@ -379,7 +402,9 @@ describe('bad input', () => {
   });
   it('path of the wrong type', async () => {
     await expect(openSource(42 as unknown as string)).rejects.toThrow(/path: expected a non-empty string, got 42/);
-    await expect(openSource(file, { direct: 'maybe' as 'on' })).rejects.toThrow(/direct: expected one of "auto", "on", "off", got "maybe"/);
+    await expect(openSource(file, { direct: 'maybe' as 'on' })).rejects.toThrow(
+      /direct: expected one of "auto", "on", "off", got "maybe"/,
+    );
   });
   it('block size not a multiple of the sector size, queue depth 0, bad extents', async () => {
     const src = await openSource(file);
@@ -399,7 +424,9 @@ describe('bad input', () => {
         'INVALID_ARGUMENT: queueDepth: expected an integer from 1 to 1024, got 0',
       );
       expect(code(() => src.read(undefined, { blockSize: 1.5 }))).toMatch(/^INVALID_ARGUMENT: blockSize/);
-      expect(code(() => src.read([{ offset: SIZE - 10, length: 11 }]))).toMatch(/^OUT_OF_RANGE: extent \[\d+, \d+\) reaches past the end/);
+      expect(code(() => src.read([{ offset: SIZE - 10, length: 11 }]))).toMatch(
+        /^OUT_OF_RANGE: extent \[\d+, \d+\) reaches past the end/,
+      );
       expect(code(() => src.read([{ offset: -1, length: 1 }]))).toMatch(/^INVALID_ARGUMENT: extents\[0\]/);
       expect(code(() => src.read(undefined, { engine: 'magic' as 'auto' }))).toMatch(/^INVALID_ARGUMENT: engine/);
     } finally {
@@ -410,36 +437,39 @@ describe('bad input', () => {
 
 describe('loop device', () => {
   const reason = loopUnavailableReason();
-  it.skipIf(skipReason('loop device reads', reason))('reads a read-only loop device exactly, with its sector sizes', async () => {
-    const img = tmp.file('loop.img');
-    const size = 8 * 1024 * 1024;
-    const bytes = patternBytes(size, 99);
-    writeFileSync(img, bytes);
-    const dev = attachLoop(img);
-    try {
-      for (const engine of engines) {
-        const src = await openSource(dev);
-        try {
-          expect(src.kind).toBe('block');
-          expect(src.size).toBe(size);
-          expect(src.sectorSize).toBe(512);
-          expect(src.direct).toBe(true);
-          for (const [blockSize, queueDepth] of [
-            [4096, 1],
-            [65536, 8],
-            [1 << 20, 32],
-          ] as const) {
-            const { buf } = await collect(src.read(undefined, { blockSize, queueDepth, engine }), size);
-            expect(buf.equals(bytes)).toBe(true);
+  it.skipIf(skipReason('loop device reads', reason))(
+    'reads a read-only loop device exactly, with its sector sizes',
+    async () => {
+      const img = tmp.file('loop.img');
+      const size = 8 * 1024 * 1024;
+      const bytes = patternBytes(size, 99);
+      writeFileSync(img, bytes);
+      const dev = attachLoop(img);
+      try {
+        for (const engine of engines) {
+          const src = await openSource(dev);
+          try {
+            expect(src.kind).toBe('block');
+            expect(src.size).toBe(size);
+            expect(src.sectorSize).toBe(512);
+            expect(src.direct).toBe(true);
+            for (const [blockSize, queueDepth] of [
+              [4096, 1],
+              [65536, 8],
+              [1 << 20, 32],
+            ] as const) {
+              const { buf } = await collect(src.read(undefined, { blockSize, queueDepth, engine }), size);
+              expect(buf.equals(bytes)).toBe(true);
+            }
+            const { buf } = await collect(src.read([{ offset: 777, length: 5000 }], { engine }), size);
+            expect(buf.subarray(777, 5777).equals(bytes.subarray(777, 5777))).toBe(true);
+          } finally {
+            await src.close();
           }
-          const { buf } = await collect(src.read([{ offset: 777, length: 5000 }], { engine }), size);
-          expect(buf.subarray(777, 5777).equals(bytes.subarray(777, 5777))).toBe(true);
-        } finally {
-          await src.close();
         }
+      } finally {
+        detachLoop(dev);
       }
-    } finally {
-      detachLoop(dev);
-    }
-  });
+    },
+  );
 });

@@ -23,16 +23,20 @@ describe.skipIf(skipReason('images and backups with exclusions', missing))('--ex
     const mt = new Mtools(src);
     const pop = populate(mt, work.dir, { clusterSize: 512, seed: 4 });
     const patterns = ['/frag/big.bin', '/Docs', '**/*.dat', '/nothing-like-this'];
-    const gone = (p: string): boolean => p === '/frag/big.bin' || p === '/Docs' || p.startsWith('/Docs/') || p.toLowerCase().endsWith('.dat');
+    const gone = (p: string): boolean =>
+      p === '/frag/big.bin' || p === '/Docs' || p.startsWith('/Docs/') || p.toLowerCase().endsWith('.dat');
 
     // Extents of the excluded files and the free clusters, from the source.
     const vol = await openVolume(src);
     const excludedExtents: Extent[] = [];
-    for (const [path] of pop.files) if (gone(path) && pop.files.get(path)!.length > 0) excludedExtents.push(...(await vol.fileExtents(path)));
+    for (const [path] of pop.files)
+      if (gone(path) && pop.files.get(path)!.length > 0) excludedExtents.push(...(await vol.fileExtents(path)));
     vol.close();
     const l = layout(src);
     const free: Extent[] = [];
-    for (let c = 2; c < l.clusterCount + 2; c++) if (getFatEntry(src, l, c) === 0) free.push({ offset: l.dataOffset + (c - 2) * l.clusterSize, length: l.clusterSize });
+    for (let c = 2; c < l.clusterCount + 2; c++)
+      if (getFatEntry(src, l, c) === 0)
+        free.push({ offset: l.dataOffset + (c - 2) * l.clusterSize, length: l.clusterSize });
 
     const plan = await planImage(src, { exclude: patterns });
     expect(intersectExtents(plan.extents, excludedExtents)).toEqual([]);
@@ -43,7 +47,10 @@ describe.skipIf(skipReason('images and backups with exclusions', missing))('--ex
     const args = ['image', src, out, '--json', ...patterns.flatMap((p) => ['--exclude', p])];
     const r = lowtide(args);
     expect(r.status).toBe(0);
-    const s = JSON.parse(r.stdout) as { bytesRead: number; plan: { excluded: { path: string }[]; bytesExcluded: number } };
+    const s = JSON.parse(r.stdout) as {
+      bytesRead: number;
+      plan: { excluded: { path: string }[]; bytesExcluded: number };
+    };
     expect(s.bytesRead).toBe(plan.bytesToRead);
     expect(s.plan.bytesExcluded).toBe([...pop.files].filter(([p]) => gone(p)).reduce((n, [, d]) => n + d.length, 0));
     expect(fsck(out).clean).toBe(true);

@@ -7,7 +7,9 @@ import { populate, type Populated } from '../fixtures/fat/populate.js';
 import { fsck, haveTools, mkfs, Mtools, sfdisk, Workdir } from '../fixtures/fat/tools.js';
 
 const MiB = 1024 * 1024;
-const missing = haveTools('mkfs.fat', 'fsck.fat', 'mcopy', 'mdir', 'sfdisk') ? undefined : 'needs dosfstools, mtools and fdisk (sfdisk)';
+const missing = haveTools('mkfs.fat', 'fsck.fat', 'mcopy', 'mdir', 'sfdisk')
+  ? undefined
+  : 'needs dosfstools, mtools and fdisk (sfdisk)';
 
 describe.skipIf(skipReason('files/extract/inspect', missing))('lowtide files, extract and inspect on FAT', () => {
   const work = new Workdir('lowtide-files-');
@@ -56,12 +58,21 @@ describe.skipIf(skipReason('files/extract/inspect', missing))('lowtide files, ex
   it('inspect --json reports partitions with FAT numbers that fsck.fat agrees with', () => {
     const r = lowtide(['inspect', img, '--json']);
     expect(r.status).toBe(0);
-    const info = JSON.parse(r.stdout) as { partitions: { index: number; fileSystem: string; fat: { usedClusters: number; totalClusters: number; label: string } }[] };
+    const info = JSON.parse(r.stdout) as {
+      partitions: {
+        index: number;
+        fileSystem: string;
+        fat: { usedClusters: number; totalClusters: number; label: string };
+      }[];
+    };
     expect(info.partitions).toHaveLength(1);
     const f = fsck(img);
-    expect(info.partitions[0]!.fat).toMatchObject({ usedClusters: f.usedClusters, totalClusters: f.totalClusters, label: 'FILES' });
+    expect(info.partitions[0]!.fat).toMatchObject({
+      usedClusters: f.usedClusters,
+      totalClusters: f.totalClusters,
+      label: 'FILES',
+    });
   });
-
 });
 
 describe.skipIf(skipReason('files on a partitioned disk', missing))('partitioned disks', () => {

@@ -9,7 +9,9 @@ import { populate } from '../fixtures/fat/populate.js';
 import { extract, fsck, haveTools, mkfs, Mtools, patch, pseudoRandom, sfdisk, Workdir } from '../fixtures/fat/tools.js';
 
 const MiB = 1024 * 1024;
-const missing = haveTools('mkfs.fat', 'fsck.fat', 'mcopy', 'mdir', 'sfdisk') ? undefined : 'needs dosfstools, mtools and fdisk (sfdisk)';
+const missing = haveTools('mkfs.fat', 'fsck.fat', 'mcopy', 'mdir', 'sfdisk')
+  ? undefined
+  : 'needs dosfstools, mtools and fdisk (sfdisk)';
 const work = new Workdir('lowtide-image-fat-');
 afterAll(() => work.cleanup());
 
@@ -18,7 +20,8 @@ function freeClusterExtents(image: string, base = 0): Extent[] {
   const l = layout(image, base);
   const out: Extent[] = [];
   for (let c = 2; c < l.clusterCount + 2; c++) {
-    if (getFatEntry(image, l, c) === 0) out.push({ offset: l.dataOffset + (c - 2) * l.clusterSize, length: l.clusterSize });
+    if (getFatEntry(image, l, c) === 0)
+      out.push({ offset: l.dataOffset + (c - 2) * l.clusterSize, length: l.clusterSize });
   }
   return out;
 }
@@ -27,7 +30,11 @@ interface ImageJson {
   size: number;
   bytesRead: number;
   bytesNotRead: number;
-  plan: { bytesToRead: number; warnings: string[]; partitions: { index: number; mode: string; fileSystem: string | null; fat: { usedClusters: number } | null }[] };
+  plan: {
+    bytesToRead: number;
+    warnings: string[];
+    partitions: { index: number; mode: string; fileSystem: string | null; fat: { usedClusters: number } | null }[];
+  };
 }
 
 describe.skipIf(skipReason('FAT-aware imaging', missing))('used-blocks imaging of FAT volumes', () => {
@@ -68,7 +75,8 @@ describe.skipIf(skipReason('FAT-aware imaging', missing))('used-blocks imaging o
     for (const [path, data] of pop.files) expect(mo.get(path).equals(data)).toBe(true);
     // Old data in free clusters did not travel.
     const img = readFileSync(out);
-    for (const e of free.slice(0, 50)) expect(img.subarray(e.offset, e.offset + e.length).every((b) => b === 0)).toBe(true);
+    for (const e of free.slice(0, 50))
+      expect(img.subarray(e.offset, e.offset + e.length).every((b) => b === 0)).toBe(true);
   });
 
   it('a disk with a FAT partition, an unknown partition and gaps: only the FAT free space is skipped', () => {

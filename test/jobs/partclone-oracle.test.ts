@@ -21,21 +21,24 @@ function partcloneUsedBytes(text: string): number {
   return Number(used[1]) * Number(bs[1]);
 }
 
-describe.skipIf(skipReason('partclone as an oracle of used blocks', missing))('used blocks agree with partclone', () => {
-  const work = new Workdir('lowtide-partclone-');
-  afterAll(() => work.cleanup());
+describe.skipIf(skipReason('partclone as an oracle of used blocks', missing))(
+  'used blocks agree with partclone',
+  () => {
+    const work = new Workdir('lowtide-partclone-');
+    afterAll(() => work.cleanup());
 
-  it.each([16, 32] as const)('FAT%i: the bytes lowtide reads are the bytes partclone.fat calls used', async (fat) => {
-    const vol = work.path(`fat${fat}.img`);
-    writeFileSync(vol, pseudoRandom(40 * MiB, fat));
-    mkfs(vol, 40 * MiB, { fat, sectorsPerCluster: fat === 32 ? 1 : 4 });
-    populate(new Mtools(vol), work.dir, { clusterSize: fat === 32 ? 512 : 2048, seed: fat });
-    const out = work.path(`fat${fat}.pcl`);
-    const log = work.path(`fat${fat}.log`);
-    const c = spawnSync('partclone.fat', ['-c', '-s', vol, '-o', out, '-L', log], { encoding: 'utf8' });
-    expect(c.status).toBe(0);
-    const info = spawnSync('partclone.info', ['-s', out, '-L', log], { encoding: 'utf8' });
-    const plan = await planImage(vol);
-    expect(plan.bytesToRead).toBe(partcloneUsedBytes(`${info.stdout}${info.stderr}`));
-  });
-});
+    it.each([16, 32] as const)('FAT%i: the bytes lowtide reads are the bytes partclone.fat calls used', async (fat) => {
+      const vol = work.path(`fat${fat}.img`);
+      writeFileSync(vol, pseudoRandom(40 * MiB, fat));
+      mkfs(vol, 40 * MiB, { fat, sectorsPerCluster: fat === 32 ? 1 : 4 });
+      populate(new Mtools(vol), work.dir, { clusterSize: fat === 32 ? 512 : 2048, seed: fat });
+      const out = work.path(`fat${fat}.pcl`);
+      const log = work.path(`fat${fat}.log`);
+      const c = spawnSync('partclone.fat', ['-c', '-s', vol, '-o', out, '-L', log], { encoding: 'utf8' });
+      expect(c.status).toBe(0);
+      const info = spawnSync('partclone.info', ['-s', out, '-L', log], { encoding: 'utf8' });
+      const plan = await planImage(vol);
+      expect(plan.bytesToRead).toBe(partcloneUsedBytes(`${info.stdout}${info.stderr}`));
+    });
+  },
+);

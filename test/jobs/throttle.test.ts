@@ -100,7 +100,11 @@ describe('throttle wiring', () => {
   it('canary probes read each of their places once before reporting any: the first calibration is not made of cold reads', async () => {
     const source = await openSource(src);
     try {
-      const throttle = await JobThrottle.create(resolveThrottleSettings({}), { maxQueueDepth: 16, maxBlockSize: MiB, minBlockSize: 64 * 1024, alignment: 4096 }, source);
+      const throttle = await JobThrottle.create(
+        resolveThrottleSettings({}),
+        { maxQueueDepth: 16, maxBlockSize: MiB, minBlockSize: 64 * 1024, alignment: 4096 },
+        source,
+      );
       // Each call records its place and how many probes the controller had seen then.
       const calls: { offset: number; seen: number }[] = [];
       const probe = source.probe.bind(source);
@@ -135,9 +139,14 @@ describe('throttle wiring', () => {
     expect(s.throttle.probes!.count).toBeLessThanOrEqual(Math.ceil((s.seconds * 1000) / 50) + 2);
     expect(cmp(src, out)).toBe(true);
     await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 0 })).rejects.toThrow(/probeIntervalMs/);
-    await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 'often' as unknown as number })).rejects.toThrow(/probeIntervalMs/);
+    await expect(
+      imageSource(src, tmp.file('x.img'), { probeIntervalMs: 'often' as unknown as number }),
+    ).rejects.toThrow(/probeIntervalMs/);
     // Only canary probes: with another controller the setting is an error, not ignored.
-    await expect(imageSource(src, tmp.file('x.img'), { throttle: 'parda', probeIntervalMs: 5 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: /only the canary controller probes/ });
+    await expect(imageSource(src, tmp.file('x.img'), { throttle: 'parda', probeIntervalMs: 5 })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: /only the canary controller probes/,
+    });
   });
 
   it('a restore into a file has nothing to probe: parda runs instead, and the report says so', async () => {
@@ -164,10 +173,14 @@ describe('throttle wiring', () => {
     await expect(imageSource(src, tmp.file('x.img'), { throttle: 'fast' as 'off' })).rejects.toThrow(
       /throttle: expected one of "canary", "threshold", "aimd", "parda", "off", got "fast"/,
     );
-    await expect(imageSource(src, tmp.file('x.img'), { latencyTarget: -1 })).rejects.toThrow(/latencyTarget: expected a number greater than 0, got -1/);
+    await expect(imageSource(src, tmp.file('x.img'), { latencyTarget: -1 })).rejects.toThrow(
+      /latencyTarget: expected a number greater than 0, got -1/,
+    );
     expect(lowtide(['image', src, tmp.file('y.img'), '--latency-target', 'soon']).status).toBe(2);
     // An admission limit only means something when several jobs start: never silently ignored.
-    await expect(imageSource(src, tmp.file('x.img'), { admissionLimit: 5 })).rejects.toThrow(/admissionLimit: only backupMany\(\) uses an admission limit/);
+    await expect(imageSource(src, tmp.file('x.img'), { admissionLimit: 5 })).rejects.toThrow(
+      /admissionLimit: only backupMany\(\) uses an admission limit/,
+    );
     expect(lowtide(['image', src, tmp.file('z.img'), '--admission-limit', '5']).status).toBe(2);
   });
 });

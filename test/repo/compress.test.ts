@@ -43,31 +43,39 @@ describe('storeChunkFile (one native task per chunk file)', () => {
     return plain;
   }
 
-  it.skipIf(skipReason('chunk files against the zstd tool', noTool))('stores random data raw, compresses text and data random only in part; the zstd tool decodes them', async () => {
-    const random = await store(patternBytes(MiB, 1));
-    expect(random.r).toEqual({ written: true, storedBytes: MiB + CHUNK_HEADER_SIZE, encoding: 'raw' });
-    expect(plainOf(random.file).equals(patternBytes(MiB, 1))).toBe(true);
-    const t = await store(text);
-    expect(t.r.encoding).toBe('zstd');
-    expect(t.r.storedBytes).toBe(t.file.length);
-    expect(t.file.length).toBeLessThan(text.length / 10);
-    expect(plainOf(t.file).equals(text)).toBe(true);
-    const half = Buffer.concat([patternBytes(MiB / 2, 2), Buffer.alloc(MiB / 2)]);
-    const h = await store(half);
-    expect(h.r.encoding).toBe('zstd');
-    expect(plainOf(h.file).equals(half)).toBe(true);
-    // Small inputs are simply compressed (no sampling), and kept raw if that does not help.
-    expect((await store(patternBytes(1000, 3))).r.encoding).toBe('raw');
-    const zeros = await store(Buffer.alloc(1000));
-    expect(zeros.r.encoding).toBe('zstd');
-    expect(plainOf(zeros.file).equals(Buffer.alloc(1000))).toBe(true);
-  });
+  it.skipIf(skipReason('chunk files against the zstd tool', noTool))(
+    'stores random data raw, compresses text and data random only in part; the zstd tool decodes them',
+    async () => {
+      const random = await store(patternBytes(MiB, 1));
+      expect(random.r).toEqual({ written: true, storedBytes: MiB + CHUNK_HEADER_SIZE, encoding: 'raw' });
+      expect(plainOf(random.file).equals(patternBytes(MiB, 1))).toBe(true);
+      const t = await store(text);
+      expect(t.r.encoding).toBe('zstd');
+      expect(t.r.storedBytes).toBe(t.file.length);
+      expect(t.file.length).toBeLessThan(text.length / 10);
+      expect(plainOf(t.file).equals(text)).toBe(true);
+      const half = Buffer.concat([patternBytes(MiB / 2, 2), Buffer.alloc(MiB / 2)]);
+      const h = await store(half);
+      expect(h.r.encoding).toBe('zstd');
+      expect(plainOf(h.file).equals(half)).toBe(true);
+      // Small inputs are simply compressed (no sampling), and kept raw if that does not help.
+      expect((await store(patternBytes(1000, 3))).r.encoding).toBe('raw');
+      const zeros = await store(Buffer.alloc(1000));
+      expect(zeros.r.encoding).toBe('zstd');
+      expect(plainOf(zeros.file).equals(Buffer.alloc(1000))).toBe(true);
+    },
+  );
 
-  it.skipIf(skipReason('chunk files against the zstd tool', noTool))('keeps tasks running at once apart: each file holds its own data', async () => {
-    const inputs = Array.from({ length: 24 }, (_, i) => Buffer.concat([patternBytes(MiB / 2, 10 + i), Buffer.alloc(MiB / 2, i)]));
-    const stored = await Promise.all(inputs.map((d) => store(d)));
-    for (const [i, s] of stored.entries()) expect(plainOf(s.file).equals(inputs[i]!)).toBe(true);
-  });
+  it.skipIf(skipReason('chunk files against the zstd tool', noTool))(
+    'keeps tasks running at once apart: each file holds its own data',
+    async () => {
+      const inputs = Array.from({ length: 24 }, (_, i) =>
+        Buffer.concat([patternBytes(MiB / 2, 10 + i), Buffer.alloc(MiB / 2, i)]),
+      );
+      const stored = await Promise.all(inputs.map((d) => store(d)));
+      for (const [i, s] of stored.entries()) expect(plainOf(s.file).equals(inputs[i]!)).toBe(true);
+    },
+  );
 
   it('writes nothing when the chunk exists, creates a missing directory, and removes its temporary file on failure', async () => {
     const first = await store(text);
@@ -79,12 +87,16 @@ describe('storeChunkFile (one native task per chunk file)', () => {
     expect(readdirSync(join(first.dir, 'chunks'))).toEqual(['ab']);
     // A file where the chunk's directory should be: the existence check fails (IO_ERROR).
     writeFileSync(join(first.dir, 'chunks', 'cd'), 'not a directory');
-    const notDir = await native.storeChunkFile(text, 3, join(first.dir, 'tmp', 'w3.tmp'), join(first.dir, 'chunks', 'cd', 'x')).catch((e: unknown) => e);
+    const notDir = await native
+      .storeChunkFile(text, 3, join(first.dir, 'tmp', 'w3.tmp'), join(first.dir, 'chunks', 'cd', 'x'))
+      .catch((e: unknown) => e);
     expect(toLowtideError(notDir).code).toBe('IO_ERROR');
     // No directory above the chunk's either: written, then the rename and the mkdir fail;
     // WRITE_FAILED naming the directory, and no temporary file left.
     const where = join(first.dir, 'gone', 'ef');
-    const err = await native.storeChunkFile(text, 3, join(first.dir, 'tmp', 'w4.tmp'), join(where, 'x')).catch((e: unknown) => e);
+    const err = await native
+      .storeChunkFile(text, 3, join(first.dir, 'tmp', 'w4.tmp'), join(where, 'x'))
+      .catch((e: unknown) => e);
     expect(toLowtideError(err).code).toBe('WRITE_FAILED');
     expect((err as Error).message).toContain(`creating ${where}`);
     expect(readdirSync(join(first.dir, 'tmp'))).toEqual([]);
@@ -96,39 +108,50 @@ describe('zstd (system libzstd)', () => {
     expect(native.zstdInfo().version).toMatch(/^1\.\d+\.\d+$/);
   });
 
-  it.skipIf(skipReason('zstd frames against the zstd tool', noTool))('writes frames the zstd tool reads, and reads the frames it writes (with and without a recorded size)', async () => {
-    const data = Buffer.concat([text, patternBytes(300_000, 4)]);
-    for (const level of [1, 3, 19]) {
-      const ours = await native.zstdCompress(data, level);
-      expect(zstdTool(['-d', '-c'], ours).equals(data)).toBe(true);
-    }
-    // A frame that records its size (from a file) and one that does not (a pipe).
-    const theirs = zstdTool(['-c', '-3'], data);
-    expect((await decompress(theirs)).equals(data)).toBe(true);
-    const streamed = zstdTool(['-c', '-3', '--no-content-size'], data);
-    expect((await decompress(streamed)).equals(data)).toBe(true);
-    // Without a recorded size the limit holds while decoding.
-    await expect(decompress(streamed, data.length - 1)).rejects.toThrow(/more than the \d+ bytes expected/);
-    // Concatenated frames decompress to the concatenation.
-    const two = Buffer.concat([await native.zstdCompress(text, 3), streamed]);
-    expect((await decompress(two)).equals(Buffer.concat([text, data]))).toBe(true);
-  });
+  it.skipIf(skipReason('zstd frames against the zstd tool', noTool))(
+    'writes frames the zstd tool reads, and reads the frames it writes (with and without a recorded size)',
+    async () => {
+      const data = Buffer.concat([text, patternBytes(300_000, 4)]);
+      for (const level of [1, 3, 19]) {
+        const ours = await native.zstdCompress(data, level);
+        expect(zstdTool(['-d', '-c'], ours).equals(data)).toBe(true);
+      }
+      // A frame that records its size (from a file) and one that does not (a pipe).
+      const theirs = zstdTool(['-c', '-3'], data);
+      expect((await decompress(theirs)).equals(data)).toBe(true);
+      const streamed = zstdTool(['-c', '-3', '--no-content-size'], data);
+      expect((await decompress(streamed)).equals(data)).toBe(true);
+      // Without a recorded size the limit holds while decoding.
+      await expect(decompress(streamed, data.length - 1)).rejects.toThrow(/more than the \d+ bytes expected/);
+      // Concatenated frames decompress to the concatenation.
+      const two = Buffer.concat([await native.zstdCompress(text, 3), streamed]);
+      expect((await decompress(two)).equals(Buffer.concat([text, data]))).toBe(true);
+    },
+  );
 
   it('rejects corrupt input, truncated frames and results larger than the limit', async () => {
     const frame = await native.zstdCompress(text, 3);
-    await expect(decompress(Buffer.from('not a zstd frame at all'))).rejects.toMatchObject({ name: 'LowtideError', code: 'INVALID_ARGUMENT' });
+    await expect(decompress(Buffer.from('not a zstd frame at all'))).rejects.toMatchObject({
+      name: 'LowtideError',
+      code: 'INVALID_ARGUMENT',
+    });
     await expect(decompress(frame.subarray(0, frame.length - 5))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(decompress(frame, MiB - 1)).rejects.toThrow(/more than the 1048575 bytes expected/);
     expect((await decompress(frame, MiB)).equals(text)).toBe(true);
     const damaged = Buffer.from(frame);
     damaged[Math.floor(damaged.length / 2)]! ^= 0xff;
-    const r = await decompress(damaged).then((b) => (b.equals(text) ? 'same' : 'different'), (e: { code?: string }) => e.code);
+    const r = await decompress(damaged).then(
+      (b) => (b.equals(text) ? 'same' : 'different'),
+      (e: { code?: string }) => e.code,
+    );
     // Either zstd notices (its own checks) or the bytes differ, which the chunk digest then catches.
     expect(r).not.toBe('same');
   });
 
   it('rejects bad arguments with INVALID_ARGUMENT', () => {
-    expect(() => native.zstdCompress('x' as unknown as Uint8Array, 3)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => native.zstdCompress('x' as unknown as Uint8Array, 3)).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
     expect(() => native.zstdCompress(text, 0)).toThrow(/level must be 1\.\.22/);
     expect(() => native.zstdDecompress(text, -1)).toThrow(/maxSize/);
   });

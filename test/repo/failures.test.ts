@@ -114,11 +114,14 @@ function manifestsIn(repoPath: string): string[] {
 /** Every manifest has its index, and backups/ holds nothing but manifests and indexes. */
 function expectBackupsDirConsistent(repoPath: string): { orphanIndexes: number } {
   const names = readdirSync(join(repoPath, 'backups'));
-  for (const n of names) expect(n, `unexpected file backups/${n}`).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{6}\.(json|index|catalog)$/);
+  for (const n of names)
+    expect(n, `unexpected file backups/${n}`).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{6}\.(json|index|catalog)$/);
   for (const n of names.filter((x) => x.endsWith('.json'))) {
     expect(names, `manifest ${n} without its index`).toContain(n.replace(/\.json$/, '.index'));
   }
-  return { orphanIndexes: names.filter((n) => n.endsWith('.index') && !names.includes(n.replace(/\.index$/, '.json'))).length };
+  return {
+    orphanIndexes: names.filter((n) => n.endsWith('.index') && !names.includes(n.replace(/\.index$/, '.json'))).length,
+  };
 }
 
 async function expectVerifyOk(repoPath: string): Promise<void> {
@@ -219,7 +222,9 @@ describe('SIGKILL of a running backup', () => {
       await restore({ repository: repoPath, backup: m.id, target: out });
       try {
         expect(statSync(out).size).toBe(size);
-        expect(chunkDigests(out), `backup ${m.id} restores version ${versionOf.get(m.id)}`).toEqual(versions[versionOf.get(m.id)!]);
+        expect(chunkDigests(out), `backup ${m.id} restores version ${versionOf.get(m.id)}`).toEqual(
+          versions[versionOf.get(m.id)!],
+        );
       } finally {
         rmSync(out, { force: true });
       }
@@ -254,17 +259,22 @@ describe('SIGKILL of a running backup', () => {
       // aimed at the end of the runs that finished; and some at the moment the index is committed
       // (between the index's rename into backups/ and the manifest's, or just after).
       const p = rand();
-      const nearEnd = finishedMs.length > 0 ? finishedMs[Math.floor(rand() * finishedMs.length)]! * (0.85 + rand() * 0.15) : undefined;
+      const nearEnd =
+        finishedMs.length > 0
+          ? finishedMs[Math.floor(rand() * finishedMs.length)]! * (0.85 + rand() * 0.15)
+          : undefined;
       let kill: KillPlan;
       if (p < 0.15) kill = { afterMs: Math.floor(rand() * startMs) };
-      else if (p < 0.3) kill = { onNewFile: { dir: join(repoPath, 'backups'), suffix: '.index', extraMs: Math.floor(rand() * 4) } };
+      else if (p < 0.3)
+        kill = { onNewFile: { dir: join(repoPath, 'backups'), suffix: '.index', extraMs: Math.floor(rand() * 4) } };
       else if (p < 0.45 && nearEnd !== undefined) kill = { afterMs: Math.floor(nearEnd) };
       else kill = { afterMs: Math.floor(startMs + rand() * (fullMs - startMs) * 1.15) };
       const started = Date.now();
       const r = await runCli(['backup', src, '--repo', repoPath, '--queue-depth', '2'], kill);
       if (r.signal === null) finishedMs.push(Date.now() - started);
       const ctx = `iteration ${it} (seed ${seed}, kill ${JSON.stringify(kill)}, full backup ~${fullMs} ms): ${r.stderr.trim()}`;
-      if (r.signal === null) expect(r.code, ctx).toBe(0); // not killed: it must have succeeded
+      if (r.signal === null)
+        expect(r.code, ctx).toBe(0); // not killed: it must have succeeded
       else expect(r.signal, ctx).toBe('SIGKILL');
 
       const { orphanIndexes } = expectBackupsDirConsistent(repoPath);
@@ -360,7 +370,6 @@ describe('the writer lock', () => {
     expect(lowtide(['backup', src, '--repo', repoPath]).status).toBe(0);
   });
 
-
   it('after a writer died, the next one sees the unclean end and syncs every chunk directory before reusing chunks (strace); after a clean end it does not', async () => {
     if (skipReason('fsync tracing', hasCommand('strace') ? undefined : 'strace is not installed')) return;
     const dir = freshDir('stale-lock');
@@ -374,7 +383,10 @@ describe('the writer lock', () => {
     // A writer that dies holding the lock (it may have renamed chunks into directories it never synced).
     const holder = spawn(
       process.execPath,
-      ['-e', `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('doomed'); console.log('locked'); setInterval(() => {}, 1000); })`],
+      [
+        '-e',
+        `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('doomed'); console.log('locked'); setInterval(() => {}, 1000); })`,
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.add(holder);
@@ -386,7 +398,11 @@ describe('the writer lock', () => {
 
     /** The chunk directories a CLI backup fsyncs (every chunk is already stored, so it writes none). */
     const syncedChunkDirs = (): string[] => {
-      const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=fsync', '-y', process.execPath, CLI, 'backup', src, '--repo', repoPath], { encoding: 'utf8' });
+      const r = spawnSync(
+        'strace',
+        ['-f', '-qq', '-e', 'trace=fsync', '-y', process.execPath, CLI, 'backup', src, '--repo', repoPath],
+        { encoding: 'utf8' },
+      );
       expect(r.status, r.stderr).toBe(0);
       const escaped = repoPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       const re = new RegExp(`fsync\\(\\d+<${escaped}/chunks/([0-9a-f]{2})>`, 'g');
@@ -439,7 +455,8 @@ function tinyFsUnavailable(): string | undefined {
 function writeRandomSource(path: string, size: number): void {
   const fd = openSync(path, 'w');
   try {
-    for (let o = 0; o < size; o += 4 * MiB) writeSync(fd, randomBytes(Math.min(4 * MiB, size - o)), 0, Math.min(4 * MiB, size - o), o);
+    for (let o = 0; o < size; o += 4 * MiB)
+      writeSync(fd, randomBytes(Math.min(4 * MiB, size - o)), 0, Math.min(4 * MiB, size - o), o);
   } finally {
     closeSync(fd);
   }
@@ -544,7 +561,13 @@ describe('a repository on a tiny file system that fills up', () => {
 
 describe('short writes', () => {
   it('a chunk write that comes back short (file-size limit) fails the backup; no truncated chunk is ever stored', () => {
-    if (skipReason('short writes under a file-size limit', hasCommand('prlimit') ? undefined : 'prlimit is not installed (util-linux)')) return;
+    if (
+      skipReason(
+        'short writes under a file-size limit',
+        hasCommand('prlimit') ? undefined : 'prlimit is not installed (util-linux)',
+      )
+    )
+      return;
     const dir = freshDir('short-write');
     const src = join(dir, 'src.img');
     writeSparseFile(src, 3 * MiB, [{ offset: 0, data: patternBytes(3 * MiB, 81) }]);
@@ -553,7 +576,9 @@ describe('short writes', () => {
     // A chunk file is 16 + 1 MiB bytes: under a 1 MiB limit its write returns short at 1 MiB,
     // and only writing the rest reports the error (EFBIG; node ignores SIGXFSZ). A full
     // file system does the same when concurrent writes race for its last blocks.
-    const r = spawnSync('prlimit', [`--fsize=${MiB}`, process.execPath, CLI, 'backup', src, '--repo', repoPath], { encoding: 'utf8' });
+    const r = spawnSync('prlimit', [`--fsize=${MiB}`, process.execPath, CLI, 'backup', src, '--repo', repoPath], {
+      encoding: 'utf8',
+    });
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toContain('[WRITE_FAILED]');
     expect(r.stderr).toContain('EFBIG');
@@ -618,7 +643,9 @@ describe('cancellation', () => {
       overwrite(src, 0, patternBytes(size, 71 + k));
       const ac = new AbortController();
       const timer = setTimeout(() => ac.abort(), 5 + k * 25);
-      const r = await backup({ source: src, repository: repoPath, queueDepth: 2, signal: ac.signal }).catch((e: unknown) => e);
+      const r = await backup({ source: src, repository: repoPath, queueDepth: 2, signal: ac.signal }).catch(
+        (e: unknown) => e,
+      );
       clearTimeout(timer);
       if (r instanceof LowtideError) {
         expect(r.code, r.message).toBe('ABORTED');
@@ -627,7 +654,9 @@ describe('cancellation', () => {
         const { manifest } = r as { manifest: Manifest };
         expect(manifest.parent).toBe(parentId);
         parentId = manifest.id;
-        expect(await indexDigests(repoPath, manifest), `backup ${manifest.id} (abort after ${5 + k * 25} ms)`).toEqual(chunkDigests(src));
+        expect(await indexDigests(repoPath, manifest), `backup ${manifest.id} (abort after ${5 + k * 25} ms)`).toEqual(
+          chunkDigests(src),
+        );
       }
       expect(readdirSync(join(repoPath, 'tmp'))).toEqual([]);
     }
@@ -668,7 +697,9 @@ describe('cancellation', () => {
 
 describe('damaged repository files', () => {
   /** A repository with two backups of two different sources that share some chunks. */
-  async function twoBackups(name: string): Promise<{ dir: string; repoPath: string; a: Manifest; b: Manifest; srcA: string; srcB: string }> {
+  async function twoBackups(
+    name: string,
+  ): Promise<{ dir: string; repoPath: string; a: Manifest; b: Manifest; srcA: string; srcB: string }> {
     const dir = freshDir(name);
     const srcA = join(dir, 'a.img');
     const srcB = join(dir, 'b.img');
@@ -740,7 +771,9 @@ describe('damaged repository files', () => {
 
   it('a chunk lost from the repository is stored again by the next backup that reads it: that backup is complete, and the old one is whole again', async () => {
     const { dir, repoPath, a, srcA } = await twoBackups('lost-chunk');
-    const hex = createHash('sha256').update(readFileSync(srcA).subarray(2 * MiB, 3 * MiB)).digest('hex'); // only in a
+    const hex = createHash('sha256')
+      .update(readFileSync(srcA).subarray(2 * MiB, 3 * MiB))
+      .digest('hex'); // only in a
     rmSync(join(repoPath, 'chunks', hex.slice(0, 2), hex));
     const before = await verifyRepository(await openRepository(repoPath));
     expect(before.problems.map((p) => [p.problem, p.digest, p.backups])).toEqual([['missing', hex, [a.id]]]);
@@ -760,7 +793,9 @@ describe('damaged repository files', () => {
     const { dir, repoPath, a } = await twoBackups('manifest-version');
     const path = join(repoPath, 'backups', `${a.id}.json`);
     writeFileSync(path, JSON.stringify({ ...(JSON.parse(readFileSync(path, 'utf8')) as object), version: 2 }));
-    const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'x.img') }).catch((e: unknown) => e);
+    const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'x.img') }).catch(
+      (e: unknown) => e,
+    );
     expect((err as LowtideError).code).toBe('REPO_FORMAT');
     expect((err as LowtideError).message).toContain('manifest version 2 is not supported');
     expect(existsSync(join(dir, 'x.img'))).toBe(false);
@@ -769,7 +804,9 @@ describe('damaged repository files', () => {
   it('a truncated chunk and a chunk with a bad header are reported corrupt; restore fails with CHUNK_CORRUPT at the offset', async () => {
     const { dir, repoPath, a, b } = await twoBackups('bad-chunks');
     const digestAt = (src: string, offset: number): string =>
-      createHash('sha256').update(readFileSync(src).subarray(offset, offset + MiB)).digest('hex');
+      createHash('sha256')
+        .update(readFileSync(src).subarray(offset, offset + MiB))
+        .digest('hex');
     const shared = digestAt(join(dir, 'a.img'), 0); // chunk 0 of both backups
     const onlyB = digestAt(join(dir, 'b.img'), 4 * MiB); // chunk 4 of b
     const path = (hex: string): string => join(repoPath, 'chunks', hex.slice(0, 2), hex);
@@ -786,7 +823,9 @@ describe('damaged repository files', () => {
     expect(problems[onlyB]!.message).toContain('bad header');
     expect(report.damagedBackups).toEqual([a.id, b.id].sort());
 
-    const ea = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'a-out.img') }).catch((e: unknown) => e);
+    const ea = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'a-out.img') }).catch(
+      (e: unknown) => e,
+    );
     expect((ea as LowtideError).code).toBe('CHUNK_CORRUPT');
     expect((ea as LowtideError).offset).toBe(0);
     const cli = lowtide(['restore', '--repo', repoPath, b.id, join(dir, 'b-out.img')]);
@@ -798,19 +837,29 @@ describe('damaged repository files', () => {
   it('a chunk file with bytes appended (a few, or more than any chunk holds) is corrupt', async () => {
     const { dir, repoPath, b } = await twoBackups('long-chunks');
     const digestAt = (src: string, offset: number): string =>
-      createHash('sha256').update(readFileSync(src).subarray(offset, offset + MiB)).digest('hex');
+      createHash('sha256')
+        .update(readFileSync(src).subarray(offset, offset + MiB))
+        .digest('hex');
     const path = (hex: string): string => join(repoPath, 'chunks', hex.slice(0, 2), hex);
     const few = digestAt(join(dir, 'b.img'), 4 * MiB);
     const many = digestAt(join(dir, 'a.img'), 0);
     writeFileSync(path(few), Buffer.concat([readFileSync(path(few)), Buffer.from('extra')]));
     writeFileSync(path(many), Buffer.concat([readFileSync(path(many)), Buffer.alloc(2 * MiB, 7)]));
     const repo = await openRepository(repoPath);
-    await expect(repo.getChunk(many)).rejects.toMatchObject({ code: 'CHUNK_CORRUPT', message: expect.stringContaining('larger') });
+    await expect(repo.getChunk(many)).rejects.toMatchObject({
+      code: 'CHUNK_CORRUPT',
+      message: expect.stringContaining('larger'),
+    });
     await expect(repo.getChunk(few)).rejects.toMatchObject({ code: 'CHUNK_CORRUPT' });
     const report = await verifyRepository(repo);
-    const bad = report.problems.filter((p) => p.problem === 'corrupt').map((p) => p.digest).sort();
+    const bad = report.problems
+      .filter((p) => p.problem === 'corrupt')
+      .map((p) => p.digest)
+      .sort();
     expect(bad).toEqual([few, many].sort());
-    const e = await restore({ repository: repoPath, backup: b.id, target: join(dir, 'b-out.img') }).catch((x: unknown) => x);
+    const e = await restore({ repository: repoPath, backup: b.id, target: join(dir, 'b-out.img') }).catch(
+      (x: unknown) => x,
+    );
     expect((e as LowtideError).code).toBe('CHUNK_CORRUPT');
   });
 });
@@ -832,9 +881,21 @@ describe('bad input through the CLI', () => {
       expect(r.stderr).toContain(`[${code}]`);
       expect(r.stderr).toContain(text);
     };
-    expectError(['restore', '--repo', repoPath, '20200101T000000Z-abcdef', join(dir, 'o.img')], 'BACKUP_NOT_FOUND', 'no backup 20200101T000000Z-abcdef');
-    expectError(['restore', '--repo', repoPath, '../../etc/passwd', join(dir, 'o.img')], 'BACKUP_NOT_FOUND', 'ids look like');
-    expectError(['backup', src, '--repo', repoPath, '--parent', '20200101T000000Z-abcdef'], 'BACKUP_NOT_FOUND', 'no backup 20200101T000000Z-abcdef');
+    expectError(
+      ['restore', '--repo', repoPath, '20200101T000000Z-abcdef', join(dir, 'o.img')],
+      'BACKUP_NOT_FOUND',
+      'no backup 20200101T000000Z-abcdef',
+    );
+    expectError(
+      ['restore', '--repo', repoPath, '../../etc/passwd', join(dir, 'o.img')],
+      'BACKUP_NOT_FOUND',
+      'ids look like',
+    );
+    expectError(
+      ['backup', src, '--repo', repoPath, '--parent', '20200101T000000Z-abcdef'],
+      'BACKUP_NOT_FOUND',
+      'no backup 20200101T000000Z-abcdef',
+    );
     expectError(['list', '--repo', join(dir, 'nowhere')], 'REPO_NOT_FOUND', 'no lowtide repository at');
     expectError(['backup', src, '--repo', dir], 'REPO_NOT_FOUND', 'no lowtide repository at');
     expect(existsSync(join(dir, 'o.img'))).toBe(false);

@@ -14,47 +14,50 @@ describe.skipIf(skipReason('used-blocks backups of FAT volumes', missing))('used
   const work = new Workdir('lowtide-fat-backup-');
   afterAll(() => work.cleanup());
 
-  it.each([64 * 1024, MiB])('chunk size %i: restores the reconstructed image; incrementals store only what changed', async (chunkSize) => {
-    const src = work.path(`vol-${chunkSize}.img`);
-    writeFileSync(src, pseudoRandom(40 * MiB, 11)); // old data in what will be free space
-    mkfs(src, 40 * MiB, { fat: 32, sectorsPerCluster: 1, label: 'BACKUP' });
-    const mt = new Mtools(src);
-    const pop = populate(mt, work.dir, { clusterSize: 512, seed: 21 });
-    const repo = work.path(`repo-${chunkSize}`);
-    await initRepository(repo, { chunkSize });
+  it.each([64 * 1024, MiB])(
+    'chunk size %i: restores the reconstructed image; incrementals store only what changed',
+    async (chunkSize) => {
+      const src = work.path(`vol-${chunkSize}.img`);
+      writeFileSync(src, pseudoRandom(40 * MiB, 11)); // old data in what will be free space
+      mkfs(src, 40 * MiB, { fat: 32, sectorsPerCluster: 1, label: 'BACKUP' });
+      const mt = new Mtools(src);
+      const pop = populate(mt, work.dir, { clusterSize: 512, seed: 21 });
+      const repo = work.path(`repo-${chunkSize}`);
+      await initRepository(repo, { chunkSize });
 
-    const plan = await planImage(src);
-    const first = await backup({ source: src, repository: repo });
-    expect(first.manifest.plan.mode).toBe('used');
-    expect(first.manifest.stats.bytesRead).toBe(plan.bytesToRead);
-    expect(plan.bytesToRead).toBeLessThan(20 * MiB);
+      const plan = await planImage(src);
+      const first = await backup({ source: src, repository: repo });
+      expect(first.manifest.plan.mode).toBe('used');
+      expect(first.manifest.stats.bytesRead).toBe(plan.bytesToRead);
+      expect(plan.bytesToRead).toBeLessThan(20 * MiB);
 
-    // The restored backup is the same reconstruction `lowtide image` makes.
-    const restored = work.path(`restored-${chunkSize}.img`);
-    await restore({ repository: repo, backup: first.id, target: restored });
-    const imaged = work.path(`imaged-${chunkSize}.img`);
-    await imageSource(src, imaged);
-    expect(cmp(restored, imaged)).toBe(true);
-    expect(fsck(restored).clean).toBe(true);
-    const mr = new Mtools(restored);
-    for (const [path, data] of pop.files) expect(mr.get(path).equals(data)).toBe(true);
+      // The restored backup is the same reconstruction `lowtide image` makes.
+      const restored = work.path(`restored-${chunkSize}.img`);
+      await restore({ repository: repo, backup: first.id, target: restored });
+      const imaged = work.path(`imaged-${chunkSize}.img`);
+      await imageSource(src, imaged);
+      expect(cmp(restored, imaged)).toBe(true);
+      expect(fsck(restored).clean).toBe(true);
+      const mr = new Mtools(restored);
+      for (const [path, data] of pop.files) expect(mr.get(path).equals(data)).toBe(true);
 
-    // Change a little: one new file, one deleted, one rewritten.
-    mt.put('/new file.bin', pseudoRandom(3000, 5), work.dir);
-    mt.del('/frag/after0.bin');
-    mt.put('/README.TXT', 'changed contents\r\n', work.dir);
-    const second = await backup({ source: src, repository: repo });
-    expect(second.manifest.parent).toBe(first.id);
-    // FATs, directories and the new data: a handful of chunks, not the volume.
-    expect(second.manifest.stats.chunksNew).toBeLessThanOrEqual(chunkSize === MiB ? 4 : 12);
-    const restored2 = work.path(`restored2-${chunkSize}.img`);
-    await restore({ repository: repo, backup: second.id, target: restored2 });
-    expect(fsck(restored2).clean).toBe(true);
-    const m2 = new Mtools(restored2);
-    expect(m2.paths().sort()).toEqual(mt.paths().sort());
-    expect(m2.get('/new file.bin').equals(pseudoRandom(3000, 5))).toBe(true);
-    expect(m2.get('/README.TXT').toString()).toBe('changed contents\r\n');
-  });
+      // Change a little: one new file, one deleted, one rewritten.
+      mt.put('/new file.bin', pseudoRandom(3000, 5), work.dir);
+      mt.del('/frag/after0.bin');
+      mt.put('/README.TXT', 'changed contents\r\n', work.dir);
+      const second = await backup({ source: src, repository: repo });
+      expect(second.manifest.parent).toBe(first.id);
+      // FATs, directories and the new data: a handful of chunks, not the volume.
+      expect(second.manifest.stats.chunksNew).toBeLessThanOrEqual(chunkSize === MiB ? 4 : 12);
+      const restored2 = work.path(`restored2-${chunkSize}.img`);
+      await restore({ repository: repo, backup: second.id, target: restored2 });
+      expect(fsck(restored2).clean).toBe(true);
+      const m2 = new Mtools(restored2);
+      expect(m2.paths().sort()).toEqual(mt.paths().sort());
+      expect(m2.get('/new file.bin').equals(pseudoRandom(3000, 5))).toBe(true);
+      expect(m2.get('/README.TXT').toString()).toBe('changed contents\r\n');
+    },
+  );
 });
 
 describe.skipIf(skipReason('changed-extent backups of FAT volumes', missing))('changed-extent backups', () => {
@@ -94,7 +97,8 @@ describe.skipIf(skipReason('changed-extent backups of FAT volumes', missing))('c
     expect(second.manifest.plan.mode).toBe('changed');
     // Several read extents in one chunk, with unused clusters between them.
     const perChunk = new Map<number, number>();
-    for (const [offset] of second.manifest.plan.extents) perChunk.set(Math.floor(offset / MiB), (perChunk.get(Math.floor(offset / MiB)) ?? 0) + 1);
+    for (const [offset] of second.manifest.plan.extents)
+      perChunk.set(Math.floor(offset / MiB), (perChunk.get(Math.floor(offset / MiB)) ?? 0) + 1);
     expect(Math.max(...perChunk.values())).toBeGreaterThan(2);
 
     // The oracle: `lowtide image` (which writes each read where it belongs,
@@ -144,7 +148,8 @@ describe.skipIf(skipReason('file-level restore from backups', missing))('files a
     const ext = await vol.fileExtents('/frag/big.bin');
     vol.close();
     const chunks = new Set<number>();
-    for (const e of ext) for (let c = Math.floor(e.offset / 65536); c <= Math.floor((e.offset + e.length - 1) / 65536); c++) chunks.add(c);
+    for (const e of ext)
+      for (let c = Math.floor(e.offset / 65536); c <= Math.floor((e.offset + e.length - 1) / 65536); c++) chunks.add(c);
     expect((JSON.parse(x.stdout) as { chunksRead: number }).chunksRead).toBe(chunks.size);
 
     // The whole tree.

@@ -11,7 +11,14 @@ import {
   verifyRepository,
 } from '../../lib/index.js';
 import { CLI, cmp, lowtide } from '../helpers/cli.js';
-import { attachLoop, detachLoop, hasCommand, loopUnavailableReason, skipReason, traceFileCalls } from '../helpers/system.js';
+import {
+  attachLoop,
+  detachLoop,
+  hasCommand,
+  loopUnavailableReason,
+  skipReason,
+  traceFileCalls,
+} from '../helpers/system.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -32,7 +39,11 @@ function makeSource(path: string, size = 24 * MiB + 4096 + 512): void {
     { offset: 20 * MiB + 100, data: patternBytes(3 * MiB, 3) },
   ].map((p) => ({ offset: p.offset, data: p.data.subarray(0, Math.max(0, size - 1000 - p.offset)) }));
   pieces.push({ offset: size - 1000, data: patternBytes(1000, 4) });
-  writeSparseFile(path, size, pieces.filter((p) => p.data.length > 0));
+  writeSparseFile(
+    path,
+    size,
+    pieces.filter((p) => p.data.length > 0),
+  );
 }
 
 function overwrite(path: string, offset: number, data: Buffer): void {
@@ -42,36 +53,39 @@ function overwrite(path: string, offset: number, data: Buffer): void {
 }
 
 describe('backup and restore round trips', () => {
-  it.each([64 * 1024, MiB, 8 * MiB])('chunk size %i: restore is byte-identical; zero chunks are not stored; duplicates once', async (chunkSize) => {
-    const dir = tmp.file(`rt-${chunkSize}`);
-    mkdirSync(dir);
-    const src = join(dir, 'src.img');
-    makeSource(src);
-    const repoPath = join(dir, 'repo');
-    await initRepository(repoPath, { chunkSize });
-    const { id, manifest } = await backup({ source: src, repository: repoPath });
-    expect(manifest.stats.bytesRead).toBeGreaterThanOrEqual(statSync(src).size);
-    const size = statSync(src).size;
-    expect(manifest.chunkCount).toBe(Math.ceil(size / chunkSize));
-    // Every stored chunk is a distinct non-zero chunk of the source.
-    const data = readFileSync(src);
-    const distinct = new Set<string>();
-    for (let o = 0; o < size; o += chunkSize) {
-      const c = data.subarray(o, Math.min(size, o + chunkSize));
-      if (c.some((b) => b !== 0)) distinct.add(c.toString('base64'));
-    }
-    expect(chunkFiles(repoPath)).toHaveLength(distinct.size);
-    expect(manifest.stats.chunksNew).toBe(distinct.size);
+  it.each([64 * 1024, MiB, 8 * MiB])(
+    'chunk size %i: restore is byte-identical; zero chunks are not stored; duplicates once',
+    async (chunkSize) => {
+      const dir = tmp.file(`rt-${chunkSize}`);
+      mkdirSync(dir);
+      const src = join(dir, 'src.img');
+      makeSource(src);
+      const repoPath = join(dir, 'repo');
+      await initRepository(repoPath, { chunkSize });
+      const { id, manifest } = await backup({ source: src, repository: repoPath });
+      expect(manifest.stats.bytesRead).toBeGreaterThanOrEqual(statSync(src).size);
+      const size = statSync(src).size;
+      expect(manifest.chunkCount).toBe(Math.ceil(size / chunkSize));
+      // Every stored chunk is a distinct non-zero chunk of the source.
+      const data = readFileSync(src);
+      const distinct = new Set<string>();
+      for (let o = 0; o < size; o += chunkSize) {
+        const c = data.subarray(o, Math.min(size, o + chunkSize));
+        if (c.some((b) => b !== 0)) distinct.add(c.toString('base64'));
+      }
+      expect(chunkFiles(repoPath)).toHaveLength(distinct.size);
+      expect(manifest.stats.chunksNew).toBe(distinct.size);
 
-    const out = join(dir, 'restored.img');
-    const r = await restore({ repository: repoPath, backup: id, target: out });
-    expect(cmp(src, out)).toBe(true);
-    if (chunkSize <= MiB) {
-      // Sparse: holes where the zero chunks were (8 MiB chunks have none here).
-      expect(r.bytesSkipped).toBeGreaterThan(0);
-      expect(statSync(out).blocks * 512).toBeLessThan(size - 8 * MiB);
-    }
-  });
+      const out = join(dir, 'restored.img');
+      const r = await restore({ repository: repoPath, backup: id, target: out });
+      expect(cmp(src, out)).toBe(true);
+      if (chunkSize <= MiB) {
+        // Sparse: holes where the zero chunks were (8 MiB chunks have none here).
+        expect(r.bytesSkipped).toBeGreaterThan(0);
+        expect(statSync(out).blocks * 512).toBeLessThan(size - 8 * MiB);
+      }
+    },
+  );
 
   it('incremental without a changed list stores only new chunks; both backups restore exactly', async () => {
     const dir = tmp.file('incr');
@@ -119,7 +133,9 @@ describe('backup and restore round trips', () => {
     await restore({ repository: repoPath, backup: second.id, target: out });
     expect(cmp(src, out)).toBe(true);
     // Without the change in the list, the change would be missed: the list is trusted.
-    await expect(backup({ source: src, repository: repoPath, changed, parent: null })).rejects.toThrow(/needs a parent backup/);
+    await expect(backup({ source: src, repository: repoPath, changed, parent: null })).rejects.toThrow(
+      /needs a parent backup/,
+    );
   });
 
   it('restores to a block device of the same size, writing zeros too', async () => {
@@ -177,7 +193,10 @@ describe('restore into a file', () => {
     await initRepository(repoPath);
     const { id } = await backup({ source: src, repository: repoPath, throttle: 'off' });
     const out = join(dir, 'restored.img');
-    const t = traceFileCalls([CLI, 'restore', id, out, '--repo', repoPath, '--throttle', 'off'], ['sync_file_range', 'fsync']);
+    const t = traceFileCalls(
+      [CLI, 'restore', id, out, '--repo', repoPath, '--throttle', 'off'],
+      ['sync_file_range', 'fsync'],
+    );
     expect(t.status, t.stderr.slice(-2000)).toBe(0);
     expect(cmp(src, out)).toBe(true);
     const onPartial = t.calls.filter(([, path]) => path.endsWith('.lowtide-partial'));
@@ -218,7 +237,9 @@ describe('damage and bad input', () => {
     expect(cli.stdout).toContain(`corrupt chunk ${hex}`);
     expect(cli.stdout).toContain(a.id);
 
-    const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'out.img') }).catch((e: unknown) => e);
+    const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'out.img') }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(LowtideError);
     expect((err as LowtideError).code).toBe('CHUNK_CORRUPT');
     expect((err as LowtideError).offset).toBe(4 * MiB);
@@ -238,7 +259,9 @@ describe('damage and bad input', () => {
     unlinkSync(victim);
     const report = await verifyRepository(await openRepository(repoPath));
     expect(report.problems.map((p) => [p.problem, p.backups])).toEqual([['missing', [a.id]]]);
-    const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'o.img') }).catch((e: unknown) => e);
+    const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'o.img') }).catch(
+      (e: unknown) => e,
+    );
     expect((err as LowtideError).code).toBe('CHUNK_MISSING');
   });
 
@@ -261,7 +284,10 @@ describe('damage and bad input', () => {
     const { spawn } = await import('node:child_process');
     const holder = spawn(
       process.execPath,
-      ['-e', `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('doomed'); console.log('locked'); setInterval(() => {}, 1000); })`],
+      [
+        '-e',
+        `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('doomed'); console.log('locked'); setInterval(() => {}, 1000); })`,
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     await new Promise<void>((res) => holder.stdout.once('data', () => res()));
@@ -286,9 +312,13 @@ describe('damage and bad input', () => {
     expect((e1 as LowtideError).message).toContain('version 99 is not supported');
     writeFileSync(cfgPath, JSON.stringify(cfg));
 
-    const e2 = await restore({ repository: repoPath, backup: '20200101T000000Z-abcdef', target: join(dir, 'x') }).catch((e: unknown) => e);
+    const e2 = await restore({ repository: repoPath, backup: '20200101T000000Z-abcdef', target: join(dir, 'x') }).catch(
+      (e: unknown) => e,
+    );
     expect((e2 as LowtideError).code).toBe('BACKUP_NOT_FOUND');
-    const e3 = await restore({ repository: repoPath, backup: 'latest', target: join(dir, 'x') }).catch((e: unknown) => e);
+    const e3 = await restore({ repository: repoPath, backup: 'latest', target: join(dir, 'x') }).catch(
+      (e: unknown) => e,
+    );
     expect((e3 as LowtideError).code).toBe('BACKUP_NOT_FOUND');
     const e4 = await openRepository(dir).catch((e: unknown) => e);
     expect((e4 as LowtideError).code).toBe('REPO_NOT_FOUND');

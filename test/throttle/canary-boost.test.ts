@@ -58,8 +58,8 @@ function runQuietChecks(b: CanaryBoost, fromNs: number, untilNs: number): number
   return t;
 }
 
-describe('CanaryBoost: the storage\'s counters', () => {
-  it('a probe\'s counts are taken only when they are counts: garbage is none', () => {
+describe("CanaryBoost: the storage's counters", () => {
+  it("a probe's counts are taken only when they are counts: garbage is none", () => {
     const b = new CanaryBoost(OPTIONS, START_WINDOW);
     for (const g of [undefined, NaN, -1, Infinity, '7', null]) expect(b.readCounts(g, g).ios).toBeUndefined();
     expect(b.deviceCounters).toBe(false);
@@ -93,7 +93,7 @@ describe('CanaryBoost: quiet checks', () => {
     expect(b.checkDue(endNs + 500 * MS)).toBe(true);
   });
 
-  it('a probe\'s own I/O is not someone else\'s: only I/O beyond one per probe ends a check at once', () => {
+  it("a probe's own I/O is not someone else's: only I/O beyond one per probe ends a check at once", () => {
     const b = withCounters();
     b.beginPause();
     b.observeDrained(2 * MS, 100, 1);
@@ -103,7 +103,7 @@ describe('CanaryBoost: quiet checks', () => {
     expect(b.checkDone(6 * MS)).toBe(true);
   });
 
-  it('settles 1.25 × the job\'s recent median latency after the pause began, from 1 to 20 ms', () => {
+  it("settles 1.25 × the job's recent median latency after the pause began, from 1 to 20 ms", () => {
     const b = withCounters();
     expect(b.settleNs(0.1 * MS)).toBe(1 * MS);
     expect(b.settleNs(8 * MS)).toBe(10 * MS);

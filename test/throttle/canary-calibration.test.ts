@@ -35,7 +35,7 @@ function pause(c: HarmCalibration, atNs: number, idleNs: readonly number[]): voi
 }
 
 describe('calibrate(): one calibration from idle probes', () => {
-  it('H is factor × the idle probes\' quantile (nearest rank), and the share is of idle probes slower than H', () => {
+  it("H is factor × the idle probes' quantile (nearest rank), and the share is of idle probes slower than H", () => {
     const idle = ramp(10, 1000).reverse(); // order does not matter
     expect(calibrate(idle, 1, 0.9)).toEqual({ harmNs: 10_000, slowShare: 0 });
     expect(calibrate(idle, 1, 0.5)).toEqual({ harmNs: 6000, slowShare: 0.4 });
@@ -63,7 +63,7 @@ describe('probesNeeded(): idle probes that make a calibration count', () => {
 });
 
 describe('lowestCalibration(): the one in force among the kept', () => {
-  it('is the lowest H, with that calibration\'s own slow share', () => {
+  it("is the lowest H, with that calibration's own slow share", () => {
     const kept = [
       { harmNs: 300, slowShare: 0.1 },
       { harmNs: 200, slowShare: 0.3 },
@@ -125,7 +125,7 @@ describe('HarmCalibration', () => {
     expect(c.harmNs).toBe(44_000);
   });
 
-  it('with calibrationsKept 1, H is the last calibration\'s', () => {
+  it("with calibrationsKept 1, H is the last calibration's", () => {
     const c = new HarmCalibration({ ...OPTIONS, calibrationsKept: 1 }, 20 * MS);
     pause(c, 0, ramp(48, 1000));
     pause(c, 0, ramp(48, 6000));
@@ -176,7 +176,7 @@ describe('HarmCalibration', () => {
     expect(c.done(0)).toBe(true);
   });
 
-  it('probes count as idle from twice the job\'s smoothed latency, at least 10 ms, at most half the pause', () => {
+  it("probes count as idle from twice the job's smoothed latency, at least 10 ms, at most half the pause", () => {
     const c = new HarmCalibration(OPTIONS, 20 * MS);
     expect(c.settleNs(1 * MS)).toBe(10 * MS);
     expect(c.settleNs(30 * MS)).toBe(60 * MS);

@@ -5,7 +5,12 @@
  * bounded decisions on garbage probes. Simulated time only.
  */
 import { describe, expect, it } from 'vitest';
-import { SimulatedDevice, createController, type SimulationStep, type ThrottleDecision } from '../../lib/throttle/index.js';
+import {
+  SimulatedDevice,
+  createController,
+  type SimulationStep,
+  type ThrottleDecision,
+} from '../../lib/throttle/index.js';
 import { seeded } from './helpers.js';
 
 const PROBE = { everyMs: 2 };
@@ -24,7 +29,11 @@ describe('canary on the simulated device', () => {
   // An SSD-like FIFO device, production at 6000 IOPS for 14 s, then idle.
   const loadEndMs = 14_000;
   const durationMs = 20_000;
-  const device = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: loadEndMs, iops: 6000 }] });
+  const device = new SimulatedDevice({
+    bytesPerSecond: 400e6,
+    overheadUs: 50,
+    load: [{ startMs: 0, endMs: loadEndMs, iops: 6000 }],
+  });
   const controller = createController('canary');
   const r = device.run(controller, { durationMs, probe: PROBE });
   const off = device.run(createController('off'), { durationMs: loadEndMs });
@@ -43,7 +52,11 @@ describe('canary on the simulated device', () => {
     expect(rep.probes!.count).toBeGreaterThan(5000);
     expect(rep.probes!.targetMs).toBeGreaterThan(0);
     // Each pause: a gap of at least 50 ms between two completions of ours ...
-    const pauses = [[900, 1500], [1900, 2800], [11_800, 13_000]];
+    const pauses = [
+      [900, 1500],
+      [1900, 2800],
+      [11_800, 13_000],
+    ];
     const during = (g: { atMs: number }) => pauses.some(([a, b]) => g.atMs > a! && g.atMs < b!);
     for (const [a, b] of pauses) expect(gaps(r.steps).some((g) => g.atMs > a! && g.atMs < b! && g.ms >= 50)).toBe(true);
     // ... and nowhere else while the load runs (after the start).
@@ -52,7 +65,7 @@ describe('canary on the simulated device', () => {
     expect(r.steps.some((s) => WAITED(s))).toBe(true);
   });
 
-  it('speeds up once the load is gone (to what a newcomer\'s small request would tolerate, not to full speed)', () => {
+  it("speeds up once the load is gone (to what a newcomer's small request would tolerate, not to full speed)", () => {
     // With nobody else on the device the probes still wait behind the job's
     // own queue, as a production request arriving would: canary keeps that
     // queue short on purpose, so it does not return to the unthrottled rate.
@@ -110,7 +123,11 @@ describe('canary on the simulated device', () => {
     for (let i = 0; i < 20_000; i++) {
       t += 2e6;
       const g = random() < 0.2;
-      c.observeProbe({ latencyNs: g ? GARBAGE[Math.floor(random() * GARBAGE.length)]! : 1e5 + 1e5 * random(), bytes: 4096, atNs: t });
+      c.observeProbe({
+        latencyNs: g ? GARBAGE[Math.floor(random() * GARBAGE.length)]! : 1e5 + 1e5 * random(),
+        bytes: 4096,
+        atNs: t,
+      });
       if (i % 7 === 0) c.observe({ latencyNs: 3e5, bytes: 65536, atNs: t });
       const d = c.decide();
       expect(Number.isFinite(d.delayMs) && d.delayMs >= 0 && d.delayMs <= 500).toBe(true);
@@ -128,15 +145,23 @@ describe('canary on the simulated device', () => {
   it('rejects bad canary options with the option named', () => {
     expect(() => createController('canary', { canary: { factor: 0.5 } })).toThrow(/canary\.factor/);
     expect(() => createController('canary', { canary: { quantile: 1 } })).toThrow(/canary\.quantile/);
-    expect(() => createController('canary', { canary: { calibrate: 'yes' as unknown as boolean } })).toThrow(/canary\.calibrate/);
+    expect(() => createController('canary', { canary: { calibrate: 'yes' as unknown as boolean } })).toThrow(
+      /canary\.calibrate/,
+    );
     expect(() => createController('canary', { canary: { boost: 1 as unknown as boolean } })).toThrow(/canary\.boost/);
     expect(() => createController('canary', { canary: { boostQueueDepth: 0 } })).toThrow(/canary\.boostQueueDepth/);
-    expect(() => createController('canary', { canary: { boostCheckEveryMs: -1 } })).toThrow(/canary\.boostCheckEveryMs/);
-    expect(() => createController('canary', { canary: { resumeBusyWindow: 'yes' as unknown as boolean } })).toThrow(/canary\.resumeBusyWindow/);
+    expect(() => createController('canary', { canary: { boostCheckEveryMs: -1 } })).toThrow(
+      /canary\.boostCheckEveryMs/,
+    );
+    expect(() => createController('canary', { canary: { resumeBusyWindow: 'yes' as unknown as boolean } })).toThrow(
+      /canary\.resumeBusyWindow/,
+    );
     expect(() => createController('canary', { canary: { betaBytes: -1 } })).toThrow(/canary\.betaBytes/);
     expect(() => createController('canary', { canary: { calibrationsKept: 0 } })).toThrow(/canary\.calibrationsKept/);
     expect(() => createController('canary', { canary: { calibrationsKept: 1.5 } })).toThrow(/canary\.calibrationsKept/);
-    expect(() => createController('canary', { canary: { tailFactor: 0.5 } })).toThrow(/canary\.tailFactor: expected 0 \(off\) or a number from 1/);
+    expect(() => createController('canary', { canary: { tailFactor: 0.5 } })).toThrow(
+      /canary\.tailFactor: expected 0 \(off\) or a number from 1/,
+    );
     expect(() => createController('canary', { canary: { tailShare: 0 } })).toThrow(/canary\.tailShare/);
     expect(() => createController('canary', { canary: { boostQuietChecks: 0 } })).toThrow(/canary\.boostQuietChecks/);
   });
@@ -172,7 +197,9 @@ describe('canary on the simulated device', () => {
     // (those in a calibration pause) take 100-190 us in the first
     // calibration, 6 times that in all later ones; outside the pauses 300 us.
     const run = (calibrationsKept?: number): number[] => {
-      const c = createController('canary', { canary: { calibrateEveryMs: 1000, ...(calibrationsKept ? { calibrationsKept } : {}) } });
+      const c = createController('canary', {
+        canary: { calibrateEveryMs: 1000, ...(calibrationsKept ? { calibrationsKept } : {}) },
+      });
       const targets: number[] = [];
       let t = 0;
       for (let i = 0; t < 5500e6; i++) {
@@ -201,7 +228,7 @@ describe('canary on the simulated device', () => {
   });
 });
 
-describe('canary boost: quiet checks with the storage\'s I/O count', () => {
+describe("canary boost: quiet checks with the storage's I/O count", () => {
   // Probes carry the device's completed I/O count, as JobThrottle's do when
   // it finds the storage in sysfs.
   const PROBE_IOS = { everyMs: 2, deviceIos: true };
@@ -216,7 +243,10 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
   it('takes the idle phases of a bursty load at a multiple of the rate without it, and never boosts during a burst after the first check', () => {
     const c = createController('canary');
     const r = phased.run(c, { durationMs: 24_000, probe: PROBE_IOS });
-    const plain = phased.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS });
+    const plain = phased.run(createController('canary', { canary: { boost: false } }), {
+      durationMs: 24_000,
+      probe: PROBE_IOS,
+    });
     // On this device: ~247 against ~37 MB/s (it does 400).
     expect(offPhases(r)).toBeGreaterThan(2 * offPhases(plain));
     const b = c.report().probes!.boost;
@@ -240,7 +270,15 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
     expect(late(checksOnly)).toBeGreaterThan(0);
     const p99 = (r: typeof withWrites): number => r.productionBetween(0, 24_000).percentile(99);
     expect(p99(withWrites)).toBeLessThan(p99(checksOnly));
-    expect(offPhases(withWrites)).toBeGreaterThan(2 * offPhases(phased.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS })));
+    expect(offPhases(withWrites)).toBeGreaterThan(
+      2 *
+        offPhases(
+          phased.run(createController('canary', { canary: { boost: false } }), {
+            durationMs: 24_000,
+            probe: PROBE_IOS,
+          }),
+        ),
+    );
   });
 
   it('when a boost ends, it goes on from the window it held under the load, not from the one grown while the storage was quiet', () => {
@@ -265,7 +303,8 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
         return c.decide();
       };
       // Bytes the decision keeps in flight: paced blocks by Little's law.
-      const inFlight = (d: ThrottleDecision): number => (d.delayMs > 0 ? (d.blockSize * BLOCK_NS) / 1e6 / d.delayMs : d.queueDepth * d.blockSize);
+      const inFlight = (d: ThrottleDecision): number =>
+        d.delayMs > 0 ? (d.blockSize * BLOCK_NS) / 1e6 / d.delayMs : d.queueDepth * d.blockSize;
       let last = c.decide();
       for (let k = 0; t < 3000e6; k++) last = step(!WAITED(last) && k % 4 === 0 ? 400 : 150, 10, 3);
       // The quiet begins just after a check (which found the load): the
@@ -296,12 +335,19 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
     expect(off.back).toBeGreaterThan(4 * on.back);
   });
 
-  it('a steady load, heavy or as light as 20 requests per second, is never boosted, and production\'s p99 stays as without boost', () => {
+  it("a steady load, heavy or as light as 20 requests per second, is never boosted, and production's p99 stays as without boost", () => {
     for (const iops of [20, 6000]) {
-      const device = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops }] });
+      const device = new SimulatedDevice({
+        bytesPerSecond: 400e6,
+        overheadUs: 50,
+        load: [{ startMs: 0, endMs: 24_000, iops }],
+      });
       const c = createController('canary');
       const r = device.run(c, { durationMs: 24_000, probe: PROBE_IOS });
-      const plain = device.run(createController('canary', { canary: { boost: false } }), { durationMs: 24_000, probe: PROBE_IOS });
+      const plain = device.run(createController('canary', { canary: { boost: false } }), {
+        durationMs: 24_000,
+        probe: PROBE_IOS,
+      });
       const b = c.report().probes!.boost;
       expect(b.boostedMs).toBe(0);
       expect(b.checks).toBeGreaterThan(20);
@@ -314,16 +360,29 @@ describe('canary boost: quiet checks with the storage\'s I/O count', () => {
     }
     // One quiet check enough, the light load is boosted for a while (~0.4 s
     // in this scenario) and its p99 goes from ~0.24 to ~9 ms.
-    const light = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops: 20 }] });
+    const light = new SimulatedDevice({
+      bytesPerSecond: 400e6,
+      overheadUs: 50,
+      load: [{ startMs: 0, endMs: 24_000, iops: 20 }],
+    });
     const one = createController('canary', { canary: { boostQuietChecks: 1 } });
     const r = light.run(one, { durationMs: 24_000, probe: PROBE_IOS });
     expect(one.report().probes!.boost.boostedMs).toBeGreaterThan(0);
-    expect(r.productionBetween(0, 24_000).percentile(99)).toBeGreaterThan(10 * light.run(createController('canary'), { durationMs: 24_000, probe: PROBE_IOS }).productionBetween(0, 24_000).percentile(99));
+    expect(r.productionBetween(0, 24_000).percentile(99)).toBeGreaterThan(
+      10 *
+        light
+          .run(createController('canary'), { durationMs: 24_000, probe: PROBE_IOS })
+          .productionBetween(0, 24_000)
+          .percentile(99),
+    );
   });
 
   it('without the count (no deviceIos on the probes), or with boost off, it never boosts', () => {
     const idle = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50 });
-    for (const [opts, probe] of [[{}, PROBE], [{ canary: { boost: false } }, PROBE_IOS]] as const) {
+    for (const [opts, probe] of [
+      [{}, PROBE],
+      [{ canary: { boost: false } }, PROBE_IOS],
+    ] as const) {
       const c = createController('canary', opts);
       const r = idle.run(c, { durationMs: 5000, probe });
       expect(r.steps.some(BOOSTED)).toBe(false);

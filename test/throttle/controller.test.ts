@@ -36,8 +36,20 @@ interface Scenario {
 // (8 ms per request: production alone makes long queues), and a device with
 // 4 parallel channels.
 const SCENARIOS: Scenario[] = [
-  { name: 'ssd, moderate load', device: { bytesPerSecond: 400e6, overheadUs: 50 }, iops: 6000, targetMs: 5, p95Factor: 2 },
-  { name: 'ssd, heavy load', device: { bytesPerSecond: 400e6, overheadUs: 50 }, iops: 12000, targetMs: 4, p95Factor: 2 },
+  {
+    name: 'ssd, moderate load',
+    device: { bytesPerSecond: 400e6, overheadUs: 50 },
+    iops: 6000,
+    targetMs: 5,
+    p95Factor: 2,
+  },
+  {
+    name: 'ssd, heavy load',
+    device: { bytesPerSecond: 400e6, overheadUs: 50 },
+    iops: 12000,
+    targetMs: 4,
+    p95Factor: 2,
+  },
   { name: 'disk', device: { bytesPerSecond: 150e6, overheadUs: 8000 }, iops: 60, targetMs: 50, p95Factor: 2.5 },
   {
     name: '4 channels',
@@ -192,7 +204,10 @@ describe('controllers on the simulated device', () => {
     const sumTime = (xs: { timeMs: number }[]): number => xs.reduce((a, x) => a + x.timeMs, 0);
     expect(sumTime(rep.queueDepth)).toBeCloseTo(lastMs, 6);
     expect(sumTime(rep.blockSize)).toBeCloseTo(lastMs, 6);
-    expect(rep.delayedMs).toBeCloseTo(r.steps.reduce((a, s) => a + s.delayMs, 0), 6);
+    expect(rep.delayedMs).toBeCloseTo(
+      r.steps.reduce((a, s) => a + s.delayMs, 0),
+      6,
+    );
     expect(rep.queueDepth.map((e) => e.value)).toEqual([...rep.queueDepth.map((e) => e.value)].sort((a, b) => a - b));
     expect(rep.latency.p50Ms).toBeGreaterThan(0);
     expect(JSON.parse(JSON.stringify(rep))).toEqual(rep);
@@ -308,7 +323,11 @@ describe('a stall', () => {
   // 0.6x of its rate before the stall).
   for (const name of ['canary', 'parda', 'aimd'] as const) {
     it(`${name}: one 2 s sample does not stop a paced job for seconds`, () => {
-      const device = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 12_000, iops: 6000 }] });
+      const device = new SimulatedDevice({
+        bytesPerSecond: 400e6,
+        overheadUs: 50,
+        load: [{ startMs: 0, endMs: 12_000, iops: 6000 }],
+      });
       const c = createController(name, name === 'canary' ? {} : { targetLatencyMs: 0.2 });
       let stalledAtMs: number | undefined;
       const r = device.run(c, {
@@ -373,12 +392,16 @@ describe('createController options', () => {
     expect(() => createController('nope')).toThrow(
       /throttle: expected one of "canary", "threshold", "aimd", "parda", "off", got "nope"/,
     );
-    expect(() => createController('parda', { targetLatencyMs: 0 })).toThrow(/targetLatencyMs: expected a number greater than 0.*got 0/);
+    expect(() => createController('parda', { targetLatencyMs: 0 })).toThrow(
+      /targetLatencyMs: expected a number greater than 0.*got 0/,
+    );
     expect(() => createController('parda', { targetLatencyMs: NaN })).toThrow(/targetLatencyMs.*got NaN/);
     expect(() => createController('parda', { minBlockSize: 5000 })).toThrow(
       /minBlockSize: expected a multiple of alignment \(4096 bytes\), got 5000/,
     );
-    expect(() => createController('parda', { minQueueDepth: 8, maxQueueDepth: 4 })).toThrow(/maxQueueDepth: expected an integer from 8 to 1024, got 4/);
+    expect(() => createController('parda', { minQueueDepth: 8, maxQueueDepth: 4 })).toThrow(
+      /maxQueueDepth: expected an integer from 8 to 1024, got 4/,
+    );
     expect(() => createController('parda', { maxDelayMs: -1 })).toThrow(/maxDelayMs.*got -1/);
     expect(() => createController('parda', { parda: { gamma: 2 } })).toThrow(/parda\.gamma.*got 2/);
     expect(() => createController('aimd', { aimd: { decreaseFactor: 1.5 } })).toThrow(/aimd\.decreaseFactor.*got 1\.5/);

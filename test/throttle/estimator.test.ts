@@ -113,7 +113,9 @@ describe('LatencyEstimator', () => {
   });
 
   it('validates its options with messages that name them', () => {
-    expect(() => new LatencyEstimator({ alpha: 0 })).toThrow(/estimator\.alpha: expected a number greater than 0 up to 1, got 0/);
+    expect(() => new LatencyEstimator({ alpha: 0 })).toThrow(
+      /estimator\.alpha: expected a number greater than 0 up to 1, got 0/,
+    );
     expect(() => new LatencyEstimator({ windowSamples: 0 })).toThrow(/estimator\.windowSamples/);
     expect(() => new LatencyEstimator({ windowMs: -5 })).toThrow(/estimator\.windowMs.*got -5/);
   });

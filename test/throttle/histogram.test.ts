@@ -1,10 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  HISTOGRAM_MAX_NS,
-  HISTOGRAM_RELATIVE_ERROR,
-  LatencyHistogram,
-  nearestRank,
-} from '../../lib/throttle/index.js';
+import { HISTOGRAM_MAX_NS, HISTOGRAM_RELATIVE_ERROR, LatencyHistogram, nearestRank } from '../../lib/throttle/index.js';
 import { seeded } from './helpers.js';
 
 /** Exact nearest-rank percentile of a sorted array. */
@@ -116,7 +111,9 @@ describe('LatencyHistogram', () => {
   });
 
   it('rejects a NaN percentile with a message naming it', () => {
-    expect(() => new LatencyHistogram().percentile(NaN)).toThrow(/percentile: expected a number from 0 to 100, got NaN/);
+    expect(() => new LatencyHistogram().percentile(NaN)).toThrow(
+      /percentile: expected a number from 0 to 100, got NaN/,
+    );
   });
 
   it('nearestRank does not skip a rank through floating point noise', () => {

@@ -57,7 +57,9 @@ describe('RateLimiter', () => {
   });
 
   it('validates its options', () => {
-    expect(() => new RateLimiter({ bytesPerSecond: 0 })).toThrow(/bytesPerSecond: expected a number greater than 0, got 0/);
+    expect(() => new RateLimiter({ bytesPerSecond: 0 })).toThrow(
+      /bytesPerSecond: expected a number greater than 0, got 0/,
+    );
     expect(() => new RateLimiter({ bytesPerSecond: NaN })).toThrow(/bytesPerSecond/);
     expect(() => new RateLimiter({ bytesPerSecond: 1e6, burstBytes: -1 })).toThrow(/burstBytes.*got -1/);
   });
@@ -97,7 +99,9 @@ describe('AdmissionGate', () => {
   });
 
   it('validates its option', () => {
-    expect(() => new AdmissionGate({ admissionLimitMs: 0 })).toThrow(/admissionLimitMs: expected a number greater than 0/);
+    expect(() => new AdmissionGate({ admissionLimitMs: 0 })).toThrow(
+      /admissionLimitMs: expected a number greater than 0/,
+    );
     expect(() => new AdmissionGate({} as { admissionLimitMs: number })).toThrow(/admissionLimitMs.*got undefined/);
   });
 });
@@ -130,8 +134,12 @@ describe('autoTargetLatencyMs', () => {
     for (let i = 0; i < 10; i++) noisy.record(8e6);
     expect(autoTargetLatencyMs(noisy)).toBeCloseTo(1, 1);
     expect(autoTargetLatencyMs(noisy, { floorPercentile: 95 })).toBeCloseTo(8, 1);
-    expect(() => autoTargetLatencyMs(noisy, { floorPercentile: 101 })).toThrow(/floorPercentile: expected a number from 0 up to 100, got 101/);
-    expect(() => autoTargetLatencyMs(noisy, { multiplier: 0 })).toThrow(/multiplier: expected a number greater than 0 up to 1000, got 0/);
+    expect(() => autoTargetLatencyMs(noisy, { floorPercentile: 101 })).toThrow(
+      /floorPercentile: expected a number from 0 up to 100, got 101/,
+    );
+    expect(() => autoTargetLatencyMs(noisy, { multiplier: 0 })).toThrow(
+      /multiplier: expected a number greater than 0 up to 1000, got 0/,
+    );
   });
 
   it('gives a target the controllers can hold on the simulated device', () => {
@@ -148,6 +156,8 @@ describe('autoTargetLatencyMs', () => {
   });
 
   it('refuses an empty probe', () => {
-    expect(() => autoTargetLatencyMs(new LatencyHistogram())).toThrow(/probe: expected a LatencyHistogram with at least one sample/);
+    expect(() => autoTargetLatencyMs(new LatencyHistogram())).toThrow(
+      /probe: expected a LatencyHistogram with at least one sample/,
+    );
   });
 });

@@ -69,7 +69,9 @@ describe('SimulatedDevice', () => {
   });
 
   it('validates its options', () => {
-    expect(() => new SimulatedDevice({ bytesPerSecond: 0 })).toThrow(/bytesPerSecond: expected a number greater than 0/);
+    expect(() => new SimulatedDevice({ bytesPerSecond: 0 })).toThrow(
+      /bytesPerSecond: expected a number greater than 0/,
+    );
     expect(() => new SimulatedDevice({ load: [{ startMs: 5, endMs: 1, iops: 1 }] })).toThrow(
       /load\[0\]\.endMs: expected a time not before startMs \(5\), got 1/,
     );

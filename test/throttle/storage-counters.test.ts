@@ -21,37 +21,84 @@ writeFileSync(file, patternBytes(8 << 20, 5));
 function disksByLsblk(path: string): string[] | undefined {
   const src = execFileSync('findmnt', ['-n', '-o', 'SOURCE', '--target', path], { encoding: 'utf8' }).trim();
   if (!src.startsWith('/dev/')) return undefined;
-  const out = execFileSync('lsblk', ['-s', '-n', '-r', '-o', 'NAME,TYPE', src.replace(/\[.*$/, '')], { encoding: 'utf8' });
-  return [...new Set(out.trim().split('\n').map((l) => l.split(' ')).filter(([, t]) => t === 'disk').map(([n]) => n!))].sort();
+  const out = execFileSync('lsblk', ['-s', '-n', '-r', '-o', 'NAME,TYPE', src.replace(/\[.*$/, '')], {
+    encoding: 'utf8',
+  });
+  return [
+    ...new Set(
+      out
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' '))
+        .filter(([, t]) => t === 'disk')
+        .map(([n]) => n!),
+    ),
+  ].sort();
 }
 
 describe('storageDevices', () => {
   const expected = hasCommand('lsblk') && hasCommand('findmnt') ? disksByLsblk(file) : undefined;
 
   it('finds the disks under a file, as lsblk does', () => {
-    if (skipReason('storage of a file', expected === undefined ? `${tmp.path} is not on a block device (or lsblk/findmnt are missing)` : undefined)) return;
-    expect(storageDevices(file).map((d) => basename(d)).sort()).toEqual(expected);
+    if (
+      skipReason(
+        'storage of a file',
+        expected === undefined ? `${tmp.path} is not on a block device (or lsblk/findmnt are missing)` : undefined,
+      )
+    )
+      return;
+    expect(
+      storageDevices(file)
+        .map((d) => basename(d))
+        .sort(),
+    ).toEqual(expected);
   });
 
   it('a loop device (and its partition, where partitions appear) counts as the storage of its backing file', () => {
-    if (skipReason('loop partition', loopUnavailableReason() ?? (expected === undefined ? 'no block device under the temp dir' : undefined) ?? (hasCommand('sfdisk') ? undefined : 'sfdisk is missing'))) return;
+    if (
+      skipReason(
+        'loop partition',
+        loopUnavailableReason() ??
+          (expected === undefined ? 'no block device under the temp dir' : undefined) ??
+          (hasCommand('sfdisk') ? undefined : 'sfdisk is missing'),
+      )
+    )
+      return;
     const img = tmp.file('disk.img');
     writeFileSync(img, Buffer.alloc(16 << 20));
     execFileSync('sfdisk', ['-q', img], { input: 'label: dos\nstart=2048, type=83\n' });
-    const loop = execFileSync('losetup', ['--find', '--show', '--read-only', '--partscan', img], { encoding: 'utf8' }).trim();
+    const loop = execFileSync('losetup', ['--find', '--show', '--read-only', '--partscan', img], {
+      encoding: 'utf8',
+    }).trim();
     try {
-      expect(storageDevices(loop).map((d) => basename(d)).sort()).toEqual(expected);
+      expect(
+        storageDevices(loop)
+          .map((d) => basename(d))
+          .sort(),
+      ).toEqual(expected);
       for (let i = 0; i < 20 && spawnSync('test', ['-b', `${loop}p1`]).status !== 0; i++) spawnSync('sleep', ['0.1']);
       const part = spawnSync('test', ['-b', `${loop}p1`]).status === 0;
-      if (skipReason('partition of a loop device', part ? undefined : `no ${loop}p1 appeared (partition scanning or device nodes unavailable here)`)) return;
-      expect(storageDevices(`${loop}p1`).map((d) => basename(d)).sort()).toEqual(expected);
+      if (
+        skipReason(
+          'partition of a loop device',
+          part ? undefined : `no ${loop}p1 appeared (partition scanning or device nodes unavailable here)`,
+        )
+      )
+        return;
+      expect(
+        storageDevices(`${loop}p1`)
+          .map((d) => basename(d))
+          .sort(),
+      ).toEqual(expected);
     } finally {
       spawnSync('losetup', ['--detach', loop], { stdio: 'ignore' });
     }
   });
 
   it('a file system without a block device (tmpfs) has none, and a missing path none', () => {
-    const shm = spawnSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', '/dev/shm'], { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim();
+    const shm = spawnSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', '/dev/shm'], { encoding: 'utf8' })
+      .stdout?.split('\n')[0]
+      ?.trim();
     if (!skipReason('tmpfs', shm === 'tmpfs' ? undefined : '/dev/shm is not tmpfs here')) {
       const f = `/dev/shm/lowtide-sc-${process.pid}`;
       writeFileSync(f, 'x');
@@ -69,7 +116,10 @@ describe('storageDevices', () => {
     expect(splitDevT(0xfe00)).toEqual({ major: 254, minor: 0 });
     expect(splitDevT(0x0801)).toEqual({ major: 8, minor: 1 });
     // major 259 (blkext), minor 300: minor bits above 8 sit at bits 20-31.
-    expect(splitDevT(((300 & 0xff) | ((259 & 0xfff) << 8) | ((300 & ~0xff) << 12)) >>> 0)).toEqual({ major: 259, minor: 300 });
+    expect(splitDevT(((300 & 0xff) | ((259 & 0xfff) << 8) | ((300 & ~0xff) << 12)) >>> 0)).toEqual({
+      major: 259,
+      minor: 300,
+    });
   });
 });
 

@@ -19,7 +19,8 @@ async function readChangedFile(path: string): Promise<Extent[]> {
   } catch (err) {
     throw new LowtideError('INVALID_ARGUMENT', `--changed: cannot read ${path} as JSON: ${(err as Error).message}`);
   }
-  if (!Array.isArray(raw)) throw new LowtideError('INVALID_ARGUMENT', `--changed: expected a JSON array of [offset, length] pairs in ${path}`);
+  if (!Array.isArray(raw))
+    throw new LowtideError('INVALID_ARGUMENT', `--changed: expected a JSON array of [offset, length] pairs in ${path}`);
   return raw.map((e: unknown, i) => {
     if (Array.isArray(e) && e.length === 2) return { offset: e[0] as number, length: e[1] as number };
     if (e && typeof e === 'object') return e as Extent;
@@ -61,7 +62,14 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
       parent,
       changed,
       signal,
-      onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)} | new ${p.chunksNew}`) : undefined,
+      onProgress: bar
+        ? (p) =>
+            bar.update(
+              p.bytesDone,
+              p.bytesTotal,
+              `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)} | new ${p.chunksNew}`,
+            )
+        : undefined,
     }).finally(() => bar?.stop()),
   );
   if (o.json === true) printJson(result.manifest);
@@ -71,7 +79,10 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
 /** A line on stderr for each job event of several sources (a source that waits, starts or fails). */
 function printJobEvent(e: BackupJobEvent): void {
   if (e.kind === 'waiting') {
-    const why = e.latencyMs < 0 ? 'the running jobs have not measured latency yet' : `latency ${e.latencyMs.toFixed(2)} ms is above the admission limit ${e.admissionLimitMs} ms`;
+    const why =
+      e.latencyMs < 0
+        ? 'the running jobs have not measured latency yet'
+        : `latency ${e.latencyMs.toFixed(2)} ms is above the admission limit ${e.admissionLimitMs} ms`;
     process.stderr.write(`lowtide: ${e.source} waits: ${why}\n`);
   } else if (e.kind === 'start') {
     process.stderr.write(`lowtide: started ${e.source} (${e.running} running)\n`);
@@ -86,7 +97,13 @@ async function backupSeveral(sources: string[], o: Record<string, unknown>): Pro
   }
   const json = o.json === true;
   const r = await withInterrupt((signal) =>
-    backupMany({ sources, ...jobOptions(o), parallel: o.parallel as number, signal, onJob: json ? undefined : printJobEvent }),
+    backupMany({
+      sources,
+      ...jobOptions(o),
+      parallel: o.parallel as number,
+      signal,
+      onJob: json ? undefined : printJobEvent,
+    }),
   );
   if (json) printJson(r);
   else for (const x of r.results) if (x.ok) process.stdout.write(`${x.id}  ${x.source}\n`);
@@ -98,15 +115,26 @@ export function addBackupCommand(program: Command): void {
     .command('backup')
     .description('back up files or block devices into a repository; prints the backup id (one line per source)')
     .argument('<source...>', 'files or block devices (opened read-only)')
-    .addOption(new Option('--parallel <n>', 'backups running at once (several sources)').default(1).argParser(intArg('--parallel', 1, 64)))
+    .addOption(
+      new Option('--parallel <n>', 'backups running at once (several sources)')
+        .default(1)
+        .argParser(intArg('--parallel', 1, 64)),
+    )
     .requiredOption('--repo <repo>', 'repository directory')
     .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
     .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
     .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')
     .option('--all-blocks', 'read every block (default: only what FAT file systems use)', false)
-    .option('--exclude <glob>', 'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)', collect, [])
+    .option(
+      '--exclude <glob>',
+      'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)',
+      collect,
+      [],
+    )
     .option('--strict', 'fail on an unparseable file system instead of backing it up in full', false)
-    .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
+    .addOption(
+      new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)),
+    )
     .option('--json', 'print the manifest as JSON', false)
     .option('--no-progress', 'no progress bar');
   addThrottleOptions(backupCmd, true).action(async (sources: string[], o: Record<string, unknown>) => {

@@ -25,6 +25,9 @@ export function addExtractCommand(program: Command): void {
           : extractPath(source, path, dest, { ...xo, signal }),
       );
       if (o.json === true) printJson(r);
-      else process.stdout.write(`extracted ${r.files} files and ${r.directories} directories (${formatBytes(r.bytes)}) to ${r.dest}\n`);
+      else
+        process.stdout.write(
+          `extracted ${r.files} files and ${r.directories} directories (${formatBytes(r.bytes)}) to ${r.dest}\n`,
+        );
     });
 }

@@ -9,19 +9,29 @@ export function addFilesCommand(program: Command): void {
     .command('files')
     .description('list the files and directories of a FAT volume in a disk or image, or in a backup (--repo)')
     .argument('<source>', 'disk, partition or image (opened read-only); with --repo, a backup id or "latest"')
-    .option('--repo <repo>', 'read from a backup in this repository (no chunk is read: the backup\'s catalog lists the files)')
-    .addOption(new Option('--partition <n>', 'partition number (as Linux numbers them)').argParser(intArg('--partition', 0, 1e6)))
+    .option(
+      '--repo <repo>',
+      "read from a backup in this repository (no chunk is read: the backup's catalog lists the files)",
+    )
+    .addOption(
+      new Option('--partition <n>', 'partition number (as Linux numbers them)').argParser(
+        intArg('--partition', 0, 1e6),
+      ),
+    )
     .option('--json', 'print JSON', false)
     .action(async (source: string, o: Record<string, unknown>) => {
       const choice = { partition: o.partition as number | undefined };
-      const entries = typeof o.repo === 'string' ? await listBackupFiles(o.repo, source, choice) : await listFiles(source, choice);
+      const entries =
+        typeof o.repo === 'string' ? await listBackupFiles(o.repo, source, choice) : await listFiles(source, choice);
       if (o.json === true) {
         printJson(entries);
         return;
       }
       for (const e of entries) {
         const attrs = `${e.isDirectory ? 'd' : '-'}${e.readOnly ? 'r' : '-'}${e.hidden ? 'h' : '-'}${e.system ? 's' : '-'}${e.archive ? 'a' : '-'}`;
-        process.stdout.write(`${attrs} ${String(e.isDirectory ? '' : e.size).padStart(12)}  ${e.modified}  ${e.path}\n`);
+        process.stdout.write(
+          `${attrs} ${String(e.isDirectory ? '' : e.size).padStart(12)}  ${e.modified}  ${e.path}\n`,
+        );
       }
     });
 }

@@ -22,7 +22,12 @@ function printImageSummary(s: ImageSummary): void {
         (p.fat ? `, ${p.fat.usedClusters}/${p.fat.totalClusters} clusters used` : ''),
     ),
     ...(s.plan.excluded.length > 0
-      ? [`  excluded    ${s.plan.excluded.length} entries, ${formatBytes(s.plan.bytesExcluded)}: ${s.plan.excluded.slice(0, 10).map((e) => `${e.partition}:${e.path}`).join(', ')}${s.plan.excluded.length > 10 ? ', ...' : ''}`]
+      ? [
+          `  excluded    ${s.plan.excluded.length} entries, ${formatBytes(s.plan.bytesExcluded)}: ${s.plan.excluded
+            .slice(0, 10)
+            .map((e) => `${e.partition}:${e.path}`)
+            .join(', ')}${s.plan.excluded.length > 10 ? ', ...' : ''}`,
+        ]
       : []),
     `  time        ${s.seconds.toFixed(2)} s, ${formatRate(s.size / Math.max(s.seconds, 1e-9))}`,
     `  latency     p50 ${s.latency.p50Ms.toFixed(3)} ms, p99 ${s.latency.p99Ms.toFixed(3)} ms, max ${s.latency.maxMs.toFixed(3)} ms`,
@@ -37,13 +42,22 @@ export function addImageCommand(program: Command): void {
     .description('copy a file or block device to a sparse image file')
     .argument('<source>', 'file or block device to read (opened read-only)')
     .argument('<output>', 'image file to write')
-    .addOption(new Option('--block-size <size>', 'read request size').default(1 << 20, '1M').argParser(sizeArg('--block-size')))
-    .addOption(new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)))
+    .addOption(
+      new Option('--block-size <size>', 'read request size').default(1 << 20, '1M').argParser(sizeArg('--block-size')),
+    )
+    .addOption(
+      new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)),
+    )
     .addOption(new Option('--engine <name>', 'read engine').choices(['auto', 'io_uring', 'threads']).default('auto'))
     .addOption(new Option('--direct <mode>', 'O_DIRECT use').choices(['auto', 'on', 'off']).default('auto'))
     .option('--no-sparse', 'write all-zero blocks instead of leaving holes')
     .option('--all-blocks', 'copy every block (default: only what FAT file systems use)', false)
-    .option('--exclude <glob>', 'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)', collect, [])
+    .option(
+      '--exclude <glob>',
+      'leave out files/directories of FAT volumes (repeatable; "N:glob" for partition N)',
+      collect,
+      [],
+    )
     .option('--strict', 'fail on an unparseable file system instead of copying it in full', false)
     .option('-f, --force', 'replace an existing output file', false)
     .option('--json', 'print a machine-readable summary', false)
@@ -63,7 +77,10 @@ export function addImageCommand(program: Command): void {
         strict: o.strict === true,
         ...throttleSettings(o),
         signal,
-        onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`) : undefined,
+        onProgress: bar
+          ? (p) =>
+              bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`)
+          : undefined,
       }).finally(() => bar?.stop()),
     );
     if (o.json === true) printJson(summary);

@@ -10,12 +10,21 @@ export function addInitCommand(program: Command): void {
     .command('init')
     .description('create a backup repository in an empty or new directory')
     .argument('<repo>', 'directory for the repository')
-    .addOption(new Option('--chunk-size <size>', 'chunk size: a power of two from 64K to 8M').default(1 << 20, '1M').argParser(sizeArg('--chunk-size')))
-    .addOption(new Option('--zstd-level <n>', 'zstd compression level').default(3).argParser(intArg('--zstd-level', 1, 19)))
+    .addOption(
+      new Option('--chunk-size <size>', 'chunk size: a power of two from 64K to 8M')
+        .default(1 << 20, '1M')
+        .argParser(sizeArg('--chunk-size')),
+    )
+    .addOption(
+      new Option('--zstd-level <n>', 'zstd compression level').default(3).argParser(intArg('--zstd-level', 1, 19)),
+    )
     .option('--json', 'print JSON', false)
     .action(async (path: string, o: Record<string, unknown>) => {
       const repo = await initRepository(path, { chunkSize: o.chunkSize as number, zstdLevel: o.zstdLevel as number });
       if (o.json === true) printJson({ path: repo.path, ...repo.config });
-      else process.stdout.write(`created repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`);
+      else
+        process.stdout.write(
+          `created repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`,
+        );
     });
 }

@@ -15,13 +15,23 @@ export function addListCommand(program: Command): void {
       const { backups, damaged } = await repo.listBackups();
       if (o.json === true) {
         printJson({
-          backups: backups.map((b) => ({ id: b.id, created: b.created, source: b.source.path, size: b.size, parent: b.parent, mode: b.plan.mode, stats: b.stats })),
+          backups: backups.map((b) => ({
+            id: b.id,
+            created: b.created,
+            source: b.source.path,
+            size: b.size,
+            parent: b.parent,
+            mode: b.plan.mode,
+            stats: b.stats,
+          })),
           damaged: damaged.map((d) => ({ id: d.id, error: d.error.message })),
         });
         return;
       }
       for (const b of backups) {
-        process.stdout.write(`${b.id}  ${b.created}  ${formatBytes(b.size).padStart(10)}  ${b.plan.mode.padEnd(7)}  ${b.source.path}\n`);
+        process.stdout.write(
+          `${b.id}  ${b.created}  ${formatBytes(b.size).padStart(10)}  ${b.plan.mode.padEnd(7)}  ${b.source.path}\n`,
+        );
       }
       for (const d of damaged) process.stdout.write(`${d.id}  DAMAGED: ${d.error.message}\n`);
     });

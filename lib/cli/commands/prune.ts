@@ -10,9 +10,21 @@ export function addPruneCommand(program: Command): void {
     .command('prune')
     .description('remove old backups by a retention rule, then chunks no backup needs')
     .requiredOption('--repo <repo>', 'repository directory')
-    .addOption(new Option('--keep-last <n>', 'keep the newest N backups of each source').argParser(intArg('--keep-last', 0, 1e9)))
-    .addOption(new Option('--keep-daily <n>', 'keep one backup for each of the last N days').argParser(intArg('--keep-daily', 0, 1e9)))
-    .addOption(new Option('--keep-weekly <n>', 'keep one backup for each of the last N weeks').argParser(intArg('--keep-weekly', 0, 1e9)))
+    .addOption(
+      new Option('--keep-last <n>', 'keep the newest N backups of each source').argParser(
+        intArg('--keep-last', 0, 1e9),
+      ),
+    )
+    .addOption(
+      new Option('--keep-daily <n>', 'keep one backup for each of the last N days').argParser(
+        intArg('--keep-daily', 0, 1e9),
+      ),
+    )
+    .addOption(
+      new Option('--keep-weekly <n>', 'keep one backup for each of the last N weeks').argParser(
+        intArg('--keep-weekly', 0, 1e9),
+      ),
+    )
     .option('--dry-run', 'show what would be removed', false)
     .option('--json', 'print JSON', false)
     .action(async (o: Record<string, unknown>) => {

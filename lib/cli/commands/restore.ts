@@ -15,7 +15,9 @@ export function addRestoreCommand(program: Command): void {
     .argument('<target>', 'image file to create, or block device to overwrite')
     .requiredOption('--repo <repo>', 'repository directory')
     .option('-f, --force', 'replace an existing target file', false)
-    .addOption(new Option('--queue-depth <n>', 'chunk writes in flight').default(8).argParser(intArg('--queue-depth', 1, 256)))
+    .addOption(
+      new Option('--queue-depth <n>', 'chunk writes in flight').default(8).argParser(intArg('--queue-depth', 1, 256)),
+    )
     .option('--json', 'print JSON', false)
     .option('--no-progress', 'no progress bar');
   addThrottleOptions(restoreCmd).action(async (id: string, target: string, o: Record<string, unknown>) => {
@@ -29,10 +31,16 @@ export function addRestoreCommand(program: Command): void {
         queueDepth: o.queueDepth as number,
         ...throttleSettings(o),
         signal,
-        onProgress: bar ? (p) => bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`) : undefined,
+        onProgress: bar
+          ? (p) =>
+              bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`)
+          : undefined,
       }).finally(() => bar?.stop()),
     );
     if (o.json === true) printJson(r);
-    else process.stdout.write(`restored ${r.backup} to ${r.target}: ${formatBytes(r.size)} in ${r.seconds.toFixed(2)} s (${r.chunksVerified} chunks verified)\n`);
+    else
+      process.stdout.write(
+        `restored ${r.backup} to ${r.target}: ${formatBytes(r.size)} in ${r.seconds.toFixed(2)} s (${r.chunksVerified} chunks verified)\n`,
+      );
   });
 }

@@ -17,12 +17,18 @@ export function addVerifyCommand(program: Command): void {
       if (o.json === true) {
         printJson(report);
       } else {
-        process.stdout.write(`checked ${report.chunksChecked} chunks (${formatBytes(report.bytesChecked)}) and ${report.backupsChecked} backups in ${report.seconds.toFixed(2)} s\n`);
+        process.stdout.write(
+          `checked ${report.chunksChecked} chunks (${formatBytes(report.bytesChecked)}) and ${report.backupsChecked} backups in ${report.seconds.toFixed(2)} s\n`,
+        );
         for (const p of report.problems) {
-          process.stdout.write(`${p.problem} chunk ${p.digest}: ${p.message}; needed by ${p.backups.join(', ') || 'no backup'}\n`);
+          process.stdout.write(
+            `${p.problem} chunk ${p.digest}: ${p.message}; needed by ${p.backups.join(', ') || 'no backup'}\n`,
+          );
         }
         for (const d of report.damagedManifests) process.stdout.write(`damaged backup ${d.id}: ${d.message}\n`);
-        process.stdout.write(report.ok ? 'repository OK\n' : `damaged backups: ${report.damagedBackups.join(', ') || 'none'}\n`);
+        process.stdout.write(
+          report.ok ? 'repository OK\n' : `damaged backups: ${report.damagedBackups.join(', ') || 'none'}\n`,
+        );
       }
       if (!report.ok) throw new ReportedFailure();
     });

@@ -26,7 +26,8 @@ async function buildCatalog(sourcePath: string, plan: ImagePlan, catalog: Catalo
     const excluded = plan.excluded.filter((e) => e.partition === p.index).map((e) => e.path);
     const vol = await openVolume(sourcePath, { partition: p.index });
     try {
-      for (const frame of await vol.catalogFrames(p.index, excluded, CATALOG_FRAME_BYTES)) await catalog.addFrame(frame.text, frame.entries);
+      for (const frame of await vol.catalogFrames(p.index, excluded, CATALOG_FRAME_BYTES))
+        await catalog.addFrame(frame.text, frame.entries);
     } finally {
       vol.close();
     }

@@ -70,7 +70,11 @@ function backupManifest(r: BackupRecord): Manifest {
  * Makes every chunk the backup wrote durable, checks the parent's index it
  * took chunks from, and commits the manifest with its index and catalog.
  */
-export async function commitBackup(r: BackupRecord, parentIndex: IndexReader | undefined, catalog: BackupCatalog): Promise<Manifest> {
+export async function commitBackup(
+  r: BackupRecord,
+  parentIndex: IndexReader | undefined,
+  catalog: BackupCatalog,
+): Promise<Manifest> {
   if (parentIndex) await parentIndex.verify();
   await r.repo.syncChunkDirs(r.pipeline.touchedDirs);
   const manifest = backupManifest(r);

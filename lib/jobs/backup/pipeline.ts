@@ -84,7 +84,12 @@ export class ChunkPipeline {
    */
   async run(onBlock: () => void): Promise<BlockReader> {
     const { source, plan, throttle, read, signal } = this.#in;
-    const reader = throttledReader(source, plan.extents, throttle, { read, maxBlockSize: this.#cs, signal, heldBuffers: CHUNKS_IN_FLIGHT + 2 });
+    const reader = throttledReader(source, plan.extents, throttle, {
+      read,
+      maxBlockSize: this.#cs,
+      signal,
+      heldBuffers: CHUNKS_IN_FLIGHT + 2,
+    });
     try {
       for await (const block of reader) {
         this.latency.record(block.latencyNs);
@@ -101,7 +106,8 @@ export class ChunkPipeline {
       await Promise.allSettled(this.#pending);
       throw err;
     }
-    if (this.#next !== plan.chunkCount) throw new LowtideError('INTERNAL', `backup read ${this.#next} of ${plan.chunkCount} chunks`);
+    if (this.#next !== plan.chunkCount)
+      throw new LowtideError('INTERNAL', `backup read ${this.#next} of ${plan.chunkCount} chunks`);
     this.stats.bytesRead = reader.stats().bytesRead;
     return reader;
   }
@@ -113,7 +119,12 @@ export class ChunkPipeline {
     const chunkStart = i * cs;
     const chunkLength = Math.min(cs, this.#in.source.size - chunkStart);
     const writes = this.#partial?.index === i ? [] : this.#overlayOf(chunkStart, chunkLength);
-    if (this.#partial === undefined && block.offset === chunkStart && block.length === chunkLength && writes.length === 0) {
+    if (
+      this.#partial === undefined &&
+      block.offset === chunkStart &&
+      block.length === chunkLength &&
+      writes.length === 0
+    ) {
       const parentEntry = await this.#startChunk(i);
       block.retain();
       this.#submit(i, block.data, () => block.release(), parentEntry);
@@ -137,7 +148,8 @@ export class ChunkPipeline {
     const { signal, plan } = this.#in;
     // An aborted reader can end early without an error: never fill what it did not read from the parent.
     if (signal?.aborted) throw new LowtideError('ABORTED', 'the backup was aborted', { cause: signal.reason });
-    if (this.bytesDone !== plan.bytesTotal) throw new LowtideError('INTERNAL', `the reader ended after ${this.bytesDone} of ${plan.bytesTotal} bytes`);
+    if (this.bytesDone !== plan.bytesTotal)
+      throw new LowtideError('INTERNAL', `the reader ended after ${this.bytesDone} of ${plan.bytesTotal} bytes`);
     if (this.#partial !== undefined) throw this.#readInPart(this.#partial);
   }
 

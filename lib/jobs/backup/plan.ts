@@ -42,13 +42,18 @@ async function sourceIdentity(source: Source): Promise<SourceIdentity> {
   };
 }
 
-async function chooseParent(repo: Repository, identity: SourceIdentity, parent: string | null | undefined): Promise<Manifest | undefined> {
+async function chooseParent(
+  repo: Repository,
+  identity: SourceIdentity,
+  parent: string | null | undefined,
+): Promise<Manifest | undefined> {
   if (parent === null) return undefined;
   if (parent === undefined || parent === 'auto') {
     const { backups } = await repo.listBackups();
     for (let i = backups.length - 1; i >= 0; i--) {
       const b = backups[i]!;
-      if (b.source.realPath === identity.realPath && b.size === identity.size && b.chunkSize === repo.chunkSize) return b;
+      if (b.source.realPath === identity.realPath && b.size === identity.size && b.chunkSize === repo.chunkSize)
+        return b;
     }
     return undefined;
   }
@@ -76,11 +81,17 @@ export function chunkAlignedExtents(extents: readonly Extent[], chunkSize: numbe
 
 function checkChanged(changed: readonly Extent[] | undefined, parent: Manifest | undefined, source: Source): void {
   if (changed !== undefined && parent === undefined) {
-    throw new LowtideError('INVALID_ARGUMENT', 'changed: a list of changed extents needs a parent backup of the same source');
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      'changed: a list of changed extents needs a parent backup of the same source',
+    );
   }
   for (const e of changed ?? []) {
     if (e.offset + e.length > source.size) {
-      throw new LowtideError('OUT_OF_RANGE', `changed: extent [${e.offset}, ${e.offset + e.length}) reaches past the end of ${source.path} (${source.size} bytes)`);
+      throw new LowtideError(
+        'OUT_OF_RANGE',
+        `changed: extent [${e.offset}, ${e.offset + e.length}) reaches past the end of ${source.path} (${source.size} bytes)`,
+      );
     }
   }
 }
@@ -89,10 +100,18 @@ function checkChanged(changed: readonly Extent[] | undefined, parent: Manifest |
  * Plans a backup of the open `source` into `repo`. `planning` is the file
  * systems' plan (planImage), started before the repository was opened.
  */
-export async function planBackup(repo: Repository, source: Source, request: PlanRequest, planning: Promise<ImagePlan>): Promise<BackupPlan> {
+export async function planBackup(
+  repo: Repository,
+  source: Source,
+  request: PlanRequest,
+  planning: Promise<ImagePlan>,
+): Promise<BackupPlan> {
   const cs = repo.chunkSize;
   if (cs % source.sectorSize !== 0) {
-    throw new LowtideError('UNSUPPORTED', `the repository's chunk size ${cs} is not a multiple of ${source.path}'s sector size ${source.sectorSize}`);
+    throw new LowtideError(
+      'UNSUPPORTED',
+      `the repository's chunk size ${cs} is not a multiple of ${source.path}'s sector size ${source.sectorSize}`,
+    );
   }
   const identity = await sourceIdentity(source);
   const parent = await chooseParent(repo, identity, request.parent);

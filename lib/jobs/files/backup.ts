@@ -40,11 +40,16 @@ function resolveBackupChoice(repository: unknown, backupId: unknown): BackupChoi
   return { repository: repository as string | Repository, backup: stringOption('backup', backupId) };
 }
 
-async function backupCatalog(choice: BackupChoice): Promise<{ repo: Repository; manifest: Manifest; path: string; sha256: string }> {
+async function backupCatalog(
+  choice: BackupChoice,
+): Promise<{ repo: Repository; manifest: Manifest; path: string; sha256: string }> {
   const repo = choice.repository instanceof Repository ? choice.repository : await openRepository(choice.repository);
   const manifest = await repo.readManifest(choice.backup);
   if (!manifest.catalog) {
-    throw new LowtideError('UNSUPPORTED', `backup ${manifest.id} has no file catalog (it holds no FAT volume that was read by used blocks)`);
+    throw new LowtideError(
+      'UNSUPPORTED',
+      `backup ${manifest.id} has no file catalog (it holds no FAT volume that was read by used blocks)`,
+    );
   }
   return { repo, manifest, path: join(repo.backupsDir, manifest.catalog.file), sha256: manifest.catalog.sha256 };
 }
@@ -54,12 +59,18 @@ function pickPartition(entries: CatalogEntry[], wanted: number | undefined, id: 
   const parts = [...new Set(entries.map((e) => e.partition))].sort((a, b) => a - b);
   if (wanted !== undefined) {
     if (!parts.includes(wanted)) {
-      throw new LowtideError('INVALID_ARGUMENT', `partition: expected one of ${parts.join(', ') || '(none)'} in backup ${id}, got ${wanted}`);
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `partition: expected one of ${parts.join(', ') || '(none)'} in backup ${id}, got ${wanted}`,
+      );
     }
     return wanted;
   }
   if (parts.length === 1) return parts[0]!;
-  throw new LowtideError('INVALID_ARGUMENT', `partition: backup ${id} has ${parts.length} FAT partitions (${parts.join(', ')}); choose one`);
+  throw new LowtideError(
+    'INVALID_ARGUMENT',
+    `partition: backup ${id} has ${parts.length} FAT partitions (${parts.join(', ')}); choose one`,
+  );
 }
 
 /** The catalog entries of one partition of a backup. */
@@ -72,7 +83,11 @@ async function catalogEntries(choice: BackupChoice, partition: number | undefine
 }
 
 /** Files and directories of a FAT volume inside a backup, from its catalog: no chunk is read. */
-export async function listBackupFiles(repository: string | Repository, backupId: string, options: VolumeChoice = {}): Promise<FileListing[]> {
+export async function listBackupFiles(
+  repository: string | Repository,
+  backupId: string,
+  options: VolumeChoice = {},
+): Promise<FileListing[]> {
   const choice = resolveBackupChoice(repository, backupId);
   const partition = partitionOption(objectOption('options', options));
   const { entries } = await catalogEntries(choice, partition);
@@ -154,16 +169,22 @@ export async function extractFromBackup(
     const lower = (p: string): string => p.toLowerCase();
     const normalized = volumePath(path);
     const top = normalized === '/' ? undefined : entries.find((e) => lower(e.path) === lower(normalized));
-    if (normalized !== '/' && !top) throw new LowtideError('NOT_FOUND', `${normalized} is not in backup ${manifest.id}`);
-    const target = await extractTarget(dest, () => (top ? safeName(top.path.slice(top.path.lastIndexOf('/') + 1), normalized) : `${manifest.id}-root`));
+    if (normalized !== '/' && !top)
+      throw new LowtideError('NOT_FOUND', `${normalized} is not in backup ${manifest.id}`);
+    const target = await extractTarget(dest, () =>
+      top ? safeName(top.path.slice(top.path.lastIndexOf('/') + 1), normalized) : `${manifest.id}-root`,
+    );
     const result: BackupExtractResult = { dest: target, files: 0, directories: 0, bytes: 0, chunksRead: 0 };
     const writeFile = async (e: CatalogEntry, to: string): Promise<void> => {
-      await writeExtracted(to, { force, signal, size: e.size, modified: new Date(e.modified), what: e.path }, (fh) => chunks.copy(e.extents, fh));
+      await writeExtracted(to, { force, signal, size: e.size, modified: new Date(e.modified), what: e.path }, (fh) =>
+        chunks.copy(e.extents, fh),
+      );
       result.files++;
       result.bytes += e.size;
     };
     const prefix = top ? top.path : '';
-    const below = async (): Promise<CatalogEntry[]> => entries.filter((x) => prefix === '' || lower(x.path).startsWith(lower(prefix) + '/'));
+    const below = async (): Promise<CatalogEntry[]> =>
+      entries.filter((x) => prefix === '' || lower(x.path).startsWith(lower(prefix) + '/'));
     await extractTree(top, target, below, writeFile, result);
     result.chunksRead = chunks.chunksRead;
     return result;

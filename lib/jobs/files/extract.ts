@@ -47,7 +47,13 @@ export function resolveExtractOptions(options: unknown): ResolvedExtractOptions 
 
 /** A path in a volume as '/'-separated names from the root ('/' for the root). */
 export function volumePath(path: string): string {
-  return '/' + path.split('/').filter((x) => x !== '').join('/');
+  return (
+    '/' +
+    path
+      .split('/')
+      .filter((x) => x !== '')
+      .join('/')
+  );
 }
 
 export function safeName(name: string, where: string): string {
@@ -77,14 +83,18 @@ export async function writeExtracted(
   const { force, signal } = options;
   if (signal?.aborted) throw new LowtideError('ABORTED', 'extract was aborted', { cause: signal.reason });
   const there = await lstat(to).catch(() => undefined);
-  if (there && !force) throw new LowtideError('OUTPUT_EXISTS', `${to} exists; pass force (--force) to replace it`, { path: to });
+  if (there && !force)
+    throw new LowtideError('OUTPUT_EXISTS', `${to} exists; pass force (--force) to replace it`, { path: to });
   if (there?.isDirectory()) throw new LowtideError('OUTPUT_EXISTS', `${to} is a directory`, { path: to });
   const file = await PartialFile.create(to, 4);
   let done = false;
   try {
     const written = await fill(file.handle);
     if (written !== options.size) {
-      throw new LowtideError('FAT_CORRUPT', `${options.what}: ${written} bytes of data for a ${options.size}-byte file`);
+      throw new LowtideError(
+        'FAT_CORRUPT',
+        `${options.what}: ${written} bytes of data for a ${options.size}-byte file`,
+      );
     }
     await file.commit({ syncDirectory: false });
     done = true;
@@ -122,7 +132,10 @@ export async function extractTree<E extends TreeEntry>(
   await mkdir(target, { recursive: true });
   result.directories++;
   for (const e of await below()) {
-    const rel = e.path.slice(prefix.length + 1).split('/').map((n) => safeName(n, e.path));
+    const rel = e.path
+      .slice(prefix.length + 1)
+      .split('/')
+      .map((n) => safeName(n, e.path));
     const to = join(target, ...rel);
     if (e.isDirectory) {
       await mkdir(to, { recursive: true });

@@ -24,13 +24,17 @@ export async function targetKind(target: string, force: boolean): Promise<Target
   try {
     existing = await lstat(target);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toLowtideError(err, 'WRITE_FAILED', `checking ${target}`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw toLowtideError(err, 'WRITE_FAILED', `checking ${target}`);
   }
   if (existing?.isBlockDevice()) return 'block';
   if (existing?.isDirectory()) throw new LowtideError('INVALID_ARGUMENT', `target ${target} is a directory`);
-  if (existing && !existing.isFile()) throw new LowtideError('UNSUPPORTED', `target ${target} is neither a file nor a block device`);
+  if (existing && !existing.isFile())
+    throw new LowtideError('UNSUPPORTED', `target ${target} is neither a file nor a block device`);
   if (existing && !force) {
-    throw new LowtideError('OUTPUT_EXISTS', `target ${target} exists; pass force (--force) to replace it`, { path: target });
+    throw new LowtideError('OUTPUT_EXISTS', `target ${target} exists; pass force (--force) to replace it`, {
+      path: target,
+    });
   }
   return 'file';
 }
@@ -98,7 +102,10 @@ export class RestoreTarget {
       this.#device = await open(this.path, fsc.O_WRONLY);
     }
     if (geo.size < manifest.size) {
-      throw new LowtideError('TARGET_TOO_SMALL', `target ${this.path} has ${geo.size} bytes; backup ${manifest.id} needs ${manifest.size}`);
+      throw new LowtideError(
+        'TARGET_TOO_SMALL',
+        `target ${this.path} has ${geo.size} bytes; backup ${manifest.id} needs ${manifest.size}`,
+      );
     }
   }
 
