@@ -65,7 +65,13 @@ export {
   type DiskInfo,
 } from './jobs/files.js';
 export { JobThrottle, probeIdleLatency, type JobThrottleReport, type ThrottleState } from './throttle/job-throttle.js';
-export { resolveThrottleSettings, type ThrottleSettings } from './throttle/job-settings.js';
+export {
+  resolveThrottleSettings,
+  THROTTLE_PRESETS,
+  type ThrottleSettings,
+  type ThresholdLaw,
+  type ThrottlePresetName,
+} from './throttle/job-settings.js';
 export { createController } from './throttle/create-controller.js';
 export {
   CONTROLLER_NAMES,

@@ -3,7 +3,7 @@
  * for each are in docs/throttle.md, "Options and defaults"), and their
  * validation.
  */
-import { booleanOption, integerOption, invalidOption, numberOption, objectOption } from '../options.js';
+import { booleanOption, choiceOption, integerOption, invalidOption, numberOption, objectOption } from '../options.js';
 import type { LatencyEstimatorOptions } from './estimator.js';
 
 export interface ThrottleOptions {
@@ -23,9 +23,19 @@ export interface ThrottleOptions {
   maxDelayMs?: number;
   estimator?: LatencyEstimatorOptions;
   threshold?: {
-    /** kp: the delay is multiplied by exp(kp · throttling value) (default 0.5). */
+    /**
+     * 'integral' (default): the delay is an integral part times exp(kp ·
+     * throttling value), which brings the latency to the threshold.
+     * 'proportional': the delay is the throttling value times the threshold
+     * times `proportionalGain`, and 0 at or below the threshold: the classic
+     * rule as written (docs/throttle.md).
+     */
+    law?: 'proportional' | 'integral';
+    /** 'proportional' law: delay = proportionalGain · throttling value · threshold (default 1). */
+    proportionalGain?: number;
+    /** 'integral' law, kp: the delay is multiplied by exp(kp · throttling value) (default 0.5). */
     gain?: number;
-    /** ki: ln(delay) grows by ki per round trip spent at twice the target (default 0.25). */
+    /** 'integral' law, ki: ln(delay) grows by ki per round trip spent at twice the target (default 0.25). */
     integralGain?: number;
   };
   aimd?: {
@@ -124,7 +134,7 @@ export interface ResolvedThrottleOptions {
   alignment: number;
   maxDelayMs: number;
   estimator: LatencyEstimatorOptions;
-  threshold: { gain: number; integralGain: number };
+  threshold: { law: 'proportional' | 'integral'; proportionalGain: number; gain: number; integralGain: number };
   aimd: { decreaseFactor: number; increaseBytes: number };
   parda: { gamma: number; betaBytes: number };
   canary: {
@@ -156,6 +166,7 @@ export const THROTTLE_DEFAULTS = {
   maxBlockSize: 1024 * 1024,
   alignment: 4096,
   maxDelayMs: 500,
+  thresholdProportionalGain: 1,
   thresholdGain: 0.5,
   thresholdIntegralGain: 0.25,
   aimdDecreaseFactor: 0.5,
@@ -250,6 +261,14 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
     maxDelayMs,
     estimator: objectOption('estimator', o.estimator) as LatencyEstimatorOptions,
     threshold: {
+      law: choiceOption('threshold.law', th.law, ['integral', 'proportional'] as const, 'integral'),
+      proportionalGain: numberOption(
+        'threshold.proportionalGain',
+        th.proportionalGain,
+        THROTTLE_DEFAULTS.thresholdProportionalGain,
+        0,
+        1000,
+      ),
       gain: numberOption('threshold.gain', th.gain, THROTTLE_DEFAULTS.thresholdGain, 0, 100),
       integralGain: numberOption(
         'threshold.integralGain',

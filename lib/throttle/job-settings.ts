@@ -18,7 +18,26 @@ export interface ThrottleSettings {
   rateLimit?: number;
   /** `canary`: time between two probes, ms (default PROBE_INTERVAL_MS, 0.5 to 1000). */
   probeIntervalMs?: number;
+  /**
+   * `threshold`: 'integral' (default) or 'proportional', the classic rule as
+   * written: the delay is proportional to how far the smoothed latency is
+   * above the threshold, and none below it (docs/throttle.md).
+   */
+  thresholdLaw?: ThresholdLaw;
 }
+
+export type ThresholdLaw = 'integral' | 'proportional';
+
+/**
+ * Named throttle settings. `classic`: the classic rule as written, with the
+ * defaults Veeam Backup & Replication documents for its storage latency
+ * control (a 30 ms throttling limit, a 20 ms limit for starting new tasks).
+ */
+export const THROTTLE_PRESETS = {
+  classic: { throttle: 'threshold', thresholdLaw: 'proportional', latencyTarget: 30, admissionLimit: 20 },
+} as const satisfies Record<string, ThrottleSettings>;
+
+export type ThrottlePresetName = keyof typeof THROTTLE_PRESETS;
 
 export interface ResolvedThrottleSettings {
   throttle: ControllerName;
@@ -26,6 +45,7 @@ export interface ResolvedThrottleSettings {
   admissionLimit: number | undefined;
   rateLimit: number | undefined;
   probeIntervalMs: number;
+  thresholdLaw: ThresholdLaw;
   /**
    * Experiments only (bench:impact's BENCH_CANARY_VARIANTS): overrides of the
    * `canary` controller's tuning (docs/throttle.md), checked by the
@@ -55,9 +75,16 @@ export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSett
       `probeIntervalMs: only the canary controller probes, and throttle is '${throttle}'`,
     );
   }
+  if (s.thresholdLaw !== undefined && throttle !== 'threshold') {
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      `thresholdLaw: only the threshold controller has a law, and throttle is '${throttle}'`,
+    );
+  }
   return {
     throttle,
     latencyTarget,
+    thresholdLaw: choiceOption<ThresholdLaw>('thresholdLaw', s.thresholdLaw, ['integral', 'proportional'], 'integral'),
     // (Only backupMany() acts on it; single jobs reject it, see singleJobThrottleSettings.)
     admissionLimit: positiveNumber('admissionLimit', s.admissionLimit),
     rateLimit: positiveNumber('rateLimit', s.rateLimit),

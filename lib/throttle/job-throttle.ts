@@ -212,6 +212,7 @@ export class JobThrottle {
     const controller = createController(name, {
       ...base,
       ...(targetMs !== undefined ? { targetLatencyMs: targetMs } : {}),
+      ...(name === 'threshold' ? { threshold: { law: settings.thresholdLaw } } : {}),
     });
     target ??= { mode: targetMs === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
     return new JobThrottle(controller, target, settings.rateLimit, undefined, fallback);

@@ -4,26 +4,34 @@ import { clamp } from './decision.js';
 import type { ThrottleDecision } from './types.js';
 
 /**
- * `threshold`: the classic rule. The throttling value is how far a block's
- * latency L is above the threshold T, relative to it:
- *     e = clamp((L − T) / T, −1, 4)
- * The delay before the next block is an integral part I, which remembers
- * how long the latency has been above or below T, times a proportional
- * factor from the current throttling value (ki, kp: gains; Δt: time since
- * the previous sample):
+ * `threshold`: the classic rule. Every block's latency is measured and
+ * smoothed (the estimator's EWMA, L̂); the throttling value is how far L̂ is
+ * above the threshold T, relative to it:
+ *     e = (L̂ − T) / T
+ *
+ * Law 'proportional' (the classic rule as written) delays the next block by a time
+ * proportional to that value, and not at all at or below the threshold:
+ *     d = proportionalGain · e · T   for e > 0   (the excess itself at gain 1)
+ *     d = 0                          for e ≤ 0
+ * It settles above T (it delays only while latency is too high), and with
+ * the queue depth at its maximum the job's own queue alone can hold L̂
+ * above a low T on an idle device.
+ *
+ * Law 'integral' (the default) brings the latency *to* T: the delay is an integral part I,
+ * which remembers how long the latency has been above or below T, times a
+ * proportional factor (ki, kp: gains; Δt: time since the previous sample;
+ * e clamped to [−1, 4] and taken per block):
  *     ln I ← ln I + ki · e · min(Δt, τ) / τ,   τ = max(L, T),
  *                                            I within [T / 1000, maxDelay]
  *     d = I · exp(kp · e)                    (0 while I is at its floor)
  * Working on the logarithm makes the loop independent of the device's
- * speed: a change of d by a given factor changes our rate by that factor,
- * whatever the rate. τ is the loop's dead time (a block issued now reports
- * back after L), so the integral moves by at most e^(4·ki) per round trip.
- * The integral brings the latency to T, where a purely proportional rule
- * would settle above it; the proportional factor damps
- * the loop (the device queue integrates the rate difference, so an integral
- * alone would oscillate). Integrating over time rather than per sample makes
- * the response independent of how many blocks are in flight. Queue depth and
- * request size stay at their maxima, as in the commercial tools.
+ * speed; τ is the loop's dead time (a block issued now reports back after
+ * L), so the integral moves by at most e^(4·ki) per round trip. The
+ * proportional factor damps the loop (the device queue integrates the rate
+ * difference, so an integral alone would oscillate).
+ *
+ * Under both laws queue depth and request size stay at their maxima, as in
+ * the commercial tools.
  */
 export class ThresholdController extends BaseController {
   readonly name = 'threshold' as const;
@@ -40,6 +48,11 @@ export class ThresholdController extends BaseController {
 
   protected onSample(latencyNs: number): void {
     const o = this.options;
+    if (o.threshold.law === 'proportional') {
+      const e = (this.latency.smoothedNs - this.targetNs) / this.targetNs;
+      this.delayMs = e > 0 ? Math.min(o.threshold.proportionalGain * e * o.targetLatencyMs, o.maxDelayMs) : 0;
+      return;
+    }
     const now = this.latency.nowNs;
     const dtNs = this.lastAtNs === undefined ? 0 : now - this.lastAtNs;
     this.lastAtNs = now;
