@@ -3,6 +3,7 @@
  * everything else imports `native` from here.
  */
 import { createRequire } from 'node:module';
+import { LowtideError } from './errors.js';
 import { packageRoot } from './package.js';
 
 export interface NativeSourceInfo {
@@ -306,7 +307,28 @@ export interface NativeBinding extends NativeFsBinding {
 function load(): NativeBinding {
   const require = createRequire(import.meta.url);
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-  return nodeGypBuild(packageRoot) as NativeBinding;
+  try {
+    return nodeGypBuild(packageRoot) as NativeBinding;
+  } catch (err) {
+    throw new LowtideError(
+      'UNSUPPORTED',
+      `lowtide's native addon is not available for ${process.platform}-${process.arch} (Node ${process.versions.node}): ` +
+        `${(err as Error).message.split('\n')[0]}. Build it with "npm rebuild lowtide" (needs a C++ compiler, python3 and make)`,
+      { cause: err },
+    );
+  }
 }
 
-export const native: NativeBinding = load();
+let binding: NativeBinding | undefined;
+
+/**
+ * The addon, loaded on first use: errors, types and the pure helpers import
+ * without it, and a missing build is a LowtideError (UNSUPPORTED) at the
+ * first call that needs it, not a failure to import the package.
+ */
+export const native: NativeBinding = new Proxy({} as NativeBinding, {
+  get(_target, property) {
+    binding ??= load();
+    return Reflect.get(binding, property) as unknown;
+  },
+});
