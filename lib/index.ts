@@ -1,6 +1,7 @@
 /** lowtide's public API: re-exports only. */
 export { LowtideError, ErrorCodes, type ErrorCode } from './errors.js';
 export { version } from './package.js';
+export { setWorkerThreads, workerPoolStats } from './pool.js';
 export {
   openSource,
   ioUringAvailable,

@@ -279,6 +279,9 @@ export interface NativeBinding extends NativeFsBinding {
   /** sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range now, without waiting. */
   startWriteback(fd: number, offset: number, length: number): boolean;
   ioUringAvailable(): boolean;
+  /** The number of the addon's worker threads (1..256; default: online CPUs, 2 to 16). */
+  setPoolThreads(n: number): void;
+  poolStats(): { threads: number; executed: number };
   /** libzstd.so.1, loaded at run time: its version, or why it could not be loaded. */
   zstdInfo(): { version: string; error?: undefined } | { version?: undefined; error: string };
   /** One zstd frame (content size recorded), on the thread pool. */

@@ -4,7 +4,7 @@
 #include "napi/binding.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new lowtide::napi::AddonData());
+  env.SetInstanceData(new lowtide::napi::AddonData(env));
   lowtide::napi::init_source(env, exports);
   lowtide::napi::init_reader(env, exports);
   lowtide::napi::init_util(env, exports);

@@ -2,7 +2,8 @@
 //
 //   run_async<Result>(env, name, execute, resolve) -> Promise
 //
-// `execute(Result&)` runs off the JS thread. It sees only what it captured:
+// The work runs on the addon's own worker pool (napi/work_pool.h), not on
+// libuv's. `execute(Result&)` runs off the JS thread. It sees only what it captured:
 // inputs copied into plain values on the JS thread (or a HeldView of a JS
 // buffer), never JS values. It fills the result or throws io::IoError; any
 // other exception becomes INTERNAL. `resolve(Napi::Env, Result&)` runs on the
@@ -15,6 +16,7 @@
 #include <napi.h>
 
 #include <exception>
+#include <memory>
 #include <new>
 #include <optional>
 #include <utility>
@@ -26,19 +28,14 @@ namespace lowtide::napi {
 namespace detail {
 
 template <class Result, class ExecuteFn, class ResolveFn>
-class PromiseWorker final : public Napi::AsyncWorker {
+class PromiseTask final : public PoolTask {
  public:
-  PromiseWorker(Napi::Env env, const char* name, ExecuteFn&& execute, ResolveFn&& resolve)
-      : Napi::AsyncWorker(env, name),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        execute_(std::move(execute)),
-        resolve_(std::move(resolve)) {}
+  PromiseTask(Napi::Env env, ExecuteFn&& execute, ResolveFn&& resolve)
+      : deferred_(Napi::Promise::Deferred::New(env)), execute_(std::move(execute)), resolve_(std::move(resolve)) {}
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
- private:
-  // Off the JS thread.
-  void Execute() override {
+  void execute() noexcept override {
     try {
       execute_(result_);
     } catch (const io::IoError& e) {
@@ -52,25 +49,27 @@ class PromiseWorker final : public Napi::AsyncWorker {
     }
   }
 
-  // On the JS thread. Failures are kept in `error_`, not in the AsyncWorker's
-  // message, so OnOK runs in every case.
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (error_) {
-      deferred_.Reject(to_js_error(env, *error_).Value());
-      return;
-    }
+  void complete(Napi::Env env) noexcept override {
     try {
-      deferred_.Resolve(resolve_(env, result_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    } catch (const io::IoError& e) {
-      deferred_.Reject(to_js_error(env, e).Value());
-    } catch (const std::exception& e) {
-      deferred_.Reject(to_js_error(env, io::IoError("INTERNAL", e.what())).Value());
+      if (error_) {
+        deferred_.Reject(to_js_error(env, *error_).Value());
+        return;
+      }
+      try {
+        deferred_.Resolve(resolve_(env, result_));
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      } catch (const io::IoError& e) {
+        deferred_.Reject(to_js_error(env, e).Value());
+      } catch (const std::exception& e) {
+        deferred_.Reject(to_js_error(env, io::IoError("INTERNAL", e.what())).Value());
+      }
+    } catch (...) {
+      // Rejecting failed too (the environment is going away): nothing to settle.
     }
   }
 
+ private:
   Napi::Promise::Deferred deferred_;
   ExecuteFn execute_;
   ResolveFn resolve_;
@@ -81,10 +80,10 @@ class PromiseWorker final : public Napi::AsyncWorker {
 }  // namespace detail
 
 template <class Result, class ExecuteFn, class ResolveFn>
-Napi::Promise run_async(Napi::Env env, const char* name, ExecuteFn execute, ResolveFn resolve) {
-  auto* worker = new detail::PromiseWorker<Result, ExecuteFn, ResolveFn>(env, name, std::move(execute), std::move(resolve));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
+Napi::Promise run_async(Napi::Env env, [[maybe_unused]] const char* name, ExecuteFn execute, ResolveFn resolve) {
+  auto task = std::make_unique<detail::PromiseTask<Result, ExecuteFn, ResolveFn>>(env, std::move(execute), std::move(resolve));
+  Napi::Promise promise = task->promise();
+  addon_data(env).pool.submit(env, std::move(task));
   return promise;
 }
 

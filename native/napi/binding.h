@@ -3,14 +3,19 @@
 
 #include <napi.h>
 
+#include <memory>
+
 #include "io/io_error.h"
+#include "napi/work_pool.h"
 
 namespace lowtide::napi {
 
-// Per-environment data: constructors of the wrapped classes.
+// Per-environment data: constructors of the wrapped classes, the worker pool.
 struct AddonData {
+  explicit AddonData(Napi::Env env) : pool(env) {}
   Napi::FunctionReference source_ctor;
   Napi::FunctionReference reader_ctor;
+  WorkPool pool;
 };
 
 AddonData& addon_data(Napi::Env env);

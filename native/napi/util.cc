@@ -61,6 +61,25 @@ Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, sync_file_range(fd, off64_t(off), off64_t(len), SYNC_FILE_RANGE_WRITE) == 0);
 }
 
+// setPoolThreads(n): the number of the addon's worker threads (1..256).
+Napi::Value SetPoolThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(env, "setPoolThreads(n) expects a number");
+  double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 1 && n <= 256)) throw_invalid(env, "setPoolThreads: n must be from 1 to 256");
+  addon_data(env).pool.set_threads(unsigned(n));
+  return env.Undefined();
+}
+
+// poolStats(): { threads, executed } of the addon's worker pool.
+Napi::Value PoolStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("threads", Napi::Number::New(env, addon_data(env).pool.threads()));
+  o.Set("executed", Napi::Number::New(env, double(addon_data(env).pool.executed())));
+  return o;
+}
+
 }  // namespace
 
 void init_util(Napi::Env env, Napi::Object exports) {
@@ -69,6 +88,8 @@ void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
   exports.Set("alignedBuffer", Napi::Function::New(env, AlignedBuffer, "alignedBuffer"));
   exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));
+  exports.Set("setPoolThreads", Napi::Function::New(env, SetPoolThreads, "setPoolThreads"));
+  exports.Set("poolStats", Napi::Function::New(env, PoolStats, "poolStats"));
 }
 
 }  // namespace lowtide::napi
