@@ -18,17 +18,23 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 # The parsers and what they need; no Node-API code.
 sources=(native/fat/*.cc native/part/partition.cc native/io/io_error.cc)
 objects=()
+pids=()
 for src in "${sources[@]}"; do
   obj="$out/obj/$(echo "${src%.cc}" | tr / _).o"
   objects+=("$obj")
   # Rebuild when the source or any parser header is newer than the object.
   if [ ! -f "$obj" ] || [ -n "$(find "$src" native/fat native/part native/io -newer "$obj" -name '*.[ch]*' -print -quit)" ]; then
     # -fsanitize=fuzzer-no-link: coverage for the parsers, libFuzzer's main only in the harnesses.
-    "$CXX" "${flags[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}" -c "$src" -o "$obj"
+    "$CXX" "${flags[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}" -c "$src" -o "$obj" &
+    pids+=($!)
   fi
 done
+for pid in "${pids[@]}"; do wait "$pid"; done
+pids=()
 for harness in fuzz/*.cc; do
   name=$(basename "${harness%.cc}")
-  "$CXX" "${flags[@]}" "$harness" "${objects[@]}" -o "$out/$name"
+  "$CXX" "${flags[@]}" "$harness" "${objects[@]}" -o "$out/$name" &
+  pids+=($!)
 done
+for pid in "${pids[@]}"; do wait "$pid"; done
 echo "fuzz: built $(ls fuzz/*.cc | wc -l) harnesses in $out"
