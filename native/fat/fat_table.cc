@@ -159,7 +159,7 @@ AllocationMap build_allocation_map(ByteReader& reader, const FatGeometry& g, uin
 
 int64_t compare_fat_copies(ByteReader& reader, const FatGeometry& g) {
   const uint64_t needed = fat_bytes_needed(g);
-  constexpr size_t kChunk = 1 << 20;
+  const size_t kChunk = static_cast<size_t>(std::min<uint64_t>(1 << 20, needed));  // a small FAT: small buffers
   std::vector<uint8_t> a(kChunk), b(kChunk);
   for (uint32_t copy = 1; copy < g.num_fats; copy++) {
     for (uint64_t off = 0; off < needed; off += kChunk) {
