@@ -18,7 +18,6 @@
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "cflags_cc": ["-std=c++20", "-fexceptions", "-Wall", "-Wextra", "-O2"],
-      "ldflags": ["-static-libstdc++", "-static-libgcc"],
       "conditions": [
         ["OS!='linux'", { "type": "none" }]
       ]
