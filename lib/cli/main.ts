@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
  * The `lowtide` command: the program built from one module per command
- * (commands/), and the exit codes: 0 success, 1 failure (one line on
- * stderr), 2 usage error, 130 interrupted.
+ * (commands/), and the exit codes: 0 success, 1 failure, 2 usage error,
+ * 3 verify found damage, 130 interrupted. Every error is one line
+ * `lowtide: error [CODE]: message` on stderr; with --json also a JSON
+ * document on stdout (docs/cli-json.md).
  */
 import { Command, CommanderError } from 'commander';
 import { LowtideError, version } from '../index.js';
@@ -16,7 +18,7 @@ import { addListCommand } from './commands/list.js';
 import { addPruneCommand } from './commands/prune.js';
 import { addRestoreCommand } from './commands/restore.js';
 import { addVerifyCommand } from './commands/verify.js';
-import { ReportedFailure } from './output.js';
+import { CliError, EXIT, ReportedFailure, reportError, wantsJson } from './output.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -24,9 +26,10 @@ export function buildProgram(): Command {
     .name('lowtide')
     .description('Low-impact, image-level backup and replication')
     .version(version)
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    // Commander's own error lines are not printed: exitCode() reports them in
+    // the form of every other error. Help still goes to stderr or stdout.
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => undefined });
   // Commands take these settings from the program when they are added, and
   // are listed by --help in this order.
   addImageCommand(program);
@@ -42,29 +45,42 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** The exit code for an error a command threw; prints its line on stderr. */
-function exitCode(err: unknown): number {
+/** Commander's codes whose help or version it has printed already. */
+const HELP_CODES = new Set(['commander.help', 'commander.helpDisplayed', 'commander.version']);
+
+/** The exit code for an error a command threw; reports it (stderr, and stdout with --json). */
+function exitCode(err: unknown, json: boolean, help: string): number {
   if (err instanceof CommanderError) {
-    // --help and --version end here too, with exit code 0.
-    return err.exitCode === 0 ? 0 : 2;
+    if (HELP_CODES.has(err.code)) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    // "error: unknown option '--x'" -> "unknown option '--x'"
+    reportError('USAGE', `${err.message.replace(/^error: /, '')} (see ${help})`, json);
+    return EXIT.usage;
   }
-  if (err instanceof ReportedFailure) return 1;
+  if (err instanceof ReportedFailure) return err.exitCode;
+  if (err instanceof CliError) {
+    reportError(err.code, err.message, json);
+    return err.exitCode;
+  }
   if (err instanceof LowtideError) {
-    process.stderr.write(`lowtide: error [${err.code}]: ${err.message}\n`);
-    if (err.code === 'ABORTED') return 130;
-    return err.code === 'INVALID_ARGUMENT' ? 2 : 1;
+    reportError(err.code, err.message, json);
+    if (err.code === 'ABORTED') return EXIT.interrupted;
+    return err.code === 'INVALID_ARGUMENT' ? EXIT.usage : EXIT.failure;
   }
   const e = err as Error;
-  process.stderr.write(`lowtide: internal error: ${e?.stack ?? String(err)}\n`);
-  return 1;
+  // A bug: the line every error has, then the stack to report it with.
+  reportError('INTERNAL', e?.message ?? String(err), json);
+  if (e?.stack) process.stderr.write(`${e.stack}\n`);
+  return EXIT.failure;
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
   try {
-    await buildProgram().parseAsync(argv, { from: 'user' });
+    await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {
-    return exitCode(err);
+    const command = program.commands.find((c) => c.name() === argv[0]);
+    return exitCode(err, wantsJson(argv), command ? `lowtide ${command.name()} --help` : 'lowtide --help');
   }
 }
 

@@ -82,7 +82,7 @@ export interface ImageSummary {
   /** What the planner decided: partitions, file systems, exclusions, warnings. */
   plan: Omit<ImagePlan, 'extents' | 'overlay'> & { extentCount: number; overlaySectors: number };
   seconds: number;
-  /** Source bytes per second over the whole job, in MB/s (10^6). */
+  /** Bytes read per wall-clock second over the whole job, in MB/s (10^6); not the source size over time. */
   mbPerSecond: number;
   latency: LatencySummary;
   engine: 'io_uring' | 'threads';
@@ -281,7 +281,7 @@ function imageSummary(
       overlaySectors: plan.overlay.length,
     },
     seconds,
-    mbPerSecond: seconds > 0 ? source.size / seconds / 1e6 : 0,
+    mbPerSecond: seconds > 0 ? stats.bytesRead / seconds / 1e6 : 0,
     latency: summarizeLatency(counts.latency),
     engine: stats.engine,
     direct: source.direct,

@@ -67,7 +67,9 @@ describe.skipIf(skipReason('images and backups with exclusions', missing))('--ex
     await restore({ repository: repo, backup: b.id, target: restored });
     expect(cmp(out, restored)).toBe(true);
     const list = lowtide(['files', '--repo', repo, b.id, '--json']);
-    expect((JSON.parse(list.stdout) as { path: string }[]).map((e) => e.path).sort()).toEqual(kept.sort());
+    expect((JSON.parse(list.stdout) as { entries: { path: string }[] }).entries.map((e) => e.path).sort()).toEqual(
+      kept.sort(),
+    );
   });
 
   it('bad patterns and a partition that does not exist are usage errors', () => {

@@ -26,7 +26,7 @@ describe.skipIf(skipReason('files/extract/inspect', missing))('lowtide files, ex
   it('files --json lists what mdir lists, with the right sizes', () => {
     const r = lowtide(['files', img, '--json']);
     expect(r.status).toBe(0);
-    const entries = JSON.parse(r.stdout) as { path: string; size: number; isDirectory: boolean }[];
+    const { entries } = JSON.parse(r.stdout) as { entries: { path: string; size: number; isDirectory: boolean }[] };
     expect(entries.map((e) => e.path).sort()).toEqual(mt.paths().sort());
     for (const e of entries) if (!e.isDirectory) expect(e.size).toBe(pop.files.get(e.path)!.length);
     expect(lowtide(['files', img]).stdout).toContain('/Docs/a/b/c/d/e/f/g/h/deep file.txt');
@@ -91,6 +91,8 @@ describe.skipIf(skipReason('files on a partitioned disk', missing))('partitioned
     expect(bad.stderr).toMatch(/2 FAT partitions/);
     const r = lowtide(['files', disk, '--partition', '2', '--json']);
     expect(r.status).toBe(0);
-    expect((JSON.parse(r.stdout) as { path: string }[]).map((e) => e.path)).toEqual(['/second.txt']);
+    expect((JSON.parse(r.stdout) as { entries: { path: string }[] }).entries.map((e) => e.path)).toEqual([
+      '/second.txt',
+    ]);
   });
 });

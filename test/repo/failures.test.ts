@@ -715,7 +715,7 @@ describe('damaged repository files', () => {
     return { dir, repoPath, a, b, srcA, srcB };
   }
 
-  it('a damaged chunk index: verify names the backup (exit 1), its restore fails with REPO_CORRUPT before touching the target, prune refuses and deletes no chunk', async () => {
+  it('a damaged chunk index: verify names the backup (exit 3), its restore fails with REPO_CORRUPT before touching the target, prune refuses and deletes no chunk', async () => {
     const { dir, repoPath, a, b, srcB } = await twoBackups('bad-index');
     const indexPath = join(repoPath, 'backups', a.index.file);
     const bytes = readFileSync(indexPath);
@@ -728,7 +728,7 @@ describe('damaged repository files', () => {
     expect(report.damagedManifests.map((d) => d.id)).toEqual([a.id]);
     expect(report.damagedManifests[0]!.message).toContain(`the chunk index of backup ${a.id} is damaged`);
     const cli = lowtide(['verify', '--repo', repoPath]);
-    expect(cli.status).toBe(1);
+    expect(cli.status).toBe(3);
     expect(cli.stdout).toContain(`damaged backup ${a.id}`);
 
     const target = join(dir, 'a-out.img');
@@ -750,7 +750,7 @@ describe('damaged repository files', () => {
     expect(r2.damagedBackups).toEqual([a.id]);
   });
 
-  it('an unreadable manifest: list marks it DAMAGED, verify exits 1 naming it, prune refuses and removes nothing', async () => {
+  it('an unreadable manifest: list marks it DAMAGED, verify exits 3 naming it, prune refuses and removes nothing', async () => {
     const { repoPath, a, b } = await twoBackups('bad-manifest');
     writeFileSync(join(repoPath, 'backups', `${a.id}.json`), '{"format": "lowtide-backup", "version": 1, "id"');
     const list = lowtide(['list', '--repo', repoPath]);
@@ -758,7 +758,7 @@ describe('damaged repository files', () => {
     expect(list.stdout).toContain(`${a.id}  DAMAGED: `);
     expect(list.stdout).toContain(b.id);
     const v = lowtide(['verify', '--repo', repoPath]);
-    expect(v.status).toBe(1);
+    expect(v.status).toBe(3);
     expect(v.stdout).toContain(`damaged backup ${a.id}: `);
     const chunks = chunkFileCount(repoPath);
     const p = lowtide(['prune', '--repo', repoPath, '--keep-last', '1']);

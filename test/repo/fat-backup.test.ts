@@ -133,7 +133,7 @@ describe.skipIf(skipReason('file-level restore from backups', missing))('files a
     const { lowtide } = await import('../helpers/cli.js');
     const list = lowtide(['files', '--repo', repo, 'latest', '--json']);
     expect(list.status).toBe(0);
-    const entries = JSON.parse(list.stdout) as { path: string; size: number; isDirectory: boolean }[];
+    const { entries } = JSON.parse(list.stdout) as { entries: { path: string; size: number; isDirectory: boolean }[] };
     expect(entries.map((e) => e.path).sort()).toEqual(mt.paths().sort());
     for (const e of entries) if (!e.isDirectory) expect(e.size).toBe(pop.files.get(e.path)!.length);
 

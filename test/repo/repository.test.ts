@@ -233,7 +233,7 @@ describe('damage and bad input', () => {
     expect(report.damagedBackups).toEqual([a.id, b.id].sort());
 
     const cli = lowtide(['verify', '--repo', repoPath]);
-    expect(cli.status).toBe(1);
+    expect(cli.status).toBe(3);
     expect(cli.stdout).toContain(`corrupt chunk ${hex}`);
     expect(cli.stdout).toContain(a.id);
 

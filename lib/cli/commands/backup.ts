@@ -4,11 +4,29 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { backup, backupMany, LowtideError, type BackupJobEvent, type BackupResult, type Extent } from '../../index.js';
+import {
+  backup,
+  backupMany,
+  LowtideError,
+  type BackupJobEvent,
+  type BackupProgress,
+  type BackupResult,
+  type Extent,
+} from '../../index.js';
 import { collect, intArg } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { printJson, printWarnings, ReportedFailure } from '../output.js';
-import { formatBytes, formatRate, progressBarFor } from '../progress.js';
+import {
+  addProgressOptions,
+  formatBytes,
+  formatFigures,
+  formatRate,
+  jobFigures,
+  progressMode,
+  ProgressOutput,
+  writeEvent,
+  type Figures,
+} from '../progress.js';
 import { addThrottleOptions, throttleInfo, throttleSettings } from '../throttle-flags.js';
 
 /** The extents of a --changed file: a JSON array of [offset, length] pairs (or {offset, length} objects). */
@@ -40,40 +58,53 @@ function jobOptions(o: Record<string, unknown>) {
   };
 }
 
+/** Bytes read from the source, and stored into the repository, per wall second. */
+function backupFigures(m: BackupResult['manifest']): Figures {
+  return jobFigures(m.size, m.timing.seconds, m.stats.bytesRead, m.stats.bytesStored);
+}
+
 function printBackupSummary(result: BackupResult): void {
   const m = result.manifest;
   printWarnings((m.filesystems.warnings as string[] | undefined) ?? []);
   process.stdout.write(`${result.id}\n`);
   process.stderr.write(
-    `backed up ${m.source.path}: ${formatBytes(m.size)} in ${m.timing.seconds.toFixed(2)} s; read ${formatBytes(m.stats.bytesRead)}, ` +
+    `backed up ${m.source.path} (${formatBytes(m.size)}): ${formatFigures(backupFigures(m))}; ` +
       `${m.stats.chunksNew} new chunks (${formatBytes(m.stats.bytesStored)} stored), ${m.stats.chunksReused} reused, ` +
       `${m.stats.chunksZero} zero, ${m.stats.chunksFromParent} from parent ${m.parent ?? '-'}\n`,
   );
 }
 
 async function backupOne(source: string, o: Record<string, unknown>): Promise<void> {
-  const bar = progressBarFor(o);
+  const progress = new ProgressOutput(o, 'backup', (p: BackupProgress) => ({
+    ...p,
+    info: `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)} | new ${p.chunksNew}`,
+    extra: { chunksNew: p.chunksNew, bytesStored: p.bytesStored, latencyP50Ms: p.latencyP50Ms },
+  }));
   const changed = typeof o.changed === 'string' ? await readChangedFile(o.changed) : undefined;
   const parent = o.parent === false ? null : typeof o.parent === 'string' ? o.parent : undefined;
   const result = await withInterrupt((signal) =>
-    backup({
-      source,
-      ...jobOptions(o),
-      parent,
-      changed,
-      signal,
-      onProgress: bar
-        ? (p) =>
-            bar.update(
-              p.bytesDone,
-              p.bytesTotal,
-              `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)} | new ${p.chunksNew}`,
-            )
-        : undefined,
-    }).finally(() => bar?.stop()),
+    progress.around(
+      backup({
+        source,
+        ...jobOptions(o),
+        parent,
+        changed,
+        signal,
+        onProgress: progress.onProgress,
+      }),
+    ),
   );
-  if (o.json === true) printJson(result.manifest);
+  if (o.json === true) printJson({ ...result.manifest, figures: backupFigures(result.manifest) });
   else printBackupSummary(result);
+}
+
+/** --progress ndjson with several sources: a `job` line for each job event. */
+function writeJobEvent(e: BackupJobEvent): void {
+  const { kind, source } = e;
+  if (e.kind === 'failed')
+    writeEvent('backup', 'job', { kind, source, error: { code: e.error.code, message: e.error.message } });
+  else if (e.kind === 'done') writeEvent('backup', 'job', { kind, source, id: e.result.id });
+  else writeEvent('backup', 'job', { ...e });
 }
 
 /** A line on stderr for each job event of several sources (a source that waits, starts or fails). */
@@ -102,7 +133,7 @@ async function backupSeveral(sources: string[], o: Record<string, unknown>): Pro
       ...jobOptions(o),
       parallel: o.parallel as number,
       signal,
-      onJob: json ? undefined : printJobEvent,
+      onJob: progressMode(o) === 'ndjson' ? writeJobEvent : json ? undefined : printJobEvent,
     }),
   );
   if (json) printJson(r);
@@ -135,8 +166,8 @@ export function addBackupCommand(program: Command): void {
     .addOption(
       new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)),
     )
-    .option('--json', 'print the manifest as JSON', false)
-    .option('--no-progress', 'no progress bar');
+    .option('--json', 'print the manifest as JSON', false);
+  addProgressOptions(backupCmd);
   addThrottleOptions(backupCmd, true).action(async (sources: string[], o: Record<string, unknown>) => {
     if (sources.length > 1) await backupSeveral(sources, o);
     else await backupOne(sources[0]!, o);

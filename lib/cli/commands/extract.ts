@@ -3,11 +3,13 @@ import { Option, type Command } from 'commander';
 import { extractFromBackup, extractPath } from '../../index.js';
 import { intArg } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
+import { addSourceOption, selectBackup } from '../latest.js';
 import { printJson } from '../output.js';
+import { sourceFlag } from './files.js';
 import { formatBytes } from '../progress.js';
 
 export function addExtractCommand(program: Command): void {
-  program
+  const cmd = program
     .command('extract')
     .description('copy a file or a directory tree out of a FAT volume in a disk or image, or in a backup (--repo)')
     .argument('<source>', 'disk, partition or image (opened read-only); with --repo, a backup id or "latest"')
@@ -16,18 +18,21 @@ export function addExtractCommand(program: Command): void {
     .argument('<dest>', 'where to write it (an existing directory receives it by name)')
     .addOption(new Option('--partition <n>', 'partition number').argParser(intArg('--partition', 0, 1e6)))
     .option('-f, --force', 'replace existing files', false)
-    .option('--json', 'print JSON', false)
-    .action(async (source: string, path: string, dest: string, o: Record<string, unknown>) => {
-      const xo = { partition: o.partition as number | undefined, force: o.force === true };
-      const r = await withInterrupt((signal) =>
-        typeof o.repo === 'string'
-          ? extractFromBackup(o.repo, source, path, dest, { ...xo, signal })
-          : extractPath(source, path, dest, { ...xo, signal }),
+    .option('--json', 'print JSON', false);
+  addSourceOption(cmd).action(async (source: string, path: string, dest: string, o: Record<string, unknown>) => {
+    const xo = { partition: o.partition as number | undefined, force: o.force === true };
+    const repo = typeof o.repo === 'string' ? o.repo : undefined;
+    const only = sourceFlag(o);
+    const selected = repo !== undefined ? await selectBackup(repo, source, only) : undefined;
+    const r = await withInterrupt((signal) =>
+      repo !== undefined
+        ? extractFromBackup(repo, selected!.id, path, dest, { ...xo, signal })
+        : extractPath(source, path, dest, { ...xo, signal }),
+    );
+    if (o.json === true) printJson({ ...(selected ? { selectedBackup: selected } : {}), ...r });
+    else
+      process.stdout.write(
+        `extracted ${r.files} files and ${r.directories} directories (${formatBytes(r.bytes)}) to ${r.dest}\n`,
       );
-      if (o.json === true) printJson(r);
-      else
-        process.stdout.write(
-          `extracted ${r.files} files and ${r.directories} directories (${formatBytes(r.bytes)}) to ${r.dest}\n`,
-        );
-    });
+  });
 }

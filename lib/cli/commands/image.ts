@@ -1,13 +1,21 @@
 /** `lowtide image`: a file or block device copied to a sparse image file. */
 import { Option, type Command } from 'commander';
-import { imageSource, type DirectMode, type EngineName, type ImageSummary } from '../../index.js';
+import { imageSource, type DirectMode, type EngineName, type ImageProgress, type ImageSummary } from '../../index.js';
 import { collect, intArg, sizeArg } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { printJson, printWarnings } from '../output.js';
-import { formatBytes, formatRate, progressBarFor } from '../progress.js';
+import {
+  addProgressOptions,
+  formatBytes,
+  formatFigures,
+  formatRate,
+  jobFigures,
+  ProgressOutput,
+  type Figures,
+} from '../progress.js';
 import { addThrottleOptions, throttleInfo, throttleSettings } from '../throttle-flags.js';
 
-function printImageSummary(s: ImageSummary): void {
+function printImageSummary(s: ImageSummary, f: Figures): void {
   printWarnings(s.plan.warnings);
   const lines = [
     `imaged ${s.source} -> ${s.output}`,
@@ -29,7 +37,7 @@ function printImageSummary(s: ImageSummary): void {
             .join(', ')}${s.plan.excluded.length > 10 ? ', ...' : ''}`,
         ]
       : []),
-    `  time        ${s.seconds.toFixed(2)} s, ${formatRate(s.size / Math.max(s.seconds, 1e-9))}`,
+    `  time        ${formatFigures(f)}`,
     `  latency     p50 ${s.latency.p50Ms.toFixed(3)} ms, p99 ${s.latency.p99Ms.toFixed(3)} ms, max ${s.latency.maxMs.toFixed(3)} ms`,
     `  throttle    ${s.throttle.controller}, target ${s.throttle.target.ms.toFixed(2)} ms (${s.throttle.target.mode}), delayed ${(s.throttle.delayedMs / 1000).toFixed(2)} s`,
   ];
@@ -60,30 +68,34 @@ export function addImageCommand(program: Command): void {
     )
     .option('--strict', 'fail on an unparseable file system instead of copying it in full', false)
     .option('-f, --force', 'replace an existing output file', false)
-    .option('--json', 'print a machine-readable summary', false)
-    .option('--no-progress', 'no progress bar');
+    .option('--json', 'print a machine-readable summary', false);
+  addProgressOptions(image);
   addThrottleOptions(image).action(async (source: string, output: string, o: Record<string, unknown>) => {
-    const bar = progressBarFor(o);
+    const progress = new ProgressOutput(o, 'image', (p: ImageProgress) => ({
+      ...p,
+      info: `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`,
+      extra: { bytesWritten: p.bytesWritten, bytesSkipped: p.bytesSkipped, latencyP50Ms: p.latencyP50Ms },
+    }));
     const summary = await withInterrupt((signal) =>
-      imageSource(source, output, {
-        blockSize: o.blockSize as number,
-        queueDepth: o.queueDepth as number,
-        engine: o.engine as EngineName,
-        direct: o.direct as DirectMode,
-        sparse: o.sparse !== false,
-        force: o.force === true,
-        allBlocks: o.allBlocks === true,
-        exclude: o.exclude as string[],
-        strict: o.strict === true,
-        ...throttleSettings(o),
-        signal,
-        onProgress: bar
-          ? (p) =>
-              bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`)
-          : undefined,
-      }).finally(() => bar?.stop()),
+      progress.around(
+        imageSource(source, output, {
+          blockSize: o.blockSize as number,
+          queueDepth: o.queueDepth as number,
+          engine: o.engine as EngineName,
+          direct: o.direct as DirectMode,
+          sparse: o.sparse !== false,
+          force: o.force === true,
+          allBlocks: o.allBlocks === true,
+          exclude: o.exclude as string[],
+          strict: o.strict === true,
+          ...throttleSettings(o),
+          signal,
+          onProgress: progress.onProgress,
+        }),
+      ),
     );
-    if (o.json === true) printJson(summary);
-    else printImageSummary(summary);
+    const figures = jobFigures(summary.size, summary.seconds, summary.bytesRead, summary.bytesWritten);
+    if (o.json === true) printJson({ ...summary, figures });
+    else printImageSummary(summary, figures);
   });
 }

@@ -14,17 +14,22 @@ export function addListCommand(program: Command): void {
       const repo = await openRepository(o.repo as string);
       const { backups, damaged } = await repo.listBackups();
       if (o.json === true) {
+        // Each entry is a subset of the backup's manifest (docs/cli-json.md):
+        // the same names, types and values, the extent list left out of plan.
         printJson({
           backups: backups.map((b) => ({
             id: b.id,
             created: b.created,
-            source: b.source.path,
+            source: b.source,
             size: b.size,
+            chunkSize: b.chunkSize,
+            chunkCount: b.chunkCount,
             parent: b.parent,
-            mode: b.plan.mode,
+            plan: { mode: b.plan.mode },
             stats: b.stats,
+            timing: b.timing,
           })),
-          damaged: damaged.map((d) => ({ id: d.id, error: d.error.message })),
+          damaged: damaged.map((d) => ({ id: d.id, error: { code: d.error.code, message: d.error.message } })),
         });
         return;
       }

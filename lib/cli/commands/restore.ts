@@ -1,10 +1,11 @@
 /** `lowtide restore`: a backup written to an image file or a block device. */
 import { Option, type Command } from 'commander';
-import { restore } from '../../index.js';
+import { restore, type RestoreProgress } from '../../index.js';
 import { intArg } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
+import { addSourceOption, selectBackup } from '../latest.js';
 import { printJson } from '../output.js';
-import { formatBytes, formatRate, progressBarFor } from '../progress.js';
+import { addProgressOptions, formatBytes, formatFigures, formatRate, jobFigures, ProgressOutput } from '../progress.js';
 import { addThrottleOptions, throttleInfo, throttleSettings } from '../throttle-flags.js';
 
 export function addRestoreCommand(program: Command): void {
@@ -18,29 +19,35 @@ export function addRestoreCommand(program: Command): void {
     .addOption(
       new Option('--queue-depth <n>', 'chunk writes in flight').default(8).argParser(intArg('--queue-depth', 1, 256)),
     )
-    .option('--json', 'print JSON', false)
-    .option('--no-progress', 'no progress bar');
+    .option('--json', 'print JSON', false);
+  addSourceOption(restoreCmd);
+  addProgressOptions(restoreCmd);
   addThrottleOptions(restoreCmd).action(async (id: string, target: string, o: Record<string, unknown>) => {
-    const bar = progressBarFor(o);
+    const selected = await selectBackup(o.repo as string, id, o.source as string | undefined);
+    const progress = new ProgressOutput(o, 'restore', (p: RestoreProgress) => ({
+      ...p,
+      info: `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`,
+    }));
     const r = await withInterrupt((signal) =>
-      restore({
-        repository: o.repo as string,
-        backup: id,
-        target,
-        force: o.force === true,
-        queueDepth: o.queueDepth as number,
-        ...throttleSettings(o),
-        signal,
-        onProgress: bar
-          ? (p) =>
-              bar.update(p.bytesDone, p.bytesTotal, `${formatRate(p.bytesPerSecond)} | ${throttleInfo(p.throttle)}`)
-          : undefined,
-      }).finally(() => bar?.stop()),
+      progress.around(
+        restore({
+          repository: o.repo as string,
+          backup: selected.id,
+          target,
+          force: o.force === true,
+          queueDepth: o.queueDepth as number,
+          ...throttleSettings(o),
+          signal,
+          onProgress: progress.onProgress,
+        }),
+      ),
     );
-    if (o.json === true) printJson(r);
+    // What restore reads is compressed chunks in the repository: not counted.
+    const figures = jobFigures(r.size, r.seconds, null, r.bytesWritten);
+    if (o.json === true) printJson({ ...r, selectedBackup: selected, figures });
     else
       process.stdout.write(
-        `restored ${r.backup} to ${r.target}: ${formatBytes(r.size)} in ${r.seconds.toFixed(2)} s (${r.chunksVerified} chunks verified)\n`,
+        `restored ${r.backup} to ${r.target}: ${formatBytes(r.size)}, ${formatFigures(figures)} (${r.chunksVerified} chunks verified)\n`,
       );
   });
 }
