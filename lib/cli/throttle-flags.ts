@@ -1,6 +1,15 @@
 /** The throttle flags of the commands that touch production storage, and the throttle's line in a progress bar. */
 import { Option, type Command } from 'commander';
-import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName, type ThrottleState } from '../index.js';
+import {
+  CONTROLLER_NAMES,
+  DEFAULT_CONTROLLER,
+  LowtideError,
+  THROTTLE_PRESETS,
+  type ControllerName,
+  type ThresholdLaw,
+  type ThrottlePresetName,
+  type ThrottleState,
+} from '../index.js';
 import { numberArg } from './args.js';
 import { formatBytes } from './progress.js';
 
@@ -23,6 +32,12 @@ export function addThrottleOptions(cmd: Command, withAdmission = false): Command
         .argParser((t: string) => (t === 'auto' ? 'auto' : numberArg('--latency-target', 0.001)(t))),
     )
     .addOption(
+      new Option(
+        '--throttle-preset <name>',
+        'named throttle settings; classic: --throttle threshold with the proportional law, --latency-target 30, and --admission-limit 20 for several sources (the defaults Veeam Backup & Replication documents)',
+      ).choices(Object.keys(THROTTLE_PRESETS)),
+    )
+    .addOption(
       new Option('--rate-limit <MB/s>', 'fixed cap in MB/s (10^6 bytes), on top of the controller').argParser(
         numberArg('--rate-limit', 0.001),
       ),
@@ -38,18 +53,45 @@ export function addThrottleOptions(cmd: Command, withAdmission = false): Command
   return cmd;
 }
 
-/** The job options the throttle flags stand for (--rate-limit is in MB/s, rateLimit in bytes per second). */
-export function throttleSettings(o: Record<string, unknown>): {
+/**
+ * The job options the throttle flags stand for (--rate-limit is in MB/s,
+ * rateLimit in bytes per second). A preset's admission limit applies only
+ * to a job of several sources.
+ */
+export function throttleSettings(
+  o: Record<string, unknown>,
+  several = false,
+): {
   throttle: ControllerName;
   latencyTarget: number | 'auto';
+  thresholdLaw?: ThresholdLaw;
   admissionLimit?: number;
   rateLimit?: number;
 } {
+  const rate = o.rateLimit !== undefined ? { rateLimit: (o.rateLimit as number) * 1e6 } : {};
+  if (o.throttlePreset !== undefined) {
+    const name = o.throttlePreset as ThrottlePresetName;
+    const p = THROTTLE_PRESETS[name];
+    if (o.throttle !== DEFAULT_CONTROLLER && o.throttle !== p.throttle) {
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `--throttle-preset ${name} runs --throttle ${p.throttle}; it cannot be combined with --throttle ${String(o.throttle)}`,
+      );
+    }
+    const admission = (o.admissionLimit as number | undefined) ?? p.admissionLimit;
+    return {
+      throttle: p.throttle,
+      thresholdLaw: p.thresholdLaw,
+      latencyTarget: o.latencyTarget === 'auto' ? p.latencyTarget : (o.latencyTarget as number),
+      ...(several ? { admissionLimit: admission } : {}),
+      ...rate,
+    };
+  }
   return {
     throttle: o.throttle as ControllerName,
     latencyTarget: o.latencyTarget as number | 'auto',
     ...(o.admissionLimit !== undefined ? { admissionLimit: o.admissionLimit as number } : {}),
-    ...(o.rateLimit !== undefined ? { rateLimit: (o.rateLimit as number) * 1e6 } : {}),
+    ...rate,
   };
 }
 

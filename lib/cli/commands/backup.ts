@@ -47,14 +47,14 @@ async function readChangedFile(path: string): Promise<Extent[]> {
 }
 
 /** The job options the flags shared by one and several sources stand for. */
-function jobOptions(o: Record<string, unknown>) {
+function jobOptions(o: Record<string, unknown>, several: boolean) {
   return {
     repository: o.repo as string,
     allBlocks: o.allBlocks === true,
     exclude: o.exclude as string[],
     strict: o.strict === true,
     queueDepth: o.queueDepth as number,
-    ...throttleSettings(o),
+    ...throttleSettings(o, several),
   };
 }
 
@@ -86,7 +86,7 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
     progress.around(
       backup({
         source,
-        ...jobOptions(o),
+        ...jobOptions(o, false),
         parent,
         changed,
         signal,
@@ -130,7 +130,7 @@ async function backupSeveral(sources: string[], o: Record<string, unknown>): Pro
   const r = await withInterrupt((signal) =>
     backupMany({
       sources,
-      ...jobOptions(o),
+      ...jobOptions(o, true),
       parallel: o.parallel as number,
       signal,
       onJob: progressMode(o) === 'ndjson' ? writeJobEvent : json ? undefined : printJobEvent,
