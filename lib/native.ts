@@ -164,6 +164,7 @@ export interface NativeDirEntry {
   entryOffset: number;
   lfnOffset: number;
   lfnSlots: number;
+  unsafeName?: string;
 }
 
 export interface NativeAllocationMap {
@@ -184,6 +185,7 @@ export interface NativeWalkStats {
   clustersOwned: number;
   orphanLongNames: number;
   deletedEntries: number;
+  unsafeNames: number;
 }
 
 export interface NativeClusterRun {

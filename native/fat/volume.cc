@@ -253,6 +253,7 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
     DirParser p = rc ? read_dir(rc, runs, "/") : read_root();
     st.orphan_lfn += p.orphan_lfn;
     st.deleted_entries += p.deleted;
+    for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
     stack.push_back(Frame{std::move(p.entries), 0, rc, "/"});
   }
   while (!stack.empty()) {
@@ -275,6 +276,8 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
       DirParser p = read_dir(e.first_cluster, runs, e.path);
       st.orphan_lfn += p.orphan_lfn;
       st.deleted_entries += p.deleted;
+      for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
+      for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
       uint32_t cl = e.first_cluster;
       std::string path = e.path;
       out.push_back(std::move(e));

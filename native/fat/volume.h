@@ -66,6 +66,7 @@ struct WalkStats {
   uint64_t clusters_owned = 0;  // clusters reached from the root (directories + file chains)
   uint64_t orphan_lfn = 0;
   uint64_t deleted_entries = 0;
+  uint64_t unsafe_names = 0;  // entries whose name was refused or escaped (DirEntry::unsafe)
 };
 
 class FatVolume {
