@@ -60,6 +60,12 @@ class ClusterSet {
   std::vector<uint64_t> words_;
 };
 
+// Longest path from the volume root a listing or walk gives (Linux itself
+// takes at most 4096 bytes in one call); a longer one is UNSUPPORTED.
+constexpr size_t kMaxPathBytes = 16 * 1024;
+// Most bytes of paths one walk holds, all entries together.
+constexpr uint64_t kMaxWalkPathBytes = 128ull << 20;
+
 struct WalkStats {
   uint64_t files = 0;
   uint64_t directories = 0;

@@ -3,6 +3,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { planImage } from '../../lib/fs/plan.js';
 import { layout } from '../fixtures/fat/corrupt.js';
 import { imageSource } from '../../lib/jobs/image.js';
+import { backup, initRepository } from '../../lib/index.js';
+import { listFiles } from '../../lib/jobs/files.js';
 import { skipReason } from '../helpers/system.js';
 import { haveTools, mkfs, Mtools, patch, pseudoRandom, readAt, sfdisk, Workdir } from '../fixtures/fat/tools.js';
 
@@ -80,5 +82,25 @@ describe.skipIf(skipReason('hostile disk images', missing))('hostile images: not
     expect(plan.extents.length).toBeGreaterThan(300_000);
     // Free clusters are not read: about half the data area.
     expect(plan.bytesToRead).toBeLessThan(200 * MiB);
+  }, 120_000);
+
+  it('directories nested past the path limit are a clear error in files; backup still completes', async () => {
+    const img = work.path('deep.img');
+    mkfs(img, 16 * MiB, { fat: 16 });
+    const mt = new Mtools(img);
+    let path = '';
+    for (let i = 0; i < 90; i++) {
+      path += '/' + 'd'.repeat(200) + i;
+      mt.mkdir(path);
+    }
+    const err = await listFiles(img).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'UNSUPPORTED' });
+    expect((err as Error).message).toMatch(/longer than the limit of 16384 bytes/);
+    const repo = work.path('repo-deep');
+    await initRepository(repo);
+    const b = await backup({ source: img, repository: repo });
+    expect(b.manifest.plan.mode).toBe('used');
+    expect(b.manifest.catalog).toBeNull();
+    expect(b.manifest.filesystems!.warnings.join('\n')).toMatch(/no file catalog: .*longer than the limit/);
   }, 120_000);
 });
