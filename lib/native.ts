@@ -165,6 +165,7 @@ export interface NativeDirEntry {
   entryOffset: number;
   lfnOffset: number;
   lfnSlots: number;
+  unsafeName?: string;
 }
 
 export interface NativeAllocationMap {
@@ -185,6 +186,7 @@ export interface NativeWalkStats {
   clustersOwned: number;
   orphanLongNames: number;
   deletedEntries: number;
+  unsafeNames: number;
 }
 
 export interface NativeClusterRun {

@@ -130,6 +130,27 @@ export class AllocationMap {
     return out;
   }
 
+  /**
+   * Source byte extents of the free (and bad) clusters inside [from, to), in
+   * offset order, merged; built in one pass without an intermediate list.
+   */
+  freeExtents(from = 0, to = Number.MAX_SAFE_INTEGER): Extent[] {
+    const out: Extent[] = [];
+    const flat = this.#runList();
+    const add = (c0: number, c1: number): void => {
+      const a = Math.max(from, this.dataOffset + c0 * this.clusterSize);
+      const b = Math.min(to, this.dataOffset + c1 * this.clusterSize);
+      if (a < b) out.push({ offset: a, length: b - a });
+    };
+    let next = 0;
+    for (let i = 0; i < flat.length; i += 2) {
+      if (flat[i]! > next) add(next, flat[i]!);
+      next = flat[i]! + flat[i + 1]!;
+    }
+    if (next < this.clusterCount) add(next, this.clusterCount);
+    return out;
+  }
+
   /** Merged source byte extents of the clusters in use, in offset order. */
   extents(): Extent[] {
     const out: Extent[] = [];

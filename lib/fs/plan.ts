@@ -12,7 +12,7 @@
  */
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
-import { mergeExtents, subtractExtents, totalLength, type Extent } from '../io/extents.js';
+import { subtractExtents, totalLength, type Extent } from '../io/extents.js';
 import { openSource } from '../io/source.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { readPartitions } from './partitions.js';
@@ -127,6 +127,40 @@ function isFat(p: Partition): boolean {
   return p.fileSystem === 'fat12' || p.fileSystem === 'fat16' || p.fileSystem === 'fat32';
 }
 
+/**
+ * Partitions (extended containers aside) that share bytes: for each one, the
+ * ranges of the others that overlap it. A warning names each pair; the plan
+ * then reads every byte of an overlap, whatever either file system says.
+ */
+function findOverlaps(partitions: readonly Partition[], size: number, warnings: string[]): Map<number, Extent[]> {
+  const volumes = partitions
+    .filter((p) => !p.extended)
+    .map((p) => ({ p, start: p.start, end: Math.min(p.start + p.size, size) }))
+    .sort((a, b) => a.start - b.start);
+  const out = new Map<number, Extent[]>();
+  const add = (index: number, e: Extent): void => {
+    const list = out.get(index);
+    if (list === undefined) out.set(index, [e]);
+    else list.push(e);
+  };
+  for (let i = 0; i < volumes.length; i++) {
+    const a = volumes[i]!;
+    for (let j = i + 1; j < volumes.length && volumes[j]!.start < a.end; j++) {
+      const b = volumes[j]!;
+      const from = b.start;
+      const to = Math.min(a.end, b.end);
+      if (to <= from) continue;
+      warnings.push(
+        `partitions ${a.p.index} and ${b.p.index} overlap (bytes ${from} to ${to}, ${to - from} bytes): ` +
+          'every byte of the overlap is copied',
+      );
+      add(a.p.index, { offset: b.start, length: b.end - b.start });
+      add(b.p.index, { offset: a.start, length: a.end - a.start });
+    }
+  }
+  return out;
+}
+
 /** Plans the reads of an image of `sourcePath`. The source is only read. */
 export async function planImage(sourcePath: string, options: PlanOptions = {}): Promise<ImagePlan> {
   stringOption('source', sourcePath);
@@ -169,7 +203,7 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
     return plan;
   }
   plan.table = table.kind;
-  plan.warnings.push(...table.warnings);
+  for (const w of table.warnings) plan.warnings.push(w);
 
   for (const pat of patterns) {
     if (pat.partition !== undefined && !table.partitions.some((p) => p.index === pat.partition && isFat(p))) {
@@ -203,6 +237,7 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
   // No partition at all: the disk may still be a (damaged) table-less FAT volume.
   const partitions = table.partitions.length > 0 ? table.partitions : [wholeDisk];
   const notRead: Extent[] = [];
+  const overlapping = findOverlaps(partitions, size, plan.warnings);
   const matchedPatterns = new Set<string>();
   for (const p of partitions) {
     const planned: PlannedPartition = {
@@ -240,12 +275,12 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
       const vol = await openVolume(sourcePath, { partition: p.index });
       try {
         const info = vol.info();
-        planned.warnings.push(...info.warnings);
+        for (const w of info.warnings) planned.warnings.push(w);
         let map;
         if (mine.length > 0) {
           const del = await vol.planExclusions(mine.map((q) => q.glob));
           map = del.allocationMap;
-          plan.overlay.push(...del.writes);
+          for (const w of del.writes) plan.overlay.push(w);
           for (const e of del.excluded)
             plan.excluded.push({ partition: p.index, path: e.path, size: e.size, isDirectory: e.isDirectory });
           plan.bytesExcluded += del.bytesExcluded;
@@ -262,13 +297,14 @@ export async function planImage(sourcePath: string, options: PlanOptions = {}): 
           badClusters: map.badClusters,
           label: info.label,
         };
-        // Within the partition: keep everything before the data area, and the allocated clusters.
+        // Within the partition only the free clusters are left out: the reserved area,
+        // FATs, root directory, allocated clusters and any space past the volume's end
+        // are read. Where another partition overlaps this one, its bytes are read too.
         const end = Math.min(p.start + p.size, size);
-        const keep = mergeExtents([
-          { offset: p.start, length: Math.max(0, Math.min(info.dataOffset, end) - p.start) },
-          ...map.extents(),
-        ]);
-        notRead.push(...subtractExtents([{ offset: p.start, length: Math.max(0, end - p.start) }], keep));
+        let free = map.freeExtents(p.start, end);
+        const others = overlapping.get(p.index);
+        if (others !== undefined) free = subtractExtents(free, others);
+        for (const e of free) notRead.push(e);
         planned.mode = 'used';
       } finally {
         vol.close();

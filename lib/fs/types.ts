@@ -141,6 +141,12 @@ export interface DirEntry {
   /** Source offset of the first long-name slot (== entryOffset when none) and how many there are. */
   readonly lfnOffset: number;
   readonly lfnSlots: number;
+  /**
+   * Set when the name is not the name as stored: a long name holding '/', NUL or
+   * a control character, or "." / "..", is refused (the 8.3 name is used), and
+   * such an 8.3 name is escaped (each byte as %XX); says which and why.
+   */
+  readonly unsafeName?: string;
 }
 
 /** A run of consecutive clusters of a chain, with its bytes on the source. */
@@ -159,6 +165,8 @@ export interface WalkStats {
   /** Long-name runs whose sequence or checksum did not fit (ignored; the 8.3 name is used). */
   readonly orphanLongNames: number;
   readonly deletedEntries: number;
+  /** Entries whose long or 8.3 name could not be a path component (see DirEntry.unsafeName). */
+  readonly unsafeNames: number;
 }
 
 /** A file or directory left out by an exclusion. */

@@ -57,6 +57,7 @@ function toEntry(e: NativeDirEntry): DirEntry {
     entryOffset: e.entryOffset,
     lfnOffset: e.lfnOffset,
     lfnSlots: e.lfnSlots,
+    ...(e.unsafeName === undefined ? {} : { unsafeName: e.unsafeName }),
   };
 }
 

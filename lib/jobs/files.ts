@@ -113,6 +113,8 @@ export interface FileListing {
   attributes: number;
   /** ISO 8601; FAT stores local time, read as local time. */
   modified: string;
+  /** Why the name shown is not the name as stored (refused long name, escaped 8.3 name). */
+  unsafeName?: string;
 }
 
 function listing(e: DirEntry): FileListing {
@@ -128,6 +130,7 @@ function listing(e: DirEntry): FileListing {
     archive: e.archive,
     attributes: e.attributes,
     modified: e.modified.toISOString(),
+    ...(e.unsafeName === undefined ? {} : { unsafeName: e.unsafeName }),
   };
 }
 

@@ -60,6 +60,8 @@ export interface RestoreResult {
   direct: boolean;
   /** Write latency as the throttle saw it. */
   throttle: JobThrottleReport;
+  /** Partial files a killed restore to the same target had left, removed before writing. */
+  removedPartials: string[];
 }
 
 /** A restore's options, checked, with their defaults filled in. */
@@ -196,13 +198,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const repo = o.repository instanceof Repository ? o.repository : await openRepository(o.repository);
   const manifest = await repo.readManifest(o.backup);
   await verifyIndex(repo, manifest);
-  const kind = await targetKind(o.target, o.force);
+  const { kind, path: targetPath } = await targetKind(o.target, o.force);
   const clock = new Stopwatch();
-  const out = new RestoreTarget(o.target, kind, manifest.chunkSize);
+  const out = new RestoreTarget(targetPath, kind, manifest.chunkSize);
   // Writes are the production side: with a block device target, its idle
   // latency is probed by reading it; an image file gets the default target.
   // With `canary`, that source is also probed while the restore runs.
-  const probe = out.kind === 'block' ? await openSource(o.target, { direct: 'auto' }) : undefined;
+  const probe = out.kind === 'block' ? await openSource(out.path, { direct: 'auto' }) : undefined;
   let throttle: JobThrottle;
   let index: IndexReader;
   try {
@@ -245,6 +247,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       seconds,
       mbPerSecond: seconds > 0 ? manifest.size / seconds / 1e6 : 0,
       throttle: throttle.report(),
+      removedPartials: out.removedPartials,
     };
   } finally {
     await throttle.stop();

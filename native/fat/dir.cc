@@ -26,6 +26,36 @@ std::string format_short(const uint8_t* raw, bool lower_base, bool lower_ext, bo
 
 }  // namespace
 
+std::string unsafe_name_reason(const std::string& name) {
+  if (name.empty()) return "it is empty";
+  if (name == "." || name == "..") return "it is \"" + name + "\"";
+  for (unsigned char c : name) {
+    if (c == '/') return "it holds '/'";
+    if (c == 0) return "it holds a NUL byte";
+    if (c < 0x20 || c == 0x7F) return "it holds a control character";
+  }
+  return "";
+}
+
+std::string escape_name(const std::string& name) {
+  static const char kHex[] = "0123456789ABCDEF";
+  if (name.empty()) return "%";
+  if (name == ".") return "%2E";
+  if (name == "..") return "%2E%2E";
+  std::string out;
+  out.reserve(name.size());
+  for (unsigned char c : name) {
+    if (c == '/' || c < 0x20 || c == 0x7F) {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 uint8_t lfn_checksum(const uint8_t* name11) {
   uint8_t sum = 0;
   for (int i = 0; i < 11; i++) sum = static_cast<uint8_t>(((sum & 1) << 7) + (sum >> 1) + name11[i]);
@@ -115,19 +145,33 @@ bool DirParser::feed(const uint8_t* s, uint64_t offset) {
   if (pending_ && lfn_expect_ == 0 && lfn_checksum(s) == lfn_sum_) {
     size_t n = 0, max = static_cast<size_t>(lfn_total_) * 13;
     while (n < max && lfn_units_[n] != 0) n++;
-    bool valid = n > 0 && n <= 255;
-    for (size_t i = 0; valid && i < n; i++)
-      if (lfn_units_[i] == '/' || lfn_units_[i] < 0x20) valid = false;
-    if (valid) {
-      e.name = utf16_to_utf8(lfn_units_, n);
+    if (n > 0 && n <= 255) {
+      std::string name = utf16_to_utf8(lfn_units_, n);
+      std::string why = unsafe_name_reason(name);
+      if (why.empty()) {
+        e.name = std::move(name);
+        long_ok = true;
+      } else {
+        // The long name is not used; the 8.3 name stands for the entry.
+        e.unsafe = "long name " + escape_name(name) + " refused: " + why;
+      }
       e.lfn_offset = lfn_first_offset_;
       e.lfn_slots = lfn_seen_;
-      long_ok = true;
     }
   }
-  if (pending_ && !long_ok) orphan_lfn++;
+  if (pending_ && !long_ok && e.unsafe.empty()) orphan_lfn++;
   pending_ = false;
-  if (!long_ok) e.name = format_short(s, (s[12] & 0x08) != 0, (s[12] & 0x10) != 0, true);
+  // The short name as stored, escaped when it cannot be a path component.
+  std::string why_short = unsafe_name_reason(e.short_name);
+  if (!why_short.empty()) {
+    std::string escaped = escape_name(e.short_name);
+    if (!long_ok) e.unsafe += (e.unsafe.empty() ? "" : "; ") + ("8.3 name escaped as " + escaped + ": " + why_short);
+    e.short_name = std::move(escaped);
+  }
+  if (!long_ok) {
+    std::string shown = format_short(s, (s[12] & 0x08) != 0, (s[12] & 0x10) != 0, true);
+    e.name = unsafe_name_reason(shown).empty() ? shown : escape_name(shown);
+  }
   entries.push_back(std::move(e));
   return true;
 }

@@ -35,6 +35,10 @@ struct DirEntry {
   uint64_t offset = 0;      // source byte offset of the 8.3 entry
   uint64_t lfn_offset = 0;  // source byte offset of the first LFN slot (== offset when none)
   uint32_t lfn_slots = 0;   // LFN slots belonging to this entry
+  // Why `name` is not the name as stored: a long name or 8.3 name holding '/',
+  // NUL or a control character, or "." / "..", was escaped (each such byte as
+  // %XX) or dropped for the 8.3 name. Empty when the name is as stored.
+  std::string unsafe;
   bool is_dir() const { return (attr & kAttrDirectory) != 0; }
 };
 
@@ -72,5 +76,13 @@ class DirParser {
 uint8_t lfn_checksum(const uint8_t* name11);
 
 std::string oem_to_utf8(const uint8_t* p, size_t n);
+
+// Why `name` (UTF-8) cannot be a path component, or "" when it can: it holds
+// '/', NUL or a control character (U+0001..U+001F, U+007F), or is "." or "..".
+std::string unsafe_name_reason(const std::string& name);
+
+// `name` with every '/', NUL and control character as %XX, and "." / ".."
+// as "%2E" / "%2E%2E": always a usable path component.
+std::string escape_name(const std::string& name);
 
 }  // namespace lowtide::fat

@@ -191,7 +191,15 @@ DirParser FatVolume::read_dir(uint32_t first_cluster, const std::vector<Run>& ru
     }
     if (p.ended()) break;
   }
-  for (DirEntry& e : p.entries) e.path = join(path, e.name);
+  for (DirEntry& e : p.entries) {
+    e.path = join(path, e.name);
+    if (e.path.size() > kMaxPathBytes)
+      throw io::IoError("UNSUPPORTED",
+                        "directory " + path.substr(0, 200) + "...: a path of " + std::to_string(e.path.size()) +
+                            " bytes, longer than the limit of " + std::to_string(kMaxPathBytes) +
+                            " bytes (directories nested too deep)",
+                        0, static_cast<int64_t>(e.offset));
+  }
   return p;
 }
 
@@ -253,9 +261,18 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
     DirParser p = rc ? read_dir(rc, runs, "/") : read_root();
     st.orphan_lfn += p.orphan_lfn;
     st.deleted_entries += p.deleted;
+    for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
     stack.push_back(Frame{std::move(p.entries), 0, rc, "/"});
   }
+  uint64_t path_bytes = 0;  // of the entries in `out`: bounded by kMaxWalkPathBytes
+  size_t counted = 0;
   while (!stack.empty()) {
+    while (counted < out.size()) path_bytes += out[counted++].path.size();
+    if (path_bytes > kMaxWalkPathBytes)
+      throw io::IoError("UNSUPPORTED",
+                        "the paths of the " + std::to_string(out.size()) + " entries walked so far take more than " +
+                            std::to_string(kMaxWalkPathBytes >> 20) + " MiB (directories nested too deep or too many entries)",
+                        0, static_cast<int64_t>(out.back().offset));
     Frame& top = stack.back();
     if (top.next >= top.entries.size()) {
       stack.pop_back();
@@ -275,6 +292,7 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
       DirParser p = read_dir(e.first_cluster, runs, e.path);
       st.orphan_lfn += p.orphan_lfn;
       st.deleted_entries += p.deleted;
+      for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
       uint32_t cl = e.first_cluster;
       std::string path = e.path;
       out.push_back(std::move(e));

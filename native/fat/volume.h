@@ -60,12 +60,19 @@ class ClusterSet {
   std::vector<uint64_t> words_;
 };
 
+// Longest path from the volume root a listing or walk gives (Linux itself
+// takes at most 4096 bytes in one call); a longer one is UNSUPPORTED.
+constexpr size_t kMaxPathBytes = 16 * 1024;
+// Most bytes of paths one walk holds, all entries together.
+constexpr uint64_t kMaxWalkPathBytes = 128ull << 20;
+
 struct WalkStats {
   uint64_t files = 0;
   uint64_t directories = 0;
   uint64_t clusters_owned = 0;  // clusters reached from the root (directories + file chains)
   uint64_t orphan_lfn = 0;
   uint64_t deleted_entries = 0;
+  uint64_t unsafe_names = 0;  // entries whose name was refused or escaped (DirEntry::unsafe)
 };
 
 class FatVolume {

@@ -74,6 +74,7 @@ Napi::Object entry_to_js(Napi::Env env, const fat::DirEntry& e) {
   o.Set("entryOffset", num(env, e.offset));
   o.Set("lfnOffset", num(env, e.lfn_offset));
   o.Set("lfnSlots", num(env, e.lfn_slots));
+  if (!e.unsafe.empty()) o.Set("unsafeName", str(env, e.unsafe));
   return o;
 }
 

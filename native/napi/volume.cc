@@ -184,6 +184,7 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
           s.Set("clustersOwned", num(env, out.stats.clusters_owned));
           s.Set("orphanLongNames", num(env, out.stats.orphan_lfn));
           s.Set("deletedEntries", num(env, out.stats.deleted_entries));
+          s.Set("unsafeNames", num(env, out.stats.unsafe_names));
           o.Set("stats", s);
           return o;
         });

@@ -128,17 +128,43 @@ class ChunkReader {
     return data;
   }
 
-  /** Writes the image's bytes under `extents` ([offset, length] pairs) one after the other to `fh`; returns how many. */
-  async copy(extents: readonly [number, number][], fh: FileHandle): Promise<number> {
+  /**
+   * Writes the image's bytes under `extents` ([offset, length] pairs) one after
+   * the other to `fh`; returns how many. An extent outside the image is
+   * REPO_CORRUPT; `signal` is checked before every chunk.
+   */
+  async copy(
+    extents: readonly [number, number][],
+    fh: FileHandle,
+    what: string,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
     const cs = this.manifest.chunkSize;
+    const size = this.manifest.size;
     let pos = 0;
-    for (const [offset, length] of extents) {
+    for (const ext of extents) {
+      const [offset, length] = Array.isArray(ext) ? ext : [NaN, NaN];
+      if (
+        !Number.isSafeInteger(offset) ||
+        !Number.isSafeInteger(length) ||
+        offset < 0 ||
+        length < 0 ||
+        offset + length > size
+      ) {
+        throw new LowtideError(
+          'REPO_CORRUPT',
+          `${what}: the catalog gives an extent ${JSON.stringify(ext)} outside the ${size}-byte image of backup ${this.manifest.id}`,
+        );
+      }
       let at = offset;
       while (at < offset + length) {
+        if (signal?.aborted) throw new LowtideError('ABORTED', 'extract was aborted', { cause: signal.reason });
         const i = Math.floor(at / cs);
         const data = await this.chunk(i);
         const from = at - i * cs;
         const n = Math.min(offset + length - at, data.length - from);
+        if (n <= 0)
+          throw new LowtideError('REPO_CORRUPT', `${what}: chunk ${i} of backup ${this.manifest.id} is short`);
         await fh.write(data, from, n, pos);
         pos += n;
         at += n;
@@ -177,7 +203,7 @@ export async function extractFromBackup(
     const result: BackupExtractResult = { dest: target, files: 0, directories: 0, bytes: 0, chunksRead: 0 };
     const writeFile = async (e: CatalogEntry, to: string): Promise<void> => {
       await writeExtracted(to, { force, signal, size: e.size, modified: new Date(e.modified), what: e.path }, (fh) =>
-        chunks.copy(e.extents, fh),
+        chunks.copy(e.extents, fh, e.path, signal),
       );
       result.files++;
       result.bytes += e.size;

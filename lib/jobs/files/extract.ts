@@ -4,7 +4,7 @@
  * each file is written (complete or not at all).
  */
 import { lstat, mkdir, utimes, type FileHandle } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../../errors.js';
 import { booleanOption, integerOption, objectOption, signalOption } from '../../options.js';
 import { PartialFile } from '../output.js';
@@ -56,11 +56,52 @@ export function volumePath(path: string): string {
   );
 }
 
+/** Why `name` cannot be a file name in the destination, or undefined when it can. */
+export function unsafeNameReason(name: string): string | undefined {
+  if (name === '') return 'it is empty';
+  if (name === '.' || name === '..') return `it is "${name}"`;
+  if (name.includes('/')) return "it holds '/'";
+  if (name.includes('\0')) return 'it holds a NUL byte';
+  // eslint-disable-next-line no-control-regex
+  if (/[\x01-\x1f\x7f]/.test(name)) return 'it holds a control character';
+  return undefined;
+}
+
+/** `name` when it can be a file name in the destination; else FAT_CORRUPT saying why. */
 export function safeName(name: string, where: string): string {
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-    throw new LowtideError('FAT_CORRUPT', `unsafe name ${JSON.stringify(name)} in ${where}`);
-  }
+  const why = unsafeNameReason(name);
+  if (why !== undefined)
+    throw new LowtideError('FAT_CORRUPT', `unsafe name ${JSON.stringify(name)} in ${where}: ${why}`);
   return name;
+}
+
+/**
+ * Makes sure `dir` is a directory of its own, never following a symbolic link:
+ * creates it (and, when missing, its parents up to a directory in `made`) or
+ * finds a real directory there. OUTPUT_EXISTS for anything else.
+ */
+async function ensureDirectory(dir: string, made: Set<string>): Promise<void> {
+  if (made.has(dir)) return;
+  try {
+    await mkdir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && dirname(dir) !== dir) {
+      await ensureDirectory(dirname(dir), made);
+      await ensureDirectory(dir, made);
+      return;
+    }
+    if (code !== 'EEXIST') throw toLowtideError(err, 'WRITE_FAILED', `creating ${dir}`);
+    const st = await lstat(dir);
+    if (st.isSymbolicLink()) {
+      throw new LowtideError('OUTPUT_EXISTS', `${dir} is a symbolic link; extraction never follows one`, {
+        path: dir,
+      });
+    }
+    if (!st.isDirectory())
+      throw new LowtideError('OUTPUT_EXISTS', `${dir} exists and is not a directory`, { path: dir });
+  }
+  made.add(dir);
 }
 
 /** Where an extraction goes: `dest`, or inside it under `name()` when `dest` is an existing directory. */
@@ -129,7 +170,10 @@ export async function extractTree<E extends TreeEntry>(
     return;
   }
   const prefix = top ? top.path : '';
-  await mkdir(target, { recursive: true });
+  // Every directory is made here or found real (lstat), never through a symbolic link;
+  // files are created with O_EXCL beside their target and renamed over it.
+  const made = new Set<string>();
+  await ensureDirectory(target, made);
   result.directories++;
   for (const e of await below()) {
     const rel = e.path
@@ -138,9 +182,10 @@ export async function extractTree<E extends TreeEntry>(
       .map((n) => safeName(n, e.path));
     const to = join(target, ...rel);
     if (e.isDirectory) {
-      await mkdir(to, { recursive: true });
+      await ensureDirectory(to, made);
       result.directories++;
     } else {
+      await ensureDirectory(dirname(to), made);
       await writeFile(e, to);
     }
   }

@@ -5,7 +5,8 @@
  * them).
  */
 import { constants as fsc } from 'node:fs';
-import { lstat, open, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { LowtideError, toLowtideError } from '../../errors.js';
 import { openSource } from '../../io/source.js';
 import { native } from '../../native.js';
@@ -16,10 +17,11 @@ import { EarlyWriteback } from '../writeback.js';
 export type TargetKind = 'file' | 'block';
 
 /**
- * What `target` is: a block device (overwritten), or a file (new, or replaced
- * with `force`). Anything else is an error.
+ * What `target` is: a block device (overwritten; a symbolic link to one, as in
+ * /dev/disk/by-id, is resolved once and the device's own path returned), or a
+ * file (new, or replaced with `force`). Anything else is an error.
  */
-export async function targetKind(target: string, force: boolean): Promise<TargetKind> {
+export async function targetKind(target: string, force: boolean): Promise<{ kind: TargetKind; path: string }> {
   let existing;
   try {
     existing = await lstat(target);
@@ -27,7 +29,20 @@ export async function targetKind(target: string, force: boolean): Promise<Target
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
       throw toLowtideError(err, 'WRITE_FAILED', `checking ${target}`);
   }
-  if (existing?.isBlockDevice()) return 'block';
+  if (existing?.isSymbolicLink()) {
+    let resolved: string;
+    try {
+      resolved = await realpath(target);
+      if ((await stat(resolved)).isBlockDevice()) return { kind: 'block', path: resolved };
+    } catch (err) {
+      throw toLowtideError(err, 'INVALID_ARGUMENT', `target ${target} is a symbolic link that does not resolve`);
+    }
+    throw new LowtideError(
+      'UNSUPPORTED',
+      `target ${target} is a symbolic link to ${resolved}, which is not a block device; links are followed only to block devices`,
+    );
+  }
+  if (existing?.isBlockDevice()) return { kind: 'block', path: target };
   if (existing?.isDirectory()) throw new LowtideError('INVALID_ARGUMENT', `target ${target} is a directory`);
   if (existing && !existing.isFile())
     throw new LowtideError('UNSUPPORTED', `target ${target} is neither a file nor a block device`);
@@ -36,7 +51,46 @@ export async function targetKind(target: string, force: boolean): Promise<Target
       path: target,
     });
   }
-  return 'file';
+  return { kind: 'file', path: target };
+}
+
+/** Random bytes in the name of a restore's partial file (PartialFile.create). */
+const PARTIAL_RANDOM_BYTES = 6;
+
+/**
+ * Removes the partial files a killed restore to `target` left: exactly
+ * `.NAME.<12 hex>.lowtide-partial` beside it, regular files that no running
+ * restore holds (each restore keeps an flock on its own). Returns their paths.
+ */
+export async function removeStalePartials(target: string): Promise<string[]> {
+  const dir = dirname(target);
+  const name = basename(target);
+  const hex = PARTIAL_RANDOM_BYTES * 2;
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    if (!n.startsWith(`.${name}.`) || !n.endsWith('.lowtide-partial')) continue;
+    const middle = n.slice(name.length + 2, -'.lowtide-partial'.length);
+    if (middle.length !== hex || !/^[0-9a-f]+$/.test(middle)) continue;
+    const path = join(dir, n);
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+      if (!(await fh.stat()).isFile() || !native.tryLockExclusive(fh.fd)) continue;
+      await unlink(path);
+      removed.push(path);
+    } catch {
+      // Gone meanwhile, a link, or not ours to remove: left alone.
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+  }
+  return removed;
 }
 
 async function blockDeviceGeometry(path: string): Promise<{ size: number; sectorSize: number }> {
@@ -65,6 +119,8 @@ export class RestoreTarget {
   #writeback: EarlyWriteback | undefined;
   readonly #alignedPool: Buffer[] = [];
   #finished = false;
+  /** Partial files of killed restores to the same target, removed by open(). */
+  removedPartials: string[] = [];
 
   constructor(path: string, kind: TargetKind, chunkSize: number) {
     this.path = path;
@@ -82,7 +138,10 @@ export class RestoreTarget {
     try {
       if (this.kind === 'block') await this.#openDevice(manifest);
       else {
-        this.#partial = await PartialFile.create(this.path);
+        this.removedPartials = await removeStalePartials(this.path);
+        this.#partial = await PartialFile.create(this.path, PARTIAL_RANDOM_BYTES);
+        // Held while the restore runs: another restore to the same target leaves it alone.
+        native.tryLockExclusive(this.#partial.handle.fd);
         await this.#partial.handle.truncate(manifest.size);
       }
     } catch (err) {
