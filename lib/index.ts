@@ -86,3 +86,32 @@ export {
 export { AdmissionGate, RateLimiter, autoTargetLatencyMs } from './throttle/limits.js';
 export { readPartitions, openVolume, FatVolume, AllocationMap } from './fs/index.js';
 export type { Partition, PartitionTable, DirEntry, FatVolumeInfo, FatType } from './fs/index.js';
+// Types that the functions and classes above take or return.
+export type { LowtideErrorDetails } from './errors.js';
+export type { AdmissionGateOptions, AutoTargetOptions, RateLimiterOptions } from './throttle/limits.js';
+export type { AllocationMapInit } from './fs/allocation-map.js';
+export type { BoostReport, DistributionEntry } from './throttle/types.js';
+export type {
+  ClusterRun,
+  ExcludedPath,
+  ExclusionPlan,
+  FileSystemKind,
+  FsInfo,
+  PartitionTableKind,
+  WalkStats,
+} from './fs/types.js';
+export type { DiskPartitionInfo } from './jobs/files.js';
+export type { HistogramSummary } from './throttle/histogram.js';
+export type { IndexReader, IndexWriter, StoredChunk } from './repo/repository.js';
+export type {
+  LatencyEstimator,
+  LatencyEstimatorOptions,
+  SampleVerdict,
+  WindowPercentiles,
+} from './throttle/estimator.js';
+export type { OpenVolumeOptions } from './fs/volume.js';
+export type { ProbeTarget, ThrottleBounds, ThrottledReader } from './throttle/job-throttle.js';
+export type { ResolvedThrottleOptions, ThrottleOptions } from './throttle/controller-options.js';
+export type { ResolvedThrottleSettings } from './throttle/job-settings.js';
+export type { VolumeChoice } from './jobs/files/extract.js';
+export type { WriteLock } from './repo/lock.js';

@@ -18,7 +18,7 @@ import { booleanOption, objectOption, stringOption } from '../options.js';
 import { readPartitions } from './partitions.js';
 import { parseExcludePattern } from './exclude.js';
 import { openVolume } from './volume.js';
-import type { FatType, Partition, PartitionTableKind } from './types.js';
+import type { FatType, OverlayWrite, Partition, PartitionTableKind } from './types.js';
 
 export interface PlanOptions {
   /** Read every block; no file-system parsing decides anything (default false). */
@@ -34,10 +34,7 @@ export interface PlanOptions {
 }
 
 /** A sector-aligned write over the image: metadata changed by the overlay. */
-export interface OverlayWrite {
-  offset: number;
-  data: Buffer;
-}
+export type { OverlayWrite } from './types.js';
 
 export interface ExcludedEntry {
   partition: number;

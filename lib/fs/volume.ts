@@ -126,6 +126,7 @@ export class FatVolume {
   #handle: NativeVolumeHandle | undefined;
   #info: FatVolumeInfo;
 
+  /** @internal use openVolume() */
   constructor(source: string, partition: Partition | null, handle: NativeVolumeHandle) {
     this.source = source;
     this.partition = partition;
