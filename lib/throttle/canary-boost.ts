@@ -21,8 +21,8 @@
  *   early once the test cannot pass. A boost starts at the end of a check
  *   when the horizon holds at least `quietChecks` checks and passes the test.
  * - Boosted, a check every `boostCheckEveryMs` waits `stayQuietMs`. The
- *   boost ends when a check sees a burst (3 of someone else's I/Os), cannot
- *   fill its time, or the horizon no longer looks idle (P(N ≤ F) > 5 %).
+ *   boost ends when a check sees a burst (3 of someone else's I/Os) or the
+ *   horizon no longer looks idle (P(N ≤ F) > 5 %).
  * - Boosted, a write of someone else's, seen by any probe, ends it at once.
  * - When a boost ends, the window goes on from where it was at the last
  *   check that found someone else (`resumeBusyWindow`), not from where the
@@ -225,8 +225,7 @@ export class CanaryBoost {
    * check: its someone-else count joins the horizon; a burst, or a horizon
    * that no longer looks idle, ends a boost (and, not boosted, someone seen
    * marks `window` as the one held under a load); after a check's pause, a
-   * horizon that looks idle starts a boost, and one whose window was too
-   * short ends it. The next check is soon while boosted or after a quiet
+   * horizon that looks idle starts a boost. The next check is soon while boosted or after a quiet
    * check. Returns the window to go on with.
    */
   endPause(nowNs: number, kind: 'calibrate' | 'check', window: number): number {
@@ -250,7 +249,9 @@ export class CanaryBoost {
         if (!this.boosted) this.#busyWindow = window;
       }
       if (this.boosted) {
-        if (burst || p > STAY_LEVEL || (kind === 'check' && d < this.quietNeededNs())) w = this.#end(nowNs, w);
+        // A check whose probes were too slow to fill its time (the job's own
+        // writeback on the storage can do that) counts for what it saw.
+        if (burst || p > STAY_LEVEL) w = this.#end(nowNs, w);
       } else if (kind === 'check' && windows >= this.#o.quietChecks && p < ENTER_LEVEL) {
         this.#boostedSinceNs = nowNs;
       }
@@ -269,6 +270,7 @@ export class CanaryBoost {
       enabled: this.#o.enabled,
       deviceCounters: this.#deviceCounters,
       foreignIops: this.#drainedNs > 0 ? this.#foreign / (this.#drainedNs / 1e9) : 0,
+      foreignWriteBytes: this.#io.foreignWriteBytes,
       drainedMs: this.#drainedNs / 1e6,
     };
   }

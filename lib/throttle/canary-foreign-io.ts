@@ -41,7 +41,7 @@ export interface ForeignIoOptions {
   slackBytes: number;
 }
 
-export const FOREIGN_IO_DEFAULTS: ForeignIoOptions = { metaShare: 0.01, metaPerWrite: 32 * 1024, lagNs: 50e6, slackBytes: 8 << 20 };
+export const FOREIGN_IO_DEFAULTS: ForeignIoOptions = { metaShare: 0.01, metaPerWrite: 32 * 1024, lagNs: 50e6, slackBytes: 2 << 20 };
 
 /** The storage's counters and the job's own writes, as a probe carries them. */
 export interface StorageReading {
@@ -140,9 +140,9 @@ export class ForeignIo {
       this.#foreignWrites += ios;
     }
     if (r.unwrittenBytes !== undefined) {
-      // What may still come of the job's writes: the unwritten data, and
-      // what the job wrote since the device's lagged reading.
-      const pending = r.unwrittenBytes + (own - lagged.own) + this.#o.slackBytes;
+      // What may still come of the job's writes in the lagged view: the
+      // unwritten data, and what the device wrote since the lagged reading.
+      const pending = r.unwrittenBytes + (r.writeBytes - lagged.writeBytes) + this.#o.slackBytes;
       this.#highest = Math.min(this.#highest, a + pending);
     }
     this.#lastLaggedWrites = Math.max(this.#lastLaggedWrites, lagged.writes);

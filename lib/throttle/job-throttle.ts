@@ -119,6 +119,7 @@ export class JobThrottle {
   #ownWriteBytes = 0;
   #ownWrites = 0;
   #unwritten: number | undefined;
+  #unwrittenOwn = 0;
 
   private constructor(
     controller: ThrottleController,
@@ -290,9 +291,13 @@ export class JobThrottle {
       if (this.#stopped) return;
       // Read after the probe completed: the count includes it.
       const counts = this.#counter?.read();
-      // The system's unwritten data, once a round (it bounds how much of the
-      // job's own writes can still reach the storage).
-      if (this.#ownWrites > 0 && turn % PROBE_PLACES === 1) this.#unwritten = this.#counter?.unwrittenBytes();
+      // The system's unwritten data, once a round, plus what the job wrote
+      // since (it bounds how much of the job's own writes can still reach
+      // the storage).
+      if (this.#ownWrites > 0 && turn % PROBE_PLACES === 1) {
+        this.#unwritten = this.#counter?.unwrittenBytes();
+        this.#unwrittenOwn = this.#ownWriteBytes;
+      }
       this.controller.observeProbe({
         latencyNs,
         bytes: length,
@@ -305,7 +310,7 @@ export class JobThrottle {
               deviceWriteBytes: counts.writeBytes,
               ownWriteBytes: this.#ownWriteBytes,
               ownWrites: this.#ownWrites,
-              ...(this.#unwritten !== undefined ? { unwrittenBytes: this.#unwritten } : {}),
+              ...(this.#unwritten !== undefined ? { unwrittenBytes: this.#unwritten + this.#ownWriteBytes - this.#unwrittenOwn } : {}),
             }
           : {}),
       });

@@ -95,6 +95,8 @@ export interface BoostReport {
   foreignIops: number;
   /** Drained time of all checks, ms. */
   drainedMs: number;
+  /** Bytes written by others beside the job's own writes to the storage (counted only while it writes there). */
+  foreignWriteBytes: number;
 }
 
 export interface ThrottleReport {

@@ -148,7 +148,7 @@ describe('ForeignIo', () => {
     expect(s.found).toBe(2);
   });
 
-  it('defaults: 1 % and 32 KiB a write for metadata, device counts 50 ms older than the job\'s, 8 MiB of slack', () => {
-    expect(FOREIGN_IO_DEFAULTS).toEqual({ metaShare: 0.01, metaPerWrite: 32 * 1024, lagNs: 50 * MS, slackBytes: 8 * MiB });
+  it('defaults: 1 % and 32 KiB a write for metadata, device counts 50 ms older than the job\'s, 2 MiB of slack', () => {
+    expect(FOREIGN_IO_DEFAULTS).toEqual({ metaShare: 0.01, metaPerWrite: 32 * 1024, lagNs: 50 * MS, slackBytes: 2 * MiB });
   });
 });
