@@ -287,6 +287,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
       source,
       signal,
     ));
+    const ownWrite = throttle.ownWrites(repo.path);
     const started = new Date();
     const t0 = process.hrtime.bigint();
     const elapsed = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
@@ -356,6 +357,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
             stats.chunksNew++;
             stats.bytesNew += data.length;
             stats.bytesStored += r.storedBytes;
+            ownWrite(r.storedBytes);
             touchedDirs.add(hex.slice(0, 2));
           } else {
             stats.chunksReused++;

@@ -208,6 +208,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
       heldBuffers: WRITES_IN_FLIGHT + 2,
     });
     throttle.attach(reader);
+    const ownWrite = throttle.ownWrites(temp);
     const pending = new Set<Promise<void>>();
     const writeback = new EarlyWriteback(out.fd);
     let failure: unknown;
@@ -237,6 +238,7 @@ export async function imageSource(sourcePath: string, outputPath: string, option
           ({ bytesWritten: n }) => {
             if (n !== block.length) throw new LowtideError('WRITE_FAILED', `short write to ${output} at ${block.offset}`);
             bytesWritten += n;
+            ownWrite(n);
             writeback.wrote(n);
           },
           (err: unknown) => {

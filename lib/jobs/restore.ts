@@ -180,11 +180,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       throw toLowtideError(err, (err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'NO_SPACE' : 'WRITE_FAILED', `opening ${target}`);
     }
     const out = fh;
+    const ownWrite = jobThrottle.ownWrites(writePath);
     // Through the page cache (files; block devices without O_DIRECT): start
     // writeback as the image grows, as `image` does (lib/jobs/writeback.ts).
     const writeback = direct ? undefined : new EarlyWriteback(out.fd);
     /** Writes `length` bytes of `data` at `offset` of the target, aligned when direct. */
     const writeAt = async (data: Buffer, length: number, offset: number): Promise<void> => {
+      ownWrite(length);
       if (writeback) {
         const { bytesWritten: n } = await out.write(data, 0, length, offset);
         if (n !== length) throw new Error(`short write at ${offset}`);
