@@ -1,11 +1,14 @@
-// The lowtide side of `npm run bench:impact`: a read-only job that reads a
-// source again and again through the public reader (openSource + read) under
-// a JobThrottle, consuming the blocks without writing them anywhere, so that
-// the benchmark measures the impact of lowtide's reads alone. It runs in its
-// own process (its CPU and RSS are its own) until SIGTERM/SIGINT.
+// The lowtide side of `npm run bench:impact`: a job that reads a source
+// again and again through the public reader (openSource + read) under a
+// JobThrottle. Without `output` it consumes the blocks without writing them
+// anywhere (the impact of lowtide's reads alone); with `output` it writes
+// each block at its offset of that file, through the page cache, with early
+// writeback and its writes reported to the throttle, as `lowtide image`
+// does. It runs in its own process (its CPU and RSS are its own) until
+// SIGTERM/SIGINT.
 //
 // usage: node bench/impact-driver.mjs '<json settings>'
-//   { file, throttle, latencyTarget, rateLimit, queueDepth, blockSize,
+//   { file, output, throttle, latencyTarget, rateLimit, queueDepth, blockSize,
 //     minBlockSize, intervalMs, probeIntervalMs, canaryTuning }
 //
 // Output on stdout, one JSON object a line, times in Unix epoch ms:
@@ -17,10 +20,13 @@
 import { openSource } from '../dist/index.js';
 import { JobThrottle, probeIdleLatency } from '../dist/throttle/job-throttle.js';
 import { resolveThrottleSettings } from '../dist/throttle/job-settings.js';
+import { EarlyWriteback } from '../dist/jobs/writeback.js';
+import { open } from 'node:fs/promises';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 const {
   file,
+  output,
   throttle: controller = 'canary',
   latencyTarget = 'auto',
   rateLimit,
@@ -115,6 +121,30 @@ const tick = () => {
   ivLat = [];
 };
 
+// With an output: blocks written at their offsets, at most 4 writes in
+// flight (each holds its block), as the image job does.
+const WRITES_IN_FLIGHT = 4;
+const out_ = output ? await open(output, 'w') : undefined;
+const writeback = out_ ? new EarlyWriteback(out_.fd) : undefined;
+const ownWrite = out_ && throttle ? throttle.ownWrites(output) : () => undefined;
+const pending = new Set();
+let written = 0;
+const write = (b) => {
+  b.retain();
+  const p = out_
+    .write(b.data, 0, b.length, b.offset)
+    .then(({ bytesWritten: n }) => {
+      written += n;
+      ownWrite(n);
+      writeback.wrote(n);
+    })
+    .finally(() => {
+      b.release();
+      pending.delete(p);
+    });
+  pending.add(p);
+};
+
 let engine;
 let passes = 0;
 if (throttle) {
@@ -139,11 +169,16 @@ if (throttle) {
       for await (const b of reader) {
         if (ac.signal.aborted) break;
         throttle.observe(b.latencyNs, b.length);
+        if (out_) {
+          write(b);
+          if (pending.size >= WRITES_IN_FLIGHT) await Promise.race(pending);
+        }
         bytes += b.length;
         ivBytes += b.length;
         ivLat.push(b.latencyNs);
         blocks++;
       }
+      await Promise.all(pending);
       passes++;
     }
   } catch (err) {
@@ -153,6 +188,8 @@ if (throttle) {
   }
 }
 stopT ??= Date.now();
+await Promise.allSettled(pending);
+await out_?.close();
 const cpu = process.cpuUsage(cpu0);
 await throttle?.stop();
 const report = throttle?.report();
@@ -164,6 +201,7 @@ out({
   bytes,
   blocks,
   passes,
+  written,
   engine,
   mbPerSecond: bytes / ((stopT - tStart) / 1e3) / 1e6,
   cpuMs: (cpu.user + cpu.system) / 1e3,

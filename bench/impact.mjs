@@ -12,7 +12,10 @@
 // Scenarios, in one run: production alone; lowtide unthrottled; each
 // controller with `latencyTarget: 'auto'`; fixed rate caps; and a phased
 // production load (fio jobs on for P s, off for P s) with the default
-// controller and the fixed caps. Production alone and the default controller
+// controller and the fixed caps. Then two blocks where lowtide also writes
+// what it reads to a file on the same disk (as `lowtide image` does), the
+// default against unthrottled: idle (no production at all) and light
+// (fio 4 KiB random reads, QD 1, rate-limited to BENCH_LIGHT_IOPS). Production alone and the default controller
 // run BENCH_REPEATS times per block (first/last and interleaved), each fixed
 // cap BENCH_RATE_REPEATS times.
 //
@@ -25,10 +28,12 @@
 // with nothing to stop: their ratio is the noise of the method. A key's
 // ratio is the median of its runs; lowtide's MB/s are while it ran.
 //
-// Targets: with the default controller, production p99 within
-// 1.5x of its p99 alone, and lowtide >= 90 % of the throughput of the best
-// fixed rate that meets the same bound; under the phased load, lowtide
-// (default controller) beats every fixed rate that meets the bound.
+// Targets: with the default controller, production p99 within 1.5x of its
+// p99 alone, and lowtide >= 90 % of the throughput of the best fixed rate
+// that meets the same bound; under the phased load, lowtide (default
+// controller) beats every fixed rate that meets the bound; idle, the default
+// moves >= 0.8x of unthrottled; under the light load, production p99 within
+// 1.5x alone and the default moves >= 0.5x of what it moves idle.
 //
 // Output: a table and verdicts on stdout, bench/results/impact-<date>.json,
 // bench/results/impact-latest.svg (and .png when ImageMagick or rsvg-convert
@@ -48,7 +53,9 @@
 //   BENCH_LATENCY_TARGET (auto)  the controllers' latencyTarget (ms or auto)
 //   BENCH_AUTO_RULE           experiments: '{"multiplier":1,"floorPercentile":null}' replaces the
 //                             auto-target rule (the driver probes and passes a fixed target)
-//   BENCH_ONLY                a regular expression: run only matching scenarios (plus alone)
+//   BENCH_ONLY                a regular expression: run only matching scenarios (plus alone in their blocks)
+//   BENCH_SMALL_REPEATS (3)   runs of the default and of unthrottled in the idle and light blocks
+//   BENCH_LIGHT_IOPS (200)    the light load's rate (fio --rate_iops)
 //   BENCH_PROBE_MS            comma list of canary probe intervals (ms): each run of the default
 //                             controller becomes one run per interval, named canary@<ms>ms
 //   BENCH_CANARY_VARIANTS     ';'-separated JSON canary tuning overrides, e.g. '{"factor":1.15};{}':
@@ -93,6 +100,9 @@ const RATE_REPEATS = Math.max(1, Math.round(num('BENCH_RATE_REPEATS', 3)));
 const BOUND = num('BENCH_BOUND', 1.5);
 const SRC_GIB = num('BENCH_SRC_GIB', 4);
 const PROD_GIB = num('BENCH_PROD_GIB', 1);
+// Runs of each scenario of the idle and light blocks (default and unthrottled, interleaved).
+const SMALL_REPEATS = Math.max(1, Math.round(num('BENCH_SMALL_REPEATS', 3)));
+const LIGHT_IOPS = num('BENCH_LIGHT_IOPS', 200);
 const RATES = (env.BENCH_RATES ?? '25,50,100,200,400')
   .split(',')
   .map((s) => Number(s.trim()))
@@ -136,6 +146,7 @@ function killChild(c, sig = 'SIGKILL') {
 function cleanup() {
   for (const c of children) killChild(c);
   children.clear();
+  rmSync(outFile, { force: true });
   if (shmDir) rmSync(shmDir, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
@@ -175,6 +186,8 @@ for (const f of ['dist/index.js', 'dist/throttle/job-throttle.js', 'dist/throttl
 mkdirSync(dir, { recursive: true });
 const srcFile = join(dir, `impact-src-${SRC_GIB}g.bin`);
 const prodFile = join(dir, `impact-prod-${PROD_GIB}g.bin`);
+// Where lowtide writes what it reads in the idle and light blocks: the same disk.
+const outFile = join(dir, 'impact-out.bin');
 if (!CHART_FROM) {
   ensureRandomFile(srcFile, SRC_GIB * GiB, 'the source lowtide reads');
   ensureRandomFile(prodFile, PROD_GIB * GiB, "production's file");
@@ -251,15 +264,18 @@ function analyseProduction(logDir, t0, t1) {
 }
 
 // ---------------------------------------------------------------- one scenario
-function fioArgs(logPrefix, outJson, phased, runtimeS) {
+function fioArgs(logPrefix, outJson, load, runtimeS) {
+  const phased = load === 'phased';
+  // The light load: 4 KiB random reads, one at a time, LIGHT_IOPS a second.
+  const light = load === 'light';
   const args = [
     '--thread',
     `--filename=${prodFile}`,
     `--size=${PROD_GIB}G`,
-    '--rw=randrw',
-    '--rwmixread=70',
+    ...(light
+      ? ['--rw=randread', `--rate_iops=${LIGHT_IOPS}`, '--iodepth=1']
+      : ['--rw=randrw', '--rwmixread=70', '--iodepth=4']),
     '--bs=4k',
-    '--iodepth=4',
     '--ioengine=io_uring',
     '--direct=1',
     '--time_based',
@@ -362,12 +378,18 @@ async function runScenario(sc, index, total) {
   const fioOut = join(scDir, 'fio.json');
   const fioStderr = [];
   const tFio = Date.now();
-  const fio = spawn('fio', fioArgs(join(scDir, 'prod'), fioOut, sc.phased, runtimeS), {
-    detached: true, // own process group: killed as a group on exit
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const fioT = track(fio, true);
-  fio.stderr.on('data', (d) => fioStderr.push(d));
+  // The idle block has no production at all.
+  const noFio = sc.load === 'idle';
+  const fio = noFio
+    ? null
+    : spawn('fio', fioArgs(join(scDir, 'prod'), fioOut, sc.load, runtimeS), {
+        detached: true, // own process group: killed as a group on exit
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+  const fioT = fio
+    ? track(fio, true)
+    : { c: { proc: { exitCode: 0, signalCode: null } }, done: Promise.resolve({ code: 0, signal: null }) };
+  fio?.stderr.on('data', (d) => fioStderr.push(d));
   await sleep(WARMUP * 1000);
 
   let t0;
@@ -375,7 +397,7 @@ async function runScenario(sc, index, total) {
   let toggles;
   let driver = null;
   if (sc.lowtide) {
-    const cfg = { file: srcFile, intervalMs: INTERVAL_MS, ...sc.lowtide };
+    const cfg = { file: srcFile, intervalMs: INTERVAL_MS, ...(sc.writes ? { output: outFile } : {}), ...sc.lowtide };
     const proc = spawn(process.execPath, [join(root, 'bench', 'impact-driver.mjs'), JSON.stringify(cfg)], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -439,6 +461,7 @@ async function runScenario(sc, index, total) {
     );
   let fioJobs = null;
   try {
+    if (noFio) throw new Error('no production');
     fioJobs = JSON.parse(readFileSync(fioOut, 'utf8')).jobs.map((j) => ({
       name: j.jobname,
       readIops: j.read.iops,
@@ -454,14 +477,15 @@ async function runScenario(sc, index, total) {
   const result = {
     name: sc.name,
     key: sc.key,
-    block: sc.phased ? 'phased' : 'steady',
+    block: sc.load,
+    writes: Boolean(sc.writes),
     kind: sc.kind,
     label: sc.label,
     rateMBps: sc.rateMBps ?? null,
     controller: sc.lowtide?.throttle ?? null,
     windowSeconds: seconds,
     // Phases relative to the window start (phased load only).
-    phasesOn: sc.phased && prod.fioStartMs !== null ? phaseList(prod.fioStartMs - t0, seconds) : null,
+    phasesOn: sc.load === 'phased' && prod.fioStartMs !== null ? phaseList(prod.fioStartMs - t0, seconds) : null,
     production: prod,
     on: onSide,
     off: offSide,
@@ -513,8 +537,10 @@ const ctl = (throttle) => ({ throttle, latencyTarget: TARGET, ...(AUTO_RULE ? { 
 const rate = (mb) => ({ throttle: 'off', rateLimit: mb * 1e6 });
 function scenarios() {
   const list = [];
-  const add = (phased, key, kind, label, lowtide, extra = {}) =>
-    list.push({ phased, key: `${phased ? 'phased' : 'steady'}/${key}`, kind, label, lowtide, ...extra });
+  const add = (phased, key, kind, label, lowtide, extra = {}) => {
+    const load = extra.load ?? (phased ? 'phased' : 'steady');
+    list.push({ phased, load, key: `${load}/${key}`, kind, label, lowtide, ...extra });
+  };
   for (const phased of [false, true]) {
     // Production alone first and last; controllers spread evenly between the
     // fixed rates (ascending), so that drift in the machine hits all of them.
@@ -566,12 +592,29 @@ function scenarios() {
     }
     for (let r = 1; r < REPEATS; r++) add(phased, 'alone', 'alone', 'production alone', null);
   }
+  // No production, and a light one, with lowtide writing what it reads to
+  // a file on the same disk (as `lowtide image` does): the default against
+  // unthrottled, interleaved.
+  const label = (v) => (v === 'off' ? 'lowtide unthrottled, writing' : `lowtide ${v} (default), writing`);
+  for (let r = 0; r < SMALL_REPEATS; r++) {
+    for (const v of ['off', DEFAULT])
+      add(false, v, v === 'off' ? 'off' : 'controller', label(v), ctl(v), { load: 'idle', writes: true });
+  }
+  add(false, 'alone', 'alone', 'light production alone', null, { load: 'light' });
+  for (let r = 0; r < SMALL_REPEATS; r++) {
+    for (const v of r === 0 ? [DEFAULT, 'off'] : [DEFAULT])
+      add(false, v, v === 'off' ? 'off' : 'controller', label(v), ctl(v), { load: 'light', writes: true });
+    add(false, 'alone', 'alone', 'light production alone', null, { load: 'light' });
+  }
   const counts = {};
   for (const s of list) {
     counts[s.key] = (counts[s.key] ?? 0) + 1;
     s.name = `${s.key}${counts[s.key] > 1 ? `#${counts[s.key]}` : ''}`;
   }
-  return ONLY ? list.filter((s) => s.kind === 'alone' || ONLY.test(s.name)) : list;
+  if (!ONLY) return list;
+  // Production alone in the blocks that keep a scenario.
+  const blocks = new Set(list.filter((s) => s.kind !== 'alone' && ONLY.test(s.name)).map((s) => s.load));
+  return list.filter((s) => (s.kind === 'alone' && blocks.has(s.load)) || ONLY.test(s.name));
 }
 
 // ---------------------------------------------------------------- analysis
@@ -607,7 +650,7 @@ function aggregate(runs) {
       maxRssMiB: r0.lowtide ? Math.max(...rs.map((r) => r.lowtide.maxRssMiB)) : null,
     });
   }
-  for (const block of ['steady', 'phased']) {
+  for (const block of ['steady', 'phased', 'light', 'idle']) {
     const alone = rows.find((r) => r.block === block && r.kind === 'alone');
     for (const r of rows.filter((x) => x.block === block)) {
       // Production while lowtide ran against production while it was stopped,
@@ -667,6 +710,43 @@ function verdicts(rows) {
       v.pass = def.meetsBound && v.beatsAll;
     }
     out[block] = v;
+  }
+  // Idle: the default's throughput against unthrottled; light: production's
+  // p99 within the bound, and the default's throughput against idle.
+  const row = (block, kind) =>
+    rows.find((r) => r.block === block && r.kind === kind && (kind !== 'controller' || r.controller === DEFAULT));
+  const idleDef = row('idle', 'controller');
+  const idleOff = row('idle', 'off');
+  if (idleDef && idleOff) {
+    const ratio = idleDef.mbPerSecond / idleOff.mbPerSecond;
+    out.idle = {
+      target: 'default >= 0.8x the throughput of --throttle off',
+      default: { mbPerSecond: idleDef.mbPerSecond },
+      off: { mbPerSecond: idleOff.mbPerSecond },
+      ratio,
+      pass: ratio >= 0.8,
+    };
+  }
+  const lightDef = row('light', 'controller');
+  const lightAlone = row('light', 'alone');
+  if (lightDef && lightAlone) {
+    const vsIdle = idleDef ? lightDef.mbPerSecond / idleDef.mbPerSecond : null;
+    out.light = {
+      target: 'p99 <= 1.5x alone and throughput >= 0.5x of idle',
+      aloneP99Us: lightAlone.p99Us,
+      aloneP99UsRuns: lightAlone.p99UsRuns,
+      default: {
+        p99Us: lightDef.p99Us,
+        p99Ratio: lightDef.p99Ratio,
+        meetsBound: lightDef.meetsBound,
+        mbPerSecond: lightDef.mbPerSecond,
+      },
+      off: row('light', 'off')
+        ? { p99Ratio: row('light', 'off').p99Ratio, mbPerSecond: row('light', 'off').mbPerSecond }
+        : null,
+      vsIdle,
+      pass: Boolean(lightDef.meetsBound) && vsIdle !== null && vsIdle >= 0.5,
+    };
   }
   return out;
 }
@@ -905,7 +985,20 @@ function printReport({ rows, verdicts: ver, config: cfg, host }) {
         `${v.default.mbPerSecond.toFixed(0)} MB/s vs fixed rates in bound [${v.fixedMeetingBound.map((f) => `${f.rateMBps}: ${f.mbPerSecond.toFixed(0)}`).join(', ') || 'none'}] → ${v.pass ? 'PASS' : 'MISS'}`,
     );
   }
-  const aloneSpread = ['steady', 'phased']
+  if (ver.idle) {
+    const v = ver.idle;
+    console.log(
+      `- idle (lowtide writing to the same disk): default ${v.default.mbPerSecond.toFixed(0)} MB/s = ${v.ratio.toFixed(2)}× of --throttle off (${v.off.mbPerSecond.toFixed(0)} MB/s; target ≥ 0.8) → ${v.pass ? 'PASS' : 'MISS'}`,
+    );
+  }
+  if (ver.light) {
+    const v = ver.light;
+    console.log(
+      `- light load (${LIGHT_IOPS} IOPS random reads, QD 1): default p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio?.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}), ${v.default.mbPerSecond.toFixed(0)} MB/s = ${v.vsIdle === null ? '?' : v.vsIdle.toFixed(2)}× of idle` +
+        `${v.off ? `; unthrottled ${v.off.p99Ratio?.toFixed(2)}×, ${v.off.mbPerSecond.toFixed(0)} MB/s` : ''} → ${v.pass ? 'PASS' : 'MISS'}`,
+    );
+  }
+  const aloneSpread = ['steady', 'phased', 'light']
     .map(
       (b) =>
         ver[b] &&

@@ -192,6 +192,8 @@ async function copyBlocks(
 ): Promise<void> {
   const pending = new Set<Promise<void>>();
   const writeback = new EarlyWriteback(out.handle.fd);
+  // Writes to the source's storage are the job's own, not someone else's (canary's quiet checks).
+  const ownWrite = throttle.ownWrites(out.path);
   let failure: unknown;
   const write = (block: Block): void => {
     block.retain();
@@ -202,6 +204,7 @@ async function copyBlocks(
           if (n !== block.length)
             throw new LowtideError('WRITE_FAILED', `short write to ${o.output} at ${block.offset}`);
           counts.bytesWritten += n;
+          ownWrite(n);
           writeback.wrote(n);
         },
         (err: unknown) => {

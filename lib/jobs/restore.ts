@@ -5,7 +5,7 @@
  * it is written.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
 import type { Manifest } from '../repo/format.js';
@@ -113,6 +113,8 @@ interface ChunkWrites {
   index: IndexReader;
   out: RestoreTarget;
   throttle: JobThrottle;
+  /** Reports a write to the target as the job's own (canary's quiet checks). */
+  ownWrite: (bytes: number) => void;
   signal: AbortSignal | undefined;
   counts: RestoreCounts;
   progress: ProgressReporter<RestoreProgress>;
@@ -136,6 +138,7 @@ async function writeChunk(w: ChunkWrites, i: number, entry: Buffer): Promise<voi
   try {
     const w0 = process.hrtime.bigint();
     await w.out.write(lease.data, length, i * cs);
+    w.ownWrite(length);
     w.throttle.observe(Number(process.hrtime.bigint() - w0), length);
   } catch (err) {
     throw writeError(err, `writing ${w.out.path}`);
@@ -153,6 +156,7 @@ async function writeZeroChunk(w: ChunkWrites, length: number, offset: number): P
     await w.out.write(w.out.zeroChunk, length, offset).catch((err: unknown) => {
       throw writeError(err, `writing ${w.out.path}`);
     });
+    w.ownWrite(length);
     w.counts.bytesWritten += length;
   } else {
     w.counts.bytesSkipped += length;
@@ -231,7 +235,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   try {
     throttle.startProbes();
     await out.open(manifest);
-    await writeChunks({ repo, manifest, index, out, throttle, signal: o.control.signal, counts, progress });
+    // The target's storage: the device itself, or the file system of the file's directory.
+    const ownWrite = throttle.ownWrites(out.kind === 'block' ? out.path : dirname(out.path));
+    await writeChunks({ repo, manifest, index, out, throttle, ownWrite, signal: o.control.signal, counts, progress });
     await out.finish();
     progress.report(true);
     const seconds = clock.seconds();

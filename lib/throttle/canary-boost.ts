@@ -2,51 +2,92 @@
  * The `canary`'s boost: full speed while nobody else uses the storage.
  *
  * Probe latency cannot tell "someone else is here" from "our own queue is
- * long"; the storage's I/O counters can, while our own blocks are drained.
+ * long"; the storage's I/O counters can, while our own reads are drained.
  * Now and then the canary pauses its blocks (a quiet check; every
- * calibration pause counts as one too): once they have drained, every I/O
- * the storage completes beyond our probes is someone else's.
- * - Not boosted, a check waits for `enterQuietMs` without a foreign I/O;
- *   `quietChecks` such checks in a row start a boost. One quiet window of
- *   200 ms happens to a light load too (1 in 55 at 20 requests per second),
- *   and a boost that meets it costs that load its p99.
- * - Boosted, a check every `boostCheckEveryMs` needs only `stayQuietMs`.
- * - Any foreign I/O in a check, or a quiet window too short, ends the boost;
- *   so does a write the job did not make, seen by any probe.
+ * calibration pause counts as one too): once they have drained, every read
+ * the storage completes beyond our probes is someone else's, and so is
+ * every write beyond what the job reports writing (canary-foreign-io.ts).
+ *
+ * "Nobody else" is a rate, not silence: a normal system writes its journal
+ * now and then. Each check counts someone else's I/Os f over its drained
+ * time d; over the checks of the last `horizonMs`, with F = Σf and D = Σd,
+ * the storage counts as idle when F is improbably low for a load of
+ * `quietIops` requests a second (Poisson: P(N ≤ F | quietIops · D) < 1e-3).
+ * A load of `quietIops` is thus almost never boosted, one of a quarter of
+ * it mostly is. A check that sees a burst (3 of someone else's I/Os, at
+ * more than `quietIops`) forgets the checks before it: whether that load has gone is for the
+ * checks after it to tell.
+ * - Not boosted, a check waits for `enterQuietMs` of drained time; it ends
+ *   early once the test cannot pass. A boost starts at the end of a check
+ *   when the horizon holds at least `quietChecks` checks and passes the test.
+ * - Boosted, a check every `boostCheckEveryMs` waits `stayQuietMs`. The
+ *   boost ends when a check sees a burst (3 of someone else's I/Os) or the
+ *   horizon no longer looks idle (P(N ≤ F) > 5 %).
+ * - Boosted, a write of someone else's, seen by any probe, ends it at once.
  * - When a boost ends, the window goes on from where it was at the last
  *   check that found someone else (`resumeBusyWindow`), not from where the
  *   window rule grew it while the storage was quiet before the boost.
  */
 import type { BoostReport } from './types.js';
+import { ForeignIo, type StorageReading } from './canary-foreign-io.js';
 
 export interface BoostOptions {
   /** False: no boost ever starts (the checks still count what calibrations see). */
   enabled: boolean;
-  /** Quiet checks in a row that start a boost. */
+  /** Checks the horizon must hold before a boost starts. */
   quietChecks: number;
-  /** Time between checks while not boosted (or one quiet check short of it), ms. */
+  /** Time between checks while not boosted (and not close to it), ms. */
   checkEveryMs: number;
-  /** Time between checks while boosted, ms. */
+  /** Time between checks while boosted, or while the last check was quiet, ms. */
   boostCheckEveryMs: number;
-  /** Quiet a check must see to start a boost, and to keep it, ms. */
+  /** Drained time of a check that may start a boost, and of one that keeps it, ms. */
   enterQuietMs: number;
   stayQuietMs: number;
+  /** A rate of someone else's I/O, per second, that is never taken for idle. */
+  quietIops: number;
+  /** Checks older than this are forgotten, ms. */
+  horizonMs: number;
   resumeBusyWindow: boolean;
+}
+
+/** Poisson test levels: to start a boost, and below which it goes on. */
+const ENTER_LEVEL = 1e-3;
+const STAY_LEVEL = 0.05;
+/** Someone else's I/Os in one check, at a rate above quietIops, that end a boost at once. */
+const BURST = 3;
+
+/** P(N ≤ k) for N Poisson with mean mu. */
+export function poissonCdf(k: number, mu: number): number {
+  if (!(mu > 0)) return 1;
+  let term = Math.exp(-mu);
+  let sum = term;
+  for (let i = 1; i <= k; i++) {
+    term *= mu / i;
+    sum += term;
+  }
+  return Math.min(1, sum);
 }
 
 /** What a probe's counters say. */
 export interface ProbeCounts {
-  /** The storage's completed I/O count, when the probe carried a valid one. */
-  ios: number | undefined;
-  /** The storage completed a write since the previous probe, and the job makes none. */
-  foreignWrite: boolean;
+  /** Whether the probe carried the storage's counts. */
+  counted: boolean;
+  /** Someone else's writes found since the previous probe (0 when not known). */
+  foreignWrites: number;
 }
 
-/** One reading of the storage's I/O count during a pause, after our blocks drained. */
+/** One reading of the storage's counts during a pause, after our blocks drained. */
 interface QuietMark {
   atNs: number;
-  ios: number;
+  foreign: number;
   probes: number;
+}
+
+/** A check's result: someone else's I/Os over its drained time. */
+interface CheckWindow {
+  endNs: number;
+  drainedNs: number;
+  foreign: number;
 }
 
 function count(v: unknown): number | undefined {
@@ -55,22 +96,23 @@ function count(v: unknown): number | undefined {
 
 export class CanaryBoost {
   readonly #o: BoostOptions;
+  readonly #io = new ForeignIo();
   #deviceCounters = false;
-  #lastWrites: number | undefined;
   #nextCheckNs: number | undefined;
   #boostedSinceNs: number | undefined;
   #boostedNs = 0;
-  /** Quiet checks in a row while not boosted. */
-  #quietChecks = 0;
   #checks = 0;
   #busyChecks = 0;
   #endedByWrites = 0;
+  #drainedNs = 0;
+  #foreign = 0;
   /** The window at the last check that found someone else while not boosted. */
   #busyWindow: number;
-  /** First and last reading of the current pause's quiet window. */
+  /** First and last reading of the current pause's drained window. */
   #quietFrom: QuietMark | undefined;
   #quietTo: QuietMark | undefined;
-  #othersSeen = false;
+  #windows: CheckWindow[] = [];
+  #lastQuiet = false;
 
   /** `window`: the canary's starting window, where a boost ends before any check found someone. */
   constructor(options: BoostOptions, window: number) {
@@ -88,22 +130,39 @@ export class CanaryBoost {
   }
 
   /** Reads a probe's counters (garbage counts as none). Call once per probe. */
-  readCounts(deviceIos: unknown, deviceWrites: unknown): ProbeCounts {
-    const ios = count(deviceIos);
-    if (ios !== undefined) this.#deviceCounters = true;
-    const writes = count(deviceWrites);
-    const foreignWrite = writes !== undefined && this.#lastWrites !== undefined && writes > this.#lastWrites;
-    this.#lastWrites = writes;
-    return { ios, foreignWrite };
+  readCounts(nowNs: number, c: Partial<Record<keyof StorageReading, unknown>>): ProbeCounts {
+    const ios = count(c.ios);
+    if (ios === undefined) return { counted: false, foreignWrites: 0 };
+    this.#deviceCounters = true;
+    const writes = count(c.writes);
+    const foreignWrites = this.#io.observe(nowNs, {
+      ios,
+      writes: writes !== undefined && writes <= ios ? writes : undefined,
+      writeBytes: count(c.writeBytes),
+      ownWriteBytes: count(c.ownWriteBytes),
+      ownWrites: count(c.ownWrites),
+      unwrittenBytes: count(c.unwrittenBytes),
+    });
+    return { counted: true, foreignWrites };
+  }
+
+  /** Someone else's writes in bytes so far (counted while the job writes to the storage). */
+  get foreignWriteBytes(): number {
+    return this.#io.foreignWriteBytes;
   }
 
   /**
-   * A write the job did not make, outside a pause: someone else is at work.
-   * No boost begins on the quiet checks before it, and a boost ends now
+   * `writes` of someone else's, seen outside a pause. A boost ends now
    * rather than at the next check. Returns the window to go on with.
    */
-  foreignWrite(nowNs: number, window: number): number {
-    this.#quietChecks = 0;
+  foreignWrite(nowNs: number, window: number, writes = 1): number {
+    // Counted into the horizon (with no drained time of its own): no boost
+    // starts on the quiet checks before it alone. A burst of them forgets
+    // those checks, as a check's burst does.
+    if (this.#o.enabled) {
+      if (writes >= BURST) this.#windows = [];
+      else this.#windows.push({ endNs: nowNs, drainedNs: 0, foreign: writes });
+    }
     if (!this.boosted) return window;
     this.#endedByWrites++;
     const w = this.#end(nowNs, window);
@@ -126,63 +185,79 @@ export class CanaryBoost {
     return Math.min(Math.max(1.25 * jobRecentMedianNs, 1e6), 20e6);
   }
 
-  /** A pause (check or calibration) begins: a new quiet window. */
+  /** A pause (check or calibration) begins: a new drained window. */
   beginPause(): void {
     this.#quietFrom = undefined;
     this.#quietTo = undefined;
-    this.#othersSeen = false;
   }
 
   /**
-   * A probe in a pause, after our blocks drained, with the storage's I/O
-   * count `ios` and the number of probes so far: any I/O beyond one per
-   * probe since the first such reading is someone else's.
+   * A probe in a pause, after our blocks drained, with the number of probes
+   * so far (each probe is one read of ours).
    */
-  observeDrained(nowNs: number, ios: number, probes: number): void {
-    this.#quietFrom ??= { atNs: nowNs, ios, probes };
-    this.#quietTo = { atNs: nowNs, ios, probes };
-    if (ios - this.#quietFrom.ios > probes - this.#quietFrom.probes) this.#othersSeen = true;
+  observeDrained(nowNs: number, probes: number): void {
+    const mark = { atNs: nowNs, foreign: this.#io.count, probes };
+    this.#quietFrom ??= mark;
+    this.#quietTo = mark;
   }
 
-  /** Quiet time a check must see: long to start a boost, short to keep it. */
+  /** Drained time a check waits for: long to start a boost, short to keep it. */
   quietNeededNs(): number {
     return (this.boosted ? this.#o.stayQuietMs : this.#o.enterQuietMs) * 1e6;
   }
 
-  /** A check's pause is over: someone seen, quiet long enough, or 50 ms past the quiet needed. */
-  checkDone(elapsedNs: number): boolean {
+  /**
+   * A check's pause is over: its time is filled, it cannot be (50 ms past
+   * the time needed), it saw a burst, or (not boosted) it has seen enough
+   * that no boost can start however quiet the rest of it.
+   */
+  checkDone(elapsedNs: number, nowNs = this.#quietTo?.atNs ?? 0): boolean {
     const needNs = this.quietNeededNs();
-    return this.#othersSeen || this.#quietNs() >= needNs || elapsedNs >= needNs + 50e6;
+    const f = this.#windowForeign();
+    if (this.#burst(f, this.#drainedNowNs()) || this.#drainedNowNs() >= needNs || elapsedNs >= needNs + 50e6)
+      return true;
+    if (this.boosted || f === 0) return false;
+    const { foreign, drainedNs } = this.#horizon(nowNs);
+    return poissonCdf(foreign + f, (this.#o.quietIops * (drainedNs + needNs)) / 1e9) >= ENTER_LEVEL;
   }
 
   /**
    * A pause ended at `nowNs`. Every pause whose window counted I/O is a
-   * check: someone seen ends a boost (and, not boosted, marks `window` as
-   * the one held under a load); after a check's pause, quiet long enough
-   * counts towards a boost or keeps it, too short ends it. The next check is
-   * soon while boosted or one quiet check short of it. Returns the window
-   * to go on with.
+   * check: its someone-else count joins the horizon; a burst, or a horizon
+   * that no longer looks idle, ends a boost (and, not boosted, someone seen
+   * marks `window` as the one held under a load); after a check's pause, a
+   * horizon that looks idle starts a boost. The next check is soon while boosted or after a quiet
+   * check. Returns the window to go on with.
    */
   endPause(nowNs: number, kind: 'calibrate' | 'check', window: number): number {
     let w = window;
     if (this.#o.enabled && this.#quietFrom && this.#quietTo) {
+      const f = this.#windowForeign();
+      const d = this.#drainedNowNs();
       this.#checks++;
-      if (this.#othersSeen) {
+      this.#drainedNs += d;
+      this.#foreign += f;
+      // A burst says someone is there now; whether they have gone is for
+      // the checks after it to tell, without the quiet ones before it.
+      const burst = this.#burst(f, d);
+      if (burst) this.#windows = [];
+      else this.#windows.push({ endNs: nowNs, drainedNs: d, foreign: f });
+      const { foreign, drainedNs, windows } = this.#horizon(nowNs);
+      const p = poissonCdf(foreign, (this.#o.quietIops * drainedNs) / 1e9);
+      this.#lastQuiet = f === 0;
+      if (f > 0) {
         this.#busyChecks++;
-        this.#quietChecks = 0;
         if (!this.boosted) this.#busyWindow = window;
-        w = this.#end(nowNs, w);
-      } else if (kind === 'check') {
-        if (this.#quietNs() < this.quietNeededNs()) {
-          this.#quietChecks = 0;
-          w = this.#end(nowNs, w);
-        } else if (!this.boosted && ++this.#quietChecks >= this.#o.quietChecks) {
-          this.#boostedSinceNs = nowNs;
-          this.#quietChecks = 0;
-        }
+      }
+      if (this.boosted) {
+        // A check whose probes were too slow to fill its time (the job's own
+        // writeback on the storage can do that) counts for what it saw.
+        if (burst || p > STAY_LEVEL) w = this.#end(nowNs, w);
+      } else if (kind === 'check' && windows >= this.#o.quietChecks && p < ENTER_LEVEL) {
+        this.#boostedSinceNs = nowNs;
       }
     }
-    const soon = this.boosted || this.#quietChecks > 0;
+    const soon = this.boosted || this.#lastQuiet;
     this.#nextCheckNs = nowNs + (soon ? this.#o.boostCheckEveryMs : this.#o.checkEveryMs) * 1e6;
     return w;
   }
@@ -196,20 +271,51 @@ export class CanaryBoost {
         (this.#boostedNs + (this.#boostedSinceNs !== undefined ? Math.max(0, nowNs - this.#boostedSinceNs) : 0)) / 1e6,
       enabled: this.#o.enabled,
       deviceCounters: this.#deviceCounters,
+      foreignIops: this.#drainedNs > 0 ? this.#foreign / (this.#drainedNs / 1e9) : 0,
+      foreignWriteBytes: this.#io.foreignWriteBytes,
+      drainedMs: this.#drainedNs / 1e6,
     };
   }
 
-  #quietNs(): number {
+  /** A burst: BURST or more of someone else's I/Os, at a rate above quietIops. */
+  #burst(foreign: number, drainedNs: number): boolean {
+    return foreign >= BURST && foreign > (this.#o.quietIops * drainedNs) / 1e9;
+  }
+
+  /** Someone else's I/Os in the current window: all counted beyond one read per probe. */
+  #windowForeign(): number {
+    const a = this.#quietFrom;
+    const b = this.#quietTo;
+    if (!a || !b) return 0;
+    return Math.max(0, b.foreign - a.foreign - (b.probes - a.probes));
+  }
+
+  #drainedNowNs(): number {
     return this.#quietTo && this.#quietFrom ? this.#quietTo.atNs - this.#quietFrom.atNs : 0;
+  }
+
+  /** The checks of the last horizonMs: their someone-else count and drained time. */
+  #horizon(nowNs: number): { foreign: number; drainedNs: number; windows: number } {
+    const from = nowNs - this.#o.horizonMs * 1e6;
+    let k = 0;
+    while (k < this.#windows.length && this.#windows[k]!.endNs < from) k++;
+    if (k > 0) this.#windows.splice(0, k);
+    let foreign = 0;
+    let drainedNs = 0;
+    for (const x of this.#windows) {
+      foreign += x.foreign;
+      drainedNs += x.drainedNs;
+    }
+    return { foreign, drainedNs, windows: this.#windows.length };
   }
 
   /**
    * Someone else is back: the boost (if any) ends. The window was last set
    * by the rule before the boost, while the storage was quiet and the window
-   * grew up to ×1.5 a round until a check started the boost (up to 700 ms):
-   * resuming there would meet production's first requests with a deep
-   * queue for the rounds it takes to shrink. With `resumeBusyWindow`, the
-   * window goes on from the one held the last time a check found someone.
+   * grew up to ×1.5 a round until a check started the boost: resuming there
+   * would meet production's first requests with a deep queue for the rounds
+   * it takes to shrink. With `resumeBusyWindow`, the window goes on from the
+   * one held the last time a check found someone.
    */
   #end(nowNs: number, window: number): number {
     if (this.#boostedSinceNs === undefined) return window;

@@ -93,6 +93,8 @@ export class CanaryController extends BaseController {
         boostCheckEveryMs: c.boostCheckEveryMs,
         enterQuietMs: THROTTLE_DEFAULTS.canaryEnterQuietMs,
         stayQuietMs: THROTTLE_DEFAULTS.canaryStayQuietMs,
+        quietIops: c.quietIops,
+        horizonMs: THROTTLE_DEFAULTS.canaryQuietHorizonMs,
         resumeBusyWindow: c.resumeBusyWindow,
       },
       this.window,
@@ -115,16 +117,23 @@ export class CanaryController extends BaseController {
     this.probeCount++;
     const v = this.probes.lastNs;
     const now = this.nowNs();
-    const { ios, foreignWrite } = this.boost.readCounts(s.deviceIos, s.deviceWrites);
+    const { counted, foreignWrites } = this.boost.readCounts(now, {
+      ios: s.deviceIos,
+      writes: s.deviceWrites,
+      writeBytes: s.deviceWriteBytes,
+      ownWriteBytes: s.ownWriteBytes,
+      ownWrites: s.ownWrites,
+      unwrittenBytes: s.unwrittenBytes,
+    });
     if (this.pausedAtNs !== undefined) {
-      this.pausedProbe(v, ios, now, now - this.pausedAtNs);
+      this.pausedProbe(v, counted, now, now - this.pausedAtNs);
       return;
     }
     if (this.calibration.due(now)) {
       this.startPause('calibrate', now);
       return;
     }
-    if (foreignWrite) this.window = this.boost.foreignWrite(now, this.window);
+    if (foreignWrites > 0) this.window = this.boost.foreignWrite(now, this.window, foreignWrites);
     if (this.boost.checkDue(now)) {
       this.startPause('check', now);
       return;
@@ -138,19 +147,19 @@ export class CanaryController extends BaseController {
 
   /**
    * A probe during a pause. Probes that completed after our blocks in flight
-   * drained are idle ones; the storage's I/O counted between them is the
+   * drained are idle ones; the storage's reads counted between them are the
    * probes' and others'.
    */
-  private pausedProbe(latencyNs: number, ios: number | undefined, now: number, elapsedNs: number): void {
+  private pausedProbe(latencyNs: number, counted: boolean, now: number, elapsedNs: number): void {
     const calibrating = this.pause === 'calibrate';
     const settleNs = calibrating
       ? this.calibration.settleNs(this.latency.smoothedNs)
       : this.boost.settleNs(this.latency.recentMedianNs());
     if (elapsedNs >= settleNs) {
       if (calibrating) this.calibration.addIdle(latencyNs);
-      if (ios !== undefined) this.boost.observeDrained(now, ios, this.probeCount);
+      if (counted) this.boost.observeDrained(now, this.probeCount);
     }
-    const done = calibrating ? this.calibration.done(elapsedNs) : this.boost.checkDone(elapsedNs);
+    const done = calibrating ? this.calibration.done(elapsedNs) : this.boost.checkDone(elapsedNs, now);
     if (done) this.endPause(now);
   }
 
@@ -211,8 +220,8 @@ export class CanaryController extends BaseController {
   private endPause(now: number): void {
     const kind = this.pause!;
     if (kind === 'calibrate') this.calibration.finish(now);
-    // Every pause is a quiet check: with our blocks drained, the storage's
-    // I/O beyond our probes' is someone else's.
+    // Every pause is a quiet check: with our reads drained, the storage's
+    // reads beyond our probes', and writes beyond our own, are someone else's.
     this.window = this.boost.endPause(now, kind, this.window);
     this.pausedAtNs = undefined;
     this.pause = undefined;

@@ -90,19 +90,25 @@ export interface ThrottleOptions {
     tailFactor?: number;
     tailShare?: number;
     /**
-     * Go faster while nobody else uses the storage (default true): when a
-     * quiet check (our blocks drained for a few ms) sees no I/O on the
-     * storage but the probes', run `boostQueueDepth` largest blocks until the
-     * next check finds someone. Needs probes that carry `deviceIos`.
+     * Go faster while nobody else uses the storage (default true): while
+     * the quiet checks (our reads drained for a few ms) count someone
+     * else's I/O at a rate clearly below `quietIops`, run `boostQueueDepth`
+     * largest blocks. Needs probes that carry `deviceIos`.
      */
     boost?: boolean;
     /**
-     * Quiet checks in a row that start a boost (default 2; the second
-     * `boostCheckEveryMs` after the first): one 200 ms window without
-     * foreign I/O happens to a light load too (1 in 55 at 20 requests per
-     * second), and a boost that meets it costs that load its p99.
+     * Checks of the last 3 s needed before a boost starts (default 2; after
+     * a quiet one the next comes `boostCheckEveryMs` later).
      */
     boostQuietChecks?: number;
+    /**
+     * Someone else's I/Os per second that are never taken for an idle
+     * storage (default 20): the checks must count improbably few for a load
+     * of this rate (Poisson, 1 in 1000) to start a boost. A system's own
+     * background (a journal write now and then, a few I/Os a second) is
+     * boosted; a light production load of 20 requests a second is not.
+     */
+    quietIops?: number;
     /** Largest blocks in flight while boosted (default 4). */
     boostQueueDepth?: number;
     /** Time between quiet checks while boosted, ms (default 50). */
@@ -150,6 +156,7 @@ export interface ResolvedThrottleOptions {
     tailShare: number;
     boost: boolean;
     boostQuietChecks: number;
+    quietIops: number;
     boostQueueDepth: number;
     boostCheckEveryMs: number;
     checkEveryMs: number;
@@ -192,6 +199,9 @@ export const THROTTLE_DEFAULTS = {
   /** Quiet a check must see to start boosting, and to stay boosted, ms. */
   canaryEnterQuietMs: 200,
   canaryStayQuietMs: 10,
+  canaryQuietIops: 20,
+  /** Quiet checks older than this are forgotten, ms. */
+  canaryQuietHorizonMs: 3000,
 } as const;
 
 /** Largest values accepted, matching the block reader's own limits. */
@@ -342,6 +352,7 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
         1,
         100,
       ),
+      quietIops: numberOption('canary.quietIops', ca.quietIops, THROTTLE_DEFAULTS.canaryQuietIops, 0.1, 1e6),
       boostQueueDepth: integerOption(
         'canary.boostQueueDepth',
         ca.boostQueueDepth,

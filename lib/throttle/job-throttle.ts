@@ -13,7 +13,7 @@ import { createController } from './create-controller.js';
 import { LatencyHistogram } from './histogram.js';
 import { PROBE_INTERVAL_MS, type ResolvedThrottleSettings } from './job-settings.js';
 import { autoTargetLatencyMs } from './limits.js';
-import { StorageIoCounter } from './storage-counters.js';
+import { StorageIoCounter, storageDevices } from './storage-counters.js';
 import type { ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
 
 /** The storage a job throttles for: something it can read at an offset, timed. */
@@ -96,6 +96,8 @@ export interface JobThrottleReport extends ThrottleReport {
   probeError?: string;
   /** `canary`: the devices whose I/O its quiet checks counted (absent: none found, no boost). */
   storageDevices?: string[];
+  /** `canary`: bytes the job reported writing to those devices (absent: none). */
+  ownWriteBytes?: number;
   rateLimitBytesPerSecond: number | null;
   /** Sum of the pacing intervals in force between submissions (controller delay or rate cap), ms. */
   pacedMs: number;
@@ -128,6 +130,13 @@ export class JobThrottle {
   #probeError: string | undefined;
   /** `canary`: the I/O count of the storage under the probed source, for its quiet checks. */
   #counter: StorageIoCounter | undefined;
+  /** The devices under the probed source (looked up once, for ownWrites()). */
+  #probedDevices: Set<string> | undefined;
+  /** Bytes and writes the job reported to the probed storage. */
+  #ownWriteBytes = 0;
+  #ownWrites = 0;
+  #unwritten: number | undefined;
+  #unwrittenOwn = 0;
 
   private constructor(
     controller: ThrottleController,
@@ -252,6 +261,26 @@ export class JobThrottle {
     if (this.#probeSource && !this.#probing && !this.#stopped) this.#probing = this.#probeLoop(this.#probeSource);
   }
 
+  /**
+   * Where the job writes, for `canary`'s quiet checks: returns the function
+   * to call with the bytes of every write to `path` (a file, a directory
+   * the job writes files in, or a block device), once the write returned.
+   * Writes to the storage the probes protect are the job's own: the checks
+   * do not take them (their writeback, and their metadata within a few %)
+   * for someone else's. Writes elsewhere cost nothing to report.
+   */
+  ownWrites(path: string): (bytes: number) => void {
+    if (!this.#probeSource) return () => undefined;
+    this.#probedDevices ??= new Set(storageDevices(this.#probeSource.path));
+    const probed = this.#probedDevices;
+    if (!storageDevices(path).some((d) => probed.has(d))) return () => undefined;
+    return (bytes: number): void => {
+      if (!(bytes > 0)) return;
+      this.#ownWriteBytes += bytes;
+      this.#ownWrites++;
+    };
+  }
+
   /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */
   async stop(): Promise<void> {
     this.#stopped = true;
@@ -303,14 +332,29 @@ export class JobThrottle {
       if (this.#stopped) return;
       // Read after the probe completed: the count includes it.
       const counts = this.#counter?.read();
+      // The system's unwritten data, once a round, plus what the job wrote
+      // since (it bounds how much of the job's own writes can still reach
+      // the storage).
+      if (this.#ownWrites > 0 && turn % PROBE_PLACES === 1) {
+        this.#unwritten = this.#counter?.unwrittenBytes();
+        this.#unwrittenOwn = this.#ownWriteBytes;
+      }
       this.controller.observeProbe({
         latencyNs,
         bytes: length,
         atNs: Number(process.hrtime.bigint()),
-        // The writes alone only when the job itself does not write to this
-        // storage (a reader is attached; a restore applies decisions itself).
+        // With the job's own writes there so far: writes beyond them are someone else's.
         ...(counts !== undefined
-          ? { deviceIos: counts.ios, ...(this.#reader ? { deviceWrites: counts.writes } : {}) }
+          ? {
+              deviceIos: counts.ios,
+              deviceWrites: counts.writes,
+              deviceWriteBytes: counts.writeBytes,
+              ownWriteBytes: this.#ownWriteBytes,
+              ownWrites: this.#ownWrites,
+              ...(this.#unwritten !== undefined
+                ? { unwrittenBytes: this.#unwritten + this.#ownWriteBytes - this.#unwrittenOwn }
+                : {}),
+            }
           : {}),
       });
       this.#decide();
@@ -368,6 +412,7 @@ export class JobThrottle {
       ...(this.#fallback !== undefined ? { fallback: this.#fallback } : {}),
       ...(this.#probeError !== undefined ? { probeError: this.#probeError } : {}),
       ...(this.#counter ? { storageDevices: this.#counter.devices } : {}),
+      ...(this.#ownWriteBytes > 0 ? { ownWriteBytes: this.#ownWriteBytes } : {}),
     };
   }
 }

@@ -60,9 +60,12 @@ export interface SimulationRunOptions {
    * completed; each completion goes to controller.observeProbe(), with
    * `deviceIos` (every request the device has completed, as
    * /sys/block/X/stat counts them) when `deviceIos` is true, and with
-   * `deviceWrites` (production's requests count as writes) when that is.
+   * `deviceWrites` and `deviceWriteBytes` (production's requests count as
+   * writes) when that is. With `jobWrites`, the job's requests are writes
+   * too, and each probe carries the bytes and writes the job completed as
+   * `ownWriteBytes` and `ownWrites` (what JobThrottle.ownWrites reports).
    */
-  probe?: { everyMs: number; bytes?: number; deviceIos?: boolean; deviceWrites?: boolean };
+  probe?: { everyMs: number; bytes?: number; deviceIos?: boolean; deviceWrites?: boolean; jobWrites?: boolean };
 }
 
 /** One completion of the job's requests and the decision taken after it. */
@@ -175,9 +178,13 @@ export class SimulatedDevice {
     const probeBytes = options.probe ? numberOption('probe.bytes', options.probe.bytes, 4096, 1, 1 << 30) : 0;
     let nextProbeNs = options.probe ? 0 : Infinity;
     const withIos = options.probe?.deviceIos === true;
-    const withWrites = options.probe?.deviceWrites === true;
+    const jobWrites = options.probe?.jobWrites === true;
+    const withWrites = options.probe?.deviceWrites === true || jobWrites;
     let completedIos = 0;
     let completedWrites = 0;
+    let writtenBytes = 0;
+    let ownBytes = 0;
+    let ownWrites = 0;
 
     const start = (ch: number, r: Request): void => {
       serving[ch] = r;
@@ -245,14 +252,19 @@ export class SimulatedDevice {
         }
         const latencyNs = now - r.arrivalNs;
         completedIos++;
-        if (!r.ours && !r.probe) completedWrites++;
+        if ((!r.ours && !r.probe && options.probe?.deviceWrites === true) || (r.ours && jobWrites)) {
+          completedWrites++;
+          writtenBytes += r.bytes;
+        }
         if (r.probe) {
           controller.observeProbe({
             latencyNs,
             bytes: r.bytes,
             atNs: now,
             ...(withIos ? { deviceIos: completedIos } : {}),
-            ...(withWrites ? { deviceWrites: completedWrites } : {}),
+            ...(withWrites ? { deviceWrites: completedWrites, deviceWriteBytes: writtenBytes } : {}),
+            // The device writes what it is given at once: nothing is left unwritten.
+            ...(jobWrites ? { ownWriteBytes: ownBytes, ownWrites, unwrittenBytes: 0 } : {}),
           });
           decision = controller.decide();
           nextProbeNs = now + probeEveryNs;
@@ -265,6 +277,10 @@ export class SimulatedDevice {
         }
         inFlight--;
         bytesDone += r.bytes;
+        if (jobWrites) {
+          ownBytes += r.bytes;
+          ownWrites++;
+        }
         let sample: LatencySample = { latencyNs, bytes: r.bytes, atNs: now };
         if (options.transformSample) sample = options.transformSample(sample, steps.length);
         controller.observe(sample);

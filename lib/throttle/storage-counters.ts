@@ -3,8 +3,10 @@
  * that serve it, found through sysfs, and their completed I/Os (reads and
  * writes, merged ones included) summed from /sys/block/X/stat.
  *
- * `canary` uses the count in its quiet checks: with the job's own blocks
- * drained, any I/O on those devices beyond its probes is someone else's.
+ * `canary` uses the counts in its quiet checks: with the job's own reads
+ * drained, reads on those devices beyond its probes are someone else's, and
+ * so are the bytes written beyond what the job reports writing there
+ * (canary-foreign-io.ts).
  *
  * From a path to devices:
  * - a block device: itself (st_rdev); a file: the device of its file system
@@ -14,13 +16,24 @@
  * - a device-mapper or md device (LVM, a snapshot, RAID) counts as the
  *   devices under it (`slaves/`, recursively): the I/O of the origin volume
  *   a snapshot shares storage with reaches only those;
- * - a loop device counts as the storage of its backing file.
+ * - a loop device counts as the storage of its backing file, or as itself
+ *   when that file has none (a loop device over a file on tmpfs);
  * File systems without a block device (tmpfs, btrfs's anonymous device
  * numbers, network file systems) have none: then there is no count and
  * `canary` runs without quiet checks.
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+
+/** What StorageIoCounter.read() counts, summed over the devices. */
+export interface StorageCounts {
+  /** Completed I/Os, reads and writes, merged ones included. */
+  ios: number;
+  /** The writes alone among them. */
+  writes: number;
+  /** Bytes written. */
+  writeBytes: number;
+}
 
 /** Major and minor number of a Linux dev_t as Node reports it. */
 export function splitDevT(dev: number): { major: number; minor: number } {
@@ -54,7 +67,10 @@ function leaves(dir: string, depth: number): string[] {
   // A partition: its disk is the parent directory.
   if (existsSync(join(dir, 'partition'))) dir = dirname(dir);
   const backing = join(dir, 'loop', 'backing_file');
-  if (existsSync(backing)) return storageDevices(readFileSync(backing, 'utf8').trim(), depth + 1);
+  if (existsSync(backing)) {
+    const under = storageDevices(readFileSync(backing, 'utf8').trim(), depth + 1);
+    return under.length > 0 ? under : [dir];
+  }
   let slaves: string[] = [];
   try {
     slaves = readdirSync(join(dir, 'slaves'));
@@ -73,6 +89,8 @@ export class StorageIoCounter {
   readonly devices: string[];
   readonly #fds: number[];
   readonly #buf = Buffer.alloc(512);
+  readonly #mem = Buffer.alloc(8192);
+  #meminfo: number | undefined;
 
   private constructor(devices: string[], fds: number[]) {
     this.devices = devices;
@@ -97,10 +115,15 @@ export class StorageIoCounter {
     return c.read() === undefined ? (c.close(), undefined) : c;
   }
 
-  /** I/Os (reads and writes) and writes alone, completed and merged, summed over the devices; undefined if a read fails. */
-  read(): { ios: number; writes: number } | undefined {
+  /**
+   * Completed I/Os (reads and writes, merged ones included), the writes
+   * alone, and the bytes written, summed over the devices; undefined if a
+   * read fails.
+   */
+  read(): StorageCounts | undefined {
     let total = 0;
     let writes = 0;
+    let writeBytes = 0;
     for (const fd of this.#fds) {
       let n: number;
       try {
@@ -109,17 +132,39 @@ export class StorageIoCounter {
         return undefined;
       }
       const f = this.#buf.toString('latin1', 0, n).trim().split(/\s+/);
-      // Fields (Documentation/block/stat.rst): 0 reads, 1 reads merged, 4 writes, 5 writes merged.
+      // Fields (Documentation/block/stat.rst): 0 reads, 1 reads merged,
+      // 4 writes, 5 writes merged, 6 sectors written (of 512 bytes).
       const w = Number(f[4]) + Number(f[5]);
       const v = Number(f[0]) + Number(f[1]) + w;
-      if (!Number.isSafeInteger(v)) return undefined;
+      const wb = Number(f[6]) * 512;
+      if (!Number.isSafeInteger(v) || !Number.isSafeInteger(wb)) return undefined;
       total += v;
       writes += w;
+      writeBytes += wb;
     }
-    return { ios: total, writes };
+    return { ios: total, writes, writeBytes };
+  }
+
+  /**
+   * The system's data not yet written to any storage: Dirty + Writeback of
+   * /proc/meminfo, bytes (undefined where there is none to read).
+   */
+  unwrittenBytes(): number | undefined {
+    try {
+      this.#meminfo ??= openSync('/proc/meminfo', 'r');
+      const n = readSync(this.#meminfo, this.#mem, 0, this.#mem.length, 0);
+      const text = this.#mem.toString('latin1', 0, n);
+      const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+      const v = (kb('Dirty') + kb('Writeback')) * 1024;
+      return Number.isSafeInteger(v) ? v : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   close(): void {
     for (const fd of this.#fds.splice(0)) closeSync(fd);
+    if (this.#meminfo !== undefined) closeSync(this.#meminfo);
+    this.#meminfo = undefined;
   }
 }

@@ -37,15 +37,26 @@ export interface LatencySample {
    * Probes only, optional: I/Os the storage under the source has completed
    * so far (reads and writes, merged ones included: /sys/block/X/stat),
    * read after this probe completed. `canary` counts others' I/O with it
-   * while its own blocks are drained (see the quiet checks in docs/throttle.md).
+   * while its own reads are drained (see the quiet checks in docs/throttle.md).
    */
   deviceIos?: number;
-  /**
-   * Probes only, optional: the writes alone among `deviceIos`, given only
-   * when the job itself does not write to that storage. While boosted,
-   * `canary` ends the boost at the first write it did not make.
-   */
+  /** Probes only, optional: the writes alone among `deviceIos`. */
   deviceWrites?: number;
+  /** Probes only, optional: the bytes the storage has written so far. */
+  deviceWriteBytes?: number;
+  /**
+   * Probes only, optional: the bytes and the number of writes the job has
+   * reported writing to that storage so far (JobThrottle.ownWrites). Device
+   * writes beyond them (and their metadata) are someone else's.
+   */
+  ownWriteBytes?: number;
+  ownWrites?: number;
+  /**
+   * Probes only, optional: the system's data not yet written (Dirty +
+   * Writeback in /proc/meminfo), the most of the job's own writes that can
+   * still reach the storage later.
+   */
+  unwrittenBytes?: number;
 }
 
 /** What to do for the next block. */
@@ -72,7 +83,7 @@ export interface DistributionEntry {
 export interface BoostReport {
   /** Quiet checks (and calibrations) that counted the storage's I/O. */
   checks: number;
-  /** Checks that found the storage in use by others. */
+  /** Checks that found someone else's I/O. */
   busy: number;
   /** Boosts ended by a write the job did not make. */
   endedByWrites: number;
@@ -80,6 +91,12 @@ export interface BoostReport {
   enabled: boolean;
   /** Whether the probes carried the storage's I/O count. */
   deviceCounters: boolean;
+  /** Someone else's I/Os per second over all checks' drained time. */
+  foreignIops: number;
+  /** Drained time of all checks, ms. */
+  drainedMs: number;
+  /** Bytes written by others beside the job's own writes to the storage (counted only while it writes there). */
+  foreignWriteBytes: number;
 }
 
 export interface ThrottleReport {

@@ -1,11 +1,11 @@
 /**
  * The canary's boost rules on their own: reading the storage's counters,
- * quiet checks, starting, keeping and ending a boost, and the window it
- * goes on from. Plain numbers, no device: each check is a pause with probes
+ * quiet checks, the rate of someone else's I/O that counts as idle,
+ * starting, keeping and ending a boost, and the window it goes on from. Plain numbers, no device: each check is a pause with probes
  * every 2 ms, after our blocks drained.
  */
 import { describe, expect, it } from 'vitest';
-import { CanaryBoost, type BoostOptions } from '../../lib/throttle/canary-boost.js';
+import { CanaryBoost, poissonCdf, type BoostOptions } from '../../lib/throttle/canary-boost.js';
 
 const MS = 1e6;
 const OPTIONS: BoostOptions = {
@@ -15,6 +15,8 @@ const OPTIONS: BoostOptions = {
   boostCheckEveryMs: 50,
   enterQuietMs: 200,
   stayQuietMs: 10,
+  quietIops: 20,
+  horizonMs: 3000,
   resumeBusyWindow: true,
 };
 const START_WINDOW = 256 * 1024;
@@ -22,33 +24,52 @@ const START_WINDOW = 256 * 1024;
 /** A boost whose probes carry counts, as JobThrottle's do when it finds the storage. */
 function withCounters(options: Partial<BoostOptions> = {}): CanaryBoost {
   const b = new CanaryBoost({ ...OPTIONS, ...options }, START_WINDOW);
-  b.readCounts(0, undefined);
+  b.readCounts(0, { ios });
   return b;
 }
 
 let probes = 0;
 let ios = 0;
 
+/** One probe at `nowNs` with `foreign` reads of someone else's besides its own, drained. */
+function drainedProbe(b: CanaryBoost, nowNs: number, foreign = 0): void {
+  probes++;
+  ios += 1 + foreign;
+  b.readCounts(nowNs, { ios });
+  b.observeDrained(nowNs, probes);
+}
+
 /**
  * One pause from `atNs`: a probe every 2 ms, each with `foreign` I/Os of
- * someone else's besides its own, until the check is done (a calibration
- * pause: `probeCount` probes). Returns when it ended and the window after it.
+ * someone else's besides its own (or `foreignAt(i)` at the i-th), until
+ * the check is done (a calibration pause: `probeCount` probes). Returns
+ * when it ended and the window after it.
  */
 function pause(
   b: CanaryBoost,
   atNs: number,
-  { foreign = 0, window = START_WINDOW, kind = 'check' as 'check' | 'calibrate', probeCount = 1000 } = {},
+  {
+    foreign = 0,
+    foreignAt = undefined as ((i: number) => number) | undefined,
+    window = START_WINDOW,
+    kind = 'check' as 'check' | 'calibrate',
+    probeCount = 1000,
+  } = {},
 ): { endNs: number; window: number } {
   b.beginPause();
   let now = atNs;
   for (let i = 0; i < probeCount; i++) {
     now += 2 * MS;
-    probes++;
-    ios += 1 + foreign;
-    b.observeDrained(now, ios, probes);
-    if (kind === 'check' && b.checkDone(now - atNs)) break;
+    drainedProbe(b, now, foreignAt ? foreignAt(i) : foreign);
+    if (kind === 'check' && b.checkDone(now - atNs, now)) break;
   }
   return { endNs: now, window: b.endPause(now, kind, window) };
+}
+
+/** Starts a boost from `atNs` on a quiet storage: two quiet checks; returns when. */
+function boost(b: CanaryBoost, atNs: number): number {
+  const t = pause(b, atNs).endNs;
+  return pause(b, t + 50 * MS).endNs;
 }
 
 /** Runs quiet checks whenever due, looking every 2 ms, until `untilNs`; returns the time it stopped. */
@@ -61,21 +82,17 @@ function runQuietChecks(b: CanaryBoost, fromNs: number, untilNs: number): number
 describe("CanaryBoost: the storage's counters", () => {
   it("a probe's counts are taken only when they are counts: garbage is none", () => {
     const b = new CanaryBoost(OPTIONS, START_WINDOW);
-    for (const g of [undefined, NaN, -1, Infinity, '7', null]) expect(b.readCounts(g, g).ios).toBeUndefined();
+    for (const g of [undefined, NaN, -1, Infinity, '7', null]) expect(b.readCounts(0, { ios: g }).counted).toBe(false);
     expect(b.deviceCounters).toBe(false);
-    expect(b.readCounts(12, undefined).ios).toBe(12);
+    expect(b.readCounts(0, { ios: 12 }).counted).toBe(true);
     expect(b.deviceCounters).toBe(true);
   });
 
-  it('a write is foreign when the write count grew since the previous probe (the first probe has nothing to compare with)', () => {
+  it("while the job reports no writes there, every write the storage completes is someone else's, found at once", () => {
     const b = new CanaryBoost(OPTIONS, START_WINDOW);
-    expect(b.readCounts(1, 5).foreignWrite).toBe(false);
-    expect(b.readCounts(2, 5).foreignWrite).toBe(false);
-    expect(b.readCounts(3, 6).foreignWrite).toBe(true);
-    // A probe without the write count breaks the comparison.
-    expect(b.readCounts(4, undefined).foreignWrite).toBe(false);
-    expect(b.readCounts(5, 9).foreignWrite).toBe(false);
-    expect(b.readCounts(6, 10).foreignWrite).toBe(true);
+    expect(b.readCounts(0, { ios: 1, writes: 0 }).foreignWrites).toBe(0);
+    expect(b.readCounts(2 * MS, { ios: 5, writes: 2 }).foreignWrites).toBe(2);
+    expect(b.readCounts(4 * MS, { ios: 6, writes: 2 }).foreignWrites).toBe(0);
   });
 });
 
@@ -89,18 +106,25 @@ describe('CanaryBoost: quiet checks', () => {
     const b = withCounters();
     expect(b.checkDue(3e9)).toBe(true);
     const { endNs } = pause(b, 3e9, { foreign: 1 });
+    expect(endNs).toBe(3e9 + 4 * MS); // one I/O after the first reading, nothing quiet before it: no boost can follow
     expect(b.checkDue(endNs + 499 * MS)).toBe(false);
     expect(b.checkDue(endNs + 500 * MS)).toBe(true);
   });
 
-  it("a probe's own I/O is not someone else's: only I/O beyond one per probe ends a check at once", () => {
+  it("a probe's own read is not someone else's: only reads beyond one per probe count", () => {
     const b = withCounters();
     b.beginPause();
-    b.observeDrained(2 * MS, 100, 1);
-    b.observeDrained(4 * MS, 101, 2);
-    expect(b.checkDone(4 * MS)).toBe(false);
-    b.observeDrained(6 * MS, 103, 3);
-    expect(b.checkDone(6 * MS)).toBe(true);
+    drainedProbe(b, 2 * MS);
+    drainedProbe(b, 4 * MS);
+    expect(b.checkDone(4 * MS, 4 * MS)).toBe(false);
+    b.endPause(4 * MS, 'check', START_WINDOW);
+    expect(b.report(4 * MS)).toMatchObject({ checks: 1, busy: 0 });
+    b.beginPause();
+    drainedProbe(b, 6 * MS);
+    drainedProbe(b, 8 * MS, 3);
+    expect(b.checkDone(8 * MS, 8 * MS)).toBe(true); // a burst: 3 I/Os in 2 ms
+    b.endPause(8 * MS, 'check', START_WINDOW);
+    expect(b.report(8 * MS)).toMatchObject({ checks: 2, busy: 1 });
   });
 
   it("settles 1.25 × the job's recent median latency after the pause began, from 1 to 20 ms", () => {
@@ -110,7 +134,7 @@ describe('CanaryBoost: quiet checks', () => {
     expect(b.settleNs(100 * MS)).toBe(20 * MS);
   });
 
-  it('to start a boost a check needs enterQuietMs of quiet; it gives up 50 ms after that without it', () => {
+  it('to start a boost a check waits for enterQuietMs of drained time; it gives up 50 ms after that without it', () => {
     const b = withCounters();
     expect(b.quietNeededNs()).toBe(200 * MS);
     b.beginPause();
@@ -120,13 +144,20 @@ describe('CanaryBoost: quiet checks', () => {
     expect(b.endPause(250 * MS, 'check', START_WINDOW)).toBe(START_WINDOW);
     expect(b.report(250 * MS).checks).toBe(0);
   });
+
+  it('the Poisson test: P(N ≤ k) for a mean mu', () => {
+    expect(poissonCdf(0, 8)).toBeCloseTo(Math.exp(-8), 12);
+    expect(poissonCdf(2, 3)).toBeCloseTo(Math.exp(-3) * (1 + 3 + 4.5), 12);
+    expect(poissonCdf(5, 0)).toBe(1);
+    expect(poissonCdf(100, 1)).toBe(1);
+  });
 });
 
 describe('CanaryBoost: entering, keeping and ending a boost', () => {
-  it('quietChecks quiet checks in a row start a boost, the second boostCheckEveryMs after the first', () => {
+  it('two quiet checks start a boost, the second boostCheckEveryMs after the first', () => {
     const b = withCounters();
     const first = pause(b, 0);
-    expect(first.endNs).toBe(202 * MS); // the first reading at 2 ms, 200 ms of quiet after it
+    expect(first.endNs).toBe(202 * MS); // the first reading at 2 ms, 200 ms of drained time after it
     expect(b.boosted).toBe(false);
     expect(b.checkDue(first.endNs + 49 * MS)).toBe(false);
     expect(b.checkDue(first.endNs + 50 * MS)).toBe(true);
@@ -135,24 +166,30 @@ describe('CanaryBoost: entering, keeping and ending a boost', () => {
     expect(b.report(0).checks).toBe(2);
   });
 
-  it('with quietChecks 1, one quiet check starts it', () => {
-    const b = withCounters({ quietChecks: 1 });
-    pause(b, 0);
-    expect(b.boosted).toBe(true);
-  });
-
-  it('a check that finds someone between two quiet ones starts the count again', () => {
+  it('one quiet check of 200 ms cannot tell 20 I/Os a second from none (1 in 55); a quiet calibration before it adds its time', () => {
+    const one = withCounters({ quietChecks: 1 });
+    pause(one, 0);
+    expect(one.boosted).toBe(false);
     const b = withCounters();
-    let t = pause(b, 0).endNs;
-    t = pause(b, t + 50 * MS, { foreign: 1 }).endNs;
-    expect(b.checkDue(t + 50 * MS)).toBe(false); // back to checkEveryMs
-    t = pause(b, t + 500 * MS).endNs;
-    expect(b.boosted).toBe(false);
+    const t = pause(b, 0, { kind: 'calibrate', probeCount: 150 }).endNs;
+    expect(b.boosted).toBe(false); // a calibration is evidence, not a check that starts a boost
     pause(b, t + 50 * MS);
     expect(b.boosted).toBe(true);
   });
 
-  it('a foreign write between two quiet checks starts the count again', () => {
+  it("one of someone else's I/Os between quiet checks takes more quiet time to outweigh", () => {
+    const b = withCounters();
+    const t = pause(b, 0).endNs;
+    const busy = pause(b, t + 50 * MS, { foreignAt: (i) => (i === 50 ? 1 : 0) });
+    // It ends there: even 200 ms more of quiet could not outweigh it (1 in 0.5 s).
+    expect(busy.endNs - (t + 50 * MS)).toBe(102 * MS);
+    expect(b.boosted).toBe(false);
+    expect(b.checkDue(busy.endNs + 499 * MS)).toBe(false);
+    pause(b, busy.endNs + 500 * MS); // 1 in 0.5 s of drained time
+    expect(b.boosted).toBe(true);
+  });
+
+  it("a foreign write between two quiet checks counts as someone else's I/O", () => {
     const b = withCounters();
     const t = pause(b, 0).endNs;
     expect(b.foreignWrite(t + 10 * MS, START_WINDOW)).toBe(START_WINDOW);
@@ -160,17 +197,37 @@ describe('CanaryBoost: entering, keeping and ending a boost', () => {
     expect(b.boosted).toBe(false);
   });
 
-  it('a calibration pause counts what it sees but does not count towards a boost', () => {
-    const b = withCounters({ quietChecks: 1 });
-    pause(b, 0, { kind: 'calibrate', probeCount: 150 });
-    expect(b.boosted).toBe(false);
-    expect(b.report(0)).toMatchObject({ checks: 1, busy: 0 });
+  /** Checks whenever due for `seconds`, someone else's read every `everyProbes` probes of drained time; the time boosted, ms. */
+  function background(everyProbes: number, seconds: number): number {
+    const b = withCounters();
+    let t = 0;
+    while (t < seconds * 1e9) {
+      t = b.checkDue(t)
+        ? pause(b, t, { foreignAt: () => ((probes + 1) % everyProbes === 0 ? 1 : 0) }).endNs
+        : t + 2 * MS;
+    }
+    return b.report(t).boostedMs;
+  }
+
+  it('nobody else is a rate: a background of 5 I/Os a second is boosted, a load of 20 never', () => {
+    expect(background(100, 30)).toBeGreaterThan(25_000);
+    expect(background(25, 30)).toBe(0);
   });
 
-  it('boosted, checks come every boostCheckEveryMs and need only stayQuietMs of quiet', () => {
+  it('a burst forgets the quiet checks before it', () => {
     const b = withCounters();
-    let t = pause(b, 0).endNs;
-    t = pause(b, t + 50 * MS).endNs;
+    let t = boost(b, 0);
+    t = pause(b, t + 50 * MS, { foreign: 3 }).endNs;
+    expect(b.boosted).toBe(false);
+    t = pause(b, t + 500 * MS).endNs;
+    expect(b.boosted).toBe(false);
+    pause(b, t + 50 * MS);
+    expect(b.boosted).toBe(true);
+  });
+
+  it('boosted, checks come every boostCheckEveryMs and need only stayQuietMs of drained time', () => {
+    const b = withCounters();
+    const t = boost(b, 0);
     expect(b.boosted).toBe(true);
     expect(b.quietNeededNs()).toBe(10 * MS);
     expect(b.checkDue(t + 49 * MS)).toBe(false);
@@ -179,10 +236,23 @@ describe('CanaryBoost: entering, keeping and ending a boost', () => {
     expect(b.boosted).toBe(true);
   });
 
-  it('ends at a check that finds someone, and reports the time boosted', () => {
+  it("boosted, a lone I/O of someone else's does not end it; one in every check soon does", () => {
     const b = withCounters();
-    let t = pause(b, 0).endNs;
-    t = pause(b, t + 50 * MS).endNs;
+    let t = boost(b, 0);
+    t = pause(b, t + 50 * MS, { foreignAt: (i) => (i === 2 ? 1 : 0) }).endNs;
+    expect(b.boosted).toBe(true);
+    let checks = 0;
+    while (b.boosted && checks < 20) {
+      t = pause(b, t + 50 * MS, { foreignAt: (i) => (i === 2 ? 1 : 0) }).endNs;
+      checks++;
+    }
+    expect(b.boosted).toBe(false);
+    expect(checks).toBeLessThan(6);
+  });
+
+  it('ends at a check that sees a burst, and reports the time boosted', () => {
+    const b = withCounters();
+    let t = boost(b, 0);
     const boostedAt = t;
     t = runQuietChecks(b, t, t + 1000 * MS);
     expect(b.boosted).toBe(true);
@@ -197,8 +267,7 @@ describe('CanaryBoost: entering, keeping and ending a boost', () => {
 
   it('ends at a write it did not make, at once, with the next check checkEveryMs later', () => {
     const b = withCounters();
-    let t = pause(b, 0).endNs;
-    t = pause(b, t + 50 * MS).endNs;
+    const t = boost(b, 0);
     b.foreignWrite(t + 20 * MS, START_WINDOW);
     expect(b.boosted).toBe(false);
     expect(b.report(0).endedByWrites).toBe(1);
@@ -206,32 +275,32 @@ describe('CanaryBoost: entering, keeping and ending a boost', () => {
     expect(b.checkDue(t + 520 * MS)).toBe(true);
   });
 
-  it('ends when a check cannot see stayQuietMs of quiet (probes too slow to fill it)', () => {
+  it('a check whose probes are too slow to fill stayQuietMs counts for what it saw: quiet, the boost goes on', () => {
     const b = withCounters();
-    let t = pause(b, 0).endNs;
-    t = pause(b, t + 50 * MS).endNs;
+    let t = boost(b, 0);
     t += 50 * MS;
     b.beginPause();
-    ios += 1;
-    b.observeDrained(t + 5 * MS, ios, ++probes); // one reading, then nothing for 60 ms
-    expect(b.checkDone(60 * MS)).toBe(true);
+    drainedProbe(b, t + 5 * MS); // one reading, then nothing for 60 ms
+    drainedProbe(b, t + 60 * MS);
+    expect(b.checkDone(60 * MS, t + 60 * MS)).toBe(true);
     b.endPause(t + 60 * MS, 'check', START_WINDOW);
-    expect(b.boosted).toBe(false);
+    expect(b.boosted).toBe(true);
   });
 
   it('with the boost off, pauses count nothing and nothing starts', () => {
     const b = withCounters({ enabled: false, quietChecks: 1 });
     pause(b, 0);
+    pause(b, 300 * MS);
     expect(b.boosted).toBe(false);
     expect(b.report(0)).toMatchObject({ checks: 0, enabled: false, deviceCounters: true });
   });
 });
 
 describe('CanaryBoost: the window after a boost (resumeBusyWindow)', () => {
-  /** A busy check at window `busy`, then the window grows to `grown` while quiet, a boost, and a foreign write ends it. */
+  /** A busy check at window `busy`, then the window grows to `grown` while quiet, a boost, and a busy check ends it. */
   function scenario(options: Partial<BoostOptions>, busy: number, grown: number): number {
     const b = withCounters(options);
-    let t = pause(b, 0, { foreign: 2, window: busy }).endNs;
+    let t = pause(b, 0, { foreign: 3, window: busy }).endNs;
     t = pause(b, t + 500 * MS, { window: grown }).endNs;
     t = pause(b, t + 50 * MS, { window: grown }).endNs;
     expect(b.boosted).toBe(true);
@@ -252,8 +321,7 @@ describe('CanaryBoost: the window after a boost (resumeBusyWindow)', () => {
 
   it('before any check found someone, the starting window is the one held under a load', () => {
     const b = withCounters();
-    let t = pause(b, 0, { window: 8 << 20 }).endNs;
-    t = pause(b, t + 50 * MS, { window: 8 << 20 }).endNs;
+    const t = boost(b, 0);
     expect(b.foreignWrite(t + 10 * MS, 8 << 20)).toBe(START_WINDOW);
   });
 

@@ -65,7 +65,8 @@ export class ChunkPipeline {
       chunksReused: 0,
       chunksFromParent: 0,
     };
-    this.#store = new ChunkStore(repo, this.stats);
+    // Chunks stored on the source's storage are the job's own writes (canary's quiet checks).
+    this.#store = new ChunkStore(repo, this.stats, input.throttle.ownWrites(repo.path));
     this.#buffers = new AssemblyBuffers(this.#cs);
     this.#covered = coverageCounter(plan.extents, this.#cs);
     this.#isChanged = plan.changedChunks !== undefined ? membership(plan.changedChunks, this.#cs) : undefined;

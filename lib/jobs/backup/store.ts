@@ -14,9 +14,13 @@ export class ChunkStore {
   /** Stores running now, by digest: a second chunk with the same content waits for the first. */
   readonly #running = new Map<string, Promise<void>>();
 
-  constructor(repo: Repository, stats: BackupStats) {
+  /** Reports the bytes of each stored chunk as the job's own writes (canary's quiet checks). */
+  readonly #ownWrite: (bytes: number) => void;
+
+  constructor(repo: Repository, stats: BackupStats, ownWrite: (bytes: number) => void = () => undefined) {
     this.#repo = repo;
     this.#stats = stats;
+    this.#ownWrite = ownWrite;
   }
 
   /**
@@ -55,6 +59,7 @@ export class ChunkStore {
         stats.chunksNew++;
         stats.bytesNew += data.length;
         stats.bytesStored += r.storedBytes;
+        this.#ownWrite(r.storedBytes);
         this.touchedDirs.add(hex.slice(0, 2));
       } else {
         stats.chunksReused++;

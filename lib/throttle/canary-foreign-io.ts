@@ -1,0 +1,161 @@
+/**
+ * Someone else's I/O on the storage, from its counters and what the job
+ * says it wrote there.
+ *
+ * Reads: the storage's read count. While the job's reads are drained (a
+ * quiet check), every read beyond the probes' is someone else's; the
+ * caller does that subtraction over its drained windows.
+ *
+ * Writes: a job that writes to the storage it protects (an image or a
+ * repository on the source's disk, a restore) reports its writes
+ * (JobThrottle.ownWrites). The device writes them later (writeback lags
+ * the write calls by up to the kernel's dirty backlog) and adds the file
+ * system's metadata and journal, so the writes are compared by bytes, not
+ * as they happen:
+ *
+ *     A = device bytes written − (1 + metaShare) · own bytes − metaPerWrite · own writes
+ *
+ * Without anyone else, A never exceeds its earlier highest value: own data
+ * still queued in the page cache makes it lower, its writeback brings it
+ * back up at most to where it was. Whatever takes A above its highest
+ * value so far is someone else's writes. The device's counts are taken
+ * `lagNs` before the job's (a write the device completed shortly before
+ * the job was told, an fsync'd chunk, is not someone else's).
+ * The allowance for metadata accumulates while the storage is quiet and
+ * would hide that much of someone else's writes later; so the highest
+ * value is kept within `slackBytes` plus the system's unwritten data
+ * (Dirty + Writeback in /proc/meminfo, the most of the job's data that can
+ * still reach the storage) of the current A.
+ * Until the job reports a write, every write the storage completes is
+ * someone else's, counted at once.
+ */
+
+export interface ForeignIoOptions {
+  /** Metadata and journal bytes allowed per byte the job writes. */
+  metaShare: number;
+  /** Metadata and journal bytes allowed per write the job reports (a new file's inode, directory entry, fsync). */
+  metaPerWrite: number;
+  /** How much older the device's counts are than the job's own when compared, ns. */
+  lagNs: number;
+  /** The highest A is kept within this much (plus the unwritten data) of the current one, bytes. */
+  slackBytes: number;
+}
+
+export const FOREIGN_IO_DEFAULTS: ForeignIoOptions = {
+  metaShare: 0.01,
+  metaPerWrite: 32 * 1024,
+  lagNs: 50e6,
+  slackBytes: 2 << 20,
+};
+
+/** The storage's counters and the job's own writes, as a probe carries them. */
+export interface StorageReading {
+  /** Completed I/Os, reads and writes. */
+  ios: number;
+  /** The writes alone (undefined: not known, every I/O counts as a read). */
+  writes?: number | undefined;
+  /** Bytes written. */
+  writeBytes?: number | undefined;
+  /** Bytes and writes the job reported to this storage so far (undefined: it writes nowhere counted). */
+  ownWriteBytes?: number | undefined;
+  ownWrites?: number | undefined;
+  /** The system's data not yet written (undefined: not known, no bound). */
+  unwrittenBytes?: number | undefined;
+}
+
+interface DeviceMark {
+  atNs: number;
+  writes: number;
+  writeBytes: number;
+  /** The job's own bytes at that reading. */
+  own: number;
+}
+
+/** A write I/O counted from bytes: the smallest write a file system makes. */
+const WRITE_UNIT = 4096;
+
+export class ForeignIo {
+  readonly #o: ForeignIoOptions;
+  #lastWrites: number | undefined;
+  /** Device readings not older than lagNs, and the newest one older (marks[0]). */
+  #marks: DeviceMark[] = [];
+  /** Highest A so far (before the job's first write: the device's bytes written). */
+  #highest: number | undefined;
+  #lastLaggedWrites = 0;
+  /** Someone else's writes so far: I/Os (estimated from bytes once the job writes) and bytes. */
+  #foreignWrites = 0;
+  #foreignWriteBytes = 0;
+  #reads = 0;
+
+  constructor(options: ForeignIoOptions = FOREIGN_IO_DEFAULTS) {
+    this.#o = options;
+  }
+
+  /** Reads the storage completed so far (every I/O when writes are not known). */
+  get reads(): number {
+    return this.#reads;
+  }
+
+  /** Someone else's writes so far, in I/Os. */
+  get foreignWrites(): number {
+    return this.#foreignWrites;
+  }
+
+  /** Someone else's writes so far, in bytes (counted only while the job writes). */
+  get foreignWriteBytes(): number {
+    return this.#foreignWriteBytes;
+  }
+
+  /**
+   * One reading, at `nowNs`. Returns how many of someone else's writes it
+   * found since the previous reading.
+   */
+  observe(nowNs: number, r: StorageReading): number {
+    const writes = r.writes;
+    this.#reads = writes === undefined ? r.ios : r.ios - writes;
+    if (writes === undefined) return 0;
+    const before = this.#foreignWrites;
+    const own = r.ownWriteBytes ?? 0;
+    if (own <= 0 || r.writeBytes === undefined) {
+      // The job wrote nothing here (yet): every write is someone else's.
+      if (this.#lastWrites !== undefined && writes > this.#lastWrites) this.#foreignWrites += writes - this.#lastWrites;
+      this.#lastWrites = writes;
+      this.#marks = [{ atNs: nowNs, writes, writeBytes: r.writeBytes ?? 0, own }];
+      this.#lastLaggedWrites = writes;
+      // Where A stands before the job's first write.
+      this.#highest = r.writeBytes;
+      return this.#foreignWrites - before;
+    }
+    this.#lastWrites = writes;
+    this.#marks.push({ atNs: nowNs, writes, writeBytes: r.writeBytes, own });
+    // The newest reading at least lagNs old; drop those before it.
+    let k = 0;
+    while (k + 1 < this.#marks.length && this.#marks[k + 1]!.atNs <= nowNs - this.#o.lagNs) k++;
+    if (k > 0) this.#marks.splice(0, k);
+    const lagged = this.#marks[0]!;
+    const a = lagged.writeBytes - (1 + this.#o.metaShare) * own - this.#o.metaPerWrite * (r.ownWrites ?? 0);
+    if (this.#highest === undefined) {
+      // Bytes written appeared only now: compare from here on.
+      this.#highest = a;
+    } else if (a > this.#highest) {
+      const bytes = a - this.#highest;
+      this.#highest = a;
+      this.#foreignWriteBytes += bytes;
+      const ios = Math.max(1, Math.min(lagged.writes - this.#lastLaggedWrites, Math.ceil(bytes / WRITE_UNIT)));
+      this.#foreignWrites += ios;
+    }
+    if (r.unwrittenBytes !== undefined) {
+      // What may still come of the job's writes in the lagged view: the
+      // unwritten data, and what the device wrote since the lagged reading.
+      const pending = r.unwrittenBytes + (r.writeBytes - lagged.writeBytes) + this.#o.slackBytes;
+      this.#highest = Math.min(this.#highest, a + pending);
+    }
+    this.#lastLaggedWrites = Math.max(this.#lastLaggedWrites, lagged.writes);
+    return this.#foreignWrites - before;
+  }
+
+  /** Someone else's I/O so far that a drained window can count: reads (the probes' among them) and foreign writes. */
+  get count(): number {
+    return this.#reads + this.#foreignWrites;
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The canary's own-write accounting against real counters: an ext4 file
+ * system on a loop device over a file on tmpfs, where nothing but the test
+ * does I/O (a loop device whose backing file has no block device counts as
+ * itself). An image job reads a file there and writes its image beside it:
+ * the quiet checks must take none of the job's writes (their writeback,
+ * journal and metadata) for someone else's, and boost. A writer beside it
+ * must be found. (Its own allocation may read a block bitmap now and then:
+ * a rate of foreign I/O far below what counts as someone.)
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageSource } from '../../lib/index.js';
+import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
+
+const MiB = 1024 * 1024;
+const SOURCE_MIB = 768;
+
+function unavailable(): string | undefined {
+  return (
+    loopUnavailableReason() ??
+    (hasCommand('mkfs.ext4') ? undefined : 'mkfs.ext4 is missing (e2fsprogs)') ??
+    (spawnSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', '/dev/shm'], { encoding: 'utf8' })
+      .stdout?.split('\n')[0]
+      ?.trim() === 'tmpfs'
+      ? undefined
+      : '/dev/shm is not tmpfs here')
+  );
+}
+
+describe('own writes against real counters (ext4 on a loop device over tmpfs)', () => {
+  const reason = unavailable();
+  const base = `/dev/shm/lowtide-own-${process.pid}`;
+  const img = `${base}.img`;
+  const mnt = `${base}.mnt`;
+  let loop: string | undefined;
+  let mounted = false;
+  const source = join(mnt, 'source.bin');
+
+  beforeAll(() => {
+    if (reason) return;
+    const fd = openSync(img, 'w');
+    closeSync(fd);
+    execFileSync('truncate', ['-s', `${2 * SOURCE_MIB + 512}M`, img]);
+    // Everything initialised now: no lazy inode-table writes during the test.
+    execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', img]);
+    loop = execFileSync('losetup', ['--find', '--show', img], { encoding: 'utf8' }).trim();
+    mkdirSync(mnt, { recursive: true });
+    execFileSync('mount', [loop, mnt]);
+    mounted = true;
+    const out = openSync(source, 'w');
+    for (let i = 0; i < SOURCE_MIB; i += 16) writeSync(out, randomBytes(16 * MiB));
+    closeSync(out);
+    execFileSync('sync', ['-f', source]);
+  }, 120_000);
+
+  afterAll(() => {
+    if (mounted) spawnSync('umount', [mnt], { stdio: 'ignore' });
+    if (loop) spawnSync('losetup', ['--detach', loop], { stdio: 'ignore' });
+    rmSync(mnt, { recursive: true, force: true });
+    rmSync(img, { force: true });
+  });
+
+  it('an image written beside its source on the same storage: no foreign I/O seen, boosted', async () => {
+    if (skipReason('own writes on a loop device', reason)) return;
+    const r = await imageSource(source, join(mnt, 'out.img'), { force: true });
+    const t = r.throttle;
+    const b = t.probes!.boost;
+    rmSync(join(mnt, 'out.img'));
+    expect(t.storageDevices).toEqual([basename(loop!)]);
+    expect(t.ownWriteBytes).toBe(r.bytesWritten);
+    expect(b.deviceCounters).toBe(true);
+    expect(b.checks).toBeGreaterThan(2);
+    // None of the job's writes is taken for someone else's; a read the
+    // job's own allocation makes (a block bitmap) may be, now and then.
+    expect(b.foreignWriteBytes).toBe(0);
+    expect(b.endedByWrites).toBe(0);
+    expect(b.foreignIops).toBeLessThan(5);
+    expect(b.boostedMs).toBeGreaterThan(0.5 * r.seconds * 1000);
+  }, 120_000);
+
+  it('a writer beside it on the same storage is someone else: its writes are counted as such', async () => {
+    if (skipReason('a foreign writer on a loop device', reason)) return;
+    // 4 KiB direct writes over the same 80 MiB, one after the other (some
+    // thousands a second here), for as long as the job runs.
+    const other = join(mnt, 'other.bin');
+    const writer = spawn(
+      'sh',
+      [
+        '-c',
+        'while :; do dd if=/dev/zero of="$1" bs=4k count=20000 oflag=direct conv=notrunc status=none; done',
+        'sh',
+        other,
+      ],
+      {
+        stdio: 'ignore',
+        detached: true,
+      },
+    );
+    try {
+      const r = await imageSource(source, join(mnt, 'out2.img'), { force: true });
+      const b = r.throttle.probes!.boost;
+      expect(b.busy + b.endedByWrites).toBeGreaterThan(0);
+      expect(b.foreignIops).toBeGreaterThan(20);
+      expect(b.foreignWriteBytes).toBeGreaterThan(0);
+    } finally {
+      process.kill(-writer.pid!, 'SIGKILL');
+    }
+  }, 120_000);
+});

@@ -1,0 +1,159 @@
+/**
+ * Someone else's I/O from the storage's counters and the job's own writes:
+ * reads apart from writes, own writes that reach the device late (writeback)
+ * or early (reported after the device completed them), their metadata, and
+ * someone else's writes among them. Plain numbers, no device.
+ */
+import { describe, expect, it } from 'vitest';
+import { ForeignIo, FOREIGN_IO_DEFAULTS } from '../../lib/throttle/canary-foreign-io.js';
+
+const MS = 1e6;
+const MiB = 1 << 20;
+
+/** A storage and a job writing to it, read every 2 ms. */
+class Storage {
+  io = new ForeignIo();
+  t = 0;
+  reads = 0;
+  writes = 0;
+  writeBytes = 0;
+  own = 0;
+  ownWrites = 0;
+  /** The job's bytes written but not yet on the device. */
+  dirty = 0;
+  found = 0;
+
+  /** The job writes `bytes` in writes of 1 MiB (they go to the page cache). */
+  jobWrites(bytes: number): void {
+    for (let left = bytes; left > 0; left -= MiB) {
+      this.own += Math.min(MiB, left);
+      this.ownWrites++;
+      this.dirty += Math.min(MiB, left);
+    }
+  }
+
+  /** The device writes `bytes` of the job's dirty data in requests of 512 KiB, plus `extra` bytes of metadata. */
+  flush(bytes: number, extra = 0): void {
+    const b = Math.min(bytes, this.dirty);
+    this.dirty -= b;
+    this.writeBytes += b + extra;
+    this.writes += Math.ceil(b / (512 * 1024)) + (extra > 0 ? 1 : 0);
+  }
+
+  /** Someone else writes `n` requests of 4 KiB. */
+  foreignWrites(n: number): void {
+    this.writes += n;
+    this.writeBytes += n * 4096;
+  }
+
+  read(): number {
+    this.t += 2 * MS;
+    const n = this.io.observe(this.t, {
+      ios: this.reads + this.writes,
+      writes: this.writes,
+      writeBytes: this.writeBytes,
+      ownWriteBytes: this.own,
+      ownWrites: this.ownWrites,
+    });
+    this.found += n;
+    return n;
+  }
+}
+
+describe('ForeignIo', () => {
+  it("reads are the storage's I/Os less its writes; without the write count, every I/O", () => {
+    const io = new ForeignIo();
+    io.observe(0, { ios: 10, writes: 4 });
+    expect(io.reads).toBe(6);
+    io.observe(2 * MS, { ios: 12 });
+    expect(io.reads).toBe(12);
+  });
+
+  it("while the job has written nothing there, every write is someone else's, at the probe that sees it", () => {
+    const s = new Storage();
+    s.read();
+    s.foreignWrites(2);
+    expect(s.read()).toBe(2);
+    expect(s.read()).toBe(0);
+    expect(s.io.foreignWrites).toBe(2);
+  });
+
+  it("the job's own writes are not someone else's, however late the device writes them back, metadata and journal included", () => {
+    const s = new Storage();
+    s.read();
+    // 1 GiB in 1 MiB writes; the device writes back 64 MiB at a time, each
+    // flush with 0.5 % more for metadata, 100 ms after it was written.
+    for (let i = 0; i < 16; i++) {
+      s.jobWrites(64 * MiB);
+      for (let k = 0; k < 50; k++) s.read();
+      s.flush(64 * MiB, 0.005 * 64 * MiB);
+      for (let k = 0; k < 50; k++) s.read();
+    }
+    expect(s.found).toBe(0);
+    expect(s.io.foreignWriteBytes).toBe(0);
+  });
+
+  it("a write the device completed just before the job was told (an fsync'd file) is the job's", () => {
+    const s = new Storage();
+    s.read();
+    s.jobWrites(MiB);
+    s.read();
+    // The next one reaches the device first, the job hears of it 20 ms later.
+    s.dirty += MiB;
+    s.flush(2 * MiB, 16 * 1024);
+    for (let k = 0; k < 10; k++) s.read();
+    s.own += MiB;
+    s.ownWrites++;
+    for (let k = 0; k < 50; k++) s.read();
+    expect(s.found).toBe(0);
+  });
+
+  it("someone else's writes among the job's are found once the device has written more than the job's data explains", () => {
+    const s = new Storage();
+    s.read();
+    s.jobWrites(64 * MiB);
+    s.flush(32 * MiB);
+    for (let k = 0; k < 30; k++) s.read();
+    // 2 MiB of someone else's while 32 MiB of ours are still dirty: nothing
+    // to tell yet, the device has written less than we did.
+    s.foreignWrites(512);
+    for (let k = 0; k < 30; k++) s.read();
+    expect(s.found).toBe(0);
+    // Our backlog written: the device wrote 2 MiB more than our writes and
+    // their allowance (1 % and 32 KiB a write: ~2.7 MiB) explain... not yet.
+    s.flush(32 * MiB);
+    for (let k = 0; k < 30; k++) s.read();
+    expect(s.found).toBe(0);
+    // Another 2 MiB of someone else's: now beyond the allowance.
+    s.foreignWrites(512);
+    for (let k = 0; k < 30; k++) s.read();
+    expect(s.found).toBeGreaterThan(0);
+    expect(s.io.foreignWriteBytes).toBeGreaterThan(1 * MiB);
+    expect(s.io.foreignWriteBytes).toBeLessThan(2 * MiB);
+    // Counted once: nothing more while nothing more happens.
+    const found = s.found;
+    for (let k = 0; k < 30; k++) s.read();
+    expect(s.found).toBe(found);
+  });
+
+  it("counts someone else's writes in 4 KiB units, no more than the device's write requests", () => {
+    const s = new Storage();
+    s.read();
+    s.jobWrites(MiB);
+    s.flush(MiB);
+    for (let k = 0; k < 30; k++) s.read();
+    s.writes += 2;
+    s.writeBytes += 2 * MiB; // two large writes of someone else's
+    for (let k = 0; k < 30; k++) s.read();
+    expect(s.found).toBe(2);
+  });
+
+  it("defaults: 1 % and 32 KiB a write for metadata, device counts 50 ms older than the job's, 2 MiB of slack", () => {
+    expect(FOREIGN_IO_DEFAULTS).toEqual({
+      metaShare: 0.01,
+      metaPerWrite: 32 * 1024,
+      lagNs: 50 * MS,
+      slackBytes: 2 * MiB,
+    });
+  });
+});
