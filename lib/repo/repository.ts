@@ -334,6 +334,14 @@ export class Repository {
     const damaged: { id: string; error: LowtideError }[] = [];
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
       const id = n.slice(0, -5);
+      if (!BACKUP_ID_PATTERN.test(id)) {
+        const path = join(this.backupsDir, n);
+        damaged.push({
+          id,
+          error: new LowtideError('REPO_CORRUPT', `${path} is not a backup: its name is not a backup id`, { path }),
+        });
+        continue;
+      }
       try {
         backups.push(await this.readManifest(id));
       } catch (err) {
@@ -375,9 +383,7 @@ export class Repository {
     } catch {
       throw new LowtideError('REPO_CORRUPT', `${path} is not valid JSON`, { path });
     }
-    const m = validateManifest(raw, path);
-    if (m.id !== id) throw new LowtideError('REPO_CORRUPT', `${path} names backup ${m.id}`, { path });
-    return m;
+    return validateManifest(raw, path, id);
   }
 
   /** Opens a backup's chunk index for sequential reading, checking its header. */

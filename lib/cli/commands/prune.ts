@@ -35,6 +35,8 @@ export function addPruneCommand(program: Command): void {
         keepWeekly: o.keepWeekly as number | undefined,
         dryRun: o.dryRun === true,
       });
+      for (const d of r.damaged)
+        process.stderr.write(`lowtide: warning: kept backup ${d.id} and its chunks: ${d.message}\n`);
       if (o.json === true) {
         printJson(r);
       } else {

@@ -77,7 +77,7 @@ function pickPartition(entries: CatalogEntry[], wanted: number | undefined, id: 
 async function catalogEntries(choice: BackupChoice, partition: number | undefined) {
   const c = await backupCatalog(choice);
   const all: CatalogEntry[] = [];
-  for await (const e of readCatalog(c.path, c.sha256)) all.push(e);
+  for await (const e of readCatalog(c.path, c.sha256, c.manifest.size)) all.push(e);
   const picked = pickPartition(all, partition, c.manifest.id);
   return { ...c, entries: all.filter((e) => e.partition === picked) };
 }
