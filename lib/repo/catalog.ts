@@ -14,7 +14,7 @@ import { constants as fsc } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { LowtideError } from '../errors.js';
 import { compress, decompress } from './compress.js';
-import { repoWriteError, tempName, writeFully } from './files.js';
+import { openRegularFile, repoWriteError, tempName, writeFully } from './files.js';
 import { CatalogEntrySchema, parseWith, type CatalogEntry } from './schema.js';
 
 export const CATALOG_FORMAT = 'lowtide-catalog';
@@ -102,14 +102,16 @@ const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 
 /**
  * Reads a catalog, checking every line against the schema as it goes and the
- * whole file's digest at the end. With `imageSize`, every extent must lie
- * inside the image. Anything wrong is REPO_CORRUPT naming the file (and the line).
+ * whole file's digest at the end. The file must be a regular file (not a
+ * link, FIFO or device). With `imageSize`, every extent must lie inside the
+ * image. Anything wrong is REPO_CORRUPT naming the file (and the line).
  */
 export async function* readCatalog(path: string, sha256: string, imageSize?: number): AsyncGenerator<CatalogEntry> {
   let fh: FileHandle;
   try {
-    fh = await open(path, fsc.O_RDONLY);
+    ({ fh } = await openRegularFile(path, 'the file catalog', 'REPO_CORRUPT'));
   } catch (err) {
+    if (err instanceof LowtideError) throw err;
     throw new LowtideError('REPO_CORRUPT', `cannot open the file catalog ${path}`, { cause: err, path });
   }
   const hash = createHash('sha256');

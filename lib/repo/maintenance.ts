@@ -10,10 +10,11 @@
  * same time; a restore of a kept backup can run concurrently (its chunks are
  * never removed). A restore of a backup being pruned may fail with CHUNK_MISSING.
  */
-import { open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { functionOption, integerOption, objectOption, signalOption } from '../options.js';
+import { openRegularFile } from './files.js';
 import {
   BACKUP_ID_PATTERN,
   CHUNKS_DIR,
@@ -29,11 +30,26 @@ import type { Repository } from './repository.js';
 const HEX64 = /^[0-9a-f]{64}$/;
 const PARALLEL = 4;
 
-async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path: string }> {
+/**
+ * The entries of the chunk store, by prefix directory. `unexpected` says why
+ * an entry cannot be a chunk without opening it: a prefix entry that is not a
+ * directory (a link, a file) is yielded once and not entered.
+ */
+async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path: string; unexpected?: string }> {
   const root = join(repo.path, CHUNKS_DIR);
-  for (const prefix of (await readdir(root)).sort()) {
-    const dir = join(root, prefix);
-    for (const name of (await readdir(dir)).sort()) yield { hex: name, path: join(dir, name) };
+  for (const prefix of (await readdir(root, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const dir = join(root, prefix.name);
+    if (!prefix.isDirectory()) {
+      yield { hex: prefix.name, path: dir, unexpected: `${dir} in the chunk store is not a directory` };
+      continue;
+    }
+    for (const d of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const path = join(dir, d.name);
+      if (!HEX64.test(d.name)) yield { hex: d.name, path, unexpected: `unexpected file ${path} in the chunk store` };
+      else if (d.name.slice(0, 2) !== prefix.name)
+        yield { hex: d.name, path, unexpected: `chunk ${path} is in the wrong directory` };
+      else yield { hex: d.name, path };
+    }
   }
 }
 
@@ -101,9 +117,9 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
   await mapLimit(
     chunkFiles(repo),
     PARALLEL,
-    async ({ hex, path }) => {
-      if (!HEX64.test(hex)) {
-        corrupt.set(hex, `unexpected file ${path} in the chunk store`);
+    async ({ hex, unexpected }) => {
+      if (unexpected !== undefined) {
+        corrupt.set(hex, unexpected);
         return;
       }
       present.add(hex);
@@ -208,14 +224,13 @@ export interface PruneReport {
 async function chunksOfIndex(repo: Repository, id: string, into: Set<string>): Promise<void> {
   const path = join(repo.backupsDir, indexFileName(id));
   const what = `the chunk index of backup ${id}`;
-  let fh: FileHandle;
-  let size: number;
+  let opened;
   try {
-    fh = await open(path, 'r');
-    size = (await fh.stat()).size;
+    opened = await openRegularFile(path, what, 'REPO_CORRUPT');
   } catch (err) {
     throw toLowtideError(err, 'REPO_CORRUPT', `opening ${what}`);
   }
+  const { fh, size } = opened;
   try {
     const header = Buffer.alloc(INDEX_HEADER_SIZE);
     const { bytesRead } = await fh.read(header, 0, INDEX_HEADER_SIZE, 0);
@@ -343,15 +358,18 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
     }
     for (const id of removed) await repo.deleteBackup(id);
 
-    // Sweep chunks, and chunk indexes whose manifest is gone (a crashed backup).
+    // Sweep chunks, and chunk indexes and catalogs whose manifest is gone (a
+    // crashed backup). Only names the format gives are removed; unlink never
+    // follows a link.
     let chunksRemoved = 0;
     let bytesFreed = 0;
     await mapLimit(
       chunkFiles(repo),
       PARALLEL,
-      async ({ hex, path }) => {
-        if (live.has(hex) || !HEX64.test(hex)) return;
-        const st = await stat(path);
+      async ({ hex, path, unexpected }) => {
+        if (unexpected !== undefined || live.has(hex)) return;
+        const st = await lstat(path);
+        if (!st.isFile() && !st.isSymbolicLink()) return;
         await unlink(path);
         chunksRemoved++;
         bytesFreed += st.size;

@@ -9,7 +9,19 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -26,7 +38,7 @@ import {
   type PruneOptions,
 } from '../../lib/index.js';
 import { CatalogWriter } from '../../lib/repo/catalog.js';
-import { cmp, lowtide } from '../helpers/cli.js';
+import { CLI, cmp, lowtide } from '../helpers/cli.js';
 import { TempDir, patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
 const KiB = 1024;
@@ -345,6 +357,12 @@ function manifestDamaged(names = '$id', code: ErrorCode = 'REPO_CORRUPT'): Parti
   };
 }
 
+/** Outcomes of a broken chunk index of B (the newest: kept by prune, the next backup's parent). */
+function indexDamaged(): Partial<Record<Op, Outcome>> {
+  const e = { code: 'REPO_CORRUPT' as const, names: '$id' };
+  return { list: 'ok', verify: 'ok', restore: e, files: 'ok', extract: e, prune: e, backup: e };
+}
+
 /** Outcomes of a broken catalog of B: only files and extract fail. */
 function catalogDamaged(names: string): Partial<Record<Op, Outcome>> {
   const e = { code: 'REPO_CORRUPT' as const, names };
@@ -353,6 +371,15 @@ function catalogDamaged(names: string): Partial<Record<Op, Outcome>> {
 
 function editManifest(c: Case, edit: (m: Record<string, unknown>) => unknown): void {
   writeManifestJson(c.repo, c.id, edit(readManifestJson(c.repo, c.id)));
+}
+
+function chunkOf(c: Case, id: string): string {
+  const index = readFileSync(join(c.repo, 'backups', `${id}.index`));
+  for (let o = 32; o < index.length; o += 32) {
+    const e = index.subarray(o, o + 32);
+    if (e.some((b) => b !== 0)) return e.toString('hex');
+  }
+  throw new Error('no stored chunk');
 }
 
 const MUTATIONS: Mutation[] = [
@@ -415,6 +442,14 @@ const MUTATIONS: Mutation[] = [
     expect: manifestDamaged(),
   },
   {
+    name: 'manifest of 600 MiB',
+    target: 'A',
+    apply: (c) => truncateSync(manifestPath(c.repo, c.id), 600 * 1024 * 1024),
+    listDamaged: 'REPO_CORRUPT',
+    verifyBad: true,
+    expect: manifestDamaged(),
+  },
+  {
     name: 'index.file is ../../sentinel/victim.txt (prune removes the backup)',
     target: 'A',
     apply: (c) =>
@@ -445,13 +480,136 @@ const MUTATIONS: Mutation[] = [
     expect: manifestDamaged(),
   },
   {
+    name: 'manifest is a symbolic link to a manifest outside',
+    target: 'A',
+    apply: (c) => {
+      const outside = join(c.sentinel, 'manifest.json');
+      renameSync(manifestPath(c.repo, c.id), outside);
+      symlinkSync(outside, manifestPath(c.repo, c.id));
+    },
+    listDamaged: 'REPO_CORRUPT',
+    verifyBad: true,
+    expect: manifestDamaged(),
+  },
+  {
+    name: 'manifest is a FIFO',
+    target: 'A',
+    apply: (c) => {
+      unlinkSync(manifestPath(c.repo, c.id));
+      mkfifo(manifestPath(c.repo, c.id));
+    },
+    listDamaged: 'REPO_CORRUPT',
+    verifyBad: true,
+    expect: manifestDamaged(),
+  },
+  {
+    name: 'manifest is a symbolic link to a FIFO outside',
+    target: 'A',
+    apply: (c) => {
+      unlinkSync(manifestPath(c.repo, c.id));
+      symlinkSync(join(c.sentinel, 'pipe'), manifestPath(c.repo, c.id));
+    },
+    listDamaged: 'REPO_CORRUPT',
+    verifyBad: true,
+    expect: manifestDamaged(),
+  },
+  {
+    name: 'manifest is a directory',
+    target: 'A',
+    apply: (c) => {
+      unlinkSync(manifestPath(c.repo, c.id));
+      mkdirSync(manifestPath(c.repo, c.id));
+    },
+    listDamaged: 'REPO_CORRUPT',
+    verifyBad: true,
+    expect: manifestDamaged(),
+  },
+  {
     name: 'a .json in backups/ that is not named like a backup',
     target: 'B',
     apply: (c) => writeFileSync(join(c.repo, 'backups', '..hidden.json'), '{}'),
     expect: { list: 'ok', verify: 'ok', restore: 'ok', files: 'ok', extract: 'ok', prune: 'ok', backup: 'ok' },
     after: (c) => expect(readFileSync(join(c.repo, 'backups', '..hidden.json'), 'utf8')).toBe('{}'),
   },
+  // --- chunk indexes (of B: kept by prune, the parent of the next backup) ---
+  {
+    name: 'index is a FIFO',
+    target: 'B',
+    apply: (c) => {
+      unlinkSync(join(c.repo, 'backups', `${c.id}.index`));
+      mkfifo(join(c.repo, 'backups', `${c.id}.index`));
+    },
+    verifyBad: true,
+    expect: indexDamaged(),
+  },
+  {
+    name: 'index is a symbolic link to a FIFO outside',
+    target: 'B',
+    apply: (c) => {
+      unlinkSync(join(c.repo, 'backups', `${c.id}.index`));
+      symlinkSync(join(c.sentinel, 'pipe'), join(c.repo, 'backups', `${c.id}.index`));
+    },
+    verifyBad: true,
+    expect: indexDamaged(),
+  },
+  {
+    name: 'index is a symbolic link to its own content outside',
+    target: 'B',
+    apply: (c) => {
+      const outside = join(c.sentinel, 'index');
+      renameSync(join(c.repo, 'backups', `${c.id}.index`), outside);
+      symlinkSync(outside, join(c.repo, 'backups', `${c.id}.index`));
+    },
+    verifyBad: true,
+    expect: indexDamaged(),
+  },
+  {
+    name: 'index is a directory',
+    target: 'B',
+    apply: (c) => {
+      unlinkSync(join(c.repo, 'backups', `${c.id}.index`));
+      mkdirSync(join(c.repo, 'backups', `${c.id}.index`));
+    },
+    verifyBad: true,
+    expect: indexDamaged(),
+  },
+  {
+    name: 'index with bytes past its last entry',
+    target: 'B',
+    apply: (c) => writeFileSync(join(c.repo, 'backups', `${c.id}.index`), Buffer.alloc(32), { flag: 'a' }),
+    verifyBad: true,
+    expect: indexDamaged(),
+  },
+  {
+    name: 'index truncated',
+    target: 'B',
+    apply: (c) => truncateSync(join(c.repo, 'backups', `${c.id}.index`), 100),
+    verifyBad: true,
+    expect: indexDamaged(),
+  },
   // --- catalogs (of B) ---
+  {
+    name: 'catalog is a symbolic link to a catalog outside listing SECRET.TXT',
+    target: 'B',
+    apply: async (c) => {
+      const inside = join(c.repo, 'backups', `${c.id}.catalog`);
+      const outside = join(c.sentinel, 'catalog');
+      const cat = await writeCatalog(c.repo, outside, [{ ...CATALOG[0], path: '/SECRET.TXT' }]);
+      unlinkSync(inside);
+      symlinkSync(outside, inside);
+      editManifest(c, (m) => ({ ...m, catalog: { file: `${c.id}.catalog`, ...cat } }));
+    },
+    expect: catalogDamaged('$id.catalog'),
+  },
+  {
+    name: 'catalog is a FIFO',
+    target: 'B',
+    apply: (c) => {
+      unlinkSync(join(c.repo, 'backups', `${c.id}.catalog`));
+      mkfifo(join(c.repo, 'backups', `${c.id}.catalog`));
+    },
+    expect: catalogDamaged('$id.catalog'),
+  },
   {
     name: 'catalog entry with a ../ path',
     target: 'B',
@@ -469,6 +627,46 @@ const MUTATIONS: Mutation[] = [
     target: 'B',
     apply: (c) => setCatalog(c.repo, c.id, [{ ...CATALOG[0], size: '28', extents: 'all' }, '{"partition":']),
     expect: catalogDamaged('$id.catalog'),
+  },
+  // --- the chunk store and the repository's directories ---
+  {
+    name: 'a chunk is a symbolic link to a FIFO outside',
+    target: 'B',
+    apply: (c) => {
+      const hex = chunkOf(c, c.id);
+      const path = join(c.repo, 'chunks', hex.slice(0, 2), hex);
+      unlinkSync(path);
+      symlinkSync(join(c.sentinel, 'pipe'), path);
+    },
+    verifyBad: true,
+    expect: {
+      list: 'ok',
+      verify: 'ok',
+      restore: { code: 'CHUNK_CORRUPT', names: 'chunk ' },
+      files: 'ok',
+      extract: 'ok',
+      prune: 'ok',
+      backup: 'ok',
+    },
+  },
+  {
+    name: 'backups/ is a symbolic link',
+    target: 'B',
+    apply: (c) => {
+      const outside = join(c.sentinel, 'backups');
+      renameSync(join(c.repo, 'backups'), outside);
+      symlinkSync(outside, join(c.repo, 'backups'));
+    },
+    expect: Object.fromEntries(OPS.map((op) => [op, { code: 'REPO_CORRUPT', names: 'backups' }])),
+  },
+  {
+    name: 'config.json is a FIFO',
+    target: 'B',
+    apply: (c) => {
+      unlinkSync(join(c.repo, 'config.json'));
+      mkfifo(join(c.repo, 'config.json'));
+    },
+    expect: Object.fromEntries(OPS.map((op) => [op, { code: 'REPO_FORMAT', names: 'config.json' }])),
   },
 ];
 
@@ -552,5 +750,22 @@ describe('one damaged backup is reported; the others still list, verify and prun
     delete before['locks/write.lock'];
     delete after['locks/write.lock'];
     expect(after).toEqual(before);
+  });
+
+  it('verify with a FIFO as an index: exit 3 (damage) at once, naming the backup', () => {
+    const c = newCase('cli verify fifo', 'B');
+    unlinkSync(join(c.repo, 'backups', `${B}.index`));
+    mkfifo(join(c.repo, 'backups', `${B}.index`));
+    // SIGKILL at the timeout: a process stuck in open(2) of a FIFO does not end on SIGTERM.
+    const r = spawnSync(process.execPath, [CLI, 'verify', '--repo', c.repo], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      killSignal: 'SIGKILL',
+    });
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(3);
+    expect(r.stdout).toContain(
+      `damaged backup ${B}: the chunk index of backup ${B} (${join(c.repo, 'backups', `${B}.index`)}) is a FIFO, not a regular file\n`,
+    );
   });
 });
