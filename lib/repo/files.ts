@@ -120,6 +120,9 @@ export async function writeFully(fh: FileHandle, parts: readonly Uint8Array[], p
   if (done !== total) throw new LowtideError('INTERNAL', `wrote ${done} of ${total} bytes`);
 }
 
+/** The names tempName() makes: only files named so are removed from tmp/. */
+export const TEMP_NAME_PATTERN = /^[a-z]+\.\d+\.[0-9a-f]{12}\.tmp$/;
+
 export function tempName(tmpDir: string, hint: string): string {
   return join(tmpDir, `${hint}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }

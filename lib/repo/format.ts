@@ -34,6 +34,7 @@ export const CONFIG_FILE = 'config.json';
 export const CHUNKS_DIR = 'chunks';
 export const BACKUPS_DIR = 'backups';
 export const LOCKS_DIR = 'locks';
+export const LOCK_FILE = 'write.lock';
 export const TMP_DIR = 'tmp';
 
 /**

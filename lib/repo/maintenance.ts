@@ -213,6 +213,8 @@ export interface PruneReport {
   damaged: { id: string; message: string }[];
   chunksRemoved: number;
   bytesFreed: number;
+  /** Temporary files a writer that did not finish had left in tmp/, removed when the lock was taken. */
+  staleFilesRemoved: { files: number; bytes: number };
   dryRun: boolean;
 }
 
@@ -339,7 +341,9 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
     }
     const keep = selectKept(backups, { keepLast, keepDaily, keepWeekly });
     const removed = backups.filter((b) => !keep.has(b.id)).map((b) => b.id);
-    if (dryRun) return { kept: [...keep].sort(), removed, damaged, chunksRemoved: 0, bytesFreed: 0, dryRun };
+    const staleFilesRemoved = lock.staleFilesRemoved;
+    if (dryRun)
+      return { kept: [...keep].sort(), removed, damaged, chunksRemoved: 0, bytesFreed: 0, staleFilesRemoved, dryRun };
 
     // Mark: every chunk a remaining backup needs; a damaged kept index stops
     // the prune before anything is removed.
@@ -382,7 +386,7 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
         await unlink(join(repo.backupsDir, name)).catch(() => undefined);
       }
     }
-    return { kept: [...keep].sort(), removed, damaged, chunksRemoved, bytesFreed, dryRun };
+    return { kept: [...keep].sort(), removed, damaged, chunksRemoved, bytesFreed, staleFilesRemoved, dryRun };
   } finally {
     await lock.release();
   }

@@ -15,6 +15,7 @@ import {
   openRegularFile,
   repoWriteError,
   syncDir,
+  TEMP_NAME_PATTERN,
   tempName,
   writeAtomic,
   writeFully,
@@ -233,11 +234,23 @@ export class Repository {
   async lock(purpose: string): Promise<WriteLock> {
     const lock = await acquireWriteLock(this.path, purpose);
     try {
-      if (lock.staleHolder !== undefined) {
-        const dirs = await readdir(join(this.path, CHUNKS_DIR), { withFileTypes: true });
-        await this.syncChunkDirs(dirs.filter((d) => d.isDirectory()).map((d) => d.name));
+      // Everything a writer writes into or deletes from must be a directory
+      // of the repository, not a link to one elsewhere.
+      for (const d of [TMP_DIR, CHUNKS_DIR, BACKUPS_DIR]) await requireDirectory(this.path, d);
+      const prefixes: string[] = [];
+      for (const d of await readdir(join(this.path, CHUNKS_DIR), { withFileTypes: true })) {
+        if (d.isDirectory()) prefixes.push(d.name);
+        else if (PREFIX.test(d.name)) {
+          const path = join(this.path, CHUNKS_DIR, d.name);
+          throw new LowtideError(
+            'REPO_CORRUPT',
+            `chunk directory ${CHUNKS_DIR}/${d.name} (${path}) is not a directory; lowtide follows no links inside a repository`,
+            { path },
+          );
+        }
       }
-      for (const f of await readdir(this.tmpDir)) await unlink(join(this.tmpDir, f)).catch(() => undefined);
+      if (lock.staleHolder !== undefined) await this.syncChunkDirs(prefixes);
+      lock.staleFilesRemoved = await this.#removeTemporaryFiles();
     } catch (err) {
       await lock.abandon();
       throw repoWriteError(err, `preparing ${this.path} for writing`);
@@ -246,6 +259,32 @@ export class Repository {
       if (this.#unsyncedDirs.size > 0) await this.syncChunkDirs([...this.#unsyncedDirs]);
     });
     return lock;
+  }
+
+  /**
+   * Removes the temporary files in tmp/ (a writer that was killed leaves
+   * them): regular files named as lowtide names them, nothing else. tmp/ was
+   * checked to be a directory of the repository, and unlink never follows a
+   * link, so nothing outside the repository is touched.
+   */
+  async #removeTemporaryFiles(): Promise<{ files: number; bytes: number }> {
+    let files = 0;
+    let bytes = 0;
+    for (const d of await readdir(this.tmpDir, { withFileTypes: true })) {
+      if (!d.isFile() || !TEMP_NAME_PATTERN.test(d.name)) continue;
+      const path = join(this.tmpDir, d.name);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      try {
+        await unlink(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      files++;
+      bytes += st.size;
+    }
+    return { files, bytes };
   }
 
   async hasChunk(hex: string): Promise<boolean> {
@@ -573,6 +612,7 @@ async function readWhole(path: string, buf: Buffer, what: string): Promise<numbe
   }
 }
 const HEX64 = /^[0-9a-f]{64}$/;
+const PREFIX = /^[0-9a-f]{2}$/;
 
 /** An id used to name a file: it must be a backup id (never a path). */
 function checkedId(id: string): string {

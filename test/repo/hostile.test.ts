@@ -11,12 +11,14 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   cpSync,
+  linkSync,
   lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
   readlinkSync,
   renameSync,
+  rmSync,
   symlinkSync,
   truncateSync,
   unlinkSync,
@@ -369,8 +371,21 @@ function catalogDamaged(names: string): Partial<Record<Op, Outcome>> {
   return { list: 'ok', verify: 'ok', restore: 'ok', files: e, extract: e, prune: 'ok', backup: 'ok' };
 }
 
+/** Outcomes of a broken part that only writers use (lock, tmp/): readers work, writers refuse. */
+function writersRefuse(names: string): Partial<Record<Op, Outcome>> {
+  const e = { code: 'REPO_CORRUPT' as const, names };
+  return { list: 'ok', verify: 'ok', restore: 'ok', files: 'ok', extract: 'ok', prune: e, backup: e };
+}
+
 function editManifest(c: Case, edit: (m: Record<string, unknown>) => unknown): void {
   writeManifestJson(c.repo, c.id, edit(readManifestJson(c.repo, c.id)));
+}
+
+/** locks/write.lock, removed so that the caller can put something else there. */
+function lockFile(c: Case): string {
+  const path = join(c.repo, 'locks', 'write.lock');
+  rmSync(path, { force: true });
+  return path;
 }
 
 function chunkOf(c: Case, id: string): string {
@@ -628,7 +643,89 @@ const MUTATIONS: Mutation[] = [
     apply: (c) => setCatalog(c.repo, c.id, [{ ...CATALOG[0], size: '28', extents: 'all' }, '{"partition":']),
     expect: catalogDamaged('$id.catalog'),
   },
+  // --- the writer lock ---
+  {
+    name: 'write.lock is a symbolic link to a file outside',
+    target: 'B',
+    apply: (c) => symlinkSync(join(c.sentinel, 'victim.txt'), lockFile(c)),
+    expect: writersRefuse('write.lock'),
+  },
+  {
+    name: 'write.lock is a dangling symbolic link to a path outside',
+    target: 'B',
+    apply: (c) => symlinkSync(join(c.sentinel, 'created-by-lowtide'), lockFile(c)),
+    expect: writersRefuse('write.lock'),
+  },
+  {
+    name: 'write.lock is a hard link to a file outside',
+    target: 'B',
+    apply: (c) => linkSync(join(c.sentinel, 'victim.txt'), lockFile(c)),
+    expect: writersRefuse('write.lock'),
+  },
+  {
+    name: 'write.lock is a FIFO',
+    target: 'B',
+    apply: (c) => mkfifo(lockFile(c)),
+    expect: writersRefuse('write.lock'),
+  },
+  {
+    name: 'locks/ is a symbolic link to a directory outside',
+    target: 'B',
+    apply: (c) => {
+      rmSync(join(c.repo, 'locks'), { recursive: true });
+      symlinkSync(join(c.sentinel, 'sub'), join(c.repo, 'locks'));
+    },
+    expect: writersRefuse('repo/locks'),
+  },
+  // --- tmp/ ---
+  {
+    name: 'tmp/ is a symbolic link to a directory outside',
+    target: 'B',
+    apply: (c) => {
+      rmSync(join(c.repo, 'tmp'), { recursive: true });
+      symlinkSync(c.sentinel, join(c.repo, 'tmp'));
+    },
+    expect: writersRefuse('tmp/ of the repository'),
+  },
+  {
+    name: 'tmp/ is a file',
+    target: 'B',
+    apply: (c) => {
+      rmSync(join(c.repo, 'tmp'), { recursive: true });
+      writeFileSync(join(c.repo, 'tmp'), 'not a directory');
+    },
+    expect: writersRefuse('tmp/ of the repository'),
+  },
+  {
+    name: 'tmp/ holds a symbolic link named like a temporary file, to a file outside',
+    target: 'B',
+    apply: (c) => symlinkSync(join(c.sentinel, 'victim.txt'), join(c.repo, 'tmp', 'w.1.0123456789ab.tmp')),
+    expect: { list: 'ok', verify: 'ok', restore: 'ok', files: 'ok', extract: 'ok', prune: 'ok', backup: 'ok' },
+  },
   // --- the chunk store and the repository's directories ---
+  {
+    name: 'a chunk directory is a symbolic link to a directory outside',
+    target: 'B',
+    apply: (c) => {
+      const hex = chunkOf(c, c.id);
+      const dir = join(c.repo, 'chunks', hex.slice(0, 2));
+      const outside = join(c.sentinel, 'chunkdir');
+      renameSync(dir, outside);
+      // A file the sweep of prune would remove, were it to look there.
+      writeFileSync(join(outside, hex.slice(0, 2) + 'e'.repeat(62)), 'not a chunk of this repository');
+      symlinkSync(outside, dir);
+    },
+    verifyBad: true,
+    expect: {
+      list: 'ok',
+      verify: 'ok',
+      restore: { code: 'CHUNK_CORRUPT', names: 'chunks/' },
+      files: 'ok',
+      extract: 'ok',
+      prune: { code: 'REPO_CORRUPT', names: 'chunks/' },
+      backup: { code: 'REPO_CORRUPT', names: 'chunks/' },
+    },
+  },
   {
     name: 'a chunk is a symbolic link to a FIFO outside',
     target: 'B',
@@ -767,5 +864,57 @@ describe('one damaged backup is reported; the others still list, verify and prun
     expect(r.stdout).toContain(
       `damaged backup ${B}: the chunk index of backup ${B} (${join(c.repo, 'backups', `${B}.index`)}) is a FIFO, not a regular file\n`,
     );
+  });
+
+  it('backup with write.lock a symbolic link to a file outside: refused, the file unchanged', () => {
+    const c = newCase('cli backup lock link', 'B');
+    symlinkSync(join(c.sentinel, 'victim.txt'), lockFile(c));
+    const before = snapshot(c.sentinel);
+    const r = lowtide(['backup', source, '--repo', c.repo]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(
+      `[REPO_CORRUPT]: the writer lock ${join(c.repo, 'locks', 'write.lock')} is a symbolic link`,
+    );
+    expect(snapshot(c.sentinel)).toEqual(before);
+  });
+});
+
+describe('temporary files a killed writer left', () => {
+  /** What a writer killed while storing a chunk and writing its index leaves in tmp/. */
+  function leaveStaleFiles(repo: string): number {
+    writeFileSync(join(repo, 'tmp', 'w.4194301.0123456789ab.tmp'), patternBytes(70_000, 5));
+    writeFileSync(join(repo, 'tmp', 'index.4194301.ba9876543210.tmp'), Buffer.alloc(96));
+    return 70_000 + 96;
+  }
+
+  it('the next backup removes them and says so; nothing else in tmp/ or outside is touched', async () => {
+    const c = newCase('stale tmp', 'B');
+    const bytes = leaveStaleFiles(c.repo);
+    // Not lowtide's: a directory, a file of another name, a link to a file outside.
+    mkdirSync(join(c.repo, 'tmp', 'keep'));
+    writeFileSync(join(c.repo, 'tmp', 'notes.txt'), 'mine');
+    symlinkSync(join(c.sentinel, 'victim.txt'), join(c.repo, 'tmp', 'w.1.aaaaaaaaaaaa.tmp'));
+    const before = snapshot(c.sentinel);
+    const r = await backup({ source, repository: c.repo });
+    expect(r.staleFilesRemoved).toEqual({ files: 2, bytes });
+    expect(readdirSync(join(c.repo, 'tmp')).sort()).toEqual(['keep', 'notes.txt', 'w.1.aaaaaaaaaaaa.tmp']);
+    expect(snapshot(c.sentinel)).toEqual(before);
+    // A clean run leaves nothing, and the next one has nothing to say.
+    expect((await backup({ source, repository: c.repo })).staleFilesRemoved).toEqual({ files: 0, bytes: 0 });
+  });
+
+  it('prune and the CLI report them too', async () => {
+    const c = newCase('stale tmp prune', 'B');
+    const bytes = leaveStaleFiles(c.repo);
+    const p = await pruneRepository(await openRepository(c.repo), { keepLast: 5 });
+    expect(p.staleFilesRemoved).toEqual({ files: 2, bytes });
+    expect(readdirSync(join(c.repo, 'tmp'))).toEqual([]);
+    leaveStaleFiles(c.repo);
+    const r = lowtide(['backup', source, '--repo', c.repo]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(
+      'lowtide: warning: removed 2 temporary files (68.5 KiB) that an unfinished earlier run left in the repository\n',
+    );
+    expect(readdirSync(join(c.repo, 'tmp'))).toEqual([]);
   });
 });
