@@ -30,7 +30,7 @@ export const ErrorCodes = [
   'REPO_FORMAT', // a repository of an unknown format or version, or a damaged config
   'REPO_LOCKED', // another writer holds the repository
   'REPO_FULL', // the repository's file system is full
-  'REPO_CORRUPT', // a manifest or index is damaged
+  'REPO_CORRUPT', // a manifest, index, catalog or other part of a repository is damaged or not what the format allows
   'BACKUP_NOT_FOUND', // no backup with that id
   'CHUNK_MISSING', // a chunk a backup needs is not in the repository
   'CHUNK_CORRUPT', // a chunk's content does not match its digest

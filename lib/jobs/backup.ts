@@ -67,6 +67,8 @@ export interface BackupProgress {
 export interface BackupResult {
   id: string;
   manifest: Manifest;
+  /** Temporary files an earlier writer that did not finish had left in the repository, removed when this backup took the lock. */
+  staleFilesRemoved: { files: number; bytes: number };
 }
 
 /** A backup's options, checked, with their defaults filled in. */
@@ -175,7 +177,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
     const manifest = await commitBackup(record, parentIndex, catalog);
     committed = true;
     progress.report(true);
-    return { id: manifest.id, manifest };
+    return { id: manifest.id, manifest, staleFilesRemoved: lock?.staleFilesRemoved ?? { files: 0, bytes: 0 } };
   } catch (err) {
     throw toLowtideError(err, 'INTERNAL');
   } finally {

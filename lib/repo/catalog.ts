@@ -14,25 +14,13 @@ import { constants as fsc } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { LowtideError } from '../errors.js';
 import { compress, decompress } from './compress.js';
-import { repoWriteError, tempName, writeFully } from './files.js';
+import { openRegularFile, repoWriteError, tempName, writeFully } from './files.js';
+import { CatalogEntrySchema, parseWith, type CatalogEntry } from './schema.js';
 
 export const CATALOG_FORMAT = 'lowtide-catalog';
 export const CATALOG_VERSION = 1;
 
-export interface CatalogEntry {
-  /** Partition number (0: a table-less disk). */
-  partition: number;
-  /** Path from the volume root, '/'-separated, long names. */
-  path: string;
-  shortName: string;
-  size: number;
-  isDirectory: boolean;
-  attributes: number;
-  /** ISO 8601 (FAT local time read as local time). */
-  modified: string;
-  /** File data on the image, in file order: [offset, length] pairs. Empty for directories and empty files. */
-  extents: [number, number][];
-}
+export type { CatalogEntry } from './schema.js';
 
 /** Plain bytes per frame (about: a frame ends with a whole line). */
 export const FRAME_BYTES = 1 << 20;
@@ -109,17 +97,27 @@ export class CatalogWriter {
   }
 }
 
-/** Reads a catalog, checking its digest at the end. */
-export async function* readCatalog(path: string, sha256: string): AsyncGenerator<CatalogEntry> {
+/** Largest frame (compressed, and each decompressed): writers make frames of about FRAME_BYTES. */
+const MAX_FRAME_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Reads a catalog, checking every line against the schema as it goes and the
+ * whole file's digest at the end. The file must be a regular file (not a
+ * link, FIFO or device). With `imageSize`, every extent must lie inside the
+ * image. Anything wrong is REPO_CORRUPT naming the file (and the line).
+ */
+export async function* readCatalog(path: string, sha256: string, imageSize?: number): AsyncGenerator<CatalogEntry> {
   let fh: FileHandle;
   try {
-    fh = await open(path, fsc.O_RDONLY);
+    ({ fh } = await openRegularFile(path, 'the file catalog', 'REPO_CORRUPT'));
   } catch (err) {
+    if (err instanceof LowtideError) throw err;
     throw new LowtideError('REPO_CORRUPT', `cannot open the file catalog ${path}`, { cause: err, path });
   }
   const hash = createHash('sha256');
   let position = 0;
   let header = true;
+  let lineNumber = 0;
   try {
     for (;;) {
       const len = Buffer.alloc(4);
@@ -127,7 +125,7 @@ export async function* readCatalog(path: string, sha256: string): AsyncGenerator
       if (bytesRead === 0) break;
       if (bytesRead !== 4) throw new LowtideError('REPO_CORRUPT', `${path} is truncated`, { path });
       const n = len.readUInt32LE(0);
-      if (n > 256 * 1024 * 1024) throw new LowtideError('REPO_CORRUPT', `${path}: bad frame length ${n}`, { path });
+      if (n > MAX_FRAME_BYTES) throw new LowtideError('REPO_CORRUPT', `${path}: bad frame length ${n}`, { path });
       const frame = Buffer.alloc(n);
       const r = await fh.read(frame, 0, n, position + 4);
       if (r.bytesRead !== n) throw new LowtideError('REPO_CORRUPT', `${path} is truncated`, { path });
@@ -136,15 +134,23 @@ export async function* readCatalog(path: string, sha256: string): AsyncGenerator
       position += 4 + n;
       let text: string;
       try {
-        text = (await decompress(frame)).toString('utf8');
+        text = (await decompress(frame, MAX_FRAME_BYTES)).toString('utf8');
       } catch (err) {
         throw new LowtideError('REPO_CORRUPT', `${path}: a frame does not decompress`, { cause: err, path });
       }
       for (const line of text.split('\n')) {
         if (line === '') continue;
-        const v = JSON.parse(line) as Record<string, unknown>;
+        lineNumber++;
+        const where = `${path}, line ${lineNumber}`;
+        let raw: unknown;
+        try {
+          raw = JSON.parse(line);
+        } catch {
+          throw new LowtideError('REPO_CORRUPT', `${where} is not valid JSON`, { path });
+        }
         if (header) {
-          if (v.format !== CATALOG_FORMAT || v.version !== CATALOG_VERSION) {
+          const h = raw as { format?: unknown; version?: unknown } | null;
+          if (h === null || typeof h !== 'object' || h.format !== CATALOG_FORMAT || h.version !== CATALOG_VERSION) {
             throw new LowtideError('REPO_FORMAT', `${path} is not a version ${CATALOG_VERSION} lowtide catalog`, {
               path,
             });
@@ -152,9 +158,22 @@ export async function* readCatalog(path: string, sha256: string): AsyncGenerator
           header = false;
           continue;
         }
-        yield v as unknown as CatalogEntry;
+        const e = parseWith(CatalogEntrySchema, raw, 'REPO_CORRUPT', where, path);
+        if (imageSize !== undefined) {
+          for (const [offset, length] of e.extents) {
+            if (offset + length > imageSize) {
+              throw new LowtideError(
+                'REPO_CORRUPT',
+                `${where}: ${e.path} has an extent [${offset}, ${length}] past the image's end (${imageSize} bytes)`,
+                { path },
+              );
+            }
+          }
+        }
+        yield e;
       }
     }
+    if (header) throw new LowtideError('REPO_CORRUPT', `${path} is empty: it has no catalog header`, { path });
     if (hash.digest('hex') !== sha256)
       throw new LowtideError('REPO_CORRUPT', `the file catalog ${path} is damaged`, { path });
   } finally {

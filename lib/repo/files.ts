@@ -3,8 +3,8 @@
  * temporary file, is synced, renamed into place, and the directory synced.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { constants as fsc, type Stats } from 'node:fs';
+import { lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LowtideError, toLowtideError, type ErrorCode } from '../errors.js';
 
@@ -16,6 +16,73 @@ export function repoWriteError(err: unknown, what: string, fallback: ErrorCode =
     return new LowtideError('REPO_FULL', `the repository's file system is full (${what})`, { cause: err });
   }
   return toLowtideError(err, fallback, what);
+}
+
+/** What a file system object is, for messages ("a symbolic link", "a FIFO", ...). */
+export function fileKind(st: Stats): string {
+  if (st.isFile()) return 'a regular file';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isCharacterDevice()) return 'a character device';
+  return 'not a regular file';
+}
+
+/**
+ * Opens a file inside the repository for reading, and only a regular file:
+ * never through a symbolic link in its last component (O_NOFOLLOW), never
+ * blocking on a FIFO or a device (O_NONBLOCK, then fstat), and at most
+ * `maxBytes` long. A wrong kind of file or size is a LowtideError with `code`
+ * whose message names `what` and the path; errors from the OS (ENOENT, EIO,
+ * ...) are passed on as they are, for the caller to name.
+ */
+export async function openRegularFile(
+  path: string,
+  what: string,
+  code: ErrorCode,
+  maxBytes = Number.MAX_SAFE_INTEGER,
+): Promise<{ fh: FileHandle; size: number }> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') {
+      throw new LowtideError(
+        code,
+        `${what} (${path}) is a symbolic link; lowtide follows no links inside a repository`,
+        { path, cause: err },
+      );
+    }
+    throw err;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile())
+      throw new LowtideError(code, `${what} (${path}) is ${fileKind(st)}, not a regular file`, { path });
+    if (st.size > maxBytes)
+      throw new LowtideError(code, `${what} (${path}) has ${st.size} bytes, more than the ${maxBytes} it may have`, {
+        path,
+      });
+    return { fh, size: st.size };
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+}
+
+/**
+ * Checks that `path` is a directory itself, not a symbolic link to one (the
+ * directories of a repository are never links, so nothing lowtide writes or
+ * deletes in them can land outside it). ENOENT and other OS errors are passed on.
+ */
+export async function checkDirectory(path: string, what: string, code: ErrorCode): Promise<void> {
+  const st = await lstat(path);
+  if (!st.isDirectory()) {
+    const why = st.isSymbolicLink() ? '; lowtide follows no links inside a repository' : '';
+    throw new LowtideError(code, `${what} (${path}) is ${fileKind(st)}, not a directory${why}`, { path });
+  }
 }
 
 export async function syncDir(dir: string): Promise<void> {
@@ -52,6 +119,9 @@ export async function writeFully(fh: FileHandle, parts: readonly Uint8Array[], p
   }
   if (done !== total) throw new LowtideError('INTERNAL', `wrote ${done} of ${total} bytes`);
 }
+
+/** The names tempName() makes: only files named so are removed from tmp/. */
+export const TEMP_NAME_PATTERN = /^[a-z]+\.\d+\.[0-9a-f]{12}\.tmp$/;
 
 export function tempName(tmpDir: string, hint: string): string {
   return join(tmpDir, `${hint}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);

@@ -3,14 +3,30 @@
  * prose description; this module is the code that reads and writes it.
  */
 import { LowtideError } from '../errors.js';
+import {
+  ManifestSchema,
+  MAX_CHUNK_SIZE,
+  parseWith,
+  RepoConfigSchema,
+  type Manifest,
+  type RepoConfig,
+} from './schema.js';
+
+export {
+  BACKUP_ID_PATTERN,
+  MAX_CHUNK_SIZE,
+  MIN_CHUNK_SIZE,
+  type BackupStats,
+  type Manifest,
+  type RepoConfig,
+  type SourceIdentity,
+} from './schema.js';
 
 export const REPO_FORMAT = 'lowtide-repository';
 export const REPO_VERSION = 1;
 export const MANIFEST_FORMAT = 'lowtide-backup';
 export const MANIFEST_VERSION = 1;
 
-export const MIN_CHUNK_SIZE = 64 * 1024;
-export const MAX_CHUNK_SIZE = 8 * 1024 * 1024;
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 export const DEFAULT_ZSTD_LEVEL = 3;
 
@@ -18,22 +34,16 @@ export const CONFIG_FILE = 'config.json';
 export const CHUNKS_DIR = 'chunks';
 export const BACKUPS_DIR = 'backups';
 export const LOCKS_DIR = 'locks';
+export const LOCK_FILE = 'write.lock';
 export const TMP_DIR = 'tmp';
 
-/** config.json */
-export interface RepoConfig {
-  format: typeof REPO_FORMAT;
-  version: number;
-  id: string;
-  created: string;
-  chunkSize: number;
-  hash: 'sha256';
-  compression: { algorithm: 'zstd'; level: number };
-}
-
+/**
+ * Checks config.json (already parsed). A version other than 1 is REPO_FORMAT
+ * with its own message; anything else wrong is a damaged configuration.
+ */
 export function validateConfig(raw: unknown, where: string): RepoConfig {
-  const c = raw as Partial<RepoConfig> | null;
-  if (c === null || typeof c !== 'object' || c.format !== REPO_FORMAT) {
+  const c = raw as { format?: unknown; version?: unknown } | null;
+  if (c === null || typeof c !== 'object' || Array.isArray(c) || c.format !== REPO_FORMAT) {
     throw new LowtideError('REPO_FORMAT', `${where} is not a lowtide repository configuration`);
   }
   if (c.version !== REPO_VERSION) {
@@ -42,21 +52,7 @@ export function validateConfig(raw: unknown, where: string): RepoConfig {
       `${where}: repository format version ${String(c.version)} is not supported (this lowtide reads version ${REPO_VERSION})`,
     );
   }
-  const cs = c.chunkSize;
-  if (
-    typeof cs !== 'number' ||
-    !Number.isSafeInteger(cs) ||
-    cs < MIN_CHUNK_SIZE ||
-    cs > MAX_CHUNK_SIZE ||
-    (cs & (cs - 1)) !== 0 ||
-    c.hash !== 'sha256' ||
-    c.compression?.algorithm !== 'zstd' ||
-    typeof c.compression.level !== 'number' ||
-    typeof c.id !== 'string'
-  ) {
-    throw new LowtideError('REPO_FORMAT', `${where}: damaged repository configuration`);
-  }
-  return c as RepoConfig;
+  return parseWith(RepoConfigSchema, raw, 'REPO_FORMAT', `${where}: damaged repository configuration`);
 }
 
 // --- chunk files -------------------------------------------------------------
@@ -120,82 +116,47 @@ export function parseIndexHeader(buf: Buffer, where: string): { chunkSize: numbe
 
 // --- manifests (backups/<id>.json) ---------------------------------------------
 
-export interface SourceIdentity {
-  /** The path given to the backup. */
-  path: string;
-  /** Resolved path (symlinks followed). */
-  realPath: string;
-  kind: 'file' | 'block';
-  size: number;
+/** The file names inside backups/ that belong to a backup: always derived from its (checked) id. */
+export function manifestFileName(id: string): string {
+  return `${id}.json`;
+}
+export function indexFileName(id: string): string {
+  return `${id}.index`;
+}
+export function catalogFileName(id: string): string {
+  return `${id}.catalog`;
 }
 
-export interface BackupStats {
-  /** Bytes read from the source. */
-  bytesRead: number;
-  /** Plain bytes of chunks stored by this backup. */
-  bytesNew: number;
-  /** Bytes those chunks take in the repository (compressed, with headers). */
-  bytesStored: number;
-  chunks: number;
-  chunksZero: number;
-  chunksNew: number;
-  chunksReused: number;
-  /** Chunks taken from the parent without reading (changed-extent backups). */
-  chunksFromParent: number;
-}
-
-export interface Manifest {
-  format: typeof MANIFEST_FORMAT;
-  version: number;
-  id: string;
-  created: string;
-  source: SourceIdentity;
-  size: number;
-  chunkSize: number;
-  chunkCount: number;
-  /** backups/<id>.index and the SHA-256 of that whole file. */
-  index: { file: string; sha256: string };
-  /** How the extents to read were chosen. */
-  plan: {
-    mode: 'all' | 'used' | 'changed';
-    /** The extents that were read, as [offset, length] pairs. */
-    extents: [number, number][];
-  };
-  /** Partitions and file systems as planned: table, per-partition mode and FAT numbers, exclusions, warnings. */
-  filesystems: Record<string, unknown>;
-  parent: string | null;
-  stats: BackupStats;
-  timing: { started: string; finished: string; seconds: number; mbPerSecond: number };
-  latency: { count: number; meanMs: number; p50Ms: number; p99Ms: number; maxMs: number };
-  engine: string;
-  direct: boolean;
-  /** The throttle's report (controller, target, delays, queue-depth and block-size distributions). */
-  throttle: Record<string, unknown> | null;
-  /** backups/<id>.catalog: the files of the FAT volumes, for file-level restore; null when there are none. */
-  catalog: { file: string; sha256: string; entries: number } | null;
-}
-
-export function validateManifest(raw: unknown, where: string): Manifest {
-  const m = raw as Partial<Manifest> | null;
-  if (m === null || typeof m !== 'object' || m.format !== MANIFEST_FORMAT) {
-    throw new LowtideError('REPO_CORRUPT', `${where} is not a lowtide backup manifest`);
+/**
+ * Checks a parsed manifest against the schema and the rules between its
+ * fields, before any field is used. `id` is the id its file name gives.
+ * A version other than 1 is REPO_FORMAT; anything else REPO_CORRUPT, with
+ * the backup's id and what is wrong in the message.
+ */
+export function validateManifest(raw: unknown, where: string, id?: string): Manifest {
+  const m = raw as { format?: unknown; version?: unknown } | null;
+  const path = { path: where };
+  if (m === null || typeof m !== 'object' || Array.isArray(m) || m.format !== MANIFEST_FORMAT) {
+    throw new LowtideError('REPO_CORRUPT', `${where} is not a lowtide backup manifest`, path);
   }
   if (m.version !== MANIFEST_VERSION) {
-    throw new LowtideError('REPO_FORMAT', `${where}: manifest version ${String(m.version)} is not supported`);
+    throw new LowtideError('REPO_FORMAT', `${where}: manifest version ${String(m.version)} is not supported`, path);
   }
-  if (
-    typeof m.id !== 'string' ||
-    typeof m.size !== 'number' ||
-    typeof m.chunkSize !== 'number' ||
-    typeof m.chunkCount !== 'number' ||
-    m.chunkCount !== Math.ceil(m.size / m.chunkSize) ||
-    typeof m.index?.file !== 'string' ||
-    typeof m.index.sha256 !== 'string' ||
-    typeof m.source?.path !== 'string'
-  ) {
-    throw new LowtideError('REPO_CORRUPT', `${where}: damaged manifest`);
+  const man = parseWith(ManifestSchema, raw, 'REPO_CORRUPT', `${where}: damaged manifest`, where);
+  const wrong = (what: string): never => {
+    throw new LowtideError('REPO_CORRUPT', `${where}: damaged manifest: ${what}`, path);
+  };
+  if (id !== undefined && man.id !== id) wrong(`it names backup ${man.id}`);
+  if (man.chunkCount !== Math.ceil(man.size / man.chunkSize)) {
+    wrong(`chunkCount ${man.chunkCount} does not match size ${man.size} in chunks of ${man.chunkSize} bytes`);
   }
-  return m as Manifest;
+  if (man.index.file !== indexFileName(man.id))
+    wrong(`index.file is ${JSON.stringify(man.index.file)}, not ${indexFileName(man.id)}`);
+  if (man.catalog && man.catalog.file !== catalogFileName(man.id)) {
+    wrong(`catalog.file is ${JSON.stringify(man.catalog.file)}, not ${catalogFileName(man.id)}`);
+  }
+  if (man.parent === man.id) wrong('it names itself as its parent');
+  return man;
 }
 
 /** Backup ids sort by time: 20261125T174501Z-3fa9c2. */
@@ -206,5 +167,3 @@ export function newBackupId(now: Date, random: string): string {
     .replace(/\.\d+Z$/, 'Z');
   return `${iso}-${random}`;
 }
-
-export const BACKUP_ID_PATTERN = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;

@@ -12,17 +12,18 @@
  * while its holder still runs. A lock lasts until release() or process exit
  * (libuv opens every file with O_CLOEXEC, so child processes do not inherit it).
  */
-import { close, constants as fsc, ftruncate, open, read, write } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { close, constants as fsc, fstat, ftruncate, open, read, write } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { LowtideError } from '../errors.js';
 import { native } from '../native.js';
-import { repoWriteError } from './files.js';
+import { checkDirectory, fileKind, repoWriteError } from './files.js';
+import { LOCK_FILE, LOCKS_DIR } from './format.js';
 
 const openFd = promisify(open);
 const closeFd = promisify(close);
+const fstatFd = promisify(fstat);
 const truncateFd = promisify(ftruncate);
 const readFd = promisify(read);
 const writeFd = promisify(write) as (fd: number, data: string, position: number) => Promise<unknown>;
@@ -30,6 +31,8 @@ const writeFd = promisify(write) as (fd: number, data: string, position: number)
 export class WriteLock {
   #fd: number | undefined;
   #beforeRelease: (() => Promise<void>) | undefined;
+  /** Temporary files left in tmp/ by a writer that did not finish, removed when this lock was taken. */
+  staleFilesRemoved = { files: 0, bytes: 0 };
   constructor(
     readonly path: string,
     fd: number,
@@ -63,14 +66,67 @@ export class WriteLock {
   }
 }
 
-export async function acquireWriteLock(repoPath: string, purpose: string): Promise<WriteLock> {
-  const path = join(repoPath, 'locks', 'write.lock');
+/** Lock files larger than this are not a holder's note: refused as damaged. */
+const MAX_LOCK_FILE = 64 * 1024;
+
+/**
+ * Opens locks/write.lock, creating it if missing, and only as a regular file
+ * with one name, in a locks/ that is a directory: never through a symbolic
+ * link, never a FIFO or device (no wait), never a hard link to a file
+ * elsewhere (the lock file is truncated; that must not truncate anything
+ * outside the repository).
+ */
+async function openLockFile(repoPath: string): Promise<{ fd: number; path: string }> {
+  const dir = join(repoPath, LOCKS_DIR);
+  const path = join(dir, LOCK_FILE);
+  try {
+    await checkDirectory(dir, 'the lock directory', 'REPO_CORRUPT');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new LowtideError('REPO_CORRUPT', `the repository ${repoPath} has no ${LOCKS_DIR}/ directory`, {
+        path: dir,
+      });
+    }
+    throw repoWriteError(err, `checking ${dir}`);
+  }
   let fd: number;
   try {
-    fd = await openFd(path, fsc.O_RDWR | fsc.O_CREAT, 0o644);
+    fd = await openFd(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o644);
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') {
+      throw new LowtideError(
+        'REPO_CORRUPT',
+        `the writer lock ${path} is a symbolic link; lowtide follows no links inside a repository (remove it)`,
+        { path },
+      );
+    }
     throw repoWriteError(err, `opening ${path}`);
   }
+  let problem: string | undefined;
+  try {
+    const st = await fstatFd(fd);
+    if (!st.isFile()) problem = `is ${fileKind(st)}, not a regular file`;
+    else if (st.nlink !== 1) problem = `has ${st.nlink} names (hard links); it must have only its own`;
+    else if (st.size > MAX_LOCK_FILE) problem = `has ${st.size} bytes; a lock file holds one line`;
+  } catch (err) {
+    await closeFd(fd);
+    throw repoWriteError(err, `checking ${path}`);
+  }
+  if (problem !== undefined) {
+    await closeFd(fd);
+    throw new LowtideError('REPO_CORRUPT', `the writer lock ${path} ${problem} (remove it)`, { path });
+  }
+  return { fd, path };
+}
+
+async function readContent(fd: number): Promise<string> {
+  const buf = Buffer.alloc(MAX_LOCK_FILE);
+  const { bytesRead } = await readFd(fd, buf, 0, buf.length, 0);
+  return buf.subarray(0, bytesRead).toString('utf8');
+}
+
+export async function acquireWriteLock(repoPath: string, purpose: string): Promise<WriteLock> {
+  const { fd, path } = await openLockFile(repoPath);
   let locked: boolean;
   try {
     locked = native.tryLockExclusive(fd);
@@ -79,26 +135,20 @@ export async function acquireWriteLock(repoPath: string, purpose: string): Promi
     throw err;
   }
   if (!locked) {
-    await closeFd(fd);
     let holder = 'another process';
     try {
-      const info = JSON.parse(await readFile(path, 'utf8')) as {
-        pid: number;
-        host: string;
-        purpose: string;
-        since: string;
-      };
+      const info = JSON.parse(await readContent(fd)) as { pid: number; host: string; purpose: string; since: string };
       holder = `${info.purpose} (pid ${info.pid} on ${info.host}, since ${info.since})`;
     } catch {
       /* the holder has not written its details yet */
     }
+    await closeFd(fd);
     throw new LowtideError('REPO_LOCKED', `the repository is in use by ${holder}`, { path });
   }
   let staleHolder: string | undefined;
   try {
-    const previous = Buffer.alloc(4096);
-    const bytesRead = (await readFd(fd, previous, 0, previous.length, 0)).bytesRead;
-    if (bytesRead > 0) staleHolder = previous.subarray(0, bytesRead).toString('utf8');
+    const previous = await readContent(fd);
+    if (previous.length > 0) staleHolder = previous;
     await truncateFd(fd, 0);
     await writeFd(
       fd,

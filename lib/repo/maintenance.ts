@@ -10,21 +10,46 @@
  * same time; a restore of a kept backup can run concurrently (its chunks are
  * never removed). A restore of a backup being pruned may fail with CHUNK_MISSING.
  */
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { functionOption, integerOption, objectOption, signalOption } from '../options.js';
-import { BACKUP_ID_PATTERN, CHUNKS_DIR, type Manifest } from './format.js';
+import { openRegularFile } from './files.js';
+import {
+  BACKUP_ID_PATTERN,
+  CHUNKS_DIR,
+  DIGEST_SIZE,
+  INDEX_HEADER_SIZE,
+  indexFileName,
+  parseIndexHeader,
+  ZERO_DIGEST,
+  type Manifest,
+} from './format.js';
 import type { Repository } from './repository.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const PARALLEL = 4;
 
-async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path: string }> {
+/**
+ * The entries of the chunk store, by prefix directory. `unexpected` says why
+ * an entry cannot be a chunk without opening it: a prefix entry that is not a
+ * directory (a link, a file) is yielded once and not entered.
+ */
+async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path: string; unexpected?: string }> {
   const root = join(repo.path, CHUNKS_DIR);
-  for (const prefix of (await readdir(root)).sort()) {
-    const dir = join(root, prefix);
-    for (const name of (await readdir(dir)).sort()) yield { hex: name, path: join(dir, name) };
+  for (const prefix of (await readdir(root, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const dir = join(root, prefix.name);
+    if (!prefix.isDirectory()) {
+      yield { hex: prefix.name, path: dir, unexpected: `${dir} in the chunk store is not a directory` };
+      continue;
+    }
+    for (const d of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const path = join(dir, d.name);
+      if (!HEX64.test(d.name)) yield { hex: d.name, path, unexpected: `unexpected file ${path} in the chunk store` };
+      else if (d.name.slice(0, 2) !== prefix.name)
+        yield { hex: d.name, path, unexpected: `chunk ${path} is in the wrong directory` };
+      else yield { hex: d.name, path };
+    }
   }
 }
 
@@ -92,9 +117,9 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
   await mapLimit(
     chunkFiles(repo),
     PARALLEL,
-    async ({ hex, path }) => {
-      if (!HEX64.test(hex)) {
-        corrupt.set(hex, `unexpected file ${path} in the chunk store`);
+    async ({ hex, unexpected }) => {
+      if (unexpected !== undefined) {
+        corrupt.set(hex, unexpected);
         return;
       }
       present.add(hex);
@@ -180,9 +205,59 @@ export interface PruneOptions {
 export interface PruneReport {
   kept: string[];
   removed: string[];
+  /**
+   * Backups whose manifest cannot be read: never removed, and the chunks their
+   * chunk index names are kept (prune refuses to run when that index cannot
+   * be read either).
+   */
+  damaged: { id: string; message: string }[];
   chunksRemoved: number;
   bytesFreed: number;
+  /** Temporary files a writer that did not finish had left in tmp/, removed when the lock was taken. */
+  staleFilesRemoved: { files: number; bytes: number };
   dryRun: boolean;
+}
+
+/**
+ * The chunks named by backups/<id>.index, read without its manifest (for a
+ * backup whose manifest is damaged): the header says how many entries there
+ * are, and the file must hold exactly that many. The digest cannot be checked.
+ */
+async function chunksOfIndex(repo: Repository, id: string, into: Set<string>): Promise<void> {
+  const path = join(repo.backupsDir, indexFileName(id));
+  const what = `the chunk index of backup ${id}`;
+  let opened;
+  try {
+    opened = await openRegularFile(path, what, 'REPO_CORRUPT');
+  } catch (err) {
+    throw toLowtideError(err, 'REPO_CORRUPT', `opening ${what}`);
+  }
+  const { fh, size } = opened;
+  try {
+    const header = Buffer.alloc(INDEX_HEADER_SIZE);
+    const { bytesRead } = await fh.read(header, 0, INDEX_HEADER_SIZE, 0);
+    const { chunkCount } = parseIndexHeader(header.subarray(0, bytesRead), path);
+    if (size !== INDEX_HEADER_SIZE + DIGEST_SIZE * chunkCount) {
+      throw new LowtideError(
+        'REPO_CORRUPT',
+        `${what} (${path}) has ${size} bytes, its header says ${chunkCount} chunks`,
+        { path },
+      );
+    }
+    const buf = Buffer.alloc(4096 * DIGEST_SIZE);
+    for (let position = INDEX_HEADER_SIZE; position < size;) {
+      const n = (await fh.read(buf, 0, Math.min(buf.length, size - position), position)).bytesRead;
+      if (n === 0 || n % DIGEST_SIZE !== 0)
+        throw new LowtideError('REPO_CORRUPT', `${what} (${path}) is truncated`, { path });
+      for (let o = 0; o < n; o += DIGEST_SIZE) {
+        const e = buf.subarray(o, o + DIGEST_SIZE);
+        if (!e.equals(ZERO_DIGEST)) into.add(e.toString('hex'));
+      }
+      position += n;
+    }
+  } finally {
+    await fh.close();
+  }
 }
 
 function isoWeek(d: Date): string {
@@ -243,24 +318,37 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
   const signal = signalOption('signal', opts.signal);
   const lock = await repo.lock('lowtide prune');
   try {
-    const { backups, damaged } = await repo.listBackups();
-    if (damaged.length > 0) {
-      throw new LowtideError(
-        'REPO_CORRUPT',
-        `cannot prune while manifests are unreadable (${damaged.map((d) => d.id).join(', ')}): their chunks would be removed; run verify`,
-      );
+    const { backups, damaged: unreadable } = await repo.listBackups();
+    // A backup whose manifest cannot be read stays, and so do the chunks its
+    // index names: without them it could never be repaired. If that index
+    // cannot be read either, nothing is removed (its chunks are unknown).
+    const live = new Set<string>();
+    const damaged: { id: string; message: string }[] = [];
+    const held = new Set<string>();
+    for (const d of unreadable) {
+      damaged.push({ id: d.id, message: d.error.message });
+      if (!BACKUP_ID_PATTERN.test(d.id)) continue; // not named like a backup: there is no index of it
+      try {
+        await chunksOfIndex(repo, d.id, live);
+      } catch (err) {
+        throw new LowtideError(
+          'REPO_CORRUPT',
+          `cannot prune: the manifest of backup ${d.id} is unreadable (${d.error.message}) and so is its chunk index (${toLowtideError(err, 'REPO_CORRUPT').message}); the chunks it needs are unknown, so nothing is removed; run verify`,
+          { cause: err },
+        );
+      }
+      held.add(d.id);
     }
     const keep = selectKept(backups, { keepLast, keepDaily, keepWeekly });
     const removed = backups.filter((b) => !keep.has(b.id)).map((b) => b.id);
-    if (dryRun) return { kept: [...keep].sort(), removed, chunksRemoved: 0, bytesFreed: 0, dryRun };
-    for (const id of removed) await repo.deleteBackup(id);
+    const staleFilesRemoved = lock.staleFilesRemoved;
+    if (dryRun)
+      return { kept: [...keep].sort(), removed, damaged, chunksRemoved: 0, bytesFreed: 0, staleFilesRemoved, dryRun };
 
-    // Mark: every chunk a remaining backup needs.
-    const live = new Set<string>();
-    const indexFiles = new Set<string>();
+    // Mark: every chunk a remaining backup needs; a damaged kept index stops
+    // the prune before anything is removed.
     for (const m of backups.filter((b) => keep.has(b.id))) {
-      indexFiles.add(m.index.file);
-      if (m.catalog) indexFiles.add(m.catalog.file);
+      held.add(m.id);
       const index = await repo.openIndex(m);
       try {
         for (let i = 0; i < m.chunkCount; i++) {
@@ -272,15 +360,20 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
         await index.close();
       }
     }
-    // Sweep chunks, and chunk indexes whose manifest is gone (a crashed backup).
+    for (const id of removed) await repo.deleteBackup(id);
+
+    // Sweep chunks, and chunk indexes and catalogs whose manifest is gone (a
+    // crashed backup). Only names the format gives are removed; unlink never
+    // follows a link.
     let chunksRemoved = 0;
     let bytesFreed = 0;
     await mapLimit(
       chunkFiles(repo),
       PARALLEL,
-      async ({ hex, path }) => {
-        if (live.has(hex) || !HEX64.test(hex)) return;
-        const st = await stat(path);
+      async ({ hex, path, unexpected }) => {
+        if (unexpected !== undefined || live.has(hex)) return;
+        const st = await lstat(path);
+        if (!st.isFile() && !st.isSymbolicLink()) return;
         await unlink(path);
         chunksRemoved++;
         bytesFreed += st.size;
@@ -289,11 +382,11 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
     );
     for (const name of await readdir(repo.backupsDir)) {
       const id = name.replace(/\.(index|catalog)$/, '');
-      if (id !== name && BACKUP_ID_PATTERN.test(id) && !indexFiles.has(name)) {
+      if (id !== name && BACKUP_ID_PATTERN.test(id) && !held.has(id)) {
         await unlink(join(repo.backupsDir, name)).catch(() => undefined);
       }
     }
-    return { kept: [...keep].sort(), removed, chunksRemoved, bytesFreed, dryRun };
+    return { kept: [...keep].sort(), removed, damaged, chunksRemoved, bytesFreed, staleFilesRemoved, dryRun };
   } finally {
     await lock.release();
   }

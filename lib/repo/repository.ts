@@ -4,16 +4,26 @@
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { LowtideError, toLowtideError } from '../errors.js';
+import { LowtideError, toLowtideError, type ErrorCode } from '../errors.js';
 import { native } from '../native.js';
 import { integerOption, objectOption, stringOption } from '../options.js';
 import { decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
-import { repoWriteError, syncDir, tempName, writeAtomic, writeFully } from './files.js';
+import {
+  checkDirectory,
+  openRegularFile,
+  repoWriteError,
+  syncDir,
+  TEMP_NAME_PATTERN,
+  tempName,
+  writeAtomic,
+  writeFully,
+} from './files.js';
 import {
   BACKUP_ID_PATTERN,
   BACKUPS_DIR,
+  catalogFileName,
   CHUNK_HEADER_SIZE,
   CHUNKS_DIR,
   ChunkEncoding,
@@ -22,8 +32,10 @@ import {
   DEFAULT_ZSTD_LEVEL,
   DIGEST_SIZE,
   INDEX_HEADER_SIZE,
+  indexFileName,
   indexHeader,
   LOCKS_DIR,
+  manifestFileName,
   MAX_CHUNK_SIZE,
   MIN_CHUNK_SIZE,
   parseChunkHeader,
@@ -102,23 +114,66 @@ export async function initRepository(path: string, options: InitOptions = {}): P
 export async function openRepository(path: string): Promise<Repository> {
   stringOption('repository', path);
   const root = resolve(path);
+  const configPath = join(root, CONFIG_FILE);
   let text: string;
   try {
-    text = await readFile(join(root, CONFIG_FILE), 'utf8');
+    text = await readSmallFile(configPath, 'the repository configuration', 'REPO_FORMAT', MAX_CONFIG_BYTES);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
       throw new LowtideError('REPO_NOT_FOUND', `no lowtide repository at ${root} (run \`lowtide init ${path}\` first)`);
     }
-    throw toLowtideError(err, 'REPO_FORMAT', `reading ${join(root, CONFIG_FILE)}`);
+    throw toLowtideError(err, 'REPO_FORMAT', `reading ${configPath}`);
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch {
-    throw new LowtideError('REPO_FORMAT', `${join(root, CONFIG_FILE)} is not valid JSON`);
+    throw new LowtideError('REPO_FORMAT', `${configPath} is not valid JSON`);
   }
-  return new Repository(root, validateConfig(raw, join(root, CONFIG_FILE)));
+  const config = validateConfig(raw, configPath);
+  // What readers need besides the configuration; tmp/ and locks/ are checked by writers (lock()).
+  for (const d of [CHUNKS_DIR, BACKUPS_DIR]) await requireDirectory(root, d);
+  return new Repository(root, config);
+}
+
+/** Largest config.json read: it is a few hundred bytes. */
+const MAX_CONFIG_BYTES = 64 * 1024;
+/**
+ * Largest manifest read. A manifest holds its backup's extent list, long for
+ * a fragmented file system (about 45 bytes per extent as written); this is
+ * about the longest string JavaScript can hold.
+ */
+const MAX_MANIFEST_BYTES = 512 * 1024 * 1024;
+
+/** A subdirectory of the repository, which must be a directory and not a link (REPO_CORRUPT otherwise). */
+async function requireDirectory(root: string, name: string): Promise<void> {
+  const path = join(root, name);
+  try {
+    await checkDirectory(path, `${name}/ of the repository`, 'REPO_CORRUPT');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new LowtideError('REPO_CORRUPT', `the repository ${root} has no ${name}/ directory`, { path });
+    }
+    throw toLowtideError(err, 'REPO_CORRUPT', `checking ${path}`);
+  }
+}
+
+/** A whole small file inside the repository as UTF-8: a regular file, not a link, at most maxBytes. */
+async function readSmallFile(path: string, what: string, code: ErrorCode, maxBytes: number): Promise<string> {
+  const { fh, size } = await openRegularFile(path, what, code, maxBytes);
+  try {
+    const buf = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      const { bytesRead } = await fh.read(buf, done, size - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf.toString('utf8', 0, done);
+  } finally {
+    await fh.close();
+  }
 }
 
 export interface StoredChunk {
@@ -131,6 +186,8 @@ export interface StoredChunk {
 export class Repository {
   /** Chunk directories this instance renamed chunks into and has not synced yet. */
   readonly #unsyncedDirs = new Set<string>();
+  /** Chunk directories (chunks/xx) found to be directories; readers check each once. */
+  readonly #checkedPrefixes = new Set<string>();
 
   constructor(
     readonly path: string,
@@ -147,6 +204,15 @@ export class Repository {
 
   get backupsDir(): string {
     return join(this.path, BACKUPS_DIR);
+  }
+
+  /** backups/<id>.catalog of a backup (the name is derived from its checked id, never read from a file). */
+  catalogPath(manifest: Manifest): string {
+    return join(this.backupsDir, catalogFileName(checkedId(manifest.id)));
+  }
+
+  indexPath(manifest: Manifest): string {
+    return join(this.backupsDir, indexFileName(checkedId(manifest.id)));
   }
 
   chunkDir(hex: string): string {
@@ -168,11 +234,23 @@ export class Repository {
   async lock(purpose: string): Promise<WriteLock> {
     const lock = await acquireWriteLock(this.path, purpose);
     try {
-      if (lock.staleHolder !== undefined) {
-        const dirs = await readdir(join(this.path, CHUNKS_DIR), { withFileTypes: true });
-        await this.syncChunkDirs(dirs.filter((d) => d.isDirectory()).map((d) => d.name));
+      // Everything a writer writes into or deletes from must be a directory
+      // of the repository, not a link to one elsewhere.
+      for (const d of [TMP_DIR, CHUNKS_DIR, BACKUPS_DIR]) await requireDirectory(this.path, d);
+      const prefixes: string[] = [];
+      for (const d of await readdir(join(this.path, CHUNKS_DIR), { withFileTypes: true })) {
+        if (d.isDirectory()) prefixes.push(d.name);
+        else if (PREFIX.test(d.name)) {
+          const path = join(this.path, CHUNKS_DIR, d.name);
+          throw new LowtideError(
+            'REPO_CORRUPT',
+            `chunk directory ${CHUNKS_DIR}/${d.name} (${path}) is not a directory; lowtide follows no links inside a repository`,
+            { path },
+          );
+        }
       }
-      for (const f of await readdir(this.tmpDir)) await unlink(join(this.tmpDir, f)).catch(() => undefined);
+      if (lock.staleHolder !== undefined) await this.syncChunkDirs(prefixes);
+      lock.staleFilesRemoved = await this.#removeTemporaryFiles();
     } catch (err) {
       await lock.abandon();
       throw repoWriteError(err, `preparing ${this.path} for writing`);
@@ -183,10 +261,35 @@ export class Repository {
     return lock;
   }
 
+  /**
+   * Removes the temporary files in tmp/ (a writer that was killed leaves
+   * them): regular files named as lowtide names them, nothing else. tmp/ was
+   * checked to be a directory of the repository, and unlink never follows a
+   * link, so nothing outside the repository is touched.
+   */
+  async #removeTemporaryFiles(): Promise<{ files: number; bytes: number }> {
+    let files = 0;
+    let bytes = 0;
+    for (const d of await readdir(this.tmpDir, { withFileTypes: true })) {
+      if (!d.isFile() || !TEMP_NAME_PATTERN.test(d.name)) continue;
+      const path = join(this.tmpDir, d.name);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      try {
+        await unlink(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      files++;
+      bytes += st.size;
+    }
+    return { files, bytes };
+  }
+
   async hasChunk(hex: string): Promise<boolean> {
     try {
-      await stat(this.chunkPath(hex));
-      return true;
+      return (await lstat(this.chunkPath(hex))).isFile();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw toLowtideError(err, 'IO_ERROR', `checking chunk ${hex}`);
@@ -267,7 +370,8 @@ export class Repository {
       taken.push(file);
       let size: number;
       try {
-        size = await readWhole(path, file);
+        await this.#checkPrefix(hex);
+        size = await readWhole(path, file, `chunk ${hex}`);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           throw new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
@@ -322,6 +426,19 @@ export class Repository {
     }
   }
 
+  /** chunks/xx/ must be a directory, not a link; checked once per prefix. A missing one passes (the chunk is missing). */
+  async #checkPrefix(hex: string): Promise<void> {
+    if (!HEX64.test(hex))
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `chunk: expected 64 lowercase hex characters, got ${JSON.stringify(hex)}`,
+      );
+    const prefix = hex.slice(0, 2);
+    if (this.#checkedPrefixes.has(prefix)) return;
+    await checkDirectory(this.chunkDir(hex), `chunk directory ${CHUNKS_DIR}/${prefix}`, 'CHUNK_CORRUPT');
+    this.#checkedPrefixes.add(prefix);
+  }
+
   /** All backups, oldest first. Manifests that cannot be read are reported in `damaged`. */
   async listBackups(): Promise<{ backups: Manifest[]; damaged: { id: string; error: LowtideError }[] }> {
     let names: string[];
@@ -334,6 +451,14 @@ export class Repository {
     const damaged: { id: string; error: LowtideError }[] = [];
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
       const id = n.slice(0, -5);
+      if (!BACKUP_ID_PATTERN.test(id)) {
+        const path = join(this.backupsDir, n);
+        damaged.push({
+          id,
+          error: new LowtideError('REPO_CORRUPT', `${path} is not a backup: its name is not a backup id`, { path }),
+        });
+        continue;
+      }
       try {
         backups.push(await this.readManifest(id));
       } catch (err) {
@@ -359,10 +484,10 @@ export class Repository {
         `no backup ${JSON.stringify(id)} in ${this.path} (ids look like 20261125T174501Z-3fa9c2)`,
       );
     }
-    const path = join(this.backupsDir, `${id}.json`);
+    const path = join(this.backupsDir, manifestFileName(id));
     let text: string;
     try {
-      text = await readFile(path, 'utf8');
+      text = await readSmallFile(path, `the manifest of backup ${id}`, 'REPO_CORRUPT', MAX_MANIFEST_BYTES);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new LowtideError('BACKUP_NOT_FOUND', `no backup ${id} in ${this.path}`);
@@ -375,19 +500,27 @@ export class Repository {
     } catch {
       throw new LowtideError('REPO_CORRUPT', `${path} is not valid JSON`, { path });
     }
-    const m = validateManifest(raw, path);
-    if (m.id !== id) throw new LowtideError('REPO_CORRUPT', `${path} names backup ${m.id}`, { path });
-    return m;
+    return validateManifest(raw, path, id);
   }
 
   /** Opens a backup's chunk index for sequential reading, checking its header. */
   async openIndex(m: Manifest): Promise<IndexReader> {
-    const path = join(this.backupsDir, m.index.file);
+    const path = this.indexPath(m);
+    const what = `the chunk index of backup ${m.id}`;
+    const expected = INDEX_HEADER_SIZE + DIGEST_SIZE * m.chunkCount;
     let fh: FileHandle;
     try {
-      fh = await open(path, fsc.O_RDONLY);
+      let size: number;
+      ({ fh, size } = await openRegularFile(path, what, 'REPO_CORRUPT'));
+      if (size !== expected) {
+        await fh.close();
+        throw new LowtideError('REPO_CORRUPT', `${what} (${path}) has ${size} bytes, expected ${expected}`, { path });
+      }
     } catch (err) {
-      throw toLowtideError(err, 'REPO_CORRUPT', `opening the chunk index of backup ${m.id}`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new LowtideError('REPO_CORRUPT', `${what} (${path}) is missing`, { path, cause: err });
+      }
+      throw toLowtideError(err, 'REPO_CORRUPT', `opening ${what}`);
     }
     const reader = new IndexReader(fh, path, m);
     try {
@@ -420,7 +553,7 @@ export class Repository {
    * directory synced again. A manifest never becomes durable before its index.
    */
   async commitBackup(manifest: Manifest, index: IndexWriter): Promise<void> {
-    const finalIndex = join(this.backupsDir, manifest.index.file);
+    const finalIndex = this.indexPath(manifest);
     await index.finish(finalIndex);
     try {
       await syncDir(this.backupsDir);
@@ -429,20 +562,27 @@ export class Repository {
     }
     await writeAtomic(
       this.tmpDir,
-      join(this.backupsDir, `${manifest.id}.json`),
+      join(this.backupsDir, manifestFileName(manifest.id)),
       [Buffer.from(JSON.stringify(manifest, null, 2) + '\n')],
       { dir: this.backupsDir },
     );
   }
 
-  /** Removes a backup's manifest (first: the backup is gone at once) and its index. */
+  /**
+   * Removes a backup's manifest (first: the backup is gone at once), then its
+   * index and catalog. Every name is derived from the checked id; unlink never
+   * follows a link, so nothing outside backups/ is removed.
+   */
   async deleteBackup(id: string): Promise<void> {
     const m = await this.readManifest(id);
     try {
-      await unlink(join(this.backupsDir, `${m.id}.json`));
+      await unlink(join(this.backupsDir, manifestFileName(m.id)));
       await syncDir(this.backupsDir);
-      await rm(join(this.backupsDir, m.index.file), { force: true });
-      if (m.catalog) await rm(join(this.backupsDir, m.catalog.file), { force: true });
+      for (const name of [indexFileName(m.id), catalogFileName(m.id)]) {
+        await unlink(join(this.backupsDir, name)).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        });
+      }
     } catch (err) {
       throw repoWriteError(err, `deleting backup ${id}`);
     }
@@ -456,10 +596,9 @@ const INDEX_READ_ENTRIES = 4096;
  * returns its true size (from fstat) after filling `buf`, so the caller can
  * tell it did not fit.
  */
-async function readWhole(path: string, buf: Buffer): Promise<number> {
-  const fh = await open(path, 'r');
+async function readWhole(path: string, buf: Buffer, what: string): Promise<number> {
+  const { fh, size } = await openRegularFile(path, what, 'CHUNK_CORRUPT');
   try {
-    const { size } = await fh.stat();
     const want = Math.min(size, buf.length);
     let done = 0;
     while (done < want) {
@@ -472,6 +611,15 @@ async function readWhole(path: string, buf: Buffer): Promise<number> {
     await fh.close();
   }
 }
+const HEX64 = /^[0-9a-f]{64}$/;
+const PREFIX = /^[0-9a-f]{2}$/;
+
+/** An id used to name a file: it must be a backup id (never a path). */
+function checkedId(id: string): string {
+  if (!BACKUP_ID_PATTERN.test(id)) throw new LowtideError('INTERNAL', `not a backup id: ${JSON.stringify(id)}`);
+  return id;
+}
+
 /** Chunk directories synced at once before a manifest is written. */
 const SYNC_DIRS_AT_ONCE = 8;
 
@@ -538,6 +686,17 @@ export class IndexReader {
         path: this.path,
       });
     }
+  }
+
+  /** The entry of chunk `i` read where it is (random access, after verify()); null for a zero chunk. */
+  async entryAt(i: number): Promise<Buffer | null> {
+    const b = Buffer.alloc(DIGEST_SIZE);
+    const { bytesRead } = await this.fh.read(b, 0, DIGEST_SIZE, INDEX_HEADER_SIZE + i * DIGEST_SIZE);
+    if (bytesRead !== DIGEST_SIZE)
+      throw new LowtideError('REPO_CORRUPT', `the chunk index of backup ${this.manifest.id} is truncated`, {
+        path: this.path,
+      });
+    return b.equals(ZERO_DIGEST) ? null : b;
   }
 
   async close(): Promise<void> {

@@ -750,7 +750,7 @@ describe('damaged repository files', () => {
     expect(r2.damagedBackups).toEqual([a.id]);
   });
 
-  it('an unreadable manifest: list marks it DAMAGED, verify exits 3 naming it, prune refuses and removes nothing', async () => {
+  it('an unreadable manifest: list marks it DAMAGED, verify exits 3 naming it, prune keeps it and every chunk its index names', async () => {
     const { repoPath, a, b } = await twoBackups('bad-manifest');
     writeFileSync(join(repoPath, 'backups', `${a.id}.json`), '{"format": "lowtide-backup", "version": 1, "id"');
     const list = lowtide(['list', '--repo', repoPath]);
@@ -762,11 +762,17 @@ describe('damaged repository files', () => {
     expect(v.stdout).toContain(`damaged backup ${a.id}: `);
     const chunks = chunkFileCount(repoPath);
     const p = lowtide(['prune', '--repo', repoPath, '--keep-last', '1']);
-    expect(p.status).toBe(1);
-    expect(p.stderr).toContain('[REPO_CORRUPT]');
-    expect(p.stderr).toContain(a.id);
+    expect(p.status).toBe(0);
+    expect(p.stderr).toContain(`lowtide: warning: kept backup ${a.id} and its chunks: `);
     expect(chunkFileCount(repoPath)).toBe(chunks);
     expect(manifestsIn(repoPath).sort()).toEqual([`${a.id}.json`, `${b.id}.json`].sort());
+    // With its index unreadable too, the chunks it needs are unknown: prune refuses and removes nothing.
+    writeFileSync(join(repoPath, 'backups', `${a.id}.index`), 'damaged');
+    const p2 = lowtide(['prune', '--repo', repoPath, '--keep-last', '1']);
+    expect(p2.status).toBe(1);
+    expect(p2.stderr).toContain('[REPO_CORRUPT]');
+    expect(p2.stderr).toContain(a.id);
+    expect(chunkFileCount(repoPath)).toBe(chunks);
   });
 
   it('a chunk lost from the repository is stored again by the next backup that reads it: that backup is complete, and the old one is whole again', async () => {

@@ -94,6 +94,11 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
       }),
     ),
   );
+  const stale = result.staleFilesRemoved;
+  if (stale.files > 0)
+    printWarnings([
+      `removed ${stale.files} temporary files (${formatBytes(stale.bytes)}) that an unfinished earlier run left in the repository`,
+    ]);
   if (o.json === true) printJson({ ...result.manifest, figures: backupFigures(result.manifest) });
   else printBackupSummary(result);
 }

@@ -2,7 +2,7 @@
 import { Option, type Command } from 'commander';
 import { openRepository, pruneRepository } from '../../index.js';
 import { intArg } from '../args.js';
-import { printJson } from '../output.js';
+import { printJson, printWarnings } from '../output.js';
 import { formatBytes } from '../progress.js';
 
 export function addPruneCommand(program: Command): void {
@@ -35,6 +35,12 @@ export function addPruneCommand(program: Command): void {
         keepWeekly: o.keepWeekly as number | undefined,
         dryRun: o.dryRun === true,
       });
+      const stale = r.staleFilesRemoved;
+      if (stale.files > 0)
+        printWarnings([
+          `removed ${stale.files} temporary files (${formatBytes(stale.bytes)}) that an unfinished earlier run left in the repository`,
+        ]);
+      printWarnings(r.damaged.map((d) => `kept backup ${d.id} and its chunks: ${d.message}`));
       if (o.json === true) {
         printJson(r);
       } else {

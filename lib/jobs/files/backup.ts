@@ -3,7 +3,6 @@
  * extracting reads only the chunks under the files' extents.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
 import { LowtideError } from '../../errors.js';
 import { objectOption, stringOption } from '../../options.js';
 import { readCatalog, type CatalogEntry } from '../../repo/catalog.js';
@@ -51,7 +50,7 @@ async function backupCatalog(
       `backup ${manifest.id} has no file catalog (it holds no FAT volume that was read by used blocks)`,
     );
   }
-  return { repo, manifest, path: join(repo.backupsDir, manifest.catalog.file), sha256: manifest.catalog.sha256 };
+  return { repo, manifest, path: repo.catalogPath(manifest), sha256: manifest.catalog.sha256 };
 }
 
 /** Chooses the partition like openVolume does: the only one, or the one asked for. */
@@ -77,7 +76,7 @@ function pickPartition(entries: CatalogEntry[], wanted: number | undefined, id: 
 async function catalogEntries(choice: BackupChoice, partition: number | undefined) {
   const c = await backupCatalog(choice);
   const all: CatalogEntry[] = [];
-  for await (const e of readCatalog(c.path, c.sha256)) all.push(e);
+  for await (const e of readCatalog(c.path, c.sha256, c.manifest.size)) all.push(e);
   const picked = pickPartition(all, partition, c.manifest.id);
   return { ...c, entries: all.filter((e) => e.partition === picked) };
 }
