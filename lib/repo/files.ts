@@ -153,3 +153,41 @@ export async function writeAtomic(
     if (!done) await unlink(tmp).catch(() => undefined);
   }
 }
+
+/** A whole small file inside the repository as UTF-8: a regular file, not a link, at most maxBytes. */
+export async function readSmallFile(path: string, what: string, code: ErrorCode, maxBytes: number): Promise<string> {
+  const { fh, size } = await openRegularFile(path, what, code, maxBytes);
+  try {
+    const buf = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      const { bytesRead } = await fh.read(buf, done, size - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf.toString('utf8', 0, done);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Reads a whole file into `buf`; returns its size. A file larger than `buf`
+ * returns its true size (from fstat) after filling `buf`, so the caller can
+ * tell it did not fit.
+ */
+export async function readWhole(path: string, buf: Buffer, what: string): Promise<number> {
+  const { fh, size } = await openRegularFile(path, what, 'CHUNK_CORRUPT');
+  try {
+    const want = Math.min(size, buf.length);
+    let done = 0;
+    while (done < want) {
+      const { bytesRead } = await fh.read(buf, done, want - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return size > buf.length ? size : done;
+  } finally {
+    await fh.close();
+  }
+}
