@@ -58,8 +58,9 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
       const err = await extractFromBackup(repo, b.id, name, dest, { signal: AbortSignal.timeout(5000) }).catch(
         (e: unknown) => e,
       );
+      // The catalog's own check finds it when the repository is read.
       expect(err).toMatchObject({ code: 'REPO_CORRUPT' });
-      expect((err as Error).message).toContain('outside the');
+      expect((err as Error).message).toMatch(/past the image's end|outside the/);
       expect(Date.now() - started).toBeLessThan(4000);
       expect(existsSync(dest)).toBe(false);
     }
@@ -149,12 +150,12 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     };
     for (const [path, why] of [
       ['/a\u0007b', 'control character'],
-      ['/d/../../escape', '".."'],
+      ['/d/../../escape', "'..'"],
     ] as const) {
       await rewriteCatalog(repo, b.id, [{ ...base, path }]);
       const out = work.path(`plain-out-${why.length}`);
       const err = await extractFromBackup(repo, b.id, '/', out).catch((e: unknown) => e);
-      expect(err).toMatchObject({ code: 'FAT_CORRUPT' });
+      expect(err).toMatchObject({ code: 'REPO_CORRUPT' });
       expect((err as Error).message).toContain(why);
       expect(existsSync(work.path('escape'))).toBe(false);
     }
