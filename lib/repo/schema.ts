@@ -36,7 +36,7 @@ const chunkSize = v.pipe(
   ),
 );
 
-/** [offset, length] pairs of non-negative safe integers, lengths above zero (checked in one loop: lists can be long). */
+// [offset, length] pairs of non-negative safe integers, lengths above zero (checked in one loop: lists can be long).
 function isExtentList(x: unknown): x is [number, number][] {
   if (!Array.isArray(x)) return false;
   for (const e of x as unknown[]) {
@@ -52,11 +52,11 @@ const extents = v.custom<[number, number][]>(isExtentList, 'expected a list of [
 export const RepoConfigSchema = v.object({
   format: v.literal('lowtide-repository'),
   version: v.number(),
-  /** Random UUID of the repository (informational). */
+  // Random UUID of the repository (informational).
   id: v.string(),
-  /** ISO 8601 time of init (informational). */
+  // ISO 8601 time of init (informational).
   created: v.string(),
-  /** Bytes per chunk for new backups. */
+  // Bytes per chunk for new backups.
   chunkSize,
   hash: v.literal('sha256'),
   compression: v.object({
@@ -66,26 +66,26 @@ export const RepoConfigSchema = v.object({
 });
 
 export const SourceIdentitySchema = v.object({
-  /** The path given to the backup. */
+  // The path given to the backup.
   path: v.string(),
-  /** Resolved path (symlinks followed). */
+  // Resolved path (symlinks followed).
   realPath: v.string(),
   kind: v.picklist(['file', 'block']),
   size: count,
 });
 
 export const BackupStatsSchema = v.object({
-  /** Bytes read from the source. */
+  // Bytes read from the source.
   bytesRead: count,
-  /** Plain bytes of chunks stored by this backup. */
+  // Plain bytes of chunks stored by this backup.
   bytesNew: count,
-  /** Bytes those chunks take in the repository (compressed, with headers). */
+  // Bytes those chunks take in the repository (compressed, with headers).
   bytesStored: count,
   chunks: count,
   chunksZero: count,
   chunksNew: count,
   chunksReused: count,
-  /** Chunks taken from the parent without reading (changed-extent backups). */
+  // Chunks taken from the parent without reading (changed-extent backups).
   chunksFromParent: count,
 });
 
@@ -98,15 +98,15 @@ export const ManifestSchema = v.object({
   size: count,
   chunkSize,
   chunkCount: count,
-  /** backups/<id>.index and the SHA-256 of that whole file. */
+  // backups/<id>.index and the SHA-256 of that whole file.
   index: v.object({ file: v.string(), sha256: digest }),
-  /** How the extents to read were chosen. */
+  // How the extents to read were chosen.
   plan: v.object({
     mode: v.picklist(['all', 'used', 'changed']),
-    /** The extents that were read, as [offset, length] pairs. */
+    // The extents that were read, as [offset, length] pairs.
     extents,
   }),
-  /** Partitions and file systems as planned: table, per-partition mode and FAT numbers, exclusions, warnings. */
+  // Partitions and file systems as planned: table, per-partition mode and FAT numbers, exclusions, warnings.
   filesystems: v.looseObject({
     table: v.string(),
     partitions: v.array(v.unknown()),
@@ -120,13 +120,13 @@ export const ManifestSchema = v.object({
   latency: v.object({ count, meanMs: finite, p50Ms: finite, p99Ms: finite, maxMs: finite }),
   engine: v.string(),
   direct: v.boolean(),
-  /** The throttle's report (controller, target, delays, queue-depth and block-size distributions). */
+  // The throttle's report (controller, target, delays, queue-depth and block-size distributions).
   throttle: v.nullable(v.record(v.string(), v.unknown())),
-  /** backups/<id>.catalog: the files of the FAT volumes, for file-level restore; null when there are none. */
+  // backups/<id>.catalog: the files of the FAT volumes, for file-level restore; null when there are none.
   catalog: v.nullable(v.object({ file: v.string(), sha256: digest, entries: count })),
 });
 
-/** A path in a catalog: '/' and names, none empty, '.' or '..', no NUL or other control character. */
+// A path in a catalog: '/' and names, none empty, '.' or '..', no NUL or other control character.
 function isCatalogPath(p: string): boolean {
   if (!p.startsWith('/') || p.length < 2) return false;
   // eslint-disable-next-line no-control-regex
@@ -138,9 +138,9 @@ function isCatalogPath(p: string): boolean {
 }
 
 export const CatalogEntrySchema = v.object({
-  /** Partition number (0: a table-less disk). */
+  // Partition number (0: a table-less disk).
   partition: count,
-  /** Path from the volume root, '/'-separated, long names. */
+  // Path from the volume root, '/'-separated, long names.
   path: v.pipe(
     v.string(),
     v.check(isCatalogPath, "expected an absolute path of names (no empty, '.' or '..' name, no control character)"),
@@ -149,9 +149,9 @@ export const CatalogEntrySchema = v.object({
   size: count,
   isDirectory: v.boolean(),
   attributes: v.pipe(count, v.maxValue(255)),
-  /** ISO 8601 (FAT local time read as local time). */
+  // ISO 8601 (FAT local time read as local time).
   modified: v.string(),
-  /** File data on the image, in file order: [offset, length] pairs. Empty for directories and empty files. */
+  // File data on the image, in file order: [offset, length] pairs. Empty for directories and empty files.
   extents,
 });
 
@@ -166,7 +166,7 @@ function shown(x: unknown): string {
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
-/** "plan is missing; created: expected an ISO 8601 UTC time, got "yesterday"" (the first few problems). */
+// "plan is missing; created: expected an ISO 8601 UTC time, got "yesterday"" (the first few problems).
 export function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
   const parts = issues.slice(0, 3).map((i) => {
     const path = v.getDotPath(i) ?? '(the document)';
@@ -179,7 +179,7 @@ export function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string 
   return parts.join('; ');
 }
 
-/** Parses `raw` with `schema`, or throws `code` with `where` and what is wrong. */
+// Parses `raw` with `schema`, or throws `code` with `where` and what is wrong.
 export function parseWith<S extends v.GenericSchema>(
   schema: S,
   raw: unknown,
