@@ -78,8 +78,11 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
     // job's own allocation makes (a block bitmap) may be, now and then.
     expect(b.foreignWriteBytes).toBe(0);
     expect(b.endedByWrites).toBe(0);
-    expect(b.foreignIops).toBeLessThan(5);
-    expect(b.boostedMs).toBeGreaterThan(0.5 * r.seconds * 1000);
+    // Below canary.quietIops (20/s), the rate it takes for someone else at
+    // work; the job's own writes, counted as foreign, were hundreds a second.
+    expect(b.foreignIops).toBeLessThan(20);
+    // A short job spends its first checks finding the storage quiet.
+    expect(b.boostedMs).toBeGreaterThan(0.25 * r.seconds * 1000);
   }, 120_000);
 
   it('a writer beside it on the same storage is someone else: its writes are counted as such', async () => {
