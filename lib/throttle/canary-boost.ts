@@ -17,9 +17,12 @@
  * it mostly is. A check that sees a burst (3 of someone else's I/Os, at
  * more than `quietIops`) forgets the checks before it: whether that load has gone is for the
  * checks after it to tell.
- * - Not boosted, a check waits for `enterQuietMs` of drained time; it ends
- *   early once the test cannot pass. A boost starts at the end of a check
- *   when the horizon holds at least `quietChecks` checks and passes the test.
+ * - Not boosted, a check waits for `enterQuietMs` of drained time (50 ms
+ *   more when that brings the test within reach); it ends early once the
+ *   test cannot pass, or once it passes with this check's time (at least a
+ *   quarter of `enterQuietMs`) counted in. A boost starts
+ *   at the end of a check when the horizon holds at least `quietChecks`
+ *   checks and passes the test.
  * - Boosted, a check every `boostCheckEveryMs` waits `stayQuietMs`. The
  *   boost ends when a check sees a burst (3 of someone else's I/Os) or the
  *   horizon no longer looks idle (P(N ≤ F) > 5 %).
@@ -209,16 +212,28 @@ export class CanaryBoost {
   /**
    * A check's pause is over: its time is filled, it cannot be (50 ms past
    * the time needed), it saw a burst, or (not boosted) it has seen enough
-   * that no boost can start however quiet the rest of it.
+   * that no boost can start however quiet the rest of it, or enough that
+   * one starts now.
    */
   checkDone(elapsedNs: number, nowNs = this.#quietTo?.atNs ?? 0): boolean {
     const needNs = this.quietNeededNs();
     const f = this.#windowForeign();
-    if (this.#burst(f, this.#drainedNowNs()) || this.#drainedNowNs() >= needNs || elapsedNs >= needNs + 50e6)
-      return true;
-    if (this.boosted || f === 0) return false;
-    const { foreign, drainedNs } = this.#horizon(nowNs);
-    return poissonCdf(foreign + f, (this.#o.quietIops * (drainedNs + needNs)) / 1e9) >= ENTER_LEVEL;
+    const d = this.#drainedNowNs();
+    if (this.#burst(f, d) || elapsedNs >= needNs + 50e6) return true;
+    if (this.boosted) return d >= needNs;
+    const { foreign, drainedNs, windows } = this.#horizon(nowNs);
+    const enough = windows + 1 >= this.#o.quietChecks;
+    const passes = (extraNs: number): boolean =>
+      enough && poissonCdf(foreign + f, (this.#o.quietIops * (drainedNs + extraNs)) / 1e9) < ENTER_LEVEL;
+    // Quiet enough already: with this check's time (at least a quarter of
+    // enterQuietMs) the horizon passes the test, and the boost starts now.
+    if (d >= needNs / 4 && passes(d)) return true;
+    // Its time is filled: it goes on (up to 50 ms more) only while the test
+    // is within reach of that.
+    if (d >= needNs) return !passes(needNs + 50e6);
+    // Someone else seen: over as soon as no boost could start however quiet
+    // the rest of it.
+    return f > 0 && !passes(needNs);
   }
 
   /**
@@ -257,8 +272,16 @@ export class CanaryBoost {
         this.#boostedSinceNs = nowNs;
       }
     }
+    // After a quiet calibration the check follows at once: together they
+    // make the time a boost needs, with no blocks of ours between them.
     const soon = this.boosted || this.#lastQuiet;
-    this.#nextCheckNs = nowNs + (soon ? this.#o.boostCheckEveryMs : this.#o.checkEveryMs) * 1e6;
+    const nextMs =
+      kind === 'calibrate' && this.#lastQuiet && !this.boosted
+        ? 0
+        : soon
+          ? this.#o.boostCheckEveryMs
+          : this.#o.checkEveryMs;
+    this.#nextCheckNs = nowNs + nextMs * 1e6;
     return w;
   }
 

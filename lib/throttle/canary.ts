@@ -59,6 +59,8 @@ export class CanaryController extends BaseController {
   private lastCutAt = -Infinity;
   private pausedAtNs: number | undefined;
   private pause: 'calibrate' | 'check' | undefined;
+  /** The pause began with nothing of ours in flight (it follows another). */
+  private drainedPause = false;
 
   constructor(options: ThrottleOptions) {
     super(options);
@@ -129,7 +131,9 @@ export class CanaryController extends BaseController {
       this.pausedProbe(v, counted, now, now - this.pausedAtNs);
       return;
     }
-    if (this.calibration.due(now)) {
+    // Boosted, the quiet checks find nobody else on the storage and the
+    // window rule rests: a calibration is not needed until the boost ends.
+    if (!this.boost.boosted && this.calibration.due(now)) {
       this.startPause('calibrate', now);
       return;
     }
@@ -154,7 +158,9 @@ export class CanaryController extends BaseController {
     const calibrating = this.pause === 'calibrate';
     const settleNs = calibrating
       ? this.calibration.settleNs(this.latency.smoothedNs)
-      : this.boost.settleNs(this.latency.recentMedianNs());
+      : this.drainedPause
+        ? 0
+        : this.boost.settleNs(this.latency.recentMedianNs());
     if (elapsedNs >= settleNs) {
       if (calibrating) this.calibration.addIdle(latencyNs);
       if (counted) this.boost.observeDrained(now, this.probeCount);
@@ -225,6 +231,13 @@ export class CanaryController extends BaseController {
     this.window = this.boost.endPause(now, kind, this.window);
     this.pausedAtNs = undefined;
     this.pause = undefined;
+    this.drainedPause = false;
+    // A check due right after a calibration (a quiet one) goes on from it,
+    // with nothing of ours to drain.
+    if (kind === 'calibrate' && this.boost.checkDue(now)) {
+      this.startPause('check', now);
+      this.drainedPause = true;
+    }
   }
 
   protected current(): ThrottleDecision {

@@ -177,6 +177,40 @@ describe('CanaryBoost: entering, keeping and ending a boost', () => {
     expect(b.boosted).toBe(true);
   });
 
+  it('a check ends as soon as the horizon passes the test with it (at least a quarter of enterQuietMs)', () => {
+    // 300 ms of a quiet calibration: the check needs 45 ms more for
+    // exp(-20/s · D) < 1e-3 (D > 345 ms), but a quarter of 200 ms of its own.
+    const b = withCounters();
+    const t = pause(b, 0, { kind: 'calibrate', probeCount: 151 }).endNs;
+    const check = pause(b, t);
+    expect(check.endNs - t).toBe(52 * MS); // the first reading at 2 ms, then 50 ms
+    expect(b.boosted).toBe(true);
+  });
+
+  it('a check whose time is filled goes on for up to 50 ms more when that brings the test within reach', () => {
+    // 130 ms of calibration + 200 ms of check is 330 ms, short of 345 ms.
+    const b = withCounters();
+    const t = pause(b, 0, { kind: 'calibrate', probeCount: 66 }).endNs;
+    const check = pause(b, t);
+    expect(check.endNs - t).toBeGreaterThan(202 * MS);
+    expect(check.endNs - t).toBeLessThan(250 * MS);
+    expect(b.boosted).toBe(true);
+    // Out of reach (no calibration before it), the check ends at its time.
+    const c = withCounters({ quietChecks: 1 });
+    expect(pause(c, 0).endNs).toBe(202 * MS);
+    expect(c.boosted).toBe(false);
+  });
+
+  it('after a quiet calibration the check is due at once; after a busy one, checkEveryMs later', () => {
+    const b = withCounters();
+    const t = pause(b, 0, { kind: 'calibrate', probeCount: 50 }).endNs;
+    expect(b.checkDue(t)).toBe(true);
+    const c = withCounters();
+    const u = pause(c, 0, { kind: 'calibrate', probeCount: 50, foreignAt: (i) => (i === 10 ? 1 : 0) }).endNs;
+    expect(c.checkDue(u + 499 * MS)).toBe(false);
+    expect(c.checkDue(u + 500 * MS)).toBe(true);
+  });
+
   it("one of someone else's I/Os between quiet checks takes more quiet time to outweigh", () => {
     const b = withCounters();
     const t = pause(b, 0).endNs;

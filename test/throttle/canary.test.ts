@@ -377,6 +377,21 @@ describe("canary boost: quiet checks with the storage's I/O count", () => {
     );
   });
 
+  it('on an idle device it is boosted within 0.4 s of its start, and it does not pause to calibrate while boosted', () => {
+    const idle = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50 });
+    const c = createController('canary');
+    const r = idle.run(c, { durationMs: 12_000, probe: PROBE_IOS });
+    const first = r.steps.find((s) => BOOSTED(s));
+    expect(first).toBeDefined();
+    expect(first!.atNs / 1e6).toBeLessThan(400);
+    // The first calibration, at the start; none of the early ones or the one due at 10 s.
+    expect(c.report().probes!.calibrations).toBe(1);
+    // Under a phased load it calibrates again once a boost has ended.
+    const p = createController('canary');
+    phased.run(p, { durationMs: 12_000, probe: PROBE_IOS });
+    expect(p.report().probes!.calibrations).toBeGreaterThan(1);
+  });
+
   it('a background of 5 requests a second does not hold it back: it is boosted most of the time and moves several times as much', () => {
     const device = new SimulatedDevice({
       bytesPerSecond: 400e6,
