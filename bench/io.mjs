@@ -2,8 +2,10 @@
 // on the same file in the same run, alternating. Prints medians and ratios and
 // writes JSON to bench/results/.
 //
-// lowtide runs unthrottled here (--throttle off): this measures the engine
-// against peers that do not throttle either; bench:impact measures throttling.
+// lowtide's reader runs unthrottled here: this measures the engine against
+// peers that do not throttle either; bench:impact measures throttling. The
+// image phase times `lowtide image` twice, with --throttle off (the engine) and
+// as a user runs it (the default controller, output on the same disk).
 //
 // Options (environment): BENCH_DIR (default bench/work), BENCH_SIZE_GIB (2),
 // BENCH_ROUNDS (9).
@@ -107,13 +109,13 @@ function fioRead(file, extra = []) {
   return { bytes: job.read.io_bytes, seconds: job.read.runtime / 1000, mbPerSecond: job.read.bw_bytes / 1e6 };
 }
 
-function lowtideImage(file, target) {
+function lowtideImage(file, target, throttle = ['--throttle', 'off']) {
   rmSync(target, { force: true });
   dropCaches();
   const t0 = process.hrtime.bigint();
   const out = execFileSync(
     process.execPath,
-    [cli, 'image', file, target, '--json', '--force', '--throttle', 'off', '--all-blocks'],
+    [cli, 'image', file, target, '--json', '--force', ...throttle, '--all-blocks'],
     { encoding: 'utf8' },
   );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -170,7 +172,14 @@ const restoreHugePool = () => {
 process.on('exit', restoreHugePool);
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
-const results = { lowtideRead: [], fioRead: [], fioHugeRead: [], lowtideImage: [], ddImage: [] };
+const results = {
+  lowtideRead: [],
+  fioRead: [],
+  fioHugeRead: [],
+  lowtideImage: [],
+  lowtideDefaultImage: [],
+  ddImage: [],
+};
 const target = join(dir, 'image-out.img');
 // Order reversed every other round, so drift in the machine hits all alike.
 const order = (r, ...xs) => (r % 2 === 0 ? xs : xs.reverse());
@@ -191,12 +200,13 @@ for (let r = 0; r < rounds; r++) {
   for (const [name, fn] of order(
     r,
     ['lowtideImage', measured(() => lowtideImage(data, target))],
+    ['lowtideDefaultImage', measured(() => lowtideImage(data, target, []))],
     ['ddImage', measured(() => ddImage(data, target))],
   )) {
     results[name].push(fn());
   }
   console.log(
-    `image round ${r + 1}/${rounds}: lowtide ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`,
+    `image round ${r + 1}/${rounds}: lowtide --throttle off ${results.lowtideImage.at(-1).seconds.toFixed(2)} s, lowtide (default) ${results.lowtideDefaultImage.at(-1).seconds.toFixed(2)} s, dd ${results.ddImage.at(-1).seconds.toFixed(2)} s`,
   );
 }
 
@@ -226,6 +236,7 @@ const summary = {
   },
   image: {
     lowtideSeconds: med('lowtideImage', 'seconds'),
+    lowtideDefaultSeconds: med('lowtideDefaultImage', 'seconds'),
     ddSeconds: med('ddImage', 'seconds'),
   },
   peakRssMiB: rss,
@@ -245,6 +256,15 @@ summary.read.hugeRatio = results.fioHugeRead.length
 summary.image.speedRatio = pairedMedian(
   results.ddImage.map((x) => x.seconds),
   results.lowtideImage.map((x) => x.seconds),
+);
+// The plain command against the engine: the default's cost on an idle disk.
+summary.image.defaultRatio = pairedMedian(
+  results.lowtideImage.map((x) => x.seconds),
+  results.lowtideDefaultImage.map((x) => x.seconds),
+);
+summary.image.defaultDdRatio = pairedMedian(
+  results.ddImage.map((x) => x.seconds),
+  results.lowtideDefaultImage.map((x) => x.seconds),
 );
 
 const rows = [
@@ -267,11 +287,25 @@ const rows = [
       ]
     : []),
   [
-    'image to sparse file (fsync)',
+    'image to sparse file (fsync), --throttle off',
     `${summary.image.lowtideSeconds.toFixed(2)} s`,
     `dd ${summary.image.ddSeconds.toFixed(2)} s`,
     `${summary.image.speedRatio.toFixed(3)}x`,
     '>= 1.0x',
+  ],
+  [
+    'image to sparse file (fsync), default throttle',
+    `${summary.image.lowtideDefaultSeconds.toFixed(2)} s`,
+    `dd ${summary.image.ddSeconds.toFixed(2)} s`,
+    `${summary.image.defaultDdRatio.toFixed(3)}x`,
+    '(for reference)',
+  ],
+  [
+    'image, default against --throttle off',
+    `${summary.image.lowtideDefaultSeconds.toFixed(2)} s`,
+    `lowtide --throttle off ${summary.image.lowtideSeconds.toFixed(2)} s`,
+    `${summary.image.defaultRatio.toFixed(3)}x`,
+    '>= 0.8x',
   ],
 ];
 console.log(`\nmedians of ${rounds} alternating rounds on ${sizeGiB} GiB (engine ${summary.engine})`);

@@ -7,6 +7,10 @@
 // BENCH_REPO_GIB (2), BENCH_CHANGE (0.01 = fraction of files rewritten; half as
 // many are added).
 //
+// lowtide's full backup and restore also run without --throttle (the default
+// controller, repository and restore target on the same disk), reported beside
+// the --throttle off runs.
+//
 // Each series starts from a fresh copy of the cached volume (bench/work/fat32-<N>g.img:
 // pseudo-random old data, then mkfs.fat -F 32, then ~50 % filled with mtools, with
 // deletes so that files are fragmented and free space is scattered) and fresh
@@ -100,9 +104,13 @@ const lt = (args) => timed(process.execPath, [snap.cli, ...args]);
 async function lowtideInit(repo) {
   await lt(['init', repo, '--chunk-size', '1M', '--zstd-level', '3', '--json']);
 }
-async function lowtideBackup(repo, image, extra) {
+// Every lowtide command runs with --throttle off (the engine against peers that
+// do not throttle), and the full backup and the restore once more as a user
+// types them (the default controller): `throttle` [] below.
+const OFF = ['--throttle', 'off'];
+async function lowtideBackup(repo, image, extra, throttle = OFF) {
   beforeTimedRun();
-  const r = await lt(['backup', image, '--repo', repo, '--throttle', 'off', '--json', '--no-progress', ...extra]);
+  const r = await lt(['backup', image, '--repo', repo, ...throttle, '--json', '--no-progress', ...extra]);
   const m = JSON.parse(r.stdout);
   return {
     seconds: r.seconds,
@@ -118,10 +126,10 @@ async function lowtideBackup(repo, image, extra) {
     chunksZero: m.stats.chunksZero,
   };
 }
-async function lowtideRestore(repo, target) {
+async function lowtideRestore(repo, target, throttle = OFF) {
   rmSync(target, { force: true });
   beforeTimedRun();
-  const r = await lt(['restore', 'latest', target, '--repo', repo, '--throttle', 'off', '--json', '--no-progress']);
+  const r = await lt(['restore', 'latest', target, '--repo', repo, ...throttle, '--json', '--no-progress']);
   const syncSeconds = fsyncFile(target);
   return {
     seconds: r.seconds + syncSeconds,
@@ -231,6 +239,7 @@ async function series(k) {
   const image = p(IMAGE_NAME);
   const repos = {
     lowtide: p('lt'),
+    lowtideDefault: p('lt-default'),
     lowtideNoChanged: p('lt-nochanged'),
     lowtideAll: p('lt-all'),
     restic: p('restic'),
@@ -240,6 +249,7 @@ async function series(k) {
   cpSync(base, image);
   fsyncFile(image);
   await lowtideInit(repos.lowtide);
+  await lowtideInit(repos.lowtideDefault);
   await lowtideInit(repos.lowtideAll);
   await resticInit(seriesDir, repos.restic);
   await borgInit(seriesDir, repos.borg);
@@ -253,6 +263,7 @@ async function series(k) {
   // Full backups.
   const full = [
     ['lowtide', async () => lowtideBackup(repos.lowtide, image, [])],
+    ['lowtideDefault', async () => lowtideBackup(repos.lowtideDefault, image, [], [])],
     ['lowtideAllBlocks', async () => lowtideBackup(repos.lowtideAll, image, ['--all-blocks'])],
     ['restic', async () => resticBackup(seriesDir, repos.restic, image)],
     ['borg', async () => borgCreate(seriesDir, repos.borg, 'full', seriesDir, IMAGE_NAME)],
@@ -311,6 +322,15 @@ async function series(k) {
       },
     ],
     [
+      'lowtideDefault',
+      async () => {
+        const r = await lowtideRestore(repos.lowtide, restoreTarget, []);
+        out.checks.lowtideDefault = await checkUsedRestore(restoreTarget, image);
+        rmSync(restoreTarget, { force: true });
+        return r;
+      },
+    ],
+    [
       'lowtideAllBlocks',
       async () => {
         const r = await lowtideRestore(repos.lowtideAll, restoreTarget);
@@ -348,6 +368,7 @@ async function series(k) {
   const c = out.checks;
   console.log(
     `  checks:      lowtide fsck.fat -n ${c.lowtide.fsckClean ? 'clean' : 'NOT CLEAN'}, metadata + allocated clusters ${c.lowtide.metadataAndAllocatedIdentical ? 'identical' : `DIFFER at ${c.lowtide.firstDifference}`}; ` +
+      `default-throttle restore ${c.lowtideDefault.fsckClean && c.lowtideDefault.metadataAndAllocatedIdentical ? 'clean and identical' : 'NOT CLEAN OR DIFFERENT'}; ` +
       `all-blocks ${c.lowtideAllBlocks.identical ? 'identical' : 'DIFFERS'}; restic ${c.restic.identical ? 'identical' : 'DIFFERS'}; borg ${c.borg.identical ? 'identical' : 'DIFFERS'}`,
   );
   out.machineLoad = machineInfo().loadAverage;
@@ -390,7 +411,7 @@ const summary = {
   change: all[0].change,
   medians: {
     full: Object.fromEntries(
-      ['lowtide', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [
+      ['lowtide', 'lowtideDefault', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [
         n,
         {
           seconds: med('full', n, 'seconds'),
@@ -412,7 +433,10 @@ const summary = {
       ]),
     ),
     restore: Object.fromEntries(
-      ['lowtide', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [n, { seconds: med('restore', n, 'seconds') }]),
+      ['lowtide', 'lowtideDefault', 'lowtideAllBlocks', 'restic', 'borg'].map((n) => [
+        n,
+        { seconds: med('restore', n, 'seconds') },
+      ]),
     ),
     repoBytes: Object.fromEntries(
       ['lowtide', 'lowtideNoChanged', 'lowtideAll', 'restic', 'borg'].map((n) => [n, size2(n)]),
@@ -421,6 +445,11 @@ const summary = {
   ratios: {
     // Speed ratios: peer seconds / lowtide seconds (> 1: lowtide faster), medians of per-series ratios.
     fullResticOverLowtide: ratio('full', 'restic', 'full', 'lowtide'),
+    // The plain command against --throttle off (> 0.8: the default costs little on an idle disk).
+    fullLowtideOffOverDefault: ratio('full', 'lowtide', 'full', 'lowtideDefault'),
+    restoreLowtideOffOverDefault: ratio('restore', 'lowtide', 'restore', 'lowtideDefault'),
+    fullResticOverLowtideDefault: ratio('full', 'restic', 'full', 'lowtideDefault'),
+    fullBorgOverLowtideDefault: ratio('full', 'borg', 'full', 'lowtideDefault'),
     fullBorgOverLowtide: ratio('full', 'borg', 'full', 'lowtide'),
     fullResticOverLowtideAllBlocks: ratio('full', 'restic', 'full', 'lowtideAllBlocks'),
     fullBorgOverLowtideAllBlocks: ratio('full', 'borg', 'full', 'lowtideAllBlocks'),
@@ -474,6 +503,8 @@ summary.allChecksPassed = all.every(
   (s) =>
     s.checks.lowtide.fsckClean &&
     s.checks.lowtide.metadataAndAllocatedIdentical &&
+    s.checks.lowtideDefault.fsckClean &&
+    s.checks.lowtideDefault.metadataAndAllocatedIdentical &&
     s.checks.lowtideAllBlocks.identical &&
     s.checks.restic.identical &&
     s.checks.borg.identical,
@@ -500,6 +531,9 @@ console.log(
   `| full backup | ${sec(M.full.lowtide.seconds)} | ${sec(M.full.lowtideAllBlocks.seconds)} | ${sec(M.full.restic.seconds)} | ${sec(M.full.borg.seconds)} | ${x(R.fullResticOverLowtide)} (all-blocks ${x(R.fullResticOverLowtideAllBlocks)}) | ${x(R.fullBorgOverLowtide)} (all-blocks ${x(R.fullBorgOverLowtideAllBlocks)}) | ${verdict(T.fullVsRestic)} / ${verdict(T.fullVsBorg)} |`,
 );
 console.log(
+  `| full backup, default throttle (no --throttle flag) | ${sec(M.full.lowtideDefault.seconds)} | | | | ${x(R.fullResticOverLowtideDefault)} | ${x(R.fullBorgOverLowtideDefault)} | default ÷ off: ${x(R.fullLowtideOffOverDefault)} (>= 0.8x) |`,
+);
+console.log(
   `| full: read from disk | ${fmtBytes(M.full.lowtide.diskReadBytes)} | ${fmtBytes(M.full.lowtideAllBlocks.diskReadBytes)} | ${fmtBytes(M.full.restic.diskReadBytes)} | ${fmtBytes(M.full.borg.diskReadBytes)} | | | |`,
 );
 console.log(
@@ -513,6 +547,9 @@ console.log(
 );
 console.log(
   `| restore latest to a file (+ fsync) | ${sec(M.restore.lowtide.seconds)} | ${sec(M.restore.lowtideAllBlocks.seconds)} | ${sec(M.restore.restic.seconds)} | ${sec(M.restore.borg.seconds)} | ${x(R.restoreResticOverLowtide)} | ${x(R.restoreBorgOverLowtide)} | |`,
+);
+console.log(
+  `| restore, default throttle | ${sec(M.restore.lowtideDefault.seconds)} | | | | | | default ÷ off: ${x(R.restoreLowtideOffOverDefault)} |`,
 );
 console.log(
   `| repository after both (du -sb) | ${fmtBytes(M.repoBytes.lowtide)} (no list: ${fmtBytes(M.repoBytes.lowtideNoChanged)}) | ${fmtBytes(M.repoBytes.lowtideAll)} | ${fmtBytes(M.repoBytes.restic)} | ${fmtBytes(M.repoBytes.borg)} | lowtide ${x(R.repoLowtideOverRestic)} of restic (all-blocks ${x(R.repoLowtideAllOverRestic)}) | ${x(R.repoLowtideOverBorg)} of borg (all-blocks ${x(R.repoLowtideAllOverBorg)}) | ${verdict(T.repoVsRestic)} / ${verdict(T.repoVsBorg)} |`,
