@@ -75,7 +75,12 @@ if (autoRule && latencyTarget === 'auto' && controller !== 'off') {
   target = Math.min(1000, Math.max(0.25, autoRule.multiplier * p50, floor));
   probeInfo = { rule: autoRule, idleP50Ms: p50, idleP99Ms: probe.percentile(99) / 1e6, ms: target };
 }
-const settings = resolveThrottleSettings({ throttle: controller, latencyTarget: target, rateLimit, probeIntervalMs });
+const settings = resolveThrottleSettings({
+  throttle: controller,
+  latencyTargetMs: target,
+  rateLimitBytesPerSecond: rateLimit,
+  probeIntervalMs,
+});
 if (canaryTuning) settings.canaryTuning = canaryTuning;
 let throttle;
 try {
@@ -152,7 +157,7 @@ if (throttle) {
     type: 'ready',
     t: Date.now(),
     target: probeInfo ? { mode: 'rule', ...probeInfo } : throttle.report().target,
-    rateLimit: settings.rateLimit ?? null,
+    rateLimit: settings.rateLimitBytesPerSecond ?? null,
   });
   ivLast = Date.now();
   const timer = setInterval(tick, intervalMs);

@@ -87,7 +87,7 @@ async function pool(n, k, fn) {
 // ---------------------------------------------------------------- plan
 dropCaches();
 let t = now();
-const plan = await planImage(image, {});
+const plan = await planImage({ source: image });
 out.planSeconds = now() - t;
 console.log(
   `planImage: ${(out.planSeconds * 1000).toFixed(0)} ms cold; ${plan.extents.length} extents, ${fmtBytes(plan.bytesToRead)} to read`,
@@ -276,7 +276,7 @@ writeFileSync(changed, JSON.stringify(ext));
   const { openVolume } = await lib('fs/index.js');
   dropCaches();
   let t1 = now();
-  const p2 = await planImage(image, {});
+  const p2 = await planImage({ source: image });
   const planCold = now() - t1;
   t1 = now();
   const vol = await openVolume(image, { partition: p2.partitions[0].index });

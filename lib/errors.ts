@@ -49,7 +49,8 @@ export interface LowtideErrorDetails {
 }
 
 export class LowtideError extends Error {
-  override readonly name = 'LowtideError';
+  /** 'AbortError' for code ABORTED (as DOM and Node name an abort), else 'LowtideError'. */
+  override readonly name: 'LowtideError' | 'AbortError';
   readonly code: ErrorCode;
   readonly errno?: number;
   readonly offset?: number;
@@ -57,6 +58,7 @@ export class LowtideError extends Error {
 
   constructor(code: ErrorCode, message: string, details: LowtideErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = code === 'ABORTED' ? 'AbortError' : 'LowtideError';
     this.code = code;
     if (details.errno !== undefined) this.errno = details.errno;
     if (details.offset !== undefined) this.offset = details.offset;

@@ -6,7 +6,7 @@ import {
   LowtideError,
   THROTTLE_PRESETS,
   type ControllerName,
-  type ThresholdLaw,
+  type MultiJobThrottleSettings,
   type ThrottlePresetName,
   type ThrottleState,
 } from '../index.js';
@@ -55,20 +55,11 @@ export function addThrottleOptions(cmd: Command, withAdmission = false): Command
 
 /**
  * The job options the throttle flags stand for (--rate-limit is in MB/s,
- * rateLimit in bytes per second). A preset's admission limit applies only
- * to a job of several sources.
+ * rateLimitBytesPerSecond in bytes per second). A preset's admission limit
+ * applies only to a job of several sources.
  */
-export function throttleSettings(
-  o: Record<string, unknown>,
-  several = false,
-): {
-  throttle: ControllerName;
-  latencyTarget: number | 'auto';
-  thresholdLaw?: ThresholdLaw;
-  admissionLimit?: number;
-  rateLimit?: number;
-} {
-  const rate = o.rateLimit !== undefined ? { rateLimit: (o.rateLimit as number) * 1e6 } : {};
+export function throttleSettings(o: Record<string, unknown>, several = false): MultiJobThrottleSettings {
+  const rate = o.rateLimit !== undefined ? { rateLimitBytesPerSecond: (o.rateLimit as number) * 1e6 } : {};
   if (o.throttlePreset !== undefined) {
     const name = o.throttlePreset as ThrottlePresetName;
     const p = THROTTLE_PRESETS[name];
@@ -78,19 +69,19 @@ export function throttleSettings(
         `--throttle-preset ${name} runs --throttle ${p.throttle}; it cannot be combined with --throttle ${String(o.throttle)}`,
       );
     }
-    const admission = (o.admissionLimit as number | undefined) ?? p.admissionLimit;
+    const admission = (o.admissionLimit as number | undefined) ?? p.admissionLimitMs;
     return {
       throttle: p.throttle,
       thresholdLaw: p.thresholdLaw,
-      latencyTarget: o.latencyTarget === 'auto' ? p.latencyTarget : (o.latencyTarget as number),
-      ...(several ? { admissionLimit: admission } : {}),
+      latencyTargetMs: o.latencyTarget === 'auto' ? p.latencyTargetMs : (o.latencyTarget as number),
+      ...(several ? { admissionLimitMs: admission } : {}),
       ...rate,
     };
   }
   return {
     throttle: o.throttle as ControllerName,
-    latencyTarget: o.latencyTarget as number | 'auto',
-    ...(o.admissionLimit !== undefined ? { admissionLimit: o.admissionLimit as number } : {}),
+    latencyTargetMs: o.latencyTarget as number | 'auto',
+    ...(o.admissionLimit !== undefined ? { admissionLimitMs: o.admissionLimit as number } : {}),
     ...rate,
   };
 }

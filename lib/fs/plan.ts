@@ -21,16 +21,18 @@ import { openVolume } from './volume.js';
 import type { FatType, OverlayWrite, Partition, PartitionTableKind } from './types.js';
 
 export interface PlanOptions {
+  /** The disk, partition or image to plan (opened read-only). */
+  source: string;
   /** Read every block; no file-system parsing decides anything (default false). */
-  allBlocks?: boolean;
+  allBlocks?: boolean | undefined;
   /**
    * Paths to leave out, from the volume root with '/': case-insensitive, long or
    * 8.3 names, '*' and '?' within a name, '**' across directories; a directory
    * takes its subtree. "N:pattern" limits a pattern to partition N.
    */
-  exclude?: readonly string[];
+  exclude?: readonly string[] | undefined;
   /** An unparseable file system is an error instead of being copied in full with a warning. */
-  strict?: boolean;
+  strict?: boolean | undefined;
 }
 
 /** A sector-aligned write over the image: metadata changed by the overlay. */
@@ -158,10 +160,10 @@ function findOverlaps(partitions: readonly Partition[], size: number, warnings: 
   return out;
 }
 
-/** Plans the reads of an image of `sourcePath`. The source is only read. */
-export async function planImage(sourcePath: string, options: PlanOptions = {}): Promise<ImagePlan> {
-  stringOption('source', sourcePath);
+/** Plans the reads of an image of `options.source`. The source is only read. */
+export async function planImage(options: PlanOptions): Promise<ImagePlan> {
   const opts = objectOption('options', options);
+  const sourcePath = stringOption('source', opts.source);
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
   const strict = booleanOption('strict', opts.strict, false);
   const patterns = parsePatterns((opts.exclude as readonly string[] | undefined) ?? []);

@@ -29,11 +29,11 @@ export interface OpenVolumeOptions {
    * whole disk of a disk without a table). Without it: the whole source if it
    * has no table, else its only FAT partition.
    */
-  partition?: number;
+  partition?: number | undefined;
   /** Alternatively, the volume's byte offset on the source (no table is read). */
-  offset?: number;
+  offset?: number | undefined;
   /** With `offset`: the volume's length in bytes (default: to the end). */
-  size?: number;
+  size?: number | undefined;
 }
 
 const nonFat = new Set(['ntfs', 'exfat', 'ext', 'xfs', 'btrfs', 'swap']);

@@ -10,25 +10,25 @@ import type { EngineName } from './source.js';
 
 export interface ReadOptions {
   /** Request size in bytes (default 1 MiB); a multiple of the sector size. */
-  blockSize?: number;
+  blockSize?: number | undefined;
   /**
    * Largest request size setBlockSize() may ask for later (default: blockSize).
    * No request ever crosses a multiple of it.
    */
-  maxBlockSize?: number;
+  maxBlockSize?: number | undefined;
   /** Reads in flight (default 32). */
-  queueDepth?: number;
+  queueDepth?: number | undefined;
   /** Largest queue depth setQueueDepth() may ask for later (default: max(queueDepth, 64)). */
-  maxQueueDepth?: number;
+  maxQueueDepth?: number | undefined;
   /** Blocks the consumer may hold with retain() besides those in flight (default 4). */
-  heldBuffers?: number;
+  heldBuffers?: number | undefined;
   /** Deliver blocks in extent order (default true); false delivers in completion order. */
-  ordered?: boolean;
+  ordered?: boolean | undefined;
   /** 'auto' (default: io_uring where available), 'io_uring' (required) or 'threads'. */
-  engine?: EngineName;
+  engine?: EngineName | undefined;
   /** Minimum time between read submissions from the start, ms (default 0); see setPacing(). */
-  pacingMs?: number;
-  signal?: AbortSignal;
+  pacingMs?: number | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 export const MAX_BLOCK_SIZE = 64 * 1024 * 1024;

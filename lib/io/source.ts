@@ -16,7 +16,7 @@ export interface OpenSourceOptions {
    * O_DIRECT: 'auto' (default) uses it where the file system accepts it and
    * falls back to buffered reads; 'on' requires it; 'off' never uses it.
    */
-  direct?: DirectMode;
+  direct?: DirectMode | undefined;
 }
 
 export interface SourceInfo {

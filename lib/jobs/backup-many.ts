@@ -8,15 +8,17 @@ import { LowtideError, toLowtideError } from '../errors.js';
 import { integerOption, objectOption } from '../options.js';
 import { openRepository, Repository } from '../repo/repository.js';
 import { AdmissionGate } from '../throttle/limits.js';
+import { resolveThrottleSettings, type MultiJobThrottleSettings } from '../throttle/job-settings.js';
 import { backupUnderHeldLock, type BackupOptions, type BackupProgress, type BackupResult } from './backup.js';
 
-export interface BackupManyOptions extends Omit<BackupOptions, 'source' | 'onProgress' | 'changed' | 'parent'> {
+export interface BackupManyOptions
+  extends Omit<BackupOptions, 'source' | 'onProgress' | 'changed' | 'parent'>, MultiJobThrottleSettings {
   sources: readonly string[];
   /** Backups running at once (default 1). */
-  parallel?: number;
+  parallel?: number | undefined;
   /** Called when a job starts and when it ends. */
-  onJob?: (event: BackupJobEvent) => void;
-  onProgress?: (source: string, p: BackupProgress) => void;
+  onJob?: ((event: BackupJobEvent) => void) | undefined;
+  onProgress?: ((source: string, p: BackupProgress) => void) | undefined;
 }
 
 export type BackupJobEvent =
@@ -48,8 +50,8 @@ function resolveBackupManyOptions(options: unknown): ResolvedBackupManyOptions {
     throw new LowtideError('INVALID_ARGUMENT', 'sources: expected a non-empty array of paths');
   }
   const parallel = integerOption('parallel', opts.parallel, 1, 1, 64);
-  const admissionLimit = opts.admissionLimit as number | undefined;
-  const gate = admissionLimit !== undefined ? new AdmissionGate({ admissionLimitMs: admissionLimit }) : undefined;
+  const admissionLimitMs = resolveThrottleSettings(opts).admissionLimitMs;
+  const gate = admissionLimitMs !== undefined ? new AdmissionGate({ admissionLimitMs }) : undefined;
   return { sources, parallel, gate };
 }
 

@@ -35,22 +35,22 @@ export interface BackupOptions extends ThrottleSettings {
    * Parent backup id; 'auto' (default) picks the latest backup of the same
    * source; null makes a backup without a parent (chunks are still deduplicated).
    */
-  parent?: string | null;
+  parent?: string | null | undefined;
   /** Extents changed since the parent (changed-block tracking); only the chunks they touch are read. */
-  changed?: readonly Extent[];
+  changed?: readonly Extent[] | undefined;
   /** Read every block (default false: only what FAT file systems use, everything else in full). */
-  allBlocks?: boolean;
+  allBlocks?: boolean | undefined;
   /** Files and directories to leave out of FAT volumes (see planImage). */
-  exclude?: readonly string[];
+  exclude?: readonly string[] | undefined;
   /** An unparseable file system is an error instead of a full copy with a warning. */
-  strict?: boolean;
+  strict?: boolean | undefined;
   /** Most reads in flight (default 32); the throttle may use fewer. */
-  queueDepth?: number;
-  engine?: EngineName;
-  direct?: DirectMode;
-  signal?: AbortSignal;
-  onProgress?: (p: BackupProgress) => void;
-  progressIntervalMs?: number;
+  queueDepth?: number | undefined;
+  engine?: EngineName | undefined;
+  direct?: DirectMode | undefined;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((p: BackupProgress) => void) | undefined;
+  progressIntervalMs?: number | undefined;
 }
 
 export interface BackupProgress {
@@ -75,7 +75,7 @@ export interface BackupResult {
 interface ResolvedBackupOptions extends PlanRequest {
   source: string;
   repository: string | Repository;
-  plan: PlanOptions;
+  plan: Omit<PlanOptions, 'source'>;
   read: ReadSettings;
   control: JobControl<BackupProgress>;
   throttle: ResolvedThrottleSettings;
@@ -125,7 +125,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   // runs while the repository is opened and locked and the parent is read
   // (with cold caches, both wait for the disk). Awaited in planBackup; until
   // then a failure must not count as unhandled.
-  const planning = planImage(o.source, o.plan);
+  const planning = planImage({ source: o.source, ...o.plan });
   planning.catch(() => undefined);
   const repo = o.repository instanceof Repository ? o.repository : await openRepository(o.repository);
   const lock = o.lockHeld ? undefined : await repo.lock('lowtide backup');

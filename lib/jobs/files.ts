@@ -138,10 +138,21 @@ function openChosenVolume(source: string, partition: number | undefined): Promis
   return openVolume(source, partition === undefined ? {} : { partition });
 }
 
+export interface ListFilesOptions extends VolumeChoice {
+  /** Disk, partition or image holding the FAT volume (opened read-only). */
+  source: string;
+}
+
+export interface ExtractPathOptions extends ExtractOptions {
+  /** Disk, partition or image holding the FAT volume (opened read-only). */
+  source: string;
+}
+
 /** Every file and directory of a FAT volume, depth first. */
-export async function listFiles(source: string, options: VolumeChoice = {}): Promise<FileListing[]> {
-  stringOption('source', source);
-  const vol = await openChosenVolume(source, partitionOption(objectOption('options', options)));
+export async function listFiles(options: ListFilesOptions): Promise<FileListing[]> {
+  const opts = objectOption('options', options);
+  const source = stringOption('source', opts.source);
+  const vol = await openChosenVolume(source, partitionOption(opts));
   try {
     return (await vol.files()).map(listing);
   } finally {
@@ -150,16 +161,9 @@ export async function listFiles(source: string, options: VolumeChoice = {}): Pro
 }
 
 /** Copies a file or directory tree out of a FAT volume. */
-export async function extractPath(
-  source: string,
-  path: string,
-  dest: string,
-  options: ExtractOptions = {},
-): Promise<ExtractResult> {
-  stringOption('source', source);
-  stringOption('path', path);
-  stringOption('dest', dest);
-  const { force, signal, partition } = resolveExtractOptions(options);
+export async function extractPath(options: ExtractPathOptions): Promise<ExtractResult> {
+  const source = stringOption('source', objectOption('options', options).source);
+  const { path, dest, force, signal, partition } = resolveExtractOptions(options);
   const vol = await openChosenVolume(source, partition);
   const src = await openSource(source);
   const result: ExtractResult = { dest: '', files: 0, directories: 0, bytes: 0 };

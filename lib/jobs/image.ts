@@ -32,26 +32,30 @@ import {
 export type { LatencySummary } from './progress.js';
 
 export interface ImageOptions extends ThrottleSettings {
+  /** File or block device to read (opened read-only). */
+  source: string;
+  /** Image file to write. */
+  output: string;
   /** Largest read request size (default 1 MiB); the throttle may use smaller ones. */
-  blockSize?: number;
+  blockSize?: number | undefined;
   /** Most reads in flight (default 32); the throttle may use fewer. */
-  queueDepth?: number;
-  engine?: EngineName;
-  direct?: DirectMode;
+  queueDepth?: number | undefined;
+  engine?: EngineName | undefined;
+  direct?: DirectMode | undefined;
   /** Replace an existing output file (default false: OUTPUT_EXISTS). */
-  force?: boolean;
+  force?: boolean | undefined;
   /** Leave all-zero blocks as holes (default true). */
-  sparse?: boolean;
+  sparse?: boolean | undefined;
   /** Copy every block instead of only what FAT file systems use (default false). */
-  allBlocks?: boolean;
+  allBlocks?: boolean | undefined;
   /** Files and directories to leave out of FAT volumes (see planImage). */
-  exclude?: readonly string[];
+  exclude?: readonly string[] | undefined;
   /** An unparseable file system is an error instead of a full copy with a warning. */
-  strict?: boolean;
-  signal?: AbortSignal;
-  onProgress?: (progress: ImageProgress) => void;
+  strict?: boolean | undefined;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((progress: ImageProgress) => void) | undefined;
   /** Minimum time between progress callbacks (default 200 ms). */
-  progressIntervalMs?: number;
+  progressIntervalMs?: number | undefined;
 }
 
 export interface ImageProgress {
@@ -106,14 +110,14 @@ interface ResolvedImageOptions {
   sparse: boolean;
   control: JobControl<ImageProgress>;
   throttle: ResolvedThrottleSettings;
-  plan: PlanOptions;
+  plan: Omit<PlanOptions, 'source'>;
 }
 
 /** Checks imageSource()'s arguments; the messages name the option, what was expected and what was given. */
-function resolveImageOptions(sourcePath: unknown, outputPath: unknown, options: unknown): ResolvedImageOptions {
-  const source = stringOption('source', sourcePath);
-  const output = stringOption('output', outputPath);
+function resolveImageOptions(options: unknown): ResolvedImageOptions {
   const opts = objectOption('options', options);
+  const source = stringOption('source', opts.source);
+  const output = stringOption('output', opts.output);
   const blockSize = integerOption('blockSize', opts.blockSize, 1 << 20, 512, MAX_BLOCK_SIZE);
   if (blockSize % 512 !== 0) {
     // Every sector size is a multiple of 512; the exact one is checked once the source is open.
@@ -294,15 +298,11 @@ function imageSummary(
   };
 }
 
-/** Copies `sourcePath` to the image file `outputPath`. */
-export async function imageSource(
-  sourcePath: string,
-  outputPath: string,
-  options: ImageOptions = {},
-): Promise<ImageSummary> {
-  const o = resolveImageOptions(sourcePath, outputPath, options);
+/** Copies `options.source` to the image file `options.output`. */
+export async function imageSource(options: ImageOptions): Promise<ImageSummary> {
+  const o = resolveImageOptions(options);
   await checkOutput(o.source, o.output, o.force);
-  const plan = await planImage(o.source, o.plan);
+  const plan = await planImage({ source: o.source, ...o.plan });
   const source = await openSource(o.source, { direct: o.read.direct });
   const clock = new Stopwatch();
   const counts: CopyCounts = { bytesDone: 0, bytesWritten: 0, bytesSkipped: 0, latency: new LatencyHistogram() };

@@ -29,12 +29,12 @@ export interface RestoreOptions extends ThrottleSettings {
   /** Image file to create, or a block device to overwrite. */
   target: string;
   /** Replace an existing target file (default false). Block devices are always overwritten. */
-  force?: boolean;
+  force?: boolean | undefined;
   /** Most chunk writes in flight (default 8); the throttle may use fewer. */
-  queueDepth?: number;
-  signal?: AbortSignal;
-  onProgress?: (p: RestoreProgress) => void;
-  progressIntervalMs?: number;
+  queueDepth?: number | undefined;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((p: RestoreProgress) => void) | undefined;
+  progressIntervalMs?: number | undefined;
 }
 
 export interface RestoreProgress {

@@ -25,7 +25,7 @@ import {
   ZERO_DIGEST,
   type Manifest,
 } from './format.js';
-import type { Repository } from './repository.js';
+import { repositoryOption, type Repository } from './repository.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const PARALLEL = 4;
@@ -98,17 +98,21 @@ export interface VerifyReport {
 }
 
 export interface VerifyOptions {
-  signal?: AbortSignal;
-  onProgress?: (p: { chunksChecked: number; bytesChecked: number }) => void;
+  /** The repository: a path, or one already open. */
+  repository: string | Repository;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((p: { chunksChecked: number; bytesChecked: number }) => void) | undefined;
 }
 
-export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
+/** Reads every chunk and checks it against its id, and every backup's chunks are there. */
+export async function verifyRepository(options: VerifyOptions): Promise<VerifyReport> {
   const opts = objectOption('options', options);
   const signal = signalOption('signal', opts.signal);
   const onProgress = functionOption<(p: { chunksChecked: number; bytesChecked: number }) => void>(
     'onProgress',
     opts.onProgress,
   );
+  const repo = await repositoryOption(opts.repository);
   const t0 = Date.now();
   const present = new Set<string>();
   const corrupt = new Map<string, string>();
@@ -191,15 +195,17 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
 }
 
 export interface PruneOptions {
+  /** The repository: a path, or one already open. */
+  repository: string | Repository;
   /** Keep the newest N backups of each source. */
-  keepLast?: number;
+  keepLast?: number | undefined;
   /** Keep the newest backup of each of the last N days that have backups, per source. */
-  keepDaily?: number;
+  keepDaily?: number | undefined;
   /** Keep the newest backup of each of the last N ISO weeks that have backups, per source. */
-  keepWeekly?: number;
+  keepWeekly?: number | undefined;
   /** Only report what would be removed. */
-  dryRun?: boolean;
-  signal?: AbortSignal;
+  dryRun?: boolean | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 export interface PruneReport {
@@ -303,7 +309,8 @@ export function selectKept(
   return keep;
 }
 
-export async function pruneRepository(repo: Repository, options: PruneOptions): Promise<PruneReport> {
+/** Removes the backups the keep rules do not keep, then the chunks no backup uses. */
+export async function pruneRepository(options: PruneOptions): Promise<PruneReport> {
   const opts = objectOption('options', options);
   const keepLast = integerOption('keepLast', opts.keepLast, 0, 0);
   const keepDaily = integerOption('keepDaily', opts.keepDaily, 0, 0);
@@ -316,6 +323,7 @@ export async function pruneRepository(repo: Repository, options: PruneOptions): 
   }
   const dryRun = opts.dryRun === true;
   const signal = signalOption('signal', opts.signal);
+  const repo = await repositoryOption(opts.repository);
   const lock = await repo.lock('lowtide prune');
   try {
     const { backups, damaged: unreadable } = await repo.listBackups();

@@ -2,6 +2,9 @@
  * A backup repository in a local directory: config, content-addressed chunks,
  * backup manifests with their chunk indexes, the writer lock, temporary files.
  */
+import type { VerifyOptions, VerifyReport, PruneOptions, PruneReport } from './maintenance.js';
+import type { BackupExtractResult, ExtractFromBackupOptions, ListBackupFilesOptions } from '../jobs/files/backup.js';
+import type { FileListing } from '../jobs/files.js';
 import { randomUUID } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
@@ -54,9 +57,9 @@ export { IndexReader, IndexWriter } from './index-file.js';
 
 export interface InitOptions {
   /** Power of two from 64 KiB to 8 MiB (default 1 MiB). */
-  chunkSize?: number;
+  chunkSize?: number | undefined;
   /** zstd level 1..19 (default 3). */
-  zstdLevel?: number;
+  zstdLevel?: number | undefined;
 }
 
 export async function initRepository(path: string, options: InitOptions = {}): Promise<Repository> {
@@ -110,6 +113,12 @@ export async function initRepository(path: string, options: InitOptions = {}): P
     },
   );
   return new Repository(root, config);
+}
+
+/** A `repository` option: a Repository as it is, a path opened (a wrong type names the option). */
+export async function repositoryOption(value: unknown, name = 'repository'): Promise<Repository> {
+  if (value instanceof Repository) return value;
+  return openRepository(stringOption(name, value));
 }
 
 export async function openRepository(path: string): Promise<Repository> {
@@ -177,6 +186,35 @@ export class Repository {
     readonly path: string,
     readonly config: RepoConfig,
   ) {}
+
+  /** The backups in the repository, oldest first, and the manifests that could not be read. */
+  async list(): Promise<{ backups: Manifest[]; damaged: { id: string; error: LowtideError }[] }> {
+    return this.listBackups();
+  }
+
+  /** verifyRepository() on this repository. */
+  async verify(options: Omit<VerifyOptions, 'repository'> = {}): Promise<VerifyReport> {
+    const { verifyRepository } = await import('./maintenance.js');
+    return verifyRepository({ ...options, repository: this });
+  }
+
+  /** pruneRepository() on this repository. */
+  async prune(options: Omit<PruneOptions, 'repository'>): Promise<PruneReport> {
+    const { pruneRepository } = await import('./maintenance.js');
+    return pruneRepository({ ...options, repository: this });
+  }
+
+  /** listBackupFiles() of one of this repository's backups. */
+  async files(options: Omit<ListBackupFilesOptions, 'repository'>): Promise<FileListing[]> {
+    const { listBackupFiles } = await import('../jobs/files/backup.js');
+    return listBackupFiles({ ...options, repository: this });
+  }
+
+  /** extractFromBackup() from one of this repository's backups. */
+  async extract(options: Omit<ExtractFromBackupOptions, 'repository'>): Promise<BackupExtractResult> {
+    const { extractFromBackup } = await import('../jobs/files/backup.js');
+    return extractFromBackup({ ...options, repository: this });
+  }
 
   get chunkSize(): number {
     return this.config.chunkSize;

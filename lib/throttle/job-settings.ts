@@ -7,23 +7,28 @@ import { CONTROLLER_NAMES, DEFAULT_CONTROLLER, type ControllerName } from './typ
 /** Time between two probes of the `canary` controller (one in flight at a time). */
 export const PROBE_INTERVAL_MS = 2;
 
+/** The throttle settings of a single job (imageSource, backup, restore). */
 export interface ThrottleSettings {
   /** Controller: 'canary' (default), 'parda', 'aimd', 'threshold', or 'off' (no control, still measured). */
-  throttle?: ControllerName;
+  throttle?: ControllerName | undefined;
   /** Throttling limit in ms, or 'auto' (default): measured from a short idle probe before the job. */
-  latencyTarget?: number | 'auto';
-  /** Admission limit in ms: no new task starts on a storage whose latency is above it. */
-  admissionLimit?: number;
+  latencyTargetMs?: number | 'auto' | undefined;
   /** A fixed cap in bytes per second, applied on top of the controller. */
-  rateLimit?: number;
+  rateLimitBytesPerSecond?: number | undefined;
   /** `canary`: time between two probes, ms (default PROBE_INTERVAL_MS, 0.5 to 1000). */
-  probeIntervalMs?: number;
+  probeIntervalMs?: number | undefined;
   /**
    * `threshold`: 'integral' (default) or 'proportional', the classic rule as
    * written: the delay is proportional to how far the smoothed latency is
    * above the threshold, and none below it (docs/throttle.md).
    */
-  thresholdLaw?: ThresholdLaw;
+  thresholdLaw?: ThresholdLaw | undefined;
+}
+
+/** The throttle settings of backupMany(): a single job's, and the admission limit for starting the next job. */
+export interface MultiJobThrottleSettings extends ThrottleSettings {
+  /** Admission limit in ms: no new job starts on a storage whose latency is above it. */
+  admissionLimitMs?: number | undefined;
 }
 
 export type ThresholdLaw = 'integral' | 'proportional';
@@ -34,16 +39,16 @@ export type ThresholdLaw = 'integral' | 'proportional';
  * control (a 30 ms throttling limit, a 20 ms limit for starting new tasks).
  */
 export const THROTTLE_PRESETS = {
-  classic: { throttle: 'threshold', thresholdLaw: 'proportional', latencyTarget: 30, admissionLimit: 20 },
-} as const satisfies Record<string, ThrottleSettings>;
+  classic: { throttle: 'threshold', thresholdLaw: 'proportional', latencyTargetMs: 30, admissionLimitMs: 20 },
+} as const satisfies Record<string, MultiJobThrottleSettings>;
 
 export type ThrottlePresetName = keyof typeof THROTTLE_PRESETS;
 
 export interface ResolvedThrottleSettings {
   throttle: ControllerName;
-  latencyTarget: number | 'auto';
-  admissionLimit: number | undefined;
-  rateLimit: number | undefined;
+  latencyTargetMs: number | 'auto';
+  admissionLimitMs: number | undefined;
+  rateLimitBytesPerSecond: number | undefined;
   probeIntervalMs: number;
   thresholdLaw: ThresholdLaw;
   /**
@@ -59,14 +64,24 @@ function positiveNumber(name: string, value: unknown): number | undefined {
   return numberOption(name, value, undefined, 0, Number.MAX_VALUE, true);
 }
 
+/** Names the throttle settings had before their units were part of them. */
+const RENAMED: Record<string, string> = {
+  latencyTarget: 'latencyTargetMs',
+  admissionLimit: 'admissionLimitMs',
+  rateLimit: 'rateLimitBytesPerSecond',
+};
+
 /** Validates the throttle settings of a job's options (other fields are ignored). */
 export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSettings {
   const s = objectOption('throttle settings', settings);
+  for (const [was, now] of Object.entries(RENAMED)) {
+    if (s[was] !== undefined) throw new LowtideError('INVALID_ARGUMENT', `${was}: this option is now called ${now}`);
+  }
   const throttle = choiceOption<ControllerName>('throttle', s.throttle, CONTROLLER_NAMES, DEFAULT_CONTROLLER);
-  const latencyTarget =
-    s.latencyTarget === undefined || s.latencyTarget === 'auto'
+  const latencyTargetMs =
+    s.latencyTargetMs === undefined || s.latencyTargetMs === 'auto'
       ? 'auto'
-      : positiveNumber('latencyTarget', s.latencyTarget)!;
+      : positiveNumber('latencyTargetMs', s.latencyTargetMs)!;
   const probeIntervalMs = numberOption('probeIntervalMs', s.probeIntervalMs, PROBE_INTERVAL_MS, 0.5, 1000);
   // Only canary probes: with another controller the setting would be ignored.
   if (s.probeIntervalMs !== undefined && throttle !== 'canary') {
@@ -83,11 +98,11 @@ export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSett
   }
   return {
     throttle,
-    latencyTarget,
+    latencyTargetMs,
     thresholdLaw: choiceOption<ThresholdLaw>('thresholdLaw', s.thresholdLaw, ['integral', 'proportional'], 'integral'),
     // (Only backupMany() acts on it; single jobs reject it, see singleJobThrottleSettings.)
-    admissionLimit: positiveNumber('admissionLimit', s.admissionLimit),
-    rateLimit: positiveNumber('rateLimit', s.rateLimit),
+    admissionLimitMs: positiveNumber('admissionLimitMs', s.admissionLimitMs),
+    rateLimitBytesPerSecond: positiveNumber('rateLimitBytesPerSecond', s.rateLimitBytesPerSecond),
     probeIntervalMs,
   };
 }
@@ -95,10 +110,10 @@ export function resolveThrottleSettings(settings: unknown): ResolvedThrottleSett
 /** For a single job: an admission limit would be ignored, so it is an error. */
 export function singleJobThrottleSettings(settings: unknown): ResolvedThrottleSettings {
   const r = resolveThrottleSettings(settings);
-  if (r.admissionLimit !== undefined) {
+  if (r.admissionLimitMs !== undefined) {
     throw new LowtideError(
       'INVALID_ARGUMENT',
-      'admissionLimit: only backupMany() uses an admission limit (it decides when the next of several jobs starts); a single job has none',
+      'admissionLimitMs: only backupMany() uses an admission limit (it decides when the next of several jobs starts); a single job has none',
     );
   }
   return r;

@@ -1,6 +1,6 @@
 /**
  * A job's throttle: the controller for its settings, the idle-latency probe
- * behind `latencyTarget: 'auto'`, the `canary`'s probes beside the job, and
+ * behind `latencyTargetMs: 'auto'`, the `canary`'s probes beside the job, and
  * every completed block turned into a decision applied to the reader (queue
  * depth, request size, pacing between submissions).
  *
@@ -101,6 +101,12 @@ export interface JobThrottleReport extends ThrottleReport {
   rateLimitBytesPerSecond: number | null;
   /** Sum of the pacing intervals in force between submissions (controller delay or rate cap), ms. */
   pacedMs: number;
+  /**
+   * Wall time the controller held the job back, ms: while its decision in
+   * force delayed the next block (a pause or paced blocks). The
+   * controller's own `delayedMs` is a sum over its decisions.
+   */
+  heldBackMs: number;
 }
 
 export interface ThrottleState {
@@ -123,6 +129,9 @@ export class JobThrottle {
   #decision: ThrottleDecision;
   #reader: ThrottledReader | undefined;
   #pacedMs = 0;
+  /** Wall time held back so far, and since when the decision in force holds back (ns). */
+  #heldBackNs = 0;
+  #heldSinceNs: number | undefined;
   #probing: Promise<void> | undefined;
   #stopped = false;
   /** Aborted by stop(): cuts the wait between two probes short. */
@@ -153,10 +162,11 @@ export class JobThrottle {
     this.#probeSource = probeSource;
     this.#fallback = fallback;
     this.#decision = controller.decide();
+    if (this.#decision.delayMs > 0) this.#heldSinceNs = Number(process.hrtime.bigint());
   }
 
   /**
-   * Builds the controller for a job. With latencyTarget 'auto' and a source
+   * Builds the controller for a job. With latencyTargetMs 'auto' and a source
    * to probe, the target comes from an idle probe of that source; without a
    * source to probe, the controller's default target applies.
    */
@@ -178,7 +188,7 @@ export class JobThrottle {
       if (probeSource) {
         // The target is a probe latency: fixed, or calibrated by the controller
         // from idle probes (first at the start, then every few seconds).
-        const fixed = settings.latencyTarget === 'auto' ? undefined : settings.latencyTarget;
+        const fixed = settings.latencyTargetMs === 'auto' ? undefined : settings.latencyTargetMs;
         const controller = createController('canary', {
           ...base,
           ...(fixed !== undefined ? { targetLatencyMs: fixed } : {}),
@@ -191,7 +201,7 @@ export class JobThrottle {
         return new JobThrottle(
           controller,
           target,
-          settings.rateLimit,
+          settings.rateLimitBytesPerSecond,
           probeSource,
           undefined,
           settings.probeIntervalMs,
@@ -202,7 +212,7 @@ export class JobThrottle {
     }
     let target: JobThrottleReport['target'] | undefined;
     let targetMs: number | undefined;
-    if (settings.latencyTarget === 'auto') {
+    if (settings.latencyTargetMs === 'auto') {
       if (probeSource && name !== 'off') {
         const probe = await probeIdleLatency(probeSource, bounds.maxBlockSize, signal);
         if (probe.count > 0) {
@@ -216,7 +226,7 @@ export class JobThrottle {
         }
       }
     } else {
-      targetMs = settings.latencyTarget;
+      targetMs = settings.latencyTargetMs;
     }
     const controller = createController(name, {
       ...base,
@@ -224,7 +234,7 @@ export class JobThrottle {
       ...(name === 'threshold' ? { threshold: { law: settings.thresholdLaw } } : {}),
     });
     target ??= { mode: targetMs === undefined ? 'auto' : 'fixed', ms: controller.options.targetLatencyMs };
-    return new JobThrottle(controller, target, settings.rateLimit, undefined, fallback);
+    return new JobThrottle(controller, target, settings.rateLimitBytesPerSecond, undefined, fallback);
   }
 
   /** The decision in force: what the reader should start with. */
@@ -386,6 +396,15 @@ export class JobThrottle {
     // A change below 1 µs of delay is not passed on; the decision in force
     // stays the one the reader runs with.
     if (!changed) return;
+    const held = next.delayMs > 0;
+    if (held !== (this.#heldSinceNs !== undefined)) {
+      const now = Number(process.hrtime.bigint());
+      if (held) this.#heldSinceNs = now;
+      else {
+        this.#heldBackNs += now - this.#heldSinceNs!;
+        this.#heldSinceNs = undefined;
+      }
+    }
     this.#decision = next;
     this.#apply();
   }
@@ -409,6 +428,10 @@ export class JobThrottle {
       target: r.probes ? { ...this.#target, ms: r.probes.targetMs } : this.#target,
       rateLimitBytesPerSecond: this.#rate ?? null,
       pacedMs: this.#pacedMs,
+      heldBackMs:
+        (this.#heldBackNs +
+          (this.#heldSinceNs !== undefined ? Number(process.hrtime.bigint()) - this.#heldSinceNs : 0)) /
+        1e6,
       ...(this.#fallback !== undefined ? { fallback: this.#fallback } : {}),
       ...(this.#probeError !== undefined ? { probeError: this.#probeError } : {}),
       ...(this.#counter ? { storageDevices: this.#counter.devices } : {}),

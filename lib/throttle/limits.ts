@@ -48,7 +48,7 @@ export interface RateLimiterOptions {
    * Bytes that may go out at once after an idle spell (the bucket's size).
    * Default: 50 ms worth of the rate, at least 1 MiB.
    */
-  burstBytes?: number;
+  burstBytes?: number | undefined;
 }
 
 /**
@@ -96,18 +96,18 @@ export class RateLimiter {
 
 export interface AutoTargetOptions {
   /** Target = multiplier × idle median (default 1). */
-  multiplier?: number;
+  multiplier?: number | undefined;
   /**
    * A percentile of the probe used as a floor of the target (default none).
    * The probe is short (a few dozen reads), so a high percentile is its
    * largest sample: one stall of the device, or of whatever else shares it,
    * would set the target.
    */
-  floorPercentile?: number;
+  floorPercentile?: number | undefined;
   /** Lower bound, ms (default 0.25). */
-  minMs?: number;
+  minMs?: number | undefined;
   /** Upper bound, ms (default 1000). */
-  maxMs?: number;
+  maxMs?: number | undefined;
 }
 
 /**

@@ -36,11 +36,11 @@ describe.skipIf(skipReason('hostile disk images', missing))('hostile images: not
     const data = pseudoRandom(p2.size, 9);
     patch(disk, p2.start, data);
 
-    const plan = await planImage(disk);
+    const plan = await planImage({ source: disk });
     expect(plan.partitions.map((p) => p.index)).toEqual([1, 2]);
     expect(plan.warnings.join('\n')).toMatch(/partitions 1 and 2 overlap/);
     const out = work.path('overlap-out.img');
-    await imageSource(disk, out);
+    await imageSource({ source: disk, output: out });
     expect(readAt(out, p2.start, p2.size).equals(data)).toBe(true);
     // Free clusters of partition 1 outside partition 2 are still left out.
     expect(plan.bytesToRead).toBeLessThan(8 * MiB);
@@ -56,7 +56,7 @@ describe.skipIf(skipReason('hostile disk images', missing))('hostile images: not
     const tail = pseudoRandom(4 * MiB, 5);
     patch(disk, tailAt, tail);
     const out = work.path('tail-out.img');
-    await imageSource(disk, out);
+    await imageSource({ source: disk, output: out });
     expect(readAt(out, tailAt, tail.length).equals(tail)).toBe(true);
   });
 
@@ -75,7 +75,7 @@ describe.skipIf(skipReason('hostile disk images', missing))('hostile images: not
     }
     for (let k = 0; k < l.fatCount; k++) patch(img, l.fatOffset + k * l.fatBytes, fat);
     expect(fragments).toBeGreaterThan(300_000);
-    const plan = await planImage(img, { strict: true, exclude: ['/DROP.TXT'] });
+    const plan = await planImage({ source: img, strict: true, exclude: ['/DROP.TXT'] });
     expect(plan.partitions[0]?.mode ?? 'used').toBe('used');
     expect(plan.warnings).toEqual([]);
     expect(plan.excluded.map((e) => e.path)).toEqual(['/DROP.TXT']);
@@ -93,7 +93,7 @@ describe.skipIf(skipReason('hostile disk images', missing))('hostile images: not
       path += '/' + 'd'.repeat(200) + i;
       mt.mkdir(path);
     }
-    const err = await listFiles(img).catch((e: unknown) => e);
+    const err = await listFiles({ source: img }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'UNSUPPORTED' });
     expect((err as Error).message).toMatch(/longer than the limit of 16384 bytes/);
     const repo = work.path('repo-deep');

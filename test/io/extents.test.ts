@@ -1,12 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  intersectExtents,
-  mergeExtents,
-  splitExtents,
-  subtractExtents,
-  totalLength,
-  type Extent,
-} from '../../lib/index.js';
+import type { Extent } from '../../lib/index.js';
+import { intersectExtents, mergeExtents, splitExtents, subtractExtents, totalLength } from '../../lib/advanced.js';
 import { patternBytes } from '../helpers/tmp.js';
 
 /** Oracle: a byte map of which offsets an extent list covers. */

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { backup, initRepository, intersectExtents, restore, type Extent } from '../../lib/index.js';
+import { backup, initRepository, restore, type Extent } from '../../lib/index.js';
+import { intersectExtents } from '../../lib/advanced.js';
 import { planImage } from '../../lib/fs/plan.js';
 import { openVolume } from '../../lib/fs/volume.js';
 import { cmp, lowtide } from '../helpers/cli.js';
@@ -38,7 +39,7 @@ describe.skipIf(skipReason('images and backups with exclusions', missing))('--ex
       if (getFatEntry(src, l, c) === 0)
         free.push({ offset: l.dataOffset + (c - 2) * l.clusterSize, length: l.clusterSize });
 
-    const plan = await planImage(src, { exclude: patterns });
+    const plan = await planImage({ source: src, exclude: patterns });
     expect(intersectExtents(plan.extents, excludedExtents)).toEqual([]);
     expect(intersectExtents(plan.extents, free)).toEqual([]);
     expect(plan.warnings).toContain('exclude pattern "/nothing-like-this" matched nothing');

@@ -55,9 +55,13 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     for (const name of ['/evil.bin', '/far.bin']) {
       const dest = join(out, name.slice(1));
       const started = Date.now();
-      const err = await extractFromBackup(repo, b.id, name, dest, { signal: AbortSignal.timeout(5000) }).catch(
-        (e: unknown) => e,
-      );
+      const err = await extractFromBackup({
+        repository: repo,
+        backup: b.id,
+        path: name,
+        dest,
+        signal: AbortSignal.timeout(5000),
+      }).catch((e: unknown) => e);
       // The catalog's own check finds it when the repository is read.
       expect(err).toMatchObject({ code: 'REPO_CORRUPT' });
       expect((err as Error).message).toMatch(/past the image's end|outside the/);
@@ -94,7 +98,7 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
 
   it('8.3 and long names with "/", control characters or ".." are escaped or refused, and say so', async () => {
     const img = await hostileNames();
-    const listed = await listFiles(img);
+    const listed = await listFiles({ source: img });
     const paths = listed.map((e) => e.path).sort();
     expect(paths).toContain('/EVIL%2FNAM.TXT');
     expect(paths).toContain('/CTRL%01NAM.TXT');
@@ -116,7 +120,7 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
 
     // Extraction puts every file inside the destination, under the escaped names.
     const out = work.path('names-out');
-    const r = await extractPath(img, '/', out);
+    const r = await extractPath({ source: img, path: '/', dest: out });
     expect(r.files).toBe(4);
     expect(readdirSync(out).sort()).toEqual(['CTRL%01NAM.TXT', 'DOTSNA~1', 'EVIL%2FNAM.TXT', 'SUB']);
     expect(readFileSync(join(out, 'EVIL%2FNAM.TXT'), 'utf8')).toBe('slash');
@@ -126,9 +130,9 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     const repo = work.path('repo-names');
     await initRepository(repo);
     const b = await backup({ source: img, repository: repo });
-    expect((await listBackupFiles(repo, b.id)).map((e) => e.path).sort()).toEqual(paths);
+    expect((await listBackupFiles({ repository: repo, backup: b.id })).map((e) => e.path).sort()).toEqual(paths);
     const out2 = work.path('names-out-repo');
-    await extractFromBackup(repo, b.id, '/', out2);
+    await extractFromBackup({ repository: repo, backup: b.id, path: '/', dest: out2 });
     expect(readdirSync(out2).sort()).toEqual(['CTRL%01NAM.TXT', 'DOTSNA~1', 'EVIL%2FNAM.TXT', 'SUB']);
   }, 60_000);
 
@@ -154,7 +158,9 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     ] as const) {
       await rewriteCatalog(repo, b.id, [{ ...base, path }]);
       const out = work.path(`plain-out-${why.length}`);
-      const err = await extractFromBackup(repo, b.id, '/', out).catch((e: unknown) => e);
+      const err = await extractFromBackup({ repository: repo, backup: b.id, path: '/', dest: out }).catch(
+        (e: unknown) => e,
+      );
       expect(err).toMatchObject({ code: 'REPO_CORRUPT' });
       expect((err as Error).message).toContain(why);
       expect(existsSync(work.path('escape'))).toBe(false);
@@ -172,7 +178,7 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     const out = work.path('link-out');
     mkdirSync(join(out, 'link.img-root'), { recursive: true });
     symlinkSync(outside, join(out, 'link.img-root', 'SUB'));
-    const err = await extractPath(img, '/', out, { force: true }).catch((e: unknown) => e);
+    const err = await extractPath({ source: img, path: '/', dest: out, force: true }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'OUTPUT_EXISTS' });
     expect((err as Error).message).toContain('symbolic link');
     expect(readdirSync(outside)).toEqual([]);
@@ -180,7 +186,7 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     // The destination itself a link to a directory: refused too.
     const linked = work.path('linked-out');
     symlinkSync(outside, linked);
-    const err2 = await extractPath(img, '/SUB', linked, { force: true }).catch((e: unknown) => e);
+    const err2 = await extractPath({ source: img, path: '/SUB', dest: linked, force: true }).catch((e: unknown) => e);
     expect(err2).toMatchObject({ code: 'OUTPUT_EXISTS' });
     expect(readdirSync(outside)).toEqual([]);
   });

@@ -1,7 +1,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { planImage } from '../../lib/fs/plan.js';
-import { intersectExtents, type Extent } from '../../lib/index.js';
+import type { Extent } from '../../lib/index.js';
+import { intersectExtents } from '../../lib/advanced.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { skipReason } from '../helpers/system.js';
 import { getFatEntry, layout } from '../fixtures/fat/corrupt.js';
@@ -49,7 +50,7 @@ describe.skipIf(skipReason('FAT-aware imaging', missing))('used-blocks imaging o
     const mt = new Mtools(src);
     const pop = populate(mt, work.dir, { clusterSize: spc * 512, small: fat === 12 });
 
-    const plan = await planImage(src);
+    const plan = await planImage({ source: src });
     const free = freeClusterExtents(src);
     expect(free.length).toBeGreaterThan(10);
     // The plan never reads a free cluster.

@@ -66,7 +66,7 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
 
   it('an image written beside its source on the same storage: no foreign I/O seen, boosted', async () => {
     if (skipReason('own writes on a loop device', reason)) return;
-    const r = await imageSource(source, join(mnt, 'out.img'), { force: true });
+    const r = await imageSource({ source, output: join(mnt, 'out.img'), force: true });
     const t = r.throttle;
     const b = t.probes!.boost;
     rmSync(join(mnt, 'out.img'));
@@ -104,7 +104,7 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
       },
     );
     try {
-      const r = await imageSource(source, join(mnt, 'out2.img'), { force: true });
+      const r = await imageSource({ source, output: join(mnt, 'out2.img'), force: true });
       const b = r.throttle.probes!.boost;
       expect(b.busy + b.endedByWrites).toBeGreaterThan(0);
       expect(b.foreignIops).toBeGreaterThan(20);

@@ -37,7 +37,7 @@ describe.skipIf(skipReason('partclone as an oracle of used blocks', missing))(
       const c = spawnSync('partclone.fat', ['-c', '-s', vol, '-o', out, '-L', log], { encoding: 'utf8' });
       expect(c.status).toBe(0);
       const info = spawnSync('partclone.info', ['-s', out, '-L', log], { encoding: 'utf8' });
-      const plan = await planImage(vol);
+      const plan = await planImage({ source: vol });
       expect(plan.bytesToRead).toBe(partcloneUsedBytes(`${info.stdout}${info.stderr}`));
     });
   },

@@ -23,7 +23,7 @@ describe('throttle wiring', () => {
     try {
       // A target far below what any read takes: aimd must cut the window to the minimum.
       const throttle = await JobThrottle.create(
-        resolveThrottleSettings({ throttle: 'aimd', latencyTarget: 0.000_001 }),
+        resolveThrottleSettings({ throttle: 'aimd', latencyTargetMs: 0.000_001 }),
         { maxQueueDepth: 16, maxBlockSize: MiB, minBlockSize: 64 * 1024, alignment: 4096 },
       );
       const reader = source.read(undefined, {
@@ -76,7 +76,7 @@ describe('throttle wiring', () => {
 
   it('canary (the default) probes the source while the job runs and reports its calibrated target', async () => {
     const out = tmp.file('canary.img');
-    const s = await imageSource(src, out, { force: true });
+    const s = await imageSource({ source: src, output: out, force: true });
     expect(s.throttle.controller).toBe('canary');
     expect(s.throttle.target.mode).toBe('auto');
     expect(s.throttle.probes!.count).toBeGreaterThan(8);
@@ -133,17 +133,30 @@ describe('throttle wiring', () => {
 
   it('the probe interval is an option: 50 ms between probes gives at most one probe per 50 ms of the job', async () => {
     const out = tmp.file('slow-probes.img');
-    const s = await imageSource(src, out, { force: true, probeIntervalMs: 50, rateLimit: 20e6 });
+    const s = await imageSource({
+      source: src,
+      output: out,
+      force: true,
+      probeIntervalMs: 50,
+      rateLimitBytesPerSecond: 20e6,
+    });
     expect(s.seconds).toBeGreaterThan(0.5);
     expect(s.throttle.probes!.count).toBeGreaterThan(2);
     expect(s.throttle.probes!.count).toBeLessThanOrEqual(Math.ceil((s.seconds * 1000) / 50) + 2);
+    // Held back is wall time: within the job's (the sum of the decisions' delays is not).
+    expect(s.throttle.heldBackMs).toBeGreaterThanOrEqual(0);
+    expect(s.throttle.heldBackMs).toBeLessThanOrEqual(s.seconds * 1000 + 1);
     expect(cmp(src, out)).toBe(true);
-    await expect(imageSource(src, tmp.file('x.img'), { probeIntervalMs: 0 })).rejects.toThrow(/probeIntervalMs/);
+    await expect(imageSource({ source: src, output: tmp.file('x.img'), probeIntervalMs: 0 })).rejects.toThrow(
+      /probeIntervalMs/,
+    );
     await expect(
-      imageSource(src, tmp.file('x.img'), { probeIntervalMs: 'often' as unknown as number }),
+      imageSource({ source: src, output: tmp.file('x.img'), probeIntervalMs: 'often' as unknown as number }),
     ).rejects.toThrow(/probeIntervalMs/);
     // Only canary probes: with another controller the setting is an error, not ignored.
-    await expect(imageSource(src, tmp.file('x.img'), { throttle: 'parda', probeIntervalMs: 5 })).rejects.toMatchObject({
+    await expect(
+      imageSource({ source: src, output: tmp.file('x.img'), throttle: 'parda', probeIntervalMs: 5 }),
+    ).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
       message: /only the canary controller probes/,
     });
@@ -161,7 +174,7 @@ describe('throttle wiring', () => {
 
   it('auto target comes from an idle probe and is reported', async () => {
     const out = tmp.file('auto.img');
-    const s = await imageSource(src, out, { force: true, throttle: 'parda' });
+    const s = await imageSource({ source: src, output: out, force: true, throttle: 'parda' });
     expect(s.throttle.controller).toBe('parda');
     expect(s.throttle.target.mode).toBe('auto');
     expect(s.throttle.target.idleP50Ms).toBeGreaterThan(0);
@@ -170,16 +183,16 @@ describe('throttle wiring', () => {
   });
 
   it('bad throttle options are rejected with the option named', async () => {
-    await expect(imageSource(src, tmp.file('x.img'), { throttle: 'fast' as 'off' })).rejects.toThrow(
+    await expect(imageSource({ source: src, output: tmp.file('x.img'), throttle: 'fast' as 'off' })).rejects.toThrow(
       /throttle: expected one of "canary", "threshold", "aimd", "parda", "off", got "fast"/,
     );
-    await expect(imageSource(src, tmp.file('x.img'), { latencyTarget: -1 })).rejects.toThrow(
-      /latencyTarget: expected a number greater than 0, got -1/,
+    await expect(imageSource({ source: src, output: tmp.file('x.img'), latencyTargetMs: -1 })).rejects.toThrow(
+      /latencyTargetMs: expected a number greater than 0, got -1/,
     );
     expect(lowtide(['image', src, tmp.file('y.img'), '--latency-target', 'soon']).status).toBe(2);
     // An admission limit only means something when several jobs start: never silently ignored.
-    await expect(imageSource(src, tmp.file('x.img'), { admissionLimit: 5 })).rejects.toThrow(
-      /admissionLimit: only backupMany\(\) uses an admission limit/,
+    await expect(imageSource({ source: src, output: tmp.file('x.img'), admissionLimitMs: 5 })).rejects.toThrow(
+      /admissionLimitMs: only backupMany\(\) uses an admission limit/,
     );
     expect(lowtide(['image', src, tmp.file('z.img'), '--admission-limit', '5']).status).toBe(2);
   });

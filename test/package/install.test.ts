@@ -100,10 +100,18 @@ describe('the packed package', () => {
     writeFileSync(
       join(app, 'main.ts'),
       `
-      import { backup, restore, openSource, LowtideError, type BackupResult, type Manifest } from 'lowtide';
-      export async function run(repo: string, source: string): Promise<Manifest> {
-        const r: BackupResult = await backup({ source, repository: repo, throttle: 'canary', onProgress: (p) => p.bytesDone });
-        await restore({ repository: repo, backup: r.id, target: '/tmp/x.img' });
+      import { backup, restore, openSource, openRepository, imageSource, LowtideError, type BackupResult, type Manifest } from 'lowtide';
+      import { createController, LatencyHistogram } from 'lowtide/advanced';
+      export async function run(repo: string, source: string, signal?: AbortSignal, rate?: number): Promise<Manifest> {
+        // Optional fields take undefined under exactOptionalPropertyTypes.
+        const r: BackupResult = await backup({ source, repository: repo, throttle: 'canary', signal, rateLimitBytesPerSecond: rate, onProgress: (p) => p.bytesDone });
+        await restore({ repository: repo, backup: r.id, target: '/tmp/x.img', signal });
+        await imageSource({ source, output: '/tmp/y.img', latencyTargetMs: 'auto', exclude: undefined });
+        const opened = await openRepository(repo);
+        const report = await opened.verify({ signal });
+        void report.ok;
+        void createController('canary').decide();
+        void new LatencyHistogram().percentile(50);
         const s = await openSource(source, { direct: 'auto' });
         for await (const b of s.read(undefined, { blockSize: 1 << 20 })) void b.latencyNs;
         await s.close();

@@ -37,7 +37,7 @@ describe('several sources', () => {
       sources: srcs,
       repository: repo,
       parallel: 3,
-      admissionLimit: 0.000_001,
+      admissionLimitMs: 0.000_001,
       throttle: 'off',
       onJob: (e) => events.push(e),
     });

@@ -125,7 +125,7 @@ function expectBackupsDirConsistent(repoPath: string): { orphanIndexes: number }
 }
 
 async function expectVerifyOk(repoPath: string): Promise<void> {
-  const report = await verifyRepository(await openRepository(repoPath));
+  const report = await verifyRepository({ repository: await openRepository(repoPath) });
   expect(report.ok, JSON.stringify({ problems: report.problems, damaged: report.damagedManifests })).toBe(true);
 }
 
@@ -330,7 +330,7 @@ describe('SIGKILL of a running backup', () => {
     expect(cmp(src, out)).toBe(true);
 
     // prune keeping everything removes only what dead writers left: orphan chunks and indexes.
-    const pr = await pruneRepository(await openRepository(repoPath), { keepLast: 1000 });
+    const pr = await pruneRepository({ repository: await openRepository(repoPath), keepLast: 1000 });
     expect(pr.removed).toEqual([]);
     expect(expectBackupsDirConsistent(repoPath).orphanIndexes).toBe(0);
     const live = new Set<string>();
@@ -525,7 +525,7 @@ describe('a repository on a tiny file system that fills up', () => {
       } finally {
         closeSync(filler);
       }
-      const pr = await pruneRepository(await openRepository(repoPath), { keepLast: 1 });
+      const pr = await pruneRepository({ repository: await openRepository(repoPath), keepLast: 1 });
       expect(pr.chunksRemoved).toBeGreaterThan(0);
       rmSync(join(mountPoint, 'filler'));
       const ok = await backup({ source: small, repository: repoPath, parent: null });
@@ -722,7 +722,7 @@ describe('damaged repository files', () => {
     bytes[32 + 2 * 32 + 5]! ^= 0x01; // a byte of chunk 2's digest
     writeFileSync(indexPath, bytes);
 
-    const report = await verifyRepository(await openRepository(repoPath));
+    const report = await verifyRepository({ repository: await openRepository(repoPath) });
     expect(report.ok).toBe(false);
     expect(report.damagedBackups).toEqual([a.id]);
     expect(report.damagedManifests.map((d) => d.id)).toEqual([a.id]);
@@ -740,13 +740,15 @@ describe('damaged repository files', () => {
 
     // Pruning while a kept backup's index is damaged would sweep the chunks it really needs.
     const chunks = chunkFileCount(repoPath);
-    const perr = await pruneRepository(await openRepository(repoPath), { keepLast: 5 }).catch((e: unknown) => e);
+    const perr = await pruneRepository({ repository: await openRepository(repoPath), keepLast: 5 }).catch(
+      (e: unknown) => e,
+    );
     expect((perr as LowtideError).code).toBe('REPO_CORRUPT');
     expect(chunkFileCount(repoPath)).toBe(chunks);
 
     // A truncated index is damage too.
     writeFileSync(indexPath, bytes.subarray(0, bytes.length - 32));
-    const r2 = await verifyRepository(await openRepository(repoPath));
+    const r2 = await verifyRepository({ repository: await openRepository(repoPath) });
     expect(r2.damagedBackups).toEqual([a.id]);
   });
 
@@ -781,7 +783,7 @@ describe('damaged repository files', () => {
       .update(readFileSync(srcA).subarray(2 * MiB, 3 * MiB))
       .digest('hex'); // only in a
     rmSync(join(repoPath, 'chunks', hex.slice(0, 2), hex));
-    const before = await verifyRepository(await openRepository(repoPath));
+    const before = await verifyRepository({ repository: await openRepository(repoPath) });
     expect(before.problems.map((p) => [p.problem, p.digest, p.backups])).toEqual([['missing', hex, [a.id]]]);
     // The next backup of a's source has a as its parent, whose index names the lost chunk.
     const c = await backup({ source: srcA, repository: repoPath });
@@ -821,7 +823,7 @@ describe('damaged repository files', () => {
     hb.write('XXXX', 0);
     writeFileSync(path(onlyB), hb);
 
-    const report = await verifyRepository(await openRepository(repoPath));
+    const report = await verifyRepository({ repository: await openRepository(repoPath) });
     expect(report.ok).toBe(false);
     const problems = Object.fromEntries(report.problems.map((p) => [p.digest, p]));
     expect(problems[shared]).toMatchObject({ problem: 'corrupt', backups: [a.id, b.id].sort() });
@@ -857,7 +859,7 @@ describe('damaged repository files', () => {
       message: expect.stringContaining('larger'),
     });
     await expect(repo.getChunk(few)).rejects.toMatchObject({ code: 'CHUNK_CORRUPT' });
-    const report = await verifyRepository(repo);
+    const report = await verifyRepository({ repository: repo });
     const bad = report.problems
       .filter((p) => p.problem === 'corrupt')
       .map((p) => p.digest)

@@ -25,7 +25,7 @@ describe.skipIf(skipReason('used-blocks backups of FAT volumes', missing))('used
       const repo = work.path(`repo-${chunkSize}`);
       await initRepository(repo, { chunkSize });
 
-      const plan = await planImage(src);
+      const plan = await planImage({ source: src });
       const first = await backup({ source: src, repository: repo });
       expect(first.manifest.plan.mode).toBe('used');
       expect(first.manifest.stats.bytesRead).toBe(plan.bytesToRead);
@@ -35,7 +35,7 @@ describe.skipIf(skipReason('used-blocks backups of FAT volumes', missing))('used
       const restored = work.path(`restored-${chunkSize}.img`);
       await restore({ repository: repo, backup: first.id, target: restored });
       const imaged = work.path(`imaged-${chunkSize}.img`);
-      await imageSource(src, imaged);
+      await imageSource({ source: src, output: imaged });
       expect(cmp(restored, imaged)).toBe(true);
       expect(fsck(restored).clean).toBe(true);
       const mr = new Mtools(restored);
@@ -107,7 +107,7 @@ describe.skipIf(skipReason('changed-extent backups of FAT volumes', missing))('c
     const restored = work.path('restored.img');
     await restore({ repository: repo, backup: second.id, target: restored });
     const imaged = work.path('imaged.img');
-    await imageSource(src, imaged);
+    await imageSource({ source: src, output: imaged });
     expect(cmp(restored, imaged)).toBe(true);
     expect(fsck(restored).clean).toBe(true);
     const mr = new Mtools(restored);

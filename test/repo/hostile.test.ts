@@ -277,15 +277,15 @@ async function run(op: Op, c: Case, m: Mutation): Promise<unknown> {
     case 'list':
       return (await openRepository(c.repo)).listBackups();
     case 'verify':
-      return verifyRepository(await openRepository(c.repo));
+      return verifyRepository({ repository: await openRepository(c.repo) });
     case 'restore':
       return restore({ repository: c.repo, backup: c.id, target: join(c.out, 'restored.img') });
     case 'files':
-      return listBackupFiles(c.repo, c.id);
+      return listBackupFiles({ repository: c.repo, backup: c.id });
     case 'extract':
-      return extractFromBackup(c.repo, c.id, '/', join(c.out, 'extracted'));
+      return extractFromBackup({ repository: c.repo, backup: c.id, path: '/', dest: join(c.out, 'extracted') });
     case 'prune':
-      return pruneRepository(await openRepository(c.repo), m.prune ?? { keepLast: 1 });
+      return pruneRepository({ repository: await openRepository(c.repo), ...(m.prune ?? { keepLast: 1 }) });
     case 'backup':
       return backup({ source, repository: c.repo });
   }
@@ -628,7 +628,7 @@ describe('one damaged backup is reported; the others still list, verify and prun
     expect(report).toMatchObject({ kept: [B], removed: [], damaged: [{ id: A }] });
     // Every chunk of A is still there: repairing its manifest restores it.
     editManifest(c, (m) => ({ ...m, created: new Date().toISOString() }));
-    expect((await verifyRepository(await openRepository(c.repo))).ok).toBe(true);
+    expect((await verifyRepository({ repository: await openRepository(c.repo) })).ok).toBe(true);
     await restore({ repository: c.repo, backup: A, target: join(c.out, 'a.img') });
     writeSource(join(c.out, 'a-source.img'), 0);
     expect(cmp(join(c.out, 'a.img'), join(c.out, 'a-source.img'))).toBe(true);
@@ -639,7 +639,9 @@ describe('one damaged backup is reported; the others still list, verify and prun
     editManifest(c, (m) => ({ ...m, plan: undefined }));
     writeFileSync(join(c.repo, 'backups', `${A}.index`), 'not an index');
     const before = snapshot(c.repo);
-    const e = await pruneRepository(await openRepository(c.repo), { keepLast: 1 }).catch((err: unknown) => err);
+    const e = await pruneRepository({ repository: await openRepository(c.repo), keepLast: 1 }).catch(
+      (err: unknown) => err,
+    );
     expect(e).toBeInstanceOf(LowtideError);
     expect((e as LowtideError).code).toBe('REPO_CORRUPT');
     expect((e as LowtideError).message).toContain(`cannot prune: the manifest of backup ${A} is unreadable`);
@@ -707,7 +709,7 @@ describe('temporary files a killed writer left', () => {
   it('prune and the CLI report them too', async () => {
     const c = newCase('stale tmp prune', 'B');
     const bytes = leaveStaleFiles(c.repo);
-    const p = await pruneRepository(await openRepository(c.repo), { keepLast: 5 });
+    const p = await pruneRepository({ repository: await openRepository(c.repo), keepLast: 5 });
     expect(p.staleFilesRemoved).toEqual({ files: 2, bytes });
     expect(readdirSync(join(c.repo, 'tmp'))).toEqual([]);
     leaveStaleFiles(c.repo);

@@ -226,7 +226,7 @@ describe('damage and bad input', () => {
     bytes[bytes.length - 7]! ^= 0x40;
     writeFileSync(chunk, bytes);
 
-    const report = await verifyRepository(await openRepository(repoPath));
+    const report = await verifyRepository({ repository: await openRepository(repoPath) });
     expect(report.ok).toBe(false);
     expect(report.problems).toHaveLength(1);
     expect(report.problems[0]).toMatchObject({ digest: hex, problem: 'corrupt', backups: [a.id, b.id].sort() });
@@ -257,7 +257,7 @@ describe('damage and bad input', () => {
     const victim = chunkFiles(repoPath)[0]!;
     const { unlinkSync } = await import('node:fs');
     unlinkSync(victim);
-    const report = await verifyRepository(await openRepository(repoPath));
+    const report = await verifyRepository({ repository: await openRepository(repoPath) });
     expect(report.problems.map((p) => [p.problem, p.backups])).toEqual([['missing', [a.id]]]);
     const err = await restore({ repository: repoPath, backup: a.id, target: join(dir, 'o.img') }).catch(
       (e: unknown) => e,
@@ -352,7 +352,7 @@ describe('prune', () => {
       ids.push((await backup({ source: src, repository: repoPath })).id);
     }
     const before = chunkFiles(repoPath).length;
-    const dry = await pruneRepository(await openRepository(repoPath), { keepLast: 1, dryRun: true });
+    const dry = await pruneRepository({ repository: await openRepository(repoPath), keepLast: 1, dryRun: true });
     expect(dry.removed).toEqual(ids.slice(0, 2));
     expect(chunkFiles(repoPath).length).toBe(before);
     const r = lowtide(['prune', '--repo', repoPath, '--keep-last', '1', '--json']);
@@ -362,7 +362,7 @@ describe('prune', () => {
     // Chunks 0 and 1 of versions 0 and 1 were overwritten later; other chunks are shared.
     expect(report.chunksRemoved).toBe(2);
     expect(chunkFiles(repoPath).length).toBe(before - 2);
-    expect((await verifyRepository(await openRepository(repoPath))).ok).toBe(true);
+    expect((await verifyRepository({ repository: await openRepository(repoPath) })).ok).toBe(true);
     const out = join(dir, 'out.img');
     await restore({ repository: repoPath, backup: ids[2]!, target: out });
     expect(cmp(src, out)).toBe(true);

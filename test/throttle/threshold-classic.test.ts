@@ -92,8 +92,8 @@ describe('threshold, proportional law (the classic rule)', () => {
     expect(classic).toMatchObject({
       throttle: 'threshold',
       thresholdLaw: 'proportional',
-      latencyTarget: 30,
-      admissionLimit: 20,
+      latencyTargetMs: 30,
+      admissionLimitMs: 20,
     });
   });
 });

@@ -20,14 +20,14 @@ export function addExtractCommand(program: Command): void {
     .option('-f, --force', 'replace existing files', false)
     .option('--json', 'print JSON', false);
   addSourceOption(cmd).action(async (source: string, path: string, dest: string, o: Record<string, unknown>) => {
-    const xo = { partition: o.partition as number | undefined, force: o.force === true };
+    const xo = { path, dest, partition: o.partition as number | undefined, force: o.force === true };
     const repo = typeof o.repo === 'string' ? o.repo : undefined;
     const only = sourceFlag(o);
     const selected = repo !== undefined ? await selectBackup(repo, source, only) : undefined;
     const r = await withInterrupt((signal) =>
       repo !== undefined
-        ? extractFromBackup(repo, selected!.id, path, dest, { ...xo, signal })
-        : extractPath(source, path, dest, { ...xo, signal }),
+        ? extractFromBackup({ repository: repo, backup: selected!.id, ...xo, signal })
+        : extractPath({ source, ...xo, signal }),
     );
     if (o.json === true) printJson({ ...(selected ? { selectedBackup: selected } : {}), ...r });
     else

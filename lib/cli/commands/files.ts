@@ -34,8 +34,8 @@ export function addFilesCommand(program: Command): void {
     const selected = typeof o.repo === 'string' ? await selectBackup(o.repo, source, only) : undefined;
     const entries =
       typeof o.repo === 'string'
-        ? await listBackupFiles(o.repo, selected!.id, choice)
-        : await listFiles(source, choice);
+        ? await listBackupFiles({ repository: o.repo, backup: selected!.id, ...choice })
+        : await listFiles({ source, ...choice });
     if (o.json === true) {
       printJson({ ...(selected ? { selectedBackup: selected } : {}), entries });
       return;

@@ -39,7 +39,7 @@ function printImageSummary(s: ImageSummary, f: Figures): void {
       : []),
     `  time        ${formatFigures(f)}`,
     `  latency     p50 ${s.latency.p50Ms.toFixed(3)} ms, p99 ${s.latency.p99Ms.toFixed(3)} ms, max ${s.latency.maxMs.toFixed(3)} ms`,
-    `  throttle    ${s.throttle.controller}, target ${s.throttle.target.ms.toFixed(2)} ms (${s.throttle.target.mode}), delayed ${(s.throttle.delayedMs / 1000).toFixed(2)} s`,
+    `  throttle    ${s.throttle.controller}, target ${s.throttle.target.ms.toFixed(2)} ms (${s.throttle.target.mode}), held back ${(s.throttle.heldBackMs / 1000).toFixed(2)} s`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -78,7 +78,9 @@ export function addImageCommand(program: Command): void {
     }));
     const summary = await withInterrupt((signal) =>
       progress.around(
-        imageSource(source, output, {
+        imageSource({
+          source,
+          output,
           blockSize: o.blockSize as number,
           queueDepth: o.queueDepth as number,
           engine: o.engine as EngineName,

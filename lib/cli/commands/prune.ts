@@ -1,6 +1,6 @@
 /** `lowtide prune`: old backups removed by a retention rule, then the chunks no backup needs. */
 import { Option, type Command } from 'commander';
-import { openRepository, pruneRepository } from '../../index.js';
+import { pruneRepository } from '../../index.js';
 import { intArg } from '../args.js';
 import { printJson, printWarnings } from '../output.js';
 import { formatBytes } from '../progress.js';
@@ -28,8 +28,8 @@ export function addPruneCommand(program: Command): void {
     .option('--dry-run', 'show what would be removed', false)
     .option('--json', 'print JSON', false)
     .action(async (o: Record<string, unknown>) => {
-      const repo = await openRepository(o.repo as string);
-      const r = await pruneRepository(repo, {
+      const r = await pruneRepository({
+        repository: o.repo as string,
         keepLast: o.keepLast as number | undefined,
         keepDaily: o.keepDaily as number | undefined,
         keepWeekly: o.keepWeekly as number | undefined,

@@ -49,7 +49,7 @@ export function addVerifyCommand(program: Command): void {
     const repo = await openRepository(o.repo as string);
     const progress = verifyProgress(o);
     const report = await withInterrupt((signal) =>
-      verifyRepository(repo, { signal, onProgress: progress.onProgress }).then(
+      verifyRepository({ repository: repo, signal, onProgress: progress.onProgress }).then(
         (r) => {
           progress.end(true);
           return r;

@@ -28,15 +28,21 @@ export interface BackupExtractResult extends ExtractResult {
   chunksRead: number;
 }
 
-/** Which backup, checked. */
-interface BackupChoice {
+/** Which backup. */
+export interface BackupChoice {
+  /** The repository: a path, or one already open. */
   repository: string | Repository;
+  /** The backup's id. */
   backup: string;
 }
 
-function resolveBackupChoice(repository: unknown, backupId: unknown): BackupChoice {
-  if (!(repository instanceof Repository)) stringOption('repository', repository);
-  return { repository: repository as string | Repository, backup: stringOption('backup', backupId) };
+export interface ListBackupFilesOptions extends BackupChoice, VolumeChoice {}
+
+export interface ExtractFromBackupOptions extends BackupChoice, ExtractOptions {}
+
+function resolveBackupChoice(opts: Record<string, unknown>): BackupChoice {
+  if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
+  return { repository: opts.repository as string | Repository, backup: stringOption('backup', opts.backup) };
 }
 
 async function backupCatalog(
@@ -82,13 +88,10 @@ async function catalogEntries(choice: BackupChoice, partition: number | undefine
 }
 
 /** Files and directories of a FAT volume inside a backup, from its catalog: no chunk is read. */
-export async function listBackupFiles(
-  repository: string | Repository,
-  backupId: string,
-  options: VolumeChoice = {},
-): Promise<FileListing[]> {
-  const choice = resolveBackupChoice(repository, backupId);
-  const partition = partitionOption(objectOption('options', options));
+export async function listBackupFiles(options: ListBackupFilesOptions): Promise<FileListing[]> {
+  const opts = objectOption('options', options);
+  const choice = resolveBackupChoice(opts);
+  const partition = partitionOption(opts);
   const { entries } = await catalogEntries(choice, partition);
   return entries.map((e) => ({
     path: e.path,
@@ -177,17 +180,10 @@ class ChunkReader {
  * Copies a file or directory tree out of a FAT volume inside a backup,
  * reading only the chunks under the files' extents.
  */
-export async function extractFromBackup(
-  repository: string | Repository,
-  backupId: string,
-  path: string,
-  dest: string,
-  options: ExtractOptions = {},
-): Promise<BackupExtractResult> {
-  stringOption('path', path);
-  stringOption('dest', dest);
-  const { force, signal, partition } = resolveExtractOptions(options);
-  const { repo, manifest, entries } = await catalogEntries(resolveBackupChoice(repository, backupId), partition);
+export async function extractFromBackup(options: ExtractFromBackupOptions): Promise<BackupExtractResult> {
+  const choice = resolveBackupChoice(objectOption('options', options));
+  const { path, dest, force, signal, partition } = resolveExtractOptions(options);
+  const { repo, manifest, entries } = await catalogEntries(choice, partition);
   const index = await IndexLookup.open(repo, manifest);
   try {
     const chunks = new ChunkReader(repo, manifest, index);

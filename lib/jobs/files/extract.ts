@@ -6,17 +6,23 @@
 import { lstat, mkdir, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../../errors.js';
-import { booleanOption, integerOption, objectOption, signalOption } from '../../options.js';
+import { booleanOption, integerOption, objectOption, signalOption, stringOption } from '../../options.js';
 import { PartialFile } from '../output.js';
 
 export interface VolumeChoice {
   /** Partition number; optional when the disk has one FAT volume. */
-  partition?: number;
+  partition?: number | undefined;
 }
 
+/** What to extract and where to. */
 export interface ExtractOptions extends VolumeChoice {
-  force?: boolean;
-  signal?: AbortSignal;
+  /** The file or directory in the volume ('/' for all of it). */
+  path: string;
+  /** An existing directory to extract into, or the new name of what is extracted. */
+  dest: string;
+  /** Replace existing files (default false). */
+  force?: boolean | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 export interface ExtractResult {
@@ -28,6 +34,8 @@ export interface ExtractResult {
 
 /** An extraction's options, checked. */
 export interface ResolvedExtractOptions {
+  path: string;
+  dest: string;
   force: boolean;
   signal: AbortSignal | undefined;
   partition: number | undefined;
@@ -40,9 +48,11 @@ export function partitionOption(opts: Record<string, unknown>): number | undefin
 
 export function resolveExtractOptions(options: unknown): ResolvedExtractOptions {
   const opts = objectOption('options', options);
+  const path = stringOption('path', opts.path);
+  const dest = stringOption('dest', opts.dest);
   const force = booleanOption('force', opts.force, false);
   const signal = signalOption('signal', opts.signal);
-  return { force, signal, partition: partitionOption(opts) };
+  return { path, dest, force, signal, partition: partitionOption(opts) };
 }
 
 /** A path in a volume as '/'-separated names from the root ('/' for the root). */
