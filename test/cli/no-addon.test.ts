@@ -25,7 +25,8 @@ describe('a package without its native addon', () => {
       script,
       `
       const m = await import(${JSON.stringify(join(dir, 'dist', 'index.js'))});
-      const out = { version: m.version, helper: m.mergeExtents([{ offset: 0, length: 4 }, { offset: 4, length: 4 }]) };
+      const a = await import(${JSON.stringify(join(dir, 'dist', 'advanced.js'))});
+      const out = { version: m.version, helper: a.mergeExtents([{ offset: 0, length: 4 }, { offset: 4, length: 4 }]) };
       out.isError = new m.LowtideError('INVALID_ARGUMENT', 'x') instanceof Error;
       try {
         await m.openSource(${JSON.stringify(script)});
