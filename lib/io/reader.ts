@@ -201,6 +201,12 @@ export class BlockReader implements AsyncIterable<Block> {
     this.#native.setPacing(Math.round(delayMs * 1e6));
   }
 
+  /** Reads handed to the kernel so far: completed and in flight. */
+  submittedReads(): number {
+    const s = this.#native.stats();
+    return s.requestsCompleted + s.inFlight;
+  }
+
   stats(): ReaderStats {
     return { ...this.#native.stats(), engine: this.#native.engine };
   }

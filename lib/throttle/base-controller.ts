@@ -31,7 +31,8 @@ export abstract class BaseController implements ThrottleController {
   protected readonly targetNs: number;
 
   private readonly histogram = new LatencyHistogram();
-  private bytes = 0;
+  /** Bytes of the accepted samples so far. */
+  protected bytes = 0;
   private decisions = 0;
   private delayedMs = 0;
   private readonly qdDist = new Map<number, DistributionCell>();

@@ -32,7 +32,7 @@
  *   window rule grew it while the storage was quiet before the boost.
  */
 import type { BoostReport } from './types.js';
-import { ForeignIo, type StorageReading } from './canary-foreign-io.js';
+import { ForeignIo, ForeignReads, type StorageReading } from './canary-foreign-io.js';
 
 export interface BoostOptions {
   /** False: no boost ever starts (the checks still count what calibrations see). */
@@ -51,7 +51,21 @@ export interface BoostOptions {
   /** Checks older than this are forgotten, ms. */
   horizonMs: number;
   resumeBusyWindow: boolean;
+  /**
+   * Count someone else's reads while the job runs, where the probes carry
+   * the counts for it (see ForeignReads): then no check is needed to start a
+   * boost, one ends within a probe of a burst, and boosted checks come only
+   * every `countedCheckEveryMs`.
+   */
+  counted: boolean;
+  /** Time between quiet checks while boosted with reads counted, ms. */
+  countedCheckEveryMs: number;
+  /** The job's most reads in flight (how far the job's count may run ahead of the device's). */
+  maxQueueDepth: number;
 }
+
+/** Length of a window of reads counted while running, ms. */
+const RUNNING_WINDOW_MS = 50;
 
 /** Poisson test levels: to start a boost, and below which it goes on. */
 const ENTER_LEVEL = 1e-3;
@@ -59,9 +73,20 @@ const STAY_LEVEL = 0.05;
 /** Someone else's I/Os in one check, at a rate above quietIops, that end a boost at once. */
 const BURST = 3;
 
-/** P(N ≤ k) for N Poisson with mean mu. */
+/** Φ(z), the standard normal distribution function (Abramowitz-Stegun 7.1.26 for erf, error < 1.5e-7). */
+function normalCdf(z: number): number {
+  const x = Math.abs(z) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * x);
+  const erf =
+    1 -
+    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
+  return z >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
+}
+
+/** P(N ≤ k) for N Poisson with mean mu (for a mean above 100, its normal approximation). */
 export function poissonCdf(k: number, mu: number): number {
   if (!(mu > 0)) return 1;
+  if (mu > 100) return normalCdf((k + 0.5 - mu) / Math.sqrt(mu));
   let term = Math.exp(-mu);
   let sum = term;
   for (let i = 1; i <= k; i++) {
@@ -77,6 +102,8 @@ export interface ProbeCounts {
   counted: boolean;
   /** Someone else's writes found since the previous probe (0 when not known). */
   foreignWrites: number;
+  /** Someone else's reads counted while running since the previous probe (0 when not counted). */
+  foreignReads: number;
 }
 
 /** One reading of the storage's counts during a pause, after our blocks drained. */
@@ -116,6 +143,16 @@ export class CanaryBoost {
   #quietTo: QuietMark | undefined;
   #windows: CheckWindow[] = [];
   #lastQuiet = false;
+  /** Reads counted while running (undefined until a probe carries the counts). */
+  #reads: ForeignReads | undefined;
+  /** The running window: since when, and someone else's reads in it. */
+  #runFromNs: number | undefined;
+  #runForeign = 0;
+  /** Someone else's reads counted while running, and the time counted (ns). */
+  #runForeignTotal = 0;
+  #countedNs = 0;
+  /** The last running window found someone else's reads. */
+  #runBusy = false;
 
   /** `window`: the canary's starting window, where a boost ends before any check found someone. */
   constructor(options: BoostOptions, window: number) {
@@ -133,10 +170,20 @@ export class CanaryBoost {
   }
 
   /** Reads a probe's counters (garbage counts as none). Call once per probe. */
-  readCounts(nowNs: number, c: Partial<Record<keyof StorageReading, unknown>>): ProbeCounts {
+  readCounts(
+    nowNs: number,
+    c: Partial<Record<keyof StorageReading | 'deviceReads' | 'ownReads', unknown>>,
+  ): ProbeCounts {
     const ios = count(c.ios);
-    if (ios === undefined) return { counted: false, foreignWrites: 0 };
+    if (ios === undefined) return { counted: false, foreignWrites: 0, foreignReads: 0 };
     this.#deviceCounters = true;
+    let foreignReads = 0;
+    const deviceReads = count(c.deviceReads);
+    const ownReads = count(c.ownReads);
+    if (this.#o.enabled && this.#o.counted && deviceReads !== undefined && ownReads !== undefined) {
+      this.#reads ??= new ForeignReads(this.#o.maxQueueDepth + 8);
+      foreignReads = this.#reads.observe(deviceReads, ownReads);
+    }
     const writes = count(c.writes);
     const foreignWrites = this.#io.observe(nowNs, {
       ios,
@@ -146,7 +193,50 @@ export class CanaryBoost {
       ownWrites: count(c.ownWrites),
       unwrittenBytes: count(c.unwrittenBytes),
     });
-    return { counted: true, foreignWrites };
+    return { counted: true, foreignWrites, foreignReads };
+  }
+
+  /** Whether someone else's reads are counted while the job runs. */
+  get counting(): boolean {
+    return this.#reads !== undefined && this.#reads.broken === undefined;
+  }
+
+  /**
+   * A probe while the job runs (not in a pause), with someone else's reads
+   * it counted (readCounts). Every RUNNING_WINDOW_MS, or at once on a
+   * burst, the window joins the horizon as a check's would: a boost starts
+   * when the horizon looks idle, ends on a burst or when it no longer does.
+   * Returns the window to go on with.
+   */
+  running(nowNs: number, window: number, foreignReads: number): number {
+    if (!this.counting) return window;
+    this.#runFromNs ??= nowNs;
+    this.#runForeign += foreignReads;
+    this.#runForeignTotal += foreignReads;
+    const d = nowNs - this.#runFromNs;
+    const burst = this.#burst(this.#runForeign, Math.max(d, 1e6));
+    if (!burst && d < RUNNING_WINDOW_MS * 1e6) return window;
+    const f = this.#runForeign;
+    this.#runBusy = f > 0;
+    this.#runFromNs = nowNs;
+    this.#runForeign = 0;
+    this.#countedNs += d;
+    if (burst) this.#windows = [];
+    else this.#windows.push({ endNs: nowNs, drainedNs: d, foreign: f });
+    const { foreign, drainedNs, windows } = this.#horizon(nowNs);
+    const p = poissonCdf(foreign, (this.#o.quietIops * drainedNs) / 1e9);
+    if (f > 0 && !this.boosted) this.#busyWindow = window;
+    if (this.boosted) {
+      if (burst || p > STAY_LEVEL) {
+        const w = this.#end(nowNs, window);
+        this.#nextCheckNs = nowNs + this.#o.checkEveryMs * 1e6;
+        return w;
+      }
+    } else if (windows >= this.#o.quietChecks && p < ENTER_LEVEL) {
+      this.#boostedSinceNs = nowNs;
+      this.#nextCheckNs = nowNs + this.#o.countedCheckEveryMs * 1e6;
+    }
+    return window;
   }
 
   /** Someone else's writes in bytes so far (counted while the job writes to the storage). */
@@ -176,6 +266,10 @@ export class CanaryBoost {
   /** Whether a quiet check is due at `nowNs` (the first at the first probe with counters). */
   checkDue(nowNs: number): boolean {
     if (!this.#o.enabled || !this.#deviceCounters) return false;
+    // Reads counted while running: a boost needs no check to start. While
+    // the running count finds someone, checks go on as usual (cheap under a
+    // load; they also tell a device that splits the job's reads).
+    if (this.counting && !this.boosted && !this.#runBusy) return false;
     this.#nextCheckNs ??= nowNs;
     return nowNs >= this.#nextCheckNs;
   }
@@ -192,6 +286,9 @@ export class CanaryBoost {
   beginPause(): void {
     this.#quietFrom = undefined;
     this.#quietTo = undefined;
+    // The pause counts for itself (exactly): the running window before it is dropped.
+    this.#runFromNs = undefined;
+    this.#runForeign = 0;
   }
 
   /**
@@ -272,15 +369,34 @@ export class CanaryBoost {
         this.#boostedSinceNs = nowNs;
       }
     }
+    if (this.#reads !== undefined && this.counting && this.#quietFrom && this.#quietTo) {
+      // Reads counted while running against the checks' exact counts: a
+      // device that splits the job's reads shows as someone else's reads
+      // while the job runs and not in the checks. When the checks' count is
+      // improbably low for even a quarter of the running rate, counting
+      // while running stops.
+      const runRate = this.#runForeignTotal / (this.#countedNs / 1e9);
+      if (
+        this.#runForeignTotal >= 20 &&
+        this.#drainedNs >= 300e6 &&
+        poissonCdf(this.#foreign, (runRate / 4) * (this.#drainedNs / 1e9)) < ENTER_LEVEL
+      )
+        this.#reads.stop(
+          `the device counted ${runRate.toFixed(0)} reads a second beyond the job's while it ran, and the quiet checks ${(this.#foreign / (this.#drainedNs / 1e9)).toFixed(1)}: it splits the job's reads`,
+        );
+      this.#reads.rebase();
+    }
     // After a quiet calibration the check follows at once: together they
     // make the time a boost needs, with no blocks of ours between them.
     const soon = this.boosted || this.#lastQuiet;
     const nextMs =
       kind === 'calibrate' && this.#lastQuiet && !this.boosted
         ? 0
-        : soon
-          ? this.#o.boostCheckEveryMs
-          : this.#o.checkEveryMs;
+        : this.boosted && this.counting
+          ? this.#o.countedCheckEveryMs
+          : soon
+            ? this.#o.boostCheckEveryMs
+            : this.#o.checkEveryMs;
     this.#nextCheckNs = nowNs + nextMs * 1e6;
     return w;
   }
@@ -297,6 +413,12 @@ export class CanaryBoost {
       foreignIops: this.#drainedNs > 0 ? this.#foreign / (this.#drainedNs / 1e9) : 0,
       foreignWriteBytes: this.#io.foreignWriteBytes,
       drainedMs: this.#drainedNs / 1e6,
+      running: {
+        counted: this.#reads !== undefined,
+        reads: this.#reads?.count ?? 0,
+        countedMs: this.#countedNs / 1e6,
+        ...(this.#reads?.broken !== undefined ? { stopped: this.#reads.broken } : {}),
+      },
     };
   }
 

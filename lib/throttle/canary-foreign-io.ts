@@ -159,3 +159,83 @@ export class ForeignIo {
     return this.#reads + this.#foreignWrites;
   }
 }
+
+/**
+ * Someone else's reads counted while the job runs, not only in pauses.
+ *
+ * Where the storage is one device right under an O_DIRECT source
+ * (StorageIoCounter.exact), every read the job submits is one read the
+ * device is given, and the device counts what it was given (completed,
+ * merged and in flight). So D = device reads − the job's reads (its blocks
+ * and probes, counted when submitted) is someone else's reads, less the
+ * job's reads not yet handed to the device at the moment of reading (a few,
+ * never more than its queue). The job's lag only ever lowers D; so whatever
+ * takes D above its highest value so far is someone else's.
+ *
+ * What would break that: reads of the job that never reach the device (a
+ * hole in a sparse file, the page cache) make D fall for good and would hide
+ * others' reads behind the old highest value; a device that splits the job's
+ * reads makes D rise as if others read. The first shows as D far below its
+ * highest (more than the queue can explain): counting stops (`broken`). The
+ * second is for the caller to find (quiet checks that disagree).
+ */
+export class ForeignReads {
+  /** How far below its highest D may fall (the job's reads not yet handed over), reads. */
+  readonly #slack: number;
+  #base: number | undefined;
+  #highest = 0;
+  #last = 0;
+  #count = 0;
+  #broken: string | undefined;
+
+  constructor(slack: number) {
+    this.#slack = slack;
+  }
+
+  /** Someone else's reads counted so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Why counting stopped, or undefined while it counts. */
+  get broken(): string | undefined {
+    return this.#broken;
+  }
+
+  /** One reading (the device's first, then the job's). Returns the new reads of someone else's since the last. */
+  observe(deviceReads: number, ownReads: number): number {
+    if (this.#broken !== undefined) return 0;
+    const d = deviceReads - ownReads;
+    if (this.#base === undefined) {
+      this.#base = d;
+      return 0;
+    }
+    const x = d - this.#base;
+    this.#last = x;
+    if (x > this.#highest) {
+      const n = x - this.#highest;
+      this.#highest = x;
+      this.#count += n;
+      return n;
+    }
+    if (x < this.#highest - this.#slack) {
+      this.#broken = `the job's reads outnumber the device's by ${this.#highest - x} (reads served without the device: holes of a sparse file, or a cache)`;
+    }
+    return 0;
+  }
+
+  /**
+   * Counting resumes from the last reading, taken while none of the job's
+   * reads was in flight (in a quiet check, after its blocks drained): D was
+   * exact there, and a fall of D before it is forgotten.
+   */
+  rebase(): void {
+    if (this.#broken !== undefined || this.#base === undefined) return;
+    this.#highest = this.#last;
+  }
+
+  /** Counting stops for the rest of the job. */
+  stop(reason: string): void {
+    this.#broken ??= reason;
+  }
+}

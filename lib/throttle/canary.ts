@@ -39,6 +39,9 @@ import type { LatencySample, ThrottleDecision, ThrottleReport } from './types.js
  * Without probes it has no signal and keeps its window (JobThrottle runs
  * `parda` instead when it has nothing to probe).
  */
+/** While boosted with reads counted, the queue is what the storage drains in this long (ms). */
+const COUNTED_DRAIN_MS = 4;
+
 export class CanaryController extends BaseController {
   readonly name = 'canary' as const;
   /** Probe latency: smoothed value and window percentiles. */
@@ -98,6 +101,9 @@ export class CanaryController extends BaseController {
         quietIops: c.quietIops,
         horizonMs: THROTTLE_DEFAULTS.canaryQuietHorizonMs,
         resumeBusyWindow: c.resumeBusyWindow,
+        counted: c.counted,
+        countedCheckEveryMs: c.countedCheckEveryMs,
+        maxQueueDepth: o.maxQueueDepth,
       },
       this.window,
     );
@@ -111,7 +117,43 @@ export class CanaryController extends BaseController {
     return Math.max(this.latency.nowNs, this.probes.nowNs);
   }
 
-  protected onSample(): void {}
+  /** The largest request the device takes unsplit, while reads are counted (from the probes). */
+  private requestCap = Infinity;
+
+  /** The job's throughput, bytes/s (EWMA over ~100 ms windows of its samples). */
+  private rateBps = 0;
+  private rateFromNs: number | undefined;
+  private rateFromBytes = 0;
+
+  protected onSample(): void {
+    const now = this.latency.nowNs;
+    if (this.rateFromNs === undefined) {
+      this.rateFromNs = now;
+      this.rateFromBytes = this.bytes;
+      return;
+    }
+    const d = now - this.rateFromNs;
+    if (d < 100e6) return;
+    const r = ((this.bytes - this.rateFromBytes) * 1e9) / d;
+    this.rateBps = this.rateBps > 0 ? 0.5 * this.rateBps + 0.5 * r : r;
+    this.rateFromNs = now;
+    this.rateFromBytes = this.bytes;
+  }
+
+  /**
+   * Blocks in flight while boosted. With reads counted while running, a
+   * load that arrives is found within a probe or two, and then meets the
+   * queue the job already has at the device: at most what the storage
+   * drains in COUNTED_DRAIN_MS at the job's throughput (from
+   * boostQueueDepth up to countedBoostQueueDepth). Otherwise
+   * boostQueueDepth.
+   */
+  private boostedQueueDepth(): number {
+    const c = this.options.canary;
+    if (!this.boost.counting) return c.boostQueueDepth;
+    const q = Math.floor((this.rateBps * COUNTED_DRAIN_MS) / 1e3 / this.options.maxBlockSize);
+    return clamp(q, c.boostQueueDepth, Math.max(c.boostQueueDepth, c.countedBoostQueueDepth));
+  }
 
   override observeProbe(sample: LatencySample): void {
     const s: Partial<LatencySample> = sample ?? {};
@@ -119,25 +161,31 @@ export class CanaryController extends BaseController {
     this.probeCount++;
     const v = this.probes.lastNs;
     const now = this.nowNs();
-    const { counted, foreignWrites } = this.boost.readCounts(now, {
+    const { counted, foreignWrites, foreignReads } = this.boost.readCounts(now, {
       ios: s.deviceIos,
       writes: s.deviceWrites,
       writeBytes: s.deviceWriteBytes,
       ownWriteBytes: s.ownWriteBytes,
       ownWrites: s.ownWrites,
       unwrittenBytes: s.unwrittenBytes,
+      deviceReads: s.deviceReadsSubmitted,
+      ownReads: s.ownReadsSubmitted,
     });
+    const cap = s.deviceMaxRequestBytes;
+    if (typeof cap === 'number' && Number.isFinite(cap) && cap > 0) this.requestCap = cap;
     if (this.pausedAtNs !== undefined) {
       this.pausedProbe(v, counted, now, now - this.pausedAtNs);
       return;
     }
     // Boosted, the quiet checks find nobody else on the storage and the
-    // window rule rests: a calibration is not needed until the boost ends.
-    if (!this.boost.boosted && this.calibration.due(now)) {
+    // window rule rests: a calibration is not needed until the boost ends
+    // (once one has counted: H is needed when the boost ends).
+    if ((!this.boost.boosted || this.calibration.count === 0) && this.calibration.due(now)) {
       this.startPause('calibrate', now);
       return;
     }
     if (foreignWrites > 0) this.window = this.boost.foreignWrite(now, this.window, foreignWrites);
+    this.window = this.boost.running(now, this.window, foreignReads);
     if (this.boost.checkDue(now)) {
       this.startPause('check', now);
       return;
@@ -240,7 +288,22 @@ export class CanaryController extends BaseController {
     }
   }
 
+  /**
+   * While someone else's reads are counted, the job's requests stay within
+   * what the device takes as one (a request split in two would count as one
+   * of someone else's).
+   */
   protected current(): ThrottleDecision {
+    const d = this.uncapped();
+    if (!this.boost.counting || d.blockSize <= this.requestCap) return d;
+    const o = this.options;
+    const size = Math.max(o.minBlockSize, Math.floor(this.requestCap / o.alignment) * o.alignment);
+    // The same bytes in flight, in more requests.
+    const queueDepth = clamp(Math.round((d.queueDepth * d.blockSize) / size), o.minQueueDepth, o.maxQueueDepth);
+    return { ...d, blockSize: Math.min(d.blockSize, size), queueDepth };
+  }
+
+  private uncapped(): ThrottleDecision {
     const o = this.options;
     if (this.pausedAtNs !== undefined) {
       // Paused: nothing new of ours until the pause ends.
@@ -249,7 +312,7 @@ export class CanaryController extends BaseController {
     if (this.boost.boosted) {
       return {
         delayMs: 0,
-        queueDepth: clamp(o.canary.boostQueueDepth, o.minQueueDepth, o.maxQueueDepth),
+        queueDepth: clamp(this.boostedQueueDepth(), o.minQueueDepth, o.maxQueueDepth),
         blockSize: o.maxBlockSize,
       };
     }

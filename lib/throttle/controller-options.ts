@@ -113,6 +113,18 @@ export interface ThrottleOptions {
     boostQueueDepth?: number;
     /** Time between quiet checks while boosted, ms (default 50). */
     boostCheckEveryMs?: number;
+    /**
+     * Count someone else's reads while the job runs, where the probes carry
+     * the counts for it (`deviceReadsSubmitted`, `ownReadsSubmitted`; default
+     * true): a boost then starts without a check, ends within a probe of a
+     * burst, runs `countedBoostQueueDepth` blocks, and is checked every
+     * `countedCheckEveryMs`.
+     */
+    counted?: boolean;
+    /** Largest blocks in flight while boosted with reads counted (default 16). */
+    countedBoostQueueDepth?: number;
+    /** Time between quiet checks while boosted with reads counted, ms (default 500). */
+    countedCheckEveryMs?: number;
     /** Time between quiet checks while not boosted, ms (default 500). */
     checkEveryMs?: number;
     /**
@@ -159,6 +171,9 @@ export interface ResolvedThrottleOptions {
     quietIops: number;
     boostQueueDepth: number;
     boostCheckEveryMs: number;
+    counted: boolean;
+    countedBoostQueueDepth: number;
+    countedCheckEveryMs: number;
     checkEveryMs: number;
     betaBytes: number;
     resumeBusyWindow: boolean;
@@ -194,6 +209,8 @@ export const THROTTLE_DEFAULTS = {
   canaryBoostQuietChecks: 2,
   canaryBoostQueueDepth: 4,
   canaryBoostCheckEveryMs: 50,
+  canaryCountedBoostQueueDepth: 16,
+  canaryCountedCheckEveryMs: 500,
   canaryCheckEveryMs: 500,
   canaryBetaBytes: 4 * 1024,
   /** Quiet a check must see to start boosting, and to stay boosted, ms. */
@@ -364,6 +381,21 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
         'canary.boostCheckEveryMs',
         ca.boostCheckEveryMs,
         THROTTLE_DEFAULTS.canaryBoostCheckEveryMs,
+        1,
+        60_000,
+      ),
+      counted: booleanOption('canary.counted', ca.counted, true),
+      countedBoostQueueDepth: integerOption(
+        'canary.countedBoostQueueDepth',
+        ca.countedBoostQueueDepth,
+        THROTTLE_DEFAULTS.canaryCountedBoostQueueDepth,
+        1,
+        MAX_QUEUE_DEPTH,
+      ),
+      countedCheckEveryMs: numberOption(
+        'canary.countedCheckEveryMs',
+        ca.countedCheckEveryMs,
+        THROTTLE_DEFAULTS.canaryCountedCheckEveryMs,
         1,
         60_000,
       ),

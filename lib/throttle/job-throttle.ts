@@ -25,6 +25,8 @@ export interface ProbeTarget {
   readonly sectorSize: number;
   /** Reads `length` bytes at `offset` and discards them; resolves with the read's latency, ns. */
   probe(offset: number, length: number): Promise<number>;
+  /** Whether its reads bypass the page cache (O_DIRECT): every read then reaches the storage. */
+  readonly direct?: boolean;
   /** Reads the extents through the block reader, as a job does; each block comes with its latency, ns. */
   read(
     extents: readonly { offset: number; length: number }[],
@@ -43,6 +45,8 @@ export interface ThrottledReader {
   setQueueDepth(queueDepth: number): void;
   setBlockSize(blockSize: number): void;
   setPacing(delayMs: number): void;
+  /** Reads handed to the kernel so far (completed or in flight), if the reader counts them. */
+  submittedReads?(): number;
 }
 
 /**
@@ -144,6 +148,8 @@ export class JobThrottle {
   /** Bytes and writes the job reported to the probed storage. */
   #ownWriteBytes = 0;
   #ownWrites = 0;
+  /** Probe reads issued so far (each is one read of the job's). */
+  #probesIssued = 0;
   #unwritten: number | undefined;
   #unwrittenOwn = 0;
 
@@ -318,6 +324,7 @@ export class JobThrottle {
     const offsetOf = (turn: number): number => Math.floor(((turn % places) + 0.5) * (slots / places)) * length;
     const probe = async (offset: number): Promise<number | undefined> => {
       try {
+        this.#probesIssued++;
         return await source.probe(offset, length);
       } catch (err) {
         // A closed or failing source: the job sees that in its own reads.
@@ -340,8 +347,11 @@ export class JobThrottle {
       const latencyNs = await probe(offsetOf(turn++));
       if (latencyNs === undefined) return;
       if (this.#stopped) return;
-      // Read after the probe completed: the count includes it.
+      // Read after the probe completed: the count includes it. Then the
+      // job's own reads (after the device's: see ForeignReads).
       const counts = this.#counter?.read();
+      const ownReads =
+        counts !== undefined && this.#counter!.exact && source.direct === true ? this.#ownReadsSubmitted() : undefined;
       // The system's unwritten data, once a round, plus what the job wrote
       // since (it bounds how much of the job's own writes can still reach
       // the storage).
@@ -357,6 +367,13 @@ export class JobThrottle {
         ...(counts !== undefined
           ? {
               deviceIos: counts.ios,
+              ...(ownReads !== undefined
+                ? {
+                    deviceReadsSubmitted: counts.readsSubmitted,
+                    ownReadsSubmitted: ownReads,
+                    deviceMaxRequestBytes: this.#counter!.maxUnsplitBytes,
+                  }
+                : {}),
               deviceWrites: counts.writes,
               deviceWriteBytes: counts.writeBytes,
               ownWriteBytes: this.#ownWriteBytes,
@@ -370,6 +387,14 @@ export class JobThrottle {
       this.#decide();
       await sleep(this.#probeIntervalMs, undefined, { signal: this.#wake.signal }).catch(() => undefined);
     }
+  }
+
+  /** The job's reads handed to the kernel so far: its reader's and its probes'; undefined if the reader does not count. */
+  #ownReadsSubmitted(): number | undefined {
+    const r = this.#reader;
+    if (r === undefined) return this.#probesIssued;
+    if (r.submittedReads === undefined) return undefined;
+    return r.submittedReads() + this.#probesIssued;
   }
 
   #apply(): void {

@@ -65,7 +65,19 @@ export interface SimulationRunOptions {
    * too, and each probe carries the bytes and writes the job completed as
    * `ownWriteBytes` and `ownWrites` (what JobThrottle.ownWrites reports).
    */
-  probe?: { everyMs: number; bytes?: number; deviceIos?: boolean; deviceWrites?: boolean; jobWrites?: boolean };
+  probe?: {
+    everyMs: number;
+    bytes?: number;
+    deviceIos?: boolean;
+    deviceWrites?: boolean;
+    jobWrites?: boolean;
+    /**
+     * Each probe also carries `deviceReadsSubmitted` (every read the device
+     * was given so far) and `ownReadsSubmitted` (the job's and the probes'),
+     * as JobThrottle's do on a storage that counts them one for one.
+     */
+    deviceReads?: boolean;
+  };
 }
 
 /** One completion of the job's requests and the decision taken after it. */
@@ -185,12 +197,20 @@ export class SimulatedDevice {
     let writtenBytes = 0;
     let ownBytes = 0;
     let ownWrites = 0;
+    const withReads = options.probe?.deviceReads === true;
+    let readsSubmitted = 0;
+    let ownReadsSubmitted = 0;
 
     const start = (ch: number, r: Request): void => {
       serving[ch] = r;
       busyUntil[ch] = now + this.serviceNs(r.bytes);
     };
     const enqueue = (r: Request): void => {
+      const write = (r.ours && jobWrites) || (!r.ours && !r.probe && options.probe?.deviceWrites === true);
+      if (!write) {
+        readsSubmitted++;
+        if (r.ours || r.probe) ownReadsSubmitted++;
+      }
       for (let ch = 0; ch < this.channels; ch++) {
         if (busyUntil[ch]! < 0) {
           start(ch, r);
@@ -262,6 +282,7 @@ export class SimulatedDevice {
             bytes: r.bytes,
             atNs: now,
             ...(withIos ? { deviceIos: completedIos } : {}),
+            ...(withReads ? { deviceReadsSubmitted: readsSubmitted, ownReadsSubmitted } : {}),
             ...(withWrites ? { deviceWrites: completedWrites, deviceWriteBytes: writtenBytes } : {}),
             // The device writes what it is given at once: nothing is left unwritten.
             ...(jobWrites ? { ownWriteBytes: ownBytes, ownWrites, unwrittenBytes: 0 } : {}),

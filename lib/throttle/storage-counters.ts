@@ -29,6 +29,13 @@ import { basename, dirname, join } from 'node:path';
 export interface StorageCounts {
   /** Completed I/Os, reads and writes, merged ones included. */
   ios: number;
+  /**
+   * Reads the devices were given so far: completed and merged ones, and
+   * those in flight (/sys/block/X/inflight). Where the storage is one device
+   * right under the source (`exact`), reads beyond the job's own are
+   * someone else's, whether or not the job's reads are drained.
+   */
+  readsSubmitted: number;
   /** The writes alone among them. */
   writes: number;
   /** Bytes written. */
@@ -62,6 +69,34 @@ export function storageDevices(path: string, depth = 0): string[] {
   }
 }
 
+/** A device's largest read that is never split (see StorageIoCounter.maxUnsplitBytes); 128 KiB when unknown. */
+function unsplitBytes(dir: string): number {
+  const read = (name: string): number => {
+    try {
+      return Number(readFileSync(join(dir, 'queue', name), 'utf8').trim());
+    } catch {
+      return NaN;
+    }
+  };
+  const v = Math.min(read('max_sectors_kb') * 1024, read('max_segments') * 4096);
+  if (!Number.isFinite(v) || v < 4096) return 128 * 1024;
+  // A power of two: block sizes and alignments are.
+  return 2 ** Math.floor(Math.log2(v));
+}
+
+/** The sysfs directory of the whole disk `path` is on or is (a partition's parent), or undefined. */
+function ownDevice(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    const { major, minor } = splitDevT(st.isBlockDevice() ? st.rdev : st.dev);
+    if (major === 0) return undefined;
+    const dir = realpathSync(`/sys/dev/block/${major}:${minor}`);
+    return existsSync(join(dir, 'partition')) ? dirname(dir) : dir;
+  } catch {
+    return undefined;
+  }
+}
+
 function leaves(dir: string, depth: number): string[] {
   if (depth > 8) return [];
   // A partition: its disk is the parent directory.
@@ -92,25 +127,51 @@ export class StorageIoCounter {
   readonly #mem = Buffer.alloc(8192);
   #meminfo: number | undefined;
 
-  private constructor(devices: string[], fds: number[]) {
+  /**
+   * The storage is one device right under the source (the source is that
+   * device, a partition of it, or a file on a file system on it): the
+   * device's reads are the job's and others', one for one. Not so through a
+   * loop device over a file, device-mapper or md (their reads become other
+   * reads below).
+   */
+  readonly exact: boolean;
+  /**
+   * The largest read the devices take as one request whatever its memory
+   * (max_sectors_kb, and max_segments pages of 4 KiB): a larger one may
+   * become several, each counted.
+   */
+  readonly maxUnsplitBytes: number;
+  readonly #inflight: number[];
+
+  private constructor(devices: string[], fds: number[], inflight: number[], exact: boolean, maxUnsplitBytes: number) {
     this.devices = devices;
     this.#fds = fds;
+    this.#inflight = inflight;
+    this.exact = exact;
+    this.maxUnsplitBytes = maxUnsplitBytes;
   }
 
   /** A counter for the storage under `path`, or undefined when it has none (see the module comment). */
   static open(path: string): StorageIoCounter | undefined {
     const devices = storageDevices(path);
     const fds: number[] = [];
+    const inflight: number[] = [];
     try {
-      for (const d of devices) fds.push(openSync(join(d, 'stat'), 'r'));
+      for (const d of devices) {
+        fds.push(openSync(join(d, 'stat'), 'r'));
+        inflight.push(openSync(join(d, 'inflight'), 'r'));
+      }
     } catch {
-      for (const fd of fds) closeSync(fd);
+      for (const fd of [...fds, ...inflight]) closeSync(fd);
       return undefined;
     }
     if (fds.length === 0) return undefined;
     const c = new StorageIoCounter(
       devices.map((d) => basename(d)),
       fds,
+      inflight,
+      devices.length === 1 && ownDevice(path) === devices[0],
+      Math.min(...devices.map(unsplitBytes)),
     );
     return c.read() === undefined ? (c.close(), undefined) : c;
   }
@@ -124,25 +185,37 @@ export class StorageIoCounter {
     let total = 0;
     let writes = 0;
     let writeBytes = 0;
-    for (const fd of this.#fds) {
+    let readsSubmitted = 0;
+    for (let i = 0; i < this.#fds.length; i++) {
+      const fd = this.#fds[i]!;
       let n: number;
+      let inflightReads: number;
       try {
-        n = readSync(fd, this.#buf, 0, this.#buf.length, 0);
+        // Completed first, then in flight: a read that completes between the
+        // two readings is missed for a moment, never counted twice (someone
+        // else's reads are the count beyond the job's, so an excess of one
+        // would be taken for theirs; the caller reads the job's own count
+        // after this).
+        n = readSync(fd, this.#mem, 0, this.#buf.length, 0);
+        const m = readSync(this.#inflight[i]!, this.#buf, 0, this.#buf.length, 0);
+        inflightReads = Number(this.#buf.toString('latin1', 0, m).trim().split(/\s+/)[0]);
       } catch {
         return undefined;
       }
-      const f = this.#buf.toString('latin1', 0, n).trim().split(/\s+/);
+      const f = this.#mem.toString('latin1', 0, n).trim().split(/\s+/);
       // Fields (Documentation/block/stat.rst): 0 reads, 1 reads merged,
       // 4 writes, 5 writes merged, 6 sectors written (of 512 bytes).
       const w = Number(f[4]) + Number(f[5]);
       const v = Number(f[0]) + Number(f[1]) + w;
       const wb = Number(f[6]) * 512;
-      if (!Number.isSafeInteger(v) || !Number.isSafeInteger(wb)) return undefined;
+      const r = Number(f[0]) + Number(f[1]) + inflightReads;
+      if (!Number.isSafeInteger(v) || !Number.isSafeInteger(wb) || !Number.isSafeInteger(r)) return undefined;
       total += v;
       writes += w;
       writeBytes += wb;
+      readsSubmitted += r;
     }
-    return { ios: total, writes, writeBytes };
+    return { ios: total, writes, writeBytes, readsSubmitted };
   }
 
   /**
@@ -163,7 +236,7 @@ export class StorageIoCounter {
   }
 
   close(): void {
-    for (const fd of this.#fds.splice(0)) closeSync(fd);
+    for (const fd of [...this.#fds.splice(0), ...this.#inflight.splice(0)]) closeSync(fd);
     if (this.#meminfo !== undefined) closeSync(this.#meminfo);
     this.#meminfo = undefined;
   }

@@ -40,6 +40,16 @@ export interface LatencySample {
    * while its own reads are drained (see the quiet checks in docs/throttle.md).
    */
   deviceIos?: number;
+  /**
+   * Probes only, optional: reads the storage was given so far (completed,
+   * merged and in flight), read after this probe completed, and then the
+   * reads the job has submitted so far (its blocks and probes). Present only
+   * where the first counts the second one for one (see ForeignReads).
+   */
+  deviceReadsSubmitted?: number;
+  ownReadsSubmitted?: number;
+  /** With them: the largest read the device takes as one request (larger ones may count twice). */
+  deviceMaxRequestBytes?: number;
   /** Probes only, optional: the writes alone among `deviceIos`. */
   deviceWrites?: number;
   /** Probes only, optional: the bytes the storage has written so far. */
@@ -97,6 +107,13 @@ export interface BoostReport {
   drainedMs: number;
   /** Bytes written by others beside the job's own writes to the storage (counted only while it writes there). */
   foreignWriteBytes: number;
+  /**
+   * Someone else's reads counted while the job ran (not only in checks),
+   * where the storage allows it (one device right under an O_DIRECT source):
+   * whether it counted, the reads and the time counted (ms), and why it
+   * stopped if it did.
+   */
+  running: { counted: boolean; reads: number; countedMs: number; stopped?: string };
 }
 
 export interface ThrottleReport {

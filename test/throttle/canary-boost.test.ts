@@ -150,6 +150,10 @@ describe('CanaryBoost: quiet checks', () => {
     expect(poissonCdf(2, 3)).toBeCloseTo(Math.exp(-3) * (1 + 3 + 4.5), 12);
     expect(poissonCdf(5, 0)).toBe(1);
     expect(poissonCdf(100, 1)).toBe(1);
+    // Large means (exp(-mu) underflows past ~745): the normal approximation.
+    expect(poissonCdf(1000, 1000)).toBeCloseTo(0.5, 1);
+    expect(poissonCdf(3000, 900)).toBeCloseTo(1, 9);
+    expect(poissonCdf(800, 1000)).toBeLessThan(1e-9);
   });
 });
 

@@ -5,7 +5,7 @@
  * someone else's writes among them. Plain numbers, no device.
  */
 import { describe, expect, it } from 'vitest';
-import { ForeignIo, FOREIGN_IO_DEFAULTS } from '../../lib/throttle/canary-foreign-io.js';
+import { ForeignIo, ForeignReads, FOREIGN_IO_DEFAULTS } from '../../lib/throttle/canary-foreign-io.js';
 
 const MS = 1e6;
 const MiB = 1 << 20;
@@ -155,5 +155,42 @@ describe('ForeignIo', () => {
       lagNs: 50 * MS,
       slackBytes: 2 * MiB,
     });
+  });
+});
+
+describe("ForeignReads: someone else's reads counted while the job runs", () => {
+  it("the job's reads not yet handed to the device never count; reads beyond its own do, once", () => {
+    const r = new ForeignReads(40);
+    expect(r.observe(1000, 10)).toBe(0); // the baseline: whatever came before
+    // The job submits 32 reads; the device has seen 20 of them so far (D falls by 12).
+    expect(r.observe(1020, 42)).toBe(0);
+    // The device catches up: D is back where it was, nothing is anyone else's.
+    expect(r.observe(1032, 42)).toBe(0);
+    // Two reads of someone else's, seen while the job is 5 reads ahead.
+    expect(r.observe(1034 + 27, 42 + 32)).toBe(0);
+    expect(r.observe(1034 + 32, 42 + 32)).toBe(2);
+    expect(r.count).toBe(2);
+    // Counted once: the same level again is nothing new.
+    expect(r.observe(1066, 74)).toBe(0);
+    expect(r.count).toBe(2);
+  });
+
+  it("stops when the job's reads outnumber the device's by more than its queue (holes, a cache), and says why", () => {
+    const r = new ForeignReads(40);
+    r.observe(0, 0);
+    expect(r.observe(100, 120)).toBe(0); // 20 behind: a queue's worth
+    expect(r.broken).toBeUndefined();
+    r.observe(100, 160); // 60 behind
+    expect(r.broken).toMatch(/outnumber the device's by 60/);
+    expect(r.observe(1000, 160)).toBe(0); // stopped: nothing more is counted
+  });
+
+  it('rebase: a reading taken with nothing of the job in flight becomes the level to beat', () => {
+    const r = new ForeignReads(40);
+    r.observe(0, 0);
+    r.observe(90, 120); // 30 behind (say, reads of holes)
+    r.rebase();
+    expect(r.observe(92, 120)).toBe(2);
+    expect(r.count).toBe(2);
   });
 });

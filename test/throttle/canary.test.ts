@@ -9,6 +9,7 @@ import {
   SimulatedDevice,
   createController,
   type SimulationStep,
+  type ThrottleController,
   type ThrottleDecision,
 } from '../../lib/throttle/index.js';
 import { seeded } from './helpers.js';
@@ -455,5 +456,90 @@ describe("canary boost: quiet checks with the storage's I/O count", () => {
     const plain = idle.run(createController('canary'), { durationMs: 5000, probe: PROBE });
     expect(r.steps.some(BOOSTED)).toBe(true);
     expect(r.throughput(1000, 5000)).toBeGreaterThan(2 * plain.throughput(1000, 5000));
+  });
+});
+
+describe("canary: someone else's reads counted while the job runs", () => {
+  // Probes carry the device's submitted reads and the job's, as JobThrottle's
+  // do on one device right under an O_DIRECT source.
+  const COUNTED = { everyMs: 2, deviceIos: true, deviceReads: true };
+  const CHECKED = { everyMs: 2, deviceIos: true };
+  const boosted = (d: ThrottleDecision): boolean => d.queueDepth >= 4 && d.blockSize === 1 << 20 && d.delayMs === 0;
+  const load = [0, 6000, 12_000, 18_000].map((t) => ({ startMs: t, endMs: t + 3000, iops: 6000 }));
+  const phased = new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load });
+  const runs = (device: SimulatedDevice) => {
+    const counted = createController('canary');
+    const checked = createController('canary');
+    return {
+      counted,
+      checked,
+      c: device.run(counted, { durationMs: 24_000, probe: COUNTED }),
+      k: device.run(checked, { durationMs: 24_000, probe: CHECKED }),
+    };
+  };
+
+  it('idle: boosted as soon as without counting, with a tenth of the pauses, and moves more', () => {
+    const { counted, checked, c, k } = runs(new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50 }));
+    const b = counted.report().probes!.boost;
+    expect(b.running.counted).toBe(true);
+    expect(b.running.reads).toBe(0);
+    expect(c.steps.find((s) => boosted(s))!.atNs / 1e6).toBeLessThan(400);
+    expect(b.drainedMs).toBeLessThan(checked.report().probes!.boost.drainedMs / 4);
+    // ~376 against ~314 MB/s of a 400 MB/s device.
+    expect(c.throughput(0, 24_000)).toBeGreaterThan(1.1 * k.throughput(0, 24_000));
+    expect(c.throughput(0, 24_000)).toBeGreaterThan(0.9 * 400e6);
+  });
+
+  it("phased: a burst ends the boost within a few ms, production's p99 stays far below what the checks alone allow", () => {
+    const { counted, c, k } = runs(phased);
+    const b = counted.report().probes!.boost;
+    expect(b.running.stopped).toBeUndefined();
+    expect(b.boostedMs).toBeGreaterThan(6000);
+    const burstsOn = (t: number): boolean => t % 6000 < 3000;
+    const late = c.steps.filter((s) => boosted(s) && burstsOn(s.atNs / 1e6) && (s.atNs / 1e6) % 6000 > 20);
+    expect(late).toEqual([]);
+    // ~0.37 against ~5.3 ms; ~183 against ~143 MB/s.
+    expect(c.productionBetween(0, 24_000).percentile(99)).toBeLessThan(
+      0.25 * k.productionBetween(0, 24_000).percentile(99),
+    );
+    expect(c.throughput(0, 24_000)).toBeGreaterThan(k.throughput(0, 24_000));
+  });
+
+  it('a background of 5 reads a second is boosted most of the time; a load of 200 never', () => {
+    const bg = runs(
+      new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops: 5 }] }),
+    );
+    expect(bg.counted.report().probes!.boost.boostedMs).toBeGreaterThan(18_000);
+    expect(bg.counted.report().probes!.boost.running.reads).toBeGreaterThan(50);
+    const light = runs(
+      new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops: 200 }] }),
+    );
+    expect(light.counted.report().probes!.boost.boostedMs).toBe(0);
+    expect(light.c.productionBetween(1000, 24_000).percentile(99)).toBeLessThan(
+      1.1 * light.k.productionBetween(1000, 24_000).percentile(99),
+    );
+  });
+
+  it("a device that splits the job's reads looks busy only while the job runs: the checks find it out and counting stops", () => {
+    const inner = createController('canary');
+    // Every read of the job's counts twice on this device.
+    const splitting: ThrottleController = Object.assign(Object.create(inner) as ThrottleController, {
+      observeProbe(s: Parameters<ThrottleController['observeProbe']>[0]) {
+        inner.observeProbe({
+          ...s,
+          ...(s.deviceReadsSubmitted !== undefined && s.ownReadsSubmitted !== undefined
+            ? { deviceReadsSubmitted: s.deviceReadsSubmitted + s.ownReadsSubmitted }
+            : {}),
+        });
+      },
+    });
+    new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50 }).run(splitting, {
+      durationMs: 24_000,
+      probe: COUNTED,
+    });
+    const b = inner.report().probes!.boost;
+    expect(b.running.stopped).toMatch(/splits the job's reads/);
+    // Boosted all the same, on the checks alone.
+    expect(b.boostedMs).toBeGreaterThan(12_000);
   });
 });
