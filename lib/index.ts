@@ -33,7 +33,14 @@ export { backup, type BackupOptions, type BackupProgress, type BackupResult } fr
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';
 export { backupMany, type BackupManyOptions, type BackupManyResult, type BackupJobEvent } from './jobs/backup-many.js';
 export { initRepository, openRepository, Repository, type InitOptions } from './repo/repository.js';
-export type { Manifest, BackupStats, SourceIdentity, RepoConfig } from './repo/format.js';
+export type {
+  Manifest,
+  ManifestPartition,
+  ManifestThrottle,
+  BackupStats,
+  SourceIdentity,
+  RepoConfig,
+} from './repo/format.js';
 export {
   verifyRepository,
   pruneRepository,

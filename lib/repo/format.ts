@@ -18,6 +18,8 @@ export {
   MIN_CHUNK_SIZE,
   type BackupStats,
   type Manifest,
+  type ManifestPartition,
+  type ManifestThrottle,
   type RepoConfig,
   type SourceIdentity,
 } from './schema.js';

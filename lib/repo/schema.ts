@@ -89,6 +89,52 @@ export const BackupStatsSchema = v.object({
   chunksFromParent: count,
 });
 
+// A partition as the backup's plan saw it (PlannedPartition).
+export const ManifestPartitionSchema = v.looseObject({
+  index: count,
+  start: count,
+  size: count,
+  fileSystem: v.nullable(v.string()),
+  // 'used': only allocated data; 'all': read in full; 'container': an MBR extended container.
+  mode: v.picklist(['used', 'all', 'container']),
+  bytesToRead: count,
+  fat: v.nullable(
+    v.looseObject({
+      type: v.string(),
+      clusterSize: count,
+      totalClusters: count,
+      usedClusters: count,
+      freeClusters: count,
+      badClusters: count,
+      label: v.nullable(v.string()),
+    }),
+  ),
+  warnings: v.array(v.string()),
+});
+
+// A file or directory left out by an exclusion (ExcludedEntry).
+export const ManifestExcludedSchema = v.looseObject({
+  partition: count,
+  path: v.string(),
+  size: count,
+  isDirectory: v.boolean(),
+});
+
+// The throttle's report (JobThrottleReport): the fields checked here are typed; the rest (the
+// controller's distributions, probes, boost) is kept as it was written.
+export const ManifestThrottleSchema = v.looseObject({
+  controller: v.string(),
+  targetLatencyMs: finite,
+  samples: count,
+  decisions: count,
+  bytes: count,
+  // Sum of the delays the decisions handed out, ms.
+  delayedMs: finite,
+  // Wall time the decisions held the job back, ms (absent in backups made before it was reported).
+  heldBackMs: v.optional(finite),
+  rateLimitBytesPerSecond: v.optional(v.nullable(finite)),
+});
+
 export const ManifestSchema = v.object({
   format: v.literal('lowtide-backup'),
   version: v.number(),
@@ -109,8 +155,8 @@ export const ManifestSchema = v.object({
   // Partitions and file systems as planned: table, per-partition mode and FAT numbers, exclusions, warnings.
   filesystems: v.looseObject({
     table: v.string(),
-    partitions: v.array(v.unknown()),
-    excluded: v.array(v.unknown()),
+    partitions: v.array(ManifestPartitionSchema),
+    excluded: v.array(ManifestExcludedSchema),
     bytesExcluded: count,
     warnings: v.array(v.string()),
   }),
@@ -121,7 +167,7 @@ export const ManifestSchema = v.object({
   engine: v.string(),
   direct: v.boolean(),
   // The throttle's report (controller, target, delays, queue-depth and block-size distributions).
-  throttle: v.nullable(v.record(v.string(), v.unknown())),
+  throttle: v.nullable(ManifestThrottleSchema),
   // backups/<id>.catalog: the files of the FAT volumes, for file-level restore; null when there are none.
   catalog: v.nullable(v.object({ file: v.string(), sha256: digest, entries: count })),
 });
@@ -159,6 +205,8 @@ export type RepoConfig = v.InferOutput<typeof RepoConfigSchema>;
 export type SourceIdentity = v.InferOutput<typeof SourceIdentitySchema>;
 export type BackupStats = v.InferOutput<typeof BackupStatsSchema>;
 export type Manifest = v.InferOutput<typeof ManifestSchema>;
+export type ManifestThrottle = v.InferOutput<typeof ManifestThrottleSchema>;
+export type ManifestPartition = v.InferOutput<typeof ManifestPartitionSchema>;
 export type CatalogEntry = v.InferOutput<typeof CatalogEntrySchema>;
 
 function shown(x: unknown): string {

@@ -65,7 +65,7 @@ function backupFigures(m: BackupResult['manifest']): Figures {
 
 function printBackupSummary(result: BackupResult): void {
   const m = result.manifest;
-  printWarnings((m.filesystems.warnings as string[] | undefined) ?? []);
+  printWarnings(m.filesystems.warnings);
   process.stdout.write(`${result.id}\n`);
   process.stderr.write(
     `backed up ${m.source.path} (${formatBytes(m.size)}): ${formatFigures(backupFigures(m))}; ` +

@@ -44,8 +44,8 @@ function backupManifest(r: BackupRecord): Manifest {
     },
     filesystems: {
       table: image.table,
-      partitions: image.partitions,
-      excluded: image.excluded,
+      partitions: image.partitions.map((p) => ({ ...p, fat: p.fat && { ...p.fat } })),
+      excluded: image.excluded.map((e) => ({ ...e })),
       bytesExcluded: image.bytesExcluded,
       // The same array as the plan's: a warning the catalog adds later is in the manifest too.
       warnings: image.warnings,
@@ -61,7 +61,7 @@ function backupManifest(r: BackupRecord): Manifest {
     latency: summarizeLatency(r.pipeline.latency),
     engine: r.reader.engine,
     direct: r.source.direct,
-    throttle: r.throttle.report() as unknown as Record<string, unknown>,
+    throttle: { ...r.throttle.report() },
     catalog: null,
   };
 }
