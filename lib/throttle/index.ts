@@ -41,14 +41,6 @@ export {
   type RateLimiterOptions,
   type AutoTargetOptions,
 } from './limits.js';
-export {
-  SimulatedDevice,
-  type SimulatedDeviceOptions,
-  type CompetingLoadPhase,
-  type SimulationRunOptions,
-  type SimulationResult,
-  type SimulationStep,
-} from './simulated-device.js';
 export { parseDiskstats, diskActivity, type DiskStats, type DiskActivity } from './diskstats.js';
 export { StorageIoCounter, storageDevices } from './storage-counters.js';
 export {

@@ -5,13 +5,8 @@
  * bounded decisions on garbage probes. Simulated time only.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  SimulatedDevice,
-  createController,
-  type SimulationStep,
-  type ThrottleController,
-  type ThrottleDecision,
-} from '../../lib/throttle/index.js';
+import { createController, type ThrottleController, type ThrottleDecision } from '../../lib/throttle/index.js';
+import { SimulatedDevice, type SimulationStep } from './simulated-device.js';
 import { seeded } from './helpers.js';
 
 const PROBE = { everyMs: 2 };

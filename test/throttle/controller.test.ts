@@ -10,13 +10,11 @@ import {
   DEFAULT_CONTROLLER,
   LatencyHistogram,
   RateLimiter,
-  SimulatedDevice,
   createController,
-  type SimulatedDeviceOptions,
-  type SimulationStep,
   type ThrottleDecision,
   type ThrottleOptions,
 } from '../../lib/throttle/index.js';
+import { SimulatedDevice, type SimulatedDeviceOptions, type SimulationStep } from './simulated-device.js';
 import { seeded, spread } from './helpers.js';
 
 const ACTIVE = ['threshold', 'aimd', 'parda'] as const;

@@ -4,10 +4,10 @@ import {
   LatencyEstimator,
   LatencyHistogram,
   RateLimiter,
-  SimulatedDevice,
   autoTargetLatencyMs,
   createController,
 } from '../../lib/throttle/index.js';
+import { SimulatedDevice } from './simulated-device.js';
 
 describe('RateLimiter', () => {
   for (const rate of [20e6, 100e6, 250e6]) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { SimulatedDevice, createController } from '../../lib/throttle/index.js';
+import { createController } from '../../lib/throttle/index.js';
+import { SimulatedDevice } from './simulated-device.js';
 
 describe('SimulatedDevice', () => {
   it('serves an unthrottled job at its transfer rate less the per-request overhead', () => {

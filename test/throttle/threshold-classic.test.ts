@@ -5,7 +5,8 @@
  * above the threshold it is; at or below the threshold there is no delay.
  */
 import { describe, expect, it } from 'vitest';
-import { SimulatedDevice, createController, resolveThrottleSettings } from '../../lib/throttle/index.js';
+import { createController, resolveThrottleSettings } from '../../lib/throttle/index.js';
+import { SimulatedDevice } from './simulated-device.js';
 import { THROTTLE_PRESETS } from '../../lib/index.js';
 
 const law = { threshold: { law: 'proportional' as const } };

@@ -18,10 +18,10 @@
  * flight and issues each one at least delayMs after the previous one (and,
  * with a RateLimiter, after the limiter's delay).
  */
-import type { LatencySample, ThrottleController, ThrottleDecision } from './types.js';
-import { LatencyHistogram } from './histogram.js';
-import type { RateLimiter } from './limits.js';
-import { invalidOption, numberOption } from '../options.js';
+import type { LatencySample, ThrottleController, ThrottleDecision } from '../../lib/throttle/types.js';
+import { LatencyHistogram } from '../../lib/throttle/histogram.js';
+import type { RateLimiter } from '../../lib/throttle/limits.js';
+import { invalidOption, numberOption } from '../../lib/options.js';
 
 export interface CompetingLoadPhase {
   startMs: number;
