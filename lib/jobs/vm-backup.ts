@@ -53,6 +53,8 @@ export interface VmBackupOptions extends ThrottleSettings {
   /** Aborts the backups; the overlays are still committed and the storage snapshot deleted. */
   signal?: AbortSignal | undefined;
   onProgress?: ((p: VmBackupProgress) => void) | undefined;
+  /** Interval of the disk backups' progress reports (as backup()). */
+  progressIntervalMs?: number | undefined;
 }
 
 export type VmBackupPhase =
@@ -116,6 +118,7 @@ interface ResolvedVmBackupOptions {
   commitTimeoutMs: number;
   signal: AbortSignal | undefined;
   onProgress: ((p: VmBackupProgress) => void) | undefined;
+  progressIntervalMs: number | undefined;
   throttle: ThrottleSettings;
 }
 
@@ -148,6 +151,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     commitTimeoutMs: _c,
     signal: _g,
     onProgress: _p,
+    progressIntervalMs: _i,
     ...throttle
   } = o;
   return {
@@ -160,6 +164,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     commitTimeoutMs: integerOption('commitTimeoutMs', o.commitTimeoutMs, 600_000, 1, 86_400_000),
     signal: signalOption('signal', o.signal),
     onProgress: functionOption<(p: VmBackupProgress) => void>('onProgress', o.onProgress),
+    progressIntervalMs: o.progressIntervalMs as number | undefined,
     throttle: throttle as ThrottleSettings,
   };
 }
@@ -373,6 +378,7 @@ async function runFlow(
         parent: null,
         exclude: o.exclude,
         signal: o.signal,
+        progressIntervalMs: o.progressIntervalMs,
         onProgress: (b) => progress({ phase: 'backup', disk: d.name, backup: b }),
       });
       await journal.record({ step: 'backed-up', disk: d.name, id: r.id });
