@@ -297,14 +297,14 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
       storage: handle,
       overlayDir,
     });
-    let clean = false;
+    const state = { leftovers: true };
     try {
-      const r = await runFlow(o, qmp, journal, vm, disks, plan, handle, overlayDir, started, progress);
-      clean = true;
+      const r = await runFlow(o, qmp, journal, state, vm, disks, plan, handle, overlayDir, started, progress);
       return { ...r, recovered: before.recovered };
     } finally {
-      if (clean) await journal.remove();
-      else await journal.close();
+      // A run that failed but cleaned up has nothing to recover: its journal goes too.
+      if (state.leftovers) await journal.close();
+      else await journal.remove();
     }
   } finally {
     qmp.close();
@@ -315,6 +315,7 @@ async function runFlow(
   o: ResolvedVmBackupOptions,
   qmp: QmpClient,
   journal: Journal,
+  state: { leftovers: boolean },
   vm: VmIdentity,
   disks: readonly VmDisk[],
   plan: readonly JournalDisk[],
@@ -405,6 +406,7 @@ async function runFlow(
         await journal.record({ step: 'storage-deleted' });
       }
       await removeDirIfEmpty(overlayDir);
+      state.leftovers = false;
     } catch (err) {
       // The journal keeps what is left for `lowtide vm recover`.
       const e = toLowtideError(err, 'INTERNAL', 'cleaning up after the VM backup');

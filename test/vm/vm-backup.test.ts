@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backupVm, describeVm, initRepository, restore, LowtideError } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
-import { skipReason } from '../helpers/system.js';
+import { hasCommand, skipReason } from '../helpers/system.js';
 import { TempDir } from '../helpers/tmp.js';
 import { LoopFs, lowtideLeftovers, replayWrite, TestVm, vmUnavailableReason, type DiskSpec } from './helpers.js';
 import { execFileSync } from 'node:child_process';
@@ -198,5 +198,74 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
       message: expect.stringMatching(/qcow2 disks need the qcow2 source/),
     });
     expect(lowtideLeftovers(dir)).toEqual([]);
+  });
+
+  it('an abort while a disk is read still commits the overlays and deletes the snapshot', async () => {
+    const { disks, dir } = makeDisks(2, 8);
+    vm = await TestVm.start(tmp.path, disks);
+    const repo = join(tmp.path, `repo${n}`);
+    await initRepository(repo);
+    const stateDir = join(tmp.path, `state${n}`);
+    const ac = new AbortController();
+    await expect(
+      backupVm({
+        qmp: vm.qmpPath,
+        repository: repo,
+        stateDir,
+        throttle: 'off',
+        progressIntervalMs: 1,
+        signal: ac.signal,
+        onProgress: (p) => {
+          if (p.phase === 'backup' && p.disk === 'vd0') ac.abort();
+        },
+      }),
+    ).rejects.toMatchObject({ code: 'ABORTED' });
+    await checkNothingLeft(vm, disks, dir, stateDir);
+  });
+
+  it.skipIf(
+    skipReason(
+      'btrfs storage snapshot',
+      hasCommand('mkfs.btrfs') ? undefined : 'mkfs.btrfs is not installed (btrfs-progs)',
+    ),
+  )('backs up from a read-only btrfs subvolume snapshot and deletes it', async () => {
+    const btrfs = LoopFs.make(tmp.path, 'btrfs', 256);
+    try {
+      const path = join(btrfs.mountPoint, 'disk.raw');
+      execFileSync('truncate', ['-s', '8M', path]);
+      replayWrite(path, 0x77, 0, 8 * MiB);
+      const expected = join(tmp.path, 'expected-btrfs.raw');
+      copyFileSync(path, expected);
+      const disks: DiskSpec[] = [{ id: 'vd0', path, format: 'raw' }];
+      vm = await TestVm.start(tmp.path, disks);
+      await vm.write('vd0', 0x78, 4096, 65536);
+      replayWrite(expected, 0x78, 4096, 65536);
+      const repo = join(tmp.path, 'repo-btrfs');
+      await initRepository(repo);
+      const stateDir = join(tmp.path, 'state-btrfs');
+      const later: Promise<void>[] = [];
+      const r = await backupVm({
+        qmp: vm.qmpPath,
+        repository: repo,
+        stateDir,
+        storage: 'btrfs',
+        onProgress: (p) => {
+          if (p.phase === 'backup' && later.length === 0) later.push(vm!.write('vd0', 0x79, 0, MiB));
+        },
+      });
+      await Promise.all(later);
+      expect(r.record.storage.kind).toBe('btrfs');
+      expect(r.record.storage.description).toMatch(/^btrfs read-only snapshots /);
+      const target = join(tmp.path, 'restored-btrfs.raw');
+      await restore({ repository: repo, backup: r.record.disks[0]!.id, target });
+      expect(cmp(target, expected)).toBe(true);
+      await checkNothingLeft(vm, disks, btrfs.mountPoint, stateDir);
+      const subvolumes = execFileSync('btrfs', ['subvolume', 'list', btrfs.mountPoint], { encoding: 'utf8' });
+      expect(subvolumes.trim()).toBe('');
+    } finally {
+      await vm?.stop();
+      vm = undefined;
+      btrfs.remove();
+    }
   });
 });
