@@ -51,3 +51,4 @@ export {
 export { listVmDisks, vmIdentity, takeVmSnapshot, commitOverlay, type OverlayPlan } from './snapshot/qemu.js';
 export { storageProvider, ReflinkStorage, BtrfsStorage } from './snapshot/storage/index.js';
 export type { StorageSnapshot, StorageSnapshotProvider } from './snapshot/storage/types.js';
+export { GuestAgentClient, type GuestAgentCommands } from './snapshot/qga.js';

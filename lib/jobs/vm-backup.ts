@@ -25,6 +25,7 @@ import {
   type VmDisk,
   type VmIdentity,
 } from '../snapshot/qemu.js';
+import { GuestAgentClient } from '../snapshot/qga.js';
 import { QmpClient } from '../snapshot/qmp.js';
 import {
   storageProvider,
@@ -40,6 +41,16 @@ export interface VmBackupOptions extends ThrottleSettings {
   qmp: string;
   /** Repository path. */
   repository: string;
+  /**
+   * The guest agent's socket (qemu-ga's virtio-serial channel on the host):
+   * the guest's file systems are frozen (guest-fsfreeze-freeze) around the
+   * VM snapshot, for at most maxFrozenMs.
+   */
+  qga?: string | undefined;
+  /** Longest time the guest may stay frozen; a timer thaws it then (default 5000). */
+  maxFrozenMs?: number | undefined;
+  /** Timeout of each guest agent command (default 5000). */
+  qgaTimeoutMs?: number | undefined;
   /** Storage snapshot provider (default 'reflink'). */
   storage?: StorageKind | undefined;
   /** Directory of the run journals and overlays (default: `<repository>.vm-state` beside the repository). */
@@ -58,7 +69,7 @@ export interface VmBackupOptions extends ThrottleSettings {
 }
 
 export type VmBackupPhase =
-  'recover' | 'vm-snapshot' | 'storage-snapshot' | 'commit' | 'backup' | 'storage-delete' | 'done';
+  'recover' | 'freeze' | 'vm-snapshot' | 'storage-snapshot' | 'thaw' | 'commit' | 'backup' | 'storage-delete' | 'done';
 
 export interface VmBackupProgress {
   phase: VmBackupPhase;
@@ -88,11 +99,25 @@ export interface VmBackupRecord {
   runId: string;
   vm: VmIdentity;
   qmp: string;
-  consistency: 'crash-consistent';
+  /**
+   * 'application-consistent': the guest's file systems were frozen through
+   * the whole snapshot transaction; 'crash-consistent': no guest agent was
+   * used, or the freeze did not cover the transaction (guestAgent says why).
+   */
+  consistency: 'application-consistent' | 'crash-consistent';
   /** From the snapshot transaction's start to the last overlay committed. */
   vmSnapshotSeconds: number;
-  /** No guest agent: the guest was not frozen. */
-  guestFrozenSeconds: null;
+  /** From the freeze command to the thaw's answer; null without a guest agent. */
+  guestFrozenSeconds: number | null;
+  /** The guest agent used, or null. */
+  guestAgent: {
+    path: string;
+    /** File systems the agent froze. */
+    frozenFileSystems: number;
+    /** The maxFrozenMs timer thawed the guest (before the run would have). */
+    thawedByTimer: boolean;
+    maxFrozenMs: number;
+  } | null;
   storage: { kind: StorageKind; description: string; createSeconds: number; locations: string[] };
   disks: VmDiskBackup[];
   started: string;
@@ -110,6 +135,9 @@ export interface VmBackupResult {
 
 interface ResolvedVmBackupOptions {
   qmp: string;
+  qga: string | undefined;
+  maxFrozenMs: number;
+  qgaTimeoutMs: number;
   repository: string;
   storage: StorageKind;
   stateDir: string;
@@ -143,6 +171,9 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
   }
   const {
     qmp: _q,
+    qga: _a,
+    maxFrozenMs: _m,
+    qgaTimeoutMs: _at,
     repository: _r,
     storage: _s,
     stateDir: _d,
@@ -156,6 +187,9 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
   } = o;
   return {
     qmp: resolve(qmp),
+    qga: o.qga === undefined ? undefined : resolve(stringOption('qga', o.qga)),
+    maxFrozenMs: integerOption('maxFrozenMs', o.maxFrozenMs, 5000, 100, 60_000),
+    qgaTimeoutMs: integerOption('qgaTimeoutMs', o.qgaTimeoutMs, 5000, 1, 60_000),
     repository: resolve(repository),
     storage,
     stateDir,
@@ -268,6 +302,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
   await openRepository(o.repository);
   const started = new Date();
   const qmp = await QmpClient.connect(o.qmp, { timeoutMs: o.qmpTimeoutMs, commandTimeoutMs: o.qmpTimeoutMs });
+  let agent: GuestAgentClient | undefined;
   try {
     const vm = await vmIdentity(qmp);
     const disks = await listVmDisks(qmp);
@@ -276,6 +311,11 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     const files = disks.map((d) => d.realPath);
     await provider.check(files);
     o.signal?.throwIfAborted();
+
+    // A guest agent that does not answer stops the run here, before anything is taken.
+    agent = o.qga === undefined ? undefined : await GuestAgentClient.connect(o.qga, { timeoutMs: o.qgaTimeoutMs });
+    if (agent && (await agent.execute('guest-fsfreeze-status', {}, { timeoutMs: o.qgaTimeoutMs })) !== 'thawed')
+      throw new LowtideError('BUSY', `the guest's file systems are frozen already (${o.qga}); thaw them first`);
 
     const runId = newRunId();
     const tag = runId.slice(-8);
@@ -292,6 +332,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     const journal = await Journal.create(o.stateDir, {
       runId,
       qmp: o.qmp,
+      qga: o.qga,
       repository: o.repository,
       disks: plan,
       storage: handle,
@@ -299,7 +340,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     });
     const state = { leftovers: true };
     try {
-      const r = await runFlow(o, qmp, journal, state, vm, disks, plan, handle, overlayDir, started, progress);
+      const r = await runFlow(o, qmp, agent, journal, state, vm, disks, plan, handle, overlayDir, started, progress);
       return { ...r, recovered: before.recovered };
     } finally {
       // A run that failed but cleaned up has nothing to recover: its journal goes too.
@@ -307,6 +348,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
       else await journal.remove();
     }
   } finally {
+    agent?.close();
     qmp.close();
   }
 }
@@ -314,6 +356,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
 async function runFlow(
   o: ResolvedVmBackupOptions,
   qmp: QmpClient,
+  agent: GuestAgentClient | undefined,
   journal: Journal,
   state: { leftovers: boolean },
   vm: VmIdentity,
@@ -334,6 +377,37 @@ async function runFlow(
   const backups: VmDiskBackup[] = [];
   let failure: unknown;
 
+  // The guest's freeze: thawed by thaw(), by the maxFrozenMs timer, or in the finally.
+  let frozen = false;
+  let freezeStart = 0;
+  let frozenSeconds: number | null = null;
+  let frozenFileSystems = 0;
+  let thawedByTimer = false;
+  let consistent = false;
+  let thawTimer: NodeJS.Timeout | undefined;
+  let thawing: Promise<void> | undefined;
+  const thaw = (): Promise<void> => {
+    if (!frozen) return thawing ?? Promise.resolve();
+    frozen = false;
+    clearTimeout(thawTimer);
+    thawing = (async () => {
+      try {
+        await agent!.execute('guest-fsfreeze-thaw', {}, { timeoutMs: o.qgaTimeoutMs });
+      } catch {
+        // The connection may be the problem (a freeze that timed out breaks it): once more on a new one.
+        const again = await GuestAgentClient.connect(o.qga!, { timeoutMs: o.qgaTimeoutMs });
+        try {
+          await again.execute('guest-fsfreeze-thaw', {}, { timeoutMs: o.qgaTimeoutMs });
+        } finally {
+          again.close();
+        }
+      }
+      frozenSeconds = (performance.now() - freezeStart) / 1000;
+      await journal.record({ step: 'thawed' });
+    })();
+    return thawing;
+  };
+
   /** Commits every overlay not committed yet and removes its file; runs also after an error or abort. */
   const commitAll = async (): Promise<void> => {
     for (const d of plan) {
@@ -351,11 +425,24 @@ async function runFlow(
 
   try {
     await mkdir(overlayDir, { recursive: true, mode: 0o700 });
+    if (agent) {
+      progress({ phase: 'freeze' });
+      await journal.record({ step: 'freeze' });
+      frozen = true; // from here on, thaw() runs whatever happens: a lost reply may hide a freeze
+      freezeStart = performance.now();
+      thawTimer = setTimeout(() => {
+        thawedByTimer = true;
+        thaw().catch(() => undefined); // the finally's thaw() reports a failure
+      }, o.maxFrozenMs);
+      frozenFileSystems = await agent.execute('guest-fsfreeze-freeze', {}, { timeoutMs: o.maxFrozenMs });
+    }
     progress({ phase: 'vm-snapshot' });
     await journal.record({ step: 'vm-snapshot' });
     snapshotStart = performance.now();
     snapshotTaken = true; // from here on, the finally commits whatever exists
     await takeVmSnapshot(qmp, plan, [], o.qmpTimeoutMs);
+    // Application-consistent only when the freeze covered the whole transaction.
+    consistent = agent !== undefined && frozen;
 
     progress({ phase: 'storage-snapshot' });
     await journal.record({ step: 'storage-snapshot' });
@@ -363,6 +450,10 @@ async function runFlow(
     const t = performance.now();
     const snap = await provider.create(handle);
     createSeconds = (performance.now() - t) / 1000;
+    if (agent) {
+      progress({ phase: 'thaw' });
+      await thaw();
+    }
 
     await commitAll();
 
@@ -397,7 +488,10 @@ async function runFlow(
   } catch (err) {
     failure = err;
   } finally {
-    // Cleanup runs whatever happened: the overlays go back into their bases, the snapshot is deleted.
+    // Cleanup runs whatever happened: the guest is thawed, the overlays go back into their bases,
+    // the snapshot is deleted. A step that fails leaves its part to the journal (`lowtide vm recover`).
+    const cleanupErrors: unknown[] = [];
+    await thaw().catch((err: unknown) => cleanupErrors.push(err));
     try {
       if (snapshotTaken) await commitAll();
       if (storageTaken) {
@@ -406,10 +500,12 @@ async function runFlow(
         await journal.record({ step: 'storage-deleted' });
       }
       await removeDirIfEmpty(overlayDir);
-      state.leftovers = false;
     } catch (err) {
-      // The journal keeps what is left for `lowtide vm recover`.
-      const e = toLowtideError(err, 'INTERNAL', 'cleaning up after the VM backup');
+      cleanupErrors.push(err);
+    }
+    if (cleanupErrors.length === 0) state.leftovers = false;
+    else {
+      const e = toLowtideError(cleanupErrors[0], 'INTERNAL', 'cleaning up after the VM backup');
       if (failure === undefined) failure = e;
       else (failure as { cleanupError?: unknown }).cleanupError = e;
     }
@@ -422,9 +518,10 @@ async function runFlow(
     runId: handle.id,
     vm,
     qmp: o.qmp,
-    consistency: 'crash-consistent',
+    consistency: consistent ? 'application-consistent' : 'crash-consistent',
     vmSnapshotSeconds: (snapshotEnd - snapshotStart) / 1000,
-    guestFrozenSeconds: null,
+    guestFrozenSeconds: frozenSeconds,
+    guestAgent: agent ? { path: o.qga!, frozenFileSystems, thawedByTimer, maxFrozenMs: o.maxFrozenMs } : null,
     storage: {
       kind: handle.kind,
       description: provider.describe(handle),
@@ -511,6 +608,18 @@ async function recoverOne(j: LeftJournal, qmpTimeoutMs: number, commitTimeoutMs:
   const steps = new Set(j.records.map((r) => r.step));
   const committed = new Set(j.records.flatMap((r) => (r.step === 'committed' ? [r.disk] : [])));
   const actions: string[] = [];
+  if (steps.has('freeze') && !steps.has('thawed') && b.qga !== undefined) {
+    const agent = await GuestAgentClient.connect(b.qga, { timeoutMs: qmpTimeoutMs });
+    try {
+      if ((await agent.execute('guest-fsfreeze-status', {}, { timeoutMs: qmpTimeoutMs })) === 'frozen') {
+        await agent.execute('guest-fsfreeze-thaw', {}, { timeoutMs: qmpTimeoutMs });
+        actions.push(`thawed the guest's file systems (${b.qga})`);
+      }
+    } finally {
+      agent.close();
+    }
+    await j.record({ step: 'thawed' });
+  }
   if (steps.has('vm-snapshot')) {
     const left = b.disks.filter((d) => !committed.has(d.name));
     if (left.length > 0) {

@@ -6,7 +6,7 @@
  * devices. Everything is removed by identity (PID, device, mount point).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { QmpClient } from '../../lib/advanced.js';
 import { hasCommand, loopUnavailableReason } from '../helpers/system.js';
@@ -75,23 +75,51 @@ export class TestVm {
   readonly pid: number;
   /** The monitor lowtide uses. */
   readonly qmpPath: string;
+  /** The guest agent channel's socket (with `qga` or `guest`). */
+  readonly qgaPath: string;
+  /** The real guest's console. */
+  readonly serialLog: string;
   /** The test's monitor (connected). */
   readonly monitor: QmpClient;
   readonly #child: ChildProcess;
 
-  private constructor(child: ChildProcess, qmpPath: string, monitor: QmpClient) {
+  private constructor(child: ChildProcess, qmpPath: string, qgaPath: string, serialLog: string, monitor: QmpClient) {
     this.#child = child;
     this.pid = child.pid!;
     this.qmpPath = qmpPath;
+    this.qgaPath = qgaPath;
+    this.serialLog = serialLog;
     this.monitor = monitor;
   }
 
-  static async start(dir: string, disks: readonly DiskSpec[]): Promise<TestVm> {
+  /**
+   * `qga`: a guest agent channel (virtio-serial port org.qemu.guest_agent.0) on `qgaPath`.
+   * `guest`: boot this kernel and initramfs under TCG (a real guest; its console goes to
+   * `serialLog`) instead of staying paused with -S.
+   */
+  static async start(
+    dir: string,
+    disks: readonly DiskSpec[],
+    options: { qga?: boolean; guest?: { kernel: string; initrd: string } } = {},
+  ): Promise<TestVm> {
     // A directory of its own, so no socket of an earlier VM is mistaken for this one's.
     const sockets = mkdtempSync(join(dir, 'vm-'));
     const qmpPath = join(sockets, 'qmp.sock');
     const testPath = join(sockets, 'qmp-test.sock');
-    const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'q35,accel=kvm:tcg', '-m', '64'];
+    const qgaPath = join(sockets, 'qga.sock');
+    const serialLog = join(sockets, 'serial.log');
+    const args = ['-nodefaults', '-display', 'none'];
+    if (options.guest) {
+      // /dev/kvm here cannot boot a real kernel (DESIGN.md): real guests run under TCG.
+      args.push('-machine', 'q35', '-accel', 'tcg', '-cpu', 'max', '-m', '256', '-smp', '1', '-no-reboot');
+      args.push('-kernel', options.guest.kernel, '-initrd', options.guest.initrd);
+      args.push('-append', 'console=ttyS0 quiet panic=-1', '-serial', `file:${serialLog}`);
+    } else args.push('-S', '-machine', 'q35,accel=kvm:tcg', '-m', '64');
+    if (options.qga || options.guest) {
+      args.push('-chardev', `socket,path=${qgaPath},server=on,wait=off,id=qga0`);
+      args.push('-device', 'virtio-serial-pci,id=vser0');
+      args.push('-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0');
+    }
     args.push('-name', 'lowtide-test-vm');
     args.push('-qmp', `unix:${qmpPath},server=on,wait=off`, '-qmp', `unix:${testPath},server=on,wait=off`);
     for (const d of disks) {
@@ -112,7 +140,7 @@ export class TestVm {
     }
     try {
       const monitor = await QmpClient.connect(testPath, { timeoutMs: 10_000 });
-      return new TestVm(child, qmpPath, monitor);
+      return new TestVm(child, qmpPath, qgaPath, serialLog, monitor);
     } catch (err) {
       const exited = new Promise((r) => child.once('exit', r));
       if (child.exitCode === null) process.kill(child.pid!, 'SIGKILL');
@@ -131,6 +159,19 @@ export class TestVm {
     await this.monitor.execute('human-monitor-command', {
       'command-line': `qemu-io -d /machine/peripheral/${id}/virtio-backend "flush"`,
     });
+  }
+
+  /** Waits for `marker` at a line start in the guest's console (a real guest). */
+  async waitForConsole(marker: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const text = existsSync(this.serialLog) ? readFileSync(this.serialLog, 'utf8') : '';
+      if (text.split('\n').some((l) => l.startsWith(marker))) return;
+      if (text.includes('GUEST-ERROR')) throw new Error(`the guest failed: ${text.slice(-2000)}`);
+      if (this.#child.exitCode !== null) throw new Error(`QEMU exited: ${text.slice(-2000)}`);
+      if (Date.now() > deadline) throw new Error(`no ${marker} within ${timeoutMs} ms: ${text.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   async stop(): Promise<void> {

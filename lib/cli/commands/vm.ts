@@ -72,6 +72,12 @@ export function addVmCommand(program: Command): void {
     .requiredOption('--qmp <socket>', "the VM's QMP socket")
     .requiredOption('--repo <repo>', 'repository directory')
     .addOption(new Option('--storage <kind>', 'storage snapshot').choices([...STORAGE_KINDS]).default('reflink'))
+    .option('--qga <socket>', "the guest agent's socket: freeze the guest's file systems around the VM snapshot")
+    .addOption(
+      new Option('--max-frozen-ms <ms>', 'longest time the guest stays frozen (a timer thaws it)')
+        .default(5000)
+        .argParser(intArg('--max-frozen-ms', 100, 60_000)),
+    )
     .option('--state-dir <dir>', 'journals and overlays (default: <repo>.vm-state beside the repository)')
     .option('--exclude <glob>', 'leave out files/directories of FAT volumes in the disks (repeatable)', collect, [])
     .addOption(
@@ -92,6 +98,8 @@ export function addVmCommand(program: Command): void {
     const r = await withInterrupt((signal) =>
       backupVm({
         qmp: o.qmp as string,
+        qga: o.qga as string | undefined,
+        maxFrozenMs: o.maxFrozenMs as number,
         repository: o.repo as string,
         storage: o.storage as 'reflink' | 'btrfs',
         stateDir: o.stateDir as string | undefined,
@@ -113,7 +121,8 @@ export function addVmCommand(program: Command): void {
     for (const d of r.record.disks) process.stdout.write(`${d.id}  ${d.name}\n`);
     const rec = r.record;
     process.stderr.write(
-      `backed up ${rec.disks.length} disks of ${rec.vm.name ?? rec.vm.uuid} (${rec.consistency}); ` +
+      `backed up ${rec.disks.length} disks of ${rec.vm.name ?? rec.vm.uuid} (${rec.consistency}` +
+        `${rec.guestFrozenSeconds === null ? '' : `, frozen ${(rec.guestFrozenSeconds * 1000).toFixed(0)} ms`}); ` +
         `VM snapshot held ${(rec.vmSnapshotSeconds * 1000).toFixed(0)} ms; ${rec.storage.description}, ` +
         `taken in ${(rec.storage.createSeconds * 1000).toFixed(1)} ms and deleted; record ${r.recordPath}\n`,
     );
