@@ -176,10 +176,14 @@ export class TestVm {
 
   async stop(): Promise<void> {
     this.monitor.close();
-    if (this.#child.exitCode === null) {
+    if (this.#child.exitCode === null && this.#child.signalCode === null) {
       const exited = new Promise((r) => this.#child.once('exit', r));
-      process.kill(this.pid, 'SIGKILL');
-      await exited;
+      try {
+        process.kill(this.pid, 'SIGKILL');
+        await exited;
+      } catch {
+        // It has exited meanwhile.
+      }
     }
   }
 }

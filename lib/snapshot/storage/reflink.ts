@@ -49,7 +49,8 @@ export class ReflinkStorage implements StorageSnapshotProvider {
         await native.cloneFile(probe, clone);
       } catch (err) {
         const e = toLowtideError(err, 'IO_ERROR');
-        if (e.code === 'UNSUPPORTED') {
+        // The file system refused the ioctl (an errno); not, say, an addon that failed to load.
+        if (e.code === 'UNSUPPORTED' && e.errno !== undefined) {
           const fs = await fileSystemName(dir).catch(() => 'an unknown file system');
           throw new LowtideError(
             'UNSUPPORTED',
