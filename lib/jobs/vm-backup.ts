@@ -69,7 +69,7 @@ export interface VmBackupOptions extends ThrottleSettings {
 }
 
 export type VmBackupPhase =
-  'recover' | 'freeze' | 'vm-snapshot' | 'storage-snapshot' | 'thaw' | 'commit' | 'backup' | 'storage-delete' | 'done';
+  'recover' | 'freeze' | 'vm-snapshot' | 'thaw' | 'storage-snapshot' | 'commit' | 'backup' | 'storage-delete' | 'done';
 
 export interface VmBackupProgress {
   phase: VmBackupPhase;
@@ -443,6 +443,11 @@ async function runFlow(
     await takeVmSnapshot(qmp, plan, [], o.qmpTimeoutMs);
     // Application-consistent only when the freeze covered the whole transaction.
     consistent = agent !== undefined && frozen;
+    if (agent) {
+      // The base files are frozen by the VM snapshot now: the guest need not wait for the storage.
+      progress({ phase: 'thaw' });
+      await thaw();
+    }
 
     progress({ phase: 'storage-snapshot' });
     await journal.record({ step: 'storage-snapshot' });
@@ -450,10 +455,6 @@ async function runFlow(
     const t = performance.now();
     const snap = await provider.create(handle);
     createSeconds = (performance.now() - t) / 1000;
-    if (agent) {
-      progress({ phase: 'thaw' });
-      await thaw();
-    }
 
     await commitAll();
 

@@ -82,6 +82,12 @@ export class TestVm {
   /** The test's monitor (connected). */
   readonly monitor: QmpClient;
   readonly #child: ChildProcess;
+  #stderr: () => string = () => '';
+
+  /** What QEMU wrote to stderr so far (why it failed, when it did). */
+  get stderr(): string {
+    return this.#stderr();
+  }
 
   private constructor(child: ChildProcess, qmpPath: string, qgaPath: string, serialLog: string, monitor: QmpClient) {
     this.#child = child;
@@ -130,6 +136,7 @@ export class TestVm {
     const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    const stderrText = (): string => stderr;
     for (let i = 0; i < 200 && !(existsSync(qmpPath) && existsSync(testPath)); i++) {
       if (child.exitCode !== null) break;
       await new Promise((r) => setTimeout(r, 50));
@@ -140,7 +147,9 @@ export class TestVm {
     }
     try {
       const monitor = await QmpClient.connect(testPath, { timeoutMs: 10_000 });
-      return new TestVm(child, qmpPath, qgaPath, serialLog, monitor);
+      const vm = new TestVm(child, qmpPath, qgaPath, serialLog, monitor);
+      vm.#stderr = stderrText;
+      return vm;
     } catch (err) {
       const exited = new Promise((r) => child.once('exit', r));
       if (child.exitCode === null) process.kill(child.pid!, 'SIGKILL');

@@ -12,9 +12,10 @@ import { cmp, lowtide } from '../helpers/cli.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
 import { TempDir } from '../helpers/tmp.js';
 import { LoopFs, lowtideLeftovers, replayWrite, TestVm, vmUnavailableReason, type DiskSpec } from './helpers.js';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 
 const MiB = 1 << 20;
+const KILL_AT = join(import.meta.dirname, 'kill-at.mjs');
 const reason = vmUnavailableReason();
 const skip = skipReason('VM backup', reason);
 
@@ -198,6 +199,27 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
       message: expect.stringMatching(/qcow2 disks need the qcow2 source/),
     });
     expect(lowtideLeftovers(dir)).toEqual([]);
+  });
+
+  it('vm recover with the VM gone keeps an overlay that may hold writes, and says so', async () => {
+    const { disks, dir } = makeDisks(1, 4);
+    vm = await TestVm.start(tmp.path, disks);
+    const repo = join(tmp.path, `repo${n}`);
+    await initRepository(repo);
+    const stateDir = join(tmp.path, `state${n}`);
+    const k = spawnSync(process.execPath, [KILL_AT, vm.qmpPath, repo, stateDir, 'commit', 'vd0'], { timeout: 120_000 });
+    expect(k.signal).toBe('SIGKILL');
+    await vm.stop();
+    vm = undefined;
+    const overlays = readdirSync(stateDir).filter((f) => f.endsWith('.overlays'));
+    expect(overlays).toHaveLength(1);
+    const rec = lowtide(['vm', 'recover', '--state-dir', stateDir]);
+    expect(rec.status).toBe(1);
+    expect(rec.stderr).toMatch(/not recovered: .*is not reachable.*may hold writes their base files do not have/);
+    // The overlay and the journal stay; the storage snapshot was not deleted either (the run is kept whole).
+    expect(readdirSync(join(stateDir, overlays[0]!))).toEqual(['vd0.qcow2']);
+    expect(readdirSync(stateDir).filter((f) => f.endsWith('.journal'))).toHaveLength(1);
+    expect(lowtideLeftovers(dir)).toHaveLength(1);
   });
 
   it('an abort while a disk is read still commits the overlays and deletes the snapshot', async () => {

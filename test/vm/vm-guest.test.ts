@@ -147,14 +147,10 @@ describe.skipIf(skipReason('VM backup with a guest agent', guestUnavailableReaso
       const repo = tmp.file(`repo${n}`);
       await initRepository(repo);
       const stateDir = tmp.file(`state${n}`);
-      const k = spawnSync(
-        process.execPath,
-        [KILL_AT, vm!.qmpPath, repo, stateDir, 'storage-snapshot', '', '', vm!.qgaPath],
-        {
-          encoding: 'utf8',
-          timeout: 120_000,
-        },
-      );
+      const k = spawnSync(process.execPath, [KILL_AT, vm!.qmpPath, repo, stateDir, 'thaw', '', '', vm!.qgaPath], {
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
       expect(k.signal, k.stderr).toBe('SIGKILL');
       const rec = lowtide(['vm', 'recover', '--state-dir', stateDir, '--json']);
       expect(rec.status, rec.stderr).toBe(0);
