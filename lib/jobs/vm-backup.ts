@@ -420,7 +420,7 @@ async function runFlow(
       committed.add(d.name);
     }
     await removeDirIfEmpty(overlayDir);
-    snapshotEnd = performance.now();
+    if (snapshotEnd === 0) snapshotEnd = performance.now(); // the first time every overlay is in
   };
 
   try {
