@@ -36,3 +36,19 @@ export type { AllocationMapInit } from './fs/allocation-map.js';
 export type { ClusterRun, ExclusionPlan, FsInfo } from './fs/types.js';
 export { planImage, type ImagePlan, type PlanOptions, type OverlayWrite } from './fs/plan.js';
 export { selectKept } from './repo/maintenance.js';
+export {
+  QmpClient,
+  type QmpConnectOptions,
+  type QmpEvent,
+  type QmpCommands,
+  type QmpCommandName,
+  type QmpBlockInfo,
+  type QmpBlockNode,
+  type QmpBlockJob,
+  type QmpImageInfo,
+  type QmpTransactionAction,
+} from './snapshot/qmp.js';
+export { listVmDisks, vmIdentity, takeVmSnapshot, commitOverlay, type OverlayPlan } from './snapshot/qemu.js';
+export { storageProvider, ReflinkStorage, BtrfsStorage } from './snapshot/storage/index.js';
+export type { StorageSnapshot, StorageSnapshotProvider } from './snapshot/storage/types.js';
+export { GuestAgentClient, type GuestAgentCommands } from './snapshot/qga.js';

@@ -37,6 +37,9 @@ export const ErrorCodes = [
   'TARGET_TOO_SMALL', // a restore target smaller than the image
   'UNSUPPORTED', // valid input that this version cannot handle
   'INTERNAL', // a bug: please report it
+  'TIMEOUT', // a peer (QMP, the guest agent) did not answer in time
+  'QMP_ERROR', // QEMU answered a command with an error (the message has its class and desc)
+  'PROTOCOL_ERROR', // a peer that does not speak the expected protocol (not QMP, garbage, closed early)
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];

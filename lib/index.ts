@@ -32,6 +32,23 @@ export {
 export { backup, type BackupOptions, type BackupProgress, type BackupResult } from './jobs/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';
 export { backupMany, type BackupManyOptions, type BackupManyResult, type BackupJobEvent } from './jobs/backup-many.js';
+export {
+  backupVm,
+  recoverVm,
+  describeVm,
+  defaultStateDir,
+  type VmBackupOptions,
+  type VmBackupProgress,
+  type VmBackupPhase,
+  type VmBackupResult,
+  type VmBackupRecord,
+  type VmDiskBackup,
+  type VmRecoverOptions,
+  type VmRecoveryReport,
+  type DescribeVmOptions,
+} from './jobs/vm-backup.js';
+export type { VmDisk, VmIdentity } from './snapshot/qemu.js';
+export { STORAGE_KINDS, type StorageKind, type StorageSnapshotHandle } from './snapshot/storage/types.js';
 export { initRepository, openRepository, Repository, type InitOptions } from './repo/repository.js';
 export type {
   Manifest,

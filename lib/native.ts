@@ -276,6 +276,12 @@ export interface NativeBinding extends NativeFsBinding {
   digestSync(view: Uint8Array): Buffer;
   /** flock(fd, LOCK_EX | LOCK_NB): false when another holder has it. */
   tryLockExclusive(fd: number): boolean;
+  /**
+   * A copy-on-write clone (FICLONE) of the whole file `source` as the new file
+   * `target` (mode 0600), fsync'd. Rejects with UNSUPPORTED when the file
+   * system cannot clone, OUTPUT_EXISTS, NOT_FOUND, NO_SPACE or IO_ERROR.
+   */
+  cloneFile(source: string, target: string): Promise<void>;
   /** A zero-filled Buffer aligned to 4096 bytes (for O_DIRECT writes). */
   alignedBuffer(size: number): Buffer;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range now, without waiting. */

@@ -18,6 +18,7 @@ import { addListCommand } from './commands/list.js';
 import { addPruneCommand } from './commands/prune.js';
 import { addRestoreCommand } from './commands/restore.js';
 import { addVerifyCommand } from './commands/verify.js';
+import { addVmCommand } from './commands/vm.js';
 import { CliError, EXIT, ReportedFailure, reportError, wantsJson } from './output.js';
 
 export function buildProgram(): Command {
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   addRestoreCommand(program);
   addVerifyCommand(program);
   addPruneCommand(program);
+  addVmCommand(program);
   return program;
 }
 

@@ -5,8 +5,10 @@
 #include <cstring>
 
 #include "copy/zero.h"
+#include "host/clone.h"
 #include "host/file_lock.h"
 #include "io/uring.h"
+#include "napi/async.h"
 #include "napi/binding.h"
 
 namespace lowtide::napi {
@@ -30,6 +32,21 @@ Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
   } catch (const io::IoError& e) {
     throw to_js_error(info.Env(), e);
   }
+}
+
+// cloneFile(source, target): Promise<void>, a FICLONE clone of a whole file
+// (host/clone.h), on the worker pool.
+Napi::Value CloneFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
+    throw_invalid(env, "cloneFile(source, target) expects two strings");
+  std::string source = info[0].As<Napi::String>().Utf8Value();
+  std::string target = info[1].As<Napi::String>().Utf8Value();
+  if (source.empty() || target.empty()) throw_invalid(env, "cloneFile: paths must not be empty");
+  struct Done {};
+  return run_async<Done>(
+      env, "lowtide:cloneFile", [source = std::move(source), target = std::move(target)](Done&) { host::clone_file(source, target); },
+      [](Napi::Env env, Done&) -> Napi::Value { return env.Undefined(); });
 }
 
 // alignedBuffer(size): a zero-filled Buffer whose memory is aligned to 4096
@@ -86,6 +103,7 @@ void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("isZero", Napi::Function::New(env, IsZero, "isZero"));
   exports.Set("ioUringAvailable", Napi::Function::New(env, UringAvailable, "ioUringAvailable"));
   exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
+  exports.Set("cloneFile", Napi::Function::New(env, CloneFile, "cloneFile"));
   exports.Set("alignedBuffer", Napi::Function::New(env, AlignedBuffer, "alignedBuffer"));
   exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));
   exports.Set("setPoolThreads", Napi::Function::New(env, SetPoolThreads, "setPoolThreads"));
