@@ -32,7 +32,14 @@ export {
 export { backup, type BackupOptions, type BackupProgress, type BackupResult } from './jobs/backup.js';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './jobs/restore.js';
 export { backupMany, type BackupManyOptions, type BackupManyResult, type BackupJobEvent } from './jobs/backup-many.js';
-export { initRepository, openRepository, Repository, type InitOptions } from './repo/repository.js';
+export {
+  initRepository,
+  openRepository,
+  Repository,
+  type InitOptions,
+  type RepositoryLocation,
+  type S3RepositoryOptions,
+} from './repo/repository.js';
 export type { Manifest, BackupStats, SourceIdentity, RepoConfig } from './repo/format.js';
 export {
   verifyRepository,
