@@ -38,8 +38,10 @@ export {
   Repository,
   type InitOptions,
   type RepositoryLocation,
+  type RepoLock,
   type S3RepositoryOptions,
 } from './repo/repository.js';
+export type { ObjectStorage, StoredObject } from './repo/storage/types.js';
 export type { Manifest, BackupStats, SourceIdentity, RepoConfig } from './repo/format.js';
 export {
   verifyRepository,
