@@ -5,7 +5,8 @@
 // one file takes about half as long. The library (dist/index.js) stays
 // unbundled. The addon is found at run time by node-gyp-build from the
 // package root (lib/package.ts), cli-progress is required lazily at run
-// time: both stay outside the bundle.
+// time, @aws-sdk/client-s3 is imported when an s3:// repository is opened:
+// all stay outside the bundle.
 //
 // CommonJS, not an ES module: Node's ES module loader (which also reads the
 // main file through libuv's thread pool) costs start-up time the CommonJS
@@ -17,7 +18,7 @@ import { defineConfig } from 'rolldown';
 export default defineConfig({
   input: 'dist/cli/main.js',
   platform: 'node',
-  external: [/^node:/, 'node-gyp-build', 'cli-progress'],
+  external: [/^node:/, 'node-gyp-build', 'cli-progress', /^@aws-sdk\//],
   logLevel: 'warn',
   output: {
     file: 'dist/bin/lowtide.cjs',

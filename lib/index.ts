@@ -49,7 +49,16 @@ export {
 } from './jobs/vm-backup.js';
 export type { VmDisk, VmIdentity } from './snapshot/qemu.js';
 export { STORAGE_KINDS, type StorageKind, type StorageSnapshotHandle } from './snapshot/storage/types.js';
-export { initRepository, openRepository, Repository, type InitOptions } from './repo/repository.js';
+export {
+  initRepository,
+  openRepository,
+  Repository,
+  type InitOptions,
+  type RepositoryLocation,
+  type RepoLock,
+  type S3RepositoryOptions,
+} from './repo/repository.js';
+export type { ObjectStorage, StoredObject } from './repo/storage/types.js';
 export type {
   Manifest,
   ManifestPartition,

@@ -44,6 +44,17 @@ export function buildProgram(): Command {
   addVerifyCommand(program);
   addPruneCommand(program);
   addVmCommand(program);
+  // Every command that takes a repository can reach one on S3.
+  for (const c of program.commands) {
+    if (c.options.some((opt) => opt.long === '--repo')) {
+      c.option('--s3-endpoint <url>', 'S3 endpoint of an s3://bucket/prefix repository (default: AWS_ENDPOINT_URL_S3)');
+    }
+  }
+  program.hook('preAction', (_program, action) => {
+    const endpoint = action.opts().s3Endpoint as string | undefined;
+    // The S3 client reads its default endpoint from here (lib/repo/storage/s3.ts).
+    if (endpoint !== undefined) process.env.AWS_ENDPOINT_URL_S3 = endpoint;
+  });
   return program;
 }
 

@@ -6,7 +6,7 @@
  */
 import { LowtideError, toLowtideError } from '../errors.js';
 import { integerOption, objectOption } from '../options.js';
-import { openRepository, Repository } from '../repo/repository.js';
+import { repositoryOption } from '../repo/repository.js';
 import { AdmissionGate } from '../throttle/limits.js';
 import { resolveThrottleSettings, type MultiJobThrottleSettings } from '../throttle/job-settings.js';
 import { backupUnderHeldLock, type BackupOptions, type BackupProgress, type BackupResult } from './backup.js';
@@ -57,7 +57,7 @@ function resolveBackupManyOptions(options: unknown): ResolvedBackupManyOptions {
 
 export async function backupMany(options: BackupManyOptions): Promise<BackupManyResult> {
   const { sources, parallel, gate } = resolveBackupManyOptions(options);
-  const repo = options.repository instanceof Repository ? options.repository : await openRepository(options.repository);
+  const repo = await repositoryOption(options.repository);
   const lock = await repo.lock(`lowtide backup of ${sources.length} sources`);
   const latency = new Map<string, number>(); // source -> smoothed latency (ms) its job sees now
   const running = new Set<Promise<void>>();

@@ -11,7 +11,14 @@ import { validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type PlanOptions } from '../fs/plan.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import type { Manifest } from '../repo/format.js';
-import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
+import {
+  checkRepositoryOption,
+  repositoryOption,
+  Repository,
+  type IndexReader,
+  type IndexWriter,
+  type RepositoryLocation,
+} from '../repo/repository.js';
 import { resolveJobControl, resolveReadSettings, type JobControl, type ReadSettings } from './options.js';
 import { ProgressReporter, Stopwatch } from './progress.js';
 import { JobThrottle, type ThrottleState } from '../throttle/job-throttle.js';
@@ -29,8 +36,8 @@ import { planBackup, type PlanRequest } from './backup/plan.js';
 export interface BackupOptions extends ThrottleSettings {
   /** File or block device to back up (opened read-only). */
   source: string;
-  /** Repository path or an open Repository. */
-  repository: string | Repository;
+  /** Repository path, s3:// location (or S3 options), or an open Repository. */
+  repository: RepositoryLocation | Repository;
   /**
    * Parent backup id; 'auto' (default) picks the latest backup of the same
    * source; null makes a backup without a parent (chunks are still deduplicated).
@@ -74,7 +81,7 @@ export interface BackupResult {
 /** A backup's options, checked, with their defaults filled in. */
 interface ResolvedBackupOptions extends PlanRequest {
   source: string;
-  repository: string | Repository;
+  repository: RepositoryLocation | Repository;
   plan: Omit<PlanOptions, 'source'>;
   read: ReadSettings;
   control: JobControl<BackupProgress>;
@@ -86,7 +93,7 @@ interface ResolvedBackupOptions extends PlanRequest {
 function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBackupOptions {
   const opts = objectOption('options', options);
   const source = stringOption('source', opts.source);
-  if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
+  const repository = checkRepositoryOption(opts.repository);
   const parent =
     opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
@@ -100,7 +107,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
   const throttle = lockHeld ? resolveThrottleSettings(opts) : singleJobThrottleSettings(opts);
   return {
     source,
-    repository: opts.repository as string | Repository,
+    repository,
     parent,
     changed,
     plan: { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) },
@@ -127,8 +134,15 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   // then a failure must not count as unhandled.
   const planning = planImage({ source: o.source, ...o.plan });
   planning.catch(() => undefined);
-  const repo = o.repository instanceof Repository ? o.repository : await openRepository(o.repository);
-  const lock = o.lockHeld ? undefined : await repo.lock('lowtide backup');
+  const repo = await repositoryOption(o.repository);
+  const opened = !(o.repository instanceof Repository);
+  let lock;
+  try {
+    lock = o.lockHeld ? undefined : await repo.lock('lowtide backup');
+  } catch (err) {
+    if (opened) repo.close();
+    throw err;
+  }
   let source: Source | undefined;
   let index: IndexWriter | undefined;
   let parentIndex: IndexReader | undefined;
@@ -152,6 +166,8 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
     const clock = new Stopwatch();
     index = await repo.createIndex(plan.chunkCount);
     parentIndex = plan.parent ? await repo.openIndex(plan.parent) : undefined;
+    // Remote: the parent's chunks are not asked about one by one.
+    if (plan.parent) await repo.rememberChunksOf(plan.parent);
     const pipeline = new ChunkPipeline({
       repo,
       source,
@@ -174,7 +190,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
     }));
     const reader = await pipeline.run(() => progress.report());
     const record = { repo, source, plan, index, pipeline, reader, throttle, started, clock };
-    const manifest = await commitBackup(record, parentIndex, catalog);
+    const manifest = await commitBackup(record, parentIndex, catalog, lock);
     committed = true;
     progress.report(true);
     return { id: manifest.id, manifest, staleFilesRemoved: lock?.staleFilesRemoved ?? { files: 0, bytes: 0 } };
@@ -187,5 +203,6 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
     await jobThrottle?.stop();
     await source?.close();
     await lock?.release();
+    if (opened) repo.close();
   }
 }

@@ -9,7 +9,13 @@ import { dirname, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
 import type { Manifest } from '../repo/format.js';
-import { openRepository, Repository, type IndexReader } from '../repo/repository.js';
+import {
+  checkRepositoryOption,
+  repositoryOption,
+  Repository,
+  type IndexReader,
+  type RepositoryLocation,
+} from '../repo/repository.js';
 import { openSource } from '../io/source.js';
 import { resolveJobControl, type JobControl } from './options.js';
 import { writeError } from './output.js';
@@ -23,7 +29,7 @@ import {
 } from '../throttle/job-settings.js';
 
 export interface RestoreOptions extends ThrottleSettings {
-  repository: string | Repository;
+  repository: RepositoryLocation | Repository;
   /** Backup id or 'latest'. */
   backup: string;
   /** Image file to create, or a block device to overwrite. */
@@ -66,7 +72,7 @@ export interface RestoreResult {
 
 /** A restore's options, checked, with their defaults filled in. */
 interface ResolvedRestoreOptions {
-  repository: string | Repository;
+  repository: RepositoryLocation | Repository;
   backup: string;
   /** The target, as an absolute path. */
   target: string;
@@ -79,14 +85,14 @@ interface ResolvedRestoreOptions {
 
 function resolveRestoreOptions(options: unknown): ResolvedRestoreOptions {
   const opts = objectOption('options', options);
-  if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
+  const repository = checkRepositoryOption(opts.repository);
   const backup = stringOption('backup', opts.backup);
   const target = resolve(stringOption('target', opts.target));
   const force = booleanOption('force', opts.force, false);
   const control = resolveJobControl<RestoreProgress>(opts);
   const queueDepth = integerOption('queueDepth', opts.queueDepth, 8, 1, 256);
   const throttle = singleJobThrottleSettings(opts);
-  return { repository: opts.repository as string | Repository, backup, target, force, control, queueDepth, throttle };
+  return { repository, backup, target, force, control, queueDepth, throttle };
 }
 
 /** Checks a backup's chunk index as a whole (before anything is written). */
@@ -199,7 +205,7 @@ async function writeChunks(w: ChunkWrites): Promise<void> {
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const o = resolveRestoreOptions(options);
-  const repo = o.repository instanceof Repository ? o.repository : await openRepository(o.repository);
+  const repo = await repositoryOption(o.repository);
   const manifest = await repo.readManifest(o.backup);
   await verifyIndex(repo, manifest);
   const { kind, path: targetPath } = await targetKind(o.target, o.force);

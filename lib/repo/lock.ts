@@ -41,6 +41,8 @@ export class WriteLock {
   ) {
     this.#fd = fd;
   }
+  /** A flock stays valid while the descriptor is open: nothing to check. */
+  check(): void {}
   /** Work to finish before the lock is dropped; if it fails, the file keeps its content (see staleHolder). */
   beforeRelease(fn: () => Promise<void>): void {
     this.#beforeRelease = fn;

@@ -10,14 +10,12 @@
  * same time; a restore of a kept backup can run concurrently (its chunks are
  * never removed). A restore of a backup being pruned may fail with CHUNK_MISSING.
  */
-import { lstat, readdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { unlink } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { functionOption, integerOption, objectOption, signalOption } from '../options.js';
 import { openRegularFile } from './files.js';
 import {
   BACKUP_ID_PATTERN,
-  CHUNKS_DIR,
   DIGEST_SIZE,
   INDEX_HEADER_SIZE,
   indexFileName,
@@ -25,33 +23,12 @@ import {
   ZERO_DIGEST,
   type Manifest,
 } from './format.js';
-import { repositoryOption, type Repository } from './repository.js';
+import { repositoryOption, type RepositoryLocation, type Repository } from './repository.js';
+import type { RemoteLock } from './storage/lease.js';
 
-const HEX64 = /^[0-9a-f]{64}$/;
 const PARALLEL = 4;
-
-/**
- * The entries of the chunk store, by prefix directory. `unexpected` says why
- * an entry cannot be a chunk without opening it: a prefix entry that is not a
- * directory (a link, a file) is yielded once and not entered.
- */
-async function* chunkFiles(repo: Repository): AsyncGenerator<{ hex: string; path: string; unexpected?: string }> {
-  const root = join(repo.path, CHUNKS_DIR);
-  for (const prefix of (await readdir(root, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const dir = join(root, prefix.name);
-    if (!prefix.isDirectory()) {
-      yield { hex: prefix.name, path: dir, unexpected: `${dir} in the chunk store is not a directory` };
-      continue;
-    }
-    for (const d of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const path = join(dir, d.name);
-      if (!HEX64.test(d.name)) yield { hex: d.name, path, unexpected: `unexpected file ${path} in the chunk store` };
-      else if (d.name.slice(0, 2) !== prefix.name)
-        yield { hex: d.name, path, unexpected: `chunk ${path} is in the wrong directory` };
-      else yield { hex: d.name, path };
-    }
-  }
-}
+/** Chunks deleted at once (one request on S3). */
+const DELETE_BATCH = 1000;
 
 async function mapLimit<T>(
   items: AsyncIterable<T>,
@@ -98,8 +75,8 @@ export interface VerifyReport {
 }
 
 export interface VerifyOptions {
-  /** The repository: a path, or one already open. */
-  repository: string | Repository;
+  /** The repository: a path, an s3:// location, or one already open. */
+  repository: RepositoryLocation | Repository;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: { chunksChecked: number; bytesChecked: number }) => void) | undefined;
 }
@@ -119,7 +96,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   let chunksChecked = 0;
   let bytesChecked = 0;
   await mapLimit(
-    chunkFiles(repo),
+    repo.chunkEntries(),
     PARALLEL,
     async ({ hex, unexpected }) => {
       if (unexpected !== undefined) {
@@ -195,8 +172,8 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
 }
 
 export interface PruneOptions {
-  /** The repository: a path, or one already open. */
-  repository: string | Repository;
+  /** The repository: a path, an s3:// location, or one already open. */
+  repository: RepositoryLocation | Repository;
   /** Keep the newest N backups of each source. */
   keepLast?: number | undefined;
   /** Keep the newest backup of each of the last N days that have backups, per source. */
@@ -221,6 +198,12 @@ export interface PruneReport {
   bytesFreed: number;
   /** Temporary files a writer that did not finish had left in tmp/, removed when the lock was taken. */
   staleFilesRemoved: { files: number; bytes: number };
+  /**
+   * Why no chunk was deleted although backups were removed: backups were
+   * running in the (remote) repository, and they may reuse any chunk. The
+   * next prune deletes them.
+   */
+  chunksKept?: string | undefined;
   dryRun: boolean;
 }
 
@@ -230,11 +213,17 @@ export interface PruneReport {
  * are, and the file must hold exactly that many. The digest cannot be checked.
  */
 async function chunksOfIndex(repo: Repository, id: string, into: Set<string>): Promise<void> {
-  const path = join(repo.backupsDir, indexFileName(id));
   const what = `the chunk index of backup ${id}`;
   let opened;
+  let path: string;
   try {
-    opened = await openRegularFile(path, what, 'REPO_CORRUPT');
+    const file = await repo.backupFile(indexFileName(id), what);
+    path = file.path;
+    try {
+      opened = await openRegularFile(path, what, 'REPO_CORRUPT');
+    } finally {
+      if (file.staged) await unlink(path).catch(() => undefined);
+    }
   } catch (err) {
     throw toLowtideError(err, 'REPO_CORRUPT', `opening ${what}`);
   }
@@ -324,7 +313,8 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
   const dryRun = opts.dryRun === true;
   const signal = signalOption('signal', opts.signal);
   const repo = await repositoryOption(opts.repository);
-  const lock = await repo.lock('lowtide prune');
+  const lock = await repo.lock('lowtide prune', 'prune');
+  const running = repo.isRemote ? (lock as RemoteLock).runningBackups : [];
   try {
     const { backups, damaged: unreadable } = await repo.listBackups();
     // A backup whose manifest cannot be read stays, and so do the chunks its
@@ -369,31 +359,49 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
       }
     }
     for (const id of removed) await repo.deleteBackup(id);
+    if (running.length > 0) {
+      // A running backup may reuse any chunk it finds, and its index is
+      // uploaded before its manifest: nothing unnamed is swept now.
+      const chunksKept = `no chunks deleted: ${running.length} backup(s) running (${running.join('; ')})`;
+      return {
+        kept: [...keep].sort(),
+        removed,
+        damaged,
+        chunksRemoved: 0,
+        bytesFreed: 0,
+        staleFilesRemoved,
+        chunksKept,
+        dryRun,
+      };
+    }
 
     // Sweep chunks, and chunk indexes and catalogs whose manifest is gone (a
     // crashed backup). Only names the format gives are removed; unlink never
     // follows a link.
     let chunksRemoved = 0;
     let bytesFreed = 0;
-    await mapLimit(
-      chunkFiles(repo),
-      PARALLEL,
-      async ({ hex, path, unexpected }) => {
-        if (unexpected !== undefined || live.has(hex)) return;
-        const st = await lstat(path);
-        if (!st.isFile() && !st.isSymbolicLink()) return;
-        await unlink(path);
-        chunksRemoved++;
-        bytesFreed += st.size;
-      },
-      signal,
-    );
-    for (const name of await readdir(repo.backupsDir)) {
-      const id = name.replace(/\.(index|catalog)$/, '');
-      if (id !== name && BACKUP_ID_PATTERN.test(id) && !held.has(id)) {
-        await unlink(join(repo.backupsDir, name)).catch(() => undefined);
-      }
+    let batch: string[] = [];
+    const sizes = new Map<string, number>();
+    const flush = async (): Promise<void> => {
+      const r = await repo.deleteChunks(batch, sizes);
+      chunksRemoved += r.chunks;
+      bytesFreed += r.bytes;
+      batch = [];
+      sizes.clear();
+    };
+    for await (const { hex, size, unexpected } of repo.chunkEntries()) {
+      if (signal?.aborted) throw new LowtideError('ABORTED', 'aborted', { cause: signal.reason });
+      if (unexpected !== undefined || live.has(hex)) continue;
+      batch.push(hex);
+      if (size !== undefined) sizes.set(hex, size);
+      if (batch.length >= DELETE_BATCH) await flush();
     }
+    if (batch.length > 0) await flush();
+    const orphans = (await repo.backupNames()).filter((name) => {
+      const id = name.replace(/\.(index|catalog)$/, '');
+      return id !== name && BACKUP_ID_PATTERN.test(id) && !held.has(id);
+    });
+    await repo.removeBackupFiles(orphans);
     return { kept: [...keep].sort(), removed, damaged, chunksRemoved, bytesFreed, staleFilesRemoved, dryRun };
   } finally {
     await lock.release();

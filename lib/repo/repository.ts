@@ -7,12 +7,12 @@ import type { BackupExtractResult, ExtractFromBackupOptions, ListBackupFilesOpti
 import type { FileListing } from '../jobs/files.js';
 import { randomUUID } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { integerOption, objectOption, stringOption } from '../options.js';
-import { decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
+import { compress, decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
 import {
   checkDirectory,
   openRegularFile,
@@ -29,6 +29,7 @@ import {
   BACKUPS_DIR,
   catalogFileName,
   CHUNK_HEADER_SIZE,
+  chunkHeader,
   CHUNKS_DIR,
   ChunkEncoding,
   CONFIG_FILE,
@@ -50,10 +51,29 @@ import {
   type Manifest,
   type RepoConfig,
 } from './format.js';
-import { acquireWriteLock, type WriteLock } from './lock.js';
+import { acquireWriteLock } from './lock.js';
 import { IndexReader, IndexWriter } from './index-file.js';
+import { acquireRemoteLock, type RepoLock } from './storage/lease.js';
+import { isS3Url, resolveS3Options, S3Storage, type S3RepositoryOptions } from './storage/s3.js';
+import { createStage, type Stage } from './storage/stage.js';
+import type { ObjectStorage } from './storage/types.js';
 
 export { IndexReader, IndexWriter } from './index-file.js';
+export type { RepoLock } from './storage/lease.js';
+export type { S3RepositoryOptions } from './storage/s3.js';
+
+/**
+ * Where a repository is: a directory path, an `s3://bucket/prefix` URL, or
+ * the options of an S3 repository (endpoint, credentials, ...).
+ */
+export type RepositoryLocation = string | S3RepositoryOptions;
+
+/** The object storage of an s3:// location, or undefined for a directory path. */
+function remoteStorage(location: unknown, name: string): ObjectStorage | undefined {
+  if (typeof location === 'string' && !isS3Url(location)) return undefined;
+  if (typeof location !== 'string' && (typeof location !== 'object' || location === null)) return undefined;
+  return new S3Storage(resolveS3Options(location, name));
+}
 
 export interface InitOptions {
   /** Power of two from 64 KiB to 8 MiB (default 1 MiB). */
@@ -62,8 +82,9 @@ export interface InitOptions {
   zstdLevel?: number | undefined;
 }
 
-export async function initRepository(path: string, options: InitOptions = {}): Promise<Repository> {
-  stringOption('path', path);
+export async function initRepository(path: RepositoryLocation, options: InitOptions = {}): Promise<Repository> {
+  const storage = remoteStorage(path, 'path');
+  if (storage === undefined) stringOption('path', path);
   const opts = objectOption('options', options);
   const chunkSize = integerOption('chunkSize', opts.chunkSize, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
   if ((chunkSize & (chunkSize - 1)) !== 0) {
@@ -73,7 +94,17 @@ export async function initRepository(path: string, options: InitOptions = {}): P
     );
   }
   const level = integerOption('zstdLevel', opts.zstdLevel, DEFAULT_ZSTD_LEVEL, 1, 19);
-  const root = resolve(path);
+  const config: RepoConfig = {
+    format: REPO_FORMAT,
+    version: REPO_VERSION,
+    id: randomUUID(),
+    created: new Date().toISOString(),
+    chunkSize,
+    hash: 'sha256',
+    compression: { algorithm: 'zstd', level },
+  };
+  if (storage !== undefined) return initRemote(storage, config);
+  const root = resolve(path as string);
   try {
     const entries = await readdir(root);
     if (entries.length > 0) {
@@ -94,15 +125,6 @@ export async function initRepository(path: string, options: InitOptions = {}): P
   } catch (err) {
     throw repoWriteError(err, `creating ${root}`);
   }
-  const config: RepoConfig = {
-    format: REPO_FORMAT,
-    version: REPO_VERSION,
-    id: randomUUID(),
-    created: new Date().toISOString(),
-    chunkSize,
-    hash: 'sha256',
-    compression: { algorithm: 'zstd', level },
-  };
   // The config is written last: a directory without it is not a repository.
   await writeAtomic(
     join(root, TMP_DIR),
@@ -115,15 +137,74 @@ export async function initRepository(path: string, options: InitOptions = {}): P
   return new Repository(root, config);
 }
 
-/** A `repository` option: a Repository as it is, a path opened (a wrong type names the option). */
+/**
+ * An S3 repository is created by writing its config.json (if absent) into a
+ * bucket that must exist; any object under the prefix already makes it
+ * REPO_EXISTS. Chunks, backups and locks have no directories to create.
+ */
+async function initRemote(storage: ObjectStorage, config: RepoConfig): Promise<Repository> {
+  try {
+    await storage.check();
+    for await (const o of storage.list('')) {
+      throw new LowtideError(
+        'REPO_EXISTS',
+        `${storage.location} is not empty (it holds ${o.key}); a repository needs an empty prefix`,
+      );
+    }
+    const written = await storage.putIfAbsent(CONFIG_FILE, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
+    if (!written) throw new LowtideError('REPO_EXISTS', `${storage.location} already holds a repository`);
+  } catch (err) {
+    storage.close();
+    throw err;
+  }
+  return new Repository(storage.location, config, storage);
+}
+
+/** A `repository` option: a Repository as it is, a path or s3:// location opened (a wrong type names the option). */
 export async function repositoryOption(value: unknown, name = 'repository'): Promise<Repository> {
   if (value instanceof Repository) return value;
+  if (typeof value === 'object' && value !== null) return openRepository(value as S3RepositoryOptions);
   return openRepository(stringOption(name, value));
 }
 
-export async function openRepository(path: string): Promise<Repository> {
+/** Checks a `repository` option without opening it: a Repository, a path, an s3:// URL or S3 options. */
+export function checkRepositoryOption(value: unknown, name = 'repository'): RepositoryLocation | Repository {
+  if (value instanceof Repository) return value;
+  if (typeof value === 'object' && value !== null) return resolveS3Options(value, name);
+  const s = stringOption(name, value);
+  if (isS3Url(s)) resolveS3Options(s, name);
+  return s;
+}
+
+async function openRemote(storage: ObjectStorage): Promise<Repository> {
+  try {
+    await storage.check();
+    const data = await storage.get(CONFIG_FILE, undefined, MAX_CONFIG_BYTES);
+    const where = `${storage.location}/${CONFIG_FILE}`;
+    if (data === undefined) {
+      throw new LowtideError(
+        'REPO_NOT_FOUND',
+        `no lowtide repository at ${storage.location} (run \`lowtide init ${storage.location}\` first)`,
+      );
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data.toString('utf8'));
+    } catch {
+      throw new LowtideError('REPO_FORMAT', `${where} is not valid JSON`);
+    }
+    return new Repository(storage.location, validateConfig(raw, where), storage);
+  } catch (err) {
+    storage.close();
+    throw err;
+  }
+}
+
+export async function openRepository(path: RepositoryLocation): Promise<Repository> {
+  const storage = remoteStorage(path, 'repository');
+  if (storage !== undefined) return openRemote(storage);
   stringOption('repository', path);
-  const root = resolve(path);
+  const root = resolve(path as string);
   const configPath = join(root, CONFIG_FILE);
   let text: string;
   try {
@@ -131,7 +212,10 @@ export async function openRepository(path: string): Promise<Repository> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new LowtideError('REPO_NOT_FOUND', `no lowtide repository at ${root} (run \`lowtide init ${path}\` first)`);
+      throw new LowtideError(
+        'REPO_NOT_FOUND',
+        `no lowtide repository at ${root} (run \`lowtide init ${path as string}\` first)`,
+      );
     }
     throw toLowtideError(err, 'REPO_FORMAT', `reading ${configPath}`);
   }
@@ -181,11 +265,49 @@ export class Repository {
   readonly #unsyncedDirs = new Set<string>();
   /** Chunk directories (chunks/xx) found to be directories; readers check each once. */
   readonly #checkedPrefixes = new Set<string>();
+  /** The object storage of a remote repository; undefined for a local directory. */
+  readonly #storage: ObjectStorage | undefined;
+  /** A remote repository's local staging directory (created when first needed). */
+  #stage: Stage | undefined;
+  /**
+   * Chunks known to be in a remote repository (stored or seen by this
+   * process, or named by a parent's index read for a backup): a backup does
+   * not ask the storage about them. The leases keep prune from deleting
+   * them while a backup runs.
+   */
+  readonly #knownChunks = new Set<string>();
 
+  /** `path` is the directory, or the s3:// location of a remote repository (with its storage). */
   constructor(
     readonly path: string,
     readonly config: RepoConfig,
-  ) {}
+    storage?: ObjectStorage,
+  ) {
+    this.#storage = storage;
+  }
+
+  /** True for a repository on object storage. */
+  get isRemote(): boolean {
+    return this.#storage !== undefined;
+  }
+
+  /** The object storage of a remote repository (INTERNAL for a local one). */
+  get storage(): ObjectStorage {
+    if (!this.#storage) throw new LowtideError('INTERNAL', `${this.path} is a local repository`);
+    return this.#storage;
+  }
+
+  get #staged(): Stage {
+    this.#stage ??= createStage();
+    return this.#stage;
+  }
+
+  /** Releases what an open repository holds: a remote one's connections and staging directory. */
+  close(): void {
+    this.#storage?.close();
+    this.#stage?.remove();
+    this.#stage = undefined;
+  }
 
   /** The backups in the repository, oldest first, and the manifests that could not be read. */
   async list(): Promise<{ backups: Manifest[]; damaged: { id: string; error: LowtideError }[] }> {
@@ -220,12 +342,46 @@ export class Repository {
     return this.config.chunkSize;
   }
 
+  /** Where temporary files are written (a remote repository's staging directory). */
   get tmpDir(): string {
-    return join(this.path, TMP_DIR);
+    return this.#storage ? this.#staged.tmpDir : join(this.path, TMP_DIR);
   }
 
+  /** Where indexes and catalogs are written before the commit (a remote repository's staging directory). */
   get backupsDir(): string {
-    return join(this.path, BACKUPS_DIR);
+    return this.#storage ? this.#staged.backupsDir : join(this.path, BACKUPS_DIR);
+  }
+
+  /**
+   * A local file with a backup's catalog: the file in backups/, or for a
+   * remote repository a copy downloaded into the staging directory.
+   */
+  async catalogFile(manifest: Manifest): Promise<string> {
+    if (!this.#storage) return this.catalogPath(manifest);
+    return this.#download(
+      `${BACKUPS_DIR}/${catalogFileName(checkedId(manifest.id))}`,
+      `the catalog of backup ${manifest.id}`,
+    );
+  }
+
+  /**
+   * A local file with backups/<name>: the file itself, or a downloaded copy
+   * (`staged`: the caller unlinks it once it is open).
+   */
+  async backupFile(name: string, what: string): Promise<{ path: string; staged: boolean }> {
+    if (!this.#storage) return { path: join(this.backupsDir, name), staged: false };
+    return { path: await this.#download(`${BACKUPS_DIR}/${name}`, what), staged: true };
+  }
+
+  /** Downloads an object into the staging directory; REPO_CORRUPT when it is missing. */
+  async #download(key: string, what: string): Promise<string> {
+    const data = await this.storage.get(key, undefined, MAX_MANIFEST_BYTES);
+    if (data === undefined) {
+      throw new LowtideError('REPO_CORRUPT', `${what} (${this.path}/${key}) is missing`);
+    }
+    const path = tempName(this.tmpDir, 'get');
+    await writeFile(path, data, { flag: 'wx', mode: 0o600 });
+    return path;
   }
 
   /** backups/<id>.catalog of a backup (the name is derived from its checked id, never read from a file). */
@@ -253,7 +409,8 @@ export class Repository {
    * stores are synced (syncChunkDirs) before a manifest names them, and at the
    * latest when the lock is released, also when the job failed.
    */
-  async lock(purpose: string): Promise<WriteLock> {
+  async lock(purpose: string, kind: 'backup' | 'prune' = 'backup'): Promise<RepoLock> {
+    if (this.#storage) return acquireRemoteLock(this.#storage, purpose, kind);
     const lock = await acquireWriteLock(this.path, purpose);
     try {
       // Everything a writer writes into or deletes from must be a directory
@@ -310,6 +467,12 @@ export class Repository {
   }
 
   async hasChunk(hex: string): Promise<boolean> {
+    if (this.#storage) {
+      if (this.#knownChunks.has(hex)) return true;
+      const there = (await this.#storage.head(chunkKey(hex))) !== undefined;
+      if (there) this.#knownChunks.add(hex);
+      return there;
+    }
     try {
       return (await lstat(this.chunkPath(hex))).isFile();
     } catch (err) {
@@ -325,6 +488,7 @@ export class Repository {
    */
   async putChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     requireZstd();
+    if (this.#storage) return this.#putRemoteChunk(hex, plain);
     // One native task (native/repo/chunk_file.cc): existence check, whether
     // and how to compress, temporary file, write, fsync, rename; a missing
     // prefix directory is created.
@@ -344,7 +508,41 @@ export class Repository {
     return { written: true, storedBytes: r.storedBytes };
   }
 
+  /**
+   * Remote: a chunk known or found (HEAD) is not sent again; a new one is
+   * compressed (raw when that does not make it smaller) and written with
+   * If-None-Match: *, so a chunk another writer stored meanwhile (the same
+   * bytes) is never overwritten.
+   */
+  async #putRemoteChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
+    const storage = this.storage;
+    if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
+    const packed = await compress(plain, this.config.compression.level);
+    const file =
+      packed.length < plain.length
+        ? Buffer.concat([chunkHeader(ChunkEncoding.Zstd, plain.length), packed])
+        : Buffer.concat([chunkHeader(ChunkEncoding.Raw, plain.length), plain]);
+    const written = await storage.putIfAbsent(chunkKey(hex), file);
+    this.#knownChunks.add(hex);
+    return written ? { written: true, storedBytes: file.length } : { written: false, storedBytes: 0 };
+  }
+
+  /** Remembers every chunk a backup's index names as present (a remote backup's parent). */
+  async rememberChunksOf(m: Manifest): Promise<void> {
+    if (!this.#storage) return;
+    const index = await this.openIndex(m);
+    try {
+      for (let i = 0; i < m.chunkCount; i++) {
+        const e = await index.entry(i);
+        if (e !== null) this.#knownChunks.add(e.toString('hex'));
+      }
+    } finally {
+      await index.close();
+    }
+  }
+
   async syncChunkDirs(prefixes: Iterable<string>): Promise<void> {
+    if (this.#storage) return; // an object is durable when its PUT succeeds
     try {
       // The prefix directories in parallel (a few at a time): each fsync waits
       // for the device, and an incremental backup touches dozens of them.
@@ -388,13 +586,26 @@ export class Repository {
       for (const b of taken.splice(0)) giveBuffer(b);
     };
     try {
-      const file = takeBuffer(cap);
-      taken.push(file);
+      let file: Buffer;
       let size: number;
       try {
         await this.#checkPrefix(hex);
-        size = await readWhole(path, file, `chunk ${hex}`);
+        if (this.#storage) {
+          const got = await this.#storage.get(chunkKey(hex), undefined, cap);
+          if (got === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
+          file = got;
+          size = got.length;
+        } else {
+          file = takeBuffer(cap);
+          taken.push(file);
+          size = await readWhole(path, file, `chunk ${hex}`);
+        }
       } catch (err) {
+        if (err instanceof LowtideError && err.code === 'REPO_CORRUPT') {
+          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} is larger than any chunk of this repository`, {
+            path,
+          });
+        }
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           throw new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
         }
@@ -456,25 +667,20 @@ export class Repository {
         `chunk: expected 64 lowercase hex characters, got ${JSON.stringify(hex)}`,
       );
     const prefix = hex.slice(0, 2);
-    if (this.#checkedPrefixes.has(prefix)) return;
+    if (this.#storage || this.#checkedPrefixes.has(prefix)) return;
     await checkDirectory(this.chunkDir(hex), `chunk directory ${CHUNKS_DIR}/${prefix}`, 'CHUNK_CORRUPT');
     this.#checkedPrefixes.add(prefix);
   }
 
   /** All backups, oldest first. Manifests that cannot be read are reported in `damaged`. */
   async listBackups(): Promise<{ backups: Manifest[]; damaged: { id: string; error: LowtideError }[] }> {
-    let names: string[];
-    try {
-      names = await readdir(this.backupsDir);
-    } catch (err) {
-      throw toLowtideError(err, 'REPO_CORRUPT', `listing ${this.backupsDir}`);
-    }
+    const names = await this.backupNames();
     const backups: Manifest[] = [];
     const damaged: { id: string; error: LowtideError }[] = [];
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
       const id = n.slice(0, -5);
       if (!BACKUP_ID_PATTERN.test(id)) {
-        const path = join(this.backupsDir, n);
+        const path = this.#storage ? `${this.path}/${BACKUPS_DIR}/${n}` : join(this.backupsDir, n);
         damaged.push({
           id,
           error: new LowtideError('REPO_CORRUPT', `${path} is not a backup: its name is not a backup id`, { path }),
@@ -489,6 +695,87 @@ export class Repository {
     }
     backups.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.id < b.id ? -1 : 1));
     return { backups, damaged };
+  }
+
+  /** The names in backups/ (manifests, indexes, catalogs and anything else there). */
+  async backupNames(): Promise<string[]> {
+    if (this.#storage) {
+      const names: string[] = [];
+      for await (const o of this.#storage.list(`${BACKUPS_DIR}/`)) names.push(o.key.slice(BACKUPS_DIR.length + 1));
+      return names;
+    }
+    try {
+      return await readdir(this.backupsDir);
+    } catch (err) {
+      throw toLowtideError(err, 'REPO_CORRUPT', `listing ${this.backupsDir}`);
+    }
+  }
+
+  /** Removes names from backups/ (indexes and catalogs without a manifest); a missing one is no error. */
+  async removeBackupFiles(names: readonly string[]): Promise<void> {
+    if (this.#storage) return this.#storage.delete(names.map((n) => `${BACKUPS_DIR}/${n}`));
+    for (const n of names) await unlink(join(this.backupsDir, n)).catch(() => undefined);
+  }
+
+  /**
+   * Every chunk in the store, and what is there that cannot be a chunk
+   * (`unexpected` says why, without reading it).
+   */
+  async *chunkEntries(): AsyncGenerator<{ hex: string; path: string; size?: number; unexpected?: string }> {
+    if (this.#storage) {
+      for await (const o of this.#storage.list(`${CHUNKS_DIR}/`)) {
+        const [prefix, name, ...rest] = o.key.slice(CHUNKS_DIR.length + 1).split('/');
+        const path = `${this.path}/${o.key}`;
+        if (name === undefined || rest.length > 0 || !HEX64.test(name)) {
+          yield { hex: o.key, path, unexpected: `unexpected object ${path} in the chunk store` };
+        } else if (name.slice(0, 2) !== prefix) {
+          yield { hex: name, path, unexpected: `chunk ${path} is in the wrong directory` };
+        } else yield { hex: name, path, size: o.size };
+      }
+      return;
+    }
+    const root = join(this.path, CHUNKS_DIR);
+    for (const prefix of (await readdir(root, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const dir = join(root, prefix.name);
+      if (!prefix.isDirectory()) {
+        yield { hex: prefix.name, path: dir, unexpected: `${dir} in the chunk store is not a directory` };
+        continue;
+      }
+      for (const d of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        const path = join(dir, d.name);
+        if (!HEX64.test(d.name)) yield { hex: d.name, path, unexpected: `unexpected file ${path} in the chunk store` };
+        else if (d.name.slice(0, 2) !== prefix.name)
+          yield { hex: d.name, path, unexpected: `chunk ${path} is in the wrong directory` };
+        else yield { hex: d.name, path };
+      }
+    }
+  }
+
+  /**
+   * Deletes chunks by digest. Local: a chunk file (or a link in its place) is
+   * unlinked, and its bytes counted; remote: the objects are deleted in batches
+   * (`sizes` gives their bytes).
+   */
+  async deleteChunks(
+    hexes: readonly string[],
+    sizes?: ReadonlyMap<string, number>,
+  ): Promise<{ chunks: number; bytes: number }> {
+    if (this.#storage) {
+      await this.#storage.delete(hexes.map(chunkKey));
+      for (const h of hexes) this.#knownChunks.delete(h);
+      return { chunks: hexes.length, bytes: hexes.reduce((n, h) => n + (sizes?.get(h) ?? 0), 0) };
+    }
+    let chunks = 0;
+    let bytes = 0;
+    for (const hex of hexes) {
+      const path = this.chunkPath(hex);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st || (!st.isFile() && !st.isSymbolicLink())) continue;
+      await unlink(path);
+      chunks++;
+      bytes += st.size;
+    }
+    return { chunks, bytes };
   }
 
   /** A backup's manifest by id, or the newest one for 'latest'. */
@@ -506,10 +793,16 @@ export class Repository {
         `no backup ${JSON.stringify(id)} in ${this.path} (ids look like 20261125T174501Z-3fa9c2)`,
       );
     }
-    const path = join(this.backupsDir, manifestFileName(id));
+    const path = this.#storage
+      ? `${this.path}/${BACKUPS_DIR}/${manifestFileName(id)}`
+      : join(this.backupsDir, manifestFileName(id));
     let text: string;
     try {
-      text = await readSmallFile(path, `the manifest of backup ${id}`, 'REPO_CORRUPT', MAX_MANIFEST_BYTES);
+      if (this.#storage) {
+        const data = await this.#storage.get(`${BACKUPS_DIR}/${manifestFileName(id)}`, undefined, MAX_MANIFEST_BYTES);
+        if (data === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
+        text = data.toString('utf8');
+      } else text = await readSmallFile(path, `the manifest of backup ${id}`, 'REPO_CORRUPT', MAX_MANIFEST_BYTES);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new LowtideError('BACKUP_NOT_FOUND', `no backup ${id} in ${this.path}`);
@@ -527,13 +820,21 @@ export class Repository {
 
   /** Opens a backup's chunk index for sequential reading, checking its header. */
   async openIndex(m: Manifest): Promise<IndexReader> {
-    const path = this.indexPath(m);
     const what = `the chunk index of backup ${m.id}`;
+    const staged = this.#storage
+      ? await this.#download(`${BACKUPS_DIR}/${indexFileName(checkedId(m.id))}`, what)
+      : undefined;
+    const path = staged ?? this.indexPath(m);
     const expected = INDEX_HEADER_SIZE + DIGEST_SIZE * m.chunkCount;
     let fh: FileHandle;
     try {
       let size: number;
-      ({ fh, size } = await openRegularFile(path, what, 'REPO_CORRUPT'));
+      try {
+        ({ fh, size } = await openRegularFile(path, what, 'REPO_CORRUPT'));
+      } finally {
+        // A downloaded copy is read through its open descriptor only.
+        if (staged !== undefined) await unlink(staged).catch(() => undefined);
+      }
       if (size !== expected) {
         await fh.close();
         throw new LowtideError('REPO_CORRUPT', `${what} (${path}) has ${size} bytes, expected ${expected}`, { path });
@@ -574,9 +875,10 @@ export class Repository {
    * then the manifest is written atomically (the commit point) and the
    * directory synced again. A manifest never becomes durable before its index.
    */
-  async commitBackup(manifest: Manifest, index: IndexWriter): Promise<void> {
+  async commitBackup(manifest: Manifest, index: IndexWriter, lock?: RepoLock): Promise<void> {
     const finalIndex = this.indexPath(manifest);
     await index.finish(finalIndex);
+    if (this.#storage) return this.#commitRemote(manifest, finalIndex, lock);
     try {
       await syncDir(this.backupsDir);
     } catch (err) {
@@ -591,12 +893,47 @@ export class Repository {
   }
 
   /**
+   * Remote: the catalog and the index are uploaded, then the manifest, last
+   * and only if absent: it is the commit point. Every chunk was written before
+   * (each PUT is durable when it succeeds).
+   */
+  async #commitRemote(manifest: Manifest, indexFile: string, lock: RepoLock | undefined): Promise<void> {
+    const storage = this.storage;
+    const id = checkedId(manifest.id);
+    const upload = async (file: string, name: string): Promise<void> => {
+      try {
+        if (!(await storage.putIfAbsent(`${BACKUPS_DIR}/${name}`, await readFile(file)))) {
+          throw new LowtideError('INTERNAL', `${this.path}/${BACKUPS_DIR}/${name} exists already`);
+        }
+      } finally {
+        await unlink(file).catch(() => undefined);
+      }
+    };
+    if (manifest.catalog) await upload(join(this.backupsDir, catalogFileName(id)), catalogFileName(id));
+    await upload(indexFile, indexFileName(id));
+    lock?.check();
+    if (
+      !(await storage.putIfAbsent(
+        `${BACKUPS_DIR}/${manifestFileName(id)}`,
+        Buffer.from(JSON.stringify(manifest, null, 2) + '\n'),
+      ))
+    ) {
+      throw new LowtideError('INTERNAL', `backup ${id} exists already in ${this.path}`);
+    }
+  }
+
+  /**
    * Removes a backup's manifest (first: the backup is gone at once), then its
    * index and catalog. Every name is derived from the checked id; unlink never
    * follows a link, so nothing outside backups/ is removed.
    */
   async deleteBackup(id: string): Promise<void> {
     const m = await this.readManifest(id);
+    if (this.#storage) {
+      await this.#storage.delete([`${BACKUPS_DIR}/${manifestFileName(m.id)}`]);
+      await this.#storage.delete([indexFileName(m.id), catalogFileName(m.id)].map((n) => `${BACKUPS_DIR}/${n}`));
+      return;
+    }
     try {
       await unlink(join(this.backupsDir, manifestFileName(m.id)));
       await syncDir(this.backupsDir);
@@ -613,6 +950,11 @@ export class Repository {
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const PREFIX = /^[0-9a-f]{2}$/;
+
+/** The key of a chunk in a remote repository (the same layout as a local one). */
+function chunkKey(hex: string): string {
+  return `${CHUNKS_DIR}/${hex.slice(0, 2)}/${hex}`;
+}
 
 /** An id used to name a file: it must be a backup id (never a path). */
 function checkedId(id: string): string {

@@ -156,7 +156,7 @@ export function addBackupCommand(program: Command): void {
         .default(1)
         .argParser(intArg('--parallel', 1, 64)),
     )
-    .requiredOption('--repo <repo>', 'repository directory')
+    .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
     .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
     .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')

@@ -2,14 +2,15 @@
 import { Option, type Command } from 'commander';
 import { initRepository } from '../../index.js';
 import { intArg, sizeArg } from '../args.js';
-import { printJson } from '../output.js';
+import { CliError, EXIT, printJson } from '../output.js';
 import { formatBytes } from '../progress.js';
 
 export function addInitCommand(program: Command): void {
   program
     .command('init')
-    .description('create a backup repository in an empty or new directory')
-    .argument('<repo>', 'directory for the repository')
+    .description('create a backup repository in an empty or new directory, or in an empty prefix of an S3 bucket')
+    .argument('[repo]', 'directory or s3://bucket/prefix for the repository (or --repo)')
+    .option('--repo <repo>', 'directory or s3://bucket/prefix for the repository')
     .addOption(
       new Option('--chunk-size <size>', 'chunk size: a power of two from 64K to 8M')
         .default(1 << 20, '1M')
@@ -19,7 +20,11 @@ export function addInitCommand(program: Command): void {
       new Option('--zstd-level <n>', 'zstd compression level').default(3).argParser(intArg('--zstd-level', 1, 19)),
     )
     .option('--json', 'print JSON', false)
-    .action(async (path: string, o: Record<string, unknown>) => {
+    .action(async (arg: string | undefined, o: Record<string, unknown>) => {
+      const path = arg ?? (o.repo as string | undefined);
+      if (path === undefined || (arg !== undefined && o.repo !== undefined)) {
+        throw new CliError('USAGE', 'init: give the repository once, as an argument or with --repo', EXIT.usage);
+      }
       const repo = await initRepository(path, { chunkSize: o.chunkSize as number, zstdLevel: o.zstdLevel as number });
       if (o.json === true) printJson({ path: repo.path, ...repo.config });
       else

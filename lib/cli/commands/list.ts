@@ -8,7 +8,7 @@ export function addListCommand(program: Command): void {
   program
     .command('list')
     .description('list the backups in a repository')
-    .requiredOption('--repo <repo>', 'repository directory')
+    .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .option('--json', 'print JSON', false)
     .action(async (o: Record<string, unknown>) => {
       const repo = await openRepository(o.repo as string);

@@ -9,7 +9,7 @@ export function addPruneCommand(program: Command): void {
   program
     .command('prune')
     .description('remove old backups by a retention rule, then chunks no backup needs')
-    .requiredOption('--repo <repo>', 'repository directory')
+    .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .addOption(
       new Option('--keep-last <n>', 'keep the newest N backups of each source').argParser(
         intArg('--keep-last', 0, 1e9),
@@ -41,6 +41,7 @@ export function addPruneCommand(program: Command): void {
           `removed ${stale.files} temporary files (${formatBytes(stale.bytes)}) that an unfinished earlier run left in the repository`,
         ]);
       printWarnings(r.damaged.map((d) => `kept backup ${d.id} and its chunks: ${d.message}`));
+      if (r.chunksKept !== undefined) printWarnings([r.chunksKept]);
       if (o.json === true) {
         printJson(r);
       } else {

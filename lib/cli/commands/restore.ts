@@ -14,7 +14,7 @@ export function addRestoreCommand(program: Command): void {
     .description('restore a backup to an image file or a block device')
     .argument('<backup>', 'backup id or "latest"')
     .argument('<target>', 'image file to create, or block device to overwrite')
-    .requiredOption('--repo <repo>', 'repository directory')
+    .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .option('-f, --force', 'replace an existing target file', false)
     .addOption(
       new Option('--queue-depth <n>', 'chunk writes in flight').default(8).argParser(intArg('--queue-depth', 1, 256)),

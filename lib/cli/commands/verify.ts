@@ -43,7 +43,7 @@ export function addVerifyCommand(program: Command): void {
   const cmd = program
     .command('verify')
     .description('re-read every chunk, check digests, report damaged backups (exit 3 if any)')
-    .requiredOption('--repo <repo>', 'repository directory')
+    .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .option('--json', 'print JSON', false);
   addProgressOptions(cmd).action(async (o: Record<string, unknown>) => {
     const repo = await openRepository(o.repo as string);

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { BlockReader } from '../../io/reader.js';
 import type { Source } from '../../io/source.js';
 import { newBackupId, type Manifest } from '../../repo/format.js';
-import type { IndexReader, IndexWriter, Repository } from '../../repo/repository.js';
+import type { IndexReader, IndexWriter, RepoLock, Repository } from '../../repo/repository.js';
 import { summarizeLatency, type Stopwatch } from '../progress.js';
 import type { JobThrottle } from '../../throttle/job-throttle.js';
 import type { BackupCatalog } from './catalog.js';
@@ -74,11 +74,12 @@ export async function commitBackup(
   r: BackupRecord,
   parentIndex: IndexReader | undefined,
   catalog: BackupCatalog,
+  lock?: RepoLock,
 ): Promise<Manifest> {
   if (parentIndex) await parentIndex.verify();
   await r.repo.syncChunkDirs(r.pipeline.touchedDirs);
   const manifest = backupManifest(r);
   await catalog.addTo(manifest, r.repo);
-  await r.repo.commitBackup(manifest, r.index);
+  await r.repo.commitBackup(manifest, r.index, lock);
   return manifest;
 }

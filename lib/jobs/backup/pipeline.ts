@@ -66,7 +66,7 @@ export class ChunkPipeline {
       chunksFromParent: 0,
     };
     // Chunks stored on the source's storage are the job's own writes (canary's quiet checks).
-    this.#store = new ChunkStore(repo, this.stats, input.throttle.ownWrites(repo.path));
+    this.#store = new ChunkStore(repo, this.stats, repo.isRemote ? undefined : input.throttle.ownWrites(repo.path));
     this.#buffers = new AssemblyBuffers(this.#cs);
     this.#covered = coverageCounter(plan.extents, this.#cs);
     this.#isChanged = plan.changedChunks !== undefined ? membership(plan.changedChunks, this.#cs) : undefined;

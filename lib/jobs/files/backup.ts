@@ -8,7 +8,7 @@ import { objectOption, stringOption } from '../../options.js';
 import { readCatalog, type CatalogEntry } from '../../repo/catalog.js';
 import type { Manifest } from '../../repo/format.js';
 import { IndexLookup } from '../../repo/index-lookup.js';
-import { openRepository, Repository } from '../../repo/repository.js';
+import { checkRepositoryOption, repositoryOption, Repository, type RepositoryLocation } from '../../repo/repository.js';
 import type { FileListing } from '../files.js';
 import {
   extractTarget,
@@ -31,7 +31,7 @@ export interface BackupExtractResult extends ExtractResult {
 /** Which backup. */
 export interface BackupChoice {
   /** The repository: a path, or one already open. */
-  repository: string | Repository;
+  repository: RepositoryLocation | Repository;
   /** The backup's id. */
   backup: string;
 }
@@ -41,14 +41,13 @@ export interface ListBackupFilesOptions extends BackupChoice, VolumeChoice {}
 export interface ExtractFromBackupOptions extends BackupChoice, ExtractOptions {}
 
 function resolveBackupChoice(opts: Record<string, unknown>): BackupChoice {
-  if (!(opts.repository instanceof Repository)) stringOption('repository', opts.repository);
-  return { repository: opts.repository as string | Repository, backup: stringOption('backup', opts.backup) };
+  return { repository: checkRepositoryOption(opts.repository), backup: stringOption('backup', opts.backup) };
 }
 
 async function backupCatalog(
   choice: BackupChoice,
 ): Promise<{ repo: Repository; manifest: Manifest; path: string; sha256: string }> {
-  const repo = choice.repository instanceof Repository ? choice.repository : await openRepository(choice.repository);
+  const repo = await repositoryOption(choice.repository);
   const manifest = await repo.readManifest(choice.backup);
   if (!manifest.catalog) {
     throw new LowtideError(
@@ -56,7 +55,7 @@ async function backupCatalog(
       `backup ${manifest.id} has no file catalog (it holds no FAT volume that was read by used blocks)`,
     );
   }
-  return { repo, manifest, path: repo.catalogPath(manifest), sha256: manifest.catalog.sha256 };
+  return { repo, manifest, path: await repo.catalogFile(manifest), sha256: manifest.catalog.sha256 };
 }
 
 /** Chooses the partition like openVolume does: the only one, or the one asked for. */

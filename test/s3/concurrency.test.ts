@@ -1,0 +1,187 @@
+/**
+ * Many writers, one S3 repository, no server of ours: concurrent backups of
+ * different disks and of the same disk, prune while a backup runs, the
+ * gateway restarted under a backup, and a backup killed with SIGKILL.
+ */
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cmp } from '../helpers/cli.js';
+import { lowtideS3, lowtideS3Async, newBucket, rgw, s3Client, startRadosgw, stopRadosgw } from '../helpers/s3.js';
+import { skipReason } from '../helpers/system.js';
+import { patternBytes, TempDir } from '../helpers/tmp.js';
+
+const MiB = 1024 * 1024;
+
+describe.skipIf(skipReason('many writers on S3', rgw().skip))('many writers, one S3 repository (Ceph RGW)', () => {
+  const work = new TempDir('lowtide-s3-many-');
+  let client: S3Client;
+  let bucket: string;
+  let ep: string[];
+  beforeAll(async () => {
+    client = s3Client();
+    bucket = await newBucket(client);
+    ep = ['--s3-endpoint', rgw().endpoint];
+  });
+  afterAll(() => {
+    client?.destroy();
+    work.remove();
+  });
+
+  async function keys(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      const r = await client.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of r.Contents ?? []) out.push(o.Key!);
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token !== undefined);
+    return out;
+  }
+
+  async function waitForKey(prefix: string): Promise<void> {
+    for (let i = 0; i < 600; i++) {
+      if ((await keys(prefix)).length > 0) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`no ${prefix} appeared`);
+  }
+
+  function init(name: string): string {
+    const repo = `s3://${bucket}/${name}`;
+    const r = lowtideS3(['init', repo, '--chunk-size', '64K', ...ep]);
+    expect(r.status, r.stderr).toBe(0);
+    return repo;
+  }
+
+  /** A raw image: `shared` MiB the same in every image, then data of its own. */
+  function image(name: string, seed: number, mib = 8, shared = 2): string {
+    const path = work.file(name);
+    writeFileSync(path, Buffer.concat([patternBytes(shared * MiB, 1000), patternBytes((mib - shared) * MiB, seed)]));
+    return path;
+  }
+
+  let restores = 0;
+  function restoresExactly(repo: string, id: string, source: string): void {
+    const out = work.file(`restore-${restores++}.img`);
+    const r = lowtideS3(['restore', id, out, '--repo', repo, ...ep]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(cmp(out, source)).toBe(true);
+  }
+
+  function verifyOk(repo: string): void {
+    const r = lowtideS3(['verify', '--repo', repo, ...ep]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+  }
+
+  it('two backups of different disks at once, and the same disk twice at once', async () => {
+    const repo = init('many');
+    const a = image('a.img', 1);
+    const b = image('b.img', 2);
+    const run = async (src: string): Promise<string> => {
+      const r = await lowtideS3Async(['backup', src, '--repo', repo, '--no-parent', ...ep]).done;
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    const [ia, ib] = await Promise.all([run(a), run(b)]);
+    const [ia2, ia3] = await Promise.all([run(a), run(a)]);
+    const manifests = (await keys('many/backups/')).filter((k) => k.endsWith('.json'));
+    expect(manifests.sort()).toEqual([ia, ib, ia2, ia3].map((id) => `many/backups/${id}.json`).sort());
+    // No lease stays behind; every chunk is there and sound.
+    expect(await keys('many/locks/')).toEqual([]);
+    verifyOk(repo);
+    // 2 MiB shared + 6 MiB each of a and b, in 64 KiB chunks, stored once each.
+    expect((await keys('many/chunks/')).length).toBe(32 + 96 + 96);
+    for (const [id, src] of [
+      [ia, a],
+      [ib, b],
+      [ia2, a],
+      [ia3, a],
+    ] as const)
+      restoresExactly(repo, id, src);
+  });
+
+  it('prune while a backup runs: nothing the backup needs is deleted', async () => {
+    const repo = init('prune');
+    const d = image('d.img', 3, 4);
+    const first = lowtideS3(['backup', d, '--repo', repo, ...ep]).stdout.trim();
+    writeFileSync(d, patternBytes(4 * MiB, 4));
+    const second = lowtideS3(['backup', d, '--repo', repo, ...ep]).stdout.trim();
+    expect(second).not.toBe(first);
+    // A slow backup of another disk whose data is the first backup's.
+    const c = work.file('c.img');
+    writeFileSync(c, Buffer.concat([patternBytes(2 * MiB, 1000), patternBytes(2 * MiB, 3), patternBytes(4 * MiB, 5)]));
+    const slow = lowtideS3Async(['backup', c, '--repo', repo, '--rate-limit', '2', ...ep]);
+    await waitForKey('prune/locks/backup-');
+    // The first backup of d goes; its chunks stay while the backup runs.
+    let r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
+    expect(r.status, r.stderr).toBe(0);
+    const pruned = JSON.parse(r.stdout) as { removed: string[]; chunksRemoved: number; chunksKept?: string };
+    expect(pruned.removed).toEqual([first]);
+    expect(pruned.chunksRemoved).toBe(0);
+    expect(pruned.chunksKept).toMatch(/1 backup\(s\) running/);
+    const done = await slow.done;
+    expect(done.status, done.stderr).toBe(0);
+    restoresExactly(repo, done.stdout.trim(), c);
+    verifyOk(repo);
+    // With no backup running, prune deletes what nothing needs (no chunk of the slow backup).
+    r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { chunksRemoved: number }).chunksRemoved).toBe(0);
+    restoresExactly(repo, done.stdout.trim(), c);
+    restoresExactly(repo, second, d);
+  });
+
+  it('a backup meets a running prune: REPO_LOCKED, nothing written', async () => {
+    const repo = init('locked');
+    await client.send(
+      new (await import('@aws-sdk/client-s3')).PutObjectCommand({
+        Bucket: bucket,
+        Key: 'locked/locks/prune.json',
+        Body: JSON.stringify({ pid: 1, host: 'elsewhere', purpose: 'lowtide prune', since: new Date().toISOString() }),
+      }),
+    );
+    const r = lowtideS3(['backup', image('e.img', 9, 1, 0), '--repo', repo, ...ep]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/\[REPO_LOCKED\].*being pruned by lowtide prune \(pid 1 on elsewhere/);
+    expect(await keys('locked/backups/')).toEqual([]);
+    expect(await keys('locked/locks/')).toEqual(['locked/locks/prune.json']);
+  });
+
+  it('radosgw stopped and started again during a backup: the backup retries and completes', async () => {
+    const repo = init('restart');
+    const src = image('r.img', 11, 8, 0);
+    const job = lowtideS3Async(['backup', src, '--repo', repo, '--rate-limit', '2', ...ep]);
+    await waitForKey('restart/locks/backup-');
+    await stopRadosgw();
+    await new Promise((r) => setTimeout(r, 1500));
+    await startRadosgw();
+    const r = await job.done;
+    // Retried through the outage: complete and exact. (A failure would have
+    // to be a clear error with no manifest; within the retry budget there is none.)
+    expect(r.status, r.stderr).toBe(0);
+    restoresExactly(repo, r.stdout.trim(), src);
+    verifyOk(repo);
+  });
+
+  it('SIGKILL of lowtide mid-backup: no manifest, the repository stays sound, the next backup works', async () => {
+    const repo = init('killed');
+    const src = image('k.img', 13, 8, 0);
+    const job = lowtideS3Async(['backup', src, '--repo', repo, '--rate-limit', '2', ...ep]);
+    await waitForKey('killed/chunks/');
+    const pid = job.child.pid!;
+    job.child.kill('SIGKILL');
+    await job.done;
+    expect(await keys('killed/backups/')).toEqual([]);
+    verifyOk(repo);
+    const r = lowtideS3(['backup', src, '--repo', repo, ...ep]);
+    expect(r.status, r.stderr).toBe(0);
+    restoresExactly(repo, r.stdout.trim(), src);
+    // The killed process's staging directory was removed by the next run.
+    expect(readdirSync(tmpdir()).filter((n) => n.startsWith(`lowtide-stage.${pid}.`))).toEqual([]);
+    expect(existsSync(src)).toBe(true);
+  });
+});
