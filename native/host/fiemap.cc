@@ -70,7 +70,8 @@ FileMapping map_file(const std::string& path, uint64_t start, uint64_t length, b
   io::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd) {
     int e = errno;
-    throw io::IoError("OPEN_FAILED", "cannot open " + path + " read-only: " + io::errno_text(e), e);
+    const char* code = e == ENOENT || e == ENOTDIR ? "NOT_FOUND" : e == EACCES || e == EPERM ? "PERMISSION_DENIED" : "OPEN_FAILED";
+    throw io::IoError(code, "cannot open " + path + " read-only: " + io::errno_text(e), e);
   }
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
