@@ -5,6 +5,7 @@
  * image plans. The jobs and the repository are in `lowtide`.
  */
 export { BlockReader } from './io/reader.js';
+export { FiemapFlags, splitByTable, sameOffsetTable, type MappedExtent } from './io/offset-table.js';
 export {
   mergeExtents,
   splitExtents,

@@ -34,6 +34,7 @@ export const ErrorCodes = [
   'BACKUP_NOT_FOUND', // no backup with that id
   'CHUNK_MISSING', // a chunk a backup needs is not in the repository
   'CHUNK_CORRUPT', // a chunk's content does not match its digest
+  'SOURCE_CHANGED', // a file changed (size or layout) while it was read from its block device
   'TARGET_TOO_SMALL', // a restore target smaller than the image
   'UNSUPPORTED', // valid input that this version cannot handle
   'INTERNAL', // a bug: please report it

@@ -23,6 +23,16 @@ export {
 export type { Block, ReadOptions, ReaderStats } from './io/reader.js';
 export type { Extent } from './io/extents.js';
 export {
+  mapFile,
+  type OffsetTable,
+  type OffsetRun,
+  type DeviceRun,
+  type ZeroRun,
+  type FileRun,
+  type FiemapFlagName,
+} from './io/offset-table.js';
+export type { ReadFrom, DeviceReadReport, ReadFallback } from './jobs/device-read.js';
+export {
   imageSource,
   type ImageOptions,
   type ImageProgress,

@@ -22,6 +22,25 @@ export interface NativeSourceHandle {
   probe(offset: number, length: number): Promise<number>;
 }
 
+export interface NativeFileMapping {
+  size: number;
+  /** statfs f_type of the file's file system. */
+  fsMagic: number;
+  /** XFS: the file's data is on the realtime device. */
+  realtime: boolean;
+  devMajor: number;
+  devMinor: number;
+  /** The block device node of the file's st_dev, or null (deviceReason says why). */
+  device: string | null;
+  deviceReason: string;
+  /** False when FIEMAP is refused here (fiemapReason says why). */
+  fiemap: boolean;
+  fiemapReason: string;
+  fiemapErrno: number;
+  /** 4-tuples [logical, physical, length, flags] sorted by logical offset. */
+  extents: Float64Array;
+}
+
 export interface NativeReaderOptions {
   blockSize: number;
   maxBlockSize: number;
@@ -269,7 +288,23 @@ export interface NativeFsBinding {
 
 export interface NativeBinding extends NativeFsBinding {
   openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<NativeSourceHandle>;
-  Reader: new (source: NativeSourceHandle, extents: Float64Array, options: NativeReaderOptions) => NativeReader;
+  /**
+   * With `device` and `deviceOffsets` (one per extent, -1: read from `source`),
+   * the extents with an offset are read from the device at that offset; blocks
+   * still carry source offsets.
+   */
+  Reader: new (
+    source: NativeSourceHandle,
+    extents: Float64Array,
+    options: NativeReaderOptions,
+    device?: NativeSourceHandle,
+    deviceOffsets?: Float64Array,
+  ) => NativeReader;
+  /**
+   * FIEMAP of the bytes [start, start + length) of a regular file (length 0:
+   * to its end), opened read-only; `sync` flushes delayed allocations first.
+   */
+  mapFile(path: string, start: number, length: number, sync: boolean): Promise<NativeFileMapping>;
   isZero(view: ArrayBufferView): boolean;
   /** SHA-256 on the thread pool; null when zeroCheck and every byte is zero. */
   digest(view: Uint8Array, zeroCheck: boolean): Promise<Buffer | null>;

@@ -15,6 +15,7 @@ import { addImageCommand } from './commands/image.js';
 import { addInitCommand } from './commands/init.js';
 import { addInspectCommand } from './commands/inspect.js';
 import { addListCommand } from './commands/list.js';
+import { addMapCommand } from './commands/map.js';
 import { addPruneCommand } from './commands/prune.js';
 import { addRestoreCommand } from './commands/restore.js';
 import { addVerifyCommand } from './commands/verify.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   // are listed by --help in this order.
   addImageCommand(program);
   addInspectCommand(program);
+  addMapCommand(program);
   addFilesCommand(program);
   addExtractCommand(program);
   addInitCommand(program);

@@ -110,6 +110,7 @@ export class BlockReader implements AsyncIterable<Block> {
     options: ReadOptions,
     sectorSize: number,
     onEnd: () => void,
+    device?: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
   ) {
     this.blockSize = integerOption('blockSize', options.blockSize, 1 << 20, 1, MAX_BLOCK_SIZE);
     checkBlockSize('blockSize', this.blockSize, sectorSize);
@@ -150,16 +151,22 @@ export class BlockReader implements AsyncIterable<Block> {
       flat[2 * i + 1] = e.length;
     });
     try {
-      this.#native = new native.Reader(handle, flat, {
-        blockSize: this.blockSize,
-        maxBlockSize: this.#maxBlockSize,
-        queueDepth: this.queueDepth,
-        maxQueueDepth: this.#maxQueueDepth,
-        heldBuffers,
-        ordered,
-        engine,
-        pacingNs: Math.round(pacingMs * 1e6),
-      });
+      this.#native = new native.Reader(
+        handle,
+        flat,
+        {
+          blockSize: this.blockSize,
+          maxBlockSize: this.#maxBlockSize,
+          queueDepth: this.queueDepth,
+          maxQueueDepth: this.#maxQueueDepth,
+          heldBuffers,
+          ordered,
+          engine,
+          pacingNs: Math.round(pacingMs * 1e6),
+        },
+        device?.handle,
+        device?.offsets,
+      );
     } catch (err) {
       onEnd();
       throw toLowtideError(err, 'INTERNAL');

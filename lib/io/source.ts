@@ -7,6 +7,7 @@ import { native, type NativeSourceHandle } from '../native.js';
 import { choiceOption, objectOption, stringOption } from '../options.js';
 import { BlockReader, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
+import type { MappedExtent } from './offset-table.js';
 
 export type DirectMode = 'auto' | 'on' | 'off';
 export type EngineName = 'auto' | 'io_uring' | 'threads';
@@ -73,9 +74,45 @@ export class Source implements SourceInfo {
    * lie inside the source.
    */
   read(extents?: readonly Extent[], options: ReadOptions = {}): BlockReader {
+    return this.#read(extents ?? [{ offset: 0, length: this.size }], options, undefined);
+  }
+
+  /**
+   * Like read(), but the extents with a `deviceOffset` other than -1 are read
+   * from `device` (a block device opened with openSource) at that offset: a
+   * file's blocks read straight from the device under its file system, as an
+   * offset table (mapFile) says. Blocks carry offsets in this source, in one
+   * sequence, under one queue depth, request size and pacing.
+   */
+  readThrough(device: Source, extents: readonly MappedExtent[], options: ReadOptions = {}): BlockReader {
+    if (!(device instanceof Source)) {
+      throw new LowtideError('INVALID_ARGUMENT', `device: expected a Source, got ${typeof device}`);
+    }
+    const deviceHandle = device.#handle;
+    if (deviceHandle === undefined) throw new LowtideError('CLOSED', `${device.path}: the device is closed`);
+    validateExtents(extents);
+    const offsets = new Float64Array(extents.length);
+    extents.forEach((e, i) => {
+      const d = e.deviceOffset;
+      if (d !== -1 && (!Number.isSafeInteger(d) || d < 0 || d + e.length > device.size)) {
+        throw new LowtideError(
+          'OUT_OF_RANGE',
+          `extents[${i}]: device range [${d}, ${d + e.length}) is not inside ${device.path} (${device.size} bytes)`,
+          { offset: d, path: device.path },
+        );
+      }
+      offsets[i] = d;
+    });
+    return this.#read(extents, options, { handle: deviceHandle, offsets });
+  }
+
+  #read(
+    list: readonly Extent[],
+    options: ReadOptions,
+    device: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
+  ): BlockReader {
     const handle = this.#handle;
     if (handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
-    const list = extents ?? [{ offset: 0, length: this.size }];
     validateExtents(list);
     for (const e of list) {
       if (e.offset + e.length > this.size) {
@@ -88,9 +125,16 @@ export class Source implements SourceInfo {
     }
     // (The reader calls onEnd from its constructor when the native reader refuses to start.)
     let reader: BlockReader | undefined = undefined;
-    reader = new BlockReader(handle, list, { ...objectOption('options', options) }, this.sectorSize, () => {
-      if (reader !== undefined) this.#readers.delete(reader);
-    });
+    reader = new BlockReader(
+      handle,
+      list,
+      { ...objectOption('options', options) },
+      this.sectorSize,
+      () => {
+        if (reader !== undefined) this.#readers.delete(reader);
+      },
+      device,
+    );
     this.#readers.add(reader);
     return reader;
   }

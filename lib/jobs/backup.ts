@@ -31,6 +31,7 @@ import {
 import { BackupCatalog } from './backup/catalog.js';
 import { commitBackup } from './backup/commit.js';
 import { ChunkPipeline } from './backup/pipeline.js';
+import { DeviceRead, type DeviceReadReport, type ReadFrom } from './device-read.js';
 import { planBackup, type PlanRequest } from './backup/plan.js';
 
 export interface BackupOptions extends ThrottleSettings {
@@ -55,6 +56,11 @@ export interface BackupOptions extends ThrottleSettings {
   queueDepth?: number | undefined;
   engine?: EngineName | undefined;
   direct?: DirectMode | undefined;
+  /**
+   * 'file' (default), or 'device': read a file source's blocks straight from
+   * the block device under its file system (see ImageOptions.readFrom).
+   */
+  readFrom?: ReadFrom | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: BackupProgress) => void) | undefined;
   progressIntervalMs?: number | undefined;
@@ -76,6 +82,8 @@ export interface BackupResult {
   manifest: Manifest;
   /** Temporary files an earlier writer that did not finish had left in the repository, removed when this backup took the lock. */
   staleFilesRemoved: { files: number; bytes: number };
+  /** With readFrom 'device': where the bytes came from. */
+  readFrom?: DeviceReadReport | undefined;
 }
 
 /** A backup's options, checked, with their defaults filled in. */
@@ -149,9 +157,11 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   let catalog: BackupCatalog | undefined;
   let committed = false;
   let jobThrottle: JobThrottle | undefined;
+  let device: DeviceRead | undefined;
   try {
     source = await openSource(o.source, { direct: o.read.direct });
     const plan = await planBackup(repo, source, o, planning);
+    if (o.read.readFrom === 'device') device = await DeviceRead.prepare(source, plan.extents);
     // The catalog walks the file systems' metadata while the data is read.
     catalog = await BackupCatalog.start(repo, o.source, plan.image);
     const cs = repo.chunkSize;
@@ -177,6 +187,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
       throttle,
       read: o.read,
       signal: o.control.signal,
+      device,
     });
     const progress = new ProgressReporter<BackupProgress>(o.control, clock, (t) => ({
       bytesDone: pipeline.bytesDone,
@@ -189,11 +200,17 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
       throttle: throttle.state(),
     }));
     const reader = await pipeline.run(() => progress.report());
+    await device?.verifyUnchanged();
     const record = { repo, source, plan, index, pipeline, reader, throttle, started, clock };
     const manifest = await commitBackup(record, parentIndex, catalog, lock);
     committed = true;
     progress.report(true);
-    return { id: manifest.id, manifest, staleFilesRemoved: lock?.staleFilesRemoved ?? { files: 0, bytes: 0 } };
+    return {
+      id: manifest.id,
+      manifest,
+      staleFilesRemoved: lock?.staleFilesRemoved ?? { files: 0, bytes: 0 },
+      ...(device !== undefined ? { readFrom: device.report() } : {}),
+    };
   } catch (err) {
     throw toLowtideError(err, 'INTERNAL');
   } finally {
@@ -201,6 +218,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
     await catalog?.abort();
     await parentIndex?.close().catch(() => undefined);
     await jobThrottle?.stop();
+    await device?.close();
     await source?.close();
     await lock?.release();
     if (opened) repo.close();

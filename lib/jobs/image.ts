@@ -20,6 +20,7 @@ import {
   type ReadSettings,
 } from './options.js';
 import { PartialFile, writeError } from './output.js';
+import { DeviceRead, type DeviceReadReport, type ReadFrom } from './device-read.js';
 import { ProgressReporter, Stopwatch, summarizeLatency, type LatencySummary } from './progress.js';
 import { EarlyWriteback } from './writeback.js';
 import { JobThrottle, type JobThrottleReport, type ThrottleState } from '../throttle/job-throttle.js';
@@ -42,6 +43,14 @@ export interface ImageOptions extends ThrottleSettings {
   queueDepth?: number | undefined;
   engine?: EngineName | undefined;
   direct?: DirectMode | undefined;
+  /**
+   * 'file' (default), or 'device': read a file source's blocks straight from
+   * the block device under its file system (O_DIRECT, read-only) at the
+   * offsets FIEMAP gives; what cannot be read there is read through the file.
+   * The job fails with SOURCE_CHANGED if the file's size or layout changed
+   * while it was read.
+   */
+  readFrom?: ReadFrom | undefined;
   /** Replace an existing output file (default false: OUTPUT_EXISTS). */
   force?: boolean | undefined;
   /** Leave all-zero blocks as holes (default true). */
@@ -94,6 +103,8 @@ export interface ImageSummary {
   blockSize: number;
   queueDepth: number;
   throttle: JobThrottleReport;
+  /** With readFrom 'device': where the bytes came from. */
+  readFrom?: DeviceReadReport | undefined;
 }
 
 /** Writes kept in flight to the output (each holds one read buffer). */
@@ -265,6 +276,7 @@ function imageSummary(
   reader: BlockReader,
   throttle: JobThrottle,
   seconds: number,
+  device: DeviceRead | undefined,
 ): ImageSummary {
   const stats = reader.stats();
   return {
@@ -295,6 +307,7 @@ function imageSummary(
     blockSize: o.blockSize,
     queueDepth: o.read.queueDepth,
     throttle: throttle.report(),
+    ...(device !== undefined ? { readFrom: device.report() } : {}),
   };
 }
 
@@ -308,7 +321,9 @@ export async function imageSource(options: ImageOptions): Promise<ImageSummary> 
   const counts: CopyCounts = { bytesDone: 0, bytesWritten: 0, bytesSkipped: 0, latency: new LatencyHistogram() };
   let out: PartialFile | undefined;
   let jobThrottle: JobThrottle | undefined;
+  let device: DeviceRead | undefined;
   try {
+    if (o.read.readFrom === 'device') device = await DeviceRead.prepare(source, plan.extents);
     try {
       out = await PartialFile.create(o.output);
       await out.handle.truncate(source.size);
@@ -327,6 +342,7 @@ export async function imageSource(options: ImageOptions): Promise<ImageSummary> 
       maxBlockSize: o.blockSize,
       signal: o.control.signal,
       heldBuffers: WRITES_IN_FLIGHT + 2,
+      device,
     });
     const progress = new ProgressReporter<ImageProgress>(
       o.control,
@@ -344,12 +360,14 @@ export async function imageSource(options: ImageOptions): Promise<ImageSummary> 
       false,
     );
     await copyBlocks(reader, out, o, throttle, counts, progress);
+    await device?.verifyUnchanged();
     await finishImage(out, plan, o.output);
     progress.report(true);
-    return imageSummary(o, source, plan, counts, reader, throttle, clock.seconds());
+    return imageSummary(o, source, plan, counts, reader, throttle, clock.seconds(), device);
   } finally {
     await out?.discard();
     await jobThrottle?.stop();
+    await device?.close();
     await source.close();
   }
 }

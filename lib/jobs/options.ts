@@ -10,6 +10,7 @@ import { MAX_QUEUE_DEPTH, type BlockReader } from '../io/reader.js';
 import type { DirectMode, EngineName, Source } from '../io/source.js';
 import { choiceOption, functionOption, integerOption, signalOption } from '../options.js';
 import type { JobThrottle } from '../throttle/job-throttle.js';
+import type { DeviceRead, ReadFrom } from './device-read.js';
 
 /** How a job reads its source. */
 export interface ReadSettings {
@@ -17,6 +18,12 @@ export interface ReadSettings {
   queueDepth: number;
   engine: EngineName;
   direct: DirectMode;
+  /**
+   * 'file' (default) reads a file source through its file system; 'device'
+   * reads its blocks from the block device under it where the offset table
+   * allows (see device-read.ts).
+   */
+  readFrom: ReadFrom;
 }
 
 /** Cancellation and progress reports of a job whose progress reports are of type P. */
@@ -27,12 +34,13 @@ export interface JobControl<P> {
   progressIntervalMs: number;
 }
 
-/** queueDepth (default 32), engine and direct of a job's options. */
+/** queueDepth (default 32), engine, direct and readFrom of a job's options. */
 export function resolveReadSettings(opts: Record<string, unknown>): ReadSettings {
   return {
     queueDepth: integerOption('queueDepth', opts.queueDepth, 32, 1, MAX_QUEUE_DEPTH),
     engine: choiceOption<EngineName>('engine', opts.engine, ['auto', 'io_uring', 'threads'], 'auto'),
     direct: choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto'),
+    readFrom: choiceOption<ReadFrom>('readFrom', opts.readFrom, ['device', 'file'], 'file'),
   };
 }
 
@@ -45,16 +53,26 @@ export function throttledReader(
   source: Source,
   extents: readonly Extent[],
   throttle: JobThrottle,
-  options: { read: ReadSettings; maxBlockSize: number; signal: AbortSignal | undefined; heldBuffers: number },
+  options: {
+    read: ReadSettings;
+    maxBlockSize: number;
+    signal: AbortSignal | undefined;
+    heldBuffers: number;
+    /** Read the extents through the device under the file, as mapped (readFrom: 'device'). */
+    device?: DeviceRead | undefined;
+  },
 ): BlockReader {
-  const reader = source.read(extents, {
+  const readOptions = {
     ...throttle.readerOptions(),
     maxBlockSize: options.maxBlockSize,
     maxQueueDepth: options.read.queueDepth,
     engine: options.read.engine,
     signal: options.signal,
     heldBuffers: options.heldBuffers,
-  });
+  };
+  const d = options.device;
+  const reader =
+    d?.device !== undefined ? source.readThrough(d.device, d.extents, readOptions) : source.read(extents, readOptions);
   throttle.attach(reader);
   return reader;
 }

@@ -11,8 +11,8 @@
 namespace lowtide::io {
 
 std::unique_ptr<ReadEngine> make_uring_engine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
-                                              const ReadConfig& config);
+                                              const ReadConfig& config, std::shared_ptr<BlockSource> device);
 std::unique_ptr<ReadEngine> make_thread_engine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
-                                               const ReadConfig& config);
+                                               const ReadConfig& config, std::shared_ptr<BlockSource> device);
 
 }  // namespace lowtide::io

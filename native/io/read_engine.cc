@@ -22,11 +22,22 @@ uint64_t ReadEngine::now_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& c)
+static uint32_t align_of(const BlockSource* s) {
+  if (s == nullptr) return 1;
+  return s->geometry().direct ? s->geometry().logical_sector_size : 1;
+}
+
+ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& c,
+                       std::shared_ptr<BlockSource> device)
     : source_(std::move(source)),
+      device_(std::move(device)),
       path_(source_->path()),
+      device_path_(device_ ? device_->path() : std::string()),
       fd_(source_->fd()),
-      align_(source_->geometry().direct ? source_->geometry().logical_sector_size : 1),
+      device_fd_(device_ ? device_->fd() : -1),
+      source_align_(align_of(source_.get())),
+      device_align_(align_of(device_.get())),
+      align_(std::max(source_align_, device_align_)),
       extents_(std::move(extents)),
       block_size_(c.block_size),
       max_block_size_(std::max(c.block_size, c.max_block_size)),
@@ -35,9 +46,13 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
       ordered_(c.ordered) {
   // Drop empty extents so the cursor never produces a zero-length request.
   extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }), extents_.end());
+  for (const Extent& e : extents_) {
+    if (e.device_offset >= 0 && !device_) throw IoError("INVALID_ARGUMENT", "an extent is mapped to a device but no device was given");
+  }
   // A request may start and end inside a sector: room for one sector of
   // padding on each side, rounded to the memory alignment.
   uint64_t mem_align = std::max<uint64_t>(4096, source_->geometry().memory_alignment);
+  if (device_) mem_align = std::max<uint64_t>(mem_align, device_->geometry().memory_alignment);
   slot_size_ = round_up(uint64_t(max_block_size_) + 2ull * align_, mem_align);
   slot_count_ = size_t(max_queue_depth_) + std::max<uint32_t>(1, c.held_buffers);
   // Virtual size only: pages become resident when a slot is first used, and
@@ -123,8 +138,12 @@ ReadEngine::Request ReadEngine::next_request_locked() {
   r.seq = next_seq_++;
   r.offset = off;
   r.length = uint32_t(end - off);
-  r.aoffset = off / align_ * align_;
-  r.alength = uint32_t(round_up(end, align_) - r.aoffset);
+  r.on_device = e.device_offset >= 0;
+  r.fd = r.on_device ? device_fd_ : fd_;
+  r.roffset = r.on_device ? uint64_t(e.device_offset) + (off - e.offset) : off;
+  uint64_t a = r.on_device ? device_align_ : source_align_;
+  r.aoffset = r.roffset / a * a;
+  r.alength = uint32_t(round_up(r.roffset + r.length, a) - r.aoffset);
   extent_pos_ += r.length;
   if (off + r.length >= end_of_extent) {
     ++extent_index_;
@@ -146,14 +165,14 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     slot_state_[r.slot] = kFree;
     free_slots_.push_back(r.slot);
     fail_locked(IoError("IO_ERROR",
-                        "read of " + path_ + " failed at offset " + std::to_string(r.aoffset + r.done) + " (block " +
-                            range_text(r.offset, r.length) + "): " + errno_text(e),
+                        "read of " + (r.on_device ? device_path_ : path_) + " failed at offset " + std::to_string(r.aoffset + r.done) +
+                            " (block " + range_text(r.offset, r.length) + "): " + errno_text(e),
                         e, int64_t(r.aoffset + r.done)));
     return false;
   }
   r.done += uint32_t(res);
   stats_.bytes_read += uint64_t(res);
-  uint64_t needed = r.offset + r.length - r.aoffset;
+  uint64_t needed = r.roffset + r.length - r.aoffset;
   if (r.done < needed) {
     if (res > 0 && r.done < r.alength) return true;  // short read mid-way: read the rest
     --in_flight_;
@@ -161,13 +180,13 @@ bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {
     free_slots_.push_back(r.slot);
     uint64_t at = r.aoffset + r.done;
     fail_locked(IoError("SHORT_READ",
-                        path_ + " ended at offset " + std::to_string(at) + " while reading block " + range_text(r.offset, r.length) +
-                            " (was the source truncated?)",
+                        (r.on_device ? device_path_ : path_) + " ended at offset " + std::to_string(at) + " while reading block " +
+                            range_text(r.offset, r.length) + " (was the source truncated?)",
                         0, int64_t(at)));
     return false;
   }
   --in_flight_;
-  Completion c{r.offset, r.length, r.slot, uint32_t(r.offset - r.aoffset), now - r.submit_ns};
+  Completion c{r.offset, r.length, r.slot, uint32_t(r.roffset - r.aoffset), now - r.submit_ns};
   ++stats_.requests_completed;
   stats_.bytes_delivered += r.length;
   if (stop_requested_) {
@@ -294,6 +313,7 @@ void ReadEngine::join() {
   std::lock_guard<std::mutex> lk(mu_);
   notify_ = nullptr;
   source_.reset();
+  device_.reset();
 }
 
 EngineStats ReadEngine::stats() {
@@ -304,13 +324,13 @@ EngineStats ReadEngine::stats() {
 }
 
 std::unique_ptr<ReadEngine> ReadEngine::create(EngineKind kind, std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
-                                               const ReadConfig& config) {
-  if (kind == EngineKind::Threads) return make_thread_engine(std::move(source), std::move(extents), config);
+                                               const ReadConfig& config, std::shared_ptr<BlockSource> device) {
+  if (kind == EngineKind::Threads) return make_thread_engine(std::move(source), std::move(extents), config, std::move(device));
   try {
-    return make_uring_engine(source, extents, config);
+    return make_uring_engine(source, extents, config, device);
   } catch (const IoError& e) {
-    if (kind == EngineKind::Uring) throw;
-    return make_thread_engine(std::move(source), std::move(extents), config);
+    if (kind == EngineKind::Uring || e.code() == "INVALID_ARGUMENT") throw;
+    return make_thread_engine(std::move(source), std::move(extents), config, std::move(device));
   }
 }
 

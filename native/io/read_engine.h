@@ -24,9 +24,14 @@
 
 namespace lowtide::io {
 
+// Bytes [offset, offset+length) of the source. With a device given to the
+// engine and device_offset >= 0, they are read from the device at
+// device_offset instead (an offset table: a file's blocks read straight from
+// the block device under its file system); blocks still carry source offsets.
 struct Extent {
   uint64_t offset;
   uint64_t length;
+  int64_t device_offset = -1;
 };
 
 struct ReadConfig {
@@ -73,8 +78,9 @@ class ReadEngine {
 
   // Chooses the engine; Auto means io_uring when the kernel gives a ring,
   // the thread pool otherwise. Throws IoError.
+  // `device`, when given, serves the extents that have a device_offset.
   static std::unique_ptr<ReadEngine> create(EngineKind kind, std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
-                                            const ReadConfig& config);
+                                            const ReadConfig& config, std::shared_ptr<BlockSource> device = nullptr);
   virtual ~ReadEngine();
 
   virtual const char* name() const = 0;
@@ -108,9 +114,12 @@ class ReadEngine {
  protected:
   struct Request {
     uint64_t seq = 0;
-    uint64_t offset = 0;   // requested
-    uint32_t length = 0;   // requested
-    uint64_t aoffset = 0;  // aligned start actually read
+    uint64_t offset = 0;  // requested (source offset)
+    uint32_t length = 0;  // requested
+    int fd = -1;          // the descriptor read: the source's or the device's
+    bool on_device = false;
+    uint64_t roffset = 0;  // where `offset` is in the descriptor read
+    uint64_t aoffset = 0;  // aligned start actually read (in the descriptor read)
     uint32_t alength = 0;  // aligned length actually read
     uint32_t done = 0;     // bytes read so far from aoffset
     uint32_t slot = 0;
@@ -118,7 +127,8 @@ class ReadEngine {
   };
   enum SlotState : uint8_t { kFree, kInFlight, kReady, kHeld };
 
-  ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config);
+  ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config,
+             std::shared_ptr<BlockSource> device);
 
   virtual void launch() = 0;       // start engine threads
   virtual void wake_locked() = 0;  // wake an engine waiting for slots, queue depth or stop
@@ -143,9 +153,14 @@ class ReadEngine {
   static uint64_t now_ns();
 
   std::shared_ptr<BlockSource> source_;
+  std::shared_ptr<BlockSource> device_;  // null unless some extents are read from a device
   const std::string path_;
+  const std::string device_path_;
   const int fd_;
-  const uint32_t align_;
+  const int device_fd_;
+  const uint32_t source_align_;
+  const uint32_t device_align_;
+  const uint32_t align_;  // the larger of the two: request sizes and slot padding
   std::vector<Extent> extents_;
   size_t slot_size_ = 0;
   size_t slot_count_ = 0;

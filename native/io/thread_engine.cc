@@ -13,8 +13,9 @@ namespace {
 
 class ThreadEngine final : public ReadEngine {
  public:
-  ThreadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config)
-      : ReadEngine(std::move(source), std::move(extents), config) {}
+  ThreadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config,
+               std::shared_ptr<BlockSource> device)
+      : ReadEngine(std::move(source), std::move(extents), config, std::move(device)) {}
   ~ThreadEngine() override { join(); }
 
   const char* name() const override { return "threads"; }
@@ -63,7 +64,7 @@ class ThreadEngine final : public ReadEngine {
         do {
           ssize_t n;
           do {
-            n = ::pread(fd_, slot_data(r.slot) + r.done, r.alength - r.done, off_t(r.aoffset + r.done));
+            n = ::pread(r.fd, slot_data(r.slot) + r.done, r.alength - r.done, off_t(r.aoffset + r.done));
           } while (n < 0 && errno == EINTR);
           res = n < 0 ? -int64_t(errno) : int64_t(n);
           uint64_t now = now_ns();
@@ -92,8 +93,8 @@ class ThreadEngine final : public ReadEngine {
 }  // namespace
 
 std::unique_ptr<ReadEngine> make_thread_engine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
-                                               const ReadConfig& config) {
-  return std::make_unique<ThreadEngine>(std::move(source), std::move(extents), config);
+                                               const ReadConfig& config, std::shared_ptr<BlockSource> device) {
+  return std::make_unique<ThreadEngine>(std::move(source), std::move(extents), config, std::move(device));
 }
 
 }  // namespace lowtide::io

@@ -22,8 +22,9 @@ bool is_timeout_tag(uint64_t u) { return u >= kTimeoutBase && u < kTimeoutBase +
 
 class UringEngine final : public ReadEngine {
  public:
-  UringEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config)
-      : ReadEngine(std::move(source), std::move(extents), config) {
+  UringEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents, const ReadConfig& config,
+              std::shared_ptr<BlockSource> device)
+      : ReadEngine(std::move(source), std::move(extents), config, std::move(device)) {
     int efd = eventfd(0, EFD_CLOEXEC);
     if (efd < 0) {
       int e = errno;
@@ -118,7 +119,7 @@ class UringEngine final : public ReadEngine {
   void prep(const Request& r) {
     io_uring_sqe* sqe = ring_->get_sqe();  // SQ has room for every slot plus the wake read
     sqe->opcode = fixed_ ? IORING_OP_READ_FIXED : IORING_OP_READ;
-    sqe->fd = fd_;
+    sqe->fd = r.fd;
     sqe->off = r.aoffset + r.done;
     sqe->addr = reinterpret_cast<uint64_t>(slot_data(r.slot) + r.done);
     sqe->len = r.alength - r.done;
@@ -229,8 +230,8 @@ class UringEngine final : public ReadEngine {
 }  // namespace
 
 std::unique_ptr<ReadEngine> make_uring_engine(std::shared_ptr<BlockSource> source, std::vector<Extent> extents,
-                                              const ReadConfig& config) {
-  return std::make_unique<UringEngine>(std::move(source), std::move(extents), config);
+                                              const ReadConfig& config, std::shared_ptr<BlockSource> device) {
+  return std::make_unique<UringEngine>(std::move(source), std::move(extents), config, std::move(device));
 }
 
 }  // namespace lowtide::io

@@ -43,7 +43,8 @@ class Reader : public Napi::ObjectWrap<Reader> {
     return ctor;
   }
 
-  // new Reader(sourceHandle, extents: Float64Array [offset, length, ...], options)
+  // new Reader(sourceHandle, extents: Float64Array [offset, length, ...], options
+  //            [, deviceHandle, deviceOffsets: Float64Array (one per extent, -1: read from the source)])
   explicit Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info), env_(info.Env()) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsObject())
@@ -62,7 +63,25 @@ class Reader : public Napi::ObjectWrap<Reader> {
       double off = fa[i], len = fa[i + 1];
       if (!(off >= 0 && len >= 0) || off != double(uint64_t(off)) || len != double(uint64_t(len)))
         throw_invalid(env, "extent offsets and lengths must be non-negative integers");
-      extents.push_back({uint64_t(off), uint64_t(len)});
+      extents.push_back({uint64_t(off), uint64_t(len), -1});
+    }
+    std::shared_ptr<io::BlockSource> device;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      if (!info[3].IsObject() || !info[3].As<Napi::Object>().InstanceOf(addon_data(env).source_ctor.Value()))
+        throw_invalid(env, "Reader expects a SourceHandle as the device");
+      device = SourceHandle::Unwrap(info[3].As<Napi::Object>())->source();
+      if (!device) throw to_js_error(env, io::IoError("CLOSED", "the device is closed"));
+      if (info.Length() < 5 || !info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw_invalid(env, "deviceOffsets must be a Float64Array");
+      Napi::Float64Array d = info[4].As<Napi::Float64Array>();
+      if (d.ElementLength() != extents.size()) throw_invalid(env, "deviceOffsets must have one entry per extent");
+      for (size_t i = 0; i < extents.size(); ++i) {
+        double v = d[i];
+        if (v == -1) continue;
+        if (!(v >= 0 && v <= 9007199254740991.0) || v != double(uint64_t(v)))
+          throw_invalid(env, "device offsets must be non-negative integers or -1");
+        extents[i].device_offset = int64_t(v);
+      }
     }
     Napi::Object o = info[2].As<Napi::Object>();
     io::ReadConfig cfg;
@@ -87,7 +106,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
     else throw_invalid(env, "engine must be 'auto', 'io_uring' or 'threads'");
 
     try {
-      engine_ = io::ReadEngine::create(kind, source, std::move(extents), cfg);
+      engine_ = io::ReadEngine::create(kind, source, std::move(extents), cfg, std::move(device));
     } catch (const io::IoError& e) {
       throw to_js_error(env, e);
     }

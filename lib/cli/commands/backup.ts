@@ -54,6 +54,7 @@ function jobOptions(o: Record<string, unknown>, several: boolean) {
     exclude: o.exclude as string[],
     strict: o.strict === true,
     queueDepth: o.queueDepth as number,
+    readFrom: o.readFromDevice === true ? ('device' as const) : ('file' as const),
     ...throttleSettings(o, several),
   };
 }
@@ -99,7 +100,12 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
     printWarnings([
       `removed ${stale.files} temporary files (${formatBytes(stale.bytes)}) that an unfinished earlier run left in the repository`,
     ]);
-  if (o.json === true) printJson({ ...result.manifest, figures: backupFigures(result.manifest) });
+  if (o.json === true)
+    printJson({
+      ...result.manifest,
+      figures: backupFigures(result.manifest),
+      ...(result.readFrom !== undefined ? { readFrom: result.readFrom } : {}),
+    });
   else printBackupSummary(result);
 }
 
@@ -168,6 +174,11 @@ export function addBackupCommand(program: Command): void {
       [],
     )
     .option('--strict', 'fail on an unparseable file system instead of backing it up in full', false)
+    .option(
+      '--read-from-device',
+      "read file sources' blocks from the block device under their file system (O_DIRECT)",
+      false,
+    )
     .addOption(
       new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)),
     )

@@ -39,6 +39,15 @@ function printImageSummary(s: ImageSummary, f: Figures): void {
       : []),
     `  time        ${formatFigures(f)}`,
     `  latency     p50 ${s.latency.p50Ms.toFixed(3)} ms, p99 ${s.latency.p99Ms.toFixed(3)} ms, max ${s.latency.maxMs.toFixed(3)} ms`,
+    ...(s.readFrom !== undefined
+      ? [
+          `  device      ${s.readFrom.device ?? '-'} (${s.readFrom.fileSystem}): ${formatBytes(s.readFrom.bytesFromDevice)} from the device, ${formatBytes(s.readFrom.bytesFromFile)} through the file` +
+            (s.readFrom.reason !== undefined ? ` (${s.readFrom.reason})` : ''),
+          ...s.readFrom.fallbacks.map(
+            (f) => `    through the file: ${formatBytes(f.bytes)} in ${f.runs} runs: ${f.reason}`,
+          ),
+        ]
+      : []),
     `  throttle    ${s.throttle.controller}, target ${s.throttle.target.ms.toFixed(2)} ms (${s.throttle.target.mode}), held back ${(s.throttle.heldBackMs / 1000).toFixed(2)} s`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -58,6 +67,11 @@ export function addImageCommand(program: Command): void {
     )
     .addOption(new Option('--engine <name>', 'read engine').choices(['auto', 'io_uring', 'threads']).default('auto'))
     .addOption(new Option('--direct <mode>', 'O_DIRECT use').choices(['auto', 'on', 'off']).default('auto'))
+    .option(
+      '--read-from-device',
+      "read a file source's blocks from the block device under its file system (O_DIRECT)",
+      false,
+    )
     .option('--no-sparse', 'write all-zero blocks instead of leaving holes')
     .option('--all-blocks', 'copy every block (default: only what FAT file systems use)', false)
     .option(
@@ -85,6 +99,7 @@ export function addImageCommand(program: Command): void {
           queueDepth: o.queueDepth as number,
           engine: o.engine as EngineName,
           direct: o.direct as DirectMode,
+          readFrom: o.readFromDevice === true ? 'device' : 'file',
           sparse: o.sparse !== false,
           force: o.force === true,
           allBlocks: o.allBlocks === true,

@@ -17,6 +17,7 @@ import type { JobThrottle } from '../../throttle/job-throttle.js';
 import { AssemblyBuffers, coverageCounter, membership, overlayCursor, PartialChunk } from './assembly.js';
 import type { BackupPlan } from './plan.js';
 import { ChunkStore } from './store.js';
+import type { DeviceRead } from '../device-read.js';
 
 /** Chunks being hashed/compressed/stored at once (each holds one read buffer). */
 export const CHUNKS_IN_FLIGHT = 12;
@@ -31,6 +32,8 @@ export interface PipelineInput {
   throttle: JobThrottle;
   read: ReadSettings;
   signal: AbortSignal | undefined;
+  /** Read from the device under the file (readFrom: 'device'). */
+  device?: DeviceRead | undefined;
 }
 
 export class ChunkPipeline {
@@ -84,9 +87,10 @@ export class ChunkPipeline {
    * that are running before it throws.
    */
   async run(onBlock: () => void): Promise<BlockReader> {
-    const { source, plan, throttle, read, signal } = this.#in;
+    const { source, plan, throttle, read, signal, device } = this.#in;
     const reader = throttledReader(source, plan.extents, throttle, {
       read,
+      device,
       maxBlockSize: this.#cs,
       signal,
       heldBuffers: CHUNKS_IN_FLIGHT + 2,
