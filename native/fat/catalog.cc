@@ -76,10 +76,11 @@ std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries, c
   const std::string head = "{\"partition\":" + std::to_string(partition) + ",\"path\":";
   for (size_t i = 0; i < entries.size(); i++) {
     const DirEntry& e = entries[i];
-    if (excluded_path(excluded, e.path)) continue;
+    const std::string path = e.path.empty() ? entry_path(entries, i) : e.path;
+    if (excluded_path(excluded, path)) continue;
     std::string& out = cur.text;
     out += head;
-    append_json_string(out, e.path);
+    append_json_string(out, path);
     out += ",\"shortName\":";
     append_json_string(out, e.short_name);
     out += ",\"size\":";
