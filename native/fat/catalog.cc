@@ -83,6 +83,10 @@ std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries, c
     append_json_string(out, path);
     out += ",\"shortName\":";
     append_json_string(out, e.short_name);
+    if (!e.unsafe.empty()) {
+      out += ",\"unsafeName\":";
+      append_json_string(out, e.unsafe);
+    }
     out += ",\"size\":";
     out += std::to_string(e.is_dir() ? 0 : e.size);
     out += e.is_dir() ? ",\"isDirectory\":true" : ",\"isDirectory\":false";
