@@ -30,7 +30,7 @@ std::string upper(std::string s) {
 
 std::vector<std::string> sorted_paths(const std::vector<fat::DirEntry>& entries) {
   std::vector<std::string> out;
-  for (const fat::DirEntry& e : entries) out.push_back(e.path);
+  for (size_t i = 0; i < entries.size(); i++) out.push_back(fat::entry_path(entries, i));
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -67,8 +67,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   std::vector<std::string> paths;
   for (size_t i = 0; i < listing.size() && i < 16; i++)
-    if ((in.options >> i) & 1) paths.push_back(in.options & (1u << 16) ? upper(listing[i].path) : listing[i].path);
-  if (paths.empty()) paths.push_back(listing[0].path);
+    if ((in.options >> i) & 1) {
+      const std::string path = fat::entry_path(listing, i);
+      paths.push_back(in.options & (1u << 16) ? upper(path) : path);
+    }
+  if (paths.empty()) paths.push_back(fat::entry_path(listing, 0));
   const bool bogus = (in.options & (3u << 17)) != 0;
   if (in.options & (1u << 17)) paths.push_back("/no such file \x01");
   if (in.options & (1u << 18)) paths.push_back("/./");

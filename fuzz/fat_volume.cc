@@ -92,28 +92,31 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::unordered_set<std::string> excluded;
   for (size_t i = 0; i < entries.size(); i++) {
     const fat::DirEntry& e = entries[i];
-    FUZZ_CHECK(fuzz::valid_utf8(e.path) && fuzz::valid_utf8(e.short_name), e.path);
+    const std::string path = fat::entry_path(entries, i);
+    FUZZ_CHECK(path.size() == e.path_bytes, path + ": path length differs from path_bytes");
+    FUZZ_CHECK(fuzz::valid_utf8(path) && fuzz::valid_utf8(e.short_name), path);
     uint64_t total = 0;
     for (const fat::Extent& x : extents[i]) {
-      check_extent(*vol, map, x, e.path);
+      check_extent(*vol, map, x, path);
       total += x.length;
     }
-    FUZZ_CHECK(e.is_dir() ? total == 0 : total == e.size, e.path + ": extents do not add up to the size");
-    if (i < 16 && (in.options >> i) & 1) excluded.insert(e.path);
+    FUZZ_CHECK(e.is_dir() ? total == 0 : total == e.size, path + ": extents do not add up to the size");
+    if (i < 16 && (in.options >> i) & 1) excluded.insert(path);
   }
   check_catalog(fat::catalog_frames(entries, extents, 1, excluded, 4096));
 
   // Lookups by path of the first entries (names may repeat or hold '/': errors, not crashes).
   for (size_t i = 0; i < entries.size() && i < 32; i++) {
     const fat::DirEntry& e = entries[i];
+    const std::string path = fat::entry_path(entries, i);
     try {
-      fat::DirEntry s = vol->stat(e.path);
+      fat::DirEntry s = vol->stat(path);
       if (s.is_dir()) {
-        vol->list(e.path);
+        vol->list(path);
       } else {
         for (const fat::Extent& x : vol->file_extents(s)) check_extent(*vol, map, x, s.path);
       }
-      if (e.first_cluster >= 2) vol->chain(e.first_cluster, e.path, e.offset);
+      if (e.first_cluster >= 2) vol->chain(e.first_cluster, path, e.offset);
     } catch (const io::IoError&) {
     }
   }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # npm run fuzz: builds the harnesses (fuzz/build.sh), makes the seed corpus
 # (fuzz/make-corpus.mjs) when missing, replays fuzz/regressions/<harness>/,
-# then fuzzes each harness for FUZZ_SECONDS (default 30) seconds.
+# then fuzzes each harness for FUZZ_SECONDS (default 30) seconds. Then the
+# TypeScript fuzzer of the repository readers (fuzz/repo-readers.fuzz.ts, run
+# by vitest; harness name repo_readers) replays fuzz/regressions/repo_readers/
+# and mutates manifests, indexes and catalogs for FUZZ_SECONDS.
 # Exits non-zero on any finding; the input is saved under build/fuzz/artifacts/.
 #
 #   FUZZ_SECONDS=600 npm run fuzz        longer runs
@@ -16,12 +19,24 @@ bash fuzz/build.sh
 [ -d "$out/corpus" ] || node fuzz/make-corpus.mjs "$out/corpus"
 mkdir -p "$out/artifacts"
 
-harnesses=${FUZZ_HARNESSES:-$(for f in fuzz/*.cc; do basename "${f%.cc}"; done)}
+harnesses=${FUZZ_HARNESSES:-$(for f in fuzz/*.cc; do basename "${f%.cc}"; done) repo_readers}
 # -max_len: seeds are up to ~1 MiB; -rss_limit_mb/-malloc_limit_mb: a small
 # image must not take much memory; -timeout: nor much time.
 common=(-max_len=1048576 -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1)
 status=0
 for h in $harnesses; do
+  if [ "$h" = repo_readers ]; then
+    echo "== $h: fuzzing for ${seconds}s"
+    (cd fuzz && FUZZ_SECONDS="$seconds" npx vitest run --config vitest.config.ts) >"$out/$h.log" 2>&1 || {
+      tail -n 60 "$out/$h.log"
+      echo "fuzz: $h found a problem (log: $out/$h.log, input: $out/artifacts/$h-*)" >&2
+      status=1
+      continue
+    }
+    grep -oE 'repo_readers (manifest|index|catalog): .*' "$out/$h.log" | tr '\n' ' '
+    echo
+    continue
+  fi
   regressions=(fuzz/regressions/"$h"/*)
   if [ -e "${regressions[0]}" ]; then
     echo "== $h: replaying ${#regressions[@]} regression inputs"

@@ -192,6 +192,8 @@ export const CatalogEntrySchema = v.object({
     v.check(isCatalogPath, "expected an absolute path of names (no empty, '.' or '..' name, no control character)"),
   ),
   shortName: v.string(),
+  // Why the name shown is not the name as stored (a refused long name, an escaped 8.3 name); absent when it is.
+  unsafeName: v.optional(v.string()),
   size: count,
   isDirectory: v.boolean(),
   attributes: v.pipe(count, v.maxValue(255)),

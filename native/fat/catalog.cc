@@ -76,12 +76,17 @@ std::vector<CatalogFrame> catalog_frames(const std::vector<DirEntry>& entries, c
   const std::string head = "{\"partition\":" + std::to_string(partition) + ",\"path\":";
   for (size_t i = 0; i < entries.size(); i++) {
     const DirEntry& e = entries[i];
-    if (excluded_path(excluded, e.path)) continue;
+    const std::string path = e.path.empty() ? entry_path(entries, i) : e.path;
+    if (excluded_path(excluded, path)) continue;
     std::string& out = cur.text;
     out += head;
-    append_json_string(out, e.path);
+    append_json_string(out, path);
     out += ",\"shortName\":";
     append_json_string(out, e.short_name);
+    if (!e.unsafe.empty()) {
+      out += ",\"unsafeName\":";
+      append_json_string(out, e.unsafe);
+    }
     out += ",\"size\":";
     out += std::to_string(e.is_dir() ? 0 : e.size);
     out += e.is_dir() ? ",\"isDirectory\":true" : ",\"isDirectory\":false";

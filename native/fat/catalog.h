@@ -4,6 +4,8 @@
 // describes (lib/repo/catalog.ts):
 //   {"partition":P,"path":"/a/b","shortName":"B","size":N,"isDirectory":false,
 //    "attributes":32,"modified":"2026-11-25T17:45:01.000Z","extents":[[o,l],...]}
+// with "unsafeName":"why" after shortName when the name shown is not the name
+// as stored (DirEntry::unsafe).
 // `modified` is the FAT modification time read as local time (the C library's
 // time zone, as TZ or /etc/localtime give it), 1980-01-01 00:00 local when
 // unset or invalid; directories have size 0.

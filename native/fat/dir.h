@@ -24,7 +24,10 @@ constexpr uint32_t kMaxDirEntries = 65536;  // a directory holds at most 65536 s
 struct DirEntry {
   std::string name;        // long name if valid, else the 8.3 name (UTF-8)
   std::string short_name;  // "NAME.EXT" as stored (OEM code page 850 -> UTF-8)
-  std::string path;        // full path from the volume root ("/a/b"), set by the volume
+  // Full path from the volume root ("/a/b"), set by FatVolume::list, stat and
+  // read_dir; empty in a walk's entries, which link to their parent instead
+  // (entry_path() builds the path), so a walk holds each name once.
+  std::string path;
   uint8_t attr = 0;
   uint32_t first_cluster = 0;
   uint32_t size = 0;
@@ -35,6 +38,10 @@ struct DirEntry {
   uint64_t offset = 0;      // source byte offset of the 8.3 entry
   uint64_t lfn_offset = 0;  // source byte offset of the first LFN slot (== offset when none)
   uint32_t lfn_slots = 0;   // LFN slots belonging to this entry
+  // In a walk: index of the parent directory's entry in the walk's result,
+  // kNoParent for entries of the root; path_bytes is the length of the path.
+  uint32_t parent = UINT32_MAX;
+  uint32_t path_bytes = 0;
   // Why `name` is not the name as stored: a long name or 8.3 name holding '/',
   // NUL or a control character, or "." / "..", was escaped (each such byte as
   // %XX) or dropped for the 8.3 name. Empty when the name is as stored.

@@ -154,11 +154,11 @@ std::vector<Run> FatVolume::chain(uint32_t start, const std::string& owner, uint
   return walk_chain(start, owner, owner_offset, seen);
 }
 
-DirParser FatVolume::read_root() {
+DirParser FatVolume::read_root(bool set_paths) {
   const FatGeometry& g = info_.geo;
   if (g.type == FatType::Fat32) {
     std::vector<Run> runs = chain(g.root_cluster, "the root directory", info_.base + 0x2C);
-    return read_dir(g.root_cluster, runs, "/");
+    return read_dir(g.root_cluster, runs, "/", set_paths);
   }
   DirParser p(true, false);
   std::vector<uint8_t> buf(g.root_dir_bytes);
@@ -166,14 +166,15 @@ DirParser FatVolume::read_root() {
   size_t slots = std::min<size_t>(buf.size() / kDirEntrySize, g.root_entries);
   for (size_t i = 0; i < slots; i++)
     if (!p.feed(buf.data() + i * kDirEntrySize, info_.base + g.root_dir_offset + i * kDirEntrySize)) break;
-  for (DirEntry& e : p.entries) e.path = join("/", e.name);
+  if (set_paths)
+    for (DirEntry& e : p.entries) e.path = join("/", e.name);
   return p;
 }
 
-DirParser FatVolume::read_dir(uint32_t first_cluster, const std::vector<Run>& runs, const std::string& path) {
+DirParser FatVolume::read_dir(uint32_t first_cluster, const std::vector<Run>& runs, const std::string& path, bool set_paths) {
   const FatGeometry& g = info_.geo;
   const bool root = path == "/";
-  if (first_cluster == 0) return read_root();
+  if (first_cluster == 0) return read_root(set_paths);
   DirParser p(root, g.type == FatType::Fat32);
   std::vector<uint8_t> buf(g.cluster_size);
   const uint32_t per_cluster = g.cluster_size / kDirEntrySize;
@@ -191,6 +192,7 @@ DirParser FatVolume::read_dir(uint32_t first_cluster, const std::vector<Run>& ru
     }
     if (p.ended()) break;
   }
+  if (!set_paths) return p;
   for (DirEntry& e : p.entries) {
     e.path = join(path, e.name);
     if (e.path.size() > kMaxPathBytes)
@@ -235,6 +237,19 @@ std::vector<DirEntry> FatVolume::list(const std::string& path) {
   return read_dir(d.first_cluster, runs, d.path).entries;
 }
 
+std::string entry_path(const std::vector<DirEntry>& entries, size_t i) {
+  std::string path(entries[i].path_bytes, '/');
+  size_t end = path.size();
+  for (size_t at = i; at != kNoParent && at < entries.size(); at = entries[at].parent) {
+    const std::string& name = entries[at].name;
+    if (name.size() + 1 > end) break;  // not a walk's entry: path_bytes unset
+    end -= name.size();
+    path.replace(end, name.size(), name);
+    end--;  // the '/' before it
+  }
+  return path;
+}
+
 std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::vector<std::vector<Extent>>* extents) {
   const FatGeometry& g = info_.geo;
   if (extents && !check_files) throw io::IoError("INTERNAL", "walk: extents need check_files");
@@ -243,11 +258,15 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
   WalkStats st;
   std::vector<DirEntry> out;
 
+  // One frame per open directory: its entries not yet visited. Paths are not
+  // kept: each entry links to its parent in `out`, and a path is built only
+  // for a message (memory grows with the entries, not with depth x name).
   struct Frame {
     std::vector<DirEntry> entries;
     size_t next = 0;
     uint32_t cluster;  // 0 for a FAT12/16 root
-    std::string path;
+    uint32_t index;    // of the directory in `out`; kNoParent for the root
+    uint32_t path_bytes;
   };
   std::vector<Frame> stack;
   {
@@ -258,46 +277,61 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
       runs = walk_chain(rc, "the root directory", info_.base + 0x2C, seen);
       for (const Run& r : runs) st.clusters_owned += r.count;
     }
-    DirParser p = rc ? read_dir(rc, runs, "/") : read_root();
+    DirParser p = rc ? read_dir(rc, runs, "/", false) : read_root(false);
     st.orphan_lfn += p.orphan_lfn;
     st.deleted_entries += p.deleted;
     for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
-    stack.push_back(Frame{std::move(p.entries), 0, rc, "/"});
+    stack.push_back(Frame{std::move(p.entries), 0, rc, kNoParent, 0});
   }
+  auto dir_path = [&](uint32_t index) { return index == kNoParent ? std::string("/") : entry_path(out, index); };
   uint64_t path_bytes = 0;  // of the entries in `out`: bounded by kMaxWalkPathBytes
-  size_t counted = 0;
   while (!stack.empty()) {
-    while (counted < out.size()) path_bytes += out[counted++].path.size();
-    if (path_bytes > kMaxWalkPathBytes)
-      throw io::IoError("UNSUPPORTED",
-                        "the paths of the " + std::to_string(out.size()) + " entries walked so far take more than " +
-                            std::to_string(kMaxWalkPathBytes >> 20) + " MiB (directories nested too deep or too many entries)",
-                        0, static_cast<int64_t>(out.back().offset));
     Frame& top = stack.back();
     if (top.next >= top.entries.size()) {
       stack.pop_back();
       continue;
     }
-    DirEntry e = top.entries[top.next++];
+    DirEntry e = std::move(top.entries[top.next++]);
+    const uint32_t parent = top.index;
+    e.parent = parent;
+    e.path_bytes = top.path_bytes + 1 + static_cast<uint32_t>(std::min<size_t>(e.name.size(), kMaxPathBytes));
+    if (e.path_bytes > kMaxPathBytes) {
+      std::string dir = dir_path(parent);
+      throw io::IoError("UNSUPPORTED",
+                        "directory " + dir.substr(0, 200) + "...: a path of " + std::to_string(e.path_bytes) +
+                            " bytes, longer than the limit of " + std::to_string(kMaxPathBytes) +
+                            " bytes (directories nested too deep)",
+                        0, static_cast<int64_t>(e.offset));
+    }
+    path_bytes += e.path_bytes;
+    if (path_bytes > kMaxWalkPathBytes)
+      throw io::IoError("UNSUPPORTED",
+                        "the paths of the " + std::to_string(out.size() + 1) + " entries walked so far take more than " +
+                            std::to_string(kMaxWalkPathBytes >> 20) + " MiB (directories nested too deep or too many entries)",
+                        0, static_cast<int64_t>(e.offset));
+    if (out.size() >= kNoParent)
+      throw io::IoError("UNSUPPORTED", "more than " + std::to_string(kNoParent) + " entries in one volume", 0,
+                        static_cast<int64_t>(e.offset));
+    auto path_of_e = [&]() { return join(dir_path(parent), e.name); };
     if (e.is_dir()) {
       st.directories++;
       if (e.first_cluster == 0)
-        corrupt(kCorrupt, "directory entry of " + e.path, e.offset, "a subdirectory with first cluster 0 (the root)");
+        corrupt(kCorrupt, "directory entry of " + path_of_e(), e.offset, "a subdirectory with first cluster 0 (the root)");
       for (const Frame& f : stack)
         if (f.cluster == e.first_cluster)
-          corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
-                  "the directory is its own ancestor " + f.path + " (cluster " + std::to_string(e.first_cluster) + ")");
-      std::vector<Run> runs = walk_chain(e.first_cluster, e.path, e.offset, seen);
+          corrupt(kCorrupt, "directory entry of " + path_of_e(), e.offset,
+                  "the directory is its own ancestor " + dir_path(f.index) + " (cluster " + std::to_string(e.first_cluster) + ")");
+      std::vector<Run> runs = walk_chain(e.first_cluster, path_of_e(), e.offset, seen);
       for (const Run& r : runs) st.clusters_owned += r.count;
-      DirParser p = read_dir(e.first_cluster, runs, e.path);
+      DirParser p = read_dir(e.first_cluster, runs, path_of_e(), false);
       st.orphan_lfn += p.orphan_lfn;
       st.deleted_entries += p.deleted;
       for (const DirEntry& x : p.entries) st.unsafe_names += x.unsafe.empty() ? 0 : 1;
-      uint32_t cl = e.first_cluster;
-      std::string path = e.path;
+      const uint32_t cl = e.first_cluster, bytes = e.path_bytes;
+      const uint32_t index = static_cast<uint32_t>(out.size());
       out.push_back(std::move(e));
       if (extents) extents->emplace_back();
-      stack.push_back(Frame{std::move(p.entries), 0, cl, std::move(path)});  // invalidates `top`
+      stack.push_back(Frame{std::move(p.entries), 0, cl, index, bytes});  // invalidates `top`
       continue;
     }
     st.files++;
@@ -307,18 +341,18 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
     }
     std::vector<Extent> data;
     if (e.first_cluster != 0) {
-      std::vector<Run> runs = walk_chain(e.first_cluster, e.path, e.offset, seen);
+      std::vector<Run> runs = walk_chain(e.first_cluster, path_of_e(), e.offset, seen);
       uint64_t have = 0;
       for (const Run& r : runs) have += r.count;
       st.clusters_owned += have;
       uint64_t need = (static_cast<uint64_t>(e.size) + g.cluster_size - 1) / g.cluster_size;
       if (have < need)
-        corrupt(kCorrupt, "directory entry of " + e.path, e.offset,
+        corrupt(kCorrupt, "directory entry of " + path_of_e(), e.offset,
                 "file size " + std::to_string(e.size) + " needs " + std::to_string(need) + " clusters but its chain has " +
                     std::to_string(have));
       if (extents) data = runs_to_extents(runs, e.size);
     } else if (e.size != 0) {
-      corrupt(kCorrupt, "directory entry of " + e.path, e.offset, "file of " + std::to_string(e.size) + " bytes has no clusters");
+      corrupt(kCorrupt, "directory entry of " + path_of_e(), e.offset, "file of " + std::to_string(e.size) + " bytes has no clusters");
     }
     out.push_back(std::move(e));
     if (extents) extents->push_back(std::move(data));

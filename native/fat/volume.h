@@ -63,8 +63,14 @@ class ClusterSet {
 // Longest path from the volume root a listing or walk gives (Linux itself
 // takes at most 4096 bytes in one call); a longer one is UNSUPPORTED.
 constexpr size_t kMaxPathBytes = 16 * 1024;
-// Most bytes of paths one walk holds, all entries together.
+// Most bytes of paths one walk lists, all entries together (the size of a
+// listing or catalog built from it; the walk itself keeps one name per entry).
 constexpr uint64_t kMaxWalkPathBytes = 128ull << 20;
+// A walk's entries of the root have this parent.
+constexpr uint32_t kNoParent = UINT32_MAX;
+
+// Full path of entry `i` of a walk's result (built from the parent links).
+std::string entry_path(const std::vector<DirEntry>& entries, size_t i);
 
 struct WalkStats {
   uint64_t files = 0;
@@ -98,6 +104,9 @@ class FatVolume {
   // chains are neither checked nor counted in clusters_owned). With
   // `extents` (needs check_files) it also gets, for each returned entry, its
   // data extents as file_extents() gives them (none for directories).
+  // Entries carry parent links, not paths (see entry_path()); a path longer
+  // than kMaxPathBytes, or paths of more than kMaxWalkPathBytes in all, are
+  // UNSUPPORTED.
   std::vector<DirEntry> walk(WalkStats* stats, bool check_files = true, std::vector<std::vector<Extent>>* extents = nullptr);
   // Source byte extents of a file's data, trimmed to its size.
   std::vector<Extent> file_extents(const DirEntry& e);
@@ -125,8 +134,9 @@ class FatVolume {
                               const CrossLinkHandler* on_cross_link = nullptr);
   // Reads a directory: first_cluster 0 is the root. `runs` is its chain
   // (ignored for a FAT12/16 root).
-  DirParser read_dir(uint32_t first_cluster, const std::vector<Run>& runs, const std::string& path);
-  DirParser read_root();
+  // Entries get their full paths unless `set_paths` is false.
+  DirParser read_dir(uint32_t first_cluster, const std::vector<Run>& runs, const std::string& path, bool set_paths = true);
+  DirParser read_root(bool set_paths = true);
   // Raw entry of cluster `n` in the active FAT (range-checked).
   uint32_t fat_entry(uint32_t n) { return fat_->get(n); }
   // Source byte offset of FAT entry `n` in FAT copy `copy`.

@@ -56,9 +56,9 @@ Napi::Object table_to_js(Napi::Env env, const part::PartitionTable& t) {
   return o;
 }
 
-Napi::Object entry_to_js(Napi::Env env, const fat::DirEntry& e) {
+Napi::Object entry_to_js(Napi::Env env, const fat::DirEntry& e, const std::string* path) {
   Napi::Object o = Napi::Object::New(env);
-  o.Set("path", str(env, e.path));
+  o.Set("path", str(env, path ? *path : e.path));
   o.Set("name", str(env, e.name));
   o.Set("shortName", str(env, e.short_name));
   o.Set("attributes", num(env, e.attr));
@@ -80,7 +80,14 @@ Napi::Object entry_to_js(Napi::Env env, const fat::DirEntry& e) {
 
 Napi::Array entries_to_js(Napi::Env env, const std::vector<fat::DirEntry>& v) {
   Napi::Array a = Napi::Array::New(env, v.size());
-  for (size_t i = 0; i < v.size(); i++) a.Set(static_cast<uint32_t>(i), entry_to_js(env, v[i]));
+  for (size_t i = 0; i < v.size(); i++) {
+    if (v[i].path.empty() && v[i].path_bytes > 0) {  // a walk's entry: the path from its parent links
+      const std::string path = fat::entry_path(v, i);
+      a.Set(static_cast<uint32_t>(i), entry_to_js(env, v[i], &path));
+    } else {
+      a.Set(static_cast<uint32_t>(i), entry_to_js(env, v[i]));
+    }
+  }
   return a;
 }
 

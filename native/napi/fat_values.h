@@ -18,7 +18,8 @@ inline Napi::Number num(Napi::Env env, uint64_t v) { return Napi::Number::New(en
 
 Napi::Object table_to_js(Napi::Env env, const part::PartitionTable& t);
 Napi::Object info_to_js(Napi::Env env, const fat::VolumeInfo& vi);
-Napi::Object entry_to_js(Napi::Env env, const fat::DirEntry& e);
+// `path` (when given) stands for e.path.
+Napi::Object entry_to_js(Napi::Env env, const fat::DirEntry& e, const std::string* path = nullptr);
 Napi::Array entries_to_js(Napi::Env env, const std::vector<fat::DirEntry>& v);
 Napi::Array extents_to_js(Napi::Env env, const std::vector<fat::Extent>& v);
 // Hands the map's words to JS without a copy (moved out of `m`).

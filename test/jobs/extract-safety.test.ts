@@ -5,6 +5,7 @@ import { backup, extractFromBackup, initRepository } from '../../lib/index.js';
 import { extractPath, listBackupFiles, listFiles } from '../../lib/jobs/files.js';
 import { openVolume } from '../../lib/fs/volume.js';
 import { CatalogWriter } from '../../lib/repo/catalog.js';
+import { lowtide } from '../helpers/cli.js';
 import { skipReason } from '../helpers/system.js';
 import { haveTools, mkfs, Mtools, patch, pseudoRandom, Workdir } from '../fixtures/fat/tools.js';
 
@@ -131,6 +132,14 @@ describe.skipIf(skipReason('extraction from hostile catalogs', missing))('extrac
     await initRepository(repo);
     const b = await backup({ source: img, repository: repo });
     expect((await listBackupFiles({ repository: repo, backup: b.id })).map((e) => e.path).sort()).toEqual(paths);
+    // ...and says which names had to be escaped, as the listing of the disk does.
+    const cli = lowtide(['files', b.id, '--repo', repo, '--json']);
+    expect(cli.status, cli.stderr).toBe(0);
+    const fromRepo = (JSON.parse(cli.stdout) as { entries: { path: string; unsafeName?: string }[] }).entries;
+    const why = (entries: { path: string; unsafeName?: string }[]) =>
+      Object.fromEntries(entries.filter((e) => e.unsafeName !== undefined).map((e) => [e.path, e.unsafeName]));
+    expect(why(fromRepo)).toEqual(why(listed));
+    expect(Object.keys(why(fromRepo)).sort()).toEqual(['/CTRL%01NAM.TXT', '/DOTSNA~1', '/EVIL%2FNAM.TXT']);
     const out2 = work.path('names-out-repo');
     await extractFromBackup({ repository: repo, backup: b.id, path: '/', dest: out2 });
     expect(readdirSync(out2).sort()).toEqual(['CTRL%01NAM.TXT', 'DOTSNA~1', 'EVIL%2FNAM.TXT', 'SUB']);

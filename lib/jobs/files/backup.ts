@@ -104,6 +104,7 @@ export async function listBackupFiles(options: ListBackupFilesOptions): Promise<
     archive: (e.attributes & 0x20) !== 0,
     attributes: e.attributes,
     modified: e.modified,
+    ...(e.unsafeName === undefined ? {} : { unsafeName: e.unsafeName }),
   }));
 }
 
