@@ -36,6 +36,8 @@ export const ErrorCodes = [
   'CHUNK_CORRUPT', // a chunk's content does not match its digest
   'TARGET_TOO_SMALL', // a restore target smaller than the image
   'UNSUPPORTED', // valid input that this version cannot handle
+  'QCOW2_CORRUPT', // a qcow2 image is inconsistent (header, tables, compressed data, backing chain)
+  'BACKING_REFUSED', // a backing file that the format-probing rule does not allow to follow
   'INTERNAL', // a bug: please report it
 ] as const;
 

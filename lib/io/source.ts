@@ -3,10 +3,19 @@
  * reader over it.
  */
 import { LowtideError, toLowtideError } from '../errors.js';
-import { native, type NativeSourceHandle } from '../native.js';
+import { native, type NativeReaderOptions, type NativeSourceHandle } from '../native.js';
 import { choiceOption, objectOption, stringOption } from '../options.js';
 import { BlockReader, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
+import {
+  formatOption,
+  GuestStream,
+  guestAllocation,
+  openGuest,
+  type DiskFormat,
+  type GuestParts,
+  type VirtualDiskInfo,
+} from './guest.js';
 
 export type DirectMode = 'auto' | 'on' | 'off';
 export type EngineName = 'auto' | 'io_uring' | 'threads';
@@ -17,6 +26,14 @@ export interface OpenSourceOptions {
    * falls back to buffered reads; 'on' requires it; 'off' never uses it.
    */
   direct?: DirectMode | undefined;
+  /**
+   * 'raw' (default): the bytes of the file or device. 'qcow2': the guest disk
+   * of a qcow2 image, following its backing chain. 'auto': a regular file
+   * with a qcow2 header is read as qcow2, but then a backing file is followed
+   * only when it lies beside the image and is qcow2 (a guest can write a qcow2
+   * header into its raw disk); a block device is always raw.
+   */
+  format?: DiskFormat | undefined;
 }
 
 export interface SourceInfo {
@@ -28,6 +45,10 @@ export interface SourceInfo {
   physicalSectorSize: number;
   /** True when reads bypass the page cache (O_DIRECT). */
   direct: boolean;
+  /** 'qcow2' when the source is read as the guest disk of a virtual disk. */
+  format: 'raw' | 'qcow2';
+  /** The virtual disk's facts (format 'qcow2' only). */
+  virtualDisk?: VirtualDiskInfo | undefined;
 }
 
 export class Source implements SourceInfo {
@@ -37,15 +58,21 @@ export class Source implements SourceInfo {
   readonly sectorSize: number;
   readonly physicalSectorSize: number;
   readonly direct: boolean;
+  readonly format: 'raw' | 'qcow2';
+  readonly virtualDisk: VirtualDiskInfo | undefined;
   #handle: NativeSourceHandle | undefined;
+  #guest: GuestParts | undefined;
   readonly #readers = new Set<BlockReader>();
 
   /** @internal use openSource() */
-  constructor(path: string, handle: NativeSourceHandle) {
+  constructor(path: string, handle: NativeSourceHandle, guest?: GuestParts) {
     const info = handle.info();
     this.path = path;
     this.kind = info.kind;
-    this.size = info.size;
+    this.size = guest ? guest.info.virtualSize : info.size;
+    this.format = guest ? 'qcow2' : 'raw';
+    this.virtualDisk = guest?.info;
+    this.#guest = guest;
     this.sectorSize = info.logicalSectorSize;
     this.physicalSectorSize = info.physicalSectorSize;
     this.direct = info.direct;
@@ -64,7 +91,20 @@ export class Source implements SourceInfo {
       sectorSize: this.sectorSize,
       physicalSectorSize: this.physicalSectorSize,
       direct: this.direct,
+      format: this.format,
+      ...(this.virtualDisk ? { virtualDisk: this.virtualDisk } : {}),
     };
+  }
+
+  /**
+   * The byte ranges that hold data: for a virtual disk, the guest ranges some
+   * layer of its chain holds (the rest reads as zeros and is never read);
+   * for a raw source, all of it.
+   */
+  async allocation(): Promise<Extent[]> {
+    if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    if (this.#guest === undefined) return [{ offset: 0, length: this.size }];
+    return guestAllocation(this.#guest.handle, this.size);
   }
 
   /**
@@ -88,7 +128,9 @@ export class Source implements SourceInfo {
     }
     // (The reader calls onEnd from its constructor when the native reader refuses to start.)
     let reader: BlockReader | undefined = undefined;
-    reader = new BlockReader(handle, list, { ...objectOption('options', options) }, this.sectorSize, () => {
+    const guest = this.#guest;
+    const from = guest ? (config: NativeReaderOptions) => new GuestStream(guest, list, config) : handle;
+    reader = new BlockReader(from, list, { ...objectOption('options', options) }, this.sectorSize, () => {
       if (reader !== undefined) this.#readers.delete(reader);
     });
     this.#readers.add(reader);
@@ -118,6 +160,11 @@ export class Source implements SourceInfo {
     this.#handle = undefined;
     await Promise.all([...this.#readers].map((r) => r.close()));
     handle.close();
+    if (this.#guest) {
+      for (const l of this.#guest.layers) if (l !== handle) l.close();
+      this.#guest.handle.close();
+      this.#guest = undefined;
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -125,11 +172,17 @@ export class Source implements SourceInfo {
   }
 }
 
-/** Opens a regular file or block device read-only. */
+/**
+ * Opens a regular file or block device read-only; with `format` 'qcow2' (or
+ * 'auto' on a qcow2 file), its guest disk.
+ */
 export async function openSource(path: string, options: OpenSourceOptions = {}): Promise<Source> {
   stringOption('path', path);
   const opts = objectOption('options', options);
   const direct = choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto');
+  const format = formatOption('format', opts.format);
+  const guest = await openGuest(path, format, direct);
+  if (guest !== undefined) return new Source(path, guest.layers[0]!, guest);
   let handle: NativeSourceHandle;
   try {
     handle = await native.openSource(path, direct);
