@@ -18,8 +18,8 @@ using namespace lowtide;
 
 namespace {
 
-constexpr uint64_t kMapBytes = uint64_t(64) << 20;
-constexpr uint64_t kReadBytes = uint64_t(1) << 20;
+constexpr uint64_t kMapBytes = uint64_t(16) << 20;
+constexpr uint64_t kReadBytes = uint64_t(256) << 10;
 
 class BorrowedReader final : public fat::ByteReader {
  public:

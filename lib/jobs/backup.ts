@@ -9,6 +9,7 @@ import { toLowtideError } from '../errors.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type PlanOptions } from '../fs/plan.js';
+import type { DiskFormat } from '../io/guest.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import type { Manifest } from '../repo/format.js';
 import { openRepository, Repository, type IndexReader, type IndexWriter } from '../repo/repository.js';
@@ -48,6 +49,12 @@ export interface BackupOptions extends ThrottleSettings {
   queueDepth?: number | undefined;
   engine?: EngineName | undefined;
   direct?: DirectMode | undefined;
+  /**
+   * How the source is read (default 'raw'): 'qcow2' images the guest disk of
+   * a qcow2 image and its backing chain; 'auto' detects qcow2 on a regular
+   * file under the probing rule (see openSource).
+   */
+  format?: DiskFormat | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: BackupProgress) => void) | undefined;
   progressIntervalMs?: number | undefined;
@@ -125,7 +132,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   // runs while the repository is opened and locked and the parent is read
   // (with cold caches, both wait for the disk). Awaited in planBackup; until
   // then a failure must not count as unhandled.
-  const planning = planImage({ source: o.source, ...o.plan });
+  const planning = planImage({ source: o.source, ...o.plan, format: o.read.format });
   planning.catch(() => undefined);
   const repo = o.repository instanceof Repository ? o.repository : await openRepository(o.repository);
   const lock = o.lockHeld ? undefined : await repo.lock('lowtide backup');
@@ -136,7 +143,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   let committed = false;
   let jobThrottle: JobThrottle | undefined;
   try {
-    source = await openSource(o.source, { direct: o.read.direct });
+    source = await openSource(o.source, { direct: o.read.direct, format: o.read.format });
     const plan = await planBackup(repo, source, o, planning);
     // The catalog walks the file systems' metadata while the data is read.
     catalog = await BackupCatalog.start(repo, o.source, plan.image);

@@ -11,9 +11,10 @@ import {
   type BackupJobEvent,
   type BackupProgress,
   type BackupResult,
+  type DiskFormat,
   type Extent,
 } from '../../index.js';
-import { collect, intArg } from '../args.js';
+import { collect, intArg, sourceFormatOption } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { printJson, printWarnings, ReportedFailure } from '../output.js';
 import {
@@ -54,6 +55,7 @@ function jobOptions(o: Record<string, unknown>, several: boolean) {
     exclude: o.exclude as string[],
     strict: o.strict === true,
     queueDepth: o.queueDepth as number,
+    format: o.format as DiskFormat,
     ...throttleSettings(o, several),
   };
 }
@@ -171,6 +173,7 @@ export function addBackupCommand(program: Command): void {
     .addOption(
       new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)),
     )
+    .addOption(sourceFormatOption())
     .option('--json', 'print the manifest as JSON', false);
   addProgressOptions(backupCmd);
   addThrottleOptions(backupCmd, true).action(async (sources: string[], o: Record<string, unknown>) => {

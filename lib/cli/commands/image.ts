@@ -1,7 +1,14 @@
 /** `lowtide image`: a file or block device copied to a sparse image file. */
 import { Option, type Command } from 'commander';
-import { imageSource, type DirectMode, type EngineName, type ImageProgress, type ImageSummary } from '../../index.js';
-import { collect, intArg, sizeArg } from '../args.js';
+import {
+  imageSource,
+  type DirectMode,
+  type DiskFormat,
+  type EngineName,
+  type ImageProgress,
+  type ImageSummary,
+} from '../../index.js';
+import { collect, intArg, sizeArg, sourceFormatOption } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { printJson, printWarnings } from '../output.js';
 import {
@@ -58,6 +65,7 @@ export function addImageCommand(program: Command): void {
     )
     .addOption(new Option('--engine <name>', 'read engine').choices(['auto', 'io_uring', 'threads']).default('auto'))
     .addOption(new Option('--direct <mode>', 'O_DIRECT use').choices(['auto', 'on', 'off']).default('auto'))
+    .addOption(sourceFormatOption())
     .option('--no-sparse', 'write all-zero blocks instead of leaving holes')
     .option('--all-blocks', 'copy every block (default: only what FAT file systems use)', false)
     .option(
@@ -85,6 +93,7 @@ export function addImageCommand(program: Command): void {
           queueDepth: o.queueDepth as number,
           engine: o.engine as EngineName,
           direct: o.direct as DirectMode,
+          format: o.format as DiskFormat,
           sparse: o.sparse !== false,
           force: o.force === true,
           allBlocks: o.allBlocks === true,
