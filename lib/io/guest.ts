@@ -48,6 +48,8 @@ export interface VirtualDiskLayer {
   backingFile?: string | null | undefined;
   backingFormat?: string | null | undefined;
   bitmapsExtension?: boolean | undefined;
+  /** Internal snapshots in the image (not read; the guest disk is the active state). */
+  snapshots?: number | undefined;
 }
 
 export interface VirtualDiskInfo {
