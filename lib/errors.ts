@@ -38,6 +38,7 @@ export const ErrorCodes = [
   'UNSUPPORTED', // valid input that this version cannot handle
   'QCOW2_CORRUPT', // a qcow2 image is inconsistent (header, tables, compressed data, backing chain)
   'BACKING_REFUSED', // a backing file that the format-probing rule does not allow to follow
+  'BITMAP_IN_USE', // a qcow2 dirty bitmap flagged in use: its content is not valid
   'INTERNAL', // a bug: please report it
 ] as const;
 

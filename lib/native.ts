@@ -310,6 +310,10 @@ export interface NativeGuestHandle {
   map(offset: number, length: number): Promise<Float64Array>;
   /** Guest bytes (at most 64 MiB), read with pread. */
   read(offset: number, length: number): Promise<Buffer>;
+  /** The persistent dirty bitmaps of the image named (layer 0). */
+  bitmaps(): Promise<{ name: string; granularity: number; inUse: boolean; enabled: boolean }[]>;
+  /** The guest ranges a bitmap marks, as offset/length pairs; BITMAP_IN_USE, NOT_FOUND. */
+  bitmapExtents(name: string): Promise<Float64Array>;
   close(): void;
 }
 

@@ -52,6 +52,17 @@ export interface VirtualDiskLayer {
   snapshots?: number | undefined;
 }
 
+/** A persistent dirty bitmap of a qcow2 image. */
+export interface DirtyBitmap {
+  name: string;
+  /** Bytes of guest disk per bit. */
+  granularity: number;
+  /** Flagged in use: the image was not closed cleanly or is open in QEMU; its content is not valid. */
+  inUse: boolean;
+  /** Recording writes (QEMU's 'auto' flag). */
+  enabled: boolean;
+}
+
 export interface VirtualDiskInfo {
   format: 'qcow2';
   /** The format was detected ('auto'), not named. */
@@ -61,6 +72,8 @@ export interface VirtualDiskInfo {
   /** Guest bytes held by some layer of the chain (data and compressed clusters). */
   allocatedBytes: number;
   layers: VirtualDiskLayer[];
+  /** The image's persistent dirty bitmaps. */
+  bitmaps: DirtyBitmap[];
 }
 
 const enum Kind {
@@ -127,6 +140,19 @@ export async function guestAllocation(handle: NativeGuestHandle, size: number): 
   return out;
 }
 
+/** The guest ranges the dirty bitmap `name` marks, merged. */
+export async function bitmapExtents(handle: NativeGuestHandle, name: string): Promise<Extent[]> {
+  let flat: Float64Array;
+  try {
+    flat = await handle.bitmapExtents(name);
+  } catch (err) {
+    throw toLowtideError(err, 'QCOW2_CORRUPT');
+  }
+  const out: Extent[] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push({ offset: flat[i]!, length: flat[i + 1]! });
+  return out;
+}
+
 /** Opens `path` as a virtual disk; undefined when it is read raw. */
 export async function openGuest(
   path: string,
@@ -155,6 +181,12 @@ export async function openGuest(
       }
     }
     const allocated = await guestAllocation(handle, info.size);
+    let bitmaps: DirtyBitmap[];
+    try {
+      bitmaps = await handle.bitmaps();
+    } catch (err) {
+      throw toLowtideError(err, 'QCOW2_CORRUPT');
+    }
     return {
       handle,
       layers,
@@ -165,6 +197,7 @@ export async function openGuest(
         clusterSize: info.layers[0]!.clusterSize!,
         allocatedBytes: allocated.reduce((n, e) => n + e.length, 0),
         layers: info.layers.map((l) => ({ ...l })),
+        bitmaps,
       },
     };
   } catch (err) {

@@ -8,6 +8,7 @@ import { choiceOption, objectOption, stringOption } from '../options.js';
 import { BlockReader, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
 import {
+  bitmapExtents,
   formatOption,
   GuestStream,
   guestAllocation,
@@ -105,6 +106,24 @@ export class Source implements SourceInfo {
     if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
     if (this.#guest === undefined) return [{ offset: 0, length: this.size }];
     return guestAllocation(this.#guest.handle, this.size);
+  }
+
+  /**
+   * The guest ranges that the qcow2 image's persistent dirty bitmap `name`
+   * marks as written. Rejects with BITMAP_IN_USE when the bitmap is flagged
+   * in use (its content is not valid), NOT_FOUND when there is none of that
+   * name, UNSUPPORTED for a raw source.
+   */
+  async bitmapExtents(name: string): Promise<Extent[]> {
+    stringOption('name', name);
+    if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    if (this.#guest === undefined) {
+      throw new LowtideError(
+        'UNSUPPORTED',
+        `${this.path}: dirty bitmaps are read from qcow2 images only (format 'qcow2')`,
+      );
+    }
+    return bitmapExtents(this.#guest.handle, name);
   }
 
   /**

@@ -5,7 +5,7 @@
  * the chunks those extents touch and takes every other chunk from the parent.
  * The steps are in backup/: plan, pipeline (assembly, store), catalog, commit.
  */
-import { toLowtideError } from '../errors.js';
+import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type PlanOptions } from '../fs/plan.js';
@@ -39,6 +39,12 @@ export interface BackupOptions extends ThrottleSettings {
   parent?: string | null | undefined;
   /** Extents changed since the parent (changed-block tracking); only the chunks they touch are read. */
   changed?: readonly Extent[] | undefined;
+  /**
+   * Instead of `changed`: the persistent dirty bitmap of this name in the
+   * qcow2 image (format 'qcow2' or 'auto') gives the changed extents. A
+   * bitmap flagged in use is refused (BITMAP_IN_USE).
+   */
+  changedBitmap?: string | undefined;
   /** Read every block (default false: only what FAT file systems use, everything else in full). */
   allBlocks?: boolean | undefined;
   /** Files and directories to leave out of FAT volumes (see planImage). */
@@ -88,6 +94,7 @@ interface ResolvedBackupOptions extends PlanRequest {
   throttle: ResolvedThrottleSettings;
   /** One of backupMany()'s jobs: the repository's writer lock is held already. */
   lockHeld: boolean;
+  changedBitmap: string | undefined;
 }
 
 function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBackupOptions {
@@ -98,6 +105,11 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
     opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
   if (changed !== undefined) validateExtents(changed, 'changed');
+  const changedBitmap =
+    opts.changedBitmap === undefined ? undefined : stringOption('changedBitmap', opts.changedBitmap);
+  if (changedBitmap !== undefined && changed !== undefined) {
+    throw new LowtideError('INVALID_ARGUMENT', 'changedBitmap: give either changed or changedBitmap, not both');
+  }
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
   const strict = booleanOption('strict', opts.strict, false);
   const exclude = opts.exclude as readonly string[] | undefined;
@@ -115,6 +127,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
     control,
     throttle,
     lockHeld,
+    changedBitmap,
   };
 }
 
@@ -144,6 +157,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   let jobThrottle: JobThrottle | undefined;
   try {
     source = await openSource(o.source, { direct: o.read.direct, format: o.read.format });
+    if (o.changedBitmap !== undefined) o = { ...o, changed: await source.bitmapExtents(o.changedBitmap) };
     const plan = await planBackup(repo, source, o, planning);
     // The catalog walks the file systems' metadata while the data is read.
     catalog = await BackupCatalog.start(repo, o.source, plan.image);

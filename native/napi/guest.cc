@@ -1,12 +1,14 @@
 // Guest disks of virtual disk images (qcow2 and its backing chain).
 //
 //   openGuest(path, format: 'raw' | 'qcow2' | 'auto'): Promise<GuestHandle>
-//   GuestHandle: info(), map(offset, length), read(offset, length), close()
+//   GuestHandle: info(), map(offset, length), read(offset, length),
+//                bitmaps(), bitmapExtents(name), close()
 //
 // map() resolves a guest range through the chain into segments, flattened
 // into a Float64Array of [guest, length, kind, layer, host, csize, inner]
 // (kind: 0 unallocated, 1 zero, 2 data, 3 compressed); read() returns guest
 // bytes. Files are opened read-only and read with pread.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -37,6 +39,8 @@ class GuestHandle : public Napi::ObjectWrap<GuestHandle> {
                            InstanceMethod<&GuestHandle::Info>("info"),
                            InstanceMethod<&GuestHandle::Map>("map"),
                            InstanceMethod<&GuestHandle::Read>("read"),
+                           InstanceMethod<&GuestHandle::Bitmaps>("bitmaps"),
+                           InstanceMethod<&GuestHandle::BitmapExtents>("bitmapExtents"),
                            InstanceMethod<&GuestHandle::Close>("close"),
                        });
   }
@@ -122,6 +126,42 @@ class GuestHandle : public Napi::ObjectWrap<GuestHandle> {
         },
         [](Napi::Env env, std::vector<uint8_t>& out) -> Napi::Value {
           return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+        });
+  }
+
+  Napi::Value Bitmaps(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Disk d = disk(env);
+    return run_async<std::vector<qcow2::Bitmap>>(
+        env, "lowtide:guest-bitmaps", [d](std::vector<qcow2::Bitmap>& out) { out = d->chain->bitmaps(); },
+        [](Napi::Env env, std::vector<qcow2::Bitmap>& list) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, list.size());
+          for (size_t i = 0; i < list.size(); ++i) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("name", Napi::String::New(env, list[i].name));
+            o.Set("granularity", num(env, uint64_t(1) << std::min<uint8_t>(list[i].granularity_bits, 63)));
+            o.Set("inUse", Napi::Boolean::New(env, list[i].in_use()));
+            o.Set("enabled", Napi::Boolean::New(env, list[i].auto_enabled()));
+            a.Set(uint32_t(i), o);
+          }
+          return a;
+        });
+  }
+
+  Napi::Value BitmapExtents(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Disk d = disk(env);
+    if (info.Length() < 1 || !info[0].IsString()) throw_invalid(env, "bitmapExtents(name) expects a string");
+    return run_async<std::vector<std::pair<uint64_t, uint64_t>>>(
+        env, "lowtide:guest-bitmap",
+        [d, name = std::string(info[0].As<Napi::String>())](auto& out) { out = d->chain->bitmap_extents(name); },
+        [](Napi::Env env, std::vector<std::pair<uint64_t, uint64_t>>& ext) -> Napi::Value {
+          Napi::Float64Array a = Napi::Float64Array::New(env, ext.size() * 2);
+          for (size_t i = 0; i < ext.size(); ++i) {
+            a[i * 2] = double(ext[i].first);
+            a[i * 2 + 1] = double(ext[i].second);
+          }
+          return a;
         });
   }
 

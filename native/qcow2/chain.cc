@@ -96,6 +96,24 @@ void Chain::read_compressed(const Segment& s, uint8_t* dst) {
   read_compressed_locked(s, dst);
 }
 
+std::vector<Bitmap> Chain::bitmaps() {
+  std::lock_guard lock(mu_);
+  if (layers_.empty() || !layers_[0].image) return {};
+  return layers_[0].image->bitmaps();
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Chain::bitmap_extents(const std::string& name) {
+  std::lock_guard lock(mu_);
+  if (layers_.empty() || !layers_[0].image) throw io::IoError("UNSUPPORTED", "dirty bitmaps are read from qcow2 images only");
+  std::string names;
+  for (const Bitmap& b : layers_[0].image->bitmaps()) {
+    if (b.name == name) return layers_[0].image->bitmap_extents(b);
+    names += (names.empty() ? "" : ", ") + b.name;
+  }
+  throw io::IoError("NOT_FOUND", layers_[0].path + ": no bitmap named '" + name + "' (" +
+                                     (names.empty() ? "the image has no bitmaps" : "bitmaps: " + names) + ")");
+}
+
 void Chain::read(uint64_t offset, uint8_t* dst, size_t len) {
   std::lock_guard lock(mu_);
   if (offset > size() || len > size() - offset)

@@ -46,6 +46,11 @@ class Chain final : public fat::ByteReader {
   // Decompresses the bytes of one Compressed segment into `dst` (s.length bytes).
   void read_compressed(const Segment& s, uint8_t* dst);
 
+  // The persistent dirty bitmaps of the image named (layer 0), and the guest
+  // ranges one of them marks (NOT_FOUND naming the bitmaps there are).
+  std::vector<Bitmap> bitmaps();
+  std::vector<std::pair<uint64_t, uint64_t>> bitmap_extents(const std::string& name);
+
  private:
   void resolve(uint32_t layer, uint64_t offset, uint64_t length, std::vector<Segment>& out);
   void read_compressed_locked(const Segment& s, uint8_t* dst);

@@ -177,12 +177,24 @@ Header parse_header(fat::ByteReader& file, const std::string& name) {
       h.backing_format = h.backing_format.substr(0, h.backing_format.find('\0'));
     } else if (type == kExtBitmaps) {
       h.bitmaps_extension = true;
+      if (len < 24) corrupt(name, ext, "bitmaps extension is shorter than 24 bytes");
+      h.nb_bitmaps = be32(data);
+      h.bitmap_directory_size = be64(data + 8);
+      h.bitmap_directory_offset = be64(data + 16);
     } else if (type == kExtDataFile) {
       data_file_ext = true;
     }
     ext += 8 + ((uint64_t(len) + 7) & ~uint64_t(7));
   }
   (void)data_file_ext;
+  if (h.bitmaps_extension && (h.autoclear & 1)) {
+    if (h.nb_bitmaps > 65535)
+      corrupt(name, 0, "bitmaps extension names " + std::to_string(h.nb_bitmaps) + " bitmaps, more than 65535");
+    if (h.bitmap_directory_size > (uint64_t(64) << 20)) corrupt(name, 0, "bitmap directory is larger than 64 MiB");
+    if (!cluster_aligned(h.bitmap_directory_offset, h.cluster_size) || h.bitmap_directory_offset < h.cluster_size ||
+        h.bitmap_directory_offset > file_size || h.bitmap_directory_size > file_size - h.bitmap_directory_offset)
+      corrupt(name, 0, "bitmap directory lies outside the file or overlaps the header");
+  }
 
   if (h.backing_offset != 0) {
     if (h.backing_size == 0 || h.backing_size > kMaxBackingNameBytes)
@@ -336,6 +348,102 @@ uint64_t Image::allocated_bytes() {
       if (s.kind == Kind::Data || s.kind == Kind::Compressed) total += s.length;
   }
   return total;
+}
+
+std::vector<Bitmap> Image::bitmaps() {
+  std::vector<Bitmap> out;
+  // Without autoclear bit 0 a program that knew nothing of bitmaps wrote the image: they are stale.
+  if (!h_.bitmaps_extension || !(h_.autoclear & 1) || h_.nb_bitmaps == 0) return out;
+  std::vector<uint8_t> d(h_.bitmap_directory_size);
+  file_.read(h_.bitmap_directory_offset, d.data(), d.size());
+  size_t pos = 0;
+  for (uint32_t i = 0; i < h_.nb_bitmaps; ++i) {
+    const uint64_t where = h_.bitmap_directory_offset + pos;
+    if (d.size() - pos < 24) corrupt(name_, where, "bitmap directory entry " + std::to_string(i) + " runs past the directory");
+    Bitmap b;
+    b.directory_offset = where;
+    b.table_offset = be64(&d[pos]);
+    b.table_size = be32(&d[pos + 8]);
+    b.flags = be32(&d[pos + 12]);
+    b.type = d[pos + 16];
+    b.granularity_bits = d[pos + 17];
+    const uint32_t name_size = (uint32_t(d[pos + 18]) << 8) | d[pos + 19];
+    const uint32_t extra = be32(&d[pos + 20]);
+    const uint64_t entry = (24 + uint64_t(extra) + name_size + 7) & ~uint64_t(7);
+    if (name_size == 0 || entry > d.size() - pos)
+      corrupt(name_, where, "bitmap directory entry " + std::to_string(i) + " runs past the directory");
+    b.name.assign(reinterpret_cast<const char*>(&d[pos + 24 + extra]), name_size);
+    out.push_back(std::move(b));
+    pos += entry;
+  }
+  return out;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Image::bitmap_extents(const Bitmap& b) {
+  const std::string what = "bitmap '" + b.name + "'";
+  if (b.in_use())
+    throw io::IoError(
+        "BITMAP_IN_USE",
+        name_ + ": " + what +
+            " is flagged in use: the image was not closed cleanly or is open in a running QEMU, so the bitmap is not valid");
+  if (b.type != 1) unsupported(name_, what + " has type " + std::to_string(b.type) + " (only dirty-tracking bitmaps are read)");
+  if (b.granularity_bits < 9 || b.granularity_bits > 31)
+    corrupt(name_, b.directory_offset, what + " has granularity_bits " + std::to_string(b.granularity_bits) + ", outside 9..31");
+  const uint64_t gran = uint64_t(1) << b.granularity_bits;
+  const uint64_t bits = (h_.virtual_size + gran - 1) / gran;
+  const uint64_t bits_per_cluster = h_.cluster_size * 8;
+  const uint64_t needed = (bits + bits_per_cluster - 1) / bits_per_cluster;
+  if (b.table_size < needed)
+    corrupt(name_, b.directory_offset,
+            what + " has a table of " + std::to_string(b.table_size) + " entries, " + std::to_string(needed) + " needed");
+  if (!cluster_aligned(b.table_offset, h_.cluster_size) || b.table_offset < h_.cluster_size || b.table_offset > file_size_ ||
+      uint64_t(b.table_size) * 8 > file_size_ - b.table_offset)
+    corrupt(name_, b.directory_offset, what + " has its table outside the file or in the header");
+  std::vector<uint8_t> table(size_t(needed) * 8);
+  if (!table.empty()) file_.read(b.table_offset, table.data(), table.size());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  auto mark = [&](uint64_t first_bit, uint64_t nbits) {
+    const uint64_t from = first_bit * gran;
+    const uint64_t to = std::min(h_.virtual_size, (first_bit + nbits) * gran);
+    if (to <= from) return;
+    if (!out.empty() && out.back().first + out.back().second == from) out.back().second += to - from;
+    else out.emplace_back(from, to - from);
+  };
+  std::vector<uint8_t> cluster(h_.cluster_size);
+  for (uint64_t i = 0; i < needed; ++i) {
+    const uint64_t e = be64(&table[i * 8]);
+    const uint64_t off = e & kOffsetMask;
+    const uint64_t first = i * bits_per_cluster;
+    const uint64_t n = std::min(bits_per_cluster, bits - first);
+    if (off == 0) {
+      if (e & 1) mark(first, n);  // all ones
+      continue;
+    }
+    check_host_cluster(off, "bitmap data cluster", b.table_offset + i * 8);
+    if (h_.cluster_size > file_size_ - off)
+      corrupt(name_, b.table_offset + i * 8, "bitmap data cluster lies past the end of the file");
+    file_.read(off, cluster.data(), cluster.size());
+    uint64_t run_start = 0, run_len = 0;
+    for (uint64_t bit = 0; bit < n; ++bit) {
+      if ((bit & 7) == 0 && cluster[bit >> 3] == 0 && bit + 8 <= n) {
+        bit += 7;
+        if (run_len) {
+          mark(first + run_start, run_len);
+          run_len = 0;
+        }
+        continue;
+      }
+      if ((cluster[bit >> 3] >> (bit & 7)) & 1) {
+        if (run_len == 0) run_start = bit;
+        ++run_len;
+      } else if (run_len) {
+        mark(first + run_start, run_len);
+        run_len = 0;
+      }
+    }
+    if (run_len) mark(first + run_start, run_len);
+  }
+  return out;
 }
 
 void Image::read_compressed(uint64_t host, uint32_t csize, uint8_t* dst) {

@@ -58,6 +58,10 @@ struct Header {
   std::string backing_file;    // empty: no backing file
   std::string backing_format;  // from the backing-format extension; empty when absent
   bool bitmaps_extension = false;
+  // The bitmaps extension (valid only while autoclear bit 0 is set).
+  uint32_t nb_bitmaps = 0;
+  uint64_t bitmap_directory_size = 0;
+  uint64_t bitmap_directory_offset = 0;
   // Derived.
   uint32_t l2_entry_bytes = 8;   // 16 with extended L2
   uint64_t l2_entries = 0;       // entries per L2 table
@@ -86,6 +90,19 @@ struct Segment {
   uint32_t inner = 0;
 };
 
+// One persistent dirty bitmap of the bitmap directory.
+struct Bitmap {
+  std::string name;
+  uint64_t table_offset = 0;
+  uint32_t table_size = 0;  // entries
+  uint32_t flags = 0;
+  uint8_t type = 0;
+  uint8_t granularity_bits = 0;
+  bool in_use() const { return (flags & 1) != 0; }
+  bool auto_enabled() const { return (flags & 2) != 0; }
+  uint64_t directory_offset = 0;  // where its entry is, for messages
+};
+
 class Image {
  public:
   // Parses the header and reads the L1 table. `file` must outlive the Image.
@@ -106,6 +123,14 @@ class Image {
 
   // Bytes of guest data this image holds itself (data and compressed clusters).
   uint64_t allocated_bytes();
+
+  // The bitmap directory (empty without a valid bitmaps extension).
+  std::vector<Bitmap> bitmaps();
+
+  // The guest ranges a bitmap marks dirty, merged, inside the virtual size.
+  // Throws BITMAP_IN_USE for a bitmap flagged in use (its content is not
+  // valid) and QCOW2_CORRUPT for a damaged one.
+  std::vector<std::pair<uint64_t, uint64_t>> bitmap_extents(const Bitmap& b);
 
  private:
   const std::vector<uint64_t>& l2_table(uint64_t l1_index);

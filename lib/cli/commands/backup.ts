@@ -91,6 +91,7 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
         ...jobOptions(o, false),
         parent,
         changed,
+        ...(typeof o.changedBitmap === 'string' ? { changedBitmap: o.changedBitmap } : {}),
         signal,
         onProgress: progress.onProgress,
       }),
@@ -130,8 +131,8 @@ function printJobEvent(e: BackupJobEvent): void {
 }
 
 async function backupSeveral(sources: string[], o: Record<string, unknown>): Promise<void> {
-  if (o.changed !== undefined || typeof o.parent === 'string') {
-    throw new LowtideError('INVALID_ARGUMENT', '--changed and --parent: only with a single source');
+  if (o.changed !== undefined || o.changedBitmap !== undefined || typeof o.parent === 'string') {
+    throw new LowtideError('INVALID_ARGUMENT', '--changed, --changed-bitmap and --parent: only with a single source');
   }
   const json = o.json === true;
   const r = await withInterrupt((signal) =>
@@ -162,6 +163,10 @@ export function addBackupCommand(program: Command): void {
     .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
     .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
     .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')
+    .option(
+      '--changed-bitmap <name>',
+      "the qcow2 image's persistent dirty bitmap NAME gives the extents changed since the parent (--format qcow2|auto)",
+    )
     .option('--all-blocks', 'read every block (default: only what FAT file systems use)', false)
     .option(
       '--exclude <glob>',
