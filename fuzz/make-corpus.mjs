@@ -180,6 +180,14 @@ try {
       run('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), img]);
       seed('qcow2', k.name, img);
     }
+    {
+      const img = path.join(work, 'bitmaps.qcow2');
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '4M']);
+      run('qemu-img', ['bitmap', '--add', '--enable', img, 'b0']);
+      run('qemu-img', ['bitmap', '--add', '--enable', '-g', '1024', img, 'b1']);
+      run('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), img]);
+      seed('qcow2', 'bitmaps', img);
+    }
     for (const type of ['zlib', 'zstd']) {
       const img = path.join(work, `${type}.qcow2`);
       run('qemu-img', [

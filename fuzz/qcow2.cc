@@ -5,7 +5,8 @@
 // starts (in MiB of guest). Invariants: the segments tile the mapped range in
 // order; data lies inside the file; a compressed segment lies inside its
 // cluster; reading the guest through the chain gives zeros where the map says
-// zero or unallocated.
+// zero or unallocated; a dirty bitmap's ranges are sorted, disjoint and inside
+// the virtual size.
 #include <algorithm>
 #include <memory>
 #include <stdexcept>
@@ -68,6 +69,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   FUZZ_CHECK(pos == start + len, "segments must cover the range");
+
+  try {
+    for (const qcow2::Bitmap& b : chain.bitmaps()) {
+      std::vector<std::pair<uint64_t, uint64_t>> ext;
+      try {
+        ext = chain.bitmap_extents(b.name);
+      } catch (const io::IoError&) {
+        continue;
+      }
+      uint64_t end = 0;
+      for (const auto& [off, n] : ext) {
+        FUZZ_CHECK(n > 0 && off >= end, "bitmap ranges must be sorted and disjoint");
+        FUZZ_CHECK(off + n <= vsize, "bitmap range past the virtual size");
+        end = off + n;
+      }
+    }
+  } catch (const io::IoError&) {
+  }
 
   const uint64_t rlen = std::min(len, kReadBytes);
   std::vector<uint8_t> buf(rlen);
