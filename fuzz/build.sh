@@ -15,15 +15,16 @@ mkdir -p "$out/obj"
 flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
   -Wall -Wextra -Inative)
 
-# The parsers and what they need; no Node-API code.
-sources=(native/fat/*.cc native/part/partition.cc native/io/io_error.cc)
+# The parsers and what they need (zlib from the system, zstd loaded at run
+# time); no Node-API code.
+sources=(native/fat/*.cc native/part/partition.cc native/io/io_error.cc native/qcow2/image.cc native/qcow2/chain.cc native/copy/zstd.cc)
 objects=()
 pids=()
 for src in "${sources[@]}"; do
   obj="$out/obj/$(echo "${src%.cc}" | tr / _).o"
   objects+=("$obj")
   # Rebuild when the source or any parser header is newer than the object.
-  if [ ! -f "$obj" ] || [ -n "$(find "$src" native/fat native/part native/io -newer "$obj" -name '*.[ch]*' -print -quit)" ]; then
+  if [ ! -f "$obj" ] || [ -n "$(find "$src" native/fat native/part native/io native/qcow2 native/copy -newer "$obj" -name '*.[ch]*' -print -quit)" ]; then
     # -fsanitize=fuzzer-no-link: coverage for the parsers, libFuzzer's main only in the harnesses.
     "$CXX" "${flags[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}" -c "$src" -o "$obj" &
     pids+=($!)
@@ -33,7 +34,7 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 pids=()
 for harness in fuzz/*.cc; do
   name=$(basename "${harness%.cc}")
-  "$CXX" "${flags[@]}" "$harness" "${objects[@]}" -o "$out/$name" &
+  "$CXX" "${flags[@]}" "$harness" "${objects[@]}" -lz -ldl -o "$out/$name" &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done

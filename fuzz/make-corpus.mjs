@@ -2,7 +2,8 @@
 /**
  * Seed corpus for the fuzz harnesses, made with the tools the test fixtures
  * use: mkfs.fat (FAT12/16/32), mtools (files, long names, directories,
- * deletions) and sfdisk (MBR with logical partitions, GPT). Writes
+ * deletions), sfdisk (MBR with logical partitions, GPT) and qemu-img/qemu-io
+ * (qcow2 images; skipped with a message when qemu-utils is missing). Writes
  * build/fuzz/corpus/<harness>/ in the harnesses' input format
  * (fuzz/fuzz_input.h): an 8-byte header (disk sectors, options) and the image
  * with its trailing zeros cut, so seeds stay small.
@@ -159,6 +160,53 @@ try {
     p.writeUInt32LE(0, 512 + 16); // primary header CRC
     fs.writeFileSync(img, p);
     seed('partitions', 'gpt-bad-primary', img, 1);
+  }
+  // qcow2: cluster sizes, version 2, extended L2, zero clusters, compressed
+  // clusters (deflate and zstd), a backing file name.
+  if (['qemu-img', 'qemu-io'].every((t) => dirs.some((d) => d !== '' && fs.existsSync(path.join(d, t))))) {
+    const writes = ['write -P 0xab 0 70k', 'write -z 1M 64k', 'write -P 0x11 2100k 3k', 'write -P 0x22 3M 600k'];
+    const kinds = [
+      { name: 'c64k', opts: 'cluster_size=65536' },
+      { name: 'c512', opts: 'cluster_size=512' },
+      { name: 'v2', opts: 'compat=0.10,cluster_size=4096' },
+      { name: 'ext-l2', opts: 'cluster_size=65536,extended_l2=on' },
+      { name: 'backing', opts: 'cluster_size=4096,backing_file=base.qcow2,backing_fmt=qcow2' },
+    ];
+    const base = path.join(work, 'base.qcow2');
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', base, '4M']);
+    for (const k of kinds) {
+      const img = path.join(work, `${k.name}.qcow2`);
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', k.opts, img, '4M']);
+      run('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), img]);
+      seed('qcow2', k.name, img);
+    }
+    {
+      const img = path.join(work, 'bitmaps.qcow2');
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '4M']);
+      run('qemu-img', ['bitmap', '--add', '--enable', img, 'b0']);
+      run('qemu-img', ['bitmap', '--add', '--enable', '-g', '1024', img, 'b1']);
+      run('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), img]);
+      seed('qcow2', 'bitmaps', img);
+    }
+    for (const type of ['zlib', 'zstd']) {
+      const img = path.join(work, `${type}.qcow2`);
+      run('qemu-img', [
+        'convert',
+        '-q',
+        '-c',
+        '-f',
+        'qcow2',
+        '-O',
+        'qcow2',
+        '-o',
+        `compression_type=${type},cluster_size=4096`,
+        path.join(work, 'c64k.qcow2'),
+        img,
+      ]);
+      seed('qcow2', `compressed-${type}`, img);
+    }
+  } else {
+    console.error('make-corpus: qemu-img/qemu-io missing (Debian: qemu-utils): no qcow2 seeds');
   }
   console.log(`make-corpus: ${seeds} seeds in ${out}`);
 } finally {

@@ -37,6 +37,9 @@ export const ErrorCodes = [
   'SOURCE_CHANGED', // a file changed (size or layout) while it was read from its block device
   'TARGET_TOO_SMALL', // a restore target smaller than the image
   'UNSUPPORTED', // valid input that this version cannot handle
+  'QCOW2_CORRUPT', // a qcow2 image is inconsistent (header, tables, compressed data, backing chain)
+  'BACKING_REFUSED', // a backing file that the format-probing rule does not allow to follow
+  'BITMAP_IN_USE', // a qcow2 dirty bitmap flagged in use: its content is not valid
   'INTERNAL', // a bug: please report it
   'TIMEOUT', // a peer (QMP, the guest agent) did not answer in time
   'QMP_ERROR', // QEMU answered a command with an error (the message has its class and desc)

@@ -20,6 +20,7 @@ export {
   type DirectMode,
   type EngineName,
 } from './io/source.js';
+export type { DirtyBitmap, DiskFormat, VirtualDiskInfo, VirtualDiskLayer } from './io/guest.js';
 export type { Block, ReadOptions, ReaderStats } from './io/reader.js';
 export type { Extent } from './io/extents.js';
 export {

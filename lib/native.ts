@@ -281,13 +281,64 @@ export interface NativeVolumeHandle {
 }
 
 export interface NativeFsBinding {
-  readPartitions(path: string): Promise<NativePartitionTable>;
+  /** `format` (default 'raw'): 'qcow2' or 'auto' read a qcow2 image as its guest disk. */
+  readPartitions(path: string, format?: 'raw' | 'qcow2' | 'auto'): Promise<NativePartitionTable>;
   /** `size` 0: to the end of the source; a size past the end is cut to it. */
-  openVolume(path: string, offset: number, size: number): Promise<NativeVolumeHandle>;
+  openVolume(
+    path: string,
+    offset: number,
+    size: number,
+    format?: 'raw' | 'qcow2' | 'auto',
+  ): Promise<NativeVolumeHandle>;
+}
+
+// --- virtual disks (native/napi/guest.cc) ----------------------------------------
+
+export interface NativeGuestLayer {
+  path: string;
+  format: 'qcow2' | 'raw';
+  /** Guest bytes the layer covers. */
+  size: number;
+  fileSize: number;
+  version?: number;
+  clusterSize?: number;
+  extendedL2?: boolean;
+  compression?: 'deflate' | 'zstd';
+  dirty?: boolean;
+  backingFile?: string | null;
+  backingFormat?: string | null;
+  bitmapsExtension?: boolean;
+  snapshots?: number;
+}
+
+export interface NativeGuestInfo {
+  format: 'qcow2' | 'raw';
+  /** The format was detected ('auto'), not named. */
+  probed: boolean;
+  size: number;
+  layers: NativeGuestLayer[];
+}
+
+export interface NativeGuestHandle {
+  info(): NativeGuestInfo;
+  /**
+   * The guest range resolved through the backing chain, as 7-tuples
+   * [guest, length, kind, layer, host, csize, inner]; kind 0 unallocated,
+   * 1 zero, 2 data (at `host` in layer `layer`'s file), 3 compressed.
+   */
+  map(offset: number, length: number): Promise<Float64Array>;
+  /** Guest bytes (at most 64 MiB), read with pread. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** The persistent dirty bitmaps of the image named (layer 0). */
+  bitmaps(): Promise<{ name: string; granularity: number; inUse: boolean; enabled: boolean }[]>;
+  /** The guest ranges a bitmap marks, as offset/length pairs; BITMAP_IN_USE, NOT_FOUND. */
+  bitmapExtents(name: string): Promise<Float64Array>;
+  close(): void;
 }
 
 export interface NativeBinding extends NativeFsBinding {
   openSource(path: string, direct: 'auto' | 'on' | 'off'): Promise<NativeSourceHandle>;
+  openGuest(path: string, format: 'raw' | 'qcow2' | 'auto'): Promise<NativeGuestHandle>;
   /**
    * With `device` and `deviceOffsets` (one per extent, -1: read from `source`),
    * the extents with an offset are read from the device at that offset; blocks

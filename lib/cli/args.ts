@@ -1,5 +1,5 @@
 /** Parsers of command-line values; a bad value is a usage error naming the flag. */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { parseSize } from '../index.js';
 
 export function sizeArg(name: string) {
@@ -35,4 +35,15 @@ export function numberArg(name: string, min: number) {
 /** For a repeatable flag: every value, in order. */
 export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+/** --format: how a source is read (raw bytes, or the guest disk of a virtual disk). */
+export function sourceFormatOption(): Option {
+  return new Option(
+    '--format <format>',
+    'how the source is read: raw, qcow2 (the guest disk of a qcow2 image and its backing chain) or auto ' +
+      '(qcow2 detected on regular files; then backing files only beside the image)',
+  )
+    .choices(['raw', 'qcow2', 'auto'])
+    .default('raw');
 }

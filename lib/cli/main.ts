@@ -9,6 +9,7 @@
 import { Command, CommanderError } from 'commander';
 import { LowtideError, version } from '../index.js';
 import { addBackupCommand } from './commands/backup.js';
+import { addBitmapsCommand } from './commands/bitmaps.js';
 import { addExtractCommand } from './commands/extract.js';
 import { addFilesCommand } from './commands/files.js';
 import { addImageCommand } from './commands/image.js';
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   addMapCommand(program);
   addFilesCommand(program);
   addExtractCommand(program);
+  addBitmapsCommand(program);
   addInitCommand(program);
   addBackupCommand(program);
   addListCommand(program);

@@ -1,6 +1,7 @@
 /** Partition tables: MBR (with extended/logical partitions), GPT, or none. */
 import { toLowtideError } from '../errors.js';
-import { stringOption } from '../options.js';
+import { objectOption, stringOption } from '../options.js';
+import { formatOption, type DiskFormat } from '../io/guest.js';
 import { native as fsNative, type NativePartition, type NativePartitionTable } from '../native.js';
 import type { FileSystemKind, Partition, PartitionTable } from './types.js';
 
@@ -55,17 +56,22 @@ export function toPartitionTable(t: NativePartitionTable): PartitionTable {
 }
 
 /**
- * Reads the partition table of a disk image or block device (read-only).
+ * Reads the partition table of a disk image or block device (read-only);
+ * with `format` 'qcow2' (or 'auto' on a qcow2 file), of its guest disk.
  * A disk with a file system and no table ("superfloppy") gives kind 'none'
  * and one partition with index 0 covering the whole disk.
  * Throws LowtideError PARTITION_CORRUPT for an unusable table
  * (e.g. a protective MBR without any valid GPT header, a looping EBR chain).
  */
-export async function readPartitions(path: string): Promise<PartitionTable> {
+export async function readPartitions(
+  path: string,
+  options: { format?: DiskFormat | undefined } = {},
+): Promise<PartitionTable> {
   stringOption('path', path);
+  const format = formatOption('options.format', objectOption('options', options).format);
   let t: NativePartitionTable;
   try {
-    t = await fsNative.readPartitions(path);
+    t = await fsNative.readPartitions(path, format);
   } catch (err) {
     throw toLowtideError(err, 'PARTITION_CORRUPT');
   }

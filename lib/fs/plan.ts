@@ -14,6 +14,8 @@ import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { subtractExtents, totalLength, type Extent } from '../io/extents.js';
 import { openSource } from '../io/source.js';
+import { formatOption, type DiskFormat } from '../io/guest.js';
+import { intersectExtents } from '../io/extents.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { readPartitions } from './partitions.js';
 import { parseExcludePattern } from './exclude.js';
@@ -33,6 +35,11 @@ export interface PlanOptions {
   exclude?: readonly string[] | undefined;
   /** An unparseable file system is an error instead of being copied in full with a warning. */
   strict?: boolean | undefined;
+  /**
+   * How the source is read (default 'raw'; see openSource). A virtual disk is
+   * planned on its guest disk, and only the ranges its chain holds are read.
+   */
+  format?: DiskFormat | undefined;
 }
 
 /** A sector-aligned write over the image: metadata changed by the overlay. */
@@ -109,18 +116,27 @@ const FAT_MBR_TYPES = new Set(['0x01', '0x04', '0x06', '0x0b', '0x0c', '0x0e']);
  * A partition the detector did not recognise, but which claims to be FAT: an
  * MBR FAT type, or "FAT" in a boot sector's file-system-type field.
  */
-async function claimsFat(path: string, p: Partition): Promise<boolean> {
+async function claimsFat(path: string, p: Partition, readSector: SectorReader | undefined): Promise<boolean> {
   if (FAT_MBR_TYPES.has(p.type.toLowerCase())) return true;
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(512);
-    const { bytesRead } = await fh.read(b, 0, 512, p.start);
-    if (bytesRead < 512 || b[510] !== 0x55 || b[511] !== 0xaa) return false;
-    return b.toString('latin1', 0x36, 0x39) === 'FAT' || b.toString('latin1', 0x52, 0x57) === 'FAT32';
-  } finally {
-    await fh.close();
+  let b: Buffer;
+  if (readSector) {
+    b = await readSector(p.start);
+  } else {
+    const fh = await open(path, 'r');
+    try {
+      b = Buffer.alloc(512);
+      const { bytesRead } = await fh.read(b, 0, 512, p.start);
+      if (bytesRead < 512) return false;
+    } finally {
+      await fh.close();
+    }
   }
+  if (b.length < 512 || b[510] !== 0x55 || b[511] !== 0xaa) return false;
+  return b.toString('latin1', 0x36, 0x39) === 'FAT' || b.toString('latin1', 0x52, 0x57) === 'FAT32';
 }
+
+/** Reads the 512 bytes at a guest offset (virtual disks). */
+type SectorReader = (offset: number) => Promise<Buffer>;
 
 function isFat(p: Partition): boolean {
   return p.fileSystem === 'fat12' || p.fileSystem === 'fat16' || p.fileSystem === 'fat32';
@@ -173,16 +189,44 @@ export async function planImage(options: PlanOptions): Promise<ImagePlan> {
       'exclude: exclusions need used-blocks imaging; they cannot be combined with allBlocks',
     );
   }
-  const src = await openSource(sourcePath, { direct: 'off' });
+  const format = formatOption('format', opts.format);
+  const src = await openSource(sourcePath, { direct: 'off', format });
   const size = src.size;
+  // A virtual disk: only what its chain holds is ever read.
+  let allocated: Extent[] | undefined;
+  let readSector: SectorReader | undefined;
+  const fsFormat: DiskFormat = src.format === 'qcow2' ? format : 'raw';
+  if (src.format === 'qcow2') {
+    try {
+      allocated = await src.allocation();
+    } catch (err) {
+      await src.close();
+      throw err;
+    }
+    readSector = async (offset) => {
+      const end = Math.min(size, offset + 512);
+      const chunks: Buffer[] = [];
+      const guest = await openSource(sourcePath, { direct: 'off', format });
+      try {
+        if (end > offset) {
+          for await (const b of guest.read([{ offset, length: end - offset }], { blockSize: 4096, queueDepth: 1 })) {
+            chunks.push(Buffer.from(b.data));
+          }
+        }
+      } finally {
+        await guest.close();
+      }
+      return Buffer.concat(chunks);
+    };
+  }
   await src.close();
-  const whole: Extent[] = [{ offset: 0, length: size }];
+  const whole: Extent[] = allocated ?? [{ offset: 0, length: size }];
   const plan: ImagePlan = {
     source: sourcePath,
     size,
     table: 'not-parsed',
     extents: whole,
-    bytesToRead: size,
+    bytesToRead: totalLength(whole),
     overlay: [],
     partitions: [],
     excluded: [],
@@ -193,7 +237,7 @@ export async function planImage(options: PlanOptions): Promise<ImagePlan> {
 
   let table;
   try {
-    table = await readPartitions(sourcePath);
+    table = await readPartitions(sourcePath, { format: fsFormat });
   } catch (err) {
     const e = toLowtideError(err, 'PARTITION_CORRUPT');
     if (strict || patterns.length > 0) throw e;
@@ -251,12 +295,16 @@ export async function planImage(options: PlanOptions): Promise<ImagePlan> {
     };
     if (p !== wholeDisk) plan.partitions.push(planned);
     const mine = patterns.filter((q) => q.partition === undefined || q.partition === p.index);
-    if (!p.extended && !isFat(p) && p.fileSystem === 'unknown' && (await claimsFat(sourcePath, p))) {
+    if (!p.extended && !isFat(p) && p.fileSystem === 'unknown' && (await claimsFat(sourcePath, p, readSector))) {
       // It says FAT but does not parse: ask the parser why, for the message.
       let why = 'its boot sector is not a valid FAT boot sector';
       try {
         (
-          await openVolume(sourcePath, { offset: p.start, size: Math.max(1, Math.min(p.size, size - p.start)) })
+          await openVolume(sourcePath, {
+            offset: p.start,
+            size: Math.max(1, Math.min(p.size, size - p.start)),
+            format: fsFormat,
+          })
         ).close();
       } catch (err) {
         why = toLowtideError(err, 'FAT_CORRUPT').message;
@@ -271,7 +319,7 @@ export async function planImage(options: PlanOptions): Promise<ImagePlan> {
     }
     if (p.extended || !isFat(p)) continue;
     try {
-      const vol = await openVolume(sourcePath, { partition: p.index });
+      const vol = await openVolume(sourcePath, { partition: p.index, format: fsFormat });
       try {
         const info = vol.info();
         for (const w of info.warnings) planned.warnings.push(w);
@@ -326,7 +374,9 @@ export async function planImage(options: PlanOptions): Promise<ImagePlan> {
     const range = [
       { offset: planned.start, length: Math.max(0, Math.min(planned.start + planned.size, size) - planned.start) },
     ];
-    planned.bytesToRead = planned.mode === 'container' ? 0 : totalLength(subtractExtents(range, notRead));
+    const read = subtractExtents(range, notRead);
+    planned.bytesToRead =
+      planned.mode === 'container' ? 0 : totalLength(allocated ? intersectExtents(read, allocated) : read);
   }
   plan.overlay.sort((a, b) => a.offset - b.offset);
   return plan;

@@ -13,6 +13,7 @@ import {
   type NativeVolumeInfo,
 } from '../native.js';
 import { readPartitions } from './partitions.js';
+import { formatOption, type DiskFormat } from '../io/guest.js';
 import type {
   ClusterRun,
   DirEntry,
@@ -34,6 +35,8 @@ export interface OpenVolumeOptions {
   offset?: number | undefined;
   /** With `offset`: the volume's length in bytes (default: to the end). */
   size?: number | undefined;
+  /** How the source is read (default 'raw'; see openSource): 'qcow2' opens a volume of the guest disk. */
+  format?: DiskFormat | undefined;
 }
 
 const nonFat = new Set(['ntfs', 'exfat', 'ext', 'xfs', 'btrfs', 'swap']);
@@ -304,8 +307,8 @@ export class FatVolume {
   }
 }
 
-async function choosePartition(path: string, wanted: number | undefined): Promise<Partition> {
-  const table = await readPartitions(path);
+async function choosePartition(path: string, wanted: number | undefined, format: DiskFormat): Promise<Partition> {
+  const table = await readPartitions(path, { format });
   const parts = table.partitions;
   if (wanted === undefined) {
     if (table.kind === 'none' && parts.length === 1) return parts[0]!;
@@ -350,6 +353,7 @@ export async function openVolume(path: string, options: OpenVolumeOptions = {}):
   const partitionNo = integerOption('options.partition', opts.partition, -1, 0);
   const offset = integerOption('options.offset', opts.offset, -1, 0);
   const size = integerOption('options.size', opts.size, 0, 1);
+  const format = formatOption('options.format', opts.format);
   if (partitionNo >= 0 && offset >= 0) {
     throw new LowtideError('INVALID_ARGUMENT', 'options: give either partition or offset, not both');
   }
@@ -360,13 +364,13 @@ export async function openVolume(path: string, options: OpenVolumeOptions = {}):
   let start = offset >= 0 ? offset : 0;
   let length = size;
   if (offset < 0) {
-    partition = await choosePartition(path, partitionNo >= 0 ? partitionNo : undefined);
+    partition = await choosePartition(path, partitionNo >= 0 ? partitionNo : undefined, format);
     start = partition.start;
     length = partition.size;
   }
   let handle: NativeVolumeHandle;
   try {
-    handle = await fsNative.openVolume(path, start, length);
+    handle = await fsNative.openVolume(path, start, length, format);
   } catch (err) {
     const where = partition ? `partition ${partition.index} of ${path}` : `volume at offset ${start} of ${path}`;
     throw toLowtideError(err, 'FAT_CORRUPT', `cannot open the FAT ${where}`);

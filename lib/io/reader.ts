@@ -3,7 +3,13 @@
  * the latency of each read. Queue depth and request size can change while it runs.
  */
 import { LowtideError, toLowtideError } from '../errors.js';
-import { native, type NativeReader, type NativeReaderStats, type NativeSourceHandle } from '../native.js';
+import {
+  native,
+  type NativeReader,
+  type NativeReaderOptions,
+  type NativeReaderStats,
+  type NativeSourceHandle,
+} from '../native.js';
 import { booleanOption, choiceOption, integerOption, signalOption } from '../options.js';
 import type { Extent } from './extents.js';
 import type { EngineName } from './source.js';
@@ -56,17 +62,88 @@ export interface ReaderStats extends NativeReaderStats {
   engine: 'io_uring' | 'threads';
 }
 
+/**
+ * @internal Where a BlockReader's blocks come from: the native engine over
+ * one file or device, or a guest view (lib/io/guest.ts) over several.
+ */
+export interface BlockStream {
+  readonly engine: 'io_uring' | 'threads';
+  /** The next batch of blocks in delivery order, or null at the end. */
+  next(): Promise<StreamBlock[] | null>;
+  setQueueDepth(queueDepth: number): void;
+  setBlockSize(blockSize: number): void;
+  setPacing(ns: number): void;
+  stats(): NativeReaderStats;
+  close(): Promise<void>;
+}
+
+/** @internal One block of a BlockStream; release() gives its buffer back. */
+export interface StreamBlock {
+  readonly offset: number;
+  readonly length: number;
+  readonly data: Buffer;
+  readonly latencyNs: number;
+  release(): void;
+}
+
+/** @internal A BlockStream over the native engine reading `extents` of one file or device. */
+export function nativeStream(
+  handle: NativeSourceHandle,
+  extents: readonly Extent[],
+  config: NativeReaderOptions,
+  device?: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
+): BlockStream {
+  const flat = new Float64Array(extents.length * 2);
+  extents.forEach((e, i) => {
+    flat[2 * i] = e.offset;
+    flat[2 * i + 1] = e.length;
+  });
+  // With a device: the extents with an offset are read from the device there (offset-table.ts).
+  const reader: NativeReader = new native.Reader(handle, flat, config, device?.handle, device?.offsets);
+  return {
+    engine: reader.engine,
+    async next(): Promise<StreamBlock[] | null> {
+      const batch = await reader.next();
+      if (batch === null) return null;
+      const buf = reader.buffer;
+      const out: StreamBlock[] = [];
+      for (let i = 0; i < batch.length; i += 5) {
+        const slot = batch[i]!;
+        const length = batch[i + 2]!;
+        out.push({
+          offset: batch[i + 1]!,
+          length,
+          data: Buffer.from(buf, batch[i + 3]!, length),
+          latencyNs: batch[i + 4]!,
+          release: () => void reader.release(slot),
+        });
+      }
+      return out;
+    },
+    setQueueDepth: (n) => reader.setQueueDepth(n),
+    setBlockSize: (n) => reader.setBlockSize(n),
+    setPacing: (ns) => reader.setPacing(ns),
+    stats: () => reader.stats(),
+    close: () => reader.close(),
+  };
+}
+
 class NativeBlock implements Block {
   retained = false;
   released = false;
-  constructor(
-    private readonly reader: NativeReader,
-    private readonly slot: number,
-    readonly offset: number,
-    readonly length: number,
-    readonly data: Buffer,
-    readonly latencyNs: number,
-  ) {}
+  constructor(private readonly block: StreamBlock) {}
+  get offset(): number {
+    return this.block.offset;
+  }
+  get length(): number {
+    return this.block.length;
+  }
+  get data(): Buffer {
+    return this.block.data;
+  }
+  get latencyNs(): number {
+    return this.block.latencyNs;
+  }
   retain(): void {
     if (this.released) throw new LowtideError('CLOSED', 'retain() after release()');
     this.retained = true;
@@ -74,7 +151,7 @@ class NativeBlock implements Block {
   release(): void {
     if (this.released) return;
     this.released = true;
-    this.reader.release(this.slot);
+    this.block.release();
   }
 }
 
@@ -90,7 +167,7 @@ function checkBlockSize(name: string, value: number, sectorSize: number): void {
 export class BlockReader implements AsyncIterable<Block> {
   readonly blockSize: number;
   readonly queueDepth: number;
-  readonly #native: NativeReader;
+  readonly #native: BlockStream;
   readonly #sectorSize: number;
   readonly #maxBlockSize: number;
   readonly #maxQueueDepth: number;
@@ -103,9 +180,12 @@ export class BlockReader implements AsyncIterable<Block> {
   #closing: Promise<void> | undefined;
   #abortListener: (() => void) | undefined;
 
-  /** @internal use Source.read() */
+  /**
+   * @internal use Source.read(). `source` is the native handle of the file or
+   * device, or a function that opens the stream of a guest view.
+   */
   constructor(
-    handle: NativeSourceHandle,
+    source: NativeSourceHandle | ((config: NativeReaderOptions) => BlockStream),
     extents: readonly Extent[],
     options: ReadOptions,
     sectorSize: number,
@@ -145,28 +225,18 @@ export class BlockReader implements AsyncIterable<Block> {
     this.#onEnd = onEnd;
     if (this.#signal?.aborted) throw new LowtideError('ABORTED', 'the read was aborted before it started');
 
-    const flat = new Float64Array(extents.length * 2);
-    extents.forEach((e, i) => {
-      flat[2 * i] = e.offset;
-      flat[2 * i + 1] = e.length;
-    });
+    const config: NativeReaderOptions = {
+      blockSize: this.blockSize,
+      maxBlockSize: this.#maxBlockSize,
+      queueDepth: this.queueDepth,
+      maxQueueDepth: this.#maxQueueDepth,
+      heldBuffers,
+      ordered,
+      engine,
+      pacingNs: Math.round(pacingMs * 1e6),
+    };
     try {
-      this.#native = new native.Reader(
-        handle,
-        flat,
-        {
-          blockSize: this.blockSize,
-          maxBlockSize: this.#maxBlockSize,
-          queueDepth: this.queueDepth,
-          maxQueueDepth: this.#maxQueueDepth,
-          heldBuffers,
-          ordered,
-          engine,
-          pacingNs: Math.round(pacingMs * 1e6),
-        },
-        device?.handle,
-        device?.offsets,
-      );
+      this.#native = typeof source === 'function' ? source(config) : nativeStream(source, extents, config, device);
     } catch (err) {
       onEnd();
       throw toLowtideError(err, 'INTERNAL');
@@ -238,7 +308,7 @@ export class BlockReader implements AsyncIterable<Block> {
 
   async #fill(): Promise<void> {
     this.#throwIfAborted();
-    let batch: Float64Array | null;
+    let batch: StreamBlock[] | null;
     try {
       batch = await this.#native.next();
     } catch (err) {
@@ -250,13 +320,7 @@ export class BlockReader implements AsyncIterable<Block> {
       this.#throwIfAborted();
       return;
     }
-    const buf = this.#native.buffer;
-    for (let i = 0; i < batch.length; i += 5) {
-      const slot = batch[i]!;
-      const length = batch[i + 2]!;
-      const data = Buffer.from(buf, batch[i + 3]!, length);
-      this.#batch.push(new NativeBlock(this.#native, slot, batch[i + 1]!, length, data, batch[i + 4]!));
-    }
+    for (const b of batch) this.#batch.push(new NativeBlock(b));
   }
 
   #throwIfAborted(): void {

@@ -3,11 +3,21 @@
  * reader over it.
  */
 import { LowtideError, toLowtideError } from '../errors.js';
-import { native, type NativeSourceHandle } from '../native.js';
+import { native, type NativeReaderOptions, type NativeSourceHandle } from '../native.js';
 import { choiceOption, objectOption, stringOption } from '../options.js';
 import { BlockReader, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
 import type { MappedExtent } from './offset-table.js';
+import {
+  bitmapExtents,
+  formatOption,
+  GuestStream,
+  guestAllocation,
+  openGuest,
+  type DiskFormat,
+  type GuestParts,
+  type VirtualDiskInfo,
+} from './guest.js';
 
 export type DirectMode = 'auto' | 'on' | 'off';
 export type EngineName = 'auto' | 'io_uring' | 'threads';
@@ -18,6 +28,14 @@ export interface OpenSourceOptions {
    * falls back to buffered reads; 'on' requires it; 'off' never uses it.
    */
   direct?: DirectMode | undefined;
+  /**
+   * 'raw' (default): the bytes of the file or device. 'qcow2': the guest disk
+   * of a qcow2 image, following its backing chain. 'auto': a regular file
+   * with a qcow2 header is read as qcow2, but then a backing file is followed
+   * only when it lies beside the image and is qcow2 (a guest can write a qcow2
+   * header into its raw disk); a block device is always raw.
+   */
+  format?: DiskFormat | undefined;
 }
 
 export interface SourceInfo {
@@ -29,6 +47,10 @@ export interface SourceInfo {
   physicalSectorSize: number;
   /** True when reads bypass the page cache (O_DIRECT). */
   direct: boolean;
+  /** 'qcow2' when the source is read as the guest disk of a virtual disk. */
+  format: 'raw' | 'qcow2';
+  /** The virtual disk's facts (format 'qcow2' only). */
+  virtualDisk?: VirtualDiskInfo | undefined;
 }
 
 export class Source implements SourceInfo {
@@ -38,15 +60,21 @@ export class Source implements SourceInfo {
   readonly sectorSize: number;
   readonly physicalSectorSize: number;
   readonly direct: boolean;
+  readonly format: 'raw' | 'qcow2';
+  readonly virtualDisk: VirtualDiskInfo | undefined;
   #handle: NativeSourceHandle | undefined;
+  #guest: GuestParts | undefined;
   readonly #readers = new Set<BlockReader>();
 
   /** @internal use openSource() */
-  constructor(path: string, handle: NativeSourceHandle) {
+  constructor(path: string, handle: NativeSourceHandle, guest?: GuestParts) {
     const info = handle.info();
     this.path = path;
     this.kind = info.kind;
-    this.size = info.size;
+    this.size = guest ? guest.info.virtualSize : info.size;
+    this.format = guest ? 'qcow2' : 'raw';
+    this.virtualDisk = guest?.info;
+    this.#guest = guest;
     this.sectorSize = info.logicalSectorSize;
     this.physicalSectorSize = info.physicalSectorSize;
     this.direct = info.direct;
@@ -65,7 +93,38 @@ export class Source implements SourceInfo {
       sectorSize: this.sectorSize,
       physicalSectorSize: this.physicalSectorSize,
       direct: this.direct,
+      format: this.format,
+      ...(this.virtualDisk ? { virtualDisk: this.virtualDisk } : {}),
     };
+  }
+
+  /**
+   * The byte ranges that hold data: for a virtual disk, the guest ranges some
+   * layer of its chain holds (the rest reads as zeros and is never read);
+   * for a raw source, all of it.
+   */
+  async allocation(): Promise<Extent[]> {
+    if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    if (this.#guest === undefined) return [{ offset: 0, length: this.size }];
+    return guestAllocation(this.#guest.handle, this.size);
+  }
+
+  /**
+   * The guest ranges that the qcow2 image's persistent dirty bitmap `name`
+   * marks as written. Rejects with BITMAP_IN_USE when the bitmap is flagged
+   * in use (its content is not valid), NOT_FOUND when there is none of that
+   * name, UNSUPPORTED for a raw source.
+   */
+  async bitmapExtents(name: string): Promise<Extent[]> {
+    stringOption('name', name);
+    if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    if (this.#guest === undefined) {
+      throw new LowtideError(
+        'UNSUPPORTED',
+        `${this.path}: dirty bitmaps are read from qcow2 images only (format 'qcow2')`,
+      );
+    }
+    return bitmapExtents(this.#guest.handle, name);
   }
 
   /**
@@ -87,6 +146,12 @@ export class Source implements SourceInfo {
   readThrough(device: Source, extents: readonly MappedExtent[], options: ReadOptions = {}): BlockReader {
     if (!(device instanceof Source)) {
       throw new LowtideError('INVALID_ARGUMENT', `device: expected a Source, got ${typeof device}`);
+    }
+    if (this.#guest !== undefined) {
+      throw new LowtideError(
+        'UNSUPPORTED',
+        `${this.path}: reading a virtual disk's guest view from the device under its file is not supported yet`,
+      );
     }
     const deviceHandle = device.#handle;
     if (deviceHandle === undefined) throw new LowtideError('CLOSED', `${device.path}: the device is closed`);
@@ -125,8 +190,10 @@ export class Source implements SourceInfo {
     }
     // (The reader calls onEnd from its constructor when the native reader refuses to start.)
     let reader: BlockReader | undefined = undefined;
+    const guest = this.#guest;
+    const from = guest ? (config: NativeReaderOptions) => new GuestStream(guest, list, config) : handle;
     reader = new BlockReader(
-      handle,
+      from,
       list,
       { ...objectOption('options', options) },
       this.sectorSize,
@@ -162,6 +229,11 @@ export class Source implements SourceInfo {
     this.#handle = undefined;
     await Promise.all([...this.#readers].map((r) => r.close()));
     handle.close();
+    if (this.#guest) {
+      for (const l of this.#guest.layers) if (l !== handle) l.close();
+      this.#guest.handle.close();
+      this.#guest = undefined;
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -169,11 +241,17 @@ export class Source implements SourceInfo {
   }
 }
 
-/** Opens a regular file or block device read-only. */
+/**
+ * Opens a regular file or block device read-only; with `format` 'qcow2' (or
+ * 'auto' on a qcow2 file), its guest disk.
+ */
 export async function openSource(path: string, options: OpenSourceOptions = {}): Promise<Source> {
   stringOption('path', path);
   const opts = objectOption('options', options);
   const direct = choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto');
+  const format = formatOption('format', opts.format);
+  const guest = await openGuest(path, format, direct);
+  if (guest !== undefined) return new Source(path, guest.layers[0]!, guest);
   let handle: NativeSourceHandle;
   try {
     handle = await native.openSource(path, direct);

@@ -5,10 +5,11 @@
  * the chunks those extents touch and takes every other chunk from the parent.
  * The steps are in backup/: plan, pipeline (assembly, store), catalog, commit.
  */
-import { toLowtideError } from '../errors.js';
+import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type PlanOptions } from '../fs/plan.js';
+import type { DiskFormat } from '../io/guest.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import type { Manifest } from '../repo/format.js';
 import {
@@ -46,6 +47,12 @@ export interface BackupOptions extends ThrottleSettings {
   parent?: string | null | undefined;
   /** Extents changed since the parent (changed-block tracking); only the chunks they touch are read. */
   changed?: readonly Extent[] | undefined;
+  /**
+   * Instead of `changed`: the persistent dirty bitmap of this name in the
+   * qcow2 image (format 'qcow2' or 'auto') gives the changed extents. A
+   * bitmap flagged in use is refused (BITMAP_IN_USE).
+   */
+  changedBitmap?: string | undefined;
   /** Read every block (default false: only what FAT file systems use, everything else in full). */
   allBlocks?: boolean | undefined;
   /** Files and directories to leave out of FAT volumes (see planImage). */
@@ -61,6 +68,12 @@ export interface BackupOptions extends ThrottleSettings {
    * the block device under its file system (see ImageOptions.readFrom).
    */
   readFrom?: ReadFrom | undefined;
+  /**
+   * How the source is read (default 'raw'): 'qcow2' images the guest disk of
+   * a qcow2 image and its backing chain; 'auto' detects qcow2 on a regular
+   * file under the probing rule (see openSource).
+   */
+  format?: DiskFormat | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: BackupProgress) => void) | undefined;
   progressIntervalMs?: number | undefined;
@@ -96,6 +109,7 @@ interface ResolvedBackupOptions extends PlanRequest {
   throttle: ResolvedThrottleSettings;
   /** One of backupMany()'s jobs: the repository's writer lock is held already. */
   lockHeld: boolean;
+  changedBitmap: string | undefined;
 }
 
 function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBackupOptions {
@@ -106,6 +120,11 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
     opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
   if (changed !== undefined) validateExtents(changed, 'changed');
+  const changedBitmap =
+    opts.changedBitmap === undefined ? undefined : stringOption('changedBitmap', opts.changedBitmap);
+  if (changedBitmap !== undefined && changed !== undefined) {
+    throw new LowtideError('INVALID_ARGUMENT', 'changedBitmap: give either changed or changedBitmap, not both');
+  }
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
   const strict = booleanOption('strict', opts.strict, false);
   const exclude = opts.exclude as readonly string[] | undefined;
@@ -123,6 +142,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
     control,
     throttle,
     lockHeld,
+    changedBitmap,
   };
 }
 
@@ -140,7 +160,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   // runs while the repository is opened and locked and the parent is read
   // (with cold caches, both wait for the disk). Awaited in planBackup; until
   // then a failure must not count as unhandled.
-  const planning = planImage({ source: o.source, ...o.plan });
+  const planning = planImage({ source: o.source, ...o.plan, format: o.read.format });
   planning.catch(() => undefined);
   const repo = await repositoryOption(o.repository);
   const opened = !(o.repository instanceof Repository);
@@ -159,7 +179,8 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   let jobThrottle: JobThrottle | undefined;
   let device: DeviceRead | undefined;
   try {
-    source = await openSource(o.source, { direct: o.read.direct });
+    source = await openSource(o.source, { direct: o.read.direct, format: o.read.format });
+    if (o.changedBitmap !== undefined) o = { ...o, changed: await source.bitmapExtents(o.changedBitmap) };
     const plan = await planBackup(repo, source, o, planning);
     if (o.read.readFrom === 'device') device = await DeviceRead.prepare(source, plan.extents);
     // The catalog walks the file systems' metadata while the data is read.

@@ -7,6 +7,7 @@
 import { basename } from 'node:path';
 import { toLowtideError } from '../errors.js';
 import { openSource } from '../io/source.js';
+import { formatOption, type DiskFormat } from '../io/guest.js';
 import { objectOption, stringOption } from '../options.js';
 import type { PlannedPartition } from '../fs/plan.js';
 import { readPartitions } from '../fs/partitions.js';
@@ -48,8 +49,8 @@ export interface DiskInfo {
 }
 
 /** The file system's numbers of FAT partition `index` of `path`. */
-async function fatInfo(path: string, index: number): Promise<DiskPartitionInfo['fat']> {
-  const vol = await openVolume(path, { partition: index });
+async function fatInfo(path: string, index: number, format: DiskFormat): Promise<DiskPartitionInfo['fat']> {
+  const vol = await openVolume(path, { partition: index, format });
   try {
     const info = vol.info();
     const map = await vol.allocationMap();
@@ -68,12 +69,16 @@ async function fatInfo(path: string, index: number): Promise<DiskPartitionInfo['
   }
 }
 
-/** Partition table and, for FAT partitions, the file system's numbers. */
-export async function describeDisk(path: string): Promise<DiskInfo> {
+/**
+ * Partition table and, for FAT partitions, the file system's numbers; with
+ * `format` 'qcow2' (or 'auto' on a qcow2 file), of the guest disk.
+ */
+export async function describeDisk(path: string, options: { format?: DiskFormat | undefined } = {}): Promise<DiskInfo> {
   stringOption('source', path);
+  const format = formatOption('options.format', objectOption('options', options).format);
   let table;
   try {
-    table = await readPartitions(path);
+    table = await readPartitions(path, { format });
   } catch (err) {
     return { table: 'unreadable', partitions: [], warnings: [toLowtideError(err, 'PARTITION_CORRUPT').message] };
   }
@@ -90,7 +95,7 @@ export async function describeDisk(path: string): Promise<DiskInfo> {
     };
     if (p.fileSystem === 'fat12' || p.fileSystem === 'fat16' || p.fileSystem === 'fat32') {
       try {
-        d.fat = await fatInfo(path, p.index);
+        d.fat = await fatInfo(path, p.index, format);
       } catch (err) {
         d.error = toLowtideError(err, 'FAT_CORRUPT').message;
       }
@@ -134,25 +139,30 @@ function listing(e: DirEntry): FileListing {
   };
 }
 
-function openChosenVolume(source: string, partition: number | undefined): Promise<FatVolume> {
-  return openVolume(source, partition === undefined ? {} : { partition });
+function openChosenVolume(source: string, partition: number | undefined, format: DiskFormat): Promise<FatVolume> {
+  return openVolume(source, partition === undefined ? { format } : { partition, format });
 }
 
 export interface ListFilesOptions extends VolumeChoice {
   /** Disk, partition or image holding the FAT volume (opened read-only). */
   source: string;
+  /** How the source is read (default 'raw'; see openSource). */
+  format?: DiskFormat | undefined;
 }
 
 export interface ExtractPathOptions extends ExtractOptions {
   /** Disk, partition or image holding the FAT volume (opened read-only). */
   source: string;
+  /** How the source is read (default 'raw'; see openSource). */
+  format?: DiskFormat | undefined;
 }
 
 /** Every file and directory of a FAT volume, depth first. */
 export async function listFiles(options: ListFilesOptions): Promise<FileListing[]> {
   const opts = objectOption('options', options);
   const source = stringOption('source', opts.source);
-  const vol = await openChosenVolume(source, partitionOption(opts));
+  const format = formatOption('format', opts.format);
+  const vol = await openChosenVolume(source, partitionOption(opts), format);
   try {
     return (await vol.files()).map(listing);
   } finally {
@@ -163,9 +173,16 @@ export async function listFiles(options: ListFilesOptions): Promise<FileListing[
 /** Copies a file or directory tree out of a FAT volume. */
 export async function extractPath(options: ExtractPathOptions): Promise<ExtractResult> {
   const source = stringOption('source', objectOption('options', options).source);
+  const format = formatOption('format', objectOption('options', options).format);
   const { path, dest, force, signal, partition } = resolveExtractOptions(options);
-  const vol = await openChosenVolume(source, partition);
-  const src = await openSource(source);
+  const vol = await openChosenVolume(source, partition, format);
+  let src;
+  try {
+    src = await openSource(source, { format });
+  } catch (err) {
+    vol.close();
+    throw err;
+  }
   const result: ExtractResult = { dest: '', files: 0, directories: 0, bytes: 0 };
   try {
     const normalized = volumePath(path);

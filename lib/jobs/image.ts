@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
+import type { DiskFormat } from '../io/guest.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import { MAX_BLOCK_SIZE, type Block, type BlockReader } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
@@ -51,6 +52,12 @@ export interface ImageOptions extends ThrottleSettings {
    * while it was read.
    */
   readFrom?: ReadFrom | undefined;
+  /**
+   * How the source is read (default 'raw'): 'qcow2' images the guest disk of
+   * a qcow2 image and its backing chain; 'auto' detects qcow2 on a regular
+   * file under the probing rule (see openSource).
+   */
+  format?: DiskFormat | undefined;
   /** Replace an existing output file (default false: OUTPUT_EXISTS). */
   force?: boolean | undefined;
   /** Leave all-zero blocks as holes (default true). */
@@ -315,8 +322,8 @@ function imageSummary(
 export async function imageSource(options: ImageOptions): Promise<ImageSummary> {
   const o = resolveImageOptions(options);
   await checkOutput(o.source, o.output, o.force);
-  const plan = await planImage({ source: o.source, ...o.plan });
-  const source = await openSource(o.source, { direct: o.read.direct });
+  const plan = await planImage({ source: o.source, ...o.plan, format: o.read.format });
+  const source = await openSource(o.source, { direct: o.read.direct, format: o.read.format });
   const clock = new Stopwatch();
   const counts: CopyCounts = { bytesDone: 0, bytesWritten: 0, bytesSkipped: 0, latency: new LatencyHistogram() };
   let out: PartialFile | undefined;

@@ -8,6 +8,7 @@
 import type { Extent } from '../io/extents.js';
 import { MAX_QUEUE_DEPTH, type BlockReader } from '../io/reader.js';
 import type { DirectMode, EngineName, Source } from '../io/source.js';
+import { formatOption, type DiskFormat } from '../io/guest.js';
 import { choiceOption, functionOption, integerOption, signalOption } from '../options.js';
 import type { JobThrottle } from '../throttle/job-throttle.js';
 import type { DeviceRead, ReadFrom } from './device-read.js';
@@ -24,6 +25,8 @@ export interface ReadSettings {
    * allows (see device-read.ts).
    */
   readFrom: ReadFrom;
+  /** How the source is read: raw, or the guest disk of a virtual disk (see openSource). */
+  format: DiskFormat;
 }
 
 /** Cancellation and progress reports of a job whose progress reports are of type P. */
@@ -34,13 +37,14 @@ export interface JobControl<P> {
   progressIntervalMs: number;
 }
 
-/** queueDepth (default 32), engine, direct and readFrom of a job's options. */
+/** queueDepth (default 32), engine, direct, readFrom and format of a job's options. */
 export function resolveReadSettings(opts: Record<string, unknown>): ReadSettings {
   return {
     queueDepth: integerOption('queueDepth', opts.queueDepth, 32, 1, MAX_QUEUE_DEPTH),
     engine: choiceOption<EngineName>('engine', opts.engine, ['auto', 'io_uring', 'threads'], 'auto'),
     direct: choiceOption<DirectMode>('direct', opts.direct, ['auto', 'on', 'off'], 'auto'),
     readFrom: choiceOption<ReadFrom>('readFrom', opts.readFrom, ['device', 'file'], 'file'),
+    format: formatOption('format', opts.format),
   };
 }
 

@@ -155,6 +155,21 @@ size_t zstd_decompress_into(const unsigned char* src, size_t len, unsigned char*
   return n;
 }
 
+void zstd_decompress_exact(const unsigned char* src, size_t len, unsigned char* dst, size_t size) {
+  const Api& a = loaded();
+  if (tls.d == nullptr && (tls.d = a.createDCtx()) == nullptr) throw std::runtime_error("ZSTD_createDCtx failed");
+  check(a, a.DCtx_reset(tls.d, 1 /* ZSTD_reset_session_only */), "zstd reset");
+  InBuffer in{src, len, 0};
+  OutBuffer o{dst, size, 0};
+  while (o.pos < o.size) {
+    const size_t before_in = in.pos, before_out = o.pos;
+    size_t rc = a.decompressStream(tls.d, &o, &in);
+    check(a, rc, "zstd decompression");
+    if (rc == 0 && o.pos < o.size) throw std::runtime_error("zstd decompression: the frame ends before the expected size");
+    if (in.pos == before_in && o.pos == before_out) throw std::runtime_error("zstd decompression: the input ends inside a frame");
+  }
+}
+
 ZstdOutput zstd_decompress(const unsigned char* src, size_t len, size_t max_size) {
   const Api& a = loaded();
   if (tls.d == nullptr && (tls.d = a.createDCtx()) == nullptr) throw std::runtime_error("ZSTD_createDCtx failed");

@@ -42,6 +42,10 @@ size_t zstd_compress_into(const unsigned char* src, size_t len, unsigned char* d
 // on corrupt input or when the result would exceed `max_size` bytes.
 ZstdOutput zstd_decompress(const unsigned char* src, size_t len, size_t max_size);
 
+// Decompresses until `dst` holds exactly `size` bytes; input left after that
+// (padding) is ignored. Throws std::runtime_error when the data ends early.
+void zstd_decompress_exact(const unsigned char* src, size_t len, unsigned char* dst, size_t size);
+
 // Decompresses one or more frames into caller-owned memory of `cap` bytes;
 // returns the size. Fails on corrupt input or when `cap` is too small.
 size_t zstd_decompress_into(const unsigned char* src, size_t len, unsigned char* dst, size_t cap);

@@ -1,13 +1,18 @@
 // Node-API binding of the partition-table and FAT parsers.
 //
-//   readPartitions(path): Promise<PartitionTable>
-//   openVolume(path, offset, size): Promise<VolumeHandle>   (size 0: to the end)
+//   readPartitions(path, format?): Promise<PartitionTable>
+//   openVolume(path, offset, size, format?): Promise<VolumeHandle>   (size 0: to the end)
+//
+// `format` ('raw' when absent, 'qcow2' or 'auto') says how the path is read:
+// a qcow2 image is read as its guest disk (qcow2/open.h), and offsets are
+// then guest offsets.
 //   VolumeHandle: info(), allocationMap(), list(path), stat(path), walk(),
 //                 catalog(partition, excluded, frameBytes),
 //                 chain(cluster), fileExtents(path), readFile(path),
 //                 compareFats(), planDeletion(paths), close()
 //
-// Every byte offset handed to JS is an offset on the source (file or device).
+// Every byte offset handed to JS is an offset on the source (file or device,
+// or the guest disk of a virtual disk).
 // Sources are opened read-only (fat/source_reader.h) and read with pread;
 // nothing is written.
 #include <algorithm>
@@ -23,6 +28,7 @@
 #include "napi/binding.h"
 #include "napi/fat_values.h"
 #include "part/partition.h"
+#include "qcow2/open.h"
 
 namespace lowtide::napi {
 namespace {
@@ -32,7 +38,7 @@ namespace {
 // alive.
 struct VolumeState {
   std::mutex mu;
-  std::unique_ptr<fat::SourceReader> disk;
+  std::unique_ptr<fat::ByteReader> disk;
   std::unique_ptr<fat::WindowReader> window;
   std::unique_ptr<fat::FatVolume> vol;
 };
@@ -48,6 +54,21 @@ uint64_t offset_arg(const Napi::CallbackInfo& info, size_t i, const char* what) 
   if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
     throw_invalid(info.Env(), std::string(what) + " must be a non-negative integer, got " + std::to_string(d));
   return static_cast<uint64_t>(d);
+}
+
+// The format argument at `i` (absent: raw).
+qcow2::Format format_arg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return qcow2::Format::Raw;
+  std::string f = string_arg(info, i, "format");
+  if (f == "raw") return qcow2::Format::Raw;
+  if (f == "qcow2") return qcow2::Format::Qcow2;
+  if (f == "auto") return qcow2::Format::Auto;
+  throw_invalid(info.Env(), "format must be 'raw', 'qcow2' or 'auto'");
+}
+
+std::unique_ptr<fat::ByteReader> open_disk_reader(const std::string& path, qcow2::Format format) {
+  if (format == qcow2::Format::Raw) return std::make_unique<fat::SourceReader>(path);
+  return std::move(qcow2::open_disk(path, format).chain);
 }
 
 class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
@@ -338,11 +359,12 @@ class VolumeHandle : public Napi::ObjectWrap<VolumeHandle> {
 Napi::Value ReadPartitions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = string_arg(info, 0, "path");
+  qcow2::Format format = format_arg(info, 1);
   return run_async<part::PartitionTable>(
       env, "lowtide:partitions",
-      [path](part::PartitionTable& out) {
-        fat::SourceReader r(path);
-        out = part::read_partition_table(r);
+      [path, format](part::PartitionTable& out) {
+        std::unique_ptr<fat::ByteReader> r = open_disk_reader(path, format);
+        out = part::read_partition_table(*r);
       },
       [](Napi::Env env, part::PartitionTable& out) -> Napi::Value { return table_to_js(env, out); });
 }
@@ -354,12 +376,13 @@ Napi::Value OpenVolume(const Napi::CallbackInfo& info) {
   std::string path = string_arg(info, 0, "path");
   uint64_t offset = offset_arg(info, 1, "offset");
   uint64_t size = offset_arg(info, 2, "size");
+  qcow2::Format format = format_arg(info, 3);
   auto* ctor = static_cast<Napi::FunctionReference*>(info.Data());
   return run_async<std::shared_ptr<VolumeState>>(
       env, "lowtide:open-volume",
-      [path, offset, size](std::shared_ptr<VolumeState>& st) {
+      [path, offset, size, format](std::shared_ptr<VolumeState>& st) {
         st = std::make_shared<VolumeState>();
-        st->disk = std::make_unique<fat::SourceReader>(path);
+        st->disk = open_disk_reader(path, format);
         uint64_t total = st->disk->size();
         if (offset >= total)
           throw io::IoError(

@@ -11,9 +11,10 @@ import {
   type BackupJobEvent,
   type BackupProgress,
   type BackupResult,
+  type DiskFormat,
   type Extent,
 } from '../../index.js';
-import { collect, intArg } from '../args.js';
+import { collect, intArg, sourceFormatOption } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { printJson, printWarnings, ReportedFailure } from '../output.js';
 import {
@@ -55,6 +56,7 @@ function jobOptions(o: Record<string, unknown>, several: boolean) {
     strict: o.strict === true,
     queueDepth: o.queueDepth as number,
     readFrom: o.readFromDevice === true ? ('device' as const) : ('file' as const),
+    format: o.format as DiskFormat,
     ...throttleSettings(o, several),
   };
 }
@@ -90,6 +92,7 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
         ...jobOptions(o, false),
         parent,
         changed,
+        ...(typeof o.changedBitmap === 'string' ? { changedBitmap: o.changedBitmap } : {}),
         signal,
         onProgress: progress.onProgress,
       }),
@@ -134,8 +137,8 @@ function printJobEvent(e: BackupJobEvent): void {
 }
 
 async function backupSeveral(sources: string[], o: Record<string, unknown>): Promise<void> {
-  if (o.changed !== undefined || typeof o.parent === 'string') {
-    throw new LowtideError('INVALID_ARGUMENT', '--changed and --parent: only with a single source');
+  if (o.changed !== undefined || o.changedBitmap !== undefined || typeof o.parent === 'string') {
+    throw new LowtideError('INVALID_ARGUMENT', '--changed, --changed-bitmap and --parent: only with a single source');
   }
   const json = o.json === true;
   const r = await withInterrupt((signal) =>
@@ -166,6 +169,10 @@ export function addBackupCommand(program: Command): void {
     .option('--parent <id>', 'parent backup (default: the latest backup of the same source)')
     .option('--no-parent', 'no parent: read everything, still deduplicated against the repository')
     .option('--changed <file>', 'JSON file with the extents changed since the parent: [[offset, length], ...]')
+    .option(
+      '--changed-bitmap <name>',
+      "the qcow2 image's persistent dirty bitmap NAME gives the extents changed since the parent (--format qcow2|auto)",
+    )
     .option('--all-blocks', 'read every block (default: only what FAT file systems use)', false)
     .option(
       '--exclude <glob>',
@@ -182,6 +189,7 @@ export function addBackupCommand(program: Command): void {
     .addOption(
       new Option('--queue-depth <n>', 'reads in flight').default(32).argParser(intArg('--queue-depth', 1, 1024)),
     )
+    .addOption(sourceFormatOption())
     .option('--json', 'print the manifest as JSON', false);
   addProgressOptions(backupCmd);
   addThrottleOptions(backupCmd, true).action(async (sources: string[], o: Record<string, unknown>) => {

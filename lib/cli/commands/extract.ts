@@ -1,7 +1,7 @@
 /** `lowtide extract`: a file or directory tree out of a FAT volume, in a disk or image or in a backup. */
 import { Option, type Command } from 'commander';
-import { extractFromBackup, extractPath } from '../../index.js';
-import { intArg } from '../args.js';
+import { extractFromBackup, extractPath, type DiskFormat } from '../../index.js';
+import { intArg, sourceFormatOption } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { addSourceOption, selectBackup } from '../latest.js';
 import { printJson } from '../output.js';
@@ -18,6 +18,7 @@ export function addExtractCommand(program: Command): void {
     .argument('<dest>', 'where to write it (an existing directory receives it by name)')
     .addOption(new Option('--partition <n>', 'partition number').argParser(intArg('--partition', 0, 1e6)))
     .option('-f, --force', 'replace existing files', false)
+    .addOption(sourceFormatOption())
     .option('--json', 'print JSON', false);
   addSourceOption(cmd).action(async (source: string, path: string, dest: string, o: Record<string, unknown>) => {
     const xo = { path, dest, partition: o.partition as number | undefined, force: o.force === true };
@@ -27,7 +28,7 @@ export function addExtractCommand(program: Command): void {
     const r = await withInterrupt((signal) =>
       repo !== undefined
         ? extractFromBackup({ repository: repo, backup: selected!.id, ...xo, signal })
-        : extractPath({ source, ...xo, signal }),
+        : extractPath({ source, ...xo, format: o.format as DiskFormat, signal }),
     );
     if (o.json === true) printJson({ ...(selected ? { selectedBackup: selected } : {}), ...r });
     else

@@ -1,7 +1,7 @@
 /** `lowtide files`: the files and directories of a FAT volume, in a disk or image or in a backup. */
 import { Option, type Command } from 'commander';
-import { listBackupFiles, listFiles } from '../../index.js';
-import { intArg } from '../args.js';
+import { listBackupFiles, listFiles, type DiskFormat } from '../../index.js';
+import { intArg, sourceFormatOption } from '../args.js';
 import { addSourceOption, selectBackup } from '../latest.js';
 import { CliError, EXIT, printJson } from '../output.js';
 
@@ -27,6 +27,7 @@ export function addFilesCommand(program: Command): void {
         intArg('--partition', 0, 1e6),
       ),
     )
+    .addOption(sourceFormatOption())
     .option('--json', 'print JSON', false);
   addSourceOption(cmd).action(async (source: string, o: Record<string, unknown>) => {
     const choice = { partition: o.partition as number | undefined };
@@ -35,7 +36,7 @@ export function addFilesCommand(program: Command): void {
     const entries =
       typeof o.repo === 'string'
         ? await listBackupFiles({ repository: o.repo, backup: selected!.id, ...choice })
-        : await listFiles({ source, ...choice });
+        : await listFiles({ source, ...choice, format: o.format as DiskFormat });
     if (o.json === true) {
       printJson({ ...(selected ? { selectedBackup: selected } : {}), entries });
       return;

@@ -1,7 +1,14 @@
 /** `lowtide image`: a file or block device copied to a sparse image file. */
 import { Option, type Command } from 'commander';
-import { imageSource, type DirectMode, type EngineName, type ImageProgress, type ImageSummary } from '../../index.js';
-import { collect, intArg, sizeArg } from '../args.js';
+import {
+  imageSource,
+  type DirectMode,
+  type DiskFormat,
+  type EngineName,
+  type ImageProgress,
+  type ImageSummary,
+} from '../../index.js';
+import { collect, intArg, sizeArg, sourceFormatOption } from '../args.js';
 import { withInterrupt } from '../interrupt.js';
 import { printJson, printWarnings } from '../output.js';
 import {
@@ -72,6 +79,7 @@ export function addImageCommand(program: Command): void {
       "read a file source's blocks from the block device under its file system (O_DIRECT)",
       false,
     )
+    .addOption(sourceFormatOption())
     .option('--no-sparse', 'write all-zero blocks instead of leaving holes')
     .option('--all-blocks', 'copy every block (default: only what FAT file systems use)', false)
     .option(
@@ -100,6 +108,7 @@ export function addImageCommand(program: Command): void {
           engine: o.engine as EngineName,
           direct: o.direct as DirectMode,
           readFrom: o.readFromDevice === true ? 'device' : 'file',
+          format: o.format as DiskFormat,
           sparse: o.sparse !== false,
           force: o.force === true,
           allBlocks: o.allBlocks === true,

@@ -1,6 +1,14 @@
 /** `lowtide inspect`: what lowtide sees of a source: size, sector sizes, I/O mode, partitions and file systems. */
 import { Option, type Command } from 'commander';
-import { describeDisk, ioUringAvailable, openSource, type DiskInfo, type SourceInfo } from '../../index.js';
+import {
+  describeDisk,
+  ioUringAvailable,
+  openSource,
+  type DiskFormat,
+  type DiskInfo,
+  type SourceInfo,
+} from '../../index.js';
+import { sourceFormatOption } from '../args.js';
 import { printJson } from '../output.js';
 import { formatBytes } from '../progress.js';
 
@@ -11,6 +19,12 @@ function printSourceInfo(info: SourceInfo & DiskInfo & { ioMode: string; engine:
       `${info.path}`,
       `  kind                 ${info.kind === 'block' ? 'block device' : 'regular file'}`,
       `  size                 ${formatBytes(info.size)} (${info.size} bytes)`,
+      ...(info.virtualDisk
+        ? [
+            `  format               qcow2${info.virtualDisk.probed ? ' (detected)' : ''}, ${formatBytes(info.virtualDisk.clusterSize)} clusters, ${formatBytes(info.virtualDisk.allocatedBytes)} allocated`,
+            ...info.virtualDisk.layers.slice(1).map((l) => `  backing file         ${l.path} (${l.format})`),
+          ]
+        : []),
       `  logical sector       ${info.sectorSize} bytes`,
       `  physical sector      ${info.physicalSectorSize} bytes`,
       `  I/O mode             ${info.ioMode}`,
@@ -35,11 +49,13 @@ export function addInspectCommand(program: Command): void {
     .description('show what lowtide sees of a source: size, sector sizes, I/O mode')
     .argument('<source>', 'file or block device (opened read-only)')
     .addOption(new Option('--direct <mode>', 'O_DIRECT use').choices(['auto', 'on', 'off']).default('auto'))
+    .addOption(sourceFormatOption())
     .option('--json', 'print JSON', false)
     .action(async (path: string, o: Record<string, unknown>) => {
-      const source = await openSource(path, { direct: o.direct as 'auto' | 'on' | 'off' });
+      const format = o.format as DiskFormat;
+      const source = await openSource(path, { direct: o.direct as 'auto' | 'on' | 'off', format });
       try {
-        const disk = await describeDisk(path);
+        const disk = await describeDisk(path, { format });
         const info = {
           ...source.info(),
           ioMode: source.direct ? 'O_DIRECT' : 'buffered',
