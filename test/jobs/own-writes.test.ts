@@ -73,7 +73,12 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
     expect(t.storageDevices).toEqual([basename(loop!)]);
     expect(t.ownWriteBytes).toBe(r.bytesWritten);
     expect(b.deviceCounters).toBe(true);
-    expect(b.checks).toBeGreaterThan(2);
+    // The storage is one device right under the source: others' reads are
+    // counted while the job runs, and checks are few (the calibration is one).
+    expect(b.checks).toBeGreaterThanOrEqual(1);
+    expect(b.running.counted).toBe(true);
+    expect(b.running.countedMs).toBeGreaterThan(0);
+    expect(b.running.reads / (b.running.countedMs / 1000)).toBeLessThan(20);
     // None of the job's writes is taken for someone else's; a read the
     // job's own allocation makes (a block bitmap) may be, now and then.
     expect(b.foreignWriteBytes).toBe(0);
