@@ -294,7 +294,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
   if (blocking)
     throw new LowtideError(
       blocking.error.code,
-      `an earlier run on this VM could not be recovered (${blocking.journal}): ${blocking.error.message}`,
+      `an earlier run against ${o.qmp} could not be recovered (${blocking.journal}): ${blocking.error.message}`,
       { cause: blocking.error },
     );
 

@@ -19,6 +19,7 @@
  * with a RateLimiter, after the limiter's delay).
  */
 import type { LatencySample, ThrottleController, ThrottleDecision } from '../../lib/throttle/types.js';
+import { seeded } from './helpers.js';
 import { LatencyHistogram } from '../../lib/throttle/histogram.js';
 import type { RateLimiter } from '../../lib/throttle/limits.js';
 import { invalidOption, numberOption } from '../../lib/options.js';
@@ -110,18 +111,6 @@ interface Request {
   arrivalNs: number;
 }
 
-/** mulberry32: a small, fast, seeded 32-bit PRNG; returns [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export class SimulatedDevice {
   readonly bytesPerSecond: number;
   readonly overheadNs: number;
@@ -156,7 +145,7 @@ export class SimulatedDevice {
   run(controller: ThrottleController, options: SimulationRunOptions): SimulationResult {
     const endNs = numberOption('durationMs', options.durationMs, NaN, 0, Number.MAX_VALUE, true) * 1e6;
     const maxSteps = options.maxSteps ?? 10_000_000;
-    const random = prng(this.seed);
+    const random = seeded(this.seed);
     const limiter = options.rateLimiter;
 
     // Device state.
