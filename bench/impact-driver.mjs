@@ -130,7 +130,9 @@ const tick = () => {
 // flight (each holds its block), as the image job does.
 const WRITES_IN_FLIGHT = 4;
 const out_ = output ? await open(output, 'w') : undefined;
-const writeback = out_ ? new EarlyWriteback(out_.fd) : undefined;
+const writeback = out_
+  ? new EarlyWriteback(out_.fd, throttle ? () => throttle.writebackStepBytes() : undefined)
+  : undefined;
 const ownWrite = out_ && throttle ? throttle.ownWrites(output) : () => undefined;
 const pending = new Set();
 let written = 0;

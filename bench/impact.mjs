@@ -143,6 +143,20 @@ function killChild(c, sig = 'SIGKILL') {
     /* already gone */
   }
 }
+/**
+ * Removes what a writing run wrote and waits until the disk has done with it,
+ * outside every measured window. Freeing a 4 GiB file costs the disk seconds
+ * of work (on a file system mounted with `discard`, the discards of every
+ * freed block at the next journal commit; elsewhere the metadata), which
+ * would otherwise land at the start of the next run as if its lowtide caused
+ * it. Each writing run then writes a new file, as `lowtide image` does.
+ */
+async function dropOutput() {
+  rmSync(outFile, { force: true });
+  spawnSync('sync', ['-f', dir], { stdio: 'ignore' });
+  await sleep(1000);
+}
+
 function cleanup() {
   for (const c of children) killChild(c);
   children.clear();
@@ -432,6 +446,7 @@ async function runScenario(sc, index, total) {
     const summary = lines.find((o) => o.type === 'summary');
     if (!summary) throw new Error(`lowtide driver ended without a summary: ${Buffer.concat(errs).toString()}`);
     t1 = summary.tStop;
+    if (sc.writes) await dropOutput();
     driver = {
       ready: lines.find((o) => o.type === 'ready') ?? null,
       intervals: lines

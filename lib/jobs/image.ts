@@ -213,7 +213,7 @@ async function copyBlocks(
   progress: ProgressReporter<ImageProgress>,
 ): Promise<void> {
   const pending = new Set<Promise<void>>();
-  const writeback = new EarlyWriteback(out.handle.fd);
+  const writeback = new EarlyWriteback(out.handle.fd, () => throttle.writebackStepBytes());
   // Writes to the source's storage are the job's own, not someone else's (canary's quiet checks).
   const ownWrite = throttle.ownWrites(out.path);
   let failure: unknown;

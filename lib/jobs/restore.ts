@@ -240,7 +240,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   }));
   try {
     throttle.startProbes();
-    await out.open(manifest);
+    await out.open(manifest, () => throttle.writebackStepBytes());
     // The target's storage: the device itself, or the file system of the file's directory.
     const ownWrite = throttle.ownWrites(out.kind === 'block' ? out.path : dirname(out.path));
     await writeChunks({ repo, manifest, index, out, throttle, ownWrite, signal: o.control.signal, counts, progress });

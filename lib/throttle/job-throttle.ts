@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createController } from './create-controller.js';
 import { LatencyHistogram } from './histogram.js';
 import { PROBE_INTERVAL_MS, type ResolvedThrottleSettings } from './job-settings.js';
-import { autoTargetLatencyMs } from './limits.js';
+import { UNPACED_WRITEBACK_STEP_BYTES, autoTargetLatencyMs } from './limits.js';
 import { StorageIoCounter, storageDevices } from './storage-counters.js';
 import type { ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
 
@@ -295,6 +295,22 @@ export class JobThrottle {
       this.#ownWriteBytes += bytes;
       this.#ownWrites++;
     };
+  }
+
+  /**
+   * How many bytes a job that writes through the page cache lets pile up
+   * before it starts their writeback (EarlyWriteback). Unthrottled, 64 MiB.
+   * Otherwise what the reader may have in flight (block size × queue depth),
+   * and with a rate cap no more than 50 ms of it; at least 256 KiB. The
+   * writes then reach the disk at the pace the reads were given, not in
+   * bursts that production's requests wait behind.
+   */
+  writebackStepBytes(): number {
+    if (this.controller.name === 'off' && this.#rate === undefined) return UNPACED_WRITEBACK_STEP_BYTES;
+    const d = this.#decision;
+    let step = d.blockSize * d.queueDepth;
+    if (this.#rate !== undefined) step = Math.min(step, this.#rate * 0.05);
+    return Math.min(UNPACED_WRITEBACK_STEP_BYTES, Math.max(256 * 1024, step));
   }
 
   /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */

@@ -144,3 +144,10 @@ export function autoTargetLatencyMs(probe: LatencyHistogram, options: AutoTarget
   const ms = Math.max(multiplier * probe.percentile(50), floor) / 1e6;
   return Math.min(maxMs, Math.max(minMs, ms));
 }
+
+/**
+ * Bytes a job writing through the page cache lets pile up before it starts
+ * their writeback when nothing paces it (EarlyWriteback; a throttled job
+ * uses JobThrottle.writebackStepBytes).
+ */
+export const UNPACED_WRITEBACK_STEP_BYTES = 64 * 1024 * 1024;

@@ -31,6 +31,22 @@ describe('lowtide image', () => {
     expect(onPartial.at(-1)?.[0]).toBe('fsync');
   });
 
+  it('a throttled image starts writeback in small steps that follow its pace (strace)', () => {
+    if (skipReason('writeback tracing', hasCommand('strace') ? undefined : 'strace is not installed')) return;
+    const src = tmp.file('paced-writeback-src.img');
+    writeSparseFile(src, 64 * MiB, [{ offset: 0, data: patternBytes(64 * MiB, 29) }]);
+    const out = tmp.file('paced-writeback-out.img');
+    // 200 MB/s: at most 50 ms of it (10 MB) between two writeback starts.
+    const args = [CLI, 'image', src, out, '--throttle', 'off', '--rate-limit', '200'];
+    const t = traceFileCalls(args, ['sync_file_range', 'fsync']);
+    expect(t.status, t.stderr.slice(-2000)).toBe(0);
+    expect(cmp(src, out)).toBe(true);
+    const onPartial = t.calls.filter(([, path]) => path.endsWith('.lowtide-partial'));
+    // 64 MiB in steps of <= 10 MB: at least 6 starts (unpaced, a 64 MiB image gets one).
+    expect(onPartial.filter(([name]) => name === 'sync_file_range').length).toBeGreaterThanOrEqual(6);
+    expect(onPartial.at(-1)?.[0]).toBe('fsync');
+  });
+
   it('copies a file with holes and data to an identical, sparse image', () => {
     const src = tmp.file('sparse-src.img');
     const size = 64 * MiB + 4096 + 512;

@@ -133,8 +133,12 @@ export class RestoreTarget {
     return this.#direct;
   }
 
-  /** Opens the target for the image of `manifest`: a file of its size, or a device at least as large. */
-  async open(manifest: Manifest): Promise<void> {
+  /**
+   * Opens the target for the image of `manifest`: a file of its size, or a
+   * device at least as large. `writebackStep` paces the writeback of a target
+   * written through the page cache (EarlyWriteback).
+   */
+  async open(manifest: Manifest, writebackStep?: () => number): Promise<void> {
     try {
       if (this.kind === 'block') await this.#openDevice(manifest);
       else {
@@ -147,7 +151,7 @@ export class RestoreTarget {
     } catch (err) {
       throw writeError(err, `opening ${this.path}`);
     }
-    if (!this.#direct) this.#writeback = new EarlyWriteback(this.#handle().fd);
+    if (!this.#direct) this.#writeback = new EarlyWriteback(this.#handle().fd, writebackStep);
   }
 
   async #openDevice(manifest: Manifest): Promise<void> {
