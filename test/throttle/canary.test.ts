@@ -478,7 +478,11 @@ describe("canary: someone else's reads counted while the job runs", () => {
     const b = counted.report().probes!.boost;
     expect(b.running.counted).toBe(true);
     expect(b.running.reads).toBe(0);
-    expect(c.steps.find((s) => boosted(s))!.atNs / 1e6).toBeLessThan(400);
+    // The first boost, with nothing of someone else's seen, needs ~150 ms of
+    // counted time (level 5 %), not the ~345 ms a later one needs (1e-3).
+    const firstBoostMs = c.steps.find((s) => boosted(s))!.atNs / 1e6;
+    expect(firstBoostMs).toBeLessThan(250);
+    expect(firstBoostMs).toBeLessThan(k.steps.find((s) => boosted(s))!.atNs / 1e6);
     expect(b.drainedMs).toBeLessThan(checked.report().probes!.boost.drainedMs / 4);
     // ~376 against ~314 MB/s of a 400 MB/s device.
     expect(c.throughput(0, 24_000)).toBeGreaterThan(1.1 * k.throughput(0, 24_000));
