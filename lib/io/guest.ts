@@ -17,7 +17,7 @@ import {
   type NativeSourceHandle,
 } from '../native.js';
 import { choiceOption } from '../options.js';
-import type { Extent } from './extents.js';
+import { firstEndingAfter, type Extent } from './extents.js';
 import { splitByTable, type OffsetTable } from './offset-table.js';
 import { nativeStream, type BlockStream, type StreamBlock } from './reader.js';
 
@@ -162,15 +162,13 @@ export function segmentsOf(parts: GuestParts, extents: readonly Extent[]): Guest
   const out: GuestSegment[] = [];
   for (const e of extents) {
     const end = e.offset + e.length;
-    // First segment ending after e.offset.
-    let lo = 0;
-    let hi = segs.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (segs[mid]!.guest + segs[mid]!.length <= e.offset) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < segs.length && segs[i]!.guest < end; i++) {
+    const first = firstEndingAfter(
+      segs,
+      e.offset,
+      (s) => s.guest,
+      (s) => s.length,
+    );
+    for (let i = first; i < segs.length && segs[i]!.guest < end; i++) {
       const s = segs[i]!;
       const from = Math.max(s.guest, e.offset);
       const to = Math.min(s.guest + s.length, end);

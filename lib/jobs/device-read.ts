@@ -16,7 +16,7 @@
  */
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
-import type { Extent } from '../io/extents.js';
+import { firstEndingAfter, type Extent } from '../io/extents.js';
 import { mapFile, sameOffsetTable, splitByTable, type OffsetRun, type OffsetTable } from '../io/offset-table.js';
 import type { BlockReader, ReadOptions } from '../io/reader.js';
 import { openSource, type Source } from '../io/source.js';
@@ -67,6 +67,9 @@ function fallbackReason(run: OffsetRun, table: OffsetTable): string | undefined 
   return table.deviceMappable ? undefined : (table.reason ?? 'not device-mappable');
 }
 
+const runStart = (r: OffsetRun): number => r.offset;
+const runLength = (r: OffsetRun): number => r.length;
+
 /** Counts the planned bytes by where they are read from. */
 function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceReadReport, 'device' | 'fileSystem'> {
   const byReason = new Map<string, ReadFallback>();
@@ -75,16 +78,8 @@ function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceRea
   const runs = table.runs;
   for (const e of extents) {
     const end = e.offset + e.length;
-    // First run ending after e.offset.
-    let lo = 0;
-    let hi = runs.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (runs[mid]!.offset + runs[mid]!.length <= e.offset) lo = mid + 1;
-      else hi = mid;
-    }
     let covered = 0;
-    for (let i = lo; i < runs.length && runs[i]!.offset < end; i++) {
+    for (let i = firstEndingAfter(runs, e.offset, runStart, runLength); i < runs.length && runs[i]!.offset < end; i++) {
       const run = runs[i]!;
       const n = Math.min(end, run.offset + run.length) - Math.max(e.offset, run.offset);
       if (n <= 0) continue;
