@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, imageSource, initRepository } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
-import { LoopFs, loopFsUnavailableReason } from '../helpers/loop-fs.js';
+import { changeWhileReading, LoopFs, loopFsUnavailableReason } from '../helpers/loop-fs.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
 
@@ -132,23 +132,11 @@ describe('a qcow2 chain on XFS read from the device under its files', () => {
     run('mkdir', ['-p', dir]);
     for (const f of ['base.qcow2', 'top.qcow2']) copyFileSync(`${fs!.mountPoint}/${f}`, `${dir}/${f}`);
     const img = out.file('changing.raw');
-    let appended = false;
+    const growing = changeWhileReading(() => appendFileSync(`${dir}/base.qcow2`, patternBytes(65536, 5)));
     await expect(
-      imageSource({
-        source: `${dir}/top.qcow2`,
-        output: img,
-        format: 'qcow2',
-        readFrom: 'device',
-        blockSize: 64 * 1024,
-        progressIntervalMs: 0,
-        onProgress: () => {
-          if (appended) return;
-          appended = true;
-          appendFileSync(`${dir}/base.qcow2`, patternBytes(65536, 5));
-        },
-      }),
+      imageSource({ source: `${dir}/top.qcow2`, output: img, format: 'qcow2', ...growing.options }),
     ).rejects.toMatchObject({ code: 'SOURCE_CHANGED', message: expect.stringContaining('base.qcow2') as unknown });
-    expect(appended).toBe(true);
+    expect(growing.changed()).toBe(true);
     expect(existsSync(img)).toBe(false);
   });
 
