@@ -68,9 +68,14 @@ export const median = (xs) => {
 /** Median of per-round ratios xs[i] / ys[i]. */
 export const pairedMedian = (xs, ys) => median(xs.map((x, i) => x / ys[i]));
 
-export function need(bench, cmd, pkg) {
+/** True when `cmd` is on PATH (or in /sbin, /usr/sbin). */
+export function hasCommand(cmd) {
   const dirs = [...(process.env.PATH ?? '').split(':'), '/sbin', '/usr/sbin'];
-  if (!dirs.some((d) => d !== '' && existsSync(join(d, cmd)))) {
+  return dirs.some((d) => d !== '' && existsSync(join(d, cmd)));
+}
+
+export function need(bench, cmd, pkg) {
+  if (!hasCommand(cmd)) {
     console.error(`${bench} needs ${cmd} (Debian package ${pkg})`);
     process.exit(1);
   }

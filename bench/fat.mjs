@@ -15,17 +15,7 @@
 // Caches are dropped before every timed run (root). A virtual disk may be
 // shared with other work, so each round runs all three back to back, the
 // order rotating, and the ratios reported are medians of per-round ratios.
-import {
-  closeSync,
-  ftruncateSync,
-  mkdirSync,
-  openSync,
-  readSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -50,6 +40,7 @@ import {
   snapshotLowtide,
   timed,
 } from './fat-volume.mjs';
+import { rotate, writeResults } from './common.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -190,7 +181,7 @@ console.log(
   `\n${rounds} rounds on ${vol} (${volGiB} GiB, ${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % of clusters used)`,
 );
 for (let r = 0; r < rounds; r++) {
-  const order = contestants.map((_, i) => contestants[(i + r) % contestants.length]);
+  const order = rotate(contestants, r);
   for (const [name, fn] of order) results[name].push(await fn());
   loads.push(machineInfo().loadAverage[0]);
   const f = (k) => results[k].at(-1).seconds.toFixed(2);
@@ -460,7 +451,5 @@ console.log(
   `machine: ${summary.machine.cpus} CPUs, load average ${loads.map((l) => l.toFixed(1)).join(', ')} after the rounds (shared with other work); run took ${summary.runSeconds.toFixed(0)} s`,
 );
 
-mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-const file = join(root, 'bench', 'results', `fat-${summary.date.replace(/[:.]/g, '-')}.json`);
-writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
+const file = writeResults('fat', summary);
 console.log(`written ${file}`);

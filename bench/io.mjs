@@ -15,70 +15,34 @@
 // and the ratio reported is the median of the per-round ratios. Reads and
 // images are measured in separate phases, each run after the disk settled
 // (see settleDisk() in fat-volume.mjs).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync, openSync, closeSync, ftruncateSync } from 'node:fs';
+import { join } from 'node:path';
 import {
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-  openSync,
-  closeSync,
-  ftruncateSync,
-} from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { cliPath, settleDisk } from './fat-volume.mjs';
+  cliPath,
+  dropCaches,
+  ensureRandomFile,
+  GiB,
+  median,
+  need,
+  requireBuiltCli,
+  root,
+  settleDisk,
+} from './fat-volume.mjs';
+import { writeResults } from './common.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const sizeGiB = Number(process.env.BENCH_SIZE_GIB ?? 2);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 9);
-const GiB = 1024 ** 3;
 const cli = cliPath();
 
-function need(cmd, pkg) {
-  if (spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status !== 0) {
-    console.error(`bench:io needs ${cmd} (Debian package ${pkg})`);
-    process.exit(1);
-  }
-}
-need('fio', 'fio');
-need('dd', 'coreutils');
-if (!existsSync(cli)) {
-  console.error('run `npm run compile` first (dist/ is missing)');
-  process.exit(1);
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
-function dropCaches() {
-  spawnSync('sync');
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-  } catch {
-    /* not root: the reads are O_DIRECT anyway */
-  }
-}
+need('bench:io', 'fio', 'fio');
+need('bench:io', 'dd', 'coreutils');
+requireBuiltCli();
 
 mkdirSync(dir, { recursive: true });
 const data = join(dir, `data-${sizeGiB}g.bin`);
-if (!existsSync(data) || statSync(data).size !== sizeGiB * GiB) {
-  console.log(`creating ${sizeGiB} GiB of random data in ${data} ...`);
-  execFileSync('dd', [
-    'if=/dev/urandom',
-    `of=${data}`,
-    'bs=4M',
-    `count=${sizeGiB * 256}`,
-    'iflag=fullblock',
-    'status=none',
-  ]);
-}
+ensureRandomFile(data, sizeGiB * GiB, 'the read data');
 
 function lowtideRead(file) {
   const out = execFileSync(process.execPath, [join(root, 'bench', 'read-child.mjs'), file, String(1 << 20), '32'], {
@@ -319,7 +283,5 @@ console.log(
   `peak RSS of the read: 1 GiB source ${rss['1GiB'].toFixed(0)} MiB, 4 GiB source ${rss['4GiB'].toFixed(0)} MiB, ${sizeGiB} GiB data ${rss.dataFile.toFixed(0)} MiB (limit 200 MiB)`,
 );
 
-mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-const file = join(root, 'bench', 'results', `io-${summary.date.replace(/[:.]/g, '-')}.json`);
-writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
+const file = writeResults('io', summary);
 console.log(`written ${file}`);

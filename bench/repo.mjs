@@ -56,6 +56,7 @@ import {
   snapshotLowtide,
   timed,
 } from './fat-volume.mjs';
+import { borgPeer, resticPeer, writeResults } from './common.mjs';
 
 /** Before every timed command, lowtide's and the peers' alike: the disk idle, the page cache empty. */
 function beforeTimedRun() {
@@ -139,33 +140,10 @@ async function lowtideRestore(repo, target, throttle = OFF) {
   };
 }
 
-const resticEnv = (s) => ({
-  RESTIC_PASSWORD: 'bench',
-  RESTIC_CACHE_DIR: join(s, 'restic-cache'),
-  RESTIC_PROGRESS_FPS: '0.1',
-});
-async function resticInit(s, repo) {
-  await timed('restic', ['-r', repo, 'init', '--repository-version', '2'], { env: resticEnv(s) });
-}
-async function resticBackup(s, repo, image) {
-  beforeTimedRun();
-  const r = await timed('restic', ['-r', repo, 'backup', '--stdin', '--stdin-filename', IMAGE_NAME, '--json'], {
-    env: resticEnv(s),
-    stdinFile: image,
-  });
-  const summary =
-    r.stdout
-      .split('\n')
-      .filter((l) => l.includes('"summary"'))
-      .map((l) => JSON.parse(l))[0] ?? {};
-  return {
-    seconds: r.seconds,
-    diskReadBytes: r.io.read_bytes,
-    diskWriteBytes: r.io.write_bytes,
-    bytesStored: summary.data_added ?? null,
-    bytesProcessed: summary.total_bytes_processed ?? null,
-  };
-}
+const restic = (s) => resticPeer(s, { before: beforeTimedRun, imageName: IMAGE_NAME });
+const resticEnv = (s) => restic(s).env;
+const resticInit = (s, repo) => restic(s).init(repo);
+const resticBackup = (s, repo, image) => restic(s).backup(repo, image);
 async function resticRestore(s, repo, targetDir) {
   rmSync(targetDir, { recursive: true, force: true });
   beforeTimedRun();
@@ -175,35 +153,10 @@ async function resticRestore(s, repo, targetDir) {
   return { seconds: r.seconds + syncSeconds, syncSeconds, diskReadBytes: r.io.read_bytes, file: out };
 }
 
-const borgEnv = (s) => ({
-  BORG_PASSPHRASE: '',
-  BORG_BASE_DIR: join(s, 'borg-base'),
-  BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
-  BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes',
-});
-async function borgInit(s, repo) {
-  await timed('borg', ['init', '-e', 'none', repo], { env: borgEnv(s) });
-}
-async function borgCreate(s, repo, archive, imageDir, imageName) {
-  beforeTimedRun();
-  const r = await timed(
-    'borg',
-    ['create', '--read-special', '--compression', 'zstd,3', '--json', `${repo}::${archive}`, imageName],
-    { env: borgEnv(s), cwd: imageDir },
-  );
-  let stats = {};
-  try {
-    stats = JSON.parse(r.stdout).archive.stats;
-  } catch {
-    /* keep going without */
-  }
-  return {
-    seconds: r.seconds,
-    diskReadBytes: r.io.read_bytes,
-    diskWriteBytes: r.io.write_bytes,
-    bytesStored: stats.deduplicated_size ?? null,
-  };
-}
+const borg = (s) => borgPeer(s, { before: beforeTimedRun });
+const borgEnv = (s) => borg(s).env;
+const borgInit = (s, repo) => borg(s).init(repo);
+const borgCreate = (s, repo, archive, imageDir, imageName) => borg(s).create(repo, archive, imageDir, imageName);
 async function borgExtract(s, repo, archive, imageName, target) {
   rmSync(target, { force: true });
   beforeTimedRun();
@@ -567,7 +520,5 @@ console.log(
   `machine: ${summary.machine.cpus} CPUs, load average ${all.map((s) => s.machineLoad[0].toFixed(1)).join(', ')} after the series (shared with other work); run took ${summary.runSeconds.toFixed(0)} s`,
 );
 
-mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-const file = join(root, 'bench', 'results', `repo-${summary.date.replace(/[:.]/g, '-')}.json`);
-writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
+const file = writeResults('repo', summary);
 console.log(`written ${file}`);

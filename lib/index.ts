@@ -32,7 +32,7 @@ export {
   type FileRun,
   type FiemapFlagName,
 } from './io/offset-table.js';
-export type { ReadFrom, DeviceReadReport, ReadFallback } from './jobs/device-read.js';
+export type { ReadFrom, DeviceReadReport, DeviceReadLayer, ReadFallback } from './jobs/device-read.js';
 export {
   imageSource,
   type ImageOptions,

@@ -13,7 +13,7 @@
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { subtractExtents, totalLength, type Extent } from '../io/extents.js';
-import { openSource } from '../io/source.js';
+import { openSource, type Source } from '../io/source.js';
 import { formatOption, type DiskFormat } from '../io/guest.js';
 import { intersectExtents } from '../io/extents.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
@@ -180,6 +180,23 @@ function findOverlaps(partitions: readonly Partition[], size: number, warnings: 
 export async function planImage(options: PlanOptions): Promise<ImagePlan> {
   const opts = objectOption('options', options);
   const sourcePath = stringOption('source', opts.source);
+  const format = formatOption('format', opts.format);
+  const src = await openSource(sourcePath, { direct: 'off', format });
+  try {
+    return await planImageOf(src, opts);
+  } finally {
+    await src.close();
+  }
+}
+
+/**
+ * @internal planImage() on an open `source` (opened with `options.format`):
+ * a job plans on the source it reads, so a virtual disk's chain is opened
+ * and mapped once.
+ */
+export async function planImageOf(src: Source, options: Omit<PlanOptions, 'source'>): Promise<ImagePlan> {
+  const opts = objectOption('options', options);
+  const sourcePath = src.path;
   const allBlocks = booleanOption('allBlocks', opts.allBlocks, false);
   const strict = booleanOption('strict', opts.strict, false);
   const patterns = parsePatterns((opts.exclude as readonly string[] | undefined) ?? []);
@@ -190,36 +207,24 @@ export async function planImage(options: PlanOptions): Promise<ImagePlan> {
     );
   }
   const format = formatOption('format', opts.format);
-  const src = await openSource(sourcePath, { direct: 'off', format });
   const size = src.size;
   // A virtual disk: only what its chain holds is ever read.
   let allocated: Extent[] | undefined;
   let readSector: SectorReader | undefined;
   const fsFormat: DiskFormat = src.format === 'qcow2' ? format : 'raw';
   if (src.format === 'qcow2') {
-    try {
-      allocated = await src.allocation();
-    } catch (err) {
-      await src.close();
-      throw err;
-    }
+    allocated = await src.allocation();
     readSector = async (offset) => {
       const end = Math.min(size, offset + 512);
       const chunks: Buffer[] = [];
-      const guest = await openSource(sourcePath, { direct: 'off', format });
-      try {
-        if (end > offset) {
-          for await (const b of guest.read([{ offset, length: end - offset }], { blockSize: 4096, queueDepth: 1 })) {
-            chunks.push(Buffer.from(b.data));
-          }
+      if (end > offset) {
+        for await (const b of src.read([{ offset, length: end - offset }], { blockSize: 4096, queueDepth: 1 })) {
+          chunks.push(Buffer.from(b.data));
         }
-      } finally {
-        await guest.close();
       }
       return Buffer.concat(chunks);
     };
   }
-  await src.close();
   const whole: Extent[] = allocated ?? [{ offset: 0, length: size }];
   const plan: ImagePlan = {
     source: sourcePath,

@@ -123,3 +123,24 @@ export function intersectExtents(a: readonly Extent[], b: readonly Extent[]): Ex
   }
   return out;
 }
+
+/**
+ * Index of the first of `ranges` (sorted, not overlapping) that ends after
+ * `offset`; `ranges.length` when none does. `start` and `length` read a range.
+ */
+export function firstEndingAfter<T>(
+  ranges: readonly T[],
+  offset: number,
+  start: (r: T) => number,
+  length: (r: T) => number,
+): number {
+  let lo = 0;
+  let hi = ranges.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const r = ranges[mid]!;
+    if (start(r) + length(r) <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -17,7 +17,8 @@ import {
   type NativeSourceHandle,
 } from '../native.js';
 import { choiceOption } from '../options.js';
-import type { Extent } from './extents.js';
+import { firstEndingAfter, type Extent } from './extents.js';
+import { splitByTable, type OffsetTable } from './offset-table.js';
 import { nativeStream, type BlockStream, type StreamBlock } from './reader.js';
 
 /**
@@ -97,6 +98,19 @@ export interface GuestParts {
   /** One native source per layer file, opened for the read engine. */
   layers: NativeSourceHandle[];
   info: VirtualDiskInfo;
+  /** The whole guest disk's segments, mapped once when it was opened (plans and reads reuse them). */
+  segments: GuestSegment[];
+  /** The guest ranges some layer holds, from `segments`. */
+  allocation: Extent[];
+}
+
+/**
+ * @internal Reads of one layer file from the block device under its file
+ * system: the device (opened read-only) and the layer's offset table.
+ */
+export interface LayerDevice {
+  device: NativeSourceHandle;
+  table: OffsetTable;
 }
 
 const MAP_STEP = 1 << 30;
@@ -128,8 +142,7 @@ async function mapExtents(handle: NativeGuestHandle, extents: readonly Extent[])
 }
 
 /** The guest ranges some layer holds (data and compressed clusters), sorted and merged. */
-export async function guestAllocation(handle: NativeGuestHandle, size: number): Promise<Extent[]> {
-  const segs = await mapExtents(handle, [{ offset: 0, length: size }]);
+function allocationOf(segs: readonly GuestSegment[]): Extent[] {
   const out: { offset: number; length: number }[] = [];
   for (const s of segs) {
     if (s.kind !== Kind.Data && s.kind !== Kind.Compressed) continue;
@@ -138,6 +151,56 @@ export async function guestAllocation(handle: NativeGuestHandle, size: number): 
     else out.push({ offset: s.guest, length: s.length });
   }
   return out;
+}
+
+/**
+ * The segments of the guest ranges `extents` (each inside the disk), in
+ * order, cut from the disk's segments mapped when it was opened.
+ */
+export function segmentsOf(parts: GuestParts, extents: readonly Extent[]): GuestSegment[] {
+  const segs = parts.segments;
+  const out: GuestSegment[] = [];
+  for (const e of extents) {
+    const end = e.offset + e.length;
+    const first = firstEndingAfter(
+      segs,
+      e.offset,
+      (s) => s.guest,
+      (s) => s.length,
+    );
+    for (let i = first; i < segs.length && segs[i]!.guest < end; i++) {
+      const s = segs[i]!;
+      const from = Math.max(s.guest, e.offset);
+      const to = Math.min(s.guest + s.length, end);
+      if (to <= from) continue;
+      // Data: the host offset moves with the guest offset; compressed clusters keep theirs.
+      const host = s.kind === Kind.Data ? s.host + (from - s.guest) : s.host;
+      out.push({ guest: from, length: to - from, kind: s.kind, layer: s.layer, host });
+    }
+  }
+  return out;
+}
+
+/** @internal What the guest ranges `extents` are read from: each layer file's ranges, and the bytes read from no file. */
+export interface GuestReads {
+  /** Per layer (index in the chain): the ranges of its file that hold data of `extents`, in guest order. */
+  layers: Extent[][];
+  /** Guest bytes in compressed clusters (read through the layer files and decompressed). */
+  compressedBytes: number;
+  /** Guest bytes that read as zeros (zero clusters, or held by no layer). */
+  zeroBytes: number;
+}
+
+export function guestReads(parts: GuestParts, extents: readonly Extent[]): GuestReads {
+  const layers: Extent[][] = parts.layers.map(() => []);
+  let compressedBytes = 0;
+  let zeroBytes = 0;
+  for (const s of segmentsOf(parts, extents)) {
+    if (s.kind === Kind.Data) layers[s.layer]!.push({ offset: s.host, length: s.length });
+    else if (s.kind === Kind.Compressed) compressedBytes += s.length;
+    else zeroBytes += s.length;
+  }
+  return { layers, compressedBytes, zeroBytes };
 }
 
 /** The guest ranges the dirty bitmap `name` marks, merged. */
@@ -180,7 +243,8 @@ export async function openGuest(
         throw toLowtideError(err, 'OPEN_FAILED', `${path}: layer ${l.path}`);
       }
     }
-    const allocated = await guestAllocation(handle, info.size);
+    const segments = await mapExtents(handle, [{ offset: 0, length: info.size }]);
+    const allocated = allocationOf(segments);
     let bitmaps: DirtyBitmap[];
     try {
       bitmaps = await handle.bitmaps();
@@ -190,6 +254,8 @@ export async function openGuest(
     return {
       handle,
       layers,
+      segments,
+      allocation: allocated,
       info: {
         format: 'qcow2',
         probed: info.probed,
@@ -228,6 +294,7 @@ export class GuestStream implements BlockStream {
   readonly #parts: GuestParts;
   readonly #extents: readonly Extent[];
   readonly #config: NativeReaderOptions;
+  readonly #devices: readonly (LayerDevice | undefined)[];
   #segments: GuestSegment[] | undefined;
   #index = 0;
   #done = 0; // bytes of segments[index] delivered
@@ -238,16 +305,23 @@ export class GuestStream implements BlockStream {
   #closed = false;
   #stats = { zeroBytes: 0, compressedBytes: 0 };
 
-  constructor(parts: GuestParts, extents: readonly Extent[], config: NativeReaderOptions) {
+  /** `devices`: per layer, the device to read its file's blocks from (offset table), or undefined: the file. */
+  constructor(
+    parts: GuestParts,
+    extents: readonly Extent[],
+    config: NativeReaderOptions,
+    devices: readonly (LayerDevice | undefined)[] = [],
+  ) {
     this.#parts = parts;
+    this.#devices = devices;
     this.#extents = extents;
     this.#config = config;
     this.#blockSize = config.blockSize;
     this.engine = native.ioUringAvailable() && config.engine !== 'threads' ? 'io_uring' : 'threads';
   }
 
-  async #start(): Promise<GuestSegment[]> {
-    const segs = await mapExtents(this.#parts.handle, this.#extents);
+  #start(): GuestSegment[] {
+    const segs = segmentsOf(this.#parts, this.#extents);
     const unit = Math.min(this.#config.maxBlockSize, this.#config.blockSize);
     const byLayer = new Map<number, Extent[]>();
     const out: GuestSegment[] = [];
@@ -264,7 +338,18 @@ export class GuestStream implements BlockStream {
       }
     }
     for (const [layer, list] of byLayer) {
-      this.#streams.set(layer, nativeStream(this.#parts.layers[layer]!, list, this.#config));
+      const handle = this.#parts.layers[layer]!;
+      const dev = this.#devices[layer];
+      let stream: BlockStream;
+      if (dev === undefined) {
+        stream = nativeStream(handle, list, this.#config);
+      } else {
+        // Each piece on its own, so that none is merged across a guest boundary.
+        const pieces = list.flatMap((e) => splitByTable([e], dev.table));
+        const offsets = Float64Array.from(pieces, (p) => p.deviceOffset);
+        stream = nativeStream(handle, pieces, this.#config, { handle: dev.device, offsets });
+      }
+      this.#streams.set(layer, stream);
       this.#pending.set(layer, []);
     }
     return out;
@@ -272,7 +357,7 @@ export class GuestStream implements BlockStream {
 
   async next(): Promise<StreamBlock[] | null> {
     if (this.#closed) return null;
-    this.#segments ??= await this.#start();
+    this.#segments ??= this.#start();
     const segs = this.#segments;
     for (;;) {
       const s = segs[this.#index];

@@ -14,7 +14,7 @@
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native, type NativeFileMapping } from '../native.js';
 import { stringOption } from '../options.js';
-import { mergeExtents, type Extent } from './extents.js';
+import { firstEndingAfter, mergeExtents, type Extent } from './extents.js';
 
 /** FIEMAP_EXTENT_* flags by name (linux/fiemap.h). */
 export const FiemapFlags = {
@@ -317,22 +317,15 @@ export function splitByTable(extents: readonly Extent[], table: OffsetTable): Ma
       out.push({ offset, length, deviceOffset });
     }
   };
-  // Index of the first run that ends after `offset`.
-  const firstEndingAfter = (offset: number): number => {
-    let lo = 0;
-    let hi = runs.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const r = runs[mid]!;
-      if (r.offset + r.length <= offset) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
   for (const e of extents) {
     let pos = e.offset;
     const end = e.offset + e.length;
-    let i = firstEndingAfter(pos);
+    let i = firstEndingAfter(
+      runs,
+      pos,
+      (r) => r.offset,
+      (r) => r.length,
+    );
     while (pos < end) {
       const run = runs[i];
       if (run === undefined || run.offset > pos) {

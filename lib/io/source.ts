@@ -7,15 +7,17 @@ import { native, type NativeReaderOptions, type NativeSourceHandle } from '../na
 import { choiceOption, objectOption, stringOption } from '../options.js';
 import { BlockReader, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
-import type { MappedExtent } from './offset-table.js';
+import type { MappedExtent, OffsetTable } from './offset-table.js';
 import {
   bitmapExtents,
   formatOption,
   GuestStream,
-  guestAllocation,
+  guestReads,
   openGuest,
   type DiskFormat,
   type GuestParts,
+  type GuestReads,
+  type LayerDevice,
   type VirtualDiskInfo,
 } from './guest.js';
 
@@ -106,7 +108,7 @@ export class Source implements SourceInfo {
   async allocation(): Promise<Extent[]> {
     if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
     if (this.#guest === undefined) return [{ offset: 0, length: this.size }];
-    return guestAllocation(this.#guest.handle, this.size);
+    return this.#guest.allocation.map((e) => ({ ...e }));
   }
 
   /**
@@ -137,6 +139,40 @@ export class Source implements SourceInfo {
   }
 
   /**
+   * @internal What the guest ranges `extents` of a virtual disk are read
+   * from: ranges of each layer file, compressed and zero bytes.
+   */
+  guestReads(extents: readonly Extent[]): GuestReads {
+    if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
+    if (this.#guest === undefined) {
+      throw new LowtideError('INVALID_ARGUMENT', `${this.path}: not a virtual disk (format 'raw')`);
+    }
+    return guestReads(this.#guest, extents);
+  }
+
+  /**
+   * @internal Like read() on a virtual disk, but each layer file with an
+   * entry in `devices` has its blocks read from the device under its file
+   * system, as that layer's offset table says (readFrom: 'device').
+   */
+  readGuestThrough(
+    devices: readonly ({ device: Source; table: OffsetTable } | undefined)[],
+    extents: readonly Extent[],
+    options: ReadOptions = {},
+  ): BlockReader {
+    if (this.#guest === undefined) {
+      throw new LowtideError('INVALID_ARGUMENT', `${this.path}: not a virtual disk (format 'raw')`);
+    }
+    const layers = devices.map((d): LayerDevice | undefined => {
+      if (d === undefined) return undefined;
+      const handle = d.device.#handle;
+      if (handle === undefined) throw new LowtideError('CLOSED', `${d.device.path}: the device is closed`);
+      return { device: handle, table: d.table };
+    });
+    return this.#read(extents, options, undefined, layers);
+  }
+
+  /**
    * Like read(), but the extents with a `deviceOffset` other than -1 are read
    * from `device` (a block device opened with openSource) at that offset: a
    * file's blocks read straight from the device under its file system, as an
@@ -149,8 +185,8 @@ export class Source implements SourceInfo {
     }
     if (this.#guest !== undefined) {
       throw new LowtideError(
-        'UNSUPPORTED',
-        `${this.path}: reading a virtual disk's guest view from the device under its file is not supported yet`,
+        'INVALID_ARGUMENT',
+        `${this.path}: the extents of a virtual disk are guest offsets, not offsets in its files; read it with readFrom: 'device'`,
       );
     }
     const deviceHandle = device.#handle;
@@ -175,6 +211,7 @@ export class Source implements SourceInfo {
     list: readonly Extent[],
     options: ReadOptions,
     device: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
+    layerDevices: readonly (LayerDevice | undefined)[] = [],
   ): BlockReader {
     const handle = this.#handle;
     if (handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
@@ -191,7 +228,7 @@ export class Source implements SourceInfo {
     // (The reader calls onEnd from its constructor when the native reader refuses to start.)
     let reader: BlockReader | undefined = undefined;
     const guest = this.#guest;
-    const from = guest ? (config: NativeReaderOptions) => new GuestStream(guest, list, config) : handle;
+    const from = guest ? (config: NativeReaderOptions) => new GuestStream(guest, list, config, layerDevices) : handle;
     reader = new BlockReader(
       from,
       list,

@@ -8,7 +8,7 @@
 import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { validateExtents, type Extent } from '../io/extents.js';
-import { planImage, type PlanOptions } from '../fs/plan.js';
+import { planImageOf, type PlanOptions } from '../fs/plan.js';
 import type { DiskFormat } from '../io/guest.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import type { Manifest } from '../repo/format.js';
@@ -160,15 +160,30 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   // runs while the repository is opened and locked and the parent is read
   // (with cold caches, both wait for the disk). Awaited in planBackup; until
   // then a failure must not count as unhandled.
-  const planning = planImage({ source: o.source, ...o.plan, format: o.read.format });
+  // The plan works on the source the job reads (a virtual disk is opened and mapped once).
+  const opening = openSource(o.source, { direct: o.read.direct, format: o.read.format });
+  const planning = opening.then((src) => planImageOf(src, { ...o.plan, format: o.read.format }));
   planning.catch(() => undefined);
-  const repo = await repositoryOption(o.repository);
+  const closeUnused = async (): Promise<void> => {
+    await opening.then(
+      (src) => src.close(),
+      () => undefined,
+    );
+  };
+  let repo: Repository;
+  try {
+    repo = await repositoryOption(o.repository);
+  } catch (err) {
+    await closeUnused();
+    throw err;
+  }
   const opened = !(o.repository instanceof Repository);
   let lock;
   try {
     lock = o.lockHeld ? undefined : await repo.lock('lowtide backup');
   } catch (err) {
     if (opened) repo.close();
+    await closeUnused();
     throw err;
   }
   let source: Source | undefined;
@@ -179,7 +194,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   let jobThrottle: JobThrottle | undefined;
   let device: DeviceRead | undefined;
   try {
-    source = await openSource(o.source, { direct: o.read.direct, format: o.read.format });
+    source = await opening;
     if (o.changedBitmap !== undefined) o = { ...o, changed: await source.bitmapExtents(o.changedBitmap) };
     const plan = await planBackup(repo, source, o, planning);
     if (o.read.readFrom === 'device') device = await DeviceRead.prepare(source, plan.extents);

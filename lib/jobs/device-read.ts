@@ -7,18 +7,18 @@
  * is read through the file. At the end the file is mapped again: a file whose
  * size or layout changed while it was read from under its file system was
  * not read consistently, and the job fails with SOURCE_CHANGED.
+ *
+ * A virtual disk (format 'qcow2') composes two maps: its segments map the
+ * planned guest extents to ranges of its layer files (L1/L2 tables, through
+ * the backing chain), and each layer file has its own offset table from those
+ * file ranges to its device. Compressed clusters are read through the file
+ * (they are decompressed), zero clusters cost no read.
  */
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
-import type { Extent } from '../io/extents.js';
-import {
-  mapFile,
-  sameOffsetTable,
-  splitByTable,
-  type MappedExtent,
-  type OffsetRun,
-  type OffsetTable,
-} from '../io/offset-table.js';
+import { firstEndingAfter, type Extent } from '../io/extents.js';
+import { mapFile, sameOffsetTable, splitByTable, type OffsetRun, type OffsetTable } from '../io/offset-table.js';
+import type { BlockReader, ReadOptions } from '../io/reader.js';
 import { openSource, type Source } from '../io/source.js';
 
 export type ReadFrom = 'device' | 'file';
@@ -43,6 +43,22 @@ export interface DeviceReadReport {
   /** Planned bytes read through the file (holes and unwritten extents included). */
   bytesFromFile: number;
   fallbacks: ReadFallback[];
+  /**
+   * A virtual disk: the same per file of its backing chain (layer 0 is the
+   * image named). The fields above sum them up; `device` is the first device
+   * read from.
+   */
+  layers?: DeviceReadLayer[] | undefined;
+}
+
+/** Where one file of a virtual disk's chain was read from. */
+export interface DeviceReadLayer {
+  path: string;
+  device: string | null;
+  fileSystem: string;
+  reason?: string | undefined;
+  bytesFromDevice: number;
+  bytesFromFile: number;
 }
 
 function fallbackReason(run: OffsetRun, table: OffsetTable): string | undefined {
@@ -50,6 +66,9 @@ function fallbackReason(run: OffsetRun, table: OffsetTable): string | undefined 
   if (run.kind === 'file') return run.reason;
   return table.deviceMappable ? undefined : (table.reason ?? 'not device-mappable');
 }
+
+const runStart = (r: OffsetRun): number => r.offset;
+const runLength = (r: OffsetRun): number => r.length;
 
 /** Counts the planned bytes by where they are read from. */
 function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceReadReport, 'device' | 'fileSystem'> {
@@ -59,16 +78,8 @@ function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceRea
   const runs = table.runs;
   for (const e of extents) {
     const end = e.offset + e.length;
-    // First run ending after e.offset.
-    let lo = 0;
-    let hi = runs.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (runs[mid]!.offset + runs[mid]!.length <= e.offset) lo = mid + 1;
-      else hi = mid;
-    }
     let covered = 0;
-    for (let i = lo; i < runs.length && runs[i]!.offset < end; i++) {
+    for (let i = firstEndingAfter(runs, e.offset, runStart, runLength); i < runs.length && runs[i]!.offset < end; i++) {
       const run = runs[i]!;
       const n = Math.min(end, run.offset + run.length) - Math.max(e.offset, run.offset);
       if (n <= 0) continue;
@@ -79,18 +90,11 @@ function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceRea
         continue;
       }
       bytesFromFile += n;
-      const f = byReason.get(reason) ?? { reason, runs: 0, bytes: 0 };
-      f.runs += 1;
-      f.bytes += n;
-      byReason.set(reason, f);
+      addFallback(byReason, reason, 1, n);
     }
     if (covered < e.length) {
       bytesFromFile += e.length - covered;
-      const reason = 'outside the mapped file';
-      const f = byReason.get(reason) ?? { reason, runs: 0, bytes: 0 };
-      f.runs += 1;
-      f.bytes += e.length - covered;
-      byReason.set(reason, f);
+      addFallback(byReason, 'outside the mapped file', 1, e.length - covered);
     }
   }
   return {
@@ -101,29 +105,54 @@ function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceRea
   };
 }
 
+/** Syncs `path` (delayed allocations get device blocks) and maps it. */
+async function syncAndMap(path: string): Promise<OffsetTable> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw toLowtideError(err, 'IO_ERROR', `cannot sync ${path} before mapping it`);
+  }
+  return mapFile(path);
+}
+
+function addFallback(byReason: Map<string, ReadFallback>, reason: string, runs: number, bytes: number): void {
+  const f = byReason.get(reason) ?? { reason, runs: 0, bytes: 0 };
+  f.runs += runs;
+  f.bytes += bytes;
+  byReason.set(reason, f);
+}
+
+/** One file read (a raw source, or one layer of a virtual disk): its table and the extents read of it. */
+interface MappedFile {
+  table: OffsetTable;
+  /** Byte ranges of the file that are read. */
+  extents: readonly Extent[];
+  /** Whether some of them are read from the device. */
+  usesDevice: boolean;
+}
+
 export class DeviceRead {
-  readonly table: OffsetTable;
-  /** The device, open; undefined when nothing is read from it. */
-  readonly device: Source | undefined;
-  readonly extents: MappedExtent[];
+  readonly #files: MappedFile[];
+  /** The devices opened, by path. */
+  readonly #devices: Map<string, Source>;
   readonly #report: DeviceReadReport;
 
-  private constructor(
-    table: OffsetTable,
-    device: Source | undefined,
-    extents: MappedExtent[],
-    report: DeviceReadReport,
-  ) {
-    this.table = table;
-    this.device = device;
-    this.extents = extents;
+  private constructor(files: MappedFile[], devices: Map<string, Source>, report: DeviceReadReport) {
+    this.#files = files;
+    this.#devices = devices;
     this.#report = report;
   }
 
   /**
-   * Syncs and maps `source` (a regular file) and opens its device for the
-   * planned `extents`. Fails when the source is not a file or the device
-   * cannot be opened.
+   * Syncs and maps `source` (a regular file; for a virtual disk, each file
+   * of its chain) and opens the devices under them for the planned
+   * `extents`. Fails when the source is a block device or a device cannot
+   * be opened.
    */
   static async prepare(source: Source, extents: readonly Extent[]): Promise<DeviceRead> {
     if (source.kind !== 'file') {
@@ -132,84 +161,165 @@ export class DeviceRead {
         `readFrom: 'device' reads a file's blocks from the device under its file system; ${source.path} is a block device already`,
       );
     }
-    // Delayed allocations have no device blocks yet: write them out (FIEMAP_FLAG_SYNC does so too).
-    try {
-      const fh = await open(source.path, 'r');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    } catch (err) {
-      throw toLowtideError(err, 'IO_ERROR', `cannot sync ${source.path} before mapping it`);
-    }
-    const table = await mapFile(source.path);
-    if (table.size !== source.size) {
-      throw new LowtideError(
-        'SOURCE_CHANGED',
-        `${source.path} changed size while it was opened (${source.size} then ${table.size} bytes)`,
-        { path: source.path },
-      );
-    }
-    const pieces = splitByTable(extents, table);
-    const usesDevice = table.deviceMappable && table.device !== null && pieces.some((p) => p.deviceOffset !== -1);
-    let device: Source | undefined;
-    if (usesDevice) {
-      try {
-        device = await openSource(table.device!, { direct: 'on' });
-      } catch (err) {
-        const e = toLowtideError(err, 'OPEN_FAILED');
+    const files: MappedFile[] = [];
+    let guest: ReturnType<Source['guestReads']> | undefined;
+    if (source.virtualDisk === undefined) {
+      const table = await syncAndMap(source.path);
+      if (table.size !== source.size) {
         throw new LowtideError(
-          e.code,
-          `cannot open ${table.device} (the device under ${source.path}) read-only with O_DIRECT: ${e.message}`,
-          { cause: err, path: table.device! },
+          'SOURCE_CHANGED',
+          `${source.path} changed size while it was opened (${source.size} then ${table.size} bytes)`,
+          { path: source.path },
         );
       }
+      files.push({ table, extents, usesDevice: false });
+    } else {
+      guest = source.guestReads(extents);
+      const layers = source.virtualDisk.layers;
+      for (let i = 0; i < layers.length; i++) {
+        const layer = layers[i]!;
+        const table = await syncAndMap(layer.path);
+        if (table.size !== layer.fileSize) {
+          throw new LowtideError(
+            'SOURCE_CHANGED',
+            `${layer.path} changed size while it was opened (${layer.fileSize} then ${table.size} bytes)`,
+            { path: layer.path },
+          );
+        }
+        files.push({ table, extents: guest.layers[i]!, usesDevice: false });
+      }
     }
-    const report: DeviceReadReport = {
-      device: usesDevice ? table.device : null,
-      fileSystem: table.fileSystem,
-      ...account(extents, table),
-    };
-    return new DeviceRead(table, device, pieces, report);
+    const devices = new Map<string, Source>();
+    try {
+      for (const f of files) {
+        const t = f.table;
+        f.usesDevice =
+          t.deviceMappable && t.device !== null && splitByTable(f.extents, t).some((p) => p.deviceOffset !== -1);
+        if (!f.usesDevice || devices.has(t.device!)) continue;
+        try {
+          devices.set(t.device!, await openSource(t.device!, { direct: 'on' }));
+        } catch (err) {
+          const e = toLowtideError(err, 'OPEN_FAILED');
+          throw new LowtideError(
+            e.code,
+            `cannot open ${t.device} (the device under ${t.path}) read-only with O_DIRECT: ${e.message}`,
+            { cause: err, path: t.device! },
+          );
+        }
+      }
+    } catch (err) {
+      await Promise.all([...devices.values()].map((d) => d.close()));
+      throw err;
+    }
+    return new DeviceRead(files, devices, reportOf(files, guest));
+  }
+
+  /** A reader of the planned `extents` of `source` (the one prepared for), from the devices where it can. */
+  reader(source: Source, extents: readonly Extent[], options: ReadOptions): BlockReader {
+    const deviceOf = (f: MappedFile): Source | undefined =>
+      f.usesDevice ? this.#devices.get(f.table.device!) : undefined;
+    if (source.virtualDisk !== undefined) {
+      const layers = this.#files.map((f) => {
+        const d = deviceOf(f);
+        return d === undefined ? undefined : { device: d, table: f.table };
+      });
+      return source.readGuestThrough(layers, extents, options);
+    }
+    const f = this.#files[0]!;
+    const d = deviceOf(f);
+    return d === undefined
+      ? source.read(extents, options)
+      : source.readThrough(d, splitByTable(extents, f.table), options);
   }
 
   /**
-   * Maps the file again: its size and layout must be what they were when the
-   * reads were planned, or what was read from the device is not the file.
+   * Maps the files again: their size and layout must be what they were when
+   * the reads were planned, or what was read from the device is not the file.
    */
   async verifyUnchanged(): Promise<void> {
-    const path = this.table.path;
-    let again: OffsetTable;
-    try {
-      again = await mapFile(path);
-    } catch (err) {
-      throw new LowtideError('SOURCE_CHANGED', `${path} could not be mapped again after it was read from its device`, {
-        cause: err,
-        path,
-      });
-    }
-    if (again.size !== this.table.size) {
-      throw new LowtideError(
-        'SOURCE_CHANGED',
-        `${path} changed size while it was read from ${this.table.device ?? 'its device'} (${this.table.size} then ${again.size} bytes): the copy is not consistent`,
-        { path },
-      );
-    }
-    if (!sameOffsetTable(this.table, again)) {
-      throw new LowtideError(
-        'SOURCE_CHANGED',
-        `the blocks of ${path} moved while it was read from ${this.table.device ?? 'its device'}: the copy is not consistent`,
-        { path },
-      );
+    for (const { table } of this.#files) {
+      const path = table.path;
+      let again: OffsetTable;
+      try {
+        again = await mapFile(path);
+      } catch (err) {
+        throw new LowtideError(
+          'SOURCE_CHANGED',
+          `${path} could not be mapped again after it was read from its device`,
+          { cause: err, path },
+        );
+      }
+      if (again.size !== table.size) {
+        throw new LowtideError(
+          'SOURCE_CHANGED',
+          `${path} changed size while it was read from ${table.device ?? 'its device'} (${table.size} then ${again.size} bytes): the copy is not consistent`,
+          { path },
+        );
+      }
+      if (!sameOffsetTable(table, again)) {
+        throw new LowtideError(
+          'SOURCE_CHANGED',
+          `the blocks of ${path} moved while it was read from ${table.device ?? 'its device'}: the copy is not consistent`,
+          { path },
+        );
+      }
     }
   }
 
   report(): DeviceReadReport {
-    return { ...this.#report, fallbacks: this.#report.fallbacks.map((f) => ({ ...f })) };
+    const r = this.#report;
+    return {
+      ...r,
+      fallbacks: r.fallbacks.map((f) => ({ ...f })),
+      ...(r.layers !== undefined ? { layers: r.layers.map((l) => ({ ...l })) } : {}),
+    };
   }
 
   async close(): Promise<void> {
-    await this.device?.close();
+    await Promise.all([...this.#devices.values()].map((d) => d.close()));
   }
+}
+
+/** The report of a prepared read: one file, or a virtual disk's chain summed up with one entry per file. */
+function reportOf(files: readonly MappedFile[], guest: ReturnType<Source['guestReads']> | undefined): DeviceReadReport {
+  const counted = files.map((f) => ({ f, a: account(f.extents, f.table) }));
+  const deviceOf = (f: MappedFile): string | null => (f.usesDevice ? f.table.device : null);
+  if (guest === undefined) {
+    const { f, a } = counted[0]!;
+    return { device: deviceOf(f), fileSystem: f.table.fileSystem, ...a };
+  }
+  const byReason = new Map<string, ReadFallback>();
+  let bytesFromDevice = 0;
+  let bytesFromFile = 0;
+  for (const { a } of counted) {
+    bytesFromDevice += a.bytesFromDevice;
+    bytesFromFile += a.bytesFromFile;
+    for (const fb of a.fallbacks) addFallback(byReason, fb.reason, fb.runs, fb.bytes);
+  }
+  if (guest.compressedBytes > 0) {
+    bytesFromFile += guest.compressedBytes;
+    addFallback(byReason, 'compressed clusters (decompressed from the file)', 1, guest.compressedBytes);
+  }
+  if (guest.zeroBytes > 0) {
+    bytesFromFile += guest.zeroBytes;
+    addFallback(byReason, 'zero clusters (zeros)', 1, guest.zeroBytes);
+  }
+  const used = counted.find(({ f }) => f.usesDevice);
+  const reasons = [...new Set(counted.map(({ a }) => a.reason).filter((x): x is string => x !== undefined))];
+  return {
+    device: used === undefined ? null : deviceOf(used.f),
+    fileSystem: (used ?? counted[0]!).f.table.fileSystem,
+    ...(used === undefined && reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
+    bytesFromDevice,
+    bytesFromFile,
+    fallbacks: [...byReason.values()],
+    layers: counted.map(({ f, a }) => ({
+      path: f.table.path,
+      device: deviceOf(f),
+      fileSystem: f.table.fileSystem,
+      ...(a.reason !== undefined ? { reason: a.reason } : {}),
+      bytesFromDevice: a.bytesFromDevice,
+      bytesFromFile: a.bytesFromFile,
+    })),
+  };
 }

@@ -12,7 +12,7 @@ import type { DiskFormat } from '../io/guest.js';
 import { openSource, type DirectMode, type EngineName, type Source } from '../io/source.js';
 import { MAX_BLOCK_SIZE, type Block, type BlockReader } from '../io/reader.js';
 import { LatencyHistogram } from '../throttle/histogram.js';
-import { planImage, type ImagePlan, type PlanOptions } from '../fs/plan.js';
+import { planImageOf, type ImagePlan, type PlanOptions } from '../fs/plan.js';
 import {
   resolveJobControl,
   resolveReadSettings,
@@ -322,8 +322,14 @@ function imageSummary(
 export async function imageSource(options: ImageOptions): Promise<ImageSummary> {
   const o = resolveImageOptions(options);
   await checkOutput(o.source, o.output, o.force);
-  const plan = await planImage({ source: o.source, ...o.plan, format: o.read.format });
   const source = await openSource(o.source, { direct: o.read.direct, format: o.read.format });
+  let plan: ImagePlan;
+  try {
+    plan = await planImageOf(source, { ...o.plan, format: o.read.format });
+  } catch (err) {
+    await source.close();
+    throw err;
+  }
   const clock = new Stopwatch();
   const counts: CopyCounts = { bytesDone: 0, bytesWritten: 0, bytesSkipped: 0, latency: new LatencyHistogram() };
   let out: PartialFile | undefined;

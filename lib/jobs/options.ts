@@ -75,8 +75,7 @@ export function throttledReader(
     heldBuffers: options.heldBuffers,
   };
   const d = options.device;
-  const reader =
-    d?.device !== undefined ? source.readThrough(d.device, d.extents, readOptions) : source.read(extents, readOptions);
+  const reader = d !== undefined ? d.reader(source, extents, readOptions) : source.read(extents, readOptions);
   throttle.attach(reader);
   return reader;
 }

@@ -91,3 +91,28 @@ export class LoopFs {
     this.dir.remove();
   }
 }
+
+/**
+ * Options for a job read from the device (readFrom: 'device', 64 KiB blocks)
+ * that run `change` once, at the job's first progress report: a source that
+ * changes while it is read. `changed()` tells whether it ran.
+ */
+export function changeWhileReading(change: () => void): {
+  options: { readFrom: 'device'; blockSize: number; progressIntervalMs: number; onProgress: () => void };
+  changed: () => boolean;
+} {
+  let done = false;
+  return {
+    options: {
+      readFrom: 'device',
+      blockSize: 64 * 1024,
+      progressIntervalMs: 0,
+      onProgress: () => {
+        if (done) return;
+        done = true;
+        change();
+      },
+    },
+    changed: () => done,
+  };
+}

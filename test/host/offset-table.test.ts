@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, imageSource, initRepository, mapFile, type OffsetTable } from '../../lib/index.js';
 import { splitByTable } from '../../lib/advanced.js';
 import { cmp, lowtide } from '../helpers/cli.js';
-import { LoopFs, loopFsUnavailableReason, type LoopFsKind } from '../helpers/loop-fs.js';
+import { changeWhileReading, LoopFs, loopFsUnavailableReason, type LoopFsKind } from '../helpers/loop-fs.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
 
@@ -247,22 +247,12 @@ describe('XFS with reflink on a loop device: shared blocks, backups, a changing 
     const source = fs!.file('changing.img');
     copyFileSync(fs!.file('disk.img'), source);
     const img = out.file('changing-out.img');
-    let appended = false;
-    await expect(
-      imageSource({
-        source,
-        output: img,
-        readFrom: 'device',
-        blockSize: 64 * 1024,
-        progressIntervalMs: 0,
-        onProgress: () => {
-          if (appended) return;
-          appended = true;
-          appendFileSync(source, patternBytes(8192, 9));
-        },
-      }),
-    ).rejects.toMatchObject({ code: 'SOURCE_CHANGED', message: expect.stringContaining('changed size') as unknown });
-    expect(appended).toBe(true);
+    const growing = changeWhileReading(() => appendFileSync(source, patternBytes(8192, 9)));
+    await expect(imageSource({ source, output: img, ...growing.options })).rejects.toMatchObject({
+      code: 'SOURCE_CHANGED',
+      message: expect.stringContaining('changed size') as unknown,
+    });
+    expect(growing.changed()).toBe(true);
     expect(existsSync(img)).toBe(false);
   });
 
