@@ -55,6 +55,13 @@ import { acquireBackupLock, acquirePruneLock } from './lock.js';
 import { IndexReader, IndexWriter } from './index-file.js';
 import { acquireRemoteLock, type RepoLock } from './storage/lease.js';
 import { isS3Url, resolveS3Options, S3Storage, type S3RepositoryOptions } from './storage/s3.js';
+import {
+  cacheDirectory,
+  loadKnownChunks,
+  newPruneEpoch,
+  readPruneEpoch,
+  saveKnownChunks,
+} from './storage/known-chunks.js';
 import { createStage, type Stage } from './storage/stage.js';
 import type { ObjectStorage } from './storage/types.js';
 
@@ -276,6 +283,10 @@ export class Repository {
    * them while a backup runs.
    */
   readonly #knownChunks = new Set<string>();
+  /** Where #knownChunks is kept between runs, and the prune epoch it was read under. */
+  #knownEpoch: { dir: string; epoch: string } | undefined;
+  /** True once this prune has started a new prune epoch (before it deletes its first chunk). */
+  #epochStarted = false;
 
   /** `path` is the directory, or the s3:// location of a remote repository (with its storage). */
   constructor(
@@ -411,7 +422,20 @@ export class Repository {
    * the latest when its hold is released, also when the job failed.
    */
   async lock(purpose: string, kind: 'backup' | 'prune' = 'backup'): Promise<RepoLock> {
-    if (this.#storage) return acquireRemoteLock(this.#storage, purpose, kind);
+    if (this.#storage) {
+      const remote = await acquireRemoteLock(this.#storage, purpose, kind);
+      if (kind === 'backup') {
+        // Read after the lease is written: no prune deletes a chunk from now on.
+        try {
+          await this.#loadKnownChunks(this.#storage);
+        } catch (err) {
+          await remote.release();
+          throw err;
+        }
+        remote.beforeRelease(() => this.#saveKnownChunks());
+      }
+      return remote;
+    }
     const lock =
       kind === 'backup' ? await acquireBackupLock(this.path, purpose) : await acquirePruneLock(this.path, purpose);
     try {
@@ -472,6 +496,19 @@ export class Repository {
       bytes += st.size;
     }
     return { files, bytes };
+  }
+
+  /** The persistent known-chunks index (storage/known-chunks.ts), trusted while the prune epoch is unchanged. */
+  async #loadKnownChunks(storage: ObjectStorage): Promise<void> {
+    const epoch = await readPruneEpoch(storage);
+    const dir = cacheDirectory(storage.cacheDir);
+    for (const hex of await loadKnownChunks(dir, this.config.id, epoch)) this.#knownChunks.add(hex);
+    this.#knownEpoch = { dir, epoch };
+  }
+
+  async #saveKnownChunks(): Promise<void> {
+    if (this.#knownEpoch === undefined) return;
+    await saveKnownChunks(this.#knownEpoch.dir, this.config.id, this.#knownEpoch.epoch, this.#knownChunks);
   }
 
   async hasChunk(hex: string): Promise<boolean> {
@@ -769,6 +806,11 @@ export class Repository {
     sizes?: ReadonlyMap<string, number>,
   ): Promise<{ chunks: number; bytes: number }> {
     if (this.#storage) {
+      // Known-chunks indexes made before may list these chunks: drop them all.
+      if (!this.#epochStarted && hexes.length > 0) {
+        await newPruneEpoch(this.#storage);
+        this.#epochStarted = true;
+      }
       await this.#storage.delete(hexes.map(chunkKey));
       for (const h of hexes) this.#knownChunks.delete(h);
       return { chunks: hexes.length, bytes: hexes.reduce((n, h) => n + (sizes?.get(h) ?? 0), 0) };

@@ -45,6 +45,7 @@ export class RemoteLock implements RepoLock {
   #timer: NodeJS.Timeout | undefined;
   #lastRenewed = Date.now();
   #released = false;
+  #beforeRelease: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly storage: ObjectStorage,
@@ -76,9 +77,15 @@ export class RemoteLock implements RepoLock {
     }
   }
 
+  /** Work to finish while the lease is still held (a failure there is ignored). */
+  beforeRelease(fn: () => Promise<void>): void {
+    this.#beforeRelease = fn;
+  }
+
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
+    await this.#beforeRelease?.().catch(() => undefined);
     clearInterval(this.#timer);
     await this.storage.delete([this.key]).catch(() => undefined);
   }
