@@ -18,7 +18,7 @@ import {
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/native.js';
-import { CLI, cmp, lowtide, type CliResult } from '../helpers/cli.js';
+import { cmp, lowtide, lowtideAsync, type CliResult } from '../helpers/cli.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -34,20 +34,12 @@ afterEach(async () => {
 });
 afterAll(() => work.remove());
 
-function lowtideAsync(args: string[]): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<CliResult>((resolve) => {
-    child.on('close', (code, signal) => {
-      children.delete(child);
-      resolve({ status: code ?? (signal ? -1 : -2), stdout, stderr });
-    });
-  });
-  return { child, done };
+/** A CLI run in the background, killed after the test if it still runs. */
+function background(args: string[]): { child: ChildProcess; done: Promise<CliResult> } {
+  const run = lowtideAsync(args);
+  children.add(run.child);
+  void run.done.then(() => children.delete(run.child));
+  return run;
 }
 
 function init(name: string): string {
@@ -106,9 +98,9 @@ describe('many writers, one local repository', () => {
     const b = image('b.img', 2);
     /** Two backups, the second started once the first holds its lease, both slowed so that they overlap. */
     const pair = async (x: string, y: string): Promise<[string, string]> => {
-      const first = lowtideAsync(['backup', x, '--repo', repo, '--no-parent', '--rate-limit', '4']);
+      const first = background(['backup', x, '--repo', repo, '--no-parent', '--rate-limit', '4']);
       await waitForLeases(repo, 1);
-      const second = lowtideAsync(['backup', y, '--repo', repo, '--no-parent', '--rate-limit', '4']);
+      const second = background(['backup', y, '--repo', repo, '--no-parent', '--rate-limit', '4']);
       await waitForLeases(repo, 2);
       // An older lowtide takes write.lock exclusively (for backup and prune): refused while backups run.
       const fd = openSync(join(repo, 'locks', 'write.lock'), fsc.O_RDWR);
@@ -149,7 +141,7 @@ describe('many writers, one local repository', () => {
     // A slow backup of another disk whose data is the first backup's: it finds those chunks stored.
     const c = work.file('c.img');
     writeFileSync(c, Buffer.concat([patternBytes(2 * MiB, 1000), patternBytes(2 * MiB, 3), patternBytes(4 * MiB, 5)]));
-    const slow = lowtideAsync(['backup', c, '--repo', repo, '--rate-limit', '2']);
+    const slow = background(['backup', c, '--repo', repo, '--rate-limit', '2']);
     await waitForLeases(repo, 1);
     let r = lowtide(['prune', '--repo', repo, '--keep-last', '1', '--json']);
     expect(r.status, r.stderr).toBe(0);
@@ -196,9 +188,9 @@ describe('many writers, one local repository', () => {
     const repo = init('killed');
     const a = image('ka.img', 21);
     const b = image('kb.img', 22);
-    const victim = lowtideAsync(['backup', a, '--repo', repo, '--rate-limit', '2']);
+    const victim = background(['backup', a, '--repo', repo, '--rate-limit', '2']);
     await waitForLeases(repo, 1);
-    const survivor = lowtideAsync(['backup', b, '--repo', repo, '--rate-limit', '4']);
+    const survivor = background(['backup', b, '--repo', repo, '--rate-limit', '4']);
     await waitForLeases(repo, 2);
     const victimLease = readdirSync(join(repo, 'locks')).find(
       (n) =>
