@@ -117,5 +117,5 @@ export type { ThrottleReport, BoostReport, DistributionEntry } from './throttle/
 export type { HistogramSummary } from './throttle/histogram.js';
 export type { PlannedPartition, ExcludedEntry } from './fs/plan.js';
 export type { FileSystemKind, PartitionTableKind, WalkStats, ExcludedPath } from './fs/types.js';
-export type { WriteLock } from './repo/lock.js';
+export type { LocalLock } from './repo/lock.js';
 export type { IndexReader, IndexWriter, StoredChunk } from './repo/repository.js';

@@ -362,6 +362,8 @@ export interface NativeBinding extends NativeFsBinding {
   digestSync(view: Uint8Array): Buffer;
   /** flock(fd, LOCK_EX | LOCK_NB): false when another holder has it. */
   tryLockExclusive(fd: number): boolean;
+  /** flock(fd, LOCK_SH | LOCK_NB): false when an exclusive holder has it. */
+  tryLockShared(fd: number): boolean;
   /**
    * A copy-on-write clone (FICLONE) of the whole file `source` as the new file
    * `target` (mode 0600), fsync'd. Rejects with UNSUPPORTED when the file

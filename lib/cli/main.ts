@@ -52,12 +52,19 @@ export function buildProgram(): Command {
   for (const c of program.commands) {
     if (c.options.some((opt) => opt.long === '--repo')) {
       c.option('--s3-endpoint <url>', 'S3 endpoint of an s3://bucket/prefix repository (default: AWS_ENDPOINT_URL_S3)');
+      c.option(
+        '--cache-dir <dir>',
+        'where the known-chunks index of an S3 repository is kept (default: $XDG_CACHE_HOME/lowtide)',
+      );
     }
   }
   program.hook('preAction', (_program, action) => {
     const endpoint = action.opts().s3Endpoint as string | undefined;
     // The S3 client reads its default endpoint from here (lib/repo/storage/s3.ts).
     if (endpoint !== undefined) process.env.AWS_ENDPOINT_URL_S3 = endpoint;
+    // And the known-chunks index its directory (lib/repo/storage/known-chunks.ts).
+    const cacheDir = action.opts().cacheDir as string | undefined;
+    if (cacheDir !== undefined) process.env.LOWTIDE_CACHE_DIR = cacheDir;
   });
   return program;
 }

@@ -37,6 +37,7 @@ export const CHUNKS_DIR = 'chunks';
 export const BACKUPS_DIR = 'backups';
 export const LOCKS_DIR = 'locks';
 export const LOCK_FILE = 'write.lock';
+export const PRUNE_LOCK_FILE = 'prune.lock';
 export const TMP_DIR = 'tmp';
 
 /**

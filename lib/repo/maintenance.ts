@@ -6,8 +6,9 @@
  * missing or damaged chunk.
  *
  * prune removes backups by a retention rule, then deletes the chunks no
- * remaining backup needs. It holds the writer lock, so no backup runs at the
- * same time; a restore of a kept backup can run concurrently (its chunks are
+ * remaining backup needs. It holds the prune lock, so no backup starts while
+ * it runs; when backups were running as it started, it deletes backups but
+ * no chunk. A restore of a kept backup can run concurrently (its chunks are
  * never removed). A restore of a backup being pruned may fail with CHUNK_MISSING.
  */
 import { unlink } from 'node:fs/promises';
@@ -24,7 +25,6 @@ import {
   type Manifest,
 } from './format.js';
 import { repositoryOption, type RepositoryLocation, type Repository } from './repository.js';
-import type { RemoteLock } from './storage/lease.js';
 
 const PARALLEL = 4;
 /** Chunks deleted at once (one request on S3). */
@@ -314,7 +314,7 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
   const signal = signalOption('signal', opts.signal);
   const repo = await repositoryOption(opts.repository);
   const lock = await repo.lock('lowtide prune', 'prune');
-  const running = repo.isRemote ? (lock as RemoteLock).runningBackups : [];
+  const running = lock.runningBackups;
   try {
     const { backups, damaged: unreadable } = await repo.listBackups();
     // A backup whose manifest cannot be read stays, and so do the chunks its

@@ -51,10 +51,17 @@ import {
   type Manifest,
   type RepoConfig,
 } from './format.js';
-import { acquireWriteLock } from './lock.js';
+import { acquireBackupLock, acquirePruneLock } from './lock.js';
 import { IndexReader, IndexWriter } from './index-file.js';
 import { acquireRemoteLock, type RepoLock } from './storage/lease.js';
 import { isS3Url, resolveS3Options, S3Storage, type S3RepositoryOptions } from './storage/s3.js';
+import {
+  cacheDirectory,
+  loadKnownChunks,
+  newPruneEpoch,
+  readPruneEpoch,
+  saveKnownChunks,
+} from './storage/known-chunks.js';
 import { createStage, type Stage } from './storage/stage.js';
 import type { ObjectStorage } from './storage/types.js';
 
@@ -276,6 +283,10 @@ export class Repository {
    * them while a backup runs.
    */
   readonly #knownChunks = new Set<string>();
+  /** Where #knownChunks is kept between runs, and the prune epoch it was read under. */
+  #knownEpoch: { dir: string; epoch: string } | undefined;
+  /** True once this prune has started a new prune epoch (before it deletes its first chunk). */
+  #epochStarted = false;
 
   /** `path` is the directory, or the s3:// location of a remote repository (with its storage). */
   constructor(
@@ -402,16 +413,31 @@ export class Repository {
   }
 
   /**
-   * Takes the writer lock and removes temporary files a dead writer left. A
-   * writer that died may also have renamed chunks into directories it never
-   * synced; later backups reuse such chunks without writing them, so after an
-   * unclean end every chunk directory is synced first. Chunks this writer
-   * stores are synced (syncChunkDirs) before a manifest names them, and at the
-   * latest when the lock is released, also when the job failed.
+   * Takes a writer's hold (lock.ts: a backup's lease, or the prune lock) and
+   * removes temporary files dead writers left. A writer that died may also
+   * have renamed chunks into directories it never synced; a backup syncs the
+   * directory of every chunk it stores or finds there (syncChunkDirs) before
+   * its manifest names it, and an exclusive prune that finds a dead writer's
+   * traces syncs every chunk directory. Chunks a writer stores are synced at
+   * the latest when its hold is released, also when the job failed.
    */
   async lock(purpose: string, kind: 'backup' | 'prune' = 'backup'): Promise<RepoLock> {
-    if (this.#storage) return acquireRemoteLock(this.#storage, purpose, kind);
-    const lock = await acquireWriteLock(this.path, purpose);
+    if (this.#storage) {
+      const remote = await acquireRemoteLock(this.#storage, purpose, kind);
+      if (kind === 'backup') {
+        // Read after the lease is written: no prune deletes a chunk from now on.
+        try {
+          await this.#loadKnownChunks(this.#storage);
+        } catch (err) {
+          await remote.release();
+          throw err;
+        }
+        remote.beforeRelease(() => this.#saveKnownChunks());
+      }
+      return remote;
+    }
+    const lock =
+      kind === 'backup' ? await acquireBackupLock(this.path, purpose) : await acquirePruneLock(this.path, purpose);
     try {
       // Everything a writer writes into or deletes from must be a directory
       // of the repository, not a link to one elsewhere.
@@ -428,8 +454,12 @@ export class Repository {
           );
         }
       }
-      if (lock.staleHolder !== undefined) await this.syncChunkDirs(prefixes);
-      lock.staleFilesRemoved = await this.#removeTemporaryFiles();
+      if (lock.exclusive && (lock.staleHolder !== undefined || lock.staleLeases > 0))
+        await this.syncChunkDirs(prefixes);
+      // Only an exclusive prune knows that no writer runs; a backup removes
+      // the files of processes that have ended (writers of one host).
+      if (kind === 'backup' || lock.exclusive)
+        lock.staleFilesRemoved = await this.#removeTemporaryFiles(!lock.exclusive);
     } catch (err) {
       await lock.abandon();
       throw repoWriteError(err, `preparing ${this.path} for writing`);
@@ -442,15 +472,17 @@ export class Repository {
 
   /**
    * Removes the temporary files in tmp/ (a writer that was killed leaves
-   * them): regular files named as lowtide names them, nothing else. tmp/ was
-   * checked to be a directory of the repository, and unlink never follows a
-   * link, so nothing outside the repository is touched.
+   * them): regular files named as lowtide names them, nothing else; with
+   * `deadOnly`, only those whose writer (the PID in the name) has ended. tmp/
+   * was checked to be a directory of the repository, and unlink never
+   * follows a link, so nothing outside the repository is touched.
    */
-  async #removeTemporaryFiles(): Promise<{ files: number; bytes: number }> {
+  async #removeTemporaryFiles(deadOnly: boolean): Promise<{ files: number; bytes: number }> {
     let files = 0;
     let bytes = 0;
     for (const d of await readdir(this.tmpDir, { withFileTypes: true })) {
       if (!d.isFile() || !TEMP_NAME_PATTERN.test(d.name)) continue;
+      if (deadOnly && processRuns(Number(d.name.split('.')[1]))) continue;
       const path = join(this.tmpDir, d.name);
       const st = await lstat(path).catch(() => undefined);
       if (!st?.isFile()) continue;
@@ -464,6 +496,19 @@ export class Repository {
       bytes += st.size;
     }
     return { files, bytes };
+  }
+
+  /** The persistent known-chunks index (storage/known-chunks.ts), trusted while the prune epoch is unchanged. */
+  async #loadKnownChunks(storage: ObjectStorage): Promise<void> {
+    const epoch = await readPruneEpoch(storage);
+    const dir = cacheDirectory(storage.cacheDir);
+    for (const hex of await loadKnownChunks(dir, this.config.id, epoch)) this.#knownChunks.add(hex);
+    this.#knownEpoch = { dir, epoch };
+  }
+
+  async #saveKnownChunks(): Promise<void> {
+    if (this.#knownEpoch === undefined) return;
+    await saveKnownChunks(this.#knownEpoch.dir, this.config.id, this.#knownEpoch.epoch, this.#knownChunks);
   }
 
   async hasChunk(hex: string): Promise<boolean> {
@@ -761,6 +806,11 @@ export class Repository {
     sizes?: ReadonlyMap<string, number>,
   ): Promise<{ chunks: number; bytes: number }> {
     if (this.#storage) {
+      // Known-chunks indexes made before may list these chunks: drop them all.
+      if (!this.#epochStarted && hexes.length > 0) {
+        await newPruneEpoch(this.#storage);
+        this.#epochStarted = true;
+      }
       await this.#storage.delete(hexes.map(chunkKey));
       for (const h of hexes) this.#knownChunks.delete(h);
       return { chunks: hexes.length, bytes: hexes.reduce((n, h) => n + (sizes?.get(h) ?? 0), 0) };
@@ -960,6 +1010,17 @@ function chunkKey(hex: string): string {
 function checkedId(id: string): string {
   if (!BACKUP_ID_PATTERN.test(id)) throw new LowtideError('INTERNAL', `not a backup id: ${JSON.stringify(id)}`);
   return id;
+}
+
+/** True when a process with this PID runs on this host (ours included). */
+function processRuns(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Chunk directories synced at once before a manifest is written. */

@@ -7,14 +7,22 @@
 
 namespace lowtide::host {
 
-bool try_lock_exclusive(int fd) {
+namespace {
+
+bool try_lock(int fd, int op) {
   for (;;) {
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (flock(fd, op | LOCK_NB) == 0) return true;
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) return false;
     int e = errno;
     throw io::IoError("IO_ERROR", "flock failed: " + io::errno_text(e), e);
   }
 }
+
+}  // namespace
+
+bool try_lock_exclusive(int fd) { return try_lock(fd, LOCK_EX); }
+
+bool try_lock_shared(int fd) { return try_lock(fd, LOCK_SH); }
 
 }  // namespace lowtide::host

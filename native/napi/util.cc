@@ -24,11 +24,20 @@ Napi::Value IsZero(const Napi::CallbackInfo& info) {
 
 Napi::Value UringAvailable(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), io::Uring::available()); }
 
-// tryLockExclusive(fd): boolean
+// tryLockExclusive(fd) / tryLockShared(fd): boolean
 Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "tryLockExclusive(fd) expects a number");
   try {
     return Napi::Boolean::New(info.Env(), host::try_lock_exclusive(info[0].As<Napi::Number>().Int32Value()));
+  } catch (const io::IoError& e) {
+    throw to_js_error(info.Env(), e);
+  }
+}
+
+Napi::Value TryLockShared(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "tryLockShared(fd) expects a number");
+  try {
+    return Napi::Boolean::New(info.Env(), host::try_lock_shared(info[0].As<Napi::Number>().Int32Value()));
   } catch (const io::IoError& e) {
     throw to_js_error(info.Env(), e);
   }
@@ -103,6 +112,7 @@ void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("isZero", Napi::Function::New(env, IsZero, "isZero"));
   exports.Set("ioUringAvailable", Napi::Function::New(env, UringAvailable, "ioUringAvailable"));
   exports.Set("tryLockExclusive", Napi::Function::New(env, TryLockExclusive, "tryLockExclusive"));
+  exports.Set("tryLockShared", Napi::Function::New(env, TryLockShared, "tryLockShared"));
   exports.Set("cloneFile", Napi::Function::New(env, CloneFile, "cloneFile"));
   exports.Set("alignedBuffer", Napi::Function::New(env, AlignedBuffer, "alignedBuffer"));
   exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));

@@ -1,6 +1,7 @@
 #include "repo/chunk_file.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc 2.28)
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -82,6 +83,18 @@ void write_all(int fd, iovec* iov, int count, const std::string& what) {
   }
 }
 
+// Moves `tmp` to `final` unless `final` exists (as anything, a link
+// included): renameat2(RENAME_NOREPLACE), or where the file system does not
+// support that, link(2) and unlink of the temporary name (both fail with
+// EEXIST rather than replace). Returns 0, or the errno of the failure.
+int place_no_replace(const std::string& tmp, const std::string& final_path) {
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  if (::link(tmp.c_str(), final_path.c_str()) != 0) return errno;
+  ::unlink(tmp.c_str());
+  return 0;
+}
+
 }  // namespace
 
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
@@ -127,12 +140,24 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
     if (::fsync(fd.get()) != 0) fail(errno, what);
     // Closed here, not by the destructor: a failing close is a failed write.
     if (::close(fd.release()) != 0) fail(errno, what);
-    if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) {
-      if (errno != ENOENT) fail(errno, what);
+    int placed = place_no_replace(tmp_path, final_path);
+    if (placed == ENOENT) {
       std::string dir = final_path.substr(0, final_path.rfind('/'));
       if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) fail(errno, "creating " + dir);
-      if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) fail(errno, what);
+      placed = place_no_replace(tmp_path, final_path);
     }
+    if (placed == EEXIST) {
+      struct stat there;
+      if (::lstat(final_path.c_str(), &there) == 0 && S_ISREG(there.st_mode)) {
+        // Another writer stored the same chunk (the same bytes) meanwhile.
+        ::unlink(tmp_path.c_str());
+        return {};
+      }
+      // Not a chunk file (a dangling symbolic link, say): the chunk takes its
+      // place, as a rename does; a link is replaced, never followed.
+      placed = ::rename(tmp_path.c_str(), final_path.c_str()) == 0 ? 0 : errno;
+    }
+    if (placed != 0) fail(placed, what);
   } catch (...) {
     fd.reset();
     ::unlink(tmp_path.c_str());

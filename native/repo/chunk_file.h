@@ -1,7 +1,9 @@
 // One chunk file of the repository (docs/repository-format.md, "Chunks"),
 // written in one go on a pool thread: compress (unless a sample says it will
 // not shrink), write header and body to a new temporary file, fsync, close,
-// rename into place. The directory fsyncs are the caller's (batched).
+// move into place without replacing a chunk file that is there already
+// (another writer's: many backups may store into one repository at once).
+// The directory fsyncs are the caller's (batched).
 #pragma once
 
 #include <cstddef>
@@ -15,7 +17,7 @@ constexpr size_t kChunkHeaderSize = 16;
 enum class ChunkEncoding : uint8_t { Raw = 0, Zstd = 1 };
 
 struct StoredChunk {
-  bool written = false;       // false: `final_path` existed already, nothing was written
+  bool written = false;       // false: `final_path` existed already (or appeared meanwhile), nothing was written
   uint64_t stored_bytes = 0;  // header + body
   ChunkEncoding encoding = ChunkEncoding::Raw;
 };

@@ -3,13 +3,13 @@
  * globalSetup (test/services/ceph-rgw/) started: buckets, CLI runs with the
  * gateway's credentials, radosgw stopped and started again by its PID.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { inject } from 'vitest';
-import { CLI, type CliResult } from './cli.js';
+import { CLI, lowtideAsync, type CliResult } from './cli.js';
 import type { S3RepositoryOptions } from '../../lib/index.js';
 
 export function rgw(): ReturnType<typeof inject<'rgw'>> {
@@ -71,15 +71,7 @@ export function lowtideS3Async(
   args: string[],
   env: NodeJS.ProcessEnv = s3Env(),
 ): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<CliResult>((resolve) => {
-    child.on('close', (code, signal) => resolve({ status: code ?? (signal ? -1 : -2), stdout, stderr }));
-  });
-  return { child, done };
+  return lowtideAsync(args, env);
 }
 
 const RGW_NAME = 'client.rgw.s3';

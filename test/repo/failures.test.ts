@@ -7,6 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   openSync,
@@ -280,8 +281,9 @@ describe('SIGKILL of a running backup', () => {
       const { orphanIndexes } = expectBackupsDirConsistent(repoPath);
       const added = manifestsIn(repoPath).filter((n) => !known.has(n));
       expect(added.length, ctx).toBeLessThanOrEqual(1);
-      const lockText = readFileSync(join(repoPath, 'locks', 'write.lock'), 'utf8');
-      const heldLock = lockText.includes(`"pid":${r.pid},`);
+      const heldLock = readdirSync(join(repoPath, 'locks'))
+        .filter((n) => n.startsWith('backup-'))
+        .some((n) => readFileSync(join(repoPath, 'locks', n), 'utf8').includes(`"pid":${r.pid},`));
       if (r.signal === null) {
         expect(added, ctx).toEqual([`${r.stdout.trim()}.json`]);
         log.finished++;
@@ -341,7 +343,7 @@ describe('SIGKILL of a running backup', () => {
 });
 
 describe('the writer lock', () => {
-  it('is held until released or the holder exits, even when the holder drops its WriteLock and the garbage collector runs', async () => {
+  it('is held until released or the holder exits, even when the holder drops its lock and the garbage collector runs', async () => {
     const dir = freshDir('lock-gc');
     const src = join(dir, 'src.img');
     writeSparseFile(src, MiB, [{ offset: 0, data: patternBytes(MiB, 95) }]);
@@ -352,7 +354,7 @@ describe('the writer lock', () => {
       [
         '--expose-gc',
         '-e',
-        `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('forgetful'); for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((res) => setTimeout(res, 20)); } console.log('collected'); setInterval(() => {}, 1000); })`,
+        `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('forgetful', 'prune'); for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((res) => setTimeout(res, 20)); } console.log('collected'); setInterval(() => {}, 1000); })`,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -370,7 +372,7 @@ describe('the writer lock', () => {
     expect(lowtide(['backup', src, '--repo', repoPath]).status).toBe(0);
   });
 
-  it('after a writer died, the next one sees the unclean end and syncs every chunk directory before reusing chunks (strace); after a clean end it does not', async () => {
+  it('after a writer died, the next prune sees its stale lease and syncs every chunk directory (strace); a backup syncs the directories of chunks it finds stored', async () => {
     if (skipReason('fsync tracing', hasCommand('strace') ? undefined : 'strace is not installed')) return;
     const dir = freshDir('stale-lock');
     const src = join(dir, 'src.img');
@@ -380,7 +382,7 @@ describe('the writer lock', () => {
     await backup({ source: src, repository: repoPath });
     const prefixes = readdirSync(join(repoPath, 'chunks')).sort();
 
-    // A writer that dies holding the lock (it may have renamed chunks into directories it never synced).
+    // A backup that dies holding its lease (it may have renamed chunks into directories it never synced).
     const holder = spawn(
       process.execPath,
       [
@@ -394,23 +396,30 @@ describe('the writer lock', () => {
     holder.kill('SIGKILL');
     await new Promise((r) => holder.once('close', r));
     children.delete(holder);
-    expect(readFileSync(join(repoPath, 'locks', 'write.lock'), 'utf8')).toContain('"purpose":"doomed"');
+    const leases = (): string[] => readdirSync(join(repoPath, 'locks')).filter((n) => n.startsWith('backup-'));
+    expect(leases()).toHaveLength(1);
+    expect(readFileSync(join(repoPath, 'locks', leases()[0]!), 'utf8')).toContain('"purpose":"doomed"');
 
-    /** The chunk directories a CLI backup fsyncs (every chunk is already stored, so it writes none). */
-    const syncedChunkDirs = (): string[] => {
-      const r = spawnSync(
-        'strace',
-        ['-f', '-qq', '-e', 'trace=fsync', '-y', process.execPath, CLI, 'backup', src, '--repo', repoPath],
-        { encoding: 'utf8' },
-      );
+    /** The chunk directories a CLI command fsyncs. */
+    const syncedChunkDirs = (args: string[]): string[] => {
+      const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=fsync', '-y', process.execPath, CLI, ...args], {
+        encoding: 'utf8',
+      });
       expect(r.status, r.stderr).toBe(0);
       const escaped = repoPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       const re = new RegExp(`fsync\\(\\d+<${escaped}/chunks/([0-9a-f]{2})>`, 'g');
       return [...new Set([...r.stderr.matchAll(re)].map((m) => m[1]!))].sort();
     };
-    expect(syncedChunkDirs()).toEqual(prefixes);
+    const prune = ['prune', '--repo', repoPath, '--keep-last', '100'];
+    expect(syncedChunkDirs(prune)).toEqual(prefixes);
+    expect(leases()).toEqual([]); // the stale lease is gone
     expect(readFileSync(join(repoPath, 'locks', 'write.lock'), 'utf8')).toBe(''); // a clean release empties it
-    expect(syncedChunkDirs()).toEqual([]);
+    expect(syncedChunkDirs(prune)).toEqual([]);
+    // A backup without a parent (another path) finds every chunk stored, maybe by a writer that has
+    // not synced its directory yet: it syncs them all before its manifest names them.
+    const copy = join(dir, 'copy.img');
+    copyFileSync(src, copy);
+    expect(syncedChunkDirs(['backup', copy, '--repo', repoPath])).toEqual(prefixes);
     await expectVerifyOk(repoPath);
   });
 });

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   cpSync,
+  existsSync,
   linkSync,
   lstatSync,
   mkdirSync,
@@ -406,6 +407,14 @@ function editManifest(c: Case, edit: (m: Record<string, unknown>) => unknown): v
 const indexOf = (c: Case): string => join(c.repo, 'backups', `${c.id}.index`);
 const catalogOf = (c: Case): string => join(c.repo, 'backups', `${c.id}.catalog`);
 const lockFile = (c: Case): string => join(c.repo, 'locks', 'write.lock');
+const pruneLockFile = (c: Case): string => join(c.repo, 'locks', 'prune.lock');
+const LEASE = 'backup-0123456789abcdef.json';
+const leaseFile = (c: Case): string => join(c.repo, 'locks', LEASE);
+
+/** Something in the place of a backup lease: prune refuses (REPO_CORRUPT naming it), backups do not look. */
+function badLease(name: string, apply: Apply): Mutation {
+  return { name, target: 'B', apply, expect: { prune: { code: 'REPO_CORRUPT', names: LEASE } } };
+}
 
 function chunkOf(c: Case, id: string): string {
   const index = readFileSync(join(c.repo, 'backups', `${id}.index`));
@@ -508,6 +517,36 @@ const MUTATIONS: Mutation[] = [
     linkSync(join(c.sentinel, 'victim.txt'), lockFile(c));
   }),
   writersRefuse('write.lock is a FIFO', 'write.lock', (c) => replace(lockFile(c), 'fifo')),
+  writersRefuse('prune.lock is a symbolic link to a file outside', 'prune.lock', (c) =>
+    replace(pruneLockFile(c), { link: join(c.sentinel, 'victim.txt') }),
+  ),
+  writersRefuse('prune.lock is a hard link to a file outside', 'prune.lock', (c) => {
+    rmSync(pruneLockFile(c), { force: true });
+    linkSync(join(c.sentinel, 'victim.txt'), pruneLockFile(c));
+  }),
+  writersRefuse('prune.lock is a FIFO', 'prune.lock', (c) => replace(pruneLockFile(c), 'fifo')),
+  // --- backup leases (only prune reads them; backups never open another's) ---
+  badLease('a backup lease that is a symbolic link to a file outside', (c) =>
+    symlinkSync(join(c.sentinel, 'victim.txt'), leaseFile(c)),
+  ),
+  badLease('a backup lease that is a hard link to a file outside', (c) =>
+    linkSync(join(c.sentinel, 'victim.txt'), leaseFile(c)),
+  ),
+  badLease('a backup lease that is a FIFO', (c) => mkfifo(leaseFile(c))),
+  badLease('a backup lease that is a directory', (c) => mkdirSync(leaseFile(c))),
+  {
+    name: 'a stale backup lease (its backup died): prune removes it, nothing else in locks/',
+    target: 'B',
+    apply: (c) => {
+      writeFileSync(leaseFile(c), '{"pid":1,"host":"gone","purpose":"lowtide backup","since":"2026-01-01T00:00:00Z"}');
+      writeFileSync(join(c.repo, 'locks', 'backup-notes.json'), 'mine');
+    },
+    expect: OK,
+    after: (c) => {
+      expect(existsSync(leaseFile(c))).toBe(false);
+      expect(readFileSync(join(c.repo, 'locks', 'backup-notes.json'), 'utf8')).toBe('mine');
+    },
+  },
   writersRefuse('locks/ is a symbolic link to a directory outside', 'repo/locks', (c) =>
     replace(join(c.repo, 'locks'), { link: join(c.sentinel, 'sub') }),
   ),
@@ -647,8 +686,10 @@ describe('one damaged backup is reported; the others still list, verify and prun
     expect((e as LowtideError).message).toContain(`cannot prune: the manifest of backup ${A} is unreadable`);
     expect((e as LowtideError).message).toContain('nothing is removed');
     const after = snapshot(c.repo);
-    delete before['locks/write.lock'];
-    delete after['locks/write.lock'];
+    for (const lock of ['locks/write.lock', 'locks/prune.lock']) {
+      delete before[lock];
+      delete after[lock];
+    }
     expect(after).toEqual(before);
   });
 

@@ -265,14 +265,22 @@ describe('damage and bad input', () => {
     expect((err as LowtideError).code).toBe('CHUNK_MISSING');
   });
 
-  it('a second writer gets REPO_LOCKED; a killed holder does not block the next one', async () => {
+  it('backups run beside a backup; a prune holder gets REPO_LOCKED; a killed holder does not block the next one', async () => {
     const dir = tmp.file('lock');
     mkdirSync(dir);
     const src = join(dir, 'src.img');
     makeSource(src, 2 * MiB);
     const repoPath = join(dir, 'repo');
     const repo = await initRepository(repoPath);
-    const lock = await repo.lock('test holder');
+    const running = await repo.lock('test backup');
+    try {
+      const r = lowtide(['backup', src, '--repo', repoPath]);
+      expect(r.stderr).toContain('backed up');
+      expect(r.status).toBe(0);
+    } finally {
+      await running.release();
+    }
+    const lock = await repo.lock('test holder', 'prune');
     try {
       const r = lowtide(['backup', src, '--repo', repoPath]);
       expect(r.status).toBe(1);
@@ -286,7 +294,7 @@ describe('damage and bad input', () => {
       process.execPath,
       [
         '-e',
-        `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('doomed'); console.log('locked'); setInterval(() => {}, 1000); })`,
+        `import(${JSON.stringify(join(import.meta.dirname, '../../dist/index.js'))}).then(async (m) => { const r = await m.openRepository(${JSON.stringify(repoPath)}); await r.lock('doomed', 'prune'); console.log('locked'); setInterval(() => {}, 1000); })`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );

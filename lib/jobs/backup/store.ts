@@ -7,7 +7,7 @@ import type { BackupStats } from '../../repo/format.js';
 import type { Repository } from '../../repo/repository.js';
 
 export class ChunkStore {
-  /** Chunk directories (the digest's first two hex digits) that got a new chunk: to be synced before the commit. */
+  /** Chunk directories (the digest's first two hex digits) of chunks stored or found there: synced before the commit. */
   readonly touchedDirs = new Set<string>();
   readonly #repo: Repository;
   readonly #stats: BackupStats;
@@ -63,6 +63,8 @@ export class ChunkStore {
         this.touchedDirs.add(hex.slice(0, 2));
       } else {
         stats.chunksReused++;
+        // Another writer may have stored it just now, its directory not yet synced.
+        this.touchedDirs.add(hex.slice(0, 2));
       }
     });
     this.#running.set(hex, store);

@@ -28,10 +28,12 @@ export const PRUNE_LOCK_KEY = 'locks/prune.json';
 export const BACKUP_LEASE_PREFIX = 'locks/backup-';
 const LEASE_NAME = /^locks\/backup-[0-9a-f]{16}\.json$/;
 
-/** A writer's hold on a repository (the local flock, or a remote lease). */
+/** A writer's hold on a repository (local flocks and lease files, or a remote lease). */
 export interface RepoLock {
   /** Temporary files a writer that did not finish had left, removed when the lock was taken. */
   staleFilesRemoved: { files: number; bytes: number };
+  /** prune: the backups running when the prune lock was taken; prune then deletes no chunk. */
+  runningBackups: string[];
   /** Throws when the hold can no longer be trusted (a remote lease that could not be renewed). */
   check(): void;
   release(): Promise<void>;
@@ -39,11 +41,11 @@ export interface RepoLock {
 
 export class RemoteLock implements RepoLock {
   staleFilesRemoved = { files: 0, bytes: 0 };
-  /** prune: the live backup leases found when the prune lock was taken. */
   runningBackups: string[] = [];
   #timer: NodeJS.Timeout | undefined;
   #lastRenewed = Date.now();
   #released = false;
+  #beforeRelease: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly storage: ObjectStorage,
@@ -75,9 +77,15 @@ export class RemoteLock implements RepoLock {
     }
   }
 
+  /** Work to finish while the lease is still held (a failure there is ignored). */
+  beforeRelease(fn: () => Promise<void>): void {
+    this.#beforeRelease = fn;
+  }
+
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
+    await this.#beforeRelease?.().catch(() => undefined);
     clearInterval(this.#timer);
     await this.storage.delete([this.key]).catch(() => undefined);
   }

@@ -34,6 +34,11 @@ export interface S3RepositoryOptions {
   requestsInFlight?: number | undefined;
   /** Time a single request may take (default 60000). */
   requestTimeoutMs?: number | undefined;
+  /**
+   * Directory of the known-chunks index kept per repository (default:
+   * LOWTIDE_CACHE_DIR, $XDG_CACHE_HOME/lowtide, or ~/.cache/lowtide).
+   */
+  cacheDir?: string | undefined;
 }
 
 const URL_PATTERN = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/;
@@ -75,6 +80,7 @@ export function resolveS3Options(value: unknown, name = 'repository'): S3Reposit
     retryForMs: integerOption(`${name}.retryForMs`, o.retryForMs, 60_000, 0),
     requestsInFlight: integerOption(`${name}.requestsInFlight`, o.requestsInFlight, 16, 1, 1024),
     requestTimeoutMs: integerOption(`${name}.requestTimeoutMs`, o.requestTimeoutMs, 60_000, 100),
+    cacheDir: str('cacheDir'),
   };
 }
 
@@ -149,6 +155,9 @@ class Window {
 
 export class S3Storage implements ObjectStorage {
   readonly location: string;
+  readonly cacheDir: string | undefined;
+  /** Requests sent, by kind (retries not counted). */
+  readonly requests = { get: 0, head: 0, put: 0, list: 0, delete: 0 };
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #options: S3RepositoryOptions;
@@ -163,6 +172,7 @@ export class S3Storage implements ObjectStorage {
     this.#options = options;
     this.#window = new Window(options.requestsInFlight ?? 16);
     this.location = `s3://${bucket}/${prefix}`;
+    this.cacheDir = options.cacheDir;
   }
 
   async #open(): Promise<{ client: S3Client; sdk: Sdk }> {
@@ -261,6 +271,7 @@ export class S3Storage implements ObjectStorage {
   }
 
   async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+    this.requests.put++;
     return this.#request(`writing ${key}`, async (client, sdk) => {
       try {
         await client.send(
@@ -277,12 +288,14 @@ export class S3Storage implements ObjectStorage {
   }
 
   async put(key: string, data: Buffer): Promise<void> {
+    this.requests.put++;
     await this.#request(`writing ${key}`, (client, sdk) =>
       client.send(new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data })),
     );
   }
 
   async get(key: string, range?: { offset: number; length: number }, maxBytes?: number): Promise<Buffer | undefined> {
+    this.requests.get++;
     return this.#request(`reading ${key}`, async (client, sdk) => {
       let res;
       try {
@@ -315,6 +328,7 @@ export class S3Storage implements ObjectStorage {
   }
 
   async head(key: string): Promise<StoredObject | undefined> {
+    this.requests.head++;
     return this.#request(`checking ${key}`, async (client, sdk) => {
       try {
         const r = await client.send(new sdk.HeadObjectCommand({ Bucket: this.#bucket, Key: this.#key(key) }));
@@ -329,6 +343,7 @@ export class S3Storage implements ObjectStorage {
   async *list(prefix: string): AsyncGenerator<StoredObject> {
     let token: string | undefined;
     do {
+      this.requests.list++;
       const page = await this.#request(`listing ${prefix}`, (client, sdk) =>
         client.send(
           new sdk.ListObjectsV2Command({
@@ -347,6 +362,7 @@ export class S3Storage implements ObjectStorage {
   }
 
   async delete(keys: readonly string[]): Promise<void> {
+    this.requests.delete++;
     for (let i = 0; i < keys.length; i += DELETE_BATCH) {
       const batch = keys.slice(i, i + DELETE_BATCH);
       const res = await this.#request(`deleting ${batch.length} objects`, (client, sdk) =>

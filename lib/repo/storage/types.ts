@@ -15,6 +15,8 @@ export interface StoredObject {
 export interface ObjectStorage {
   /** Where the repository is, for messages: `s3://bucket/prefix`. */
   readonly location: string;
+  /** Where the repository's known-chunks index is kept (known-chunks.ts; undefined: the default). */
+  readonly cacheDir?: string | undefined;
   /** Checks that the storage can be reached and exists (a missing bucket is REPO_NOT_FOUND). */
   check(): Promise<void>;
   /** Writes `data` under `key` unless an object is there already; true when this call wrote it. Never overwrites. */

@@ -1,0 +1,331 @@
+// npm run bench:s3 — lowtide against restic, both into S3 buckets of one local
+// Ceph RADOS Gateway (started here with test/services/ceph-rgw/start.sh and
+// stopped at the end), in one run: full backup of the FAT32 image of bench:repo,
+// incremental after ~1 % of the files changed, restore of the latest backup;
+// then 1 against 4 concurrent lowtide writers (4 different disks of half the
+// image's size) into one repository: the throughput ratio.
+//
+// Options (environment): BENCH_DIR (default bench/work), BENCH_S3_MIB (image
+// size, default 2048), BENCH_CHANGE (0.01). Needs restic, dosfstools, mtools
+// and Ceph (ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime).
+//
+// Every lowtide row runs twice: the plain command (default throttle) and with
+// --throttle off. restic always encrypts; when `lowtide init --help` offers
+// --encryption, lowtide's repositories are encrypted too (aes-256-gcm, the
+// passphrase from LOWTIDE_PASSWORD), and the output says which mode ran.
+// Before every timed run the disk settles and caches are dropped (root). The
+// restores are checked: restic's is cmp-identical to the image, lowtide's
+// (used blocks: free clusters are zeros) passes fsck.fat -n and matches the
+// image in its metadata and every allocated cluster.
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import {
+  changeFiles,
+  compareRanges,
+  dropCaches,
+  ensureFatVolume,
+  fmtBytes,
+  fsckFat,
+  fsyncFile,
+  isRoot,
+  machineInfo,
+  MiB,
+  need,
+  requireBuiltCli,
+  root,
+  sameFiles,
+  settleDisk,
+  snapshotLowtide,
+  timed,
+} from './fat-volume.mjs';
+
+const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
+const sizeMiB = Number(process.env.BENCH_S3_MIB ?? 2048);
+const changeFraction = Number(process.env.BENCH_CHANGE ?? 0.01);
+const started = Date.now();
+const WRITERS = 4;
+/** Each writer's disk: half the image (4 distinct FAT32 volumes, built once and cached like the image). */
+const writerMiB = Math.max(64, Math.round(sizeMiB / 2));
+
+for (const [cmd, pkg] of [
+  ['mkfs.fat', 'dosfstools'],
+  ['fsck.fat', 'dosfstools'],
+  ['mcopy', 'mtools'],
+  ['restic', 'restic'],
+  ['radosgw', 'radosgw'],
+  ['ceph-mon', 'ceph-mon'],
+  ['ceph-osd', 'ceph-osd'],
+  ['cmp', 'diffutils'],
+])
+  need('bench:s3', cmd, pkg);
+requireBuiltCli();
+if (!isRoot()) console.warn('warning: not root — caches cannot be dropped');
+mkdirSync(dir, { recursive: true });
+
+const work = join(dir, `s3-${process.pid}`);
+const rgwDir = join('/var/tmp', `lowtide-bench-rgw-${process.pid}`, 'cluster');
+const snap = snapshotLowtide(join(dir, `lowtide-snapshot-${process.pid}`));
+const services = join(root, 'test', 'services', 'ceph-rgw');
+let rgwEnv;
+const cleanup = () => {
+  if (rgwEnv) spawnSync('bash', [join(services, 'stop.sh')], { env: rgwEnv, stdio: 'ignore', timeout: 120_000 });
+  rmSync(join(rgwDir, '..'), { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
+  rmSync(snap.dir, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+mkdirSync(work, { recursive: true });
+const fsLib = await import(pathToFileURL(join(snap.dir, 'dist', 'fs', 'index.js')).href);
+
+// ------------------------------------------------------------ the gateway
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+mkdirSync(join(rgwDir, '..'), { recursive: true });
+let monPort = await freePort();
+if (monPort > 65000) monPort = 40000 + (monPort % 20000);
+rgwEnv = {
+  ...process.env,
+  RGW_DIR: rgwDir,
+  RGW_PORT: String(await freePort()),
+  MON_PORT: String(monPort),
+  OSD_SIZE_GB: String(Math.max(8, Math.ceil((sizeMiB * 12) / 1024))),
+};
+const startRgw = spawnSync('bash', [join(services, 'start.sh')], { env: rgwEnv, encoding: 'utf8', timeout: 300_000 });
+if (startRgw.status !== 0) {
+  console.error(`bench:s3: Ceph RGW did not start:\n${startRgw.stdout}\n${startRgw.stderr}`);
+  process.exit(1);
+}
+const vars = Object.fromEntries(
+  [...readFileSync(join(rgwDir, 'env'), 'utf8').matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1], m[2]]),
+);
+const endpoint = vars.S3_ENDPOINT;
+const awsEnv = {
+  AWS_ACCESS_KEY_ID: vars.S3_ACCESS_KEY,
+  AWS_SECRET_ACCESS_KEY: vars.S3_SECRET_KEY,
+  AWS_REGION: vars.S3_REGION ?? 'us-east-1',
+  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+};
+const bucket = 'bench';
+{
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const c = new S3Client({
+    endpoint,
+    region: awsEnv.AWS_REGION,
+    forcePathStyle: true,
+    credentials: { accessKeyId: awsEnv.AWS_ACCESS_KEY_ID, secretAccessKey: awsEnv.AWS_SECRET_ACCESS_KEY },
+  });
+  await c.send(new CreateBucketCommand({ Bucket: bucket }));
+  c.destroy();
+}
+
+// ------------------------------------------------------------ tools
+const encrypted = spawnSync(process.execPath, [snap.cli, 'init', '--help'], { encoding: 'utf8' }).stdout.includes(
+  '--encryption',
+);
+const ltEnv = { ...awsEnv, LOWTIDE_PASSWORD: 'bench', LOWTIDE_CACHE_DIR: join(work, 'lowtide-cache') };
+const lt = (args, opts = {}) =>
+  timed(process.execPath, [snap.cli, ...args, '--s3-endpoint', endpoint], { env: ltEnv, ...opts });
+let repos = 0;
+async function lowtideInit() {
+  const url = `s3://${bucket}/lowtide-${repos++}`;
+  await lt([
+    'init',
+    url,
+    '--chunk-size',
+    '1M',
+    '--zstd-level',
+    '3',
+    ...(encrypted ? ['--encryption', 'aes-256-gcm'] : []),
+  ]);
+  return url;
+}
+function beforeTimedRun() {
+  settleDisk();
+  dropCaches();
+}
+async function lowtideBackup(url, image, throttle) {
+  beforeTimedRun();
+  const r = await lt(['backup', image, '--repo', url, ...throttle, '--json', '--no-progress']);
+  const m = JSON.parse(r.stdout);
+  return { seconds: r.seconds, bytesRead: m.stats.bytesRead, chunksNew: m.stats.chunksNew, id: m.id };
+}
+async function lowtideRestore(url, target, throttle) {
+  rmSync(target, { force: true });
+  beforeTimedRun();
+  const r = await lt(['restore', 'latest', target, '--repo', url, ...throttle, '--json', '--no-progress']);
+  const syncSeconds = fsyncFile(target);
+  return { seconds: r.seconds + syncSeconds };
+}
+const resticEnv = { ...awsEnv, RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(work, 'restic-cache') };
+const resticRepo = `s3:${endpoint}/${bucket}/restic`;
+const restic = (args, opts = {}) => timed('restic', ['-r', resticRepo, ...args], { env: resticEnv, ...opts });
+async function resticBackup(image) {
+  beforeTimedRun();
+  const r = await restic(['backup', '--stdin', '--stdin-filename', 'disk.img', '--json'], { stdinFile: image });
+  return { seconds: r.seconds };
+}
+async function resticRestore(targetDir) {
+  rmSync(targetDir, { recursive: true, force: true });
+  beforeTimedRun();
+  const r = await restic(['restore', 'latest', '--target', targetDir]);
+  const syncSeconds = fsyncFile(join(targetDir, 'disk.img'));
+  return { seconds: r.seconds + syncSeconds, file: join(targetDir, 'disk.img') };
+}
+async function usedRestoreMatches(restored, image) {
+  const v = await fsLib.openVolume(image);
+  let ranges;
+  try {
+    const m = await v.allocationMap();
+    ranges = [[0, m.dataOffset], ...m.extents().map((e) => [e.offset, e.length])];
+  } finally {
+    v.close();
+  }
+  return fsckFat(restored).clean && compareRanges(image, restored, ranges) === null;
+}
+
+// ------------------------------------------------------------ images
+const base = join(dir, `fat32-${sizeMiB}m.img`);
+const meta = ensureFatVolume({ image: base, size: sizeMiB * MiB, seed: 3000 + sizeMiB });
+const image = join(work, 'disk.img');
+cpSync(base, image);
+fsyncFile(image);
+const disks = [];
+for (let i = 0; i < WRITERS; i++) {
+  const p = join(dir, `fat32-${writerMiB}m-writer${i}.img`);
+  ensureFatVolume({ image: p, size: writerMiB * MiB, seed: 4000 + 10 * writerMiB + i });
+  disks.push(p);
+}
+
+// ------------------------------------------------------------ one run
+const MODES = { default: [], off: ['--throttle', 'off'] };
+const out = { full: {}, incremental: {}, restore: {}, writers: {}, checks: {} };
+const urls = {};
+for (const [mode, throttle] of Object.entries(MODES)) {
+  urls[mode] = await lowtideInit();
+  out.full[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
+}
+await restic(['init']);
+out.full.restic = await resticBackup(image);
+console.log(
+  'full:',
+  Object.entries(out.full)
+    .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
+    .join(', '),
+);
+
+const change = changeFiles(image, meta, { fraction: changeFraction, seed: 77, tmpDir: join(work, 'change') });
+for (const [mode, throttle] of Object.entries(MODES))
+  out.incremental[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
+out.incremental.restic = await resticBackup(image);
+console.log(
+  'incremental:',
+  Object.entries(out.incremental)
+    .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
+    .join(', '),
+);
+
+const target = join(work, 'restored.img');
+for (const [mode, throttle] of Object.entries(MODES)) {
+  out.restore[`lowtide ${mode}`] = await lowtideRestore(urls[mode], target, throttle);
+  out.checks[`lowtide ${mode}`] = await usedRestoreMatches(target, image);
+  rmSync(target, { force: true });
+}
+const rr = await resticRestore(join(work, 'restic-restore'));
+out.restore.restic = { seconds: rr.seconds };
+out.checks.restic = sameFiles(rr.file, image);
+rmSync(join(work, 'restic-restore'), { recursive: true, force: true });
+console.log(
+  'restore:',
+  Object.entries(out.restore)
+    .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
+    .join(', '),
+);
+
+// 1 writer, then 4 at once (different disks), each into a fresh repository.
+for (const [mode, throttle] of Object.entries(MODES)) {
+  const one = await lowtideInit();
+  const r1 = await lowtideBackup(one, disks[0], throttle);
+  const many = await lowtideInit();
+  beforeTimedRun();
+  const t0 = process.hrtime.bigint();
+  const rs = await Promise.all(
+    disks.map((d) => lt(['backup', d, '--repo', many, ...throttle, '--json', '--no-progress'])),
+  );
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const bytes = rs.reduce((n, r) => n + JSON.parse(r.stdout).stats.bytesRead, 0);
+  out.writers[mode] = {
+    oneSeconds: r1.seconds,
+    oneMBps: r1.bytesRead / 1e6 / r1.seconds,
+    manySeconds: seconds,
+    manyMBps: bytes / 1e6 / seconds,
+  };
+  out.writers[mode].ratio = out.writers[mode].manyMBps / out.writers[mode].oneMBps;
+  console.log(
+    `writers (${mode}): 1 → ${out.writers[mode].oneMBps.toFixed(1)} MB/s, ${WRITERS} → ${out.writers[mode].manyMBps.toFixed(1)} MB/s`,
+  );
+}
+
+// ------------------------------------------------------------ report
+const x = (v) => `${v.toFixed(2)}x`;
+const s = (v) => `${v.toFixed(2)} s`;
+const ratio = (phase, mode) => out[phase].restic.seconds / out[phase][`lowtide ${mode}`].seconds;
+const summary = {
+  bench: 's3',
+  date: new Date().toISOString(),
+  imageBytes: statSync(image).size,
+  files: meta.fileCount,
+  change: { ...change, fraction: changeFraction },
+  lowtideEncrypted: encrypted,
+  lowtide: snap.version,
+  restic: spawnSync('restic', ['version'], { encoding: 'utf8' }).stdout.trim(),
+  machine: machineInfo(),
+  results: out,
+  runSeconds: (Date.now() - started) / 1000,
+};
+console.log(
+  `\n## bench:s3 — ${fmtBytes(summary.imageBytes)} FAT32 image (${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % used) into S3 buckets of one local Ceph RGW; one run`,
+);
+console.log(
+  `lowtide ${encrypted ? 'encrypted (aes-256-gcm), as restic always is' : 'NOT encrypted (this lowtide has no --encryption); restic encrypts'}; lowtide reads used blocks only, restic the whole image (--stdin)\n`,
+);
+console.log('| | lowtide (default) | lowtide --throttle off | restic | restic ÷ lowtide (default / off) | target |');
+console.log('|---|---|---|---|---|---|');
+for (const phase of ['full', 'incremental', 'restore']) {
+  const r = out[phase];
+  const d = ratio(phase, 'default');
+  const o = ratio(phase, 'off');
+  console.log(
+    `| ${phase} | ${s(r['lowtide default'].seconds)} | ${s(r['lowtide off'].seconds)} | ${s(r.restic.seconds)} | ${x(d)} / ${x(o)} | >= 2x: ${Math.min(d, o) >= 2 ? 'met' : 'MISSED'} |`,
+  );
+}
+for (const mode of Object.keys(MODES)) {
+  const w = out.writers[mode];
+  console.log(
+    `| ${WRITERS} writers vs 1 (${mode}) | 1: ${w.oneMBps.toFixed(1)} MB/s | ${WRITERS}: ${w.manyMBps.toFixed(1)} MB/s | | ${x(w.ratio)} | >= 1.5x: ${w.ratio >= 1.5 ? 'met' : 'MISSED'} |`,
+  );
+}
+const ok = Object.values(out.checks).every(Boolean);
+console.log(
+  `\nchecks: ${ok ? 'all passed' : 'FAILED'} (lowtide restores: fsck.fat -n clean, metadata and allocated clusters identical; restic: cmp identical)`,
+);
+console.log(
+  `machine: ${summary.machine.cpus} CPUs, load ${summary.machine.loadAverage.join(' ')} (shared); run took ${summary.runSeconds.toFixed(0)} s`,
+);
+mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+const file = join(root, 'bench', 'results', `s3-${summary.date.replace(/[:.]/g, '-')}.json`);
+writeFileSync(file, JSON.stringify(summary, null, 2) + '\n');
+console.log(`written ${file}`);
+if (!ok) process.exitCode = 1;
