@@ -198,10 +198,22 @@ export class TestVm {
 }
 
 /** Replays a write on an image offline, as the VM made it. */
-export function replayWrite(image: string, pattern: number, offset: number, length: number): void {
-  execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x${pattern.toString(16)} ${offset} ${length}`, image], {
+export function replayWrite(
+  image: string,
+  pattern: number,
+  offset: number,
+  length: number,
+  format: 'raw' | 'qcow2' = 'raw',
+): void {
+  execFileSync('qemu-io', ['-f', format, '-c', `write -P 0x${pattern.toString(16)} ${offset} ${length}`, image], {
     stdio: 'ignore',
   });
+}
+
+/** The guest disk of a qcow2 image as a raw file (qemu-img convert). */
+export function qcow2ToRaw(image: string, raw: string): string {
+  execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', image, raw]);
+  return raw;
 }
 
 /** Entries of `dir` whose names start with `.lowtide-`. */
