@@ -71,6 +71,9 @@ export function planDiskCbt(
   });
   const recording = ours.filter((b) => b.recording);
   if (recording.length === 0) {
+    // QEMU loads a bitmap an unclean shutdown left as inconsistent, and not recording.
+    const broken = ours.find((b) => b.inconsistent === true);
+    if (broken !== undefined) return full(bitmapProblem(broken)!);
     if (lastBitmap === undefined) return full('first backup of the disk with changed-block tracking');
     return full(
       `the dirty bitmap ${lastBitmap} of the last backup is not on the disk ` +

@@ -161,6 +161,35 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     await checkNothingLeft(vm, disk, dir, stateDir);
   });
 
+  it('a VM killed and started again from its image: the bitmap is inconsistent, the backup full with the reason', async () => {
+    const { disk, expected, dir } = makeQcow2(xfs.mountPoint, 16);
+    vm = await startVm([disk]);
+    const repo = join(tmp.path, `repo${n}`);
+    await initRepository(repo);
+    const stateDir = join(tmp.path, `state${n}`);
+    const first = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
+    const gen = first.record.disks[0]!.cbt.bitmap!;
+    await write(vm, expected, 0xf1, 9 * MiB, MiB);
+    await vm.flush('vd0');
+    await vm.stop(); // SIGKILL: QEMU never stores the bitmap, it stays flagged in use in the image
+    vm = await startVm([disk]);
+    const again = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
+    const d = again.record.disks[0]!;
+    expect(d.cbt.mode).toBe('full');
+    expect(d.cbt.reason).toBe(
+      `the dirty bitmap ${gen} is inconsistent (the image was not closed cleanly): its content is not valid`,
+    );
+    expect(await restoresTo(repo, d.id, expected)).toBe(true);
+    // The inconsistent generation is gone; the new one makes the next backup an incremental.
+    expect(await lowtideBitmaps(vm)).toEqual([{ name: d.cbt.bitmap, recording: true }]);
+    await write(vm, expected, 0xf2, 2 * MiB, MiB);
+    const next = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
+    expect(next.record.disks[0]!.cbt).toMatchObject({ mode: 'incremental', parent: d.id });
+    expect(next.record.disks[0]!.bytesRead).toBe(MiB);
+    expect(await restoresTo(repo, next.record.disks[0]!.id, expected)).toBe(true);
+    await checkNothingLeft(vm, disk, dir, stateDir);
+  });
+
   it('SIGKILL after the generation rotated, then vm recover: the rotation is undone, the next backup is right', async () => {
     const { disk, expected, dir } = makeQcow2(xfs.mountPoint);
     vm = await startVm([disk]);
