@@ -8,7 +8,7 @@
  * `vm recover` so that the next backup is still right.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backupVm, initRepository, restore, type VmBackupResult } from '../../lib/index.js';
@@ -16,8 +16,8 @@ import { cmp, lowtide } from '../helpers/cli.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
 import { TempDir } from '../helpers/tmp.js';
 import {
+  checkNothingLeft,
   LoopFs,
-  lowtideLeftovers,
   qcow2ToRaw,
   replayWrite,
   TestVm,
@@ -88,27 +88,23 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
       .map((x) => ({ name: x.name, recording: x.recording }));
   }
 
-  async function checkNothingLeft(v: TestVm, disk: DiskSpec, dir: string, stateDir: string): Promise<void> {
-    const b = (await v.monitor.execute('query-block', {})).find(
-      (x) => x.qdev === `/machine/peripheral/${disk.id}/virtio-backend`,
-    );
-    expect(b?.inserted?.['node-name']).toBe(`${disk.id}-fmt`);
-    expect(b?.inserted?.file).toBe(disk.path);
-    expect(b?.inserted?.backing_file_depth ?? 0).toBe(0);
-    const nodes = await v.monitor.execute('query-named-block-nodes', { flat: true });
-    expect(nodes.filter((x) => x['node-name'].startsWith('lt-'))).toEqual([]);
-    expect(await v.monitor.execute('query-block-jobs', {})).toEqual([]);
-    expect(lowtideLeftovers(dir)).toEqual([]);
-    expect(existsSync(stateDir) ? readdirSync(stateDir) : []).toEqual([]);
+  /** Nothing left (helpers.ts), and the VM still runs. */
+  async function nothingLeft(v: TestVm, disk: DiskSpec, dir: string, stateDir: string): Promise<void> {
+    await checkNothingLeft(v, [disk], dir, stateDir);
     expect((await v.monitor.execute('query-status', {})).status).toBe('running');
+  }
+
+  /** A new repository and state directory. */
+  async function newRepo(): Promise<{ repo: string; stateDir: string }> {
+    const repo = join(tmp.path, `repo${n}`);
+    await initRepository(repo);
+    return { repo, stateDir: join(tmp.path, `state${n}`) };
   }
 
   it('full, then incremental of the changed extents only; a removed bitmap gives a full backup with the reason', async () => {
     const { disk, expected, dir } = makeQcow2(xfs.mountPoint);
     vm = await startVm([disk]);
-    const repo = join(tmp.path, `repo${n}`);
-    await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const { repo, stateDir } = await newRepo();
     await write(vm, expected, 0xa1, 20 * MiB, MiB);
 
     // A write while the VM is on its overlay: not in this backup, in the next one.
@@ -129,7 +125,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     expect(d1.cbt.bitmap).toMatch(/^lowtide-/);
     expect(await restoresTo(repo, d1.id, expected)).toBe(true);
     expect(await lowtideBitmaps(vm)).toEqual([{ name: d1.cbt.bitmap, recording: true }]);
-    await checkNothingLeft(vm, disk, dir, stateDir);
+    await nothingLeft(vm, disk, dir, stateDir);
 
     // 3 MiB written at known places, plus the 1 MiB written during the first run.
     replayWrite(expected, 0xa2, 24 * MiB, MiB, 'qcow2');
@@ -143,7 +139,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     expect(d2.bytesRead).toBeLessThanOrEqual(5 * MiB);
     expect(await restoresTo(repo, d2.id, expected)).toBe(true);
     expect(await lowtideBitmaps(vm)).toEqual([{ name: d2.cbt.bitmap, recording: true }]);
-    await checkNothingLeft(vm, disk, dir, stateDir);
+    await nothingLeft(vm, disk, dir, stateDir);
 
     // The bitmap removed behind lowtide's back: full, with the reason.
     await vm.monitor.execute('block-dirty-bitmap-remove', { node: 'vd0-fmt', name: d2.cbt.bitmap! });
@@ -158,15 +154,13 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     );
     expect(d3.bytesRead).toBeGreaterThan(16 * MiB);
     expect(await restoresTo(repo, d3.id, expected)).toBe(true);
-    await checkNothingLeft(vm, disk, dir, stateDir);
+    await nothingLeft(vm, disk, dir, stateDir);
   });
 
   it('a VM killed and started again from its image: the bitmap is inconsistent, the backup full with the reason', async () => {
     const { disk, expected, dir } = makeQcow2(xfs.mountPoint, 16);
     vm = await startVm([disk]);
-    const repo = join(tmp.path, `repo${n}`);
-    await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const { repo, stateDir } = await newRepo();
     const first = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
     const gen = first.record.disks[0]!.cbt.bitmap!;
     await write(vm, expected, 0xf1, 9 * MiB, MiB);
@@ -187,15 +181,13 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     expect(next.record.disks[0]!.cbt).toMatchObject({ mode: 'incremental', parent: d.id });
     expect(next.record.disks[0]!.bytesRead).toBe(MiB);
     expect(await restoresTo(repo, next.record.disks[0]!.id, expected)).toBe(true);
-    await checkNothingLeft(vm, disk, dir, stateDir);
+    await nothingLeft(vm, disk, dir, stateDir);
   });
 
   it('SIGKILL after the generation rotated, then vm recover: the rotation is undone, the next backup is right', async () => {
     const { disk, expected, dir } = makeQcow2(xfs.mountPoint);
     vm = await startVm([disk]);
-    const repo = join(tmp.path, `repo${n}`);
-    await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const { repo, stateDir } = await newRepo();
     const first = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
     const gen = first.record.disks[0]!.cbt.bitmap!;
     let pattern = 0xd0;
@@ -215,7 +207,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
       expect(rec.stdout).toMatch(new RegExp(`merged the dirty bitmap lowtide-\\S+ of vd0-fmt back into ${gen}`));
       // Only the generation of the last recorded backup is left, recording again.
       expect(await lowtideBitmaps(vm)).toEqual([{ name: gen, recording: true }]);
-      await checkNothingLeft(vm, disk, dir, stateDir);
+      await nothingLeft(vm, disk, dir, stateDir);
     }
     // Both writes made during the killed runs are in the incremental.
     const next = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
@@ -223,7 +215,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     expect(d.cbt).toMatchObject({ mode: 'incremental', changedBitmap: gen, parent: first.record.disks[0]!.id });
     expect(d.bytesRead).toBe(2 * MiB);
     expect(await restoresTo(repo, d.id, expected)).toBe(true);
-    await checkNothingLeft(vm, disk, dir, stateDir);
+    await nothingLeft(vm, disk, dir, stateDir);
   });
 
   it('readFrom device: a raw disk is read from the device under the clone, a qcow2 disk through the file', async () => {
@@ -234,9 +226,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     const rawExpected = join(tmp.path, `expected-${n}-raw.raw`);
     copyFileSync(raw, rawExpected);
     vm = await startVm([disk, { id: 'vd1', path: raw, format: 'raw' }]);
-    const repo = join(tmp.path, `repo${n}`);
-    await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const { repo, stateDir } = await newRepo();
     const r = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir, readFrom: 'device' });
     const [q, w] = r.record.disks;
     expect(q!.readFrom).toBe('qcow2 disk: its guest view is read through the file system');
@@ -248,7 +238,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     const target = join(tmp.path, `restored-${n}-raw.raw`);
     await restore({ repository: repo, backup: w!.id, target });
     expect(cmp(target, rawExpected)).toBe(true);
-    await checkNothingLeft(vm, disk, dir, stateDir);
+    await nothingLeft(vm, disk, dir, stateDir);
   });
 
   it.skipIf(
@@ -261,9 +251,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     try {
       const { disk, expected, dir } = makeQcow2(btrfs.mountPoint, 16);
       vm = await startVm([disk]);
-      const repo = join(tmp.path, `repo${n}`);
-      await initRepository(repo);
-      const stateDir = join(tmp.path, `state${n}`);
+      const { repo, stateDir } = await newRepo();
       await write(vm, expected, 0xe1, 12 * MiB, MiB);
       const first = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir, storage: 'btrfs' });
       expect(first.record.storage.kind).toBe('btrfs');
@@ -280,7 +268,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
       expect(d.cbt.mode).toBe('incremental');
       expect(d.bytesRead).toBe(MiB);
       expect(await restoresTo(repo, d.id, expected)).toBe(true);
-      await checkNothingLeft(vm, disk, dir, stateDir);
+      await nothingLeft(vm, disk, dir, stateDir);
       expect(execFileSync('btrfs', ['subvolume', 'list', btrfs.mountPoint], { encoding: 'utf8' }).trim()).toBe('');
     } finally {
       await vm?.stop();
