@@ -34,6 +34,7 @@ import {
   type DiskCbtPlan,
 } from '../snapshot/cbt.js';
 import { GuestAgentClient } from '../snapshot/qga.js';
+import { startThawWatchdog, type ThawWatchdog } from '../snapshot/thaw-watchdog.js';
 import { QmpClient } from '../snapshot/qmp.js';
 import {
   storageProvider,
@@ -520,6 +521,7 @@ async function runFlow(
   let thawedByTimer = false;
   let consistent = false;
   let thawTimer: NodeJS.Timeout | undefined;
+  let watchdog: ThawWatchdog | undefined;
   let thawing: Promise<void> | undefined;
   const thaw = (): Promise<void> => {
     if (!frozen) return thawing ?? Promise.resolve();
@@ -538,6 +540,7 @@ async function runFlow(
         }
       }
       frozenSeconds = (performance.now() - freezeStart) / 1000;
+      watchdog?.disarm();
       await journal.record({ step: 'thawed' });
     })();
     return thawing;
@@ -564,6 +567,8 @@ async function runFlow(
       progress({ phase: 'freeze' });
       await journal.record({ step: 'freeze' });
       frozen = true; // from here on, thaw() runs whatever happens: a lost reply may hide a freeze
+      // If this process dies while the guest is frozen, a detached watchdog thaws it.
+      watchdog = startThawWatchdog(o.qga!, o.maxFrozenMs);
       freezeStart = performance.now();
       thawTimer = setTimeout(() => {
         thawedByTimer = true;
