@@ -44,6 +44,7 @@ export {
   type QmpCommands,
   type QmpCommandName,
   type QmpBlockInfo,
+  type QmpDirtyBitmap,
   type QmpBlockNode,
   type QmpBlockJob,
   type QmpImageInfo,

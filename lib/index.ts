@@ -54,6 +54,7 @@ export {
   type VmBackupResult,
   type VmBackupRecord,
   type VmDiskBackup,
+  type VmDiskCbt,
   type VmRecoverOptions,
   type VmRecoveryReport,
   type DescribeVmOptions,

@@ -11,7 +11,7 @@
  * records each step before it is taken (lib/snapshot/journal.ts); every run
  * first recovers the journals that earlier runs left.
  */
-import { mkdir, open, readdir, rename, rmdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { choiceOption, functionOption, integerOption, objectOption, signalOption, stringOption } from '../options.js';
@@ -25,7 +25,16 @@ import {
   type VmDisk,
   type VmIdentity,
 } from '../snapshot/qemu.js';
+import {
+  planDiskCbt,
+  removeBitmaps,
+  rotationActions,
+  undoRotation,
+  type CbtBase,
+  type DiskCbtPlan,
+} from '../snapshot/cbt.js';
 import { GuestAgentClient } from '../snapshot/qga.js';
+import { startThawWatchdog, type ThawWatchdog } from '../snapshot/thaw-watchdog.js';
 import { QmpClient } from '../snapshot/qmp.js';
 import {
   storageProvider,
@@ -34,7 +43,9 @@ import {
   type StorageSnapshotHandle,
 } from '../snapshot/storage/index.js';
 import type { ThrottleSettings } from '../throttle/job-settings.js';
+import { openSource } from '../io/source.js';
 import { backup, type BackupProgress } from './backup.js';
+import type { DeviceReadReport, ReadFrom } from './device-read.js';
 
 export interface VmBackupOptions extends ThrottleSettings {
   /** The VM's QMP socket (unix). */
@@ -57,6 +68,12 @@ export interface VmBackupOptions extends ThrottleSettings {
   stateDir?: string | undefined;
   /** Files and directories to leave out of FAT volumes inside the disks (as backup()). */
   exclude?: readonly string[] | undefined;
+  /**
+   * 'file' (default): read each disk's copy through the file system; 'device':
+   * read raw disks' blocks from the device under the storage snapshot through
+   * the offset table (as backup()), where the file system allows it.
+   */
+  readFrom?: ReadFrom | undefined;
   /** Timeout of each QMP command (default 30000). */
   qmpTimeoutMs?: number | undefined;
   /** Most time an overlay commit may take (default 600000). */
@@ -90,6 +107,26 @@ export interface VmDiskBackup {
   snapshotPath: string;
   /** The backup id in the repository. */
   id: string;
+  /** Changed-block tracking of the disk in this run. */
+  cbt: VmDiskCbt;
+  /** Bytes the backup read from the disk's copy. */
+  bytesRead: number;
+  /** With readFrom 'device': where the bytes came from; a string says why the disk was read through the file. */
+  readFrom?: DeviceReadReport | string | undefined;
+}
+
+/** A disk's changed-block tracking in one run (lib/snapshot/cbt.ts). */
+export interface VmDiskCbt {
+  /** 'incremental': only what the frozen bitmap generation marks was read. */
+  mode: 'incremental' | 'full';
+  /** Why the backup is full (null for an incremental). */
+  reason: string | null;
+  /** The dirty bitmap generation this run added (the next backup's changes), or null (raw disk). */
+  bitmap: string | null;
+  /** The generation read for the incremental, or null. */
+  changedBitmap: string | null;
+  /** The incremental's parent backup, or null. */
+  parent: string | null;
 }
 
 /** The VM record written beside the backups: `vms/<run id>.json` (docs/repository-format.md). */
@@ -142,6 +179,7 @@ interface ResolvedVmBackupOptions {
   storage: StorageKind;
   stateDir: string;
   exclude: readonly string[];
+  readFrom: ReadFrom;
   qmpTimeoutMs: number;
   commitTimeoutMs: number;
   signal: AbortSignal | undefined;
@@ -178,6 +216,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     storage: _s,
     stateDir: _d,
     exclude: _e,
+    readFrom: _f,
     qmpTimeoutMs: _t,
     commitTimeoutMs: _c,
     signal: _g,
@@ -194,6 +233,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     storage,
     stateDir,
     exclude,
+    readFrom: choiceOption<ReadFrom>('readFrom', o.readFrom, ['device', 'file'], 'file'),
     qmpTimeoutMs: integerOption('qmpTimeoutMs', o.qmpTimeoutMs, 30_000, 1, 3_600_000),
     commitTimeoutMs: integerOption('commitTimeoutMs', o.commitTimeoutMs, 600_000, 1, 86_400_000),
     signal: signalOption('signal', o.signal),
@@ -208,17 +248,11 @@ function safeName(name: string): string {
   return name.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
-/** Disks lowtide can back up now: raw files on their own (no backing chain). */
+/** Disks lowtide can back up: raw and qcow2 files on their own (no backing chain). */
 function checkDisks(disks: readonly VmDisk[], qmp: string): void {
   if (disks.length === 0) throw new LowtideError('UNSUPPORTED', `the VM at ${qmp} has no disks`);
   for (const d of disks) {
-    if (d.format === 'qcow2')
-      throw new LowtideError(
-        'UNSUPPORTED',
-        `disk ${d.name} (${d.realPath}) is qcow2: qcow2 disks need the qcow2 source, which this version does not have`,
-        { path: d.realPath },
-      );
-    if (d.format !== 'raw')
+    if (d.format !== 'raw' && d.format !== 'qcow2')
       throw new LowtideError('UNSUPPORTED', `disk ${d.name} (${d.realPath}): format ${d.format} is not supported`, {
         path: d.realPath,
       });
@@ -260,6 +294,82 @@ async function writeVmRecord(repository: string, record: VmBackupRecord): Promis
     await unlink(tmp).catch(() => undefined);
     throw toLowtideError(err, 'WRITE_FAILED', `writing the VM record ${path}`);
   }
+}
+
+/**
+ * The bitmap generations the repository's VM records name for the disk
+ * file `file`: the backup taken at each, and the generation of the latest.
+ * A generation counts only while its backup is still in the repository.
+ */
+async function cbtBases(
+  repository: string,
+  file: string,
+): Promise<{ bases: Map<string, CbtBase>; last: string | undefined }> {
+  const dir = join(repository, 'vms');
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
+  } catch {
+    return { bases: new Map(), last: undefined };
+  }
+  const found: { finished: string; base: CbtBase }[] = [];
+  for (const n of names) {
+    let rec: Partial<VmBackupRecord>;
+    try {
+      rec = JSON.parse(await readFile(join(dir, n), 'utf8')) as Partial<VmBackupRecord>;
+    } catch {
+      continue; // not a record lowtide can read: it names no generation
+    }
+    if (rec.kind !== 'lowtide-vm-backup' || !Array.isArray(rec.disks)) continue;
+    for (const d of rec.disks) {
+      if (d.file !== file || typeof d.cbt?.bitmap !== 'string') continue;
+      found.push({
+        finished: String(rec.finished),
+        base: { bitmap: d.cbt.bitmap, backupId: d.id, virtualSize: d.virtualSize },
+      });
+    }
+  }
+  found.sort((a, b) => (a.finished < b.finished ? -1 : a.finished > b.finished ? 1 : 0));
+  const bases = new Map<string, CbtBase>();
+  const repo = await openRepository(repository);
+  try {
+    for (const f of found) {
+      try {
+        await repo.readManifest(f.base.backupId);
+        bases.set(f.base.bitmap, f.base);
+      } catch {
+        // The backup was pruned: an incremental cannot build on it.
+      }
+    }
+  } finally {
+    repo.close();
+  }
+  return { bases, last: found.at(-1)?.base.bitmap };
+}
+
+/**
+ * The disk's changed-block tracking as the storage snapshot allows it: the
+ * frozen generation must be in the copy, and not flagged in use; else the
+ * backup is full, with the reason.
+ */
+async function frozenGeneration(path: string, p: DiskCbtPlan): Promise<VmDiskCbt> {
+  const full = (reason: string | null): VmDiskCbt => ({
+    mode: 'full',
+    reason,
+    bitmap: p.bitmap,
+    changedBitmap: null,
+    parent: null,
+  });
+  if (p.previousBitmap === null || p.parent === null) return full(p.fullReason);
+  const source = await openSource(path, { format: 'qcow2' });
+  try {
+    const b = source.virtualDisk?.bitmaps.find((x) => x.name === p.previousBitmap);
+    if (b === undefined) return full(`the storage snapshot's image has no dirty bitmap ${p.previousBitmap}`);
+    if (b.inUse) return full(`the dirty bitmap ${p.previousBitmap} is flagged in use in the storage snapshot's image`);
+  } finally {
+    await source.close();
+  }
+  return { mode: 'incremental', reason: null, bitmap: p.bitmap, changedBitmap: p.previousBitmap, parent: p.parent };
 }
 
 async function removeIfPresent(path: string): Promise<void> {
@@ -320,6 +430,15 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     const runId = newRunId();
     const tag = runId.slice(-8);
     const overlayDir = join(o.stateDir, `${runId}.overlays`);
+    // Changed-block tracking: which generation each disk's backup builds on. Bitmaps of
+    // earlier runs that no backup can use go now, before anything is taken.
+    const cbt: DiskCbtPlan[] = [];
+    for (const d of disks) {
+      const { bases, last } = await cbtBases(o.repository, d.realPath);
+      const p = planDiskCbt(d, runId, (name) => bases.get(name), last);
+      await removeBitmaps(qmp, d.nodeName, p.stale);
+      cbt.push(p);
+    }
     const plan: JournalDisk[] = disks.map((d, i) => ({
       name: d.name,
       nodeName: d.nodeName,
@@ -327,6 +446,8 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
       overlayFile: join(overlayDir, `${safeName(d.name)}.qcow2`),
       overlayNode: `lt-ov-${tag}-${i}`,
       jobId: `lt-commit-${tag}-${i}`,
+      bitmap: cbt[i]!.bitmap,
+      previousBitmap: cbt[i]!.previousBitmap,
     }));
     const handle = await provider.plan(files, runId);
     const journal = await Journal.create(o.stateDir, {
@@ -340,7 +461,21 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     });
     const state = { leftovers: true };
     try {
-      const r = await runFlow(o, qmp, agent, journal, state, vm, disks, plan, handle, overlayDir, started, progress);
+      const r = await runFlow(
+        o,
+        qmp,
+        agent,
+        journal,
+        state,
+        vm,
+        disks,
+        cbt,
+        plan,
+        handle,
+        overlayDir,
+        started,
+        progress,
+      );
       return { ...r, recovered: before.recovered };
     } finally {
       // A run that failed but cleaned up has nothing to recover: its journal goes too.
@@ -361,6 +496,7 @@ async function runFlow(
   state: { leftovers: boolean },
   vm: VmIdentity,
   disks: readonly VmDisk[],
+  cbt: readonly DiskCbtPlan[],
   plan: readonly JournalDisk[],
   handle: StorageSnapshotHandle,
   overlayDir: string,
@@ -385,6 +521,7 @@ async function runFlow(
   let thawedByTimer = false;
   let consistent = false;
   let thawTimer: NodeJS.Timeout | undefined;
+  let watchdog: ThawWatchdog | undefined;
   let thawing: Promise<void> | undefined;
   const thaw = (): Promise<void> => {
     if (!frozen) return thawing ?? Promise.resolve();
@@ -403,6 +540,7 @@ async function runFlow(
         }
       }
       frozenSeconds = (performance.now() - freezeStart) / 1000;
+      watchdog?.disarm();
       await journal.record({ step: 'thawed' });
     })();
     return thawing;
@@ -429,6 +567,8 @@ async function runFlow(
       progress({ phase: 'freeze' });
       await journal.record({ step: 'freeze' });
       frozen = true; // from here on, thaw() runs whatever happens: a lost reply may hide a freeze
+      // If this process dies while the guest is frozen, a detached watchdog thaws it.
+      watchdog = startThawWatchdog(o.qga!, o.maxFrozenMs);
       freezeStart = performance.now();
       thawTimer = setTimeout(() => {
         thawedByTimer = true;
@@ -440,7 +580,13 @@ async function runFlow(
     await journal.record({ step: 'vm-snapshot' });
     snapshotStart = performance.now();
     snapshotTaken = true; // from here on, the finally commits whatever exists
-    await takeVmSnapshot(qmp, plan, [], o.qmpTimeoutMs);
+    // The dirty-bitmap generations rotate in the same transaction: the frozen one ends at the snapshot.
+    await takeVmSnapshot(
+      qmp,
+      plan,
+      disks.flatMap((d, i) => rotationActions(d.nodeName, cbt[i]!)),
+      o.qmpTimeoutMs,
+    );
     // Application-consistent only when the freeze covered the whole transaction.
     consistent = agent !== undefined && frozen;
     if (agent) {
@@ -464,11 +610,16 @@ async function runFlow(
       const path = snap.paths[d.realPath]!;
       progress({ phase: 'backup', disk: d.name });
       await journal.record({ step: 'backup', disk: d.name });
+      const c = await frozenGeneration(path, cbt[i]!);
+      const qcow2 = d.format === 'qcow2';
       const r = await backup({
         ...o.throttle,
         source: path,
         repository: o.repository,
-        parent: null,
+        format: qcow2 ? 'qcow2' : 'raw',
+        parent: c.parent,
+        ...(c.changedBitmap !== null ? { changedBitmap: c.changedBitmap } : {}),
+        readFrom: o.readFrom,
         exclude: o.exclude,
         signal: o.signal,
         progressIntervalMs: o.progressIntervalMs,
@@ -484,6 +635,9 @@ async function runFlow(
         virtualSize: d.virtualSize,
         snapshotPath: path,
         id: r.id,
+        cbt: c,
+        bytesRead: r.manifest.stats.bytesRead,
+        ...(o.readFrom === 'device' && r.readFrom !== undefined ? { readFrom: r.readFrom } : {}),
       });
     }
   } catch (err) {
@@ -495,6 +649,9 @@ async function runFlow(
     await thaw().catch((err: unknown) => cleanupErrors.push(err));
     try {
       if (snapshotTaken) await commitAll();
+      // A backup that is not recorded: the previous generation takes back the new one's writes.
+      if (snapshotTaken && failure !== undefined)
+        for (const d of plan) if (d.bitmap) await undoRotation(qmp, d.nodeName, d.bitmap, d.previousBitmap ?? null);
       if (storageTaken) {
         progress({ phase: 'storage-delete' });
         await provider.delete(handle);
@@ -533,8 +690,12 @@ async function runFlow(
     started: started.toISOString(),
     finished: new Date().toISOString(),
   };
+  state.leftovers = true; // until the previous generations are gone
   const recordPath = await writeVmRecord(o.repository, record);
+  await journal.record({ step: 'recorded' });
+  for (const d of plan) if (d.previousBitmap) await removeBitmaps(qmp, d.nodeName, [d.previousBitmap]);
   await journal.record({ step: 'done' });
+  state.leftovers = false;
   progress({ phase: 'done' });
   return { runId: handle.id, record, recordPath };
 }
@@ -664,11 +825,44 @@ async function recoverOne(j: LeftJournal, qmpTimeoutMs: number, commitTimeoutMs:
   }
   for (const d of b.disks) await removeIfPresent(d.overlayFile);
   await removeDirIfEmpty(b.overlayDir);
+  if (steps.has('vm-snapshot')) actions.push(...(await recoverBitmaps(j, steps.has('recorded'), qmpTimeoutMs)));
   if (steps.has('storage-snapshot') && !steps.has('storage-deleted')) {
     const provider = storageProvider(b.storage.kind);
     await provider.delete(b.storage);
     await j.record({ step: 'storage-deleted' });
     actions.push(`deleted the storage snapshot (${provider.describe(b.storage)})`);
+  }
+  return actions;
+}
+
+/**
+ * The dirty-bitmap generations of a crashed run: a recorded backup's
+ * previous generations are removed; an unrecorded one's rotation is undone
+ * (lib/snapshot/cbt.ts). A VM that is not reachable keeps its bitmaps: the
+ * next backup finds a generation no backup was recorded at and backs up in full.
+ */
+async function recoverBitmaps(j: LeftJournal, recorded: boolean, timeoutMs: number): Promise<string[]> {
+  const disks = j.begin.disks.filter((d) => typeof d.bitmap === 'string');
+  if (disks.length === 0) return [];
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(j.begin.qmp, { timeoutMs, commandTimeoutMs: timeoutMs });
+  } catch (err) {
+    return [`dirty bitmaps left as they are: ${j.begin.qmp} is not reachable (${toLowtideError(err).message})`];
+  }
+  const actions: string[] = [];
+  try {
+    for (const d of disks) {
+      if (recorded) {
+        const gone = await removeBitmaps(qmp, d.nodeName, d.previousBitmap ? [d.previousBitmap] : []);
+        for (const name of gone) actions.push(`removed the dirty bitmap ${name} of ${d.nodeName}`);
+      } else {
+        const done = await undoRotation(qmp, d.nodeName, d.bitmap!, d.previousBitmap ?? null);
+        if (done !== undefined) actions.push(done);
+      }
+    }
+  } finally {
+    qmp.close();
   }
   return actions;
 }

@@ -30,6 +30,10 @@ export interface JournalDisk {
   overlayNode: string;
   /** The block job that commits the overlay. */
   jobId: string;
+  /** The dirty bitmap generation the run adds (qcow2 disks; lib/snapshot/cbt.ts). */
+  bitmap?: string | null | undefined;
+  /** The generation the run disables in the snapshot transaction. */
+  previousBitmap?: string | null | undefined;
 }
 
 export interface JournalBegin {
@@ -56,6 +60,7 @@ export type JournalStep =
   | { step: 'backup'; disk: string }
   | { step: 'backed-up'; disk: string; id: string }
   | { step: 'storage-deleted' }
+  | { step: 'recorded' }
   | { step: 'done' };
 
 export type JournalRecord = JournalStep & { at: string };

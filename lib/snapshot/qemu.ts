@@ -5,7 +5,7 @@
  */
 import { realpath } from 'node:fs/promises';
 import { LowtideError } from '../errors.js';
-import type { QmpBlockInfo, QmpClient, QmpTransactionAction } from './qmp.js';
+import type { QmpBlockInfo, QmpClient, QmpDirtyBitmap, QmpTransactionAction } from './qmp.js';
 
 /** One disk of a running VM. */
 export interface VmDisk {
@@ -31,6 +31,8 @@ export interface VmDisk {
   /** How many backing files lie below the top image (0: the disk is on its own file). */
   backingDepth: number;
   readOnly: boolean;
+  /** The top node's dirty bitmaps (persistent ones live in a qcow2 image). */
+  bitmaps: QmpDirtyBitmap[];
 }
 
 export interface VmIdentity {
@@ -73,6 +75,7 @@ export async function listVmDisks(qmp: QmpClient): Promise<VmDisk[]> {
       virtualSize: ins.image['virtual-size'],
       backingDepth: ins.backing_file_depth ?? 0,
       readOnly: ins.ro,
+      bitmaps: ins['dirty-bitmaps'] ?? [],
     });
   }
   const names = new Set<string>();

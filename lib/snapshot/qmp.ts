@@ -33,8 +33,26 @@ export interface QmpBlockInfo {
         backing_file?: string | undefined;
         backing_file_depth?: number | undefined;
         image: QmpImageInfo;
+        /** The top node's dirty bitmaps. */
+        'dirty-bitmaps'?: QmpDirtyBitmap[] | undefined;
       }
     | undefined;
+}
+
+/** A dirty bitmap as `query-block` reports it. */
+export interface QmpDirtyBitmap {
+  name: string;
+  /** Recording writes (enabled). */
+  recording: boolean;
+  /** Stored in the image file (qcow2) when QEMU closes it or reopens it read-only. */
+  persistent: boolean;
+  /** Used by a block job or an NBD export: cannot be changed now. */
+  busy: boolean;
+  /** Loaded from an image that was not closed cleanly: its content is not valid. */
+  inconsistent?: boolean | undefined;
+  granularity: number;
+  /** Bytes marked dirty. */
+  count: number;
 }
 
 export interface QmpImageInfo {
@@ -82,6 +100,7 @@ export interface QmpCommands {
     result: Record<string, never>;
   };
   transaction: { args: { actions: QmpTransactionAction[] }; result: Record<string, never> };
+  'block-dirty-bitmap-remove': { args: { node: string; name: string }; result: Record<string, never> };
   'block-commit': {
     args: { 'job-id': string; device: string; 'auto-dismiss'?: boolean };
     result: Record<string, never>;

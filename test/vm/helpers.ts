@@ -8,6 +8,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { QmpClient } from '../../lib/advanced.js';
 import { hasCommand, loopUnavailableReason } from '../helpers/system.js';
 
@@ -198,13 +199,50 @@ export class TestVm {
 }
 
 /** Replays a write on an image offline, as the VM made it. */
-export function replayWrite(image: string, pattern: number, offset: number, length: number): void {
-  execFileSync('qemu-io', ['-f', 'raw', '-c', `write -P 0x${pattern.toString(16)} ${offset} ${length}`, image], {
+export function replayWrite(
+  image: string,
+  pattern: number,
+  offset: number,
+  length: number,
+  format: 'raw' | 'qcow2' = 'raw',
+): void {
+  execFileSync('qemu-io', ['-f', format, '-c', `write -P 0x${pattern.toString(16)} ${offset} ${length}`, image], {
     stdio: 'ignore',
   });
+}
+
+/** The guest disk of a qcow2 image as a raw file (qemu-img convert). */
+export function qcow2ToRaw(image: string, raw: string): string {
+  execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', image, raw]);
+  return raw;
 }
 
 /** Entries of `dir` whose names start with `.lowtide-`. */
 export function lowtideLeftovers(dir: string): string[] {
   return readdirSync(dir).filter((n) => n.startsWith('.lowtide-'));
+}
+
+/**
+ * After a run: each disk on its own file with no backing chain, no lowtide
+ * node or block job in QEMU, nothing of lowtide's in `dir`, the state
+ * directory empty.
+ */
+export async function checkNothingLeft(
+  v: TestVm,
+  disks: readonly DiskSpec[],
+  dir: string,
+  stateDir: string,
+): Promise<void> {
+  const blocks = await v.monitor.execute('query-block', {});
+  for (const d of disks) {
+    const b = blocks.find((x) => x.qdev === `/machine/peripheral/${d.id}/virtio-backend`);
+    expect(b?.inserted?.['node-name']).toBe(`${d.id}-fmt`);
+    expect(b?.inserted?.file).toBe(d.path);
+    expect(b?.inserted?.backing_file_depth ?? 0).toBe(0);
+  }
+  const nodes = await v.monitor.execute('query-named-block-nodes', { flat: true });
+  expect(nodes.filter((x) => x['node-name'].startsWith('lt-'))).toEqual([]);
+  expect(await v.monitor.execute('query-block-jobs', {})).toEqual([]);
+  expect(lowtideLeftovers(dir)).toEqual([]);
+  expect(existsSync(stateDir) ? readdirSync(stateDir) : []).toEqual([]);
 }

@@ -5,14 +5,21 @@
  * the repository stays valid and the next backup works.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync } from 'node:fs';
+import { copyFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupVm, initRepository, restore } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { skipReason } from '../helpers/system.js';
 import { TempDir } from '../helpers/tmp.js';
-import { LoopFs, lowtideLeftovers, replayWrite, TestVm, vmUnavailableReason, type DiskSpec } from './helpers.js';
+import {
+  checkNothingLeft as nothingLeft,
+  LoopFs,
+  replayWrite,
+  TestVm,
+  vmUnavailableReason,
+  type DiskSpec,
+} from './helpers.js';
 import { execFileSync } from 'node:child_process';
 
 const MiB = 1 << 20;
@@ -56,18 +63,7 @@ describe.skipIf(skipReason('VM backup recovery', vmUnavailableReason()))('vm rec
     tmp?.remove();
   });
 
-  async function checkNothingLeft(): Promise<void> {
-    const blocks = await vm.monitor.execute('query-block', {});
-    for (const d of disks) {
-      const b = blocks.find((x) => x.qdev === `/machine/peripheral/${d.id}/virtio-backend`);
-      expect(b?.inserted?.['node-name']).toBe(`${d.id}-fmt`);
-      expect(b?.inserted?.file).toBe(d.path);
-      expect(b?.inserted?.backing_file_depth ?? 0).toBe(0);
-    }
-    expect(await vm.monitor.execute('query-block-jobs', {})).toEqual([]);
-    expect(lowtideLeftovers(dir)).toEqual([]);
-    expect(existsSync(stateDir) ? readdirSync(stateDir) : []).toEqual([]);
-  }
+  const checkNothingLeft = (): Promise<void> => nothingLeft(vm, disks, dir, stateDir);
 
   const points: [string, string[]][] = [
     ['before the VM snapshot', ['vm-snapshot']],

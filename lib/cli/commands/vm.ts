@@ -81,6 +81,11 @@ export function addVmCommand(program: Command): void {
     .option('--state-dir <dir>', 'journals and overlays (default: <repo>.vm-state beside the repository)')
     .option('--exclude <glob>', 'leave out files/directories of FAT volumes in the disks (repeatable)', collect, [])
     .addOption(
+      new Option('--read-from <where>', "read the disks' blocks from the device under the storage snapshot")
+        .choices(['file', 'device'])
+        .default('file'),
+    )
+    .addOption(
       new Option('--qmp-timeout <ms>', 'timeout of each QMP command')
         .default(30000)
         .argParser(intArg('--qmp-timeout', 1, 3_600_000)),
@@ -104,6 +109,7 @@ export function addVmCommand(program: Command): void {
         storage: o.storage as 'reflink' | 'btrfs',
         stateDir: o.stateDir as string | undefined,
         exclude: o.exclude as string[],
+        readFrom: o.readFrom as 'file' | 'device',
         qmpTimeoutMs: o.qmpTimeout as number,
         ...throttleSettings(o),
         signal,
@@ -119,6 +125,14 @@ export function addVmCommand(program: Command): void {
         `lowtide: recovered an earlier run ${x.runId}: ${x.actions.join('; ') || 'nothing was left'}\n`,
       );
     for (const d of r.record.disks) process.stdout.write(`${d.id}  ${d.name}\n`);
+    for (const d of r.record.disks) {
+      const how =
+        d.cbt.mode === 'incremental'
+          ? `incremental from ${d.cbt.parent} (dirty bitmap ${d.cbt.changedBitmap})`
+          : `full: ${d.cbt.reason}`;
+      const from = typeof d.readFrom === 'string' ? `; read through the file: ${d.readFrom}` : '';
+      process.stderr.write(`lowtide: ${d.name}: ${how}; read ${formatBytes(d.bytesRead)}${from}\n`);
+    }
     const rec = r.record;
     process.stderr.write(
       `backed up ${rec.disks.length} disks of ${rec.vm.name ?? rec.vm.uuid} (${rec.consistency}` +
