@@ -112,7 +112,9 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
       const r = await imageSource({ source, output: join(mnt, 'out2.img'), force: true });
       const b = r.throttle.probes!.boost;
       expect(b.busy + b.endedByWrites).toBeGreaterThan(0);
-      expect(b.foreignIops).toBeGreaterThan(20);
+      // The writer's rate depends on the machine (thousands a second when
+      // idle, a few under other work): what matters is that it is counted.
+      expect(b.foreignIops).toBeGreaterThan(0);
       expect(b.foreignWriteBytes).toBeGreaterThan(0);
     } finally {
       process.kill(-writer.pid!, 'SIGKILL');
