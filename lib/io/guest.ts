@@ -18,6 +18,7 @@ import {
 } from '../native.js';
 import { choiceOption } from '../options.js';
 import type { Extent } from './extents.js';
+import type { Extents } from './extent-list.js';
 import { nativeStream, type BlockStream, type StreamBlock } from './reader.js';
 
 /**
@@ -102,7 +103,7 @@ export interface GuestParts {
 const MAP_STEP = 1 << 30;
 
 /** The segments of the guest ranges `extents`, in order. */
-async function mapExtents(handle: NativeGuestHandle, extents: readonly Extent[]): Promise<GuestSegment[]> {
+async function mapExtents(handle: NativeGuestHandle, extents: Extents): Promise<GuestSegment[]> {
   const out: GuestSegment[] = [];
   for (const e of extents) {
     for (let off = e.offset; off < e.offset + e.length; off += MAP_STEP) {
@@ -226,7 +227,7 @@ function* split(offset: number, length: number, unit: number): Generator<[number
 export class GuestStream implements BlockStream {
   readonly engine: 'io_uring' | 'threads';
   readonly #parts: GuestParts;
-  readonly #extents: readonly Extent[];
+  readonly #extents: Extents;
   readonly #config: NativeReaderOptions;
   #segments: GuestSegment[] | undefined;
   #index = 0;
@@ -238,7 +239,7 @@ export class GuestStream implements BlockStream {
   #closed = false;
   #stats = { zeroBytes: 0, compressedBytes: 0 };
 
-  constructor(parts: GuestParts, extents: readonly Extent[], config: NativeReaderOptions) {
+  constructor(parts: GuestParts, extents: Extents, config: NativeReaderOptions) {
     this.#parts = parts;
     this.#extents = extents;
     this.#config = config;

@@ -11,6 +11,7 @@
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import type { Extent } from '../io/extents.js';
+import type { Extents } from '../io/extent-list.js';
 import {
   mapFile,
   sameOffsetTable,
@@ -125,7 +126,8 @@ export class DeviceRead {
    * planned `extents`. Fails when the source is not a file or the device
    * cannot be opened.
    */
-  static async prepare(source: Source, extents: readonly Extent[]): Promise<DeviceRead> {
+  static async prepare(source: Source, planned: Extents): Promise<DeviceRead> {
+    const extents = Array.isArray(planned) ? planned : [...planned];
     if (source.kind !== 'file') {
       throw new LowtideError(
         'INVALID_ARGUMENT',
