@@ -12,14 +12,15 @@
  */
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
-import { subtractExtents, totalLength, type Extent } from '../io/extents.js';
+import { type Extent } from '../io/extents.js';
+import { ExtentList } from '../io/extent-list.js';
 import { openSource, type Source } from '../io/source.js';
 import { formatOption, type DiskFormat } from '../io/guest.js';
-import { intersectExtents } from '../io/extents.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
 import { readPartitions } from './partitions.js';
 import { parseExcludePattern } from './exclude.js';
 import { openVolume } from './volume.js';
+import type { AllocationMap } from './allocation-map.js';
 import type { FatType, OverlayWrite, Partition, PartitionTableKind } from './types.js';
 
 export interface PlanOptions {
@@ -77,8 +78,8 @@ export interface ImagePlan {
   source: string;
   size: number;
   table: PartitionTableKind | 'unreadable' | 'not-parsed';
-  /** What to read from the source: sorted, merged. */
-  extents: Extent[];
+  /** What to read from the source: sorted, merged, compact (16 bytes an extent). */
+  extents: ExtentList;
   bytesToRead: number;
   overlay: OverlayWrite[];
   partitions: PlannedPartition[];
@@ -176,6 +177,46 @@ function findOverlaps(partitions: readonly Partition[], size: number, warnings: 
   return out;
 }
 
+/** The free clusters of a FAT partition that are not read: those of `map` in [from, to), less `others`. */
+interface FreeClusters {
+  map: AllocationMap;
+  from: number;
+  to: number;
+  /** Ranges of partitions overlapping this one: read whatever the map says. */
+  others: ExtentList | undefined;
+}
+
+/**
+ * `whole` less the free clusters, streamed from the allocation maps' bitmaps
+ * into the result: no list of the free extents is ever made. Partitions' free
+ * clusters are disjoint (overlaps are read), so in partition order they come
+ * in offset order.
+ */
+function readExtents(whole: ExtentList, notRead: FreeClusters[]): ExtentList {
+  const sorted = [...notRead].sort((a, b) => a.from - b.from);
+  const each = (f: FreeClusters, visit: (offset: number, length: number) => void): void => {
+    if (f.others === undefined) return f.map.eachFreeExtent(f.from, f.to, visit);
+    const others = f.others;
+    let k = 0;
+    f.map.eachFreeExtent(f.from, f.to, (offset, length) => {
+      let start = offset;
+      const end = offset + length;
+      while (k < others.length && others.endAt(k) <= start) k++;
+      for (let j = k; j < others.length && others.offsetAt(j) < end; j++) {
+        if (others.offsetAt(j) > start) visit(start, others.offsetAt(j) - start);
+        start = Math.max(start, others.endAt(j));
+      }
+      if (start < end) visit(start, end - start);
+    });
+  };
+  // Room for every extent up front: growing a list of millions would briefly hold two.
+  let capacity = whole.length + 1;
+  for (const f of sorted) each(f, () => capacity++);
+  return ExtentList.subtractStream(whole, capacity, (remove) => {
+    for (const f of sorted) each(f, remove);
+  });
+}
+
 /** Plans the reads of an image of `options.source`. The source is only read. */
 export async function planImage(options: PlanOptions): Promise<ImagePlan> {
   const opts = objectOption('options', options);
@@ -225,13 +266,13 @@ export async function planImageOf(src: Source, options: Omit<PlanOptions, 'sourc
       return Buffer.concat(chunks);
     };
   }
-  const whole: Extent[] = allocated ?? [{ offset: 0, length: size }];
+  const whole = ExtentList.from(allocated ?? [{ offset: 0, length: size }]);
   const plan: ImagePlan = {
     source: sourcePath,
     size,
     table: 'not-parsed',
     extents: whole,
-    bytesToRead: totalLength(whole),
+    bytesToRead: whole.totalLength,
     overlay: [],
     partitions: [],
     excluded: [],
@@ -284,7 +325,7 @@ export async function planImageOf(src: Source, options: Omit<PlanOptions, 'sourc
   };
   // No partition at all: the disk may still be a (damaged) table-less FAT volume.
   const partitions = table.partitions.length > 0 ? table.partitions : [wholeDisk];
-  const notRead: Extent[] = [];
+  const notRead: FreeClusters[] = [];
   const overlapping = findOverlaps(partitions, size, plan.warnings);
   const matchedPatterns = new Set<string>();
   for (const p of partitions) {
@@ -352,11 +393,13 @@ export async function planImageOf(src: Source, options: Omit<PlanOptions, 'sourc
         // Within the partition only the free clusters are left out: the reserved area,
         // FATs, root directory, allocated clusters and any space past the volume's end
         // are read. Where another partition overlaps this one, its bytes are read too.
-        const end = Math.min(p.start + p.size, size);
-        let free = map.freeExtents(p.start, end);
         const others = overlapping.get(p.index);
-        if (others !== undefined) free = subtractExtents(free, others);
-        for (const e of free) notRead.push(e);
+        notRead.push({
+          map,
+          from: p.start,
+          to: Math.min(p.start + p.size, size),
+          others: others === undefined ? undefined : ExtentList.from(others),
+        });
         planned.mode = 'used';
       } finally {
         vol.close();
@@ -373,15 +416,11 @@ export async function planImageOf(src: Source, options: Omit<PlanOptions, 'sourc
   for (const q of patterns) {
     if (!matchedPatterns.has(q.text)) plan.warnings.push(`exclude pattern ${JSON.stringify(q.text)} matched nothing`);
   }
-  plan.extents = subtractExtents(whole, notRead);
-  plan.bytesToRead = totalLength(plan.extents);
+  plan.extents = readExtents(whole, notRead);
+  plan.bytesToRead = plan.extents.totalLength;
   for (const planned of plan.partitions) {
-    const range = [
-      { offset: planned.start, length: Math.max(0, Math.min(planned.start + planned.size, size) - planned.start) },
-    ];
-    const read = subtractExtents(range, notRead);
-    planned.bytesToRead =
-      planned.mode === 'container' ? 0 : totalLength(allocated ? intersectExtents(read, allocated) : read);
+    const end = Math.min(planned.start + planned.size, size);
+    planned.bytesToRead = planned.mode === 'container' ? 0 : plan.extents.bytesWithin(planned.start, end);
   }
   plan.overlay.sort((a, b) => a.offset - b.offset);
   return plan;

@@ -35,15 +35,26 @@ export function validateExtents(extents: readonly Extent[], where = 'extents'): 
   extents.forEach((e, i) => checkExtent(e, `${where}[${i}]`));
 }
 
+/**
+ * Extents as an array, or any iterable of them (a plan's compact ExtentList):
+ * the helpers below take either.
+ */
+export type ExtentInput = readonly Extent[] | Iterable<Extent>;
+
+function asArray(extents: ExtentInput): readonly Extent[] {
+  return Array.isArray(extents) ? (extents as readonly Extent[]) : [...extents];
+}
+
 /** Sum of the lengths. */
-export function totalLength(extents: readonly Extent[]): number {
+export function totalLength(extents: ExtentInput): number {
   let n = 0;
   for (const e of extents) n += e.length;
   return n;
 }
 
 /** Sorted by offset, overlapping and touching extents joined, empty ones dropped. */
-export function mergeExtents(extents: readonly Extent[]): Extent[] {
+export function mergeExtents(input: ExtentInput): Extent[] {
+  const extents = asArray(input);
   validateExtents(extents);
   const sorted = extents.filter((e) => e.length > 0).sort((a, b) => a.offset - b.offset);
   const out: Extent[] = [];
@@ -83,7 +94,7 @@ export function splitExtents(extents: readonly Extent[], blockSize: number): Ext
 }
 
 /** The parts of `from` not covered by `remove`; the result is merged and sorted. */
-export function subtractExtents(from: readonly Extent[], remove: readonly Extent[]): Extent[] {
+export function subtractExtents(from: ExtentInput, remove: ExtentInput): Extent[] {
   const a = mergeExtents(from);
   const b = mergeExtents(remove);
   const out: Extent[] = [];
@@ -106,7 +117,7 @@ export function subtractExtents(from: readonly Extent[], remove: readonly Extent
 }
 
 /** Intersection of two extent lists; the result is merged and sorted. */
-export function intersectExtents(a: readonly Extent[], b: readonly Extent[]): Extent[] {
+export function intersectExtents(a: ExtentInput, b: ExtentInput): Extent[] {
   const x = mergeExtents(a);
   const y = mergeExtents(b);
   const out: Extent[] = [];

@@ -18,6 +18,7 @@ import {
 } from '../native.js';
 import { choiceOption } from '../options.js';
 import { firstEndingAfter, type Extent } from './extents.js';
+import type { Extents } from './extent-list.js';
 import { splitByTable, type OffsetTable } from './offset-table.js';
 import { nativeStream, type BlockStream, type StreamBlock } from './reader.js';
 
@@ -116,7 +117,7 @@ export interface LayerDevice {
 const MAP_STEP = 1 << 30;
 
 /** The segments of the guest ranges `extents`, in order. */
-async function mapExtents(handle: NativeGuestHandle, extents: readonly Extent[]): Promise<GuestSegment[]> {
+async function mapExtents(handle: NativeGuestHandle, extents: Extents): Promise<GuestSegment[]> {
   const out: GuestSegment[] = [];
   for (const e of extents) {
     for (let off = e.offset; off < e.offset + e.length; off += MAP_STEP) {
@@ -157,7 +158,7 @@ function allocationOf(segs: readonly GuestSegment[]): Extent[] {
  * The segments of the guest ranges `extents` (each inside the disk), in
  * order, cut from the disk's segments mapped when it was opened.
  */
-export function segmentsOf(parts: GuestParts, extents: readonly Extent[]): GuestSegment[] {
+export function segmentsOf(parts: GuestParts, extents: Iterable<Extent>): GuestSegment[] {
   const segs = parts.segments;
   const out: GuestSegment[] = [];
   for (const e of extents) {
@@ -292,7 +293,7 @@ function* split(offset: number, length: number, unit: number): Generator<[number
 export class GuestStream implements BlockStream {
   readonly engine: 'io_uring' | 'threads';
   readonly #parts: GuestParts;
-  readonly #extents: readonly Extent[];
+  readonly #extents: Extents;
   readonly #config: NativeReaderOptions;
   readonly #devices: readonly (LayerDevice | undefined)[];
   #segments: GuestSegment[] | undefined;
@@ -308,7 +309,7 @@ export class GuestStream implements BlockStream {
   /** `devices`: per layer, the device to read its file's blocks from (offset table), or undefined: the file. */
   constructor(
     parts: GuestParts,
-    extents: readonly Extent[],
+    extents: Extents,
     config: NativeReaderOptions,
     devices: readonly (LayerDevice | undefined)[] = [],
   ) {

@@ -301,7 +301,7 @@ export interface MappedExtent {
  * device runs get their device offset, everything else (zeros, file runs)
  * -1, read through the file. Bytes outside the table are read through the file.
  */
-export function splitByTable(extents: readonly Extent[], table: OffsetTable): MappedExtent[] {
+export function splitByTable(extents: Iterable<Extent>, table: OffsetTable): MappedExtent[] {
   const runs = table.runs;
   const out: MappedExtent[] = [];
   const add = (offset: number, length: number, deviceOffset: number): void => {

@@ -11,7 +11,7 @@ import {
   type NativeSourceHandle,
 } from '../native.js';
 import { booleanOption, choiceOption, integerOption, signalOption } from '../options.js';
-import type { Extent } from './extents.js';
+import { ExtentList, type Extents } from './extent-list.js';
 import type { EngineName } from './source.js';
 
 export interface ReadOptions {
@@ -89,15 +89,20 @@ export interface StreamBlock {
 /** @internal A BlockStream over the native engine reading `extents` of one file or device. */
 export function nativeStream(
   handle: NativeSourceHandle,
-  extents: readonly Extent[],
+  extents: Extents,
   config: NativeReaderOptions,
   device?: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
 ): BlockStream {
-  const flat = new Float64Array(extents.length * 2);
-  extents.forEach((e, i) => {
-    flat[2 * i] = e.offset;
-    flat[2 * i + 1] = e.length;
-  });
+  // A compact list is handed over as it is kept: no copy of millions of extents.
+  let flat: Float64Array;
+  if (extents instanceof ExtentList) flat = extents.flat();
+  else {
+    flat = new Float64Array(extents.length * 2);
+    extents.forEach((e, i) => {
+      flat[2 * i] = e.offset;
+      flat[2 * i + 1] = e.length;
+    });
+  }
   // With a device: the extents with an offset are read from the device there (offset-table.ts).
   const reader: NativeReader = new native.Reader(handle, flat, config, device?.handle, device?.offsets);
   return {
@@ -186,7 +191,7 @@ export class BlockReader implements AsyncIterable<Block> {
    */
   constructor(
     source: NativeSourceHandle | ((config: NativeReaderOptions) => BlockStream),
-    extents: readonly Extent[],
+    extents: Extents,
     options: ReadOptions,
     sectorSize: number,
     onEnd: () => void,

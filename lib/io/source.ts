@@ -7,6 +7,7 @@ import { native, type NativeReaderOptions, type NativeSourceHandle } from '../na
 import { choiceOption, objectOption, stringOption } from '../options.js';
 import { BlockReader, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
+import { ExtentList, type Extents } from './extent-list.js';
 import type { MappedExtent, OffsetTable } from './offset-table.js';
 import {
   bitmapExtents,
@@ -134,7 +135,7 @@ export class Source implements SourceInfo {
    * complete. Extents may be in any order and need not be aligned; each must
    * lie inside the source.
    */
-  read(extents?: readonly Extent[], options: ReadOptions = {}): BlockReader {
+  read(extents?: Extents, options: ReadOptions = {}): BlockReader {
     return this.#read(extents ?? [{ offset: 0, length: this.size }], options, undefined);
   }
 
@@ -157,7 +158,7 @@ export class Source implements SourceInfo {
    */
   readGuestThrough(
     devices: readonly ({ device: Source; table: OffsetTable } | undefined)[],
-    extents: readonly Extent[],
+    extents: Extents,
     options: ReadOptions = {},
   ): BlockReader {
     if (this.#guest === undefined) {
@@ -208,22 +209,26 @@ export class Source implements SourceInfo {
   }
 
   #read(
-    list: readonly Extent[],
+    list: Extents,
     options: ReadOptions,
     device: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
     layerDevices: readonly (LayerDevice | undefined)[] = [],
   ): BlockReader {
     const handle = this.#handle;
     if (handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
-    validateExtents(list);
-    for (const e of list) {
-      if (e.offset + e.length > this.size) {
-        throw new LowtideError(
-          'OUT_OF_RANGE',
-          `extent [${e.offset}, ${e.offset + e.length}) reaches past the end of ${this.path} (${this.size} bytes)`,
-          { offset: e.offset, path: this.path },
-        );
-      }
+    const pastEnd = (offset: number, length: number): LowtideError =>
+      new LowtideError(
+        'OUT_OF_RANGE',
+        `extent [${offset}, ${offset + length}) reaches past the end of ${this.path} (${this.size} bytes)`,
+        { offset, path: this.path },
+      );
+    if (list instanceof ExtentList) {
+      // Sorted and merged: the last extent ends furthest.
+      const n = list.length;
+      if (n > 0 && list.endAt(n - 1) > this.size) throw pastEnd(list.offsetAt(n - 1), list.lengthAt(n - 1));
+    } else {
+      validateExtents(list);
+      for (const e of list) if (e.offset + e.length > this.size) throw pastEnd(e.offset, e.length);
     }
     // (The reader calls onEnd from its constructor when the native reader refuses to start.)
     let reader: BlockReader | undefined = undefined;

@@ -28,9 +28,18 @@ export type BackupJobEvent =
   | { kind: 'failed'; source: string; error: LowtideError };
 
 export interface BackupManyResult {
-  results: { source: string; ok: boolean; id?: string; error?: { code: string; message: string } }[];
+  results: {
+    source: string;
+    ok: boolean;
+    id?: string;
+    /** The backup was read in full instead of building on its parent: why (BackupResult.fallback). */
+    fallback?: string;
+    error?: { code: string; message: string };
+  }[];
   /** Times a job had to wait for the admission limit. */
   admissionWaits: number;
+  /** Temporary files an earlier writer that did not finish had left in the repository, removed when the lock was taken. */
+  staleFilesRemoved: { files: number; bytes: number };
 }
 
 /**
@@ -105,7 +114,12 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
       const job: Promise<void> = backupUnderHeldLock(jobOptions)
         .then(
           (result) => {
-            results[i] = { source, ok: true, id: result.id };
+            results[i] = {
+              source,
+              ok: true,
+              id: result.id,
+              ...(result.fallback !== undefined ? { fallback: result.fallback } : {}),
+            };
             options.onJob?.({ kind: 'done', source, result });
           },
           (err: unknown) => {
@@ -127,5 +141,5 @@ export async function backupMany(options: BackupManyOptions): Promise<BackupMany
   }
   if (options.signal?.aborted)
     throw new LowtideError('ABORTED', 'the backups were aborted', { cause: options.signal.reason });
-  return { results, admissionWaits };
+  return { results, admissionWaits, staleFilesRemoved: { ...lock.staleFilesRemoved } };
 }

@@ -33,7 +33,7 @@ import { BackupCatalog } from './backup/catalog.js';
 import { commitBackup } from './backup/commit.js';
 import { ChunkPipeline } from './backup/pipeline.js';
 import { DeviceRead, type DeviceReadReport, type ReadFrom } from './device-read.js';
-import { planBackup, type PlanRequest } from './backup/plan.js';
+import { checkParentIndex, planBackup, type PlanRequest } from './backup/plan.js';
 
 export interface BackupOptions extends ThrottleSettings {
   /** File or block device to back up (opened read-only). */
@@ -95,6 +95,11 @@ export interface BackupResult {
   manifest: Manifest;
   /** Temporary files an earlier writer that did not finish had left in the repository, removed when this backup took the lock. */
   staleFilesRemoved: { files: number; bytes: number };
+  /**
+   * Set when the backup was read in full instead of building on its parent
+   * (the parent's index is damaged): why. The manifest's plan.fallback says the same.
+   */
+  fallback?: string | undefined;
   /** With readFrom 'device': where the bytes came from. */
   readFrom?: DeviceReadReport | undefined;
 }
@@ -196,7 +201,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   try {
     source = await opening;
     if (o.changedBitmap !== undefined) o = { ...o, changed: await source.bitmapExtents(o.changedBitmap) };
-    const plan = await planBackup(repo, source, o, planning);
+    const plan = await checkParentIndex(repo, await planBackup(repo, source, o, planning));
     if (o.read.readFrom === 'device') device = await DeviceRead.prepare(source, plan.extents);
     // The catalog walks the file systems' metadata while the data is read.
     catalog = await BackupCatalog.start(repo, o.source, plan.image);
@@ -245,6 +250,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
       id: manifest.id,
       manifest,
       staleFilesRemoved: lock?.staleFilesRemoved ?? { files: 0, bytes: 0 },
+      ...(plan.fallback !== undefined ? { fallback: plan.fallback } : {}),
       ...(device !== undefined ? { readFrom: device.report() } : {}),
     };
   } catch (err) {

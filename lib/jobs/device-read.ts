@@ -17,7 +17,15 @@
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { firstEndingAfter, type Extent } from '../io/extents.js';
-import { mapFile, sameOffsetTable, splitByTable, type OffsetRun, type OffsetTable } from '../io/offset-table.js';
+import type { Extents } from '../io/extent-list.js';
+import {
+  mapFile,
+  sameOffsetTable,
+  splitByTable,
+  type MappedExtent,
+  type OffsetRun,
+  type OffsetTable,
+} from '../io/offset-table.js';
 import type { BlockReader, ReadOptions } from '../io/reader.js';
 import { openSource, type Source } from '../io/source.js';
 
@@ -154,7 +162,8 @@ export class DeviceRead {
    * `extents`. Fails when the source is a block device or a device cannot
    * be opened.
    */
-  static async prepare(source: Source, extents: readonly Extent[]): Promise<DeviceRead> {
+  static async prepare(source: Source, planned: Extents): Promise<DeviceRead> {
+    const extents = Array.isArray(planned) ? planned : [...planned];
     if (source.kind !== 'file') {
       throw new LowtideError(
         'INVALID_ARGUMENT',
@@ -215,7 +224,7 @@ export class DeviceRead {
   }
 
   /** A reader of the planned `extents` of `source` (the one prepared for), from the devices where it can. */
-  reader(source: Source, extents: readonly Extent[], options: ReadOptions): BlockReader {
+  reader(source: Source, extents: Extents, options: ReadOptions): BlockReader {
     const deviceOf = (f: MappedFile): Source | undefined =>
       f.usesDevice ? this.#devices.get(f.table.device!) : undefined;
     if (source.virtualDisk !== undefined) {

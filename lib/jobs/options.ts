@@ -5,7 +5,7 @@
  * by resolveThrottleSettings / singleJobThrottleSettings. Each job calls these
  * from its own resolve...Options(), once, before it touches anything.
  */
-import type { Extent } from '../io/extents.js';
+import type { Extents } from '../io/extent-list.js';
 import { MAX_QUEUE_DEPTH, type BlockReader } from '../io/reader.js';
 import type { DirectMode, EngineName, Source } from '../io/source.js';
 import { formatOption, type DiskFormat } from '../io/guest.js';
@@ -55,7 +55,7 @@ export function resolveReadSettings(opts: Record<string, unknown>): ReadSettings
  */
 export function throttledReader(
   source: Source,
-  extents: readonly Extent[],
+  extents: Extents,
   throttle: JobThrottle,
   options: {
     read: ReadSettings;

@@ -151,6 +151,10 @@ export const ManifestSchema = v.object({
     mode: v.picklist(['all', 'used', 'changed']),
     // The extents that were read, as [offset, length] pairs.
     extents,
+    // Present when the extents were too many to list: gaps shorter than this many bytes are joined.
+    gapsJoinedBelow: v.optional(count),
+    // Present when the backup was read in full instead of building on its parent: why.
+    fallback: v.optional(v.string()),
   }),
   // Partitions and file systems as planned: table, per-partition mode and FAT numbers, exclusions, warnings.
   filesystems: v.looseObject({

@@ -103,7 +103,7 @@ FatVolume::FatVolume(ByteReader& reader, uint64_t base) : reader_(reader) {
 }
 
 std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset, ClusterSet& seen,
-                                       const CrossLinkHandler* on_cross_link) {
+                                       const CrossLinkHandler* on_cross_link, size_t max_runs) {
   const FatGeometry& g = info_.geo;
   const uint32_t last = g.cluster_count + 1;
   const FatOps& ops = fat_->ops();
@@ -130,7 +130,12 @@ std::vector<Run> FatVolume::walk_chain(uint32_t start, const std::string& owner,
     }
     seen.set(cur);
     if (!runs.empty() && runs.back().first + runs.back().count == cur) runs.back().count++;
-    else runs.push_back(Run{cur, 1});
+    else if (runs.size() < max_runs) runs.push_back(Run{cur, 1});
+    else
+      throw io::IoError("UNSUPPORTED",
+                        "file " + owner.substr(0, 200) + ": more than " + std::to_string(max_runs) +
+                            " fragments, the limit for a file listed with its extents",
+                        0, static_cast<int64_t>(owner_offset));
     uint32_t next = fat_->get(cur);
     if (next >= ops.eoc_min) break;
     if (next == ops.bad)
@@ -341,7 +346,7 @@ std::vector<DirEntry> FatVolume::walk(WalkStats* stats, bool check_files, std::v
     }
     std::vector<Extent> data;
     if (e.first_cluster != 0) {
-      std::vector<Run> runs = walk_chain(e.first_cluster, path_of_e(), e.offset, seen);
+      std::vector<Run> runs = walk_chain(e.first_cluster, path_of_e(), e.offset, seen, nullptr, extents ? kMaxFileExtents : SIZE_MAX);
       uint64_t have = 0;
       for (const Run& r : runs) have += r.count;
       st.clusters_owned += have;
@@ -378,6 +383,7 @@ std::vector<Extent> FatVolume::file_extents(const DirEntry& e) {
 
 std::vector<Extent> FatVolume::runs_to_extents(const std::vector<Run>& runs, uint64_t size) const {
   std::vector<Extent> out;
+  out.reserve(runs.size());
   uint64_t remaining = size;
   for (const Run& r : runs) {
     if (remaining == 0) break;

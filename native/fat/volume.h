@@ -63,6 +63,10 @@ class ClusterSet {
 // Longest path from the volume root a listing or walk gives (Linux itself
 // takes at most 4096 bytes in one call); a longer one is UNSUPPORTED.
 constexpr size_t kMaxPathBytes = 16 * 1024;
+// Most fragments (runs of consecutive clusters) of one file a walk lists with
+// its extents (a backup's catalog, a file-level backup): past it the walk is
+// UNSUPPORTED, found before more than this many runs are kept.
+constexpr size_t kMaxFileExtents = size_t(1) << 20;
 // Most bytes of paths one walk lists, all entries together (the size of a
 // listing or catalog built from it; the walk itself keeps one name per entry).
 constexpr uint64_t kMaxWalkPathBytes = 128ull << 20;
@@ -130,8 +134,9 @@ class FatVolume {
 
   // The chain from `start`, validated like chain(); clusters already in `seen`
   // are cross-links (errors), and every cluster of the chain is added to it.
+  // With `max_runs`, a chain of more runs than that is UNSUPPORTED.
   std::vector<Run> walk_chain(uint32_t start, const std::string& owner, uint64_t owner_offset, ClusterSet& seen,
-                              const CrossLinkHandler* on_cross_link = nullptr);
+                              const CrossLinkHandler* on_cross_link = nullptr, size_t max_runs = SIZE_MAX);
   // Reads a directory: first_cluster 0 is the root. `runs` is its chain
   // (ignored for a FAT12/16 root).
   // Entries get their full paths unless `set_paths` is false.

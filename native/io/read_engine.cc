@@ -39,16 +39,32 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
       device_align_(align_of(device_.get())),
       align_(std::max(source_align_, device_align_)),
       extents_(std::move(extents)),
+      pairs_(c.extent_pairs),
+      pair_count_(c.extent_pairs ? c.extent_count : 0),
+      device_offsets_(c.device_offsets),
       block_size_(c.block_size),
       max_block_size_(std::max(c.block_size, c.max_block_size)),
       queue_depth_(std::max<uint32_t>(1, c.queue_depth)),
       max_queue_depth_(std::max(std::max<uint32_t>(1, c.queue_depth), c.max_queue_depth)),
       ordered_(c.ordered) {
-  // Drop empty extents so the cursor never produces a zero-length request.
-  extents_.erase(std::remove_if(extents_.begin(), extents_.end(), [](const Extent& e) { return e.length == 0; }), extents_.end());
-  for (const Extent& e : extents_) {
-    if (e.device_offset >= 0 && !device_) throw IoError("INVALID_ARGUMENT", "an extent is mapped to a device but no device was given");
+  if (!device_offsets_.empty() && device_offsets_.size() != extent_count())
+    throw IoError("INVALID_ARGUMENT", "device offsets must have one entry per extent");
+  for (int64_t d : device_offsets_) {
+    if (d >= 0 && !device_) throw IoError("INVALID_ARGUMENT", "an extent is mapped to a device but no device was given");
   }
+  for (size_t i = 0; i < pair_count_; ++i)
+    if (!(pairs_[2 * i + 1] > 0)) throw IoError("INVALID_ARGUMENT", "extents read in place must not be empty");
+  if (pairs_) extents_.clear();
+  // Drop empty extents (and their device offsets) so the cursor never produces a zero-length request.
+  size_t kept = 0;
+  for (size_t i = 0; i < extents_.size(); ++i) {
+    if (extents_[i].length == 0) continue;
+    extents_[kept] = extents_[i];
+    if (!device_offsets_.empty()) device_offsets_[kept] = device_offsets_[i];
+    ++kept;
+  }
+  extents_.resize(kept);
+  if (!device_offsets_.empty() && !pairs_) device_offsets_.resize(kept);
   // A request may start and end inside a sector: room for one sector of
   // padding on each side, rounded to the memory alignment.
   uint64_t mem_align = std::max<uint64_t>(4096, source_->geometry().memory_alignment);
@@ -66,7 +82,7 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
   // caches, 31 MB in 147 requests took 115-190 ms with huge pages and 15-38 ms
   // without; 1 GB of used blocks 220-306 ms with, 323-731 ms without.
   uint64_t total = 0;
-  for (const Extent& e : extents_) total += e.length;
+  for (size_t i = 0; i < extent_count(); ++i) total += extent_at(i).length;
   long_read_ = total >= kLongReadBytes;
   slab_ = std::make_shared<AlignedMemory>(slot_size_ * slot_count_, mem_align, /*huge=*/long_read_);
   slot_state_.assign(slot_count_, kFree);
@@ -85,7 +101,7 @@ void ReadEngine::start(Notify notify) {
     std::lock_guard<std::mutex> lk(mu_);
     notify_ = std::move(notify);
     started_ = true;
-    if (extents_.empty()) {
+    if (extent_count() == 0) {
       finished_ = true;
       if (notify_) notify_();
       return;
@@ -123,7 +139,7 @@ void ReadEngine::set_pacing(uint64_t ns) {
 }
 
 ReadEngine::Request ReadEngine::next_request_locked() {
-  const Extent& e = extents_[extent_index_];
+  const Extent e = extent_at(extent_index_);
   uint64_t off = e.offset + extent_pos_;
   uint64_t end_of_extent = e.offset + e.length;
   uint64_t bs = block_size_;
@@ -138,9 +154,10 @@ ReadEngine::Request ReadEngine::next_request_locked() {
   r.seq = next_seq_++;
   r.offset = off;
   r.length = uint32_t(end - off);
-  r.on_device = e.device_offset >= 0;
+  int64_t device_offset = device_offsets_.empty() ? -1 : device_offsets_[extent_index_];
+  r.on_device = device_offset >= 0;
   r.fd = r.on_device ? device_fd_ : fd_;
-  r.roffset = r.on_device ? uint64_t(e.device_offset) + (off - e.offset) : off;
+  r.roffset = r.on_device ? uint64_t(device_offset) + (off - e.offset) : off;
   uint64_t a = r.on_device ? device_align_ : source_align_;
   r.aoffset = r.roffset / a * a;
   r.alength = uint32_t(round_up(r.roffset + r.length, a) - r.aoffset);

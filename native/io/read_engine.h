@@ -24,14 +24,11 @@
 
 namespace lowtide::io {
 
-// Bytes [offset, offset+length) of the source. With a device given to the
-// engine and device_offset >= 0, they are read from the device at
-// device_offset instead (an offset table: a file's blocks read straight from
-// the block device under its file system); blocks still carry source offsets.
+// Bytes [offset, offset+length) of the source: 16 bytes, as a read plan
+// may hold millions of them.
 struct Extent {
   uint64_t offset;
   uint64_t length;
-  int64_t device_offset = -1;
 };
 
 struct ReadConfig {
@@ -42,6 +39,17 @@ struct ReadConfig {
   uint32_t held_buffers = 4;          // blocks the consumer may hold besides those in flight
   bool ordered = true;                // deliver blocks in request order
   uint64_t pacing_ns = 0;             // minimum time between submissions
+  // Empty, or one entry per extent: with a device given to the engine, an
+  // extent whose entry is >= 0 is read from the device at that offset instead
+  // (an offset table: a file's blocks read straight from the block device
+  // under its file system); blocks still carry source offsets.
+  std::vector<int64_t> device_offsets;
+  // When set: the extents, as [offset, length] pairs of doubles (integers,
+  // lengths above zero), read in place instead of the `extents` vector: a plan
+  // of millions of extents is not copied. Whoever sets it keeps the pairs
+  // alive and unchanged until the engine is joined.
+  const double* extent_pairs = nullptr;
+  size_t extent_count = 0;
 };
 
 // One delivered block: bytes [offset, offset+length) of the source are at
@@ -141,7 +149,9 @@ class ReadEngine {
   // Pacing: may a read be issued at `now`? If not, `wait_ns` is how long until it may.
   bool pace_allows_locked(uint64_t now, uint64_t& wait_ns) const;
   void note_issue_locked(uint64_t now);
-  bool cursor_exhausted_locked() const { return extent_index_ >= extents_.size(); }
+  bool cursor_exhausted_locked() const { return extent_index_ >= extent_count(); }
+  size_t extent_count() const { return pairs_ ? pair_count_ : extents_.size(); }
+  Extent extent_at(size_t i) const { return pairs_ ? Extent{uint64_t(pairs_[2 * i]), uint64_t(pairs_[2 * i + 1])} : extents_[i]; }
   Request next_request_locked();
   // Accounts for `res` bytes (or -errno) read by `r`. Returns true when `r`
   // must be resubmitted for its remaining bytes.
@@ -162,6 +172,9 @@ class ReadEngine {
   const uint32_t device_align_;
   const uint32_t align_;  // the larger of the two: request sizes and slot padding
   std::vector<Extent> extents_;
+  const double* pairs_ = nullptr;  // ReadConfig::extent_pairs: used instead of extents_ when set
+  size_t pair_count_ = 0;
+  std::vector<int64_t> device_offsets_;  // empty, or one per extent (-1: from the source)
   size_t slot_size_ = 0;
   size_t slot_count_ = 0;
   std::shared_ptr<AlignedMemory> slab_;

@@ -57,16 +57,28 @@ class Reader : public Napi::ObjectWrap<Reader> {
     if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() % 2 != 0)
       throw_invalid(env, "extents must be a Float64Array of offset/length pairs");
     Napi::Float64Array fa = ta.As<Napi::Float64Array>();
-    std::vector<io::Extent> extents;
-    extents.reserve(fa.ElementLength() / 2);
+    bool any_empty = false;
     for (size_t i = 0; i < fa.ElementLength(); i += 2) {
       double off = fa[i], len = fa[i + 1];
       if (!(off >= 0 && len >= 0) || off != double(uint64_t(off)) || len != double(uint64_t(len)))
         throw_invalid(env, "extent offsets and lengths must be non-negative integers");
-      extents.push_back({uint64_t(off), uint64_t(len), -1});
+      if (len == 0) any_empty = true;
+    }
+    const bool with_device = info.Length() > 3 && !info[3].IsUndefined();
+    io::ReadConfig cfg;
+    std::vector<io::Extent> extents;
+    if (!with_device && !any_empty) {
+      // Read in place (a plan may hold millions of extents): the reference keeps
+      // the array alive until this Reader, which joins the engine first, is gone.
+      extents_ref_ = Napi::Persistent(fa);
+      cfg.extent_pairs = fa.Data();
+      cfg.extent_count = fa.ElementLength() / 2;
+    } else {
+      extents.reserve(fa.ElementLength() / 2);
+      for (size_t i = 0; i < fa.ElementLength(); i += 2) extents.push_back({uint64_t(fa[i]), uint64_t(fa[i + 1])});
     }
     std::shared_ptr<io::BlockSource> device;
-    if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (with_device && !info[3].IsUndefined()) {
       if (!info[3].IsObject() || !info[3].As<Napi::Object>().InstanceOf(addon_data(env).source_ctor.Value()))
         throw_invalid(env, "Reader expects a SourceHandle as the device");
       device = SourceHandle::Unwrap(info[3].As<Napi::Object>())->source();
@@ -75,16 +87,16 @@ class Reader : public Napi::ObjectWrap<Reader> {
         throw_invalid(env, "deviceOffsets must be a Float64Array");
       Napi::Float64Array d = info[4].As<Napi::Float64Array>();
       if (d.ElementLength() != extents.size()) throw_invalid(env, "deviceOffsets must have one entry per extent");
+      cfg.device_offsets.assign(extents.size(), -1);
       for (size_t i = 0; i < extents.size(); ++i) {
         double v = d[i];
         if (v == -1) continue;
         if (!(v >= 0 && v <= 9007199254740991.0) || v != double(uint64_t(v)))
           throw_invalid(env, "device offsets must be non-negative integers or -1");
-        extents[i].device_offset = int64_t(v);
+        cfg.device_offsets[i] = int64_t(v);
       }
     }
     Napi::Object o = info[2].As<Napi::Object>();
-    io::ReadConfig cfg;
     cfg.block_size = get_u32(env, o, "blockSize", cfg.block_size);
     cfg.max_block_size = get_u32(env, o, "maxBlockSize", cfg.block_size);
     cfg.queue_depth = get_u32(env, o, "queueDepth", cfg.queue_depth);
@@ -272,6 +284,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
   }
 
   Napi::Env env_;
+  Napi::Reference<Napi::Float64Array> extents_ref_;  // the extents the engine reads in place, if so
   std::unique_ptr<io::ReadEngine> engine_;
   Napi::Reference<Napi::ArrayBuffer> slab_;
   Tsfn tsfn_;

@@ -99,9 +99,14 @@ int place_no_replace(const std::string& tmp, const std::string& final_path) {
 
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
                              const std::string& final_path) {
+  // Present only as a regular file of its own: lstat never follows a link. A
+  // symbolic link (or FIFO, socket, device) in a chunk's place is not the
+  // chunk: the chunk is written, and the rename replaces that entry itself,
+  // never what a link points to.
   struct stat st;
-  if (::stat(final_path.c_str(), &st) == 0) return {};
-  if (errno != ENOENT) {
+  if (::lstat(final_path.c_str(), &st) == 0) {
+    if (S_ISREG(st.st_mode)) return {};
+  } else if (errno != ENOENT) {
     int err = errno;
     throw io::IoError("IO_ERROR", "checking " + final_path + ": " + io::errno_text(err), err);
   }

@@ -27,6 +27,8 @@ struct StoredChunk {
 // stored raw when the sample saves less than 3 %; data that does not shrink
 // at `level` is stored raw too. The temporary file is created with O_EXCL and
 // removed on any failure. A missing directory of `final_path` is created.
+// `final_path` counts as present only when it is a regular file (lstat):
+// anything else there (a symbolic link above all) is replaced by the rename.
 // Throws io::IoError: REPO_FULL (ENOSPC, EDQUOT), IO_ERROR (the existence
 // check), WRITE_FAILED (anything else), INTERNAL (zstd).
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,

@@ -1,14 +1,16 @@
 /**
  * Small images built to take memory: directories thousands deep with long
- * names. The CLI runs as a child process under /usr/bin/time, which reports
- * its peak resident set size.
+ * names, and a volume with millions of free fragments. The CLI runs as a
+ * child process under /usr/bin/time, which reports its peak resident set
+ * size and the time it took.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { backup, initRepository } from '../../lib/index.js';
 import { listFiles } from '../../lib/jobs/files.js';
 import { buildDeepTree } from '../fixtures/fat/deep.js';
+import { buildFragmentedVolume } from '../fixtures/fat/fragments.js';
 import { fsck, haveTools, Workdir } from '../fixtures/fat/tools.js';
 import { CLI } from '../helpers/cli.js';
 import { skipReason } from '../helpers/system.js';
@@ -26,18 +28,25 @@ interface Measured {
   stdout: string;
   stderr: string;
   peakRssBytes: number;
+  seconds: number;
 }
 
-/** Runs the built CLI; its peak RSS as /usr/bin/time reports it (the last stderr line). */
-function lowtideMeasured(args: string[]): Measured {
-  const r = spawnSync(TIME, ['-f', 'peak-rss-kib %M', process.execPath, CLI, ...args], {
+/** Runs the built CLI; its peak RSS and wall time as /usr/bin/time reports them (the last stderr line). */
+function lowtideMeasured(args: string[], timeoutMs = 300_000): Measured {
+  const r = spawnSync(TIME, ['-f', 'peak-rss-kib %M seconds %e', process.execPath, CLI, ...args], {
     encoding: 'utf8',
-    timeout: 300_000,
+    timeout: timeoutMs,
     maxBuffer: 64 * MiB,
   });
-  const m = /peak-rss-kib (\d+)\s*$/.exec(r.stderr);
+  const m = /peak-rss-kib (\d+) seconds ([\d.]+)\s*$/.exec(r.stderr);
   if (!m) throw new Error(`no peak RSS from ${TIME}: ${r.stderr.slice(-2000)}`);
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, peakRssBytes: Number(m[1]) * 1024 };
+  return {
+    status: r.status ?? -1,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    peakRssBytes: Number(m[1]) * 1024,
+    seconds: Number(m[2]),
+  };
 }
 
 describe.skipIf(skipReason('deep directory trees', missing))('hostile images: memory of deep trees', () => {
@@ -86,4 +95,66 @@ describe.skipIf(skipReason('deep directory trees', missing))('hostile images: me
     expect(manifest.catalog).toBeNull();
     expect(manifest.filesystems.warnings.join('\n')).toMatch(/no file catalog: .*longer than the limit/);
   }, 300_000);
+});
+
+describe.skipIf(skipReason('8 million free fragments', missing))('hostile images: memory of free fragments', () => {
+  const work = new Workdir('lowtide-fragments-');
+  afterAll(() => work.cleanup());
+
+  it('8 million free fragments: image and backup stay under 500 MiB and copy every used cluster', () => {
+    // 8 GiB of 512-byte clusters, every other one used: sparse on disk but for its FATs.
+    const img = work.path('fragments.img');
+    const vol = buildFragmentedVolume(img, 8 * 1024 * MiB);
+    expect(vol.freeFragments).toBeGreaterThan(8_000_000);
+    const source = fsck(img);
+    expect(source.clean, source.output).toBe(true);
+    expect(source.usedClusters).toBe(vol.usedClusters);
+    const report = (what: string, m: Measured): void =>
+      console.log(`${what}: ${m.seconds} s, peak RSS ${(m.peakRssBytes / MiB).toFixed(0)} MiB`);
+
+    const out = work.path('image.img');
+    const im = lowtideMeasured(['image', img, out, '--json'], 900_000);
+    report(`image of ${vol.freeFragments} free fragments`, im);
+    expect(im.status, im.stderr).toBe(0);
+    expect(im.peakRssBytes).toBeLessThan(500 * MiB);
+    const summary = JSON.parse(im.stdout) as { bytesNotRead: number; plan: { extentCount: number } };
+    // Free clusters are never read, so the plan keeps one extent per used cluster.
+    expect(summary.bytesNotRead).toBe(vol.freeFragments * 512);
+    expect(summary.plan.extentCount).toBeGreaterThan(8_000_000);
+    const imaged = fsck(out);
+    expect(imaged.clean, imaged.output).toBe(true);
+    expect(imaged.usedClusters).toBe(source.usedClusters);
+    rmSync(out);
+
+    const repo = work.path('repo');
+    expect(spawnSync(process.execPath, [CLI, 'init', repo]).status).toBe(0);
+    const b = lowtideMeasured(['backup', img, '--repo', repo, '--json'], 900_000);
+    report(`backup of ${vol.freeFragments} free fragments`, b);
+    expect(b.status, b.stderr).toBe(0);
+    expect(b.peakRssBytes).toBeLessThan(500 * MiB);
+    const manifest = JSON.parse(b.stdout) as {
+      chunkSize: number;
+      stats: { bytesRead: number };
+      plan: { extents: [number, number][]; gapsJoinedBelow?: number };
+      catalog: unknown;
+      filesystems: { warnings: string[] };
+    };
+    expect(manifest.stats.bytesRead).toBe(8 * 1024 * MiB - vol.freeFragments * 512);
+    // Too many extents to list: the manifest joins gaps below a chunk.
+    expect(manifest.plan.gapsJoinedBelow).toBe(manifest.chunkSize);
+    expect(manifest.plan.extents.length).toBeLessThan(10);
+    // A file of more fragments than a catalog lists: no catalog, and said so.
+    expect(manifest.catalog).toBeNull();
+    expect(manifest.filesystems.warnings.join('\n')).toMatch(
+      /no file catalog: .*FRAG0000\.BIN: more than 1048576 fragments/,
+    );
+
+    const restored = work.path('restored.img');
+    const r = lowtideMeasured(['restore', 'latest', restored, '--repo', repo], 900_000);
+    report('restore', r);
+    expect(r.status, r.stderr).toBe(0);
+    const back = fsck(restored);
+    expect(back.clean, back.output).toBe(true);
+    expect(back.usedClusters).toBe(source.usedClusters);
+  }, 3_600_000);
 });

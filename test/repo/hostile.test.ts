@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   backup,
+  backupMany,
   extractFromBackup,
   initRepository,
   listBackupFiles,
@@ -250,6 +251,8 @@ interface Mutation {
   verifyBad?: boolean;
   /** The retention rule (default: keep the last one, so prune would remove A). */
   prune?: PruneOptions;
+  /** backup: the target is the parent and its index is damaged: the backup must say it read in full. */
+  parentIndexBroken?: boolean;
   /** Operations not named here work. */
   expect: Partial<Record<Op, Outcome>>;
   /** Extra checks after all operations. */
@@ -288,7 +291,12 @@ async function run(op: Op, c: Case, m: Mutation): Promise<unknown> {
     case 'prune':
       return pruneRepository({ repository: await openRepository(c.repo), ...(m.prune ?? { keepLast: 1 }) });
     case 'backup':
-      return backup({ source, repository: c.repo });
+      return backup({ source, repository: c.repo }).then((r) => {
+        // A damaged parent index is no parent: the backup is read in full and says why.
+        if (m.parentIndexBroken === true && r.fallback === undefined)
+          throw new Error(`${m.name}: the backup built on the damaged index without a word`);
+        return r;
+      });
   }
 }
 
@@ -366,10 +374,20 @@ function brokenManifest(name: string, apply: Apply, more: Partial<Mutation> = {}
   return { name, target: 'A', apply, listDamaged: 'REPO_CORRUPT', verifyBad: true, expect, ...more };
 }
 
-/** B's chunk index broken (the newest backup: kept by prune, the next backup's parent). */
+/**
+ * B's chunk index broken (the newest backup: kept by prune, the next backup's parent): its
+ * readers fail; a backup is made in full without a parent, and says so.
+ */
 function brokenIndex(name: string, apply: Apply): Mutation {
   const e = { code: 'REPO_CORRUPT' as const, names: '$id' };
-  return { name, target: 'B', apply, verifyBad: true, expect: { restore: e, extract: e, prune: e, backup: e } };
+  return {
+    name,
+    target: 'B',
+    apply,
+    verifyBad: true,
+    parentIndexBroken: true,
+    expect: { restore: e, extract: e, prune: e },
+  };
 }
 
 /** B's catalog broken: only files and extract fail. */
@@ -760,5 +778,41 @@ describe('temporary files a killed writer left', () => {
       'lowtide: warning: removed 2 temporary files (68.5 KiB) that an unfinished earlier run left in the repository\n',
     );
     expect(readdirSync(join(c.repo, 'tmp'))).toEqual([]);
+  });
+
+  it('backupMany reports them in its result and the CLI of several sources warns', async () => {
+    const c = newCase('stale tmp many', 'B');
+    const bytes = leaveStaleFiles(c.repo);
+    const m = await backupMany({ sources: [source, source], repository: c.repo });
+    expect(m.results.every((x) => x.ok)).toBe(true);
+    expect(m.staleFilesRemoved).toEqual({ files: 2, bytes });
+    expect(readdirSync(join(c.repo, 'tmp'))).toEqual([]);
+    expect((await backupMany({ sources: [source], repository: c.repo })).staleFilesRemoved).toEqual({
+      files: 0,
+      bytes: 0,
+    });
+    leaveStaleFiles(c.repo);
+    const r = lowtide(['backup', source, source, '--repo', c.repo, '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain('lowtide: warning: removed 2 temporary files (68.5 KiB)');
+    expect((JSON.parse(r.stdout) as { staleFilesRemoved: unknown }).staleFilesRemoved).toEqual({ files: 2, bytes });
+  });
+});
+
+describe('a chunk that is not a regular file', () => {
+  it('a backup that needs it writes the chunk in its place; what the link points to is not read or changed', async () => {
+    const c = newCase('chunk link backup', 'B');
+    const hex = chunkOf(c, c.id);
+    const chunk = join(c.repo, 'chunks', hex.slice(0, 2), hex);
+    replace(chunk, { link: join(c.sentinel, 'victim.txt') });
+    const before = snapshot(c.sentinel);
+    const r = await backup({ source, repository: c.repo });
+    // Treated as absent: stored again, the link replaced by the chunk file itself.
+    expect(r.manifest.stats.chunksNew).toBe(1);
+    expect(lstatSync(chunk).isFile()).toBe(true);
+    expect(snapshot(c.sentinel)).toEqual(before);
+    expect((await verifyRepository({ repository: await openRepository(c.repo) })).ok).toBe(true);
+    await restore({ repository: c.repo, backup: c.id, target: join(c.out, 'b.img') });
+    expect(readFileSync(join(c.out, 'b.img')).equals(contentOf.get(c.id)!)).toBe(true);
   });
 });

@@ -46,6 +46,20 @@ function makeSource(path: string, size = 24 * MiB + 4096 + 512): void {
   );
 }
 
+/** A directory `name` with makeSource's source and a repository holding one backup of it. */
+async function backedUpSource(
+  name: string,
+): Promise<{ dir: string; src: string; repoPath: string; first: Awaited<ReturnType<typeof backup>> }> {
+  const dir = tmp.file(name);
+  mkdirSync(dir);
+  const src = join(dir, 'src.img');
+  makeSource(src);
+  const repoPath = join(dir, 'repo');
+  await initRepository(repoPath);
+  const first = await backup({ source: src, repository: repoPath });
+  return { dir, src, repoPath, first };
+}
+
 function overwrite(path: string, offset: number, data: Buffer): void {
   const fd = openSync(path, 'r+');
   writeSync(fd, data, 0, data.length, offset);
@@ -88,13 +102,7 @@ describe('backup and restore round trips', () => {
   );
 
   it('incremental without a changed list stores only new chunks; both backups restore exactly', async () => {
-    const dir = tmp.file('incr');
-    mkdirSync(dir);
-    const src = join(dir, 'src.img');
-    makeSource(src);
-    const repoPath = join(dir, 'repo');
-    await initRepository(repoPath);
-    const first = await backup({ source: src, repository: repoPath });
+    const { dir, src, repoPath, first } = await backedUpSource('incr');
     const v1 = readFileSync(src);
     const before = chunkFiles(repoPath).length;
     overwrite(src, 2 * MiB + 5, patternBytes(10, 50)); // chunk 2
@@ -112,13 +120,7 @@ describe('backup and restore round trips', () => {
   });
 
   it('with a changed-extent list only those chunks are read, the rest comes from the parent', async () => {
-    const dir = tmp.file('changed');
-    mkdirSync(dir);
-    const src = join(dir, 'src.img');
-    makeSource(src);
-    const repoPath = join(dir, 'repo');
-    await initRepository(repoPath);
-    const first = await backup({ source: src, repository: repoPath });
+    const { dir, src, repoPath, first } = await backedUpSource('changed');
     overwrite(src, 3 * MiB + 17, patternBytes(300, 60));
     overwrite(src, 21 * MiB - 10, patternBytes(20, 61)); // crosses a chunk boundary
     const changed = [
@@ -136,6 +138,41 @@ describe('backup and restore round trips', () => {
     await expect(backup({ source: src, repository: repoPath, changed, parent: null })).rejects.toThrow(
       /needs a parent backup/,
     );
+  });
+
+  it('a damaged parent index: the incremental backs up in full, says why, and restores exactly', async () => {
+    const { dir, src, repoPath, first } = await backedUpSource('damaged-parent');
+    const indexPath = join(repoPath, 'backups', first.manifest.index.file);
+    // One entry byte flipped: the index no longer matches its digest in the manifest.
+    const index = readFileSync(indexPath);
+    index[index.length - 5]! ^= 0xff;
+    writeFileSync(indexPath, index);
+    overwrite(src, 3 * MiB + 17, patternBytes(300, 70));
+    const changed = [{ offset: 3 * MiB + 17, length: 300 }];
+    const second = await backup({ source: src, repository: repoPath, changed, parent: first.id });
+    const why = new RegExp(
+      `the index of parent backup ${first.id} is damaged \\(.*\\): backed up in full without a parent`,
+    );
+    expect(second.fallback).toMatch(why);
+    expect(second.manifest.plan.fallback).toBe(second.fallback);
+    expect(second.manifest.plan.mode).not.toBe('changed');
+    expect(second.manifest.parent).toBeNull();
+    expect(second.manifest.stats.chunksFromParent).toBe(0);
+    expect(second.manifest.stats.bytesRead).toBe(statSync(src).size);
+    const out = join(dir, 'out.img');
+    await restore({ repository: repoPath, backup: second.id, target: out });
+    expect(cmp(src, out)).toBe(true);
+    // A truncated index, through the CLI: the same, and a warning.
+    writeFileSync(indexPath, index.subarray(0, 100));
+    overwrite(src, 9 * MiB, patternBytes(100, 71));
+    const r = lowtide(['backup', src, '--repo', repoPath, '--parent', first.id, '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`lowtide: warning: ${why.source}`));
+    const third = JSON.parse(r.stdout) as { parent: string | null; plan: { fallback?: string } };
+    expect(third.parent).toBeNull();
+    expect(third.plan.fallback).toMatch(/has 100 bytes, expected/);
+    await restore({ repository: repoPath, backup: 'latest', target: out, force: true });
+    expect(cmp(src, out)).toBe(true);
   });
 
   it('restores to a block device of the same size, writing zeros too', async () => {

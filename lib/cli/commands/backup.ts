@@ -98,11 +98,8 @@ async function backupOne(source: string, o: Record<string, unknown>): Promise<vo
       }),
     ),
   );
-  const stale = result.staleFilesRemoved;
-  if (stale.files > 0)
-    printWarnings([
-      `removed ${stale.files} temporary files (${formatBytes(stale.bytes)}) that an unfinished earlier run left in the repository`,
-    ]);
+  printStaleFiles(result.staleFilesRemoved);
+  if (result.fallback !== undefined) printWarnings([result.fallback]);
   if (o.json === true)
     printJson({
       ...result.manifest,
@@ -119,6 +116,14 @@ function writeJobEvent(e: BackupJobEvent): void {
     writeEvent('backup', 'job', { kind, source, error: { code: e.error.code, message: e.error.message } });
   else if (e.kind === 'done') writeEvent('backup', 'job', { kind, source, id: e.result.id });
   else writeEvent('backup', 'job', { ...e });
+}
+
+/** The warning for temporary files a killed run left in the repository, if any were removed. */
+function printStaleFiles(stale: { files: number; bytes: number }): void {
+  if (stale.files > 0)
+    printWarnings([
+      `removed ${stale.files} temporary files (${formatBytes(stale.bytes)}) that an unfinished earlier run left in the repository`,
+    ]);
 }
 
 /** A line on stderr for each job event of several sources (a source that waits, starts or fails). */
@@ -150,6 +155,8 @@ async function backupSeveral(sources: string[], o: Record<string, unknown>): Pro
       onJob: progressMode(o) === 'ndjson' ? writeJobEvent : json ? undefined : printJobEvent,
     }),
   );
+  printStaleFiles(r.staleFilesRemoved);
+  printWarnings(r.results.flatMap((x) => (x.fallback !== undefined ? [`${x.source}: ${x.fallback}`] : [])));
   if (json) printJson(r);
   else for (const x of r.results) if (x.ok) process.stdout.write(`${x.id}  ${x.source}\n`);
   if (r.results.some((x) => !x.ok)) throw new ReportedFailure();

@@ -6,19 +6,19 @@
  */
 import type { Block } from '../../io/reader.js';
 import type { Extent } from '../../io/extents.js';
+import type { ExtentList } from '../../io/extent-list.js';
 import type { OverlayWrite } from '../../fs/plan.js';
 
 /** Bytes of `extents` (sorted, merged) inside chunk i; ask for chunks in increasing order. */
-export function coverageCounter(extents: readonly Extent[], cs: number): (i: number) => number {
+export function coverageCounter(extents: ExtentList, cs: number): (i: number) => number {
   let k = 0;
   return (i: number): number => {
     const start = i * cs;
     const end = start + cs;
-    while (k < extents.length && extents[k]!.offset + extents[k]!.length <= start) k++;
+    while (k < extents.length && extents.endAt(k) <= start) k++;
     let n = 0;
-    for (let j = k; j < extents.length && extents[j]!.offset < end; j++) {
-      const e = extents[j]!;
-      n += Math.min(end, e.offset + e.length) - Math.max(start, e.offset);
+    for (let j = k; j < extents.length && extents.offsetAt(j) < end; j++) {
+      n += Math.min(end, extents.endAt(j)) - Math.max(start, extents.offsetAt(j));
     }
     return n;
   };

@@ -9,6 +9,26 @@ import type { JobThrottle } from '../../throttle/job-throttle.js';
 import type { BackupCatalog } from './catalog.js';
 import type { ChunkPipeline } from './pipeline.js';
 import type { BackupPlan } from './plan.js';
+import type { ExtentList } from '../../io/extent-list.js';
+
+/**
+ * Extents a manifest lists one by one at most. Past that (a file system with
+ * millions of free fragments), gaps shorter than a chunk are joined, which
+ * leaves at most about one extent per two chunks.
+ */
+export const MANIFEST_EXTENTS_MAX = 65_536;
+
+/** The manifest's `plan`: the extents read, joined across gaps below a chunk when there are too many. */
+export function manifestPlan(mode: Manifest['plan']['mode'], extents: ExtentList, chunkSize: number): Manifest['plan'] {
+  if (extents.length <= MANIFEST_EXTENTS_MAX) return { mode, extents: pairs(extents) };
+  return { mode, extents: pairs(extents.joinGaps(chunkSize)), gapsJoinedBelow: chunkSize };
+}
+
+function pairs(extents: ExtentList): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i < extents.length; i++) out.push([extents.offsetAt(i), extents.lengthAt(i)]);
+  return out;
+}
 
 /** What a backup's manifest is made from. */
 export interface BackupRecord {
@@ -39,8 +59,8 @@ function backupManifest(r: BackupRecord): Manifest {
     chunkCount: plan.chunkCount,
     index: { file: `${id}.index`, sha256: index.digestHex() },
     plan: {
-      mode: plan.mode,
-      extents: plan.extents.map((e) => [e.offset, e.length]),
+      ...manifestPlan(plan.mode, plan.extents, r.repo.chunkSize),
+      ...(plan.fallback !== undefined ? { fallback: plan.fallback } : {}),
     },
     filesystems: {
       table: image.table,

@@ -4,8 +4,9 @@
  * those touch (every other chunk is the parent's).
  */
 import { realpath } from 'node:fs/promises';
-import { LowtideError } from '../../errors.js';
-import { intersectExtents, mergeExtents, totalLength, type Extent } from '../../io/extents.js';
+import { LowtideError, toLowtideError } from '../../errors.js';
+import { mergeExtents, type Extent } from '../../io/extents.js';
+import type { ExtentList } from '../../io/extent-list.js';
 import type { Source } from '../../io/source.js';
 import type { ImagePlan } from '../../fs/plan.js';
 import type { Manifest, SourceIdentity } from '../../repo/format.js';
@@ -19,11 +20,13 @@ export interface BackupPlan {
   image: ImagePlan;
   /** The changed extents grown to whole chunks; chunks outside them are the parent's. */
   changedChunks: Extent[] | undefined;
-  /** What to read: sorted, merged. */
-  extents: Extent[];
+  /** What to read: sorted, merged, compact. */
+  extents: ExtentList;
   bytesTotal: number;
   chunkCount: number;
   mode: Manifest['plan']['mode'];
+  /** Why the backup is read in full instead of building on its parent (the parent's index is damaged). */
+  fallback: string | undefined;
 }
 
 /** The parent and changed extents a backup was asked for. */
@@ -119,15 +122,50 @@ export async function planBackup(
   checkChanged(changed, parent, source);
   const image = await planning;
   const changedChunks = changed !== undefined ? chunkAlignedExtents(changed, cs, source.size) : undefined;
-  const extents = changedChunks !== undefined ? intersectExtents(image.extents, changedChunks) : image.extents;
+  const extents = changedChunks !== undefined ? image.extents.intersect(changedChunks) : image.extents;
   return {
     identity,
     parent,
     image,
     changedChunks,
     extents,
-    bytesTotal: totalLength(extents),
+    bytesTotal: extents.totalLength,
     chunkCount: Math.ceil(source.size / cs),
     mode: changed !== undefined ? 'changed' : image.table === 'not-parsed' ? 'all' : 'used',
+    fallback: undefined,
   };
+}
+
+/**
+ * Reads the parent's index whole and checks it against its manifest before
+ * anything is built on it. A damaged index (unreadable, wrong size or
+ * digest) does not fail the backup: it becomes a full one without a parent,
+ * every planned block read, and `fallback` says why. (The commit checks the
+ * index again, for a change while the backup ran.)
+ */
+export async function checkParentIndex(repo: Repository, plan: BackupPlan): Promise<BackupPlan> {
+  const parent = plan.parent;
+  if (parent === undefined) return plan;
+  try {
+    const index = await repo.openIndex(parent);
+    try {
+      await index.verify();
+    } finally {
+      await index.close();
+    }
+    return plan;
+  } catch (err) {
+    const e = toLowtideError(err, 'REPO_CORRUPT');
+    if (e.code !== 'REPO_CORRUPT') throw e;
+    const { image } = plan;
+    return {
+      ...plan,
+      parent: undefined,
+      changedChunks: undefined,
+      extents: image.extents,
+      bytesTotal: image.extents.totalLength,
+      mode: image.table === 'not-parsed' ? 'all' : 'used',
+      fallback: `the index of parent backup ${parent.id} is damaged (${e.message}): backed up in full without a parent`,
+    };
+  }
 }
