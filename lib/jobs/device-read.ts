@@ -18,14 +18,7 @@ import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { firstEndingAfter, type Extent } from '../io/extents.js';
 import type { Extents } from '../io/extent-list.js';
-import {
-  mapFile,
-  sameOffsetTable,
-  splitByTable,
-  type MappedExtent,
-  type OffsetRun,
-  type OffsetTable,
-} from '../io/offset-table.js';
+import { mapFile, sameOffsetTable, splitByTable, type OffsetRun, type OffsetTable } from '../io/offset-table.js';
 import type { BlockReader, ReadOptions } from '../io/reader.js';
 import { openSource, type Source } from '../io/source.js';
 
