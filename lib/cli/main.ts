@@ -6,6 +6,7 @@
  * `lowtide: error [CODE]: message` on stderr; with --json also a JSON
  * document on stdout (docs/cli-json.md).
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { LowtideError, version } from '../index.js';
 import { addBackupCommand } from './commands/backup.js';
@@ -52,14 +53,36 @@ export function buildProgram(): Command {
   for (const c of program.commands) {
     if (c.options.some((opt) => opt.long === '--repo')) {
       c.option('--s3-endpoint <url>', 'S3 endpoint of an s3://bucket/prefix repository (default: AWS_ENDPOINT_URL_S3)');
+      c.option(
+        '--password-file <file>',
+        'file holding the passphrase of an encrypted repository (default: LOWTIDE_PASSWORD)',
+      );
     }
   }
   program.hook('preAction', (_program, action) => {
     const endpoint = action.opts().s3Endpoint as string | undefined;
     // The S3 client reads its default endpoint from here (lib/repo/storage/s3.ts).
     if (endpoint !== undefined) process.env.AWS_ENDPOINT_URL_S3 = endpoint;
+    const passwordFile = action.opts().passwordFile as string | undefined;
+    // Repositories are opened with LOWTIDE_PASSWORD unless told otherwise (lib/repo/crypto.ts).
+    if (passwordFile !== undefined) process.env.LOWTIDE_PASSWORD = readPasswordFile(passwordFile);
   });
   return program;
+}
+
+/** The passphrase in a file: its first line (one trailing newline is not part of it). */
+function readPasswordFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CliError('USAGE', `--password-file: cannot read ${path}: ${(err as Error).message}`, EXIT.usage);
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password === '' || /[\r\n]/.test(password)) {
+    throw new CliError('USAGE', `--password-file: ${path} must hold the passphrase on one line`, EXIT.usage);
+  }
+  return password;
 }
 
 /** Commander's codes whose help or version it has printed already. */

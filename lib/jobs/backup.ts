@@ -7,6 +7,7 @@
  */
 import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
+import { passwordOption } from '../repo/crypto.js';
 import { validateExtents, type Extent } from '../io/extents.js';
 import { planImage, type PlanOptions } from '../fs/plan.js';
 import type { DiskFormat } from '../io/guest.js';
@@ -40,6 +41,8 @@ export interface BackupOptions extends ThrottleSettings {
   source: string;
   /** Repository path, s3:// location (or S3 options), or an open Repository. */
   repository: RepositoryLocation | Repository;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /**
    * Parent backup id; 'auto' (default) picks the latest backup of the same
    * source; null makes a backup without a parent (chunks are still deduplicated).
@@ -103,6 +106,7 @@ export interface BackupResult {
 interface ResolvedBackupOptions extends PlanRequest {
   source: string;
   repository: RepositoryLocation | Repository;
+  password: string | undefined;
   plan: Omit<PlanOptions, 'source'>;
   read: ReadSettings;
   control: JobControl<BackupProgress>;
@@ -116,6 +120,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
   const opts = objectOption('options', options);
   const source = stringOption('source', opts.source);
   const repository = checkRepositoryOption(opts.repository);
+  const password = passwordOption(opts.password);
   const parent =
     opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
@@ -135,6 +140,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
   return {
     source,
     repository,
+    password,
     parent,
     changed,
     plan: { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) },
@@ -162,7 +168,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   // then a failure must not count as unhandled.
   const planning = planImage({ source: o.source, ...o.plan, format: o.read.format });
   planning.catch(() => undefined);
-  const repo = await repositoryOption(o.repository);
+  const repo = await repositoryOption(o.repository, 'repository', o.password);
   const opened = !(o.repository instanceof Repository);
   let lock;
   try {

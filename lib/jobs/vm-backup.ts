@@ -11,11 +11,12 @@
  * records each step before it is taken (lib/snapshot/journal.ts); every run
  * first recovers the journals that earlier runs left.
  */
-import { mkdir, open, readdir, rename, rmdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { choiceOption, functionOption, integerOption, objectOption, signalOption, stringOption } from '../options.js';
-import { openRepository } from '../repo/repository.js';
+import { passwordOption } from '../repo/crypto.js';
+import { openRepository, type Repository } from '../repo/repository.js';
 import { Journal, leftJournals, newRunId, type JournalDisk, type LeftJournal } from '../snapshot/journal.js';
 import {
   commitOverlay,
@@ -41,6 +42,8 @@ export interface VmBackupOptions extends ThrottleSettings {
   qmp: string;
   /** Repository path. */
   repository: string;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /**
    * The guest agent's socket (qemu-ga's virtio-serial channel on the host):
    * the guest's file systems are frozen (guest-fsfreeze-freeze) around the
@@ -139,6 +142,7 @@ interface ResolvedVmBackupOptions {
   maxFrozenMs: number;
   qgaTimeoutMs: number;
   repository: string;
+  password: string | undefined;
   storage: StorageKind;
   stateDir: string;
   exclude: readonly string[];
@@ -175,6 +179,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     maxFrozenMs: _m,
     qgaTimeoutMs: _at,
     repository: _r,
+    password: _pw,
     storage: _s,
     stateDir: _d,
     exclude: _e,
@@ -191,6 +196,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     maxFrozenMs: integerOption('maxFrozenMs', o.maxFrozenMs, 5000, 100, 60_000),
     qgaTimeoutMs: integerOption('qgaTimeoutMs', o.qgaTimeoutMs, 5000, 1, 60_000),
     repository: resolve(repository),
+    password: passwordOption(o.password),
     storage,
     stateDir,
     exclude,
@@ -234,34 +240,6 @@ function checkDisks(disks: readonly VmDisk[], qmp: string): void {
   }
 }
 
-/** Writes `vms/<runId>.json` atomically (temporary file, fsync, rename, fsync of the directory). */
-async function writeVmRecord(repository: string, record: VmBackupRecord): Promise<string> {
-  const dir = join(repository, 'vms');
-  const path = join(dir, `${record.runId}.json`);
-  const tmp = join(dir, `.${record.runId}.json.tmp`);
-  try {
-    await mkdir(dir, { recursive: true });
-    const fh = await open(tmp, 'w', 0o644);
-    try {
-      await fh.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-    return path;
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw toLowtideError(err, 'WRITE_FAILED', `writing the VM record ${path}`);
-  }
-}
-
 async function removeIfPresent(path: string): Promise<void> {
   try {
     await unlink(path);
@@ -298,8 +276,9 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
       { cause: blocking.error },
     );
 
-  // Fail early, before anything is taken: the repository opens, the disks are supported.
-  await openRepository(o.repository);
+  // Fail early, before anything is taken: the repository opens, the disks are
+  // supported. The backups and the record use it as opened (one passphrase check).
+  const repo = await openRepository(o.repository, { password: o.password });
   const started = new Date();
   const qmp = await QmpClient.connect(o.qmp, { timeoutMs: o.qmpTimeoutMs, commandTimeoutMs: o.qmpTimeoutMs });
   let agent: GuestAgentClient | undefined;
@@ -340,7 +319,20 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     });
     const state = { leftovers: true };
     try {
-      const r = await runFlow(o, qmp, agent, journal, state, vm, disks, plan, handle, overlayDir, started, progress);
+      const r = await runFlow(
+        { ...o, repo },
+        qmp,
+        agent,
+        journal,
+        state,
+        vm,
+        disks,
+        plan,
+        handle,
+        overlayDir,
+        started,
+        progress,
+      );
       return { ...r, recovered: before.recovered };
     } finally {
       // A run that failed but cleaned up has nothing to recover: its journal goes too.
@@ -350,11 +342,12 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
   } finally {
     agent?.close();
     qmp.close();
+    repo.close();
   }
 }
 
 async function runFlow(
-  o: ResolvedVmBackupOptions,
+  o: ResolvedVmBackupOptions & { repo: Repository },
   qmp: QmpClient,
   agent: GuestAgentClient | undefined,
   journal: Journal,
@@ -467,7 +460,7 @@ async function runFlow(
       const r = await backup({
         ...o.throttle,
         source: path,
-        repository: o.repository,
+        repository: o.repo,
         parent: null,
         exclude: o.exclude,
         signal: o.signal,
@@ -533,7 +526,7 @@ async function runFlow(
     started: started.toISOString(),
     finished: new Date().toISOString(),
   };
-  const recordPath = await writeVmRecord(o.repository, record);
+  const recordPath = await o.repo.writeVmRecord(record.runId, record);
   await journal.record({ step: 'done' });
   progress({ phase: 'done' });
   return { runId: handle.id, record, recordPath };

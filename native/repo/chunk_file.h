@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "crypto/aead.h"
+
 namespace lowtide::repo {
 
 constexpr uint32_t kChunkMagic = 0x3143544c;  // "LTC1" little-endian
@@ -25,9 +27,11 @@ struct StoredChunk {
 // stored raw when the sample saves less than 3 %; data that does not shrink
 // at `level` is stored raw too. The temporary file is created with O_EXCL and
 // removed on any failure. A missing directory of `final_path` is created.
+// With `key` (an encrypted repository), header and body are sealed as one
+// object (crypto::seal, with `aad`) and the file holds that object.
 // Throws io::IoError: REPO_FULL (ENOSPC, EDQUOT), IO_ERROR (the existence
-// check), WRITE_FAILED (anything else), INTERNAL (zstd).
+// check), WRITE_FAILED (anything else), INTERNAL (zstd, OpenSSL).
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
-                             const std::string& final_path);
+                             const std::string& final_path, const crypto::Key* key = nullptr, const std::string& aad = {});
 
 }  // namespace lowtide::repo
