@@ -8,13 +8,13 @@ import {
   imageSource,
   initRepository,
   listBackupFiles,
-  LowtideError,
   openRepository,
   pruneRepository,
   restore,
   verifyRepository,
 } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
+import { rejection } from '../helpers/errors.js';
 import { skipReason } from '../helpers/system.js';
 import { haveTools, mkfs, Mtools, pseudoRandom, Workdir } from '../fixtures/fat/tools.js';
 
@@ -34,16 +34,6 @@ function flipByte(path: string, offset: number): void {
   const b = readFileSync(path);
   b[offset] = (b[offset] ?? 0) ^ 0x01;
   writeFileSync(path, b);
-}
-
-async function rejection(p: Promise<unknown>): Promise<LowtideError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LowtideError);
-    return err as LowtideError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe.skipIf(skipReason('encrypted repositories (FAT sources)', missing))('encrypted repository', () => {

@@ -6,25 +6,16 @@
 import { writeFileSync } from 'node:fs';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backup, initRepository, LowtideError, openRepository, restore, verifyRepository } from '../../lib/index.js';
+import { backup, initRepository, openRepository, restore, verifyRepository } from '../../lib/index.js';
 import { cmp } from '../helpers/cli.js';
 import { newBucket, repoOptions, rgw, s3Client } from '../helpers/s3.js';
+import { rejection } from '../helpers/errors.js';
 import { skipReason } from '../helpers/system.js';
 import { pseudoRandom, Workdir } from '../fixtures/fat/tools.js';
 
 const MiB = 1024 * 1024;
 const PASSWORD = 'an s3 passphrase';
 const KNOWN = 'LOWTIDE-KNOWN-PLAINTEXT-IN-A-BUCKET-';
-
-async function rejection(p: Promise<unknown>): Promise<LowtideError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LowtideError);
-    return err as LowtideError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe.skipIf(skipReason('encrypted S3 repositories', rgw().skip))('encrypted S3 repository (Ceph RGW)', () => {
   const work = new Workdir('lowtide-s3-crypt-');
