@@ -1,6 +1,8 @@
 #include "crypto/aead.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -19,6 +21,21 @@ CipherCtx new_ctx() {
   return ctx;
 }
 
+// Algorithms fetched once per thread: an implicit fetch on every call takes
+// OpenSSL's provider-store lock, which the pool threads then contend for.
+const EVP_CIPHER* aes_256_gcm() {
+  thread_local std::unique_ptr<EVP_CIPHER, decltype(&EVP_CIPHER_free)> cipher(EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr),
+                                                                              &EVP_CIPHER_free);
+  if (!cipher) throw std::runtime_error("OpenSSL: AES-256-GCM is unavailable");
+  return cipher.get();
+}
+
+EVP_MAC* hmac() {
+  thread_local std::unique_ptr<EVP_MAC, decltype(&EVP_MAC_free)> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr), &EVP_MAC_free);
+  if (!mac) throw std::runtime_error("OpenSSL: HMAC is unavailable");
+  return mac.get();
+}
+
 // EVP update calls take an int length: larger inputs go in pieces.
 constexpr size_t kStep = size_t(1) << 30;
 
@@ -28,7 +45,7 @@ size_t seal(const Key& key, Bytes aad, const Bytes* parts, size_t count, uint8_t
   if (RAND_bytes(out, int(kNonceSize)) != 1) throw std::runtime_error("OpenSSL: no random nonce");
   CipherCtx ctx = new_ctx();
   int n = 0;
-  if (EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), out) != 1)
+  if (EVP_EncryptInit_ex(ctx.get(), aes_256_gcm(), nullptr, key.data(), out) != 1)
     throw std::runtime_error("OpenSSL: AES-256-GCM init failed");
   if (aad.size > 0 && (aad.size > INT_MAX || EVP_EncryptUpdate(ctx.get(), nullptr, &n, aad.data, int(aad.size)) != 1))
     throw std::runtime_error("OpenSSL: AES-256-GCM AAD failed");
@@ -53,7 +70,7 @@ bool open_in_place(const Key& key, Bytes aad, uint8_t* obj, size_t size, size_t*
   size_t body = size - kSealOverhead;
   CipherCtx ctx = new_ctx();
   int n = 0;
-  if (EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), obj) != 1)
+  if (EVP_DecryptInit_ex(ctx.get(), aes_256_gcm(), nullptr, key.data(), obj) != 1)
     throw std::runtime_error("OpenSSL: AES-256-GCM init failed");
   if (aad.size > 0 && (aad.size > INT_MAX || EVP_DecryptUpdate(ctx.get(), nullptr, &n, aad.data, int(aad.size)) != 1))
     throw std::runtime_error("OpenSSL: AES-256-GCM AAD failed");
@@ -77,9 +94,11 @@ bool open_in_place(const Key& key, Bytes aad, uint8_t* obj, size_t size, size_t*
 Mac hmac_sha256(const Key& key, const uint8_t* p, size_t len) {
   Mac mac{};
   size_t out = 0;
-  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(), p, len, mac.data(), mac.size(), &out) ==
-          nullptr ||
-      out != mac.size())
+  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_new(hmac()), &EVP_MAC_CTX_free);
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1 || EVP_MAC_update(ctx.get(), p, len) != 1 ||
+      EVP_MAC_final(ctx.get(), mac.data(), &out, mac.size()) != 1 || out != mac.size())
     throw std::runtime_error("OpenSSL: HMAC-SHA256 failed");
   return mac;
 }

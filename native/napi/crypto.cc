@@ -2,6 +2,7 @@
 // AES-256-GCM objects of an encrypted repository (native/crypto/aead.h), on
 // the addon's worker pool. unseal decrypts in place: the plaintext is
 // view[12, 12 + n); null means the object failed authentication.
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,20 +15,27 @@
 namespace lowtide::napi {
 namespace {
 
+struct Sealed {
+  size_t size = 0;
+};
+
 Napi::Value Seal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsTypedArray()) throw_invalid(env, "seal(view, key, aad)");
   crypto::Key key = key_arg(env, info[1], "seal");
   std::string aad = aad_arg(env, info[2], "seal");
-  return run_async<std::vector<uint8_t>>(
+  Napi::TypedArray in = info[0].As<Napi::TypedArray>();
+  // The result is allocated here, on the JS thread, and filled in the pool:
+  // no second buffer and no copy.
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, in.ByteLength() + crypto::kSealOverhead);
+  return run_async<Sealed>(
       env, "lowtide:seal",
-      [view = HeldView(info[0].As<Napi::TypedArray>()), key, aad = std::move(aad)](std::vector<uint8_t>& out) {
-        out.resize(view.size + crypto::kSealOverhead);
+      [view = HeldView(in), dst = HeldView(out), key, aad = std::move(aad)](Sealed& r) {
         crypto::Bytes part{view.data, view.size};
-        out.resize(crypto::seal(key, {reinterpret_cast<const uint8_t*>(aad.data()), aad.size()}, &part, 1, out.data()));
+        r.size = crypto::seal(key, {reinterpret_cast<const uint8_t*>(aad.data()), aad.size()}, &part, 1, dst.data);
       },
-      [](Napi::Env env, std::vector<uint8_t>& out) -> Napi::Value {
-        return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+      [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(out.As<Napi::Object>()))](Napi::Env, Sealed&) -> Napi::Value {
+        return ref->Value();
       });
 }
 
