@@ -94,9 +94,16 @@ bool open_in_place(const Key& key, Bytes aad, uint8_t* obj, size_t size, size_t*
 Mac hmac_sha256(const Key& key, const uint8_t* p, size_t len) {
   Mac mac{};
   size_t out = 0;
-  std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_new(hmac()), &EVP_MAC_CTX_free);
+  // One context per thread, its digest set once: setting it fetches SHA-256
+  // (the provider-store lock again); later inits only change the key.
+  thread_local std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(nullptr, &EVP_MAC_CTX_free);
+  const OSSL_PARAM* params = nullptr;
   char digest[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  OSSL_PARAM first[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  if (!ctx) {
+    ctx.reset(EVP_MAC_CTX_new(hmac()));
+    params = first;
+  }
   if (!ctx || EVP_MAC_init(ctx.get(), key.data(), key.size(), params) != 1 || EVP_MAC_update(ctx.get(), p, len) != 1 ||
       EVP_MAC_final(ctx.get(), mac.data(), &out, mac.size()) != 1 || out != mac.size())
     throw std::runtime_error("OpenSSL: HMAC-SHA256 failed");
