@@ -44,6 +44,8 @@ export const ErrorCodes = [
   'TIMEOUT', // a peer (QMP, the guest agent) did not answer in time
   'QMP_ERROR', // QEMU answered a command with an error (the message has its class and desc)
   'PROTOCOL_ERROR', // a peer that does not speak the expected protocol (not QMP, garbage, closed early)
+  'BAD_PASSWORD', // the passphrase opens none of an encrypted repository's keys
+  'PASSWORD_REQUIRED', // an encrypted repository was opened without a passphrase
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];

@@ -66,6 +66,7 @@ export {
   openRepository,
   Repository,
   type InitOptions,
+  type OpenOptions,
   type RepositoryLocation,
   type RepoLock,
   type S3RepositoryOptions,

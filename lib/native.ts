@@ -357,8 +357,19 @@ export interface NativeBinding extends NativeFsBinding {
    */
   mapFile(path: string, start: number, length: number, sync: boolean): Promise<NativeFileMapping>;
   isZero(view: ArrayBufferView): boolean;
-  /** SHA-256 on the thread pool; null when zeroCheck and every byte is zero. */
-  digest(view: Uint8Array, zeroCheck: boolean): Promise<Buffer | null>;
+  /**
+   * SHA-256 on the thread pool (HMAC-SHA256 with a 32-byte `macKey`); null
+   * when zeroCheck and every byte is zero.
+   */
+  digest(view: Uint8Array, zeroCheck: boolean, macKey?: Uint8Array): Promise<Buffer | null>;
+  /** AES-256-GCM (native/crypto/aead.h): nonce | ciphertext | tag of `view`, with `aad` authenticated. */
+  seal(view: Uint8Array, key: Uint8Array, aad: string): Promise<Buffer>;
+  /**
+   * Authenticates and decrypts a sealed object in place: the plaintext is
+   * view[12, 12 + n). Null when the object was altered, or sealed with
+   * another key or `aad`.
+   */
+  unseal(view: Uint8Array, key: Uint8Array, aad: string): Promise<number | null>;
   digestSync(view: Uint8Array): Buffer;
   /** flock(fd, LOCK_EX | LOCK_NB): false when another holder has it. */
   tryLockExclusive(fd: number): boolean;
@@ -387,14 +398,16 @@ export interface NativeBinding extends NativeFsBinding {
   /**
    * Writes one chunk file of the repository (native/repo/chunk_file.h): unless
    * finalPath exists, compresses unless a sample says it will not shrink, writes
-   * header and body to tmpPath, fsyncs, renames. Rejects with REPO_FULL, WRITE_FAILED,
-   * IO_ERROR or INTERNAL.
+   * header and body to tmpPath (sealed with `key` and `aad` when given), fsyncs,
+   * renames. Rejects with REPO_FULL, WRITE_FAILED, IO_ERROR or INTERNAL.
    */
   storeChunkFile(
     view: Uint8Array,
     level: number,
     tmpPath: string,
     finalPath: string,
+    key?: Uint8Array,
+    aad?: string,
   ): Promise<{ written: boolean; storedBytes: number; encoding: 'raw' | 'zstd' }>;
   zstdCompressBound(size: number): number;
   /** Decompresses into `dst`; resolves with the size; rejects on corrupt input or a too small `dst`. */

@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lowtide::napi::init_volume(env, exports);
   lowtide::napi::init_compress(env, exports);
   lowtide::napi::init_chunk_file(env, exports);
+  lowtide::napi::init_crypto(env, exports);
   lowtide::napi::init_fiemap(env, exports);
   lowtide::napi::init_guest(env, exports);
   return exports;

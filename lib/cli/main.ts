@@ -6,6 +6,7 @@
  * `lowtide: error [CODE]: message` on stderr; with --json also a JSON
  * document on stdout (docs/cli-json.md).
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { LowtideError, version } from '../index.js';
 import { addBackupCommand } from './commands/backup.js';
@@ -56,6 +57,10 @@ export function buildProgram(): Command {
         '--cache-dir <dir>',
         'where the known-chunks index of an S3 repository is kept (default: $XDG_CACHE_HOME/lowtide)',
       );
+      c.option(
+        '--password-file <file>',
+        'file holding the passphrase of an encrypted repository (default: LOWTIDE_PASSWORD)',
+      );
     }
   }
   program.hook('preAction', (_program, action) => {
@@ -65,8 +70,26 @@ export function buildProgram(): Command {
     // And the known-chunks index its directory (lib/repo/storage/known-chunks.ts).
     const cacheDir = action.opts().cacheDir as string | undefined;
     if (cacheDir !== undefined) process.env.LOWTIDE_CACHE_DIR = cacheDir;
+    const passwordFile = action.opts().passwordFile as string | undefined;
+    // Repositories are opened with LOWTIDE_PASSWORD unless told otherwise (lib/repo/crypto.ts).
+    if (passwordFile !== undefined) process.env.LOWTIDE_PASSWORD = readPasswordFile(passwordFile);
   });
   return program;
+}
+
+/** The passphrase in a file: its first line (one trailing newline is not part of it). */
+function readPasswordFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CliError('USAGE', `--password-file: cannot read ${path}: ${(err as Error).message}`, EXIT.usage);
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password === '' || /[\r\n]/.test(password)) {
+    throw new CliError('USAGE', `--password-file: ${path} must hold the passphrase on one line`, EXIT.usage);
+  }
+  return password;
 }
 
 /** Commander's codes whose help or version it has printed already. */

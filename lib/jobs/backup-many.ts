@@ -66,7 +66,7 @@ function resolveBackupManyOptions(options: unknown): ResolvedBackupManyOptions {
 
 export async function backupMany(options: BackupManyOptions): Promise<BackupManyResult> {
   const { sources, parallel, gate } = resolveBackupManyOptions(options);
-  const repo = await repositoryOption(options.repository);
+  const repo = await repositoryOption(options.repository, 'repository', options.password);
   const lock = await repo.lock(`lowtide backup of ${sources.length} sources`);
   const latency = new Map<string, number>(); // source -> smoothed latency (ms) its job sees now
   const running = new Set<Promise<void>>();

@@ -7,6 +7,7 @@
  */
 import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, objectOption, stringOption } from '../options.js';
+import { passwordOption } from '../repo/crypto.js';
 import { validateExtents, type Extent } from '../io/extents.js';
 import { planImageOf, type PlanOptions } from '../fs/plan.js';
 import type { DiskFormat } from '../io/guest.js';
@@ -40,6 +41,8 @@ export interface BackupOptions extends ThrottleSettings {
   source: string;
   /** Repository path, s3:// location (or S3 options), or an open Repository. */
   repository: RepositoryLocation | Repository;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /**
    * Parent backup id; 'auto' (default) picks the latest backup of the same
    * source; null makes a backup without a parent (chunks are still deduplicated).
@@ -108,6 +111,7 @@ export interface BackupResult {
 interface ResolvedBackupOptions extends PlanRequest {
   source: string;
   repository: RepositoryLocation | Repository;
+  password: string | undefined;
   plan: Omit<PlanOptions, 'source'>;
   read: ReadSettings;
   control: JobControl<BackupProgress>;
@@ -121,6 +125,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
   const opts = objectOption('options', options);
   const source = stringOption('source', opts.source);
   const repository = checkRepositoryOption(opts.repository);
+  const password = passwordOption(opts.password);
   const parent =
     opts.parent === null ? null : opts.parent === undefined ? undefined : stringOption('parent', opts.parent);
   const changed = opts.changed as readonly Extent[] | undefined;
@@ -140,6 +145,7 @@ function resolveBackupOptions(options: unknown, lockHeld: boolean): ResolvedBack
   return {
     source,
     repository,
+    password,
     parent,
     changed,
     plan: { allBlocks, strict, ...(exclude !== undefined ? { exclude } : {}) },
@@ -177,7 +183,7 @@ async function runBackup(o: ResolvedBackupOptions): Promise<BackupResult> {
   };
   let repo: Repository;
   try {
-    repo = await repositoryOption(o.repository);
+    repo = await repositoryOption(o.repository, 'repository', o.password);
   } catch (err) {
     await closeUnused();
     throw err;

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
+import { passwordOption } from '../repo/crypto.js';
 import type { Manifest } from '../repo/format.js';
 import {
   checkRepositoryOption,
@@ -30,6 +31,8 @@ import {
 
 export interface RestoreOptions extends ThrottleSettings {
   repository: RepositoryLocation | Repository;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /** Backup id or 'latest'. */
   backup: string;
   /** Image file to create, or a block device to overwrite. */
@@ -73,6 +76,7 @@ export interface RestoreResult {
 /** A restore's options, checked, with their defaults filled in. */
 interface ResolvedRestoreOptions {
   repository: RepositoryLocation | Repository;
+  password: string | undefined;
   backup: string;
   /** The target, as an absolute path. */
   target: string;
@@ -86,13 +90,14 @@ interface ResolvedRestoreOptions {
 function resolveRestoreOptions(options: unknown): ResolvedRestoreOptions {
   const opts = objectOption('options', options);
   const repository = checkRepositoryOption(opts.repository);
+  const password = passwordOption(opts.password);
   const backup = stringOption('backup', opts.backup);
   const target = resolve(stringOption('target', opts.target));
   const force = booleanOption('force', opts.force, false);
   const control = resolveJobControl<RestoreProgress>(opts);
   const queueDepth = integerOption('queueDepth', opts.queueDepth, 8, 1, 256);
   const throttle = singleJobThrottleSettings(opts);
-  return { repository, backup, target, force, control, queueDepth, throttle };
+  return { repository, password, backup, target, force, control, queueDepth, throttle };
 }
 
 /** Checks a backup's chunk index as a whole (before anything is written). */
@@ -205,7 +210,7 @@ async function writeChunks(w: ChunkWrites): Promise<void> {
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const o = resolveRestoreOptions(options);
-  const repo = await repositoryOption(o.repository);
+  const repo = await repositoryOption(o.repository, 'repository', o.password);
   const manifest = await repo.readManifest(o.backup);
   await verifyIndex(repo, manifest);
   const { kind, path: targetPath } = await targetKind(o.target, o.force);

@@ -11,11 +11,12 @@
  * records each step before it is taken (lib/snapshot/journal.ts); every run
  * first recovers the journals that earlier runs left.
  */
-import { mkdir, open, readdir, readFile, rename, rmdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { choiceOption, functionOption, integerOption, objectOption, signalOption, stringOption } from '../options.js';
-import { openRepository } from '../repo/repository.js';
+import { passwordOption } from '../repo/crypto.js';
+import { openRepository, type Repository } from '../repo/repository.js';
 import { Journal, leftJournals, newRunId, type JournalDisk, type LeftJournal } from '../snapshot/journal.js';
 import {
   commitOverlay,
@@ -52,6 +53,8 @@ export interface VmBackupOptions extends ThrottleSettings {
   qmp: string;
   /** Repository path. */
   repository: string;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /**
    * The guest agent's socket (qemu-ga's virtio-serial channel on the host):
    * the guest's file systems are frozen (guest-fsfreeze-freeze) around the
@@ -176,6 +179,7 @@ interface ResolvedVmBackupOptions {
   maxFrozenMs: number;
   qgaTimeoutMs: number;
   repository: string;
+  password: string | undefined;
   storage: StorageKind;
   stateDir: string;
   exclude: readonly string[];
@@ -213,6 +217,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     maxFrozenMs: _m,
     qgaTimeoutMs: _at,
     repository: _r,
+    password: _pw,
     storage: _s,
     stateDir: _d,
     exclude: _e,
@@ -230,6 +235,7 @@ function resolveOptions(options: unknown): ResolvedVmBackupOptions {
     maxFrozenMs: integerOption('maxFrozenMs', o.maxFrozenMs, 5000, 100, 60_000),
     qgaTimeoutMs: integerOption('qgaTimeoutMs', o.qgaTimeoutMs, 5000, 1, 60_000),
     repository: resolve(repository),
+    password: passwordOption(o.password),
     storage,
     stateDir,
     exclude,
@@ -268,55 +274,20 @@ function checkDisks(disks: readonly VmDisk[], qmp: string): void {
   }
 }
 
-/** Writes `vms/<runId>.json` atomically (temporary file, fsync, rename, fsync of the directory). */
-async function writeVmRecord(repository: string, record: VmBackupRecord): Promise<string> {
-  const dir = join(repository, 'vms');
-  const path = join(dir, `${record.runId}.json`);
-  const tmp = join(dir, `.${record.runId}.json.tmp`);
-  try {
-    await mkdir(dir, { recursive: true });
-    const fh = await open(tmp, 'w', 0o644);
-    try {
-      await fh.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-    return path;
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw toLowtideError(err, 'WRITE_FAILED', `writing the VM record ${path}`);
-  }
-}
-
 /**
  * The bitmap generations the repository's VM records name for the disk
  * file `file`: the backup taken at each, and the generation of the latest.
  * A generation counts only while its backup is still in the repository.
  */
 async function cbtBases(
-  repository: string,
+  repo: Repository,
   file: string,
 ): Promise<{ bases: Map<string, CbtBase>; last: string | undefined }> {
-  const dir = join(repository, 'vms');
-  let names: string[];
-  try {
-    names = (await readdir(dir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
-  } catch {
-    return { bases: new Map(), last: undefined };
-  }
   const found: { finished: string; base: CbtBase }[] = [];
-  for (const n of names) {
+  for (const runId of await repo.vmRecordIds()) {
     let rec: Partial<VmBackupRecord>;
     try {
-      rec = JSON.parse(await readFile(join(dir, n), 'utf8')) as Partial<VmBackupRecord>;
+      rec = ((await repo.readVmRecord(runId)) ?? {}) as Partial<VmBackupRecord>;
     } catch {
       continue; // not a record lowtide can read: it names no generation
     }
@@ -331,18 +302,13 @@ async function cbtBases(
   }
   found.sort((a, b) => (a.finished < b.finished ? -1 : a.finished > b.finished ? 1 : 0));
   const bases = new Map<string, CbtBase>();
-  const repo = await openRepository(repository);
-  try {
-    for (const f of found) {
-      try {
-        await repo.readManifest(f.base.backupId);
-        bases.set(f.base.bitmap, f.base);
-      } catch {
-        // The backup was pruned: an incremental cannot build on it.
-      }
+  for (const f of found) {
+    try {
+      await repo.readManifest(f.base.backupId);
+      bases.set(f.base.bitmap, f.base);
+    } catch {
+      // The backup was pruned: an incremental cannot build on it.
     }
-  } finally {
-    repo.close();
   }
   return { bases, last: found.at(-1)?.base.bitmap };
 }
@@ -408,8 +374,9 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
       { cause: blocking.error },
     );
 
-  // Fail early, before anything is taken: the repository opens, the disks are supported.
-  await openRepository(o.repository);
+  // Fail early, before anything is taken: the repository opens, the disks are
+  // supported. The backups and the record use it as opened (one passphrase check).
+  const repo = await openRepository(o.repository, { password: o.password });
   const started = new Date();
   const qmp = await QmpClient.connect(o.qmp, { timeoutMs: o.qmpTimeoutMs, commandTimeoutMs: o.qmpTimeoutMs });
   let agent: GuestAgentClient | undefined;
@@ -434,7 +401,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     // earlier runs that no backup can use go now, before anything is taken.
     const cbt: DiskCbtPlan[] = [];
     for (const d of disks) {
-      const { bases, last } = await cbtBases(o.repository, d.realPath);
+      const { bases, last } = await cbtBases(repo, d.realPath);
       const p = planDiskCbt(d, runId, (name) => bases.get(name), last);
       await removeBitmaps(qmp, d.nodeName, p.stale);
       cbt.push(p);
@@ -462,7 +429,7 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
     const state = { leftovers: true };
     try {
       const r = await runFlow(
-        o,
+        { ...o, repo },
         qmp,
         agent,
         journal,
@@ -485,11 +452,12 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
   } finally {
     agent?.close();
     qmp.close();
+    repo.close();
   }
 }
 
 async function runFlow(
-  o: ResolvedVmBackupOptions,
+  o: ResolvedVmBackupOptions & { repo: Repository },
   qmp: QmpClient,
   agent: GuestAgentClient | undefined,
   journal: Journal,
@@ -615,7 +583,7 @@ async function runFlow(
       const r = await backup({
         ...o.throttle,
         source: path,
-        repository: o.repository,
+        repository: o.repo,
         format: qcow2 ? 'qcow2' : 'raw',
         parent: c.parent,
         ...(c.changedBitmap !== null ? { changedBitmap: c.changedBitmap } : {}),
@@ -691,7 +659,7 @@ async function runFlow(
     finished: new Date().toISOString(),
   };
   state.leftovers = true; // until the previous generations are gone
-  const recordPath = await writeVmRecord(o.repository, record);
+  const recordPath = await o.repo.writeVmRecord(record.runId, record);
   await journal.record({ step: 'recorded' });
   for (const d of plan) if (d.previousBitmap) await removeBitmaps(qmp, d.nodeName, [d.previousBitmap]);
   await journal.record({ step: 'done' });

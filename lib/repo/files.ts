@@ -156,6 +156,11 @@ export async function writeAtomic(
 
 /** A whole small file inside the repository as UTF-8: a regular file, not a link, at most maxBytes. */
 export async function readSmallFile(path: string, what: string, code: ErrorCode, maxBytes: number): Promise<string> {
+  return (await readSmallBytes(path, what, code, maxBytes)).toString('utf8');
+}
+
+/** readSmallFile() as bytes. */
+export async function readSmallBytes(path: string, what: string, code: ErrorCode, maxBytes: number): Promise<Buffer> {
   const { fh, size } = await openRegularFile(path, what, code, maxBytes);
   try {
     const buf = Buffer.allocUnsafe(size);
@@ -165,7 +170,7 @@ export async function readSmallFile(path: string, what: string, code: ErrorCode,
       if (bytesRead === 0) break;
       done += bytesRead;
     }
-    return buf.toString('utf8', 0, done);
+    return buf.subarray(0, done);
   } finally {
     await fh.close();
   }

@@ -55,7 +55,14 @@ export function validateConfig(raw: unknown, where: string): RepoConfig {
       `${where}: repository format version ${String(c.version)} is not supported (this lowtide reads version ${REPO_VERSION})`,
     );
   }
-  return parseWith(RepoConfigSchema, raw, 'REPO_FORMAT', `${where}: damaged repository configuration`);
+  const config = parseWith(RepoConfigSchema, raw, 'REPO_FORMAT', `${where}: damaged repository configuration`);
+  if ((config.hash === 'hmac-sha256') !== (config.encryption !== undefined)) {
+    throw new LowtideError(
+      'REPO_FORMAT',
+      `${where}: damaged repository configuration: hash ${config.hash} does not go with ${config.encryption ? 'encryption' : 'no encryption'}`,
+    );
+  }
+  return config;
 }
 
 // --- chunk files -------------------------------------------------------------

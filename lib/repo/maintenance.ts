@@ -77,6 +77,8 @@ export interface VerifyReport {
 export interface VerifyOptions {
   /** The repository: a path, an s3:// location, or one already open. */
   repository: RepositoryLocation | Repository;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: { chunksChecked: number; bytesChecked: number }) => void) | undefined;
 }
@@ -89,7 +91,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     'onProgress',
     opts.onProgress,
   );
-  const repo = await repositoryOption(opts.repository);
+  const repo = await repositoryOption(opts.repository, 'repository', opts.password);
   const t0 = Date.now();
   const present = new Set<string>();
   const corrupt = new Map<string, string>();
@@ -174,6 +176,8 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
 export interface PruneOptions {
   /** The repository: a path, an s3:// location, or one already open. */
   repository: RepositoryLocation | Repository;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /** Keep the newest N backups of each source. */
   keepLast?: number | undefined;
   /** Keep the newest backup of each of the last N days that have backups, per source. */
@@ -312,7 +316,7 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
   }
   const dryRun = opts.dryRun === true;
   const signal = signalOption('signal', opts.signal);
-  const repo = await repositoryOption(opts.repository);
+  const repo = await repositoryOption(opts.repository, 'repository', opts.password);
   const lock = await repo.lock('lowtide prune', 'prune');
   const running = lock.runningBackups;
   try {

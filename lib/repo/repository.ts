@@ -8,14 +8,28 @@ import type { FileListing } from '../jobs/files.js';
 import { randomUUID } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, unlink, writeFile, type FileHandle } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
-import { integerOption, objectOption, stringOption } from '../options.js';
+import { choiceOption, integerOption, objectOption, stringOption } from '../options.js';
 import { compress, decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
+import {
+  createKey,
+  ENCRYPTION_ALGORITHM,
+  KEY_ID_PATTERN,
+  KEYS_DIR,
+  MAX_KEY_FILE_BYTES,
+  openKey,
+  openObject,
+  passwordOption,
+  SEAL_OVERHEAD,
+  sealObject,
+  type RepoKeys,
+} from './crypto.js';
 import {
   checkDirectory,
   openRegularFile,
+  readSmallBytes,
   readSmallFile,
   readWhole,
   repoWriteError,
@@ -82,17 +96,36 @@ function remoteStorage(location: unknown, name: string): ObjectStorage | undefin
   return new S3Storage(resolveS3Options(location, name));
 }
 
-export interface InitOptions {
+export interface OpenOptions {
+  /**
+   * The passphrase of an encrypted repository (default: the environment's
+   * LOWTIDE_PASSWORD). An unencrypted repository ignores it.
+   */
+  password?: string | undefined;
+}
+
+export interface InitOptions extends OpenOptions {
   /** Power of two from 64 KiB to 8 MiB (default 1 MiB). */
   chunkSize?: number | undefined;
   /** zstd level 1..19 (default 3). */
   zstdLevel?: number | undefined;
+  /** `'aes-256-gcm'`: encrypt and authenticate everything stored (needs `password`); default `'none'`. */
+  encryption?: 'none' | 'aes-256-gcm' | undefined;
 }
+
+/** How to give the passphrase of an encrypted repository, for messages. */
+const PASSWORD_HOW = 'set LOWTIDE_PASSWORD or use --password-file FILE (the `password` option in the API)';
 
 export async function initRepository(path: RepositoryLocation, options: InitOptions = {}): Promise<Repository> {
   const storage = remoteStorage(path, 'path');
   if (storage === undefined) stringOption('path', path);
   const opts = objectOption('options', options);
+  const encryption = choiceOption('encryption', opts.encryption, ['none', ENCRYPTION_ALGORITHM], 'none');
+  const password = encryption === 'none' ? undefined : passwordOption(opts.password);
+  if (encryption !== 'none' && password === undefined) {
+    storage?.close();
+    throw new LowtideError('PASSWORD_REQUIRED', `an encrypted repository needs a passphrase: ${PASSWORD_HOW}`);
+  }
   const chunkSize = integerOption('chunkSize', opts.chunkSize, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
   if ((chunkSize & (chunkSize - 1)) !== 0) {
     throw new LowtideError(
@@ -107,10 +140,13 @@ export async function initRepository(path: RepositoryLocation, options: InitOpti
     id: randomUUID(),
     created: new Date().toISOString(),
     chunkSize,
-    hash: 'sha256',
+    hash: encryption === 'none' ? 'sha256' : 'hmac-sha256',
     compression: { algorithm: 'zstd', level },
+    ...(encryption === 'none' ? {} : { encryption: { algorithm: ENCRYPTION_ALGORITHM } }),
   };
-  if (storage !== undefined) return initRemote(storage, config);
+  // The master key is made before anything is written (scrypt takes a while).
+  const key = password === undefined ? undefined : await createKey(password, config.id);
+  if (storage !== undefined) return initRemote(storage, config, key);
   const root = resolve(path as string);
   try {
     const entries = await readdir(root);
@@ -129,8 +165,14 @@ export async function initRepository(path: RepositoryLocation, options: InitOpti
   try {
     await mkdir(root, { recursive: true });
     for (const d of [CHUNKS_DIR, BACKUPS_DIR, LOCKS_DIR, TMP_DIR]) await mkdir(join(root, d));
+    if (key) await mkdir(join(root, KEYS_DIR));
   } catch (err) {
     throw repoWriteError(err, `creating ${root}`);
+  }
+  if (key) {
+    await writeAtomic(join(root, TMP_DIR), join(root, KEYS_DIR, `${key.keys.keyId}.json`), [key.file], {
+      dir: join(root, KEYS_DIR),
+    });
   }
   // The config is written last: a directory without it is not a repository.
   await writeAtomic(
@@ -141,7 +183,7 @@ export async function initRepository(path: RepositoryLocation, options: InitOpti
       dir: root,
     },
   );
-  return new Repository(root, config);
+  return new Repository(root, config, undefined, key?.keys);
 }
 
 /**
@@ -149,7 +191,11 @@ export async function initRepository(path: RepositoryLocation, options: InitOpti
  * bucket that must exist; any object under the prefix already makes it
  * REPO_EXISTS. Chunks, backups and locks have no directories to create.
  */
-async function initRemote(storage: ObjectStorage, config: RepoConfig): Promise<Repository> {
+async function initRemote(
+  storage: ObjectStorage,
+  config: RepoConfig,
+  key: { keys: RepoKeys; file: Buffer } | undefined,
+): Promise<Repository> {
   try {
     await storage.check();
     for await (const o of storage.list('')) {
@@ -158,20 +204,56 @@ async function initRemote(storage: ObjectStorage, config: RepoConfig): Promise<R
         `${storage.location} is not empty (it holds ${o.key}); a repository needs an empty prefix`,
       );
     }
+    if (key && !(await storage.putIfAbsent(`${KEYS_DIR}/${key.keys.keyId}.json`, key.file))) {
+      throw new LowtideError('REPO_EXISTS', `${storage.location} already holds a repository`);
+    }
     const written = await storage.putIfAbsent(CONFIG_FILE, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
     if (!written) throw new LowtideError('REPO_EXISTS', `${storage.location} already holds a repository`);
   } catch (err) {
     storage.close();
     throw err;
   }
-  return new Repository(storage.location, config, storage);
+  return new Repository(storage.location, config, storage, key?.keys);
 }
 
-/** A `repository` option: a Repository as it is, a path or s3:// location opened (a wrong type names the option). */
-export async function repositoryOption(value: unknown, name = 'repository'): Promise<Repository> {
+/**
+ * A `repository` option: a Repository as it is, a path or s3:// location
+ * opened with `password` (a wrong type names the option).
+ */
+export async function repositoryOption(value: unknown, name = 'repository', password?: unknown): Promise<Repository> {
   if (value instanceof Repository) return value;
-  if (typeof value === 'object' && value !== null) return openRepository(value as S3RepositoryOptions);
-  return openRepository(stringOption(name, value));
+  const options = { password: passwordOption(password) };
+  if (typeof value === 'object' && value !== null) return openRepository(value as S3RepositoryOptions, options);
+  return openRepository(stringOption(name, value), options);
+}
+
+/**
+ * The master key of an encrypted repository: the first key file that
+ * `password` opens. PASSWORD_REQUIRED without a passphrase, BAD_PASSWORD when
+ * it opens none.
+ */
+async function unlockRepository(
+  where: string,
+  config: RepoConfig,
+  password: string | undefined,
+  listKeys: () => Promise<string[]>,
+  readKey: (name: string) => Promise<Buffer | undefined>,
+): Promise<RepoKeys | undefined> {
+  if (config.encryption === undefined) return undefined;
+  if (password === undefined) {
+    throw new LowtideError('PASSWORD_REQUIRED', `the repository ${where} is encrypted: ${PASSWORD_HOW}`);
+  }
+  const names = (await listKeys()).filter((n) => n.endsWith('.json') && KEY_ID_PATTERN.test(n.slice(0, -5))).sort();
+  if (names.length === 0) {
+    throw new LowtideError('REPO_CORRUPT', `the encrypted repository ${where} has no key file in ${KEYS_DIR}/`);
+  }
+  for (const n of names) {
+    const data = await readKey(n);
+    if (data === undefined) continue;
+    const keys = await openKey(data, `${where}/${KEYS_DIR}/${n}`, n.slice(0, -5), password, config.id);
+    if (keys) return keys;
+  }
+  throw new LowtideError('BAD_PASSWORD', `the passphrase does not open the encrypted repository ${where}`);
 }
 
 /** Checks a `repository` option without opening it: a Repository, a path, an s3:// URL or S3 options. */
@@ -183,7 +265,7 @@ export function checkRepositoryOption(value: unknown, name = 'repository'): Repo
   return s;
 }
 
-async function openRemote(storage: ObjectStorage): Promise<Repository> {
+async function openRemote(storage: ObjectStorage, password: string | undefined): Promise<Repository> {
   try {
     await storage.check();
     const data = await storage.get(CONFIG_FILE, undefined, MAX_CONFIG_BYTES);
@@ -200,16 +282,29 @@ async function openRemote(storage: ObjectStorage): Promise<Repository> {
     } catch {
       throw new LowtideError('REPO_FORMAT', `${where} is not valid JSON`);
     }
-    return new Repository(storage.location, validateConfig(raw, where), storage);
+    const config = validateConfig(raw, where);
+    const keys = await unlockRepository(
+      storage.location,
+      config,
+      password,
+      async () => {
+        const names: string[] = [];
+        for await (const o of storage.list(`${KEYS_DIR}/`)) names.push(o.key.slice(KEYS_DIR.length + 1));
+        return names;
+      },
+      (n) => storage.get(`${KEYS_DIR}/${n}`, undefined, MAX_KEY_FILE_BYTES),
+    );
+    return new Repository(storage.location, config, storage, keys);
   } catch (err) {
     storage.close();
     throw err;
   }
 }
 
-export async function openRepository(path: RepositoryLocation): Promise<Repository> {
+export async function openRepository(path: RepositoryLocation, options: OpenOptions = {}): Promise<Repository> {
+  const password = passwordOption(objectOption('options', options).password);
   const storage = remoteStorage(path, 'repository');
-  if (storage !== undefined) return openRemote(storage);
+  if (storage !== undefined) return openRemote(storage, password);
   stringOption('repository', path);
   const root = resolve(path as string);
   const configPath = join(root, CONFIG_FILE);
@@ -235,7 +330,17 @@ export async function openRepository(path: RepositoryLocation): Promise<Reposito
   const config = validateConfig(raw, configPath);
   // What readers need besides the configuration; tmp/ and locks/ are checked by writers (lock()).
   for (const d of [CHUNKS_DIR, BACKUPS_DIR]) await requireDirectory(root, d);
-  return new Repository(root, config);
+  const keys = await unlockRepository(
+    root,
+    config,
+    password,
+    async () => {
+      await requireDirectory(root, KEYS_DIR);
+      return readdir(join(root, KEYS_DIR));
+    },
+    (n) => readSmallBytes(join(root, KEYS_DIR, n), `key file ${n}`, 'REPO_CORRUPT', MAX_KEY_FILE_BYTES),
+  );
+  return new Repository(root, config, undefined, keys);
 }
 
 /** Largest config.json read: it is a few hundred bytes. */
@@ -287,14 +392,47 @@ export class Repository {
   #knownEpoch: { dir: string; epoch: string } | undefined;
   /** True once this prune has started a new prune epoch (before it deletes its first chunk). */
   #epochStarted = false;
+  /** The master key of an encrypted repository. */
+  readonly #keys: RepoKeys | undefined;
 
-  /** `path` is the directory, or the s3:// location of a remote repository (with its storage). */
+  /**
+   * `path` is the directory, or the s3:// location of a remote repository
+   * (with its storage); `keys` the master key of an encrypted one.
+   */
   constructor(
     readonly path: string,
     readonly config: RepoConfig,
     storage?: ObjectStorage,
+    keys?: RepoKeys,
   ) {
     this.#storage = storage;
+    this.#keys = keys;
+    if ((config.encryption === undefined) !== (keys === undefined)) {
+      throw new LowtideError('INTERNAL', `${path}: an encrypted repository needs its key, an unencrypted one has none`);
+    }
+  }
+
+  /** True for an encrypted repository. */
+  get isEncrypted(): boolean {
+    return this.#keys !== undefined;
+  }
+
+  /**
+   * The id of a chunk's plain bytes (SHA-256, or HMAC-SHA256 with the
+   * repository's MAC key when it is encrypted), computed in the worker pool;
+   * null when `zeroCheck` and every byte is zero.
+   */
+  chunkDigest(data: Uint8Array, zeroCheck: boolean): Promise<Buffer | null> {
+    return native.digest(data, zeroCheck, this.#keys?.macKey);
+  }
+
+  /**
+   * Whether indexes and catalogs are built and read in a local staging
+   * directory: for a remote repository, and for an encrypted one (they are
+   * stored sealed, whole).
+   */
+  get #usesStage(): boolean {
+    return this.#storage !== undefined || this.#keys !== undefined;
   }
 
   /** True for a repository on object storage. */
@@ -355,12 +493,17 @@ export class Repository {
 
   /** Where temporary files are written (a remote repository's staging directory). */
   get tmpDir(): string {
-    return this.#storage ? this.#staged.tmpDir : join(this.path, TMP_DIR);
+    return this.#usesStage ? this.#staged.tmpDir : join(this.path, TMP_DIR);
   }
 
-  /** Where indexes and catalogs are written before the commit (a remote repository's staging directory). */
+  /** backups/ of a local repository (where its manifests are, also when indexes are built in a staging directory). */
+  get #backupsHome(): string {
+    return join(this.path, BACKUPS_DIR);
+  }
+
+  /** Where indexes and catalogs are written before the commit (a remote or encrypted repository's staging directory). */
   get backupsDir(): string {
-    return this.#storage ? this.#staged.backupsDir : join(this.path, BACKUPS_DIR);
+    return this.#usesStage ? this.#staged.backupsDir : join(this.path, BACKUPS_DIR);
   }
 
   /**
@@ -368,7 +511,7 @@ export class Repository {
    * remote repository a copy downloaded into the staging directory.
    */
   async catalogFile(manifest: Manifest): Promise<string> {
-    if (!this.#storage) return this.catalogPath(manifest);
+    if (!this.#usesStage) return this.catalogPath(manifest);
     return this.#download(
       `${BACKUPS_DIR}/${catalogFileName(checkedId(manifest.id))}`,
       `the catalog of backup ${manifest.id}`,
@@ -380,19 +523,62 @@ export class Repository {
    * (`staged`: the caller unlinks it once it is open).
    */
   async backupFile(name: string, what: string): Promise<{ path: string; staged: boolean }> {
-    if (!this.#storage) return { path: join(this.backupsDir, name), staged: false };
+    if (!this.#usesStage) return { path: join(this.backupsDir, name), staged: false };
     return { path: await this.#download(`${BACKUPS_DIR}/${name}`, what), staged: true };
   }
 
-  /** Downloads an object into the staging directory; REPO_CORRUPT when it is missing. */
+  /**
+   * Copies an object (decrypted) into the staging directory; REPO_CORRUPT
+   * when it is missing.
+   */
   async #download(key: string, what: string): Promise<string> {
-    const data = await this.storage.get(key, undefined, MAX_MANIFEST_BYTES);
+    const data = await this.#readObject(key, what, MAX_MANIFEST_BYTES);
     if (data === undefined) {
-      throw new LowtideError('REPO_CORRUPT', `${what} (${this.path}/${key}) is missing`);
+      throw new LowtideError('REPO_CORRUPT', `${what} (${this.#objectPath(key)}) is missing`);
     }
     const path = tempName(this.tmpDir, 'get');
     await writeFile(path, data, { flag: 'wx', mode: 0o600 });
     return path;
+  }
+
+  /** Where an object (a key relative to the repository) is, for messages and local reads. */
+  #objectPath(key: string): string {
+    return this.#storage ? `${this.path}/${key}` : join(this.path, ...key.split('/'));
+  }
+
+  /**
+   * A whole object of at most `maxBytes` plain bytes, decrypted and
+   * authenticated in an encrypted repository (REPO_CORRUPT when that fails);
+   * undefined when it does not exist. Local files are read as regular files only.
+   */
+  async #readObject(key: string, what: string, maxBytes: number): Promise<Buffer | undefined> {
+    const path = this.#objectPath(key);
+    const max = maxBytes + (this.#keys ? SEAL_OVERHEAD : 0);
+    let data: Buffer | undefined;
+    if (this.#storage) data = await this.#storage.get(key, undefined, max);
+    else {
+      try {
+        data = await readSmallBytes(path, what, 'REPO_CORRUPT', max);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+    }
+    if (data === undefined || !this.#keys) return data;
+    return openObject(this.#keys, key, data, 'REPO_CORRUPT', what, path);
+  }
+
+  /**
+   * Writes an object whole (sealed in an encrypted repository): remotely only
+   * if absent (false when it was there), locally atomically into its
+   * directory, which is synced.
+   */
+  async #writeObject(key: string, plain: Buffer): Promise<boolean> {
+    const data = this.#keys ? await sealObject(this.#keys, key, plain) : plain;
+    if (this.#storage) return this.#storage.putIfAbsent(key, data);
+    const path = this.#objectPath(key);
+    await writeAtomic(join(this.path, TMP_DIR), path, [data], { dir: dirname(path) });
+    return true;
   }
 
   /** backups/<id>.catalog of a backup (the name is derived from its checked id, never read from a file). */
@@ -480,10 +666,11 @@ export class Repository {
   async #removeTemporaryFiles(deadOnly: boolean): Promise<{ files: number; bytes: number }> {
     let files = 0;
     let bytes = 0;
-    for (const d of await readdir(this.tmpDir, { withFileTypes: true })) {
+    const tmpDir = join(this.path, TMP_DIR);
+    for (const d of await readdir(tmpDir, { withFileTypes: true })) {
       if (!d.isFile() || !TEMP_NAME_PATTERN.test(d.name)) continue;
       if (deadOnly && processRuns(Number(d.name.split('.')[1]))) continue;
-      const path = join(this.tmpDir, d.name);
+      const path = join(tmpDir, d.name);
       const st = await lstat(path).catch(() => undefined);
       if (!st?.isFile()) continue;
       try {
@@ -542,8 +729,10 @@ export class Repository {
       r = await native.storeChunkFile(
         plain,
         this.config.compression.level,
-        tempName(this.tmpDir, 'w'),
+        tempName(join(this.path, TMP_DIR), 'w'),
         this.chunkPath(hex),
+        this.#keys?.encryptionKey,
+        this.#keys ? chunkKey(hex) : undefined,
       );
     } catch (err) {
       throw toLowtideError(err, 'WRITE_FAILED');
@@ -567,9 +756,10 @@ export class Repository {
       packed.length < plain.length
         ? Buffer.concat([chunkHeader(ChunkEncoding.Zstd, plain.length), packed])
         : Buffer.concat([chunkHeader(ChunkEncoding.Raw, plain.length), plain]);
-    const written = await storage.putIfAbsent(chunkKey(hex), file);
+    const body = this.#keys ? await sealObject(this.#keys, chunkKey(hex), file) : file;
+    const written = await storage.putIfAbsent(chunkKey(hex), body);
     this.#knownChunks.add(hex);
-    return written ? { written: true, storedBytes: file.length } : { written: false, storedBytes: 0 };
+    return written ? { written: true, storedBytes: body.length } : { written: false, storedBytes: 0 };
   }
 
   /** Remembers every chunk a backup's index names as present (a remote backup's parent). */
@@ -624,8 +814,9 @@ export class Repository {
    */
   async leaseChunk(hex: string, expectedLength?: number): Promise<{ data: Buffer; release(): void }> {
     const path = this.chunkPath(hex);
-    // A chunk file is at most its header and the plain data (zstd is stored only when smaller).
-    const cap = CHUNK_HEADER_SIZE + Math.max(this.chunkSize, expectedLength ?? 0);
+    // A chunk file is at most its header and the plain data (zstd is stored
+    // only when smaller), sealed in an encrypted repository.
+    const cap = CHUNK_HEADER_SIZE + Math.max(this.chunkSize, expectedLength ?? 0) + (this.#keys ? SEAL_OVERHEAD : 0);
     const taken: Buffer[] = [];
     const release = (): void => {
       for (const b of taken.splice(0)) giveBuffer(b);
@@ -662,6 +853,18 @@ export class Repository {
           `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`,
           { path },
         );
+      if (this.#keys) {
+        // Authenticated before a byte of it is used (in place: a view into `file`).
+        file = await openObject(
+          this.#keys,
+          chunkKey(hex),
+          file.subarray(0, size),
+          'CHUNK_CORRUPT',
+          `chunk ${hex}`,
+          path,
+        );
+        size = file.length;
+      }
       const header = parseChunkHeader(file.subarray(0, size), `chunk ${hex}`);
       const body = file.subarray(CHUNK_HEADER_SIZE, size);
       const want = expectedLength ?? header.plainLength;
@@ -691,7 +894,7 @@ export class Repository {
           throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${body.length} bytes, expected ${want}`, { path });
         plain = body;
       }
-      const digest = await native.digest(plain, false);
+      const digest = await this.chunkDigest(plain, false);
       if (digest === null || digest.toString('hex') !== hex) {
         throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, {
           path,
@@ -725,7 +928,7 @@ export class Repository {
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
       const id = n.slice(0, -5);
       if (!BACKUP_ID_PATTERN.test(id)) {
-        const path = this.#storage ? `${this.path}/${BACKUPS_DIR}/${n}` : join(this.backupsDir, n);
+        const path = this.#objectPath(`${BACKUPS_DIR}/${n}`);
         damaged.push({
           id,
           error: new LowtideError('REPO_CORRUPT', `${path} is not a backup: its name is not a backup id`, { path }),
@@ -750,16 +953,16 @@ export class Repository {
       return names;
     }
     try {
-      return await readdir(this.backupsDir);
+      return await readdir(this.#backupsHome);
     } catch (err) {
-      throw toLowtideError(err, 'REPO_CORRUPT', `listing ${this.backupsDir}`);
+      throw toLowtideError(err, 'REPO_CORRUPT', `listing ${this.#backupsHome}`);
     }
   }
 
   /** Removes names from backups/ (indexes and catalogs without a manifest); a missing one is no error. */
   async removeBackupFiles(names: readonly string[]): Promise<void> {
     if (this.#storage) return this.#storage.delete(names.map((n) => `${BACKUPS_DIR}/${n}`));
-    for (const n of names) await unlink(join(this.backupsDir, n)).catch(() => undefined);
+    for (const n of names) await unlink(join(this.#backupsHome, n)).catch(() => undefined);
   }
 
   /**
@@ -843,16 +1046,13 @@ export class Repository {
         `no backup ${JSON.stringify(id)} in ${this.path} (ids look like 20261125T174501Z-3fa9c2)`,
       );
     }
-    const path = this.#storage
-      ? `${this.path}/${BACKUPS_DIR}/${manifestFileName(id)}`
-      : join(this.backupsDir, manifestFileName(id));
+    const key = `${BACKUPS_DIR}/${manifestFileName(id)}`;
+    const path = this.#objectPath(key);
     let text: string;
     try {
-      if (this.#storage) {
-        const data = await this.#storage.get(`${BACKUPS_DIR}/${manifestFileName(id)}`, undefined, MAX_MANIFEST_BYTES);
-        if (data === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
-        text = data.toString('utf8');
-      } else text = await readSmallFile(path, `the manifest of backup ${id}`, 'REPO_CORRUPT', MAX_MANIFEST_BYTES);
+      const data = await this.#readObject(key, `the manifest of backup ${id}`, MAX_MANIFEST_BYTES);
+      if (data === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
+      text = data.toString('utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new LowtideError('BACKUP_NOT_FOUND', `no backup ${id} in ${this.path}`);
@@ -871,7 +1071,7 @@ export class Repository {
   /** Opens a backup's chunk index for sequential reading, checking its header. */
   async openIndex(m: Manifest): Promise<IndexReader> {
     const what = `the chunk index of backup ${m.id}`;
-    const staged = this.#storage
+    const staged = this.#usesStage
       ? await this.#download(`${BACKUPS_DIR}/${indexFileName(checkedId(m.id))}`, what)
       : undefined;
     const path = staged ?? this.indexPath(m);
@@ -928,7 +1128,7 @@ export class Repository {
   async commitBackup(manifest: Manifest, index: IndexWriter, lock?: RepoLock): Promise<void> {
     const finalIndex = this.indexPath(manifest);
     await index.finish(finalIndex);
-    if (this.#storage) return this.#commitRemote(manifest, finalIndex, lock);
+    if (this.#usesStage) return this.#commitStaged(manifest, finalIndex, lock);
     try {
       await syncDir(this.backupsDir);
     } catch (err) {
@@ -943,16 +1143,17 @@ export class Repository {
   }
 
   /**
-   * Remote: the catalog and the index are uploaded, then the manifest, last
-   * and only if absent: it is the commit point. Every chunk was written before
-   * (each PUT is durable when it succeeds).
+   * From the staging directory (remote or encrypted): the catalog and the
+   * index are uploaded (sealed when encrypted), then the manifest, last and
+   * remotely only if absent: it is the commit point. Every chunk was written
+   * before (each PUT is durable when it succeeds; local chunk directories
+   * were synced by the caller).
    */
-  async #commitRemote(manifest: Manifest, indexFile: string, lock: RepoLock | undefined): Promise<void> {
-    const storage = this.storage;
+  async #commitStaged(manifest: Manifest, indexFile: string, lock: RepoLock | undefined): Promise<void> {
     const id = checkedId(manifest.id);
     const upload = async (file: string, name: string): Promise<void> => {
       try {
-        if (!(await storage.putIfAbsent(`${BACKUPS_DIR}/${name}`, await readFile(file)))) {
+        if (!(await this.#writeObject(`${BACKUPS_DIR}/${name}`, await readFile(file)))) {
           throw new LowtideError('INTERNAL', `${this.path}/${BACKUPS_DIR}/${name} exists already`);
         }
       } finally {
@@ -963,13 +1164,62 @@ export class Repository {
     await upload(indexFile, indexFileName(id));
     lock?.check();
     if (
-      !(await storage.putIfAbsent(
+      !(await this.#writeObject(
         `${BACKUPS_DIR}/${manifestFileName(id)}`,
         Buffer.from(JSON.stringify(manifest, null, 2) + '\n'),
       ))
     ) {
       throw new LowtideError('INTERNAL', `backup ${id} exists already in ${this.path}`);
     }
+  }
+
+  /**
+   * Writes a VM record, `vms/<runId>.json` (sealed in an encrypted
+   * repository): atomically in a local repository, only if absent in a
+   * remote one. Returns where it is.
+   */
+  async writeVmRecord(runId: string, record: unknown): Promise<string> {
+    if (!/^[0-9A-Za-z-]{1,80}$/.test(runId))
+      throw new LowtideError('INTERNAL', `not a run id: ${JSON.stringify(runId)}`);
+    const key = `${VMS_DIR}/${runId}.json`;
+    if (!this.#storage) {
+      try {
+        await mkdir(join(this.path, VMS_DIR), { recursive: true });
+      } catch (err) {
+        throw repoWriteError(err, `creating ${join(this.path, VMS_DIR)}`);
+      }
+    }
+    if (!(await this.#writeObject(key, Buffer.from(JSON.stringify(record, null, 2) + '\n')))) {
+      throw new LowtideError('INTERNAL', `${this.#objectPath(key)} exists already`);
+    }
+    return this.#objectPath(key);
+  }
+
+  /** A VM record written by writeVmRecord() (decrypted); undefined when there is none. */
+  async readVmRecord(runId: string): Promise<unknown> {
+    const key = `${VMS_DIR}/${runId}.json`;
+    const data = await this.#readObject(key, `the VM record ${runId}`, MAX_MANIFEST_BYTES);
+    if (data === undefined) return undefined;
+    try {
+      return JSON.parse(data.toString('utf8'));
+    } catch {
+      throw new LowtideError('REPO_CORRUPT', `${this.#objectPath(key)} is not valid JSON`);
+    }
+  }
+
+  /** The run ids of the VM records in the repository (`vms/<runId>.json`), unsorted. */
+  async vmRecordIds(): Promise<string[]> {
+    const names: string[] = [];
+    if (this.#storage) {
+      for await (const o of this.#storage.list(`${VMS_DIR}/`)) names.push(o.key.slice(VMS_DIR.length + 1));
+    } else {
+      try {
+        names.push(...(await readdir(join(this.path, VMS_DIR))));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toLowtideError(err, 'IO_ERROR', `listing ${join(this.path, VMS_DIR)}`);
+      }
+    }
+    return names.filter((n) => /^[0-9A-Za-z-]{1,80}\.json$/.test(n)).map((n) => n.slice(0, -'.json'.length));
   }
 
   /**
@@ -985,10 +1235,10 @@ export class Repository {
       return;
     }
     try {
-      await unlink(join(this.backupsDir, manifestFileName(m.id)));
-      await syncDir(this.backupsDir);
+      await unlink(join(this.#backupsHome, manifestFileName(m.id)));
+      await syncDir(this.#backupsHome);
       for (const name of [indexFileName(m.id), catalogFileName(m.id)]) {
-        await unlink(join(this.backupsDir, name)).catch((err: unknown) => {
+        await unlink(join(this.#backupsHome, name)).catch((err: unknown) => {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         });
       }
@@ -1022,6 +1272,8 @@ function processRuns(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+/** Where VM records are (docs/repository-format.md, "VM records"). */
+const VMS_DIR = 'vms';
 
 /** Chunk directories synced at once before a manifest is written. */
 const SYNC_DIRS_AT_ONCE = 8;

@@ -58,11 +58,14 @@ export const RepoConfigSchema = v.object({
   created: v.string(),
   // Bytes per chunk for new backups.
   chunkSize,
-  hash: v.literal('sha256'),
+  // Chunk ids: SHA-256 of the plain bytes, or HMAC-SHA256 with the master key's MAC key (encrypted).
+  hash: v.picklist(['sha256', 'hmac-sha256']),
   compression: v.object({
     algorithm: v.literal('zstd'),
     level: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(19)),
   }),
+  // Present in an encrypted repository only (docs/repository-format.md, "Encryption").
+  encryption: v.optional(v.object({ algorithm: v.literal('aes-256-gcm') })),
 });
 
 export const SourceIdentitySchema = v.object({

@@ -46,6 +46,7 @@ void init_hash(Napi::Env env, Napi::Object exports);
 void init_volume(Napi::Env env, Napi::Object exports);
 void init_compress(Napi::Env env, Napi::Object exports);
 void init_chunk_file(Napi::Env env, Napi::Object exports);
+void init_crypto(Napi::Env env, Napi::Object exports);
 void init_fiemap(Napi::Env env, Napi::Object exports);
 void init_guest(Napi::Env env, Napi::Object exports);
 

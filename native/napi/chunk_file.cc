@@ -1,4 +1,4 @@
-// storeChunkFile(view, level, tmpPath, finalPath): Promise<{ written, storedBytes, encoding }>
+// storeChunkFile(view, level, tmpPath, finalPath, key?, aad?): Promise<{ written, storedBytes, encoding }>
 // One repository chunk file (native/repo/chunk_file.h) written off the JS
 // thread: one task per chunk in place of a stat, compressions, open, write,
 // fsync, close and rename each crossing back to the JS thread.
@@ -7,6 +7,7 @@
 
 #include "napi/async.h"
 #include "napi/binding.h"
+#include "napi/crypto_args.h"
 #include "repo/chunk_file.h"
 
 namespace lowtide::napi {
@@ -22,10 +23,20 @@ Napi::Value StoreChunkFile(const Napi::CallbackInfo& info) {
   std::string final_path = info[3].As<Napi::String>().Utf8Value();
   if (tmp.empty() || final_path.find('/') == std::string::npos)
     throw_invalid(env, "storeChunkFile: paths must name files in directories");
+  // An encrypted repository's chunk: sealed with `key`, its name as associated data.
+  bool keyed = info.Length() > 4 && !info[4].IsUndefined();
+  crypto::Key key{};
+  std::string aad;
+  if (keyed) {
+    key = key_arg(env, info[4], "storeChunkFile");
+    aad = aad_arg(env, info[5], "storeChunkFile");
+  }
   return run_async<repo::StoredChunk>(
       env, "lowtide:storeChunkFile",
-      [view = HeldView(info[0].As<Napi::TypedArray>()), level, tmp = std::move(tmp), final_path = std::move(final_path)](
-          repo::StoredChunk& out) { out = repo::store_chunk_file(view.data, view.size, level, tmp, final_path); },
+      [view = HeldView(info[0].As<Napi::TypedArray>()), level, tmp = std::move(tmp), final_path = std::move(final_path), keyed, key,
+       aad = std::move(aad)](repo::StoredChunk& out) {
+        out = repo::store_chunk_file(view.data, view.size, level, tmp, final_path, keyed ? &key : nullptr, aad);
+      },
       [](Napi::Env env, repo::StoredChunk& out) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
         o.Set("written", Napi::Boolean::New(env, out.written));

@@ -36,7 +36,7 @@ struct Scratch {
 };
 
 Scratch& scratch(int which) {
-  thread_local Scratch buffers[2];
+  thread_local Scratch buffers[3];
   return buffers[which];
 }
 
@@ -98,7 +98,7 @@ int place_no_replace(const std::string& tmp, const std::string& final_path) {
 }  // namespace
 
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
-                             const std::string& final_path) {
+                             const std::string& final_path, const crypto::Key* key, const std::string& aad) {
   // Present only as a regular file of its own: lstat never follows a link. A
   // symbolic link (or FIFO, socket, device) in a chunk's place is not the
   // chunk: the chunk is written, and the rename replaces that entry itself,
@@ -136,12 +136,26 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
   header[4] = static_cast<uint8_t>(r.encoding);
   std::memcpy(header + 8, &plain_len, 8);
 
+  iovec iov[2] = {{header, kChunkHeaderSize}, {const_cast<unsigned char*>(body), body_len}};
+  int iov_count = 2;
+  size_t file_len = kChunkHeaderSize + body_len;
+  if (key != nullptr) {
+    crypto::Bytes parts[2] = {{header, kChunkHeaderSize}, {body, body_len}};
+    unsigned char* sealed = scratch(2).get(file_len + crypto::kSealOverhead);
+    try {
+      file_len = crypto::seal(*key, {reinterpret_cast<const uint8_t*>(aad.data()), aad.size()}, parts, 2, sealed);
+    } catch (const std::exception& e) {
+      throw io::IoError("INTERNAL", e.what());
+    }
+    iov[0] = {sealed, file_len};
+    iov_count = 1;
+  }
+
   const std::string what = "writing " + final_path;
   io::UniqueFd fd(::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd) fail(errno, what);
   try {
-    iovec iov[2] = {{header, kChunkHeaderSize}, {const_cast<unsigned char*>(body), body_len}};
-    write_all(fd.get(), iov, 2, what);
+    write_all(fd.get(), iov, iov_count, what);
     if (::fsync(fd.get()) != 0) fail(errno, what);
     // Closed here, not by the destructor: a failing close is a failed write.
     if (::close(fd.release()) != 0) fail(errno, what);
@@ -169,7 +183,7 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
     throw;
   }
   r.written = true;
-  r.stored_bytes = kChunkHeaderSize + body_len;
+  r.stored_bytes = file_len;
   return r;
 }
 

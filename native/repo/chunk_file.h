@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <string>
 
+#include "crypto/aead.h"
+
 namespace lowtide::repo {
 
 constexpr uint32_t kChunkMagic = 0x3143544c;  // "LTC1" little-endian
@@ -29,9 +31,11 @@ struct StoredChunk {
 // removed on any failure. A missing directory of `final_path` is created.
 // `final_path` counts as present only when it is a regular file (lstat):
 // anything else there (a symbolic link above all) is replaced by the rename.
+// With `key` (an encrypted repository), header and body are sealed as one
+// object (crypto::seal, with `aad`) and the file holds that object.
 // Throws io::IoError: REPO_FULL (ENOSPC, EDQUOT), IO_ERROR (the existence
-// check), WRITE_FAILED (anything else), INTERNAL (zstd).
+// check), WRITE_FAILED (anything else), INTERNAL (zstd, OpenSSL).
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
-                             const std::string& final_path);
+                             const std::string& final_path, const crypto::Key* key = nullptr, const std::string& aad = {});
 
 }  // namespace lowtide::repo

@@ -19,17 +19,26 @@ export function addInitCommand(program: Command): void {
     .addOption(
       new Option('--zstd-level <n>', 'zstd compression level').default(3).argParser(intArg('--zstd-level', 1, 19)),
     )
+    .addOption(
+      new Option('--encryption <algorithm>', 'encrypt the repository (passphrase: LOWTIDE_PASSWORD or --password-file)')
+        .choices(['none', 'aes-256-gcm'])
+        .default('none'),
+    )
     .option('--json', 'print JSON', false)
     .action(async (arg: string | undefined, o: Record<string, unknown>) => {
       const path = arg ?? (o.repo as string | undefined);
       if (path === undefined || (arg !== undefined && o.repo !== undefined)) {
         throw new CliError('USAGE', 'init: give the repository once, as an argument or with --repo', EXIT.usage);
       }
-      const repo = await initRepository(path, { chunkSize: o.chunkSize as number, zstdLevel: o.zstdLevel as number });
+      const repo = await initRepository(path, {
+        chunkSize: o.chunkSize as number,
+        zstdLevel: o.zstdLevel as number,
+        encryption: o.encryption as 'none' | 'aes-256-gcm',
+      });
       if (o.json === true) printJson({ path: repo.path, ...repo.config });
       else
         process.stdout.write(
-          `created repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`,
+          `created ${repo.isEncrypted ? 'encrypted ' : ''}repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`,
         );
     });
 }

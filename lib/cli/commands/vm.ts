@@ -71,6 +71,10 @@ export function addVmCommand(program: Command): void {
     .description('back up every disk of a running VM from a storage snapshot; prints one backup id per disk')
     .requiredOption('--qmp <socket>', "the VM's QMP socket")
     .requiredOption('--repo <repo>', 'repository directory')
+    .option(
+      '--password-file <file>',
+      'file holding the passphrase of an encrypted repository (default: LOWTIDE_PASSWORD)',
+    )
     .addOption(new Option('--storage <kind>', 'storage snapshot').choices([...STORAGE_KINDS]).default('reflink'))
     .option('--qga <socket>', "the guest agent's socket: freeze the guest's file systems around the VM snapshot")
     .addOption(

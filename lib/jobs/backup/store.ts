@@ -2,7 +2,6 @@
  * The last step of a backup's chunk pipeline: hash a whole chunk, detect a
  * zero chunk, and store the chunk unless the repository has it already.
  */
-import { native } from '../../native.js';
 import type { BackupStats } from '../../repo/format.js';
 import type { Repository } from '../../repo/repository.js';
 
@@ -29,7 +28,7 @@ export class ChunkStore {
    */
   async store(data: Buffer, done: () => void, parentEntry: Buffer | null): Promise<Buffer | null> {
     try {
-      const digest = await native.digest(data, true);
+      const digest = await this.#repo.chunkDigest(data, true);
       if (digest === null) {
         this.#stats.chunksZero++;
         return null;

@@ -5,6 +5,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { LowtideError } from '../../errors.js';
 import { objectOption, stringOption } from '../../options.js';
+import { passwordOption } from '../../repo/crypto.js';
 import { readCatalog, type CatalogEntry } from '../../repo/catalog.js';
 import type { Manifest } from '../../repo/format.js';
 import { IndexLookup } from '../../repo/index-lookup.js';
@@ -32,6 +33,8 @@ export interface BackupExtractResult extends ExtractResult {
 export interface BackupChoice {
   /** The repository: a path, or one already open. */
   repository: RepositoryLocation | Repository;
+  /** The passphrase of an encrypted repository (default: LOWTIDE_PASSWORD from the environment). */
+  password?: string | undefined;
   /** The backup's id. */
   backup: string;
 }
@@ -41,13 +44,17 @@ export interface ListBackupFilesOptions extends BackupChoice, VolumeChoice {}
 export interface ExtractFromBackupOptions extends BackupChoice, ExtractOptions {}
 
 function resolveBackupChoice(opts: Record<string, unknown>): BackupChoice {
-  return { repository: checkRepositoryOption(opts.repository), backup: stringOption('backup', opts.backup) };
+  return {
+    repository: checkRepositoryOption(opts.repository),
+    password: passwordOption(opts.password),
+    backup: stringOption('backup', opts.backup),
+  };
 }
 
 async function backupCatalog(
   choice: BackupChoice,
 ): Promise<{ repo: Repository; manifest: Manifest; path: string; sha256: string }> {
-  const repo = await repositoryOption(choice.repository);
+  const repo = await repositoryOption(choice.repository, 'repository', choice.password);
   const manifest = await repo.readManifest(choice.backup);
   if (!manifest.catalog) {
     throw new LowtideError(
