@@ -1216,7 +1216,8 @@ export class Repository {
       try {
         names.push(...(await readdir(join(this.path, VMS_DIR))));
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toLowtideError(err, 'IO_ERROR', `listing ${join(this.path, VMS_DIR)}`);
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+          throw toLowtideError(err, 'IO_ERROR', `listing ${join(this.path, VMS_DIR)}`);
       }
     }
     return names.filter((n) => /^[0-9A-Za-z-]{1,80}\.json$/.test(n)).map((n) => n.slice(0, -'.json'.length));
