@@ -65,6 +65,11 @@ export class Source implements SourceInfo {
   readonly direct: boolean;
   readonly format: 'raw' | 'qcow2';
   readonly virtualDisk: VirtualDiskInfo | undefined;
+  /**
+   * @internal Bytes probe() may read from: the file's (or device's) own size,
+   * which a virtual disk's guest size exceeds.
+   */
+  readonly probeSize: number;
   #handle: NativeSourceHandle | undefined;
   #guest: GuestParts | undefined;
   readonly #readers = new Set<BlockReader>();
@@ -75,6 +80,7 @@ export class Source implements SourceInfo {
     this.path = path;
     this.kind = info.kind;
     this.size = guest ? guest.info.virtualSize : info.size;
+    this.probeSize = info.size;
     this.format = guest ? 'qcow2' : 'raw';
     this.virtualDisk = guest?.info;
     this.#guest = guest;
@@ -253,6 +259,8 @@ export class Source implements SourceInfo {
    * `offset` and discards them; resolves with the read's latency in
    * nanoseconds. Throttles use it to measure what other small requests meet
    * on the storage. Offset and length must be multiples of the sector size.
+   * The read is of the file or device itself (for a virtual disk, its
+   * image file: offsets up to `probeSize`), not of the guest disk.
    */
   async probe(offset: number, length = Math.max(4096, this.sectorSize)): Promise<number> {
     const handle = this.#handle;

@@ -25,6 +25,8 @@ export interface ProbeTarget {
   readonly sectorSize: number;
   /** Reads `length` bytes at `offset` and discards them; resolves with the read's latency, ns. */
   probe(offset: number, length: number): Promise<number>;
+  /** Bytes probe() may read from, when fewer than `size` (a virtual disk: its file, not its guest disk). */
+  readonly probeSize?: number;
   /** Whether its reads bypass the page cache (O_DIRECT): every read then reaches the storage. */
   readonly direct?: boolean;
   /** Reads the extents through the block reader, as a job does; each block comes with its latency, ns. */
@@ -323,7 +325,7 @@ export class JobThrottle {
 
   async #probeLoop(source: ProbeTarget): Promise<void> {
     const length = Math.max(4096, source.sectorSize);
-    const slots = Math.floor(source.size / length);
+    const slots = Math.floor(Math.min(source.size, source.probeSize ?? source.size) / length);
     if (slots < 1) {
       this.#probeError = `${source.path} is smaller than one probe (${length} bytes)`;
       return;

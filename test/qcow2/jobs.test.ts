@@ -52,6 +52,23 @@ function mcopyOut(image: string, path: string): Buffer | undefined {
 }
 
 describe('jobs on qcow2 sources', () => {
+  it("the default throttle probes the image file, inside the file's size, not the guest disk's", async () => {
+    if (skipReason('qcow2 probes', noTools)) return;
+    // A 1 GiB guest disk whose file holds 32 MiB: probe places spread over the
+    // guest's size would lie past the file's end.
+    const img = tmp.file('probes.qcow2');
+    run('qemu-img', ['create', '-q', '-f', 'qcow2', img, '1G']);
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0x5a 0 32M', img]);
+    const out = tmp.file('probes-out.img');
+    const r = await imageSource({ source: img, output: out, format: 'qcow2' });
+    expect(r.throttle.probeError).toBeUndefined();
+    expect(r.throttle.probes!.count).toBeGreaterThan(0);
+    expect(r.throttle.storageDevices?.length).toBeGreaterThan(0);
+    const raw = tmp.file('probes-expected.raw');
+    run('qemu-img', ['convert', '-q', '-O', 'raw', img, raw]);
+    expect(cmp(out, raw)).toBe(true);
+  });
+
   it('images a FAT32 inside a qcow2 with exclusions: fsck.fat clean, kept files equal, excluded gone', () => {
     if (skipReason('FAT32 in qcow2', noTools)) return;
     const { img, files } = fatQcow2('fat');
