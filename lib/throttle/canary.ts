@@ -51,6 +51,11 @@ export class CanaryController extends BaseController {
   private readonly maxWindow: number;
   private readonly calibration: HarmCalibration;
   private readonly boost: CanaryBoost;
+
+  /** Whether the job is boosted now: nobody else was found on the storage. */
+  get boosted(): boolean {
+    return this.boost.boosted;
+  }
   /** EWMA of the share of probes slower than the harm latency. */
   private slowShare = 0;
   /** EWMA of the share of probes slower than tailFactor × the harm latency. */

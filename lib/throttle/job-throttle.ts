@@ -305,10 +305,14 @@ export class JobThrottle {
    * Otherwise what the reader may have in flight (block size × queue depth),
    * and with a rate cap no more than 50 ms of it; at least 256 KiB. The
    * writes then reach the disk at the pace the reads were given, not in
-   * bursts that production's requests wait behind.
+   * bursts that production's requests wait behind. While `canary` is boosted
+   * (nobody else on the storage) and there is no rate cap, 64 MiB as well:
+   * small steps would only make the file system allocate the output in
+   * small pieces, reading its bitmaps more often.
    */
   writebackStepBytes(): number {
-    if (this.controller.name === 'off' && this.#rate === undefined) return UNPACED_WRITEBACK_STEP_BYTES;
+    if (this.#rate === undefined && (this.controller.name === 'off' || this.controller.boosted === true))
+      return UNPACED_WRITEBACK_STEP_BYTES;
     const d = this.#decision;
     let step = d.blockSize * d.queueDepth;
     if (this.#rate !== undefined) step = Math.min(step, this.#rate * 0.05);

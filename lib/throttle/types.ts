@@ -165,6 +165,8 @@ export interface ThrottleController {
   observeProbe(sample: LatencySample): void;
   /** `canary`: the probes' smoothed latency and the latency that counts as harm, ns; others: undefined. */
   probeState(): { latencyNs: number; targetNs: number } | undefined;
+  /** `canary`: whether it is boosted now (its checks find nobody else on the storage); others: false. */
+  readonly boosted?: boolean;
   decide(): ThrottleDecision;
   report(): ThrottleReport;
 }
