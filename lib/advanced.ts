@@ -13,7 +13,9 @@ export {
   intersectExtents,
   totalLength,
   validateExtents,
+  type ExtentInput,
 } from './io/extents.js';
+export { ExtentList, type Extents } from './io/extent-list.js';
 export { LatencyHistogram } from './throttle/histogram.js';
 export { JobThrottle, probeIdleLatency } from './throttle/job-throttle.js';
 export type { ProbeTarget, ThrottleBounds, ThrottledReader } from './throttle/job-throttle.js';

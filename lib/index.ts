@@ -23,6 +23,7 @@ export {
 export type { DirtyBitmap, DiskFormat, VirtualDiskInfo, VirtualDiskLayer } from './io/guest.js';
 export type { Block, ReadOptions, ReaderStats } from './io/reader.js';
 export type { Extent } from './io/extents.js';
+export type { RepoKeys } from './repo/crypto.js';
 export {
   mapFile,
   type OffsetTable,
