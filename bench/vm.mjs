@@ -16,7 +16,8 @@
 // Measured: how long the VM ran on a snapshot, the overlay's largest size,
 // writer latency during the backup, backup MB/s (guest bytes read ÷ seconds),
 // and an incremental after 1 % of the disk changed against the full backup.
-// Needs root (loop device, mount). Both backups run with --throttle off.
+// Needs root (loop device, mount). Both methods run with --throttle off; lowtide's
+// plain command (the default throttle) is timed too, as a full backup of its own.
 //
 // Options (environment): BENCH_DIR (default bench/work), BENCH_VM_DISK_MIB
 // (guest disk size, default 4096).
@@ -201,8 +202,12 @@ try {
   // 2. lowtide's flow. The writer pauses while an overlay is committed.
   const repo = join(work, 'repo');
   await initRepository(repo);
+  // The plain command (default throttle), a full backup into a repository of
+  // its own, before the measured chain starts (CBT follows one repository).
+  const repoPlain = join(work, 'repo-plain');
+  await initRepository(repoPlain);
   const stateDir = join(work, 'state');
-  const vmBackup = async (withWriter) => {
+  const vmBackup = async (withWriter, plain = false) => {
     writer.on = withWriter;
     await sleep(withWriter ? 500 : 0);
     const overlays = () =>
@@ -216,9 +221,9 @@ try {
     let readEnd = 0;
     const r = await backupVm({
       qmp: qmpPath,
-      repository: repo,
+      repository: plain ? repoPlain : repo,
       stateDir,
-      throttle: 'off',
+      ...(plain ? {} : { throttle: 'off' }),
       onProgress: (p) => {
         if (p.phase === 'commit') writer.on = false;
         if (p.phase === 'backup') writer.on = withWriter;
@@ -236,6 +241,7 @@ try {
       samples: writer.samples.splice(0),
     };
   };
+  const plainRun = await vmBackup(true, true);
   const full = await vmBackup(true);
   // An incremental that takes in the writer's writes, so the next one sees only the 1 % change.
   await vmBackup(false);
@@ -282,6 +288,13 @@ try {
       latency: latency(full.samples),
       cbt: fd.cbt,
     },
+    plain: {
+      runSeconds: plainRun.seconds,
+      backupSeconds: plainRun.readSeconds,
+      bytesRead: plainRun.r.record.disks[0].bytesRead,
+      mbPerSecond: plainRun.r.record.disks[0].bytesRead / 1e6 / plainRun.readSeconds,
+      vmSnapshotSeconds: plainRun.r.record.vmSnapshotSeconds,
+    },
     incremental: {
       changedBytes: changed * 64 * KiB,
       runSeconds: incr.seconds,
@@ -308,6 +321,12 @@ try {
   console.log(
     `| backup: guest bytes read, MB/s | ${mib(l.bytesRead)} in ${l.backupSeconds.toFixed(2)} s, ` +
       `${l.mbPerSecond.toFixed(0)} MB/s (whole run ${l.runSeconds.toFixed(2)} s) | ${mib(h.bytesRead)} in ${h.backupSeconds.toFixed(2)} s, ${h.mbPerSecond.toFixed(0)} MB/s |`,
+  );
+  const pl = summary.plain;
+  console.log(
+    `| plain command (default throttle): VM-snapshot lifetime, read, MB/s | ${ms(pl.vmSnapshotSeconds)}, ` +
+      `${mib(pl.bytesRead)} in ${pl.backupSeconds.toFixed(2)} s, ${pl.mbPerSecond.toFixed(0)} MB/s ` +
+      `(${(pl.mbPerSecond / l.mbPerSecond).toFixed(2)}× --throttle off; whole run ${pl.runSeconds.toFixed(2)} s) | |`,
   );
   const inc = summary.incremental;
   console.log(
