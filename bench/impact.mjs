@@ -56,6 +56,9 @@
 //   BENCH_ONLY                a regular expression: run only matching scenarios (plus alone in their blocks)
 //   BENCH_SMALL_REPEATS (3)   runs of the default and of unthrottled in the idle and light blocks
 //   BENCH_LIGHT_IOPS (200)    the light load's rate (fio --rate_iops)
+//   BENCH_LIGHT_RATES         comma list of fixed caps (MB/s) to run in the light block too
+//   BENCH_LIGHT_RATE_SHAPE    JSON merged into those runs' settings, e.g. '{"blockSize":131072,"queueDepth":2}'
+//   BENCH_LIGHT_RATE_WRITES   0: those runs read only (default: they write, as the light block's others)
 //   BENCH_PROBE_MS            comma list of canary probe intervals (ms): each run of the default
 //                             controller becomes one run per interval, named canary@<ms>ms
 //   BENCH_CANARY_VARIANTS     ';'-separated JSON canary tuning overrides, e.g. '{"factor":1.15};{}':
@@ -107,6 +110,15 @@ const RATES = (env.BENCH_RATES ?? '25,50,100,200,400')
   .split(',')
   .map((s) => Number(s.trim()))
   .filter((x) => x > 0);
+// Fixed caps (MB/s) also run in the light block, writing: where the bound lies under a light load.
+const LIGHT_RATES = (env.BENCH_LIGHT_RATES ?? '')
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((x) => x > 0);
+// Experiments: settings merged into those light-block fixed rates (e.g. '{"blockSize":131072,"queueDepth":2}'),
+// and BENCH_LIGHT_RATE_WRITES=0 to run them reading only.
+const LIGHT_RATE_SHAPE = env.BENCH_LIGHT_RATE_SHAPE ? JSON.parse(env.BENCH_LIGHT_RATE_SHAPE) : {};
+const LIGHT_RATE_WRITES = env.BENCH_LIGHT_RATE_WRITES !== '0';
 const TARGET =
   env.BENCH_LATENCY_TARGET && env.BENCH_LATENCY_TARGET !== 'auto' ? Number(env.BENCH_LATENCY_TARGET) : 'auto';
 const CHART_FROM = env.BENCH_CHART_FROM; // re-render table, verdicts and chart from a saved JSON
@@ -619,6 +631,17 @@ function scenarios() {
   for (let r = 0; r < SMALL_REPEATS; r++) {
     for (const v of r === 0 ? [DEFAULT, 'off'] : [DEFAULT])
       add(false, v, v === 'off' ? 'off' : 'controller', label(v), ctl(v), { load: 'light', writes: true });
+    add(false, 'alone', 'alone', 'light production alone', null, { load: 'light' });
+  }
+  for (const v of LIGHT_RATES) {
+    add(
+      false,
+      `rate-${v}`,
+      'rate',
+      `lowtide fixed ${v} MB/s${LIGHT_RATE_WRITES ? ', writing' : ''}`,
+      { ...rate(v), ...LIGHT_RATE_SHAPE },
+      { load: 'light', writes: LIGHT_RATE_WRITES, rateMBps: v },
+    );
     add(false, 'alone', 'alone', 'light production alone', null, { load: 'light' });
   }
   const counts = {};

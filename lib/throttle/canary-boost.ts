@@ -65,6 +65,8 @@ export interface BoostOptions {
   countedCheckEveryMs: number;
   /** The job's most reads in flight (how far the job's count may run ahead of the device's). */
   maxQueueDepth: number;
+  /** Someone else's I/Os per second below which the storage is lightly loaded (0: never). */
+  lightIops: number;
 }
 
 /** Length of a window of reads counted while running, ms. */
@@ -85,6 +87,14 @@ const STAY_LEVEL = 0.05;
 const FIRST_ENTER_LEVEL = STAY_LEVEL;
 /** Someone else's I/Os in one check, at a rate above quietIops, that end a boost at once. */
 const BURST = 3;
+/**
+ * A window's rate of someone else's I/Os, as a multiple of lightIops, that
+ * ends a light load at once (with at least BURST of them): a load that
+ * arrives after a long quiet would otherwise take seconds to outweigh it
+ * in the horizon. Twice the rate, so that three requests of a light load
+ * that happen to come close together rarely count as one.
+ */
+const LIGHT_BURST_RATE = 2;
 
 /** Φ(z), the standard normal distribution function (Abramowitz-Stegun 7.1.26 for erf, error < 1.5e-7). */
 function normalCdf(z: number): number {
@@ -168,6 +178,13 @@ export class CanaryBoost {
   #runBusy = false;
   /** Someone else's I/O was seen (by a check, a running window or a write), or a boost has been. */
   #seenOrBoosted = false;
+  /**
+   * Every check and running window of the last horizonMs, for the light-load
+   * test: unlike the boost's horizon, forgotten only on a burst above lightIops.
+   */
+  #lightWindows: CheckWindow[] = [];
+  #lightSinceNs: number | undefined;
+  #lightNs = 0;
 
   /** `window`: the canary's starting window, where a boost ends before any check found someone. */
   constructor(options: BoostOptions, window: number) {
@@ -237,6 +254,7 @@ export class CanaryBoost {
     this.#runFromNs = nowNs;
     this.#runForeign = 0;
     this.#countedNs += d;
+    this.#noteLight(nowNs, d, f);
     if (burst) this.#windows = [];
     else this.#windows.push({ endNs: nowNs, drainedNs: d, foreign: f });
     const { foreign, drainedNs, windows } = this.#horizon(nowNs);
@@ -270,6 +288,7 @@ export class CanaryBoost {
     // those checks, as a check's burst does.
     if (this.#o.enabled) {
       this.#seenOrBoosted = true;
+      this.#noteLight(nowNs, 0, writes);
       if (writes >= BURST) this.#windows = [];
       else this.#windows.push({ endNs: nowNs, drainedNs: 0, foreign: writes });
     }
@@ -369,6 +388,7 @@ export class CanaryBoost {
       // A burst says someone is there now; whether they have gone is for
       // the checks after it to tell, without the quiet ones before it.
       const burst = this.#burst(f, d);
+      this.#noteLight(nowNs, d, f);
       if (burst) this.#windows = [];
       else this.#windows.push({ endNs: nowNs, drainedNs: d, foreign: f });
       const { foreign, drainedNs, windows } = this.#horizon(nowNs);
@@ -419,8 +439,46 @@ export class CanaryBoost {
     return w;
   }
 
+  /**
+   * Whether the storage is lightly loaded now: the checks and running
+   * windows of the last horizonMs count improbably few of someone else's
+   * I/Os for a load of lightIops (P(N ≤ F) < 1e-3 to begin, until P > 5 %),
+   * and none of them saw a burst above it. Never while boosted.
+   */
+  get light(): boolean {
+    return this.#lightSinceNs !== undefined && !this.boosted;
+  }
+
+  /** A check's or running window's count joins the light-load horizon; the state follows. */
+  #noteLight(nowNs: number, drainedNs: number, foreign: number): void {
+    const lightIops = this.#o.lightIops;
+    if (!(lightIops > 0) || !this.#o.enabled) return;
+    const burst = foreign >= BURST && foreign > (LIGHT_BURST_RATE * lightIops * Math.max(drainedNs, 1e6)) / 1e9;
+    if (burst) this.#lightWindows = [];
+    else this.#lightWindows.push({ endNs: nowNs, drainedNs, foreign });
+    const from = nowNs - this.#o.horizonMs * 1e6;
+    let k = 0;
+    while (k < this.#lightWindows.length && this.#lightWindows[k]!.endNs < from) k++;
+    if (k > 0) this.#lightWindows.splice(0, k);
+    let f = 0;
+    let d = 0;
+    for (const x of this.#lightWindows) {
+      f += x.foreign;
+      d += x.drainedNs;
+    }
+    const p = poissonCdf(f, (lightIops * d) / 1e9);
+    const light = this.#lightSinceNs !== undefined;
+    if (light && (burst || p > STAY_LEVEL)) {
+      this.#lightNs += Math.max(0, nowNs - this.#lightSinceNs!);
+      this.#lightSinceNs = undefined;
+    } else if (!light && !burst && this.#lightWindows.length >= this.#o.quietChecks && p < ENTER_LEVEL) {
+      this.#lightSinceNs = nowNs;
+    }
+  }
+
   report(nowNs: number): BoostReport {
     return {
+      lightMs: (this.#lightNs + (this.#lightSinceNs !== undefined ? Math.max(0, nowNs - this.#lightSinceNs) : 0)) / 1e6,
       checks: this.#checks,
       busy: this.#busyChecks,
       endedByWrites: this.#endedByWrites,

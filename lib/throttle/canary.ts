@@ -109,6 +109,7 @@ export class CanaryController extends BaseController {
         counted: c.counted,
         countedCheckEveryMs: c.countedCheckEveryMs,
         maxQueueDepth: o.maxQueueDepth,
+        lightIops: c.lightIops,
       },
       this.window,
     );
@@ -322,6 +323,13 @@ export class CanaryController extends BaseController {
       };
     }
     const w = this.window;
+    if (this.boost.light) {
+      // A light load: at least lightQueueDepth requests of lightBlockSize.
+      const c = o.canary;
+      const size = clamp(Math.floor(c.lightBlockSize / o.alignment) * o.alignment, o.minBlockSize, o.maxBlockSize);
+      const queueDepth = clamp(c.lightQueueDepth, o.minQueueDepth, o.maxQueueDepth);
+      if (w < queueDepth * size) return { delayMs: 0, queueDepth, blockSize: size };
+    }
     if (w >= o.minQueueDepth * o.minBlockSize) {
       // The deepest queue of the smallest requests that holds W: a production
       // request that lands behind one of ours waits for less.

@@ -111,6 +111,21 @@ export interface ThrottleOptions {
     quietIops?: number;
     /** Largest blocks in flight while boosted (default 4). */
     boostQueueDepth?: number;
+    /**
+     * Someone else's I/Os per second below which the storage counts as
+     * lightly loaded (default 1000; 0 turns it off): while the checks (and
+     * the reads counted while running) find improbably few for a load of
+     * this rate (Poisson, 1 in 1000), and no burst above it, the job keeps
+     * at least `lightQueueDepth` requests of `lightBlockSize` in flight,
+     * with no delay, whatever the probes say. A light load's requests are
+     * few and far between: each meets at most that much of the job's at the
+     * device, and the window rule alone would hold the job at its slowest.
+     */
+    lightIops?: number;
+    /** Requests in flight under a light load (default 1). */
+    lightQueueDepth?: number;
+    /** Request size under a light load, bytes (default 256 KiB, within minBlockSize..maxBlockSize). */
+    lightBlockSize?: number;
     /** Time between quiet checks while boosted, ms (default 50). */
     boostCheckEveryMs?: number;
     /**
@@ -170,6 +185,9 @@ export interface ResolvedThrottleOptions {
     boostQuietChecks: number;
     quietIops: number;
     boostQueueDepth: number;
+    lightIops: number;
+    lightQueueDepth: number;
+    lightBlockSize: number;
     boostCheckEveryMs: number;
     counted: boolean;
     countedBoostQueueDepth: number;
@@ -217,6 +235,9 @@ export const THROTTLE_DEFAULTS = {
   canaryEnterQuietMs: 200,
   canaryStayQuietMs: 10,
   canaryQuietIops: 20,
+  canaryLightIops: 1000,
+  canaryLightQueueDepth: 1,
+  canaryLightBlockSize: 256 * 1024,
   /** Quiet checks older than this are forgotten, ms. */
   canaryQuietHorizonMs: 3000,
 } as const;
@@ -376,6 +397,21 @@ export function resolveThrottleOptions(options: ThrottleOptions = {}): ResolvedT
         THROTTLE_DEFAULTS.canaryBoostQueueDepth,
         1,
         MAX_QUEUE_DEPTH,
+      ),
+      lightIops: numberOption('canary.lightIops', ca.lightIops, THROTTLE_DEFAULTS.canaryLightIops, 0, 1e7),
+      lightQueueDepth: integerOption(
+        'canary.lightQueueDepth',
+        ca.lightQueueDepth,
+        THROTTLE_DEFAULTS.canaryLightQueueDepth,
+        1,
+        MAX_QUEUE_DEPTH,
+      ),
+      lightBlockSize: integerOption(
+        'canary.lightBlockSize',
+        ca.lightBlockSize,
+        THROTTLE_DEFAULTS.canaryLightBlockSize,
+        1,
+        MAX_BLOCK_SIZE,
       ),
       boostCheckEveryMs: numberOption(
         'canary.boostCheckEveryMs',

@@ -98,6 +98,8 @@ export interface BoostReport {
   /** Boosts ended by a write the job did not make. */
   endedByWrites: number;
   boostedMs: number;
+  /** Time the storage counted as lightly loaded (`canary.lightIops`), boosted time included, ms. */
+  lightMs: number;
   enabled: boolean;
   /** Whether the probes carried the storage's I/O count. */
   deviceCounters: boolean;

@@ -160,6 +160,9 @@ describe('canary on the simulated device', () => {
     );
     expect(() => createController('canary', { canary: { tailShare: 0 } })).toThrow(/canary\.tailShare/);
     expect(() => createController('canary', { canary: { boostQuietChecks: 0 } })).toThrow(/canary\.boostQuietChecks/);
+    expect(() => createController('canary', { canary: { lightIops: -1 } })).toThrow(/canary\.lightIops/);
+    expect(() => createController('canary', { canary: { lightQueueDepth: 0 } })).toThrow(/canary\.lightQueueDepth/);
+    expect(() => createController('canary', { canary: { lightBlockSize: 1.5 } })).toThrow(/canary\.lightBlockSize/);
   });
 
   it('the tail rule: 5 % of the probes above the idle p90 is the share allowed, but 5 % above twice it shrinks the window', () => {
@@ -331,7 +334,7 @@ describe("canary boost: quiet checks with the storage's I/O count", () => {
     expect(off.back).toBeGreaterThan(4 * on.back);
   });
 
-  it("a steady load, heavy or as light as 20 requests per second, is never boosted, and production's p99 stays as without boost", () => {
+  it("a steady load, heavy or as light as 20 requests per second, is never boosted; a heavy one's p99 stays as without boost", () => {
     for (const iops of [20, 6000]) {
       const device = new SimulatedDevice({
         bytesPerSecond: 400e6,
@@ -352,7 +355,19 @@ describe("canary boost: quiet checks with the storage's I/O count", () => {
       expect(b.checks - b.busy).toBeLessThanOrEqual(2);
       expect(r.steps.some(BOOSTED)).toBe(false);
       const p99 = r.productionBetween(0, 24_000).percentile(99);
-      expect(p99).toBeLessThan(1.1 * plain.productionBetween(0, 24_000).percentile(99));
+      const plainP99 = plain.productionBetween(0, 24_000).percentile(99);
+      if (iops === 6000) {
+        // Heavy: never light, and the same p99 as without boost.
+        expect(b.lightMs).toBe(0);
+        expect(p99).toBeLessThan(1.1 * plainP99);
+      } else {
+        // Light (below canary.lightIops): one request of 256 KiB in flight,
+        // so production's requests wait at most about one of them (50 µs +
+        // 655 µs on this device), and the job moves several times as much.
+        expect(b.lightMs).toBeGreaterThan(20_000);
+        expect(p99).toBeLessThan(plainP99 + 0.8e6);
+        expect(r.throughput(1000, 24_000)).toBeGreaterThan(3 * plain.throughput(1000, 24_000));
+      }
     }
     // Taking 100 requests a second for idle, the light load is boosted and
     // its p99 goes up more than tenfold.
@@ -504,7 +519,7 @@ describe("canary: someone else's reads counted while the job runs", () => {
     expect(c.throughput(0, 24_000)).toBeGreaterThan(k.throughput(0, 24_000));
   });
 
-  it('a background of 5 reads a second is boosted most of the time; a load of 200 never', () => {
+  it('a background of 5 reads a second is boosted most of the time; a load of 200 never, but it is light: one 256 KiB request in flight, not the slowest pace', () => {
     const bg = runs(
       new SimulatedDevice({ bytesPerSecond: 400e6, overheadUs: 50, load: [{ startMs: 0, endMs: 24_000, iops: 5 }] }),
     );
@@ -517,6 +532,34 @@ describe("canary: someone else's reads counted while the job runs", () => {
     expect(light.c.productionBetween(1000, 24_000).percentile(99)).toBeLessThan(
       1.1 * light.k.productionBetween(1000, 24_000).percentile(99),
     );
+    // Light from its first second (counted and checked alike), ~346 against
+    // ~23 MB/s with canary.lightIops 0; production's requests wait behind at
+    // most one of the job's (p99 ~0.82 against ~0.25 ms on this device,
+    // which has no tail of its own).
+    expect(light.counted.report().probes!.boost.lightMs).toBeGreaterThan(22_000);
+    expect(light.checked.report().probes!.boost.lightMs).toBeGreaterThan(22_000);
+    const dev = new SimulatedDevice({
+      bytesPerSecond: 400e6,
+      overheadUs: 50,
+      load: [{ startMs: 0, endMs: 24_000, iops: 200 }],
+    });
+    const strict = dev.run(createController('canary', { canary: { lightIops: 0 } }), {
+      durationMs: 24_000,
+      probe: COUNTED,
+    });
+    expect(light.c.throughput(1000, 24_000)).toBeGreaterThan(0.75 * 400e6);
+    expect(light.c.throughput(1000, 24_000)).toBeGreaterThan(5 * strict.throughput(1000, 24_000));
+    expect(light.c.productionBetween(1000, 24_000).percentile(99)).toBeLessThan(
+      strict.productionBetween(1000, 24_000).percentile(99) + 0.8e6,
+    );
+    // A load of 1500 a second is not light.
+    const busier = createController('canary');
+    new SimulatedDevice({
+      bytesPerSecond: 400e6,
+      overheadUs: 50,
+      load: [{ startMs: 0, endMs: 24_000, iops: 1500 }],
+    }).run(busier, { durationMs: 24_000, probe: COUNTED });
+    expect(busier.report().probes!.boost.lightMs).toBe(0);
   });
 
   it("a device that splits the job's reads looks busy only while the job runs: the checks find it out and counting stops", () => {
