@@ -39,7 +39,7 @@ for (const [cmd, pkg] of [
   need('vm', cmd, pkg);
 const dist = join(root, 'dist');
 if (!existsSync(join(dist, 'index.js'))) throw new Error('run npm run build:ts first');
-const { backup, backupVm, initRepository } = await import(join(dist, 'index.js'));
+const { backup, backupVm, initRepository, openRepository } = await import(join(dist, 'index.js'));
 const { QmpClient } = await import(join(dist, 'advanced.js'));
 
 const size = diskMiB * MiB;
@@ -294,6 +294,14 @@ try {
       bytesRead: plainRun.r.record.disks[0].bytesRead,
       mbPerSecond: plainRun.r.record.disks[0].bytesRead / 1e6 / plainRun.readSeconds,
       vmSnapshotSeconds: plainRun.r.record.vmSnapshotSeconds,
+      // What the default throttle saw: boosted and light-load time, someone else's I/Os.
+      throttle: await (async () => {
+        const t = (await (await openRepository(repoPlain)).readManifest(plainRun.r.record.disks[0].id)).throttle;
+        const b = t?.probes?.boost;
+        return b
+          ? { boostedMs: b.boostedMs, lightMs: b.lightMs, foreignIops: b.foreignIops, checks: b.checks, busy: b.busy }
+          : null;
+      })(),
     },
     incremental: {
       changedBytes: changed * 64 * KiB,
@@ -328,6 +336,11 @@ try {
       `${mib(pl.bytesRead)} in ${pl.backupSeconds.toFixed(2)} s, ${pl.mbPerSecond.toFixed(0)} MB/s ` +
       `(${(pl.mbPerSecond / l.mbPerSecond).toFixed(2)}× --throttle off; whole run ${pl.runSeconds.toFixed(2)} s) | |`,
   );
+  if (pl.throttle)
+    console.log(
+      `\nplain command's throttle: boosted ${(pl.throttle.boostedMs / 1e3).toFixed(2)} s, light load ${(pl.throttle.lightMs / 1e3).toFixed(2)} s, ` +
+        `someone else's I/Os ${pl.throttle.foreignIops.toFixed(0)}/s in ${pl.throttle.busy} of ${pl.throttle.checks} checks`,
+    );
   const inc = summary.incremental;
   console.log(
     `\nincremental after ${mib(inc.changedBytes)} (1 %) changed: ${inc.cbt.mode}, read ${mib(inc.bytesRead)} ` +

@@ -88,13 +88,22 @@ const FIRST_ENTER_LEVEL = STAY_LEVEL;
 /** Someone else's I/Os in one check, at a rate above quietIops, that end a boost at once. */
 const BURST = 3;
 /**
- * A window's rate of someone else's I/Os, as a multiple of lightIops, that
- * ends a light load at once (with at least BURST of them): a load that
- * arrives after a long quiet would otherwise take seconds to outweigh it
- * in the horizon. Twice the rate, so that three requests of a light load
- * that happen to come close together rarely count as one.
+ * Someone else's I/Os over the windows of the last LIGHT_RECENT_MS (at
+ * least LIGHT_BURST of them, at more than LIGHT_BURST_RATE × lightIops over
+ * their time) that end a light load at once: a load that arrives after a
+ * long quiet would otherwise take seconds to outweigh it in the horizon.
+ * Twice the rate and several requests, so that a light load's requests
+ * that happen to come close together (a write and its journal's) rarely
+ * count as one.
  */
+const LIGHT_BURST = 8;
 const LIGHT_BURST_RATE = 2;
+const LIGHT_RECENT_MS = 20;
+/**
+ * Drained time a check waits for, once it found someone else, to tell a
+ * light load from a heavier one (unless it saw a light-load burst sooner).
+ */
+const LIGHT_CHECK_MS = 20;
 
 /** Φ(z), the standard normal distribution function (Abramowitz-Stegun 7.1.26 for erf, error < 1.5e-7). */
 function normalCdf(z: number): number {
@@ -365,8 +374,10 @@ export class CanaryBoost {
     // is within reach of that.
     if (d >= needNs) return !passes(needNs + 50e6);
     // Someone else seen: over as soon as no boost could start however quiet
-    // the rest of it.
-    return f > 0 && !passes(needNs);
+    // the rest of it, and (with a light-load rate) once it can tell a light
+    // load from a heavier one.
+    const light = !(this.#o.lightIops > 0) || d >= LIGHT_CHECK_MS * 1e6 || this.#lightBurst(f, d);
+    return f > 0 && !passes(needNs) && light;
   }
 
   /**
@@ -453,9 +464,17 @@ export class CanaryBoost {
   #noteLight(nowNs: number, drainedNs: number, foreign: number): void {
     const lightIops = this.#o.lightIops;
     if (!(lightIops > 0) || !this.#o.enabled) return;
-    const burst = foreign >= BURST && foreign > (LIGHT_BURST_RATE * lightIops * Math.max(drainedNs, 1e6)) / 1e9;
+    this.#lightWindows.push({ endNs: nowNs, drainedNs, foreign });
+    let fr = 0;
+    let dr = 0;
+    for (let i = this.#lightWindows.length - 1; i >= 0; i--) {
+      const x = this.#lightWindows[i]!;
+      if (x.endNs < nowNs - LIGHT_RECENT_MS * 1e6) break;
+      fr += x.foreign;
+      dr += x.drainedNs;
+    }
+    const burst = this.#lightBurst(fr, dr);
     if (burst) this.#lightWindows = [];
-    else this.#lightWindows.push({ endNs: nowNs, drainedNs, foreign });
     const from = nowNs - this.#o.horizonMs * 1e6;
     let k = 0;
     while (k < this.#lightWindows.length && this.#lightWindows[k]!.endNs < from) k++;
@@ -496,6 +515,11 @@ export class CanaryBoost {
         ...(this.#reads?.broken !== undefined ? { stopped: this.#reads.broken } : {}),
       },
     };
+  }
+
+  /** A light load's end: LIGHT_BURST or more of someone else's I/Os, at more than LIGHT_BURST_RATE × lightIops. */
+  #lightBurst(foreign: number, drainedNs: number): boolean {
+    return foreign >= LIGHT_BURST && foreign > (LIGHT_BURST_RATE * this.#o.lightIops * Math.max(drainedNs, 1e6)) / 1e9;
   }
 
   /** A burst: BURST or more of someone else's I/Os, at a rate above quietIops. */

@@ -289,7 +289,9 @@ describe("canary boost: quiet checks with the storage's I/O count", () => {
     // The job's blocks take 0.1 ms.
     const BLOCK_NS = 100_000;
     const run = (resumeBusyWindow: boolean) => {
-      const c = createController('canary', { canary: { resumeBusyWindow } });
+      // lightIops 0: the load's first probes would otherwise meet the light
+      // load's floor (one 256 KiB request) until they add up to a burst.
+      const c = createController('canary', { canary: { resumeBusyWindow, lightIops: 0 } });
       let t = 0;
       let ios = 0;
       let writes = 0;
