@@ -152,6 +152,20 @@ interface CheckWindow {
   foreign: number;
 }
 
+/** Drops the windows that ended before `fromNs` (in place); sums the rest. */
+function recent(windows: CheckWindow[], fromNs: number): { foreign: number; drainedNs: number; windows: number } {
+  let k = 0;
+  while (k < windows.length && windows[k]!.endNs < fromNs) k++;
+  if (k > 0) windows.splice(0, k);
+  let foreign = 0;
+  let drainedNs = 0;
+  for (const x of windows) {
+    foreign += x.foreign;
+    drainedNs += x.drainedNs;
+  }
+  return { foreign, drainedNs, windows: windows.length };
+}
+
 function count(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined;
 }
@@ -475,16 +489,7 @@ export class CanaryBoost {
     }
     const burst = this.#lightBurst(fr, dr);
     if (burst) this.#lightWindows = [];
-    const from = nowNs - this.#o.horizonMs * 1e6;
-    let k = 0;
-    while (k < this.#lightWindows.length && this.#lightWindows[k]!.endNs < from) k++;
-    if (k > 0) this.#lightWindows.splice(0, k);
-    let f = 0;
-    let d = 0;
-    for (const x of this.#lightWindows) {
-      f += x.foreign;
-      d += x.drainedNs;
-    }
+    const { foreign: f, drainedNs: d } = recent(this.#lightWindows, nowNs - this.#o.horizonMs * 1e6);
     const p = poissonCdf(f, (lightIops * d) / 1e9);
     const light = this.#lightSinceNs !== undefined;
     if (light && (burst || p > STAY_LEVEL)) {
@@ -541,17 +546,7 @@ export class CanaryBoost {
 
   /** The checks of the last horizonMs: their someone-else count and drained time. */
   #horizon(nowNs: number): { foreign: number; drainedNs: number; windows: number } {
-    const from = nowNs - this.#o.horizonMs * 1e6;
-    let k = 0;
-    while (k < this.#windows.length && this.#windows[k]!.endNs < from) k++;
-    if (k > 0) this.#windows.splice(0, k);
-    let foreign = 0;
-    let drainedNs = 0;
-    for (const x of this.#windows) {
-      foreign += x.foreign;
-      drainedNs += x.drainedNs;
-    }
-    return { foreign, drainedNs, windows: this.#windows.length };
+    return recent(this.#windows, nowNs - this.#o.horizonMs * 1e6);
   }
 
   /**
