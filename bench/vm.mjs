@@ -294,6 +294,7 @@ try {
       bytesRead: plainRun.r.record.disks[0].bytesRead,
       mbPerSecond: plainRun.r.record.disks[0].bytesRead / 1e6 / plainRun.readSeconds,
       vmSnapshotSeconds: plainRun.r.record.vmSnapshotSeconds,
+      latency: latency(plainRun.samples),
       // What the default throttle saw: boosted and light-load time, someone else's I/Os.
       throttle: await (async () => {
         const t = (await (await openRepository(repoPlain)).readManifest(plainRun.r.record.disks[0].id)).throttle;
@@ -336,6 +337,7 @@ try {
       `${mib(pl.bytesRead)} in ${pl.backupSeconds.toFixed(2)} s, ${pl.mbPerSecond.toFixed(0)} MB/s ` +
       `(${(pl.mbPerSecond / l.mbPerSecond).toFixed(2)}× --throttle off; whole run ${pl.runSeconds.toFixed(2)} s) | |`,
   );
+  console.log(`| plain command: writer latency p50 / p99 during the backup | ${lat(pl.latency)} | |`);
   if (pl.throttle)
     console.log(
       `\nplain command's throttle: boosted ${(pl.throttle.boostedMs / 1e3).toFixed(2)} s, light load ${(pl.throttle.lightMs / 1e3).toFixed(2)} s, ` +
