@@ -7,31 +7,23 @@
  * reads and boosts. The guest view's requests follow the block size the
  * throttle sets while it runs.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageSource, openSource } from '../../lib/index.js';
 import { StorageIoCounter } from '../../lib/throttle/index.js';
 import { cmp } from '../helpers/cli.js';
-import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
+import { LoopFs, shmLoopUnavailableReason } from '../helpers/loop-fs.js';
+import { hasCommand, skipReason } from '../helpers/system.js';
 import { patternBytes, writeSparseFile } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
 const GUEST = 160 * MiB;
 
-function unavailable(): string | undefined {
-  return (
-    loopUnavailableReason() ??
-    (['qemu-img', 'qemu-io'].every(hasCommand) ? undefined : 'qemu-img or qemu-io is missing (qemu-utils)') ??
-    (hasCommand('mkfs.ext4') ? undefined : 'mkfs.ext4 is missing (e2fsprogs)') ??
-    (spawnSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', '/dev/shm'], { encoding: 'utf8' })
-      .stdout?.split('\n')[0]
-      ?.trim() === 'tmpfs'
-      ? undefined
-      : '/dev/shm is not tmpfs here')
-  );
-}
+const reason =
+  shmLoopUnavailableReason('ext4') ??
+  (['qemu-img', 'qemu-io'].every(hasCommand) ? undefined : 'qemu-img or qemu-io is missing (qemu-utils)');
 
 function run(cmd: string, args: string[], cwd?: string): void {
   execFileSync(cmd, args, { stdio: 'ignore', cwd });
@@ -82,41 +74,24 @@ function makeChain(dir: string): string {
 }
 
 describe('a qcow2 guest view against the counters of a device nobody else reads', () => {
-  const reason = unavailable();
-  const base = `/dev/shm/lowtide-qcow2-own-${process.pid}`;
-  const img = `${base}.img`;
-  const mnt = `${base}.mnt`;
-  let loop: string | undefined;
-  let mounted = false;
+  let fs: LoopFs | undefined;
   let top = '';
+  const out = (name: string): string => fs!.dir.file(name);
 
   beforeAll(() => {
     if (reason) return;
-    closeSync(openSync(img, 'w'));
-    run('truncate', ['-s', '512M', img]);
-    run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', img]);
-    loop = execFileSync('losetup', ['--find', '--show', img], { encoding: 'utf8' }).trim();
-    mkdirSync(mnt, { recursive: true });
-    run('mount', [loop, mnt]);
-    mounted = true;
-    top = makeChain(mnt);
+    fs = new LoopFs('ext4', 512, false, '/dev/shm');
+    top = makeChain(fs.mountPoint);
     run('sync', []);
   }, 120_000);
 
-  afterAll(() => {
-    if (mounted) spawnSync('umount', [mnt], { stdio: 'ignore' });
-    if (loop) spawnSync('losetup', ['--detach', loop], { stdio: 'ignore' });
-    rmSync(mnt, { recursive: true, force: true });
-    rmSync(img, { force: true });
-    rmSync(`${base}.out`, { force: true });
-    rmSync(`${base}.raw`, { force: true });
-  });
+  afterAll(() => fs?.remove());
 
   it("the device's reads are the guest view's submitted reads, compressed clusters included", async () => {
     if (skipReason('qcow2 own reads', reason)) return;
     // Out of the page cache, so that a read the job did not count would reach the device.
     for (const f of ['base.qcow2', 'top.qcow2'])
-      run('dd', [`if=${join(mnt, f)}`, 'iflag=nocache', 'count=0', 'status=none']);
+      run('dd', [`if=${fs!.file(f)}`, 'iflag=nocache', 'count=0', 'status=none']);
     const counter = StorageIoCounter.open(top)!;
     expect(counter.exact).toBe(true);
     const src = await openSource(top, { format: 'qcow2', direct: 'on' });
@@ -165,18 +140,19 @@ describe('a qcow2 guest view against the counters of a device nobody else reads'
 
   it('an image job sees no one else on the device and boosts; its image equals qemu-img convert', async () => {
     if (skipReason('qcow2 image job on an idle device', reason)) return;
-    const out = `${base}.out`;
-    const r = await imageSource({ source: top, output: out, format: 'qcow2', force: true });
+    // Written beside the backing file, on tmpfs: not to the device counted.
+    const image = out('image.raw');
+    const r = await imageSource({ source: top, output: image, format: 'qcow2', force: true });
     const b = r.throttle.probes!.boost;
-    expect(r.throttle.storageDevices).toEqual([loop!.replace('/dev/', '')]);
+    expect(r.throttle.storageDevices).toEqual([fs!.device!.replace('/dev/', '')]);
     expect(b.running.counted).toBe(true);
     expect(b.running.stopped).toBeUndefined();
     // None of the job's reads is taken for someone else's. (A read the
     // device splits counts twice: a few a second at most, far below a load.)
     expect(b.running.reads / (b.running.countedMs / 1000)).toBeLessThan(20);
     expect(b.boostedMs).toBeGreaterThan(0);
-    const raw = `${base}.raw`;
+    const raw = out('qemu.raw');
     run('qemu-img', ['convert', '-q', '-f', 'qcow2', '-O', 'raw', top, raw]);
-    expect(cmp(out, raw)).toBe(true);
+    expect(cmp(image, raw)).toBe(true);
   }, 120_000);
 });
