@@ -143,7 +143,7 @@ export class Qcow2Writer {
     await put(table, tableStart);
     // The header last: until it is there, the file is no qcow2 image.
     const h = Buffer.alloc(CLUSTER);
-    h.write('QFI\xfb', 0, 'latin1');
+    h.writeUInt32BE(0x514649fb, 0); // 'QFI' 0xfb
     h.writeUInt32BE(3, 4);
     h.writeUInt32BE(CLUSTER_BITS, 20);
     be64(h, 24, BigInt(this.#size));
