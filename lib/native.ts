@@ -50,6 +50,12 @@ export interface NativeReaderOptions {
   ordered: boolean;
   engine: 'auto' | 'io_uring' | 'threads';
   pacingNs: number;
+  /**
+   * Cut requests at multiples of blockSize from each extent's start, not at
+   * absolute multiples (extents that are pieces of a guest view, each within
+   * one maxBlockSize unit of guest offsets).
+   */
+  splitWithinExtents?: boolean | undefined;
 }
 
 export interface NativeReaderStats {
@@ -329,6 +335,8 @@ export interface NativeGuestHandle {
   map(offset: number, length: number): Promise<Float64Array>;
   /** Guest bytes (at most 64 MiB), read with pread. */
   read(offset: number, length: number): Promise<Buffer>;
+  /** One cluster of qcow2 layer `layer` from the bytes of its compressed cluster at `host` (read elsewhere). */
+  decompress(layer: number, host: number, bytes: Uint8Array): Promise<Buffer>;
   /** The persistent dirty bitmaps of the image named (layer 0). */
   bitmaps(): Promise<{ name: string; granularity: number; inUse: boolean; enabled: boolean }[]>;
   /** The guest ranges a bitmap marks, as offset/length pairs; BITMAP_IN_USE, NOT_FOUND. */
@@ -342,7 +350,11 @@ export interface NativeBinding extends NativeFsBinding {
   /**
    * With `device` and `deviceOffsets` (one per extent, -1: read from `source`),
    * the extents with an offset are read from the device at that offset; blocks
-   * still carry source offsets.
+   * still carry source offsets. Or with `device` and `deviceRuns` instead
+   * (deviceOffsets undefined): an offset table's runs as [offset, length,
+   * device offset] triples, sorted; requests are cut where runs end and read
+   * from the device inside runs with a device offset (-1, or outside every
+   * run: from `source`). Extents and runs are both read in place.
    */
   Reader: new (
     source: NativeSourceHandle,
@@ -350,6 +362,7 @@ export interface NativeBinding extends NativeFsBinding {
     options: NativeReaderOptions,
     device?: NativeSourceHandle,
     deviceOffsets?: Float64Array,
+    deviceRuns?: Float64Array,
   ) => NativeReader;
   /**
    * FIEMAP of the bytes [start, start + length) of a regular file (length 0:

@@ -19,7 +19,6 @@ import {
 import { choiceOption } from '../options.js';
 import { firstEndingAfter, type Extent } from './extents.js';
 import type { Extents } from './extent-list.js';
-import { splitByTable, type OffsetTable } from './offset-table.js';
 import { nativeStream, type BlockStream, type StreamBlock } from './reader.js';
 
 /**
@@ -90,7 +89,11 @@ export interface GuestSegment {
   length: number;
   kind: Kind;
   layer: number;
+  /** Data: where the bytes are in the layer's file; compressed: where its compressed cluster is. */
   host: number;
+  /** Compressed: the bytes of the compressed cluster in the file, and the segment's offset in the cluster. */
+  csize: number;
+  inner: number;
 }
 
 /** @internal The parts of an opened virtual disk a Source keeps. */
@@ -107,11 +110,12 @@ export interface GuestParts {
 
 /**
  * @internal Reads of one layer file from the block device under its file
- * system: the device (opened read-only) and the layer's offset table.
+ * system: the device (opened read-only) and the runs of the layer's offset
+ * table read from it (deviceRuns in offset-table.ts).
  */
 export interface LayerDevice {
   device: NativeSourceHandle;
-  table: OffsetTable;
+  runs: Float64Array;
 }
 
 const MAP_STEP = 1 << 30;
@@ -135,6 +139,8 @@ async function mapExtents(handle: NativeGuestHandle, extents: Extents): Promise<
           kind: flat[i + 2]! as Kind,
           layer: flat[i + 3]!,
           host: flat[i + 4]!,
+          csize: flat[i + 5]!,
+          inner: flat[i + 6]!,
         });
       }
     }
@@ -152,6 +158,20 @@ function allocationOf(segs: readonly GuestSegment[]): Extent[] {
     else out.push({ offset: s.guest, length: s.length });
   }
   return out;
+}
+
+/** The part [guest, guest + length) of segment `s`. */
+function piece(s: GuestSegment, guest: number, length: number): GuestSegment {
+  // Data: the host offset moves with the guest offset; compressed clusters
+  // keep theirs, and the offset in the cluster moves.
+  const d = guest - s.guest;
+  return {
+    ...s,
+    guest,
+    length,
+    host: s.kind === Kind.Data ? s.host + d : s.host,
+    inner: s.kind === Kind.Compressed ? s.inner + d : s.inner,
+  };
 }
 
 /**
@@ -174,9 +194,7 @@ export function segmentsOf(parts: GuestParts, extents: Iterable<Extent>): GuestS
       const from = Math.max(s.guest, e.offset);
       const to = Math.min(s.guest + s.length, end);
       if (to <= from) continue;
-      // Data: the host offset moves with the guest offset; compressed clusters keep theirs.
-      const host = s.kind === Kind.Data ? s.host + (from - s.guest) : s.host;
-      out.push({ guest: from, length: to - from, kind: s.kind, layer: s.layer, host });
+      out.push(piece(s, from, to - from));
     }
   }
   return out;
@@ -186,22 +204,33 @@ export function segmentsOf(parts: GuestParts, extents: Iterable<Extent>): GuestS
 export interface GuestReads {
   /** Per layer (index in the chain): the ranges of its file that hold data of `extents`, in guest order. */
   layers: Extent[][];
-  /** Guest bytes in compressed clusters (read through the layer files and decompressed). */
+  /**
+   * The compressed clusters `extents` touch, in guest order: where each
+   * cluster's compressed bytes are in its layer's file (read with the layer's
+   * data, then decompressed), and the guest bytes of `extents` in it.
+   */
+  compressed: { layer: number; host: number; csize: number; guestBytes: number }[];
+  /** Guest bytes in compressed clusters. */
   compressedBytes: number;
   /** Guest bytes that read as zeros (zero clusters, or held by no layer). */
   zeroBytes: number;
 }
 
-export function guestReads(parts: GuestParts, extents: readonly Extent[]): GuestReads {
+export function guestReads(parts: GuestParts, extents: Iterable<Extent>): GuestReads {
   const layers: Extent[][] = parts.layers.map(() => []);
+  const compressed: GuestReads['compressed'] = [];
   let compressedBytes = 0;
   let zeroBytes = 0;
   for (const s of segmentsOf(parts, extents)) {
     if (s.kind === Kind.Data) layers[s.layer]!.push({ offset: s.host, length: s.length });
-    else if (s.kind === Kind.Compressed) compressedBytes += s.length;
-    else zeroBytes += s.length;
+    else if (s.kind === Kind.Compressed) {
+      compressedBytes += s.length;
+      const last = compressed[compressed.length - 1];
+      if (last !== undefined && last.layer === s.layer && last.host === s.host) last.guestBytes += s.length;
+      else compressed.push({ layer: s.layer, host: s.host, csize: s.csize, guestBytes: s.length });
+    } else zeroBytes += s.length;
   }
-  return { layers, compressedBytes, zeroBytes };
+  return { layers, compressed, compressedBytes, zeroBytes };
 }
 
 /** The guest ranges the dirty bitmap `name` marks, merged. */
@@ -284,11 +313,17 @@ function* split(offset: number, length: number, unit: number): Generator<[number
   }
 }
 
+/** A piece of the guest view a GuestStream delivers; `fresh`: a compressed piece whose cluster is read (not the one before). */
+type StreamPiece = GuestSegment & { fresh: boolean };
+
 /**
  * @internal The blocks of guest `extents` in guest order: one native stream
- * per layer over that layer's data (split so that no block crosses a
- * multiple of maxBlockSize in guest offsets, as the engine guarantees for a
- * plain source), zeros without a read, compressed clusters read natively.
+ * per layer over that layer's data and compressed clusters (split so that no
+ * block crosses a multiple of maxBlockSize in guest offsets, as the engine
+ * guarantees for a plain source), zeros without a read. Every read of the
+ * guest view is a read of a layer's engine (aligned O_DIRECT, counted in its
+ * stats, under the same queue depth and pacing): a compressed cluster's bytes
+ * are read with the layer's data, then decompressed natively.
  */
 export class GuestStream implements BlockStream {
   readonly engine: 'io_uring' | 'threads';
@@ -296,15 +331,18 @@ export class GuestStream implements BlockStream {
   readonly #extents: Extents;
   readonly #config: NativeReaderOptions;
   readonly #devices: readonly (LayerDevice | undefined)[];
-  #segments: GuestSegment[] | undefined;
+  #segments: StreamPiece[] | undefined;
   #index = 0;
   #done = 0; // bytes of segments[index] delivered
   #streams = new Map<number, BlockStream>();
   #pending = new Map<number, StreamBlock[]>();
-  #blockSize: number;
+  /** Queue depth, block size and pacing in force. */
+  readonly #knobs: { queueDepth: number; blockSize: number; pacingNs: number };
   #zeros: Buffer | undefined;
+  /** The compressed cluster last read, decompressed. */
+  #cluster: { data: Buffer; latencyNs: number } | undefined;
   #closed = false;
-  #stats = { zeroBytes: 0, compressedBytes: 0 };
+  #stats = { zeroBytes: 0, compressedBytes: 0, compressedReadBytes: 0 };
 
   /** `devices`: per layer, the device to read its file's blocks from (offset table), or undefined: the file. */
   constructor(
@@ -317,43 +355,97 @@ export class GuestStream implements BlockStream {
     this.#devices = devices;
     this.#extents = extents;
     this.#config = config;
-    this.#blockSize = config.blockSize;
+    this.#knobs = { queueDepth: config.queueDepth, blockSize: config.blockSize, pacingNs: config.pacingNs };
     this.engine = native.ioUringAvailable() && config.engine !== 'threads' ? 'io_uring' : 'threads';
   }
 
-  #start(): GuestSegment[] {
+  #start(): StreamPiece[] {
     const segs = segmentsOf(this.#parts, this.#extents);
-    const unit = Math.min(this.#config.maxBlockSize, this.#config.blockSize);
+    // Pieces of whole maxBlockSize units of guest offsets: the engine cuts each
+    // into requests of the block size in force (from the piece's start, since
+    // the piece lies anywhere in its file), so a block size the throttle sets
+    // later applies to them too.
+    const unit = this.#config.maxBlockSize;
+    const config: NativeReaderOptions = { ...this.#config, ...this.#knobs, splitWithinExtents: true };
     const byLayer = new Map<number, Extent[]>();
-    const out: GuestSegment[] = [];
+    const read = (layer: number, offset: number, length: number): void => {
+      let list = byLayer.get(layer);
+      if (list === undefined) byLayer.set(layer, (list = []));
+      list.push({ offset, length });
+    };
+    const out: StreamPiece[] = [];
+    let cluster: GuestSegment | undefined;
     for (const s of segs) {
-      // Split so that no piece crosses a multiple of the request size in guest offsets.
+      // Split so that no piece crosses a multiple of maxBlockSize in guest offsets.
       for (const [g, n] of split(s.guest, s.length, unit)) {
-        const piece = { ...s, guest: g, length: n, host: s.kind === Kind.Data ? s.host + (g - s.guest) : s.host };
-        out.push(piece);
-        if (s.kind === Kind.Data) {
-          let list = byLayer.get(s.layer);
-          if (list === undefined) byLayer.set(s.layer, (list = []));
-          list.push({ offset: piece.host, length: n });
+        const p: StreamPiece = { ...piece(s, g, n), fresh: false };
+        out.push(p);
+        if (s.kind === Kind.Data) read(s.layer, p.host, n);
+        else if (s.kind === Kind.Compressed && (cluster?.layer !== s.layer || cluster.host !== s.host)) {
+          // A cluster's pieces follow each other: it is read once, for its first.
+          p.fresh = true;
+          cluster = s;
+          read(s.layer, s.host, s.csize);
         }
       }
     }
     for (const [layer, list] of byLayer) {
       const handle = this.#parts.layers[layer]!;
       const dev = this.#devices[layer];
-      let stream: BlockStream;
-      if (dev === undefined) {
-        stream = nativeStream(handle, list, this.#config);
-      } else {
-        // Each piece on its own, so that none is merged across a guest boundary.
-        const pieces = list.flatMap((e) => splitByTable([e], dev.table));
-        const offsets = Float64Array.from(pieces, (p) => p.deviceOffset);
-        stream = nativeStream(handle, pieces, this.#config, { handle: dev.device, offsets });
-      }
+      // With a device, the engine cuts its requests where the table's runs end.
+      const stream =
+        dev === undefined
+          ? nativeStream(handle, list, config)
+          : nativeStream(handle, list, config, { handle: dev.device, runs: dev.runs });
       this.#streams.set(layer, stream);
       this.#pending.set(layer, []);
     }
     return out;
+  }
+
+  /** The next block of `layer`'s stream, which must start at `offset` of its file. */
+  async #take(layer: number, offset: number): Promise<StreamBlock> {
+    const pending = this.#pending.get(layer)!;
+    if (pending.length === 0) {
+      const batch = await this.#streams.get(layer)!.next();
+      if (batch === null) {
+        throw new LowtideError(
+          'INTERNAL',
+          `layer ${layer} of the virtual disk ended before offset ${offset} of its file`,
+        );
+      }
+      pending.push(...batch);
+    }
+    const b = pending.shift()!;
+    if (b.offset !== offset) {
+      b.release();
+      throw new LowtideError('INTERNAL', `layer ${layer}: block at ${b.offset}, expected ${offset}`);
+    }
+    return b;
+  }
+
+  /** Reads and decompresses the compressed cluster of `s`. */
+  async #readCluster(s: GuestSegment): Promise<{ data: Buffer; latencyNs: number }> {
+    const blocks: StreamBlock[] = [];
+    try {
+      let got = 0;
+      while (got < s.csize) {
+        const b = await this.#take(s.layer, s.host + got);
+        blocks.push(b);
+        got += b.length;
+      }
+      const bytes = blocks.length === 1 ? blocks[0]!.data : Buffer.concat(blocks.map((b) => b.data));
+      // decompress() copies the bytes before it returns: the blocks go back at once.
+      const pending = this.#parts.handle.decompress(s.layer, s.host, bytes);
+      const latencyNs = Math.max(0, ...blocks.map((b) => b.latencyNs));
+      for (const b of blocks.splice(0)) b.release();
+      this.#stats.compressedReadBytes += s.csize;
+      return { data: await pending, latencyNs };
+    } catch (err) {
+      throw toLowtideError(err, 'QCOW2_CORRUPT');
+    } finally {
+      for (const b of blocks) b.release();
+    }
   }
 
   async next(): Promise<StreamBlock[] | null> {
@@ -365,16 +457,7 @@ export class GuestStream implements BlockStream {
       if (s === undefined) return null;
       if (s.kind === Kind.Data) {
         const pending = this.#pending.get(s.layer)!;
-        if (pending.length === 0) {
-          const batch = await this.#streams.get(s.layer)!.next();
-          if (batch === null) {
-            throw new LowtideError(
-              'INTERNAL',
-              `layer ${s.layer} of the virtual disk ended before guest offset ${s.guest}`,
-            );
-          }
-          pending.push(...batch);
-        }
+        if (pending.length === 0) pending.unshift(await this.#take(s.layer, s.host + this.#done));
         const out: StreamBlock[] = [];
         while (pending.length > 0 && this.#index < segs.length) {
           const cur = segs[this.#index]!;
@@ -399,16 +482,20 @@ export class GuestStream implements BlockStream {
       }
       this.#index++;
       if (s.kind === Kind.Compressed) {
-        const t0 = process.hrtime.bigint();
-        let data: Buffer;
-        try {
-          data = await this.#parts.handle.read(s.guest, s.length);
-        } catch (err) {
-          throw toLowtideError(err, 'IO_ERROR');
+        if (s.fresh || this.#cluster === undefined) this.#cluster = await this.#readCluster(s);
+        const c = this.#cluster;
+        if (s.inner + s.length > c.data.length) {
+          throw new LowtideError('QCOW2_CORRUPT', `guest offset ${s.guest}: compressed segment outside its cluster`);
         }
         this.#stats.compressedBytes += s.length;
         return [
-          { offset: s.guest, length: s.length, data, latencyNs: Number(process.hrtime.bigint() - t0), release() {} },
+          {
+            offset: s.guest,
+            length: s.length,
+            data: c.data.subarray(s.inner, s.inner + s.length),
+            latencyNs: s.fresh ? c.latencyNs : 0,
+            release() {},
+          },
         ];
       }
       // Zeros (a zero cluster, or held by no layer).
@@ -420,16 +507,20 @@ export class GuestStream implements BlockStream {
     }
   }
 
+  // Settings made before the first next() (a throttle applies its decision
+  // at once) are kept for the layers' streams, which start then.
   setQueueDepth(queueDepth: number): void {
+    this.#knobs.queueDepth = queueDepth;
     for (const s of this.#streams.values()) s.setQueueDepth(queueDepth);
   }
 
   setBlockSize(blockSize: number): void {
-    this.#blockSize = blockSize;
+    this.#knobs.blockSize = blockSize;
     for (const s of this.#streams.values()) s.setBlockSize(blockSize);
   }
 
   setPacing(ns: number): void {
+    this.#knobs.pacingNs = ns;
     for (const s of this.#streams.values()) s.setPacing(ns);
   }
 
@@ -438,13 +529,18 @@ export class GuestStream implements BlockStream {
     const sum = (f: (x: NativeReaderStats) => number): number => all.reduce((n, x) => n + f(x), 0);
     return {
       requestsCompleted: sum((x) => x.requestsCompleted),
-      bytesDelivered: sum((x) => x.bytesDelivered) + this.#stats.zeroBytes + this.#stats.compressedBytes,
+      // Guest bytes: a compressed cluster's bytes read stand for the guest bytes decompressed from them.
+      bytesDelivered:
+        sum((x) => x.bytesDelivered) -
+        this.#stats.compressedReadBytes +
+        this.#stats.zeroBytes +
+        this.#stats.compressedBytes,
       bytesRead: sum((x) => x.bytesRead),
-      queueDepth: all[0]?.queueDepth ?? this.#config.queueDepth,
-      blockSize: all[0]?.blockSize ?? this.#blockSize,
+      queueDepth: all[0]?.queueDepth ?? this.#knobs.queueDepth,
+      blockSize: all[0]?.blockSize ?? this.#knobs.blockSize,
       inFlight: sum((x) => x.inFlight),
       maxInFlight: Math.max(0, ...all.map((x) => x.maxInFlight)),
-      pacingNs: all[0]?.pacingNs ?? 0,
+      pacingNs: all[0]?.pacingNs ?? this.#knobs.pacingNs,
     };
   }
 

@@ -343,3 +343,30 @@ export function splitByTable(extents: Iterable<Extent>, table: OffsetTable): Map
   }
   return out;
 }
+
+/**
+ * The runs of `table` read from its device, as the native reader takes them
+ * (instead of a list of pieces): [offset, length, device offset] triples in
+ * file order; bytes outside them are read through the file. The reader cuts
+ * each request where a run ends, so a plan of millions of extents is split
+ * as it is read, with nothing kept per piece. Empty when the table is not
+ * device-mappable. A run reaching past `deviceSize` is OUT_OF_RANGE.
+ */
+export function deviceRuns(table: OffsetTable, deviceSize: number): Float64Array {
+  if (!table.deviceMappable) return new Float64Array(0);
+  const device = table.runs.filter((r): r is DeviceRun => r.kind === 'device');
+  const out = new Float64Array(device.length * 3);
+  device.forEach((r, i) => {
+    if (!Number.isSafeInteger(r.deviceOffset) || r.deviceOffset < 0 || r.deviceOffset + r.length > deviceSize) {
+      throw new LowtideError(
+        'OUT_OF_RANGE',
+        `${table.path}: device range [${r.deviceOffset}, ${r.deviceOffset + r.length}) is not inside ${table.device ?? 'its device'} (${deviceSize} bytes)`,
+        { offset: r.deviceOffset, path: table.device ?? table.path },
+      );
+    }
+    out[3 * i] = r.offset;
+    out[3 * i + 1] = r.length;
+    out[3 * i + 2] = r.deviceOffset;
+  });
+  return out;
+}

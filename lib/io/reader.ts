@@ -86,12 +86,20 @@ export interface StreamBlock {
   release(): void;
 }
 
+/**
+ * @internal Where a native stream reads from a device instead of its source:
+ * one device offset per extent (-1: the source), or an offset table's runs
+ * as [offset, length, device offset] triples (deviceRuns in offset-table.ts).
+ */
+export type DeviceTarget =
+  { handle: NativeSourceHandle; offsets: Float64Array } | { handle: NativeSourceHandle; runs: Float64Array };
+
 /** @internal A BlockStream over the native engine reading `extents` of one file or device. */
 export function nativeStream(
   handle: NativeSourceHandle,
   extents: Extents,
   config: NativeReaderOptions,
-  device?: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
+  device?: DeviceTarget | undefined,
 ): BlockStream {
   // A compact list is handed over as it is kept: no copy of millions of extents.
   let flat: Float64Array;
@@ -103,8 +111,14 @@ export function nativeStream(
       flat[2 * i + 1] = e.length;
     });
   }
-  // With a device: the extents with an offset are read from the device there (offset-table.ts).
-  const reader: NativeReader = new native.Reader(handle, flat, config, device?.handle, device?.offsets);
+  // With a device: the extents with an offset, or the bytes in runs with one,
+  // are read from the device there (offset-table.ts).
+  const reader: NativeReader =
+    device === undefined
+      ? new native.Reader(handle, flat, config)
+      : 'runs' in device
+        ? new native.Reader(handle, flat, config, device.handle, undefined, device.runs)
+        : new native.Reader(handle, flat, config, device.handle, device.offsets);
   return {
     engine: reader.engine,
     async next(): Promise<StreamBlock[] | null> {
@@ -195,7 +209,7 @@ export class BlockReader implements AsyncIterable<Block> {
     options: ReadOptions,
     sectorSize: number,
     onEnd: () => void,
-    device?: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
+    device?: DeviceTarget | undefined,
   ) {
     this.blockSize = integerOption('blockSize', options.blockSize, 1 << 20, 1, MAX_BLOCK_SIZE);
     checkBlockSize('blockSize', this.blockSize, sectorSize);

@@ -5,10 +5,10 @@
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native, type NativeReaderOptions, type NativeSourceHandle } from '../native.js';
 import { choiceOption, objectOption, stringOption } from '../options.js';
-import { BlockReader, type ReadOptions } from './reader.js';
+import { BlockReader, type DeviceTarget, type ReadOptions } from './reader.js';
 import { type Extent, validateExtents } from './extents.js';
 import { ExtentList, type Extents } from './extent-list.js';
-import type { MappedExtent, OffsetTable } from './offset-table.js';
+import { deviceRuns, type MappedExtent, type OffsetTable } from './offset-table.js';
 import {
   bitmapExtents,
   formatOption,
@@ -149,7 +149,7 @@ export class Source implements SourceInfo {
    * @internal What the guest ranges `extents` of a virtual disk are read
    * from: ranges of each layer file, compressed and zero bytes.
    */
-  guestReads(extents: readonly Extent[]): GuestReads {
+  guestReads(extents: Extents): GuestReads {
     if (this.#handle === undefined) throw new LowtideError('CLOSED', `${this.path}: the source is closed`);
     if (this.#guest === undefined) {
       throw new LowtideError('INVALID_ARGUMENT', `${this.path}: not a virtual disk (format 'raw')`);
@@ -174,9 +174,27 @@ export class Source implements SourceInfo {
       if (d === undefined) return undefined;
       const handle = d.device.#handle;
       if (handle === undefined) throw new LowtideError('CLOSED', `${d.device.path}: the device is closed`);
-      return { device: handle, table: d.table };
+      return { device: handle, runs: deviceRuns(d.table, d.device.size) };
     });
     return this.#read(extents, options, undefined, layers);
+  }
+
+  /**
+   * @internal Like read() on a regular file, but the bytes `table` (the
+   * file's offset table, mapFile) places on `device` are read from there: the
+   * reader cuts its requests where the table's runs end, so the extents are
+   * split as they are read (a compact plan stays compact).
+   */
+  readFromDevice(device: Source, table: OffsetTable, extents: Extents, options: ReadOptions = {}): BlockReader {
+    if (this.#guest !== undefined) {
+      throw new LowtideError(
+        'INVALID_ARGUMENT',
+        `${this.path}: the extents of a virtual disk are guest offsets, not offsets in its files`,
+      );
+    }
+    const handle = device.#handle;
+    if (handle === undefined) throw new LowtideError('CLOSED', `${device.path}: the device is closed`);
+    return this.#read(extents, options, { handle, runs: deviceRuns(table, device.size) });
   }
 
   /**
@@ -217,7 +235,7 @@ export class Source implements SourceInfo {
   #read(
     list: Extents,
     options: ReadOptions,
-    device: { handle: NativeSourceHandle; offsets: Float64Array } | undefined,
+    device: DeviceTarget | undefined,
     layerDevices: readonly (LayerDevice | undefined)[] = [],
   ): BlockReader {
     const handle = this.#handle;

@@ -2,7 +2,8 @@
  * A job's reads of a file source straight from the block device under its
  * file system (readFrom: 'device'): the file is synced, mapped (mapFile), the
  * device opened read-only with O_DIRECT, and the planned extents split along
- * the offset table. What cannot be read from the device (holes and unwritten
+ * the offset table as they are read (the reader cuts its requests where the
+ * table's runs end; nothing is kept per extent of the plan). What cannot be read from the device (holes and unwritten
  * extents, flagged extents, file systems whose offsets are not device offsets)
  * is read through the file. At the end the file is mapped again: a file whose
  * size or layout changed while it was read from under its file system was
@@ -11,14 +12,15 @@
  * A virtual disk (format 'qcow2') composes two maps: its segments map the
  * planned guest extents to ranges of its layer files (L1/L2 tables, through
  * the backing chain), and each layer file has its own offset table from those
- * file ranges to its device. Compressed clusters are read through the file
- * (they are decompressed), zero clusters cost no read.
+ * file ranges to its device. A compressed cluster's bytes are read like data
+ * (from the device where the table allows), then decompressed; zero clusters
+ * cost no read.
  */
 import { open } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
-import { firstEndingAfter, type Extent } from '../io/extents.js';
-import type { Extents } from '../io/extent-list.js';
-import { mapFile, sameOffsetTable, splitByTable, type OffsetRun, type OffsetTable } from '../io/offset-table.js';
+import { firstEndingAfter } from '../io/extents.js';
+import { ExtentList, type Extents } from '../io/extent-list.js';
+import { mapFile, sameOffsetTable, type OffsetRun, type OffsetTable } from '../io/offset-table.js';
 import type { BlockReader, ReadOptions } from '../io/reader.js';
 import { openSource, type Source } from '../io/source.js';
 
@@ -71,18 +73,33 @@ function fallbackReason(run: OffsetRun, table: OffsetTable): string | undefined 
 const runStart = (r: OffsetRun): number => r.offset;
 const runLength = (r: OffsetRun): number => r.length;
 
-/** Counts the planned bytes by where they are read from. */
-function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceReadReport, 'device' | 'fileSystem'> {
+/** Calls `fn` with each extent's offset and length, making no object per extent of an ExtentList. */
+function forEachExtent(extents: Extents, fn: (offset: number, length: number) => void): void {
+  if (extents instanceof ExtentList) {
+    for (let i = 0; i < extents.length; i++) fn(extents.offsetAt(i), extents.lengthAt(i));
+  } else for (const e of extents) fn(e.offset, e.length);
+}
+
+/**
+ * Counts the planned bytes by where they are read from, one pass over the
+ * extents (in any order) with nothing kept per extent.
+ */
+function account(extents: Extents, table: OffsetTable): Omit<DeviceReadReport, 'device' | 'fileSystem'> {
   const byReason = new Map<string, ReadFallback>();
   let bytesFromDevice = 0;
   let bytesFromFile = 0;
   const runs = table.runs;
-  for (const e of extents) {
-    const end = e.offset + e.length;
+  // The run the previous extent ended in: sorted extents move forward from it.
+  let hint = 0;
+  forEachExtent(extents, (offset, length) => {
+    const end = offset + length;
     let covered = 0;
-    for (let i = firstEndingAfter(runs, e.offset, runStart, runLength); i < runs.length && runs[i]!.offset < end; i++) {
+    const endsAfter = (k: number): boolean => k >= runs.length || runs[k]!.offset + runs[k]!.length > offset;
+    let i = hint;
+    if (!(endsAfter(i) && (i === 0 || !endsAfter(i - 1)))) i = firstEndingAfter(runs, offset, runStart, runLength);
+    for (; i < runs.length && runs[i]!.offset < end; i++) {
       const run = runs[i]!;
-      const n = Math.min(end, run.offset + run.length) - Math.max(e.offset, run.offset);
+      const n = Math.min(end, run.offset + run.length) - Math.max(offset, run.offset);
       if (n <= 0) continue;
       covered += n;
       const reason = fallbackReason(run, table);
@@ -93,11 +110,12 @@ function account(extents: readonly Extent[], table: OffsetTable): Omit<DeviceRea
       bytesFromFile += n;
       addFallback(byReason, reason, 1, n);
     }
-    if (covered < e.length) {
-      bytesFromFile += e.length - covered;
-      addFallback(byReason, 'outside the mapped file', 1, e.length - covered);
+    hint = i > 0 ? i - 1 : 0;
+    if (covered < length) {
+      bytesFromFile += length - covered;
+      addFallback(byReason, 'outside the mapped file', 1, length - covered);
     }
-  }
+  });
   return {
     ...(table.deviceMappable ? {} : { reason: table.reason }),
     bytesFromDevice,
@@ -131,8 +149,8 @@ function addFallback(byReason: Map<string, ReadFallback>, reason: string, runs: 
 /** One file read (a raw source, or one layer of a virtual disk): its table and the extents read of it. */
 interface MappedFile {
   table: OffsetTable;
-  /** Byte ranges of the file that are read. */
-  extents: readonly Extent[];
+  /** Where the planned bytes of the file are read from. */
+  counted: Omit<DeviceReadReport, 'device' | 'fileSystem'>;
   /** Whether some of them are read from the device. */
   usesDevice: boolean;
 }
@@ -156,7 +174,6 @@ export class DeviceRead {
    * be opened.
    */
   static async prepare(source: Source, planned: Extents): Promise<DeviceRead> {
-    const extents = Array.isArray(planned) ? planned : [...planned];
     if (source.kind !== 'file') {
       throw new LowtideError(
         'INVALID_ARGUMENT',
@@ -174,9 +191,9 @@ export class DeviceRead {
           { path: source.path },
         );
       }
-      files.push({ table, extents, usesDevice: false });
+      files.push(mappedFile(table, planned));
     } else {
-      guest = source.guestReads(extents);
+      guest = source.guestReads(planned);
       const layers = source.virtualDisk.layers;
       for (let i = 0; i < layers.length; i++) {
         const layer = layers[i]!;
@@ -188,15 +205,19 @@ export class DeviceRead {
             { path: layer.path },
           );
         }
-        files.push({ table, extents: guest.layers[i]!, usesDevice: false });
+        files.push(
+          mappedFile(
+            table,
+            guest.layers[i]!,
+            guest.compressed.filter((c) => c.layer === i),
+          ),
+        );
       }
     }
     const devices = new Map<string, Source>();
     try {
       for (const f of files) {
         const t = f.table;
-        f.usesDevice =
-          t.deviceMappable && t.device !== null && splitByTable(f.extents, t).some((p) => p.deviceOffset !== -1);
         if (!f.usesDevice || devices.has(t.device!)) continue;
         try {
           devices.set(t.device!, await openSource(t.device!, { direct: 'on' }));
@@ -229,9 +250,7 @@ export class DeviceRead {
     }
     const f = this.#files[0]!;
     const d = deviceOf(f);
-    return d === undefined
-      ? source.read(extents, options)
-      : source.readThrough(d, splitByTable(extents, f.table), options);
+    return d === undefined ? source.read(extents, options) : source.readFromDevice(d, f.table, extents, options);
   }
 
   /**
@@ -282,9 +301,38 @@ export class DeviceRead {
   }
 }
 
+/**
+ * A file to read, with its planned extents counted by where they are read
+ * from; a virtual disk's layer also with its compressed clusters, whose guest
+ * bytes count as read from the device when all of their compressed bytes are.
+ */
+function mappedFile(
+  table: OffsetTable,
+  extents: Extents,
+  compressed: readonly { host: number; csize: number; guestBytes: number }[] = [],
+): MappedFile {
+  const counted = account(extents, table);
+  for (const c of compressed) {
+    const a = account([{ offset: c.host, length: c.csize }], table);
+    if (a.bytesFromDevice === c.csize) {
+      counted.bytesFromDevice += c.guestBytes;
+      continue;
+    }
+    counted.bytesFromFile += c.guestBytes;
+    const reason = `compressed clusters: ${a.fallbacks[0]?.reason ?? 'through the file'}`;
+    const f = counted.fallbacks.find((x) => x.reason === reason);
+    if (f !== undefined) {
+      f.runs++;
+      f.bytes += c.guestBytes;
+    } else counted.fallbacks.push({ reason, runs: 1, bytes: c.guestBytes });
+  }
+  const usesDevice = table.deviceMappable && table.device !== null && counted.bytesFromDevice > 0;
+  return { table, counted, usesDevice };
+}
+
 /** The report of a prepared read: one file, or a virtual disk's chain summed up with one entry per file. */
 function reportOf(files: readonly MappedFile[], guest: ReturnType<Source['guestReads']> | undefined): DeviceReadReport {
-  const counted = files.map((f) => ({ f, a: account(f.extents, f.table) }));
+  const counted = files.map((f) => ({ f, a: f.counted }));
   const deviceOf = (f: MappedFile): string | null => (f.usesDevice ? f.table.device : null);
   if (guest === undefined) {
     const { f, a } = counted[0]!;
@@ -297,10 +345,6 @@ function reportOf(files: readonly MappedFile[], guest: ReturnType<Source['guestR
     bytesFromDevice += a.bytesFromDevice;
     bytesFromFile += a.bytesFromFile;
     for (const fb of a.fallbacks) addFallback(byReason, fb.reason, fb.runs, fb.bytes);
-  }
-  if (guest.compressedBytes > 0) {
-    bytesFromFile += guest.compressedBytes;
-    addFallback(byReason, 'compressed clusters (decompressed from the file)', 1, guest.compressedBytes);
   }
   if (guest.zeroBytes > 0) {
     bytesFromFile += guest.zeroBytes;

@@ -7,7 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
-import { booleanOption, integerOption, objectOption, stringOption } from '../options.js';
+import { booleanOption, choiceOption, integerOption, objectOption, stringOption } from '../options.js';
 import { passwordOption } from '../repo/crypto.js';
 import type { Manifest } from '../repo/format.js';
 import {
@@ -39,6 +39,12 @@ export interface RestoreOptions extends ThrottleSettings {
   target: string;
   /** Replace an existing target file (default false). Block devices are always overwritten. */
   force?: boolean | undefined;
+  /**
+   * 'raw' (default): the image's bytes. 'qcow2' (an image file only): a
+   * qcow2 image (version 3, 64 KiB clusters, no backing file) whose guest
+   * disk is the image; clusters of zeros are left unallocated.
+   */
+  format?: 'raw' | 'qcow2' | undefined;
   /** Most chunk writes in flight (default 8); the throttle may use fewer. */
   queueDepth?: number | undefined;
   signal?: AbortSignal | undefined;
@@ -58,6 +64,8 @@ export interface RestoreResult {
   backup: string;
   target: string;
   targetKind: 'file' | 'block';
+  /** 'raw', or 'qcow2': the target is a qcow2 image of the backup. */
+  format: 'raw' | 'qcow2';
   size: number;
   bytesWritten: number;
   /** Bytes of zero chunks left as holes (files only). */
@@ -81,6 +89,7 @@ interface ResolvedRestoreOptions {
   /** The target, as an absolute path. */
   target: string;
   force: boolean;
+  format: 'raw' | 'qcow2';
   control: JobControl<RestoreProgress>;
   /** Most chunk writes in flight. */
   queueDepth: number;
@@ -94,10 +103,11 @@ function resolveRestoreOptions(options: unknown): ResolvedRestoreOptions {
   const backup = stringOption('backup', opts.backup);
   const target = resolve(stringOption('target', opts.target));
   const force = booleanOption('force', opts.force, false);
+  const format = choiceOption<'raw' | 'qcow2'>('format', opts.format, ['raw', 'qcow2'], 'raw');
   const control = resolveJobControl<RestoreProgress>(opts);
   const queueDepth = integerOption('queueDepth', opts.queueDepth, 8, 1, 256);
   const throttle = singleJobThrottleSettings(opts);
-  return { repository, password, backup, target, force, control, queueDepth, throttle };
+  return { repository, password, backup, target, force, format, control, queueDepth, throttle };
 }
 
 /** Checks a backup's chunk index as a whole (before anything is written). */
@@ -215,7 +225,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   await verifyIndex(repo, manifest);
   const { kind, path: targetPath } = await targetKind(o.target, o.force);
   const clock = new Stopwatch();
-  const out = new RestoreTarget(targetPath, kind, manifest.chunkSize);
+  const out = new RestoreTarget(targetPath, kind, manifest.chunkSize, o.format);
   // Writes are the production side: with a block device target, its idle
   // latency is probed by reading it; an image file gets the default target.
   // With `canary`, that source is also probed while the restore runs.
@@ -256,6 +266,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       backup: manifest.id,
       target: o.target,
       targetKind: out.kind,
+      format: out.format,
       size: manifest.size,
       bytesWritten: counts.bytesWritten,
       bytesSkipped: counts.bytesSkipped,

@@ -42,15 +42,25 @@ ReadEngine::ReadEngine(std::shared_ptr<BlockSource> source, std::vector<Extent> 
       pairs_(c.extent_pairs),
       pair_count_(c.extent_pairs ? c.extent_count : 0),
       device_offsets_(c.device_offsets),
+      runs_(c.device_runs),
+      run_count_(c.device_runs ? c.device_run_count : 0),
       block_size_(c.block_size),
       max_block_size_(std::max(c.block_size, c.max_block_size)),
       queue_depth_(std::max<uint32_t>(1, c.queue_depth)),
       max_queue_depth_(std::max(std::max<uint32_t>(1, c.queue_depth), c.max_queue_depth)),
-      ordered_(c.ordered) {
+      ordered_(c.ordered),
+      split_within_extents_(c.split_within_extents) {
   if (!device_offsets_.empty() && device_offsets_.size() != extent_count())
     throw IoError("INVALID_ARGUMENT", "device offsets must have one entry per extent");
   for (int64_t d : device_offsets_) {
     if (d >= 0 && !device_) throw IoError("INVALID_ARGUMENT", "an extent is mapped to a device but no device was given");
+  }
+  if (runs_ && !device_offsets_.empty()) throw IoError("INVALID_ARGUMENT", "device offsets and device runs cannot both be given");
+  for (size_t i = 0; i < run_count_; ++i) {
+    const double off = runs_[3 * i], len = runs_[3 * i + 1], dev = runs_[3 * i + 2];
+    if (!(len > 0) || !(off >= 0) || (i > 0 && off < runs_[3 * i - 3] + runs_[3 * i - 2]))
+      throw IoError("INVALID_ARGUMENT", "device runs must be sorted, not overlapping and not empty");
+    if (dev >= 0 && !device_) throw IoError("INVALID_ARGUMENT", "a run is mapped to a device but no device was given");
   }
   for (size_t i = 0; i < pair_count_; ++i)
     if (!(pairs_[2 * i + 1] > 0)) throw IoError("INVALID_ARGUMENT", "extents read in place must not be empty");
@@ -148,16 +158,33 @@ ReadEngine::Request ReadEngine::next_request_locked() {
   // largest block size: a consumer that works in units of maxBlockSize (the
   // repository's chunks) always gets pieces of one unit, whatever the throttle
   // does to the request size.
-  uint64_t boundary = std::min((off / bs + 1) * bs, (off / mbs + 1) * mbs);
+  uint64_t boundary =
+      split_within_extents_ ? e.offset + ((off - e.offset) / bs + 1) * bs : std::min((off / bs + 1) * bs, (off / mbs + 1) * mbs);
   uint64_t end = std::min(end_of_extent, boundary);
+  // Where `off` is on the device, or -1: read from the source.
+  int64_t device_at = -1;
+  if (!device_offsets_.empty()) {
+    if (device_offsets_[extent_index_] >= 0) device_at = device_offsets_[extent_index_] + int64_t(off - e.offset);
+  } else if (run_count_ > 0) {
+    const size_t k = run_after_locked(off);
+    if (k < run_count_) {
+      const uint64_t ro = uint64_t(runs_[3 * k]);
+      const uint64_t rend = ro + uint64_t(runs_[3 * k + 1]);
+      if (ro > off) {
+        end = std::min(end, ro);  // before the run: from the source, up to it
+      } else {
+        end = std::min(end, rend);
+        if (runs_[3 * k + 2] >= 0) device_at = int64_t(runs_[3 * k + 2]) + int64_t(off - ro);
+      }
+    }
+  }
   Request r;
   r.seq = next_seq_++;
   r.offset = off;
   r.length = uint32_t(end - off);
-  int64_t device_offset = device_offsets_.empty() ? -1 : device_offsets_[extent_index_];
-  r.on_device = device_offset >= 0;
+  r.on_device = device_at >= 0;
   r.fd = r.on_device ? device_fd_ : fd_;
-  r.roffset = r.on_device ? uint64_t(device_offset) + (off - e.offset) : off;
+  r.roffset = r.on_device ? uint64_t(device_at) : off;
   uint64_t a = r.on_device ? device_align_ : source_align_;
   r.aoffset = r.roffset / a * a;
   r.alength = uint32_t(round_up(r.roffset + r.length, a) - r.aoffset);
@@ -172,6 +199,22 @@ ReadEngine::Request ReadEngine::next_request_locked() {
   ++in_flight_;
   stats_.max_in_flight_seen = std::max(stats_.max_in_flight_seen, in_flight_);
   return r;
+}
+
+size_t ReadEngine::run_after_locked(uint64_t off) {
+  auto run_end = [&](size_t k) { return uint64_t(runs_[3 * k]) + uint64_t(runs_[3 * k + 1]); };
+  // The hint or the run after it, when the cursor moved forward (a sorted plan).
+  for (size_t k = run_hint_; k < run_count_ && k < run_hint_ + 2; ++k) {
+    if (run_end(k) > off && (k == 0 || run_end(k - 1) <= off)) return run_hint_ = k;
+  }
+  size_t lo = 0, hi = run_count_;
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (run_end(mid) <= off) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo < run_count_) run_hint_ = lo;
+  return lo;
 }
 
 bool ReadEngine::on_result_locked(Request& r, int64_t res, uint64_t now) {

@@ -39,11 +39,27 @@ struct ReadConfig {
   uint32_t held_buffers = 4;          // blocks the consumer may hold besides those in flight
   bool ordered = true;                // deliver blocks in request order
   uint64_t pacing_ns = 0;             // minimum time between submissions
+  // Requests are cut at multiples of block_size from each extent's start
+  // instead of at absolute multiples of block_size and max_block_size: for
+  // extents that are pieces of another address space (a guest view's pieces
+  // of a layer file), each already crossing no multiple of max_block_size
+  // there, so that a request is a whole block however the piece lies in the file.
+  bool split_within_extents = false;
   // Empty, or one entry per extent: with a device given to the engine, an
   // extent whose entry is >= 0 is read from the device at that offset instead
   // (an offset table: a file's blocks read straight from the block device
   // under its file system); blocks still carry source offsets.
   std::vector<int64_t> device_offsets;
+  // Or, with a device given to the engine: the runs of an offset table, as
+  // [offset, length, device offset] triples of doubles (sorted by offset, not
+  // overlapping, lengths above zero; device offset -1: read from the source).
+  // Requests are cut where runs end; a request inside a run with a device
+  // offset is read from the device, anything else from the source. Read in
+  // place like extent_pairs: a plan of millions of extents is split on the
+  // fly, without a list of its pieces. Whoever sets it keeps the triples alive
+  // and unchanged until the engine is joined.
+  const double* device_runs = nullptr;
+  size_t device_run_count = 0;
   // When set: the extents, as [offset, length] pairs of doubles (integers,
   // lengths above zero), read in place instead of the `extents` vector: a plan
   // of millions of extents is not copied. Whoever sets it keeps the pairs
@@ -153,6 +169,8 @@ class ReadEngine {
   size_t extent_count() const { return pairs_ ? pair_count_ : extents_.size(); }
   Extent extent_at(size_t i) const { return pairs_ ? Extent{uint64_t(pairs_[2 * i]), uint64_t(pairs_[2 * i + 1])} : extents_[i]; }
   Request next_request_locked();
+  // The index of the first device run that ends after `off` (device_run_count_ if none).
+  size_t run_after_locked(uint64_t off);
   // Accounts for `res` bytes (or -errno) read by `r`. Returns true when `r`
   // must be resubmitted for its remaining bytes.
   bool on_result_locked(Request& r, int64_t res, uint64_t now_ns);
@@ -175,6 +193,9 @@ class ReadEngine {
   const double* pairs_ = nullptr;  // ReadConfig::extent_pairs: used instead of extents_ when set
   size_t pair_count_ = 0;
   std::vector<int64_t> device_offsets_;  // empty, or one per extent (-1: from the source)
+  const double* runs_ = nullptr;         // ReadConfig::device_runs
+  size_t run_count_ = 0;
+  size_t run_hint_ = 0;  // the run the last request was in (the cursor mostly moves forward)
   size_t slot_size_ = 0;
   size_t slot_count_ = 0;
   std::shared_ptr<AlignedMemory> slab_;
@@ -191,6 +212,7 @@ class ReadEngine {
   uint32_t queue_depth_;
   uint32_t max_queue_depth_;
   bool ordered_;
+  const bool split_within_extents_;
   uint64_t pace_ns_ = 0;
   uint64_t next_issue_ns_ = 0;
   // slots

@@ -2,12 +2,14 @@
 //
 //   openGuest(path, format: 'raw' | 'qcow2' | 'auto'): Promise<GuestHandle>
 //   GuestHandle: info(), map(offset, length), read(offset, length),
-//                bitmaps(), bitmapExtents(name), close()
+//                decompress(layer, host, bytes), bitmaps(), bitmapExtents(name), close()
 //
 // map() resolves a guest range through the chain into segments, flattened
 // into a Float64Array of [guest, length, kind, layer, host, csize, inner]
 // (kind: 0 unallocated, 1 zero, 2 data, 3 compressed); read() returns guest
-// bytes. Files are opened read-only and read with pread.
+// bytes. Files are opened read-only and read with pread. decompress() turns the
+// bytes of one compressed cluster of a layer, read elsewhere (by a read engine,
+// with the layer's data), into the cluster.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -39,6 +41,7 @@ class GuestHandle : public Napi::ObjectWrap<GuestHandle> {
                            InstanceMethod<&GuestHandle::Info>("info"),
                            InstanceMethod<&GuestHandle::Map>("map"),
                            InstanceMethod<&GuestHandle::Read>("read"),
+                           InstanceMethod<&GuestHandle::Decompress>("decompress"),
                            InstanceMethod<&GuestHandle::Bitmaps>("bitmaps"),
                            InstanceMethod<&GuestHandle::BitmapExtents>("bitmapExtents"),
                            InstanceMethod<&GuestHandle::Close>("close"),
@@ -123,6 +126,31 @@ class GuestHandle : public Napi::ObjectWrap<GuestHandle> {
         [d, offset, length](std::vector<uint8_t>& out) {
           out.resize(length);
           d->chain->read(offset, out.data(), out.size());
+        },
+        [](Napi::Env env, std::vector<uint8_t>& out) -> Napi::Value {
+          return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+        });
+  }
+
+  // decompress(layer, host, bytes: Uint8Array): Promise<Buffer> — one cluster of `layer`'s size.
+  Napi::Value Decompress(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Disk d = disk(env);
+    const uint64_t layer = u64_arg(info, 0, "layer");
+    const uint64_t host = u64_arg(info, 1, "host");
+    if (info.Length() < 3 || !info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw_invalid(env, "bytes must be a Uint8Array");
+    const auto& layers = d->chain->layers();
+    if (layer >= layers.size() || !layers[layer].image) throw_invalid(env, "layer must be a qcow2 image of the chain");
+    const qcow2::Header& h = layers[layer].image->header();
+    Napi::Uint8Array bytes = info[2].As<Napi::Uint8Array>();
+    std::vector<uint8_t> src(bytes.Data(), bytes.Data() + bytes.ByteLength());
+    return run_async<std::vector<uint8_t>>(
+        env, "lowtide:guest-decompress",
+        [src = std::move(src), type = h.compression, cs = uint64_t(h.cluster_size),
+         where = layers[layer].path + " compressed cluster at offset " + std::to_string(host)](std::vector<uint8_t>& out) {
+          out.resize(cs);
+          qcow2::decompress_cluster(type, src.data(), src.size(), out.data(), out.size(), where);
         },
         [](Napi::Env env, std::vector<uint8_t>& out) -> Napi::Value {
           return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());

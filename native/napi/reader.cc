@@ -44,7 +44,9 @@ class Reader : public Napi::ObjectWrap<Reader> {
   }
 
   // new Reader(sourceHandle, extents: Float64Array [offset, length, ...], options
-  //            [, deviceHandle, deviceOffsets: Float64Array (one per extent, -1: read from the source)])
+  //            [, deviceHandle, deviceOffsets: Float64Array (one per extent, -1: read from the source)
+  //             [, deviceRuns: Float64Array [offset, length, deviceOffset, ...] (an offset table's runs;
+  //                instead of deviceOffsets, which is then undefined)]])
   explicit Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info), env_(info.Env()) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsObject())
@@ -65,9 +67,13 @@ class Reader : public Napi::ObjectWrap<Reader> {
       if (len == 0) any_empty = true;
     }
     const bool with_device = info.Length() > 3 && !info[3].IsUndefined();
+    const bool with_offsets = with_device && info.Length() > 4 && !info[4].IsUndefined();
+    const bool with_runs = with_device && info.Length() > 5 && !info[5].IsUndefined();
+    if (with_offsets == with_runs && with_device)
+      throw_invalid(env, "Reader expects either deviceOffsets or deviceRuns with a device");
     io::ReadConfig cfg;
     std::vector<io::Extent> extents;
-    if (!with_device && !any_empty) {
+    if (!with_offsets && !any_empty) {
       // Read in place (a plan may hold millions of extents): the reference keeps
       // the array alive until this Reader, which joins the engine first, is gone.
       extents_ref_ = Napi::Persistent(fa);
@@ -83,7 +89,25 @@ class Reader : public Napi::ObjectWrap<Reader> {
         throw_invalid(env, "Reader expects a SourceHandle as the device");
       device = SourceHandle::Unwrap(info[3].As<Napi::Object>())->source();
       if (!device) throw to_js_error(env, io::IoError("CLOSED", "the device is closed"));
-      if (info.Length() < 5 || !info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    }
+    if (with_runs) {
+      if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+          info[5].As<Napi::TypedArray>().ElementLength() % 3 != 0)
+        throw_invalid(env, "deviceRuns must be a Float64Array of offset/length/device offset triples");
+      Napi::Float64Array r = info[5].As<Napi::Float64Array>();
+      for (size_t i = 0; i < r.ElementLength(); ++i) {
+        const double v = r[i];
+        if (v == -1 && i % 3 == 2) continue;
+        if (!(v >= 0 && v <= 9007199254740991.0) || v != double(uint64_t(v)))
+          throw_invalid(env, "device runs must be non-negative integers (a device offset may be -1)");
+      }
+      // Read in place, like the extents (the engine checks their order).
+      runs_ref_ = Napi::Persistent(r);
+      cfg.device_runs = r.Data();
+      cfg.device_run_count = r.ElementLength() / 3;
+    }
+    if (with_offsets) {
+      if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
         throw_invalid(env, "deviceOffsets must be a Float64Array");
       Napi::Float64Array d = info[4].As<Napi::Float64Array>();
       if (d.ElementLength() != extents.size()) throw_invalid(env, "deviceOffsets must have one entry per extent");
@@ -109,6 +133,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
     }
     Napi::Value ordered = o.Get("ordered");
     if (!ordered.IsUndefined()) cfg.ordered = ordered.ToBoolean();
+    cfg.split_within_extents = o.Get("splitWithinExtents").ToBoolean();
     if (cfg.block_size == 0 || cfg.queue_depth == 0) throw_invalid(env, "blockSize and queueDepth must be positive");
     std::string engine = o.Get("engine").IsString() ? std::string(o.Get("engine").As<Napi::String>()) : "auto";
     io::EngineKind kind;
@@ -285,6 +310,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
 
   Napi::Env env_;
   Napi::Reference<Napi::Float64Array> extents_ref_;  // the extents the engine reads in place, if so
+  Napi::Reference<Napi::Float64Array> runs_ref_;     // the device runs it reads in place, if any
   std::unique_ptr<io::ReadEngine> engine_;
   Napi::Reference<Napi::ArrayBuffer> slab_;
   Tsfn tsfn_;

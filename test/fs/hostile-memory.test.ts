@@ -5,49 +5,18 @@
  * size and the time it took.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { backup, initRepository } from '../../lib/index.js';
 import { listFiles } from '../../lib/jobs/files.js';
 import { buildDeepTree } from '../fixtures/fat/deep.js';
 import { buildFragmentedVolume } from '../fixtures/fat/fragments.js';
 import { fsck, haveTools, Workdir } from '../fixtures/fat/tools.js';
-import { CLI } from '../helpers/cli.js';
+import { CLI, lowtideMeasured, timeMissing, type Measured } from '../helpers/cli.js';
 import { skipReason } from '../helpers/system.js';
 
 const MiB = 1024 * 1024;
-const TIME = '/usr/bin/time';
-const missing = !haveTools('mkfs.fat', 'fsck.fat')
-  ? 'needs dosfstools'
-  : !existsSync(TIME)
-    ? 'needs /usr/bin/time (Debian package time) to read a child process peak RSS'
-    : undefined;
-
-interface Measured {
-  status: number;
-  stdout: string;
-  stderr: string;
-  peakRssBytes: number;
-  seconds: number;
-}
-
-/** Runs the built CLI; its peak RSS and wall time as /usr/bin/time reports them (the last stderr line). */
-function lowtideMeasured(args: string[], timeoutMs = 300_000): Measured {
-  const r = spawnSync(TIME, ['-f', 'peak-rss-kib %M seconds %e', process.execPath, CLI, ...args], {
-    encoding: 'utf8',
-    timeout: timeoutMs,
-    maxBuffer: 64 * MiB,
-  });
-  const m = /peak-rss-kib (\d+) seconds ([\d.]+)\s*$/.exec(r.stderr);
-  if (!m) throw new Error(`no peak RSS from ${TIME}: ${r.stderr.slice(-2000)}`);
-  return {
-    status: r.status ?? -1,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    peakRssBytes: Number(m[1]) * 1024,
-    seconds: Number(m[2]),
-  };
-}
+const missing = !haveTools('mkfs.fat', 'fsck.fat') ? 'needs dosfstools' : timeMissing();
 
 describe.skipIf(skipReason('deep directory trees', missing))('hostile images: memory of deep trees', () => {
   const work = new Workdir('lowtide-deep-');

@@ -31,9 +31,21 @@ export function loopFsUnavailableReason(kind: LoopFsKind, partitioned = false): 
   );
 }
 
+/** Why a loop device over a file on tmpfs (/dev/shm: a device nothing else reads or writes) cannot be had, or undefined. */
+export function shmLoopUnavailableReason(kind: LoopFsKind): string | undefined {
+  return (
+    loopFsUnavailableReason(kind) ??
+    (spawnSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', '/dev/shm'], { encoding: 'utf8' })
+      .stdout?.split('\n')[0]
+      ?.trim() === 'tmpfs'
+      ? undefined
+      : '/dev/shm is not tmpfs here')
+  );
+}
+
 export class LoopFs {
-  readonly dir = new TempDir('lowtide-loopfs-');
-  readonly mountPoint = this.dir.file('mnt');
+  readonly dir: TempDir;
+  readonly mountPoint: string;
   /** The loop device over the whole backing file. */
   loop: string | undefined;
   /** The device the file system is on: the loop device, or its first partition. */
@@ -43,13 +55,18 @@ export class LoopFs {
   /**
    * Makes and mounts the file system (`sizeMiB`, sparse). With `partitioned`,
    * the loop device gets a partition table with one partition starting at
-   * 1 MiB, and the file system is on that partition.
+   * 1 MiB, and the file system is on that partition. `parent`: where the
+   * backing file and the mount point are made (default: the system's
+   * temporary directory; '/dev/shm' for a device only the test uses).
    */
   constructor(
     readonly kind: LoopFsKind,
     sizeMiB: number,
     partitioned = false,
+    parent?: string,
   ) {
+    this.dir = new TempDir('lowtide-loopfs-', parent);
+    this.mountPoint = this.dir.file('mnt');
     try {
       const backing = this.dir.file('backing.img');
       execFileSync('truncate', ['-s', `${sizeMiB}M`, backing]);

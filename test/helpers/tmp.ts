@@ -6,8 +6,9 @@ import { join } from 'node:path';
 
 export class TempDir {
   readonly path: string;
-  constructor(prefix = 'lowtide-test-') {
-    this.path = mkdtempSync(join(tmpdir(), prefix));
+  /** A new directory named `prefix` and a random tail in `parent` (default: the system's temporary directory). */
+  constructor(prefix = 'lowtide-test-', parent = tmpdir()) {
+    this.path = mkdtempSync(join(parent, prefix));
   }
   file(name: string): string {
     return join(this.path, name);

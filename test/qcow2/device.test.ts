@@ -93,9 +93,12 @@ describe('a qcow2 chain on XFS read from the device under its files', () => {
     expect(r.device).toBe(fs!.device);
     expect(r.layers?.map((l) => l.device)).toEqual([fs!.device, fs!.device]);
     expect(r.layers?.every((l) => l.bytesFromDevice > 0)).toBe(true);
-    // Compressed clusters are read through the file, with their count and reason.
-    const compressed = r.fallbacks.find((f) => f.reason.startsWith('compressed clusters'));
-    expect(compressed?.bytes).toBeGreaterThan(0);
+    // Compressed clusters are read like data (their bytes from the device,
+    // then decompressed): none is read through the files. (A few KiB of an
+    // image's data may lie in an extent the file system has not written yet:
+    // zeros, read through the file.)
+    expect(r.fallbacks.filter((f) => f.reason.startsWith('compressed'))).toEqual([]);
+    expect(r.bytesFromFile).toBeLessThan(64 * 1024);
     expect(r.bytesFromDevice + r.bytesFromFile).toBe(s.plan.bytesToRead);
     // The same image read through the files, no report.
     const plain = await imageSource({ source: chain!.top, output: out.file('file.raw'), format: 'qcow2' });

@@ -8,9 +8,10 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { QmpClient } from '../../lib/advanced.js';
 import { hasCommand, loopUnavailableReason } from '../helpers/system.js';
+import { TempDir } from '../helpers/tmp.js';
 
 /** Why the VM tests cannot run here, or undefined. */
 export function vmUnavailableReason(): string | undefined {
@@ -24,6 +25,55 @@ export function vmUnavailableReason(): string | undefined {
   ] as const)
     if (!hasCommand(cmd)) return `${cmd} is not installed (Debian package ${pkg})`;
   return undefined;
+}
+
+/** A VM suite's scratch space: a temporary directory, and an XFS (reflink=1) on a loop device in it. */
+export interface VmScratch {
+  readonly tmp: TempDir;
+  readonly xfs: LoopFs;
+}
+
+/**
+ * Makes a VM suite's scratch space in beforeAll and removes it in afterAll
+ * (call it inside describe()): a temporary directory named after `prefix`
+ * and an XFS on a loop device in it. `setup` runs once both exist (in the
+ * same beforeAll, within `timeoutMs`); `teardown` (stopping the suite's VM)
+ * before they are removed, even when it fails.
+ */
+export function useVmScratch(
+  prefix: string,
+  options: {
+    setup?: ((s: VmScratch) => void | Promise<void>) | undefined;
+    teardown?: (() => void | Promise<void>) | undefined;
+    timeoutMs?: number | undefined;
+  } = {},
+): VmScratch {
+  let tmp: TempDir | undefined;
+  let xfs: LoopFs | undefined;
+  const scratch: VmScratch = {
+    get tmp(): TempDir {
+      if (tmp === undefined) throw new Error('the scratch space is made in beforeAll');
+      return tmp;
+    },
+    get xfs(): LoopFs {
+      if (xfs === undefined) throw new Error('the scratch space is made in beforeAll');
+      return xfs;
+    },
+  };
+  beforeAll(async () => {
+    tmp = new TempDir(prefix);
+    xfs = LoopFs.make(tmp.path, 'xfs');
+    await options.setup?.(scratch);
+  }, options.timeoutMs);
+  afterAll(async () => {
+    try {
+      await options.teardown?.();
+    } finally {
+      xfs?.remove();
+      tmp?.remove();
+    }
+  });
+  return scratch;
 }
 
 /** A file system made on a loop device and mounted; remove() unmounts and detaches. */

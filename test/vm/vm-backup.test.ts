@@ -6,17 +6,17 @@
  */
 import { copyFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { backupVm, describeVm, initRepository, restore, LowtideError } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
-import { TempDir } from '../helpers/tmp.js';
 import {
   checkNothingLeft,
   LoopFs,
   lowtideLeftovers,
   replayWrite,
   TestVm,
+  useVmScratch,
   vmUnavailableReason,
   type DiskSpec,
 } from './helpers.js';
@@ -28,19 +28,10 @@ const reason = vmUnavailableReason();
 const skip = skipReason('VM backup', reason);
 
 describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
-  let tmp: TempDir;
-  let xfs: LoopFs;
+  const scratch = useVmScratch('lowtide-vm-');
   let vm: TestVm | undefined;
   let n = 0;
 
-  beforeAll(() => {
-    tmp = new TempDir('lowtide-vm-');
-    xfs = LoopFs.make(tmp.path, 'xfs');
-  });
-  afterAll(() => {
-    xfs?.remove();
-    tmp?.remove();
-  });
   afterEach(async () => {
     await vm?.stop();
     vm = undefined;
@@ -48,7 +39,7 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
 
   /** Raw disks on the XFS mount with a known pattern, and their expected copies beside. */
   function makeDisks(count: number, sizeMiB = 16): { disks: DiskSpec[]; expected: string[]; dir: string } {
-    const dir = join(xfs.mountPoint, `vm${n++}`);
+    const dir = join(scratch.xfs.mountPoint, `vm${n++}`);
     execFileSync('mkdir', [dir]);
     const disks: DiskSpec[] = [];
     const expected: string[] = [];
@@ -56,7 +47,7 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
       const path = join(dir, `disk${i}.raw`);
       execFileSync('truncate', ['-s', `${sizeMiB}M`, path]);
       replayWrite(path, 0x10 + i, 0, sizeMiB * MiB);
-      const e = join(tmp.path, `expected-${n}-${i}.raw`);
+      const e = join(scratch.tmp.path, `expected-${n}-${i}.raw`);
       copyFileSync(path, e);
       disks.push({ id: `vd${i}`, path, format: 'raw' });
       expected.push(e);
@@ -66,11 +57,11 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
 
   it('backs up every disk as it was at the snapshot; later writes are not in it; nothing is left', async () => {
     const { disks, expected, dir } = makeDisks(2);
-    vm = await TestVm.start(tmp.path, disks);
+    vm = await TestVm.start(scratch.tmp.path, disks);
     await vm.monitor.execute('human-monitor-command', { 'command-line': 'cont' });
-    const repo = join(tmp.path, `repo${n}`);
+    const repo = join(scratch.tmp.path, `repo${n}`);
     await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const stateDir = join(scratch.tmp.path, `state${n}`);
 
     // Before the snapshot: in the backup.
     await vm.write('vd0', 0xa1, 1 * MiB, MiB);
@@ -78,7 +69,7 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
     replayWrite(expected[0]!, 0xa1, 1 * MiB, MiB);
     replayWrite(expected[1]!, 0xb1, 3 * MiB + 4096, 8192);
     const current = expected.map((e, i) => {
-      const c = join(tmp.path, `current-${n}-${i}.raw`);
+      const c = join(scratch.tmp.path, `current-${n}-${i}.raw`);
       copyFileSync(e, c);
       return c;
     });
@@ -126,7 +117,7 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
     expect(JSON.parse(readFileSync(result.recordPath, 'utf8'))).toEqual(result.record);
 
     for (let i = 0; i < 2; i++) {
-      const target = join(tmp.path, `restored-${n}-${i}.raw`);
+      const target = join(scratch.tmp.path, `restored-${n}-${i}.raw`);
       await restore({ repository: repo, backup: result.record.disks[i]!.id, target });
       expect(cmp(target, expected[i]!), `disk ${i} restored equals the snapshot moment`).toBe(true);
       // The VM's own disk has every write: the overlay was committed into it.
@@ -139,7 +130,7 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
 
   it('vm disks lists the disks; vm backup prints one id per disk', async () => {
     const { disks, expected, dir } = makeDisks(2, 8);
-    vm = await TestVm.start(tmp.path, disks);
+    vm = await TestVm.start(scratch.tmp.path, disks);
     const info = await describeVm(vm.qmpPath);
     expect(info.disks.map((d) => [d.name, d.nodeName, d.format, d.realPath, d.virtualSize])).toEqual([
       ['vd0', 'vd0-fmt', 'raw', disks[0]!.path, 8 * MiB],
@@ -149,25 +140,25 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
     expect(listed.status, listed.stderr).toBe(0);
     expect((JSON.parse(listed.stdout) as { disks: unknown[] }).disks).toHaveLength(2);
 
-    const repo = join(tmp.path, `repo${n}`);
+    const repo = join(scratch.tmp.path, `repo${n}`);
     expect(lowtide(['init', repo]).status).toBe(0);
     const r = lowtide(['vm', 'backup', '--qmp', vm.qmpPath, '--repo', repo, '--throttle', 'off']);
     expect(r.status, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines.map((l) => l.split(/\s+/)[1])).toEqual(['vd0', 'vd1']);
-    const target = join(tmp.path, `restored-cli-${n}.raw`);
+    const target = join(scratch.tmp.path, `restored-cli-${n}.raw`);
     expect(lowtide(['restore', '--repo', repo, lines[1]!.split(/\s+/)[0]!, target]).status).toBe(0);
     expect(cmp(target, expected[1]!)).toBe(true);
     await checkNothingLeft(vm, disks, dir, `${repo}.vm-state`);
   });
 
   it('refuses a disk on a file system without reflink before any snapshot (UNSUPPORTED, naming it)', async () => {
-    const ext4 = LoopFs.make(tmp.path, 'ext4', 64);
+    const ext4 = LoopFs.make(scratch.tmp.path, 'ext4', 64);
     try {
       const path = join(ext4.mountPoint, 'disk.raw');
       execFileSync('truncate', ['-s', '4M', path]);
-      vm = await TestVm.start(tmp.path, [{ id: 'vd0', path, format: 'raw' }]);
-      const repo = join(tmp.path, 'repo-ext4');
+      vm = await TestVm.start(scratch.tmp.path, [{ id: 'vd0', path, format: 'raw' }]);
+      const repo = join(scratch.tmp.path, 'repo-ext4');
       await initRepository(repo);
       const err = (await backupVm({ qmp: vm.qmpPath, repository: repo }).catch((e: unknown) => e)) as LowtideError;
       expect(err).toBeInstanceOf(LowtideError);
@@ -185,10 +176,10 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
 
   it('vm recover with the VM gone keeps an overlay that may hold writes, and says so', async () => {
     const { disks, dir } = makeDisks(1, 4);
-    vm = await TestVm.start(tmp.path, disks);
-    const repo = join(tmp.path, `repo${n}`);
+    vm = await TestVm.start(scratch.tmp.path, disks);
+    const repo = join(scratch.tmp.path, `repo${n}`);
     await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const stateDir = join(scratch.tmp.path, `state${n}`);
     const k = spawnSync(process.execPath, [KILL_AT, vm.qmpPath, repo, stateDir, 'commit', 'vd0'], { timeout: 120_000 });
     expect(k.signal).toBe('SIGKILL');
     await vm.stop();
@@ -206,10 +197,10 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
 
   it('an abort while a disk is read still commits the overlays and deletes the snapshot', async () => {
     const { disks, dir } = makeDisks(2, 8);
-    vm = await TestVm.start(tmp.path, disks);
-    const repo = join(tmp.path, `repo${n}`);
+    vm = await TestVm.start(scratch.tmp.path, disks);
+    const repo = join(scratch.tmp.path, `repo${n}`);
     await initRepository(repo);
-    const stateDir = join(tmp.path, `state${n}`);
+    const stateDir = join(scratch.tmp.path, `state${n}`);
     const ac = new AbortController();
     await expect(
       backupVm({
@@ -233,20 +224,20 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
       hasCommand('mkfs.btrfs') ? undefined : 'mkfs.btrfs is not installed (btrfs-progs)',
     ),
   )('backs up from a read-only btrfs subvolume snapshot and deletes it', async () => {
-    const btrfs = LoopFs.make(tmp.path, 'btrfs', 256);
+    const btrfs = LoopFs.make(scratch.tmp.path, 'btrfs', 256);
     try {
       const path = join(btrfs.mountPoint, 'disk.raw');
       execFileSync('truncate', ['-s', '8M', path]);
       replayWrite(path, 0x77, 0, 8 * MiB);
-      const expected = join(tmp.path, 'expected-btrfs.raw');
+      const expected = join(scratch.tmp.path, 'expected-btrfs.raw');
       copyFileSync(path, expected);
       const disks: DiskSpec[] = [{ id: 'vd0', path, format: 'raw' }];
-      vm = await TestVm.start(tmp.path, disks);
+      vm = await TestVm.start(scratch.tmp.path, disks);
       await vm.write('vd0', 0x78, 4096, 65536);
       replayWrite(expected, 0x78, 4096, 65536);
-      const repo = join(tmp.path, 'repo-btrfs');
+      const repo = join(scratch.tmp.path, 'repo-btrfs');
       await initRepository(repo);
-      const stateDir = join(tmp.path, 'state-btrfs');
+      const stateDir = join(scratch.tmp.path, 'state-btrfs');
       const later: Promise<void>[] = [];
       const r = await backupVm({
         qmp: vm.qmpPath,
@@ -260,7 +251,7 @@ describe.skipIf(skip)('vm backup from a reflink storage snapshot', () => {
       await Promise.all(later);
       expect(r.record.storage.kind).toBe('btrfs');
       expect(r.record.storage.description).toMatch(/^btrfs read-only snapshots /);
-      const target = join(tmp.path, 'restored-btrfs.raw');
+      const target = join(scratch.tmp.path, 'restored-btrfs.raw');
       await restore({ repository: repo, backup: r.record.disks[0]!.id, target });
       expect(cmp(target, expected)).toBe(true);
       await checkNothingLeft(vm, disks, btrfs.mountPoint, stateDir);

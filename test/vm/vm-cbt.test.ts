@@ -10,17 +10,17 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { backupVm, initRepository, restore, type VmBackupResult } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
-import { TempDir } from '../helpers/tmp.js';
 import {
   checkNothingLeft,
   LoopFs,
   qcow2ToRaw,
   replayWrite,
   TestVm,
+  useVmScratch,
   vmUnavailableReason,
   type DiskSpec,
 } from './helpers.js';
@@ -30,19 +30,10 @@ const KILL_AT = join(import.meta.dirname, 'kill-at.mjs');
 const skip = skipReason('VM backup of qcow2 disks', vmUnavailableReason());
 
 describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', () => {
-  let tmp: TempDir;
-  let xfs: LoopFs;
+  const scratch = useVmScratch('lowtide-vmcbt-');
   let vm: TestVm | undefined;
   let n = 0;
 
-  beforeAll(() => {
-    tmp = new TempDir('lowtide-vmcbt-');
-    xfs = LoopFs.make(tmp.path, 'xfs');
-  });
-  afterAll(() => {
-    xfs?.remove();
-    tmp?.remove();
-  });
   afterEach(async () => {
     await vm?.stop();
     vm = undefined;
@@ -58,7 +49,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     const path = join(dir, 'disk0.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${sizeMiB}M`]);
     replayWrite(path, 0x11, 0, (sizeMiB / 2) * MiB, 'qcow2');
-    const expected = join(tmp.path, `expected-${n}.qcow2`);
+    const expected = join(scratch.tmp.path, `expected-${n}.qcow2`);
     copyFileSync(path, expected);
     return { disk: { id: 'vd0', path, format: 'qcow2' }, expected, dir };
   }
@@ -70,15 +61,15 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
   }
 
   async function startVm(disks: DiskSpec[]): Promise<TestVm> {
-    const v = await TestVm.start(tmp.path, disks);
+    const v = await TestVm.start(scratch.tmp.path, disks);
     await v.monitor.execute('human-monitor-command', { 'command-line': 'cont' });
     return v;
   }
 
   async function restoresTo(repo: string, id: string, expected: string): Promise<boolean> {
-    const target = join(tmp.path, `restored-${n}-${id}.raw`);
+    const target = join(scratch.tmp.path, `restored-${n}-${id}.raw`);
     await restore({ repository: repo, backup: id, target });
-    return cmp(target, qcow2ToRaw(expected, join(tmp.path, `expected-${n}-${id}.raw`)));
+    return cmp(target, qcow2ToRaw(expected, join(scratch.tmp.path, `expected-${n}-${id}.raw`)));
   }
 
   async function lowtideBitmaps(v: TestVm): Promise<{ name: string; recording: boolean }[]> {
@@ -96,13 +87,13 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
 
   /** A new repository and state directory. */
   async function newRepo(): Promise<{ repo: string; stateDir: string }> {
-    const repo = join(tmp.path, `repo${n}`);
+    const repo = join(scratch.tmp.path, `repo${n}`);
     await initRepository(repo);
-    return { repo, stateDir: join(tmp.path, `state${n}`) };
+    return { repo, stateDir: join(scratch.tmp.path, `state${n}`) };
   }
 
   it('full, then incremental of the changed extents only; a removed bitmap gives a full backup with the reason', async () => {
-    const { disk, expected, dir } = makeQcow2(xfs.mountPoint);
+    const { disk, expected, dir } = makeQcow2(scratch.xfs.mountPoint);
     vm = await startVm([disk]);
     const { repo, stateDir } = await newRepo();
     await write(vm, expected, 0xa1, 20 * MiB, MiB);
@@ -158,7 +149,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
   });
 
   it('a VM killed and started again from its image: the bitmap is inconsistent, the backup full with the reason', async () => {
-    const { disk, expected, dir } = makeQcow2(xfs.mountPoint, 16);
+    const { disk, expected, dir } = makeQcow2(scratch.xfs.mountPoint, 16);
     vm = await startVm([disk]);
     const { repo, stateDir } = await newRepo();
     const first = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
@@ -185,7 +176,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
   });
 
   it('SIGKILL after the generation rotated, then vm recover: the rotation is undone, the next backup is right', async () => {
-    const { disk, expected, dir } = makeQcow2(xfs.mountPoint);
+    const { disk, expected, dir } = makeQcow2(scratch.xfs.mountPoint);
     vm = await startVm([disk]);
     const { repo, stateDir } = await newRepo();
     const first = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
@@ -219,11 +210,11 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
   });
 
   it('readFrom device: raw and qcow2 disks are read from the device under the clone', async () => {
-    const { disk, expected, dir } = makeQcow2(xfs.mountPoint, 8);
+    const { disk, expected, dir } = makeQcow2(scratch.xfs.mountPoint, 8);
     const raw = join(dir, 'disk1.raw');
     execFileSync('truncate', ['-s', '8M', raw]);
     replayWrite(raw, 0x21, 0, 8 * MiB);
-    const rawExpected = join(tmp.path, `expected-${n}-raw.raw`);
+    const rawExpected = join(scratch.tmp.path, `expected-${n}-raw.raw`);
     copyFileSync(raw, rawExpected);
     vm = await startVm([disk, { id: 'vd1', path: raw, format: 'raw' }]);
     const { repo, stateDir } = await newRepo();
@@ -231,14 +222,14 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
     const [q, w] = r.record.disks;
     expect(typeof q!.readFrom).toBe('object');
     const qReport = q!.readFrom as Exclude<typeof q.readFrom, string | undefined>;
-    expect(qReport.device).toBe(xfs.device);
+    expect(qReport.device).toBe(scratch.xfs.device);
     expect(qReport.bytesFromDevice).toBeGreaterThan(0);
     expect(typeof w!.readFrom).toBe('object');
     const report = w!.readFrom as Exclude<typeof w.readFrom, string | undefined>;
-    expect(report.device).toBe(xfs.device);
+    expect(report.device).toBe(scratch.xfs.device);
     expect(report.bytesFromDevice).toBe(8 * MiB);
     expect(await restoresTo(repo, q!.id, expected)).toBe(true);
-    const target = join(tmp.path, `restored-${n}-raw.raw`);
+    const target = join(scratch.tmp.path, `restored-${n}-raw.raw`);
     await restore({ repository: repo, backup: w!.id, target });
     expect(cmp(target, rawExpected)).toBe(true);
     await nothingLeft(vm, disk, dir, stateDir);
@@ -250,7 +241,7 @@ describe.skipIf(skip)('vm backup of qcow2 disks with changed-block tracking', ()
       hasCommand('mkfs.btrfs') ? undefined : 'mkfs.btrfs is not installed (btrfs-progs)',
     ),
   )('a qcow2 disk on btrfs: full and incremental from read-only subvolume snapshots', async () => {
-    const btrfs = LoopFs.make(tmp.path, 'btrfs', 256);
+    const btrfs = LoopFs.make(scratch.tmp.path, 'btrfs', 256);
     try {
       const { disk, expected, dir } = makeQcow2(btrfs.mountPoint, 16);
       vm = await startVm([disk]);

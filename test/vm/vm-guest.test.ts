@@ -9,13 +9,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { backupVm, initRepository, restore } from '../../lib/index.js';
 import { GuestAgentClient } from '../../lib/advanced.js';
 import { lowtide } from '../helpers/cli.js';
 import { hasCommand, skipReason } from '../helpers/system.js';
 import { TempDir } from '../helpers/tmp.js';
-import { LoopFs, lowtideLeftovers, TestVm, vmUnavailableReason } from './helpers.js';
+import { LoopFs, lowtideLeftovers, TestVm, useVmScratch, vmUnavailableReason } from './helpers.js';
 
 const BUILD = join(import.meta.dirname, '../fixtures/qemu-guest/build-guest.sh');
 const KILL_AT = join(import.meta.dirname, 'kill-at.mjs');
@@ -50,22 +50,16 @@ const MAX_FROZEN_MS = 5000;
 describe.skipIf(skipReason('VM backup with a guest agent', guestUnavailableReason()))(
   'vm backup of a real guest with the guest agent',
   () => {
-    let tmp: TempDir;
-    let xfs: LoopFs;
-    let guestDir: string;
+    let guestDir = '';
+    const scratch = useVmScratch('lowtide-vmguest-', {
+      setup: ({ tmp }) => {
+        guestDir = tmp.file('guest');
+        execFileSync('bash', [BUILD, guestDir], { env: { ...process.env, KROOT }, stdio: 'ignore' });
+      },
+      timeoutMs: 300_000,
+    });
     let vm: TestVm | undefined;
     let n = 0;
-
-    beforeAll(() => {
-      tmp = new TempDir('lowtide-vmguest-');
-      guestDir = tmp.file('guest');
-      execFileSync('bash', [BUILD, guestDir], { env: { ...process.env, KROOT }, stdio: 'ignore' });
-      xfs = LoopFs.make(tmp.path, 'xfs');
-    }, 300_000);
-    afterAll(() => {
-      xfs?.remove();
-      tmp?.remove();
-    });
     afterEach(async () => {
       await vm?.stop();
       vm = undefined;
@@ -73,13 +67,13 @@ describe.skipIf(skipReason('VM backup with a guest agent', guestUnavailableReaso
 
     /** A raw ext4 disk on XFS and the guest booted on it. */
     async function bootGuest(): Promise<{ disk: string; dir: string }> {
-      const dir = join(xfs.mountPoint, `g${n++}`);
+      const dir = join(scratch.xfs.mountPoint, `g${n++}`);
       execFileSync('mkdir', [dir]);
       const disk = join(dir, 'disk.raw');
       execFileSync('truncate', ['-s', '64M', disk]);
       execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0,nodiscard', disk]);
       const kernel = existsSync(join(guestDir, 'vmlinux')) ? join(guestDir, 'vmlinux') : join(guestDir, 'vmlinuz');
-      vm = await TestVm.start(tmp.path, [{ id: 'vd0', path: disk, format: 'raw' }], {
+      vm = await TestVm.start(scratch.tmp.path, [{ id: 'vd0', path: disk, format: 'raw' }], {
         guest: { kernel, initrd: join(guestDir, 'initrd.cpio.gz') },
       });
       await vm.waitForConsole('GUEST-READY', 120_000);
@@ -96,9 +90,9 @@ describe.skipIf(skipReason('VM backup with a guest agent', guestUnavailableReaso
 
     it('freezes the guest around the snapshot: a clean file system with the counter of the freeze', async () => {
       const { dir } = await bootGuest();
-      const repo = tmp.file(`repo${n}`);
+      const repo = scratch.tmp.file(`repo${n}`);
       await initRepository(repo);
-      const stateDir = tmp.file(`state${n}`);
+      const stateDir = scratch.tmp.file(`state${n}`);
       const r = await backupVm({
         qmp: vm!.qmpPath,
         qga: vm!.qgaPath,
@@ -111,7 +105,7 @@ describe.skipIf(skipReason('VM backup with a guest agent', guestUnavailableReaso
       expect(r.record.guestFrozenSeconds).toBeGreaterThan(0);
       expect(r.record.guestFrozenSeconds! * 1000).toBeLessThan(MAX_FROZEN_MS);
 
-      const restored = tmp.file(`restored${n}.raw`);
+      const restored = scratch.tmp.file(`restored${n}.raw`);
       await restore({ repository: repo, backup: r.record.disks[0]!.id, target: restored });
       // Clean: no journal replay needed, and e2fsck finds nothing.
       const features = execFileSync('dumpe2fs', ['-h', restored], {
@@ -144,9 +138,9 @@ describe.skipIf(skipReason('VM backup with a guest agent', guestUnavailableReaso
 
     it('SIGKILL while the guest is frozen: the watchdog thaws it, vm recover commits the overlay', async () => {
       const { dir } = await bootGuest();
-      const repo = tmp.file(`repo${n}`);
+      const repo = scratch.tmp.file(`repo${n}`);
       await initRepository(repo);
-      const stateDir = tmp.file(`state${n}`);
+      const stateDir = scratch.tmp.file(`state${n}`);
       const k = spawnSync(process.execPath, [KILL_AT, vm!.qmpPath, repo, stateDir, 'thaw', '', '', vm!.qgaPath], {
         encoding: 'utf8',
         timeout: 120_000,

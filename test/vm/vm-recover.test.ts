@@ -7,16 +7,15 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { backupVm, initRepository, restore } from '../../lib/index.js';
 import { cmp, lowtide } from '../helpers/cli.js';
 import { skipReason } from '../helpers/system.js';
-import { TempDir } from '../helpers/tmp.js';
 import {
   checkNothingLeft as nothingLeft,
-  LoopFs,
   replayWrite,
   TestVm,
+  useVmScratch,
   vmUnavailableReason,
   type DiskSpec,
 } from './helpers.js';
@@ -26,8 +25,6 @@ const MiB = 1 << 20;
 const KILL_AT = join(import.meta.dirname, 'kill-at.mjs');
 
 describe.skipIf(skipReason('VM backup recovery', vmUnavailableReason()))('vm recover after SIGKILL', () => {
-  let tmp: TempDir;
-  let xfs: LoopFs;
   let vm: TestVm;
   let disks: DiskSpec[];
   let dir: string;
@@ -36,31 +33,27 @@ describe.skipIf(skipReason('VM backup recovery', vmUnavailableReason()))('vm rec
   /** The disks as the VM's writes made them (replayed offline). */
   let current: string[];
 
-  beforeAll(async () => {
-    tmp = new TempDir('lowtide-vmrec-');
-    xfs = LoopFs.make(tmp.path, 'xfs');
-    dir = join(xfs.mountPoint, 'vm');
-    execFileSync('mkdir', [dir]);
-    disks = [0, 1].map((i) => {
-      const path = join(dir, `disk${i}.raw`);
-      execFileSync('truncate', ['-s', '16M', path]);
-      replayWrite(path, 0x40 + i, 0, 16 * MiB);
-      return { id: `vd${i}`, path, format: 'raw' as const };
-    });
-    current = disks.map((d, i) => {
-      const c = join(tmp.path, `current${i}.raw`);
-      copyFileSync(d.path, c);
-      return c;
-    });
-    vm = await TestVm.start(tmp.path, disks);
-    repo = join(tmp.path, 'repo');
-    stateDir = join(tmp.path, 'state');
-    await initRepository(repo);
-  });
-  afterAll(async () => {
-    await vm?.stop();
-    xfs?.remove();
-    tmp?.remove();
+  const scratch = useVmScratch('lowtide-vmrec-', {
+    setup: async ({ tmp, xfs }) => {
+      dir = join(xfs.mountPoint, 'vm');
+      execFileSync('mkdir', [dir]);
+      disks = [0, 1].map((i) => {
+        const path = join(dir, `disk${i}.raw`);
+        execFileSync('truncate', ['-s', '16M', path]);
+        replayWrite(path, 0x40 + i, 0, 16 * MiB);
+        return { id: `vd${i}`, path, format: 'raw' as const };
+      });
+      current = disks.map((d, i) => {
+        const c = join(tmp.path, `current${i}.raw`);
+        copyFileSync(d.path, c);
+        return c;
+      });
+      vm = await TestVm.start(tmp.path, disks);
+      repo = join(tmp.path, 'repo');
+      stateDir = join(tmp.path, 'state');
+      await initRepository(repo);
+    },
+    teardown: () => vm?.stop(),
   });
 
   const checkNothingLeft = (): Promise<void> => nothingLeft(vm, disks, dir, stateDir);
@@ -112,7 +105,7 @@ describe.skipIf(skipReason('VM backup recovery', vmUnavailableReason()))('vm rec
       expect(cmp(disks[i]!.path, current[i]!), `disk ${i} holds every write`).toBe(true);
     }
     const expected = disks.map((d, i) => {
-      const e = join(tmp.path, `expected${i}.raw`);
+      const e = join(scratch.tmp.path, `expected${i}.raw`);
       copyFileSync(d.path, e);
       return e;
     });
@@ -122,7 +115,7 @@ describe.skipIf(skipReason('VM backup recovery', vmUnavailableReason()))('vm rec
     const result = await backupVm({ qmp: vm.qmpPath, repository: repo, stateDir });
     expect(result.recovered).toHaveLength(1);
     for (let i = 0; i < disks.length; i++) {
-      const target = join(tmp.path, `restored${i}.raw`);
+      const target = join(scratch.tmp.path, `restored${i}.raw`);
       await restore({ repository: repo, backup: result.record.disks[i]!.id, target });
       expect(cmp(target, expected[i]!)).toBe(true);
     }

@@ -17,6 +17,11 @@ export function addRestoreCommand(program: Command): void {
     .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .option('-f, --force', 'replace an existing target file', false)
     .addOption(
+      new Option('--format <format>', 'raw, or qcow2: the target file is a qcow2 image of the backup')
+        .choices(['raw', 'qcow2'])
+        .default('raw'),
+    )
+    .addOption(
       new Option('--queue-depth <n>', 'chunk writes in flight').default(8).argParser(intArg('--queue-depth', 1, 256)),
     )
     .option('--json', 'print JSON', false);
@@ -35,6 +40,7 @@ export function addRestoreCommand(program: Command): void {
           backup: selected.id,
           target,
           force: o.force === true,
+          format: o.format as 'raw' | 'qcow2',
           queueDepth: o.queueDepth as number,
           ...throttleSettings(o),
           signal,

@@ -8,6 +8,7 @@ import { constants as fsc } from 'node:fs';
 import { lstat, open, readdir, realpath, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { LowtideError, toLowtideError } from '../../errors.js';
+import { Qcow2Writer } from '../../io/qcow2-writer.js';
 import { openSource } from '../../io/source.js';
 import { native } from '../../native.js';
 import type { Manifest } from '../../repo/format.js';
@@ -105,6 +106,9 @@ async function blockDeviceGeometry(path: string): Promise<{ size: number; sector
 export class RestoreTarget {
   readonly path: string;
   readonly kind: TargetKind;
+  /** 'raw': the image's bytes; 'qcow2' (files only): a qcow2 image of them (Qcow2Writer). */
+  readonly format: 'raw' | 'qcow2';
+  #qcow2: Qcow2Writer | undefined;
   /** Zero chunks are written from this buffer; without one (a file) they are left as holes. */
   readonly zeroChunk: Buffer | undefined;
   readonly #chunkSize: number;
@@ -122,9 +126,13 @@ export class RestoreTarget {
   /** Partial files of killed restores to the same target, removed by open(). */
   removedPartials: string[] = [];
 
-  constructor(path: string, kind: TargetKind, chunkSize: number) {
+  constructor(path: string, kind: TargetKind, chunkSize: number, format: 'raw' | 'qcow2' = 'raw') {
+    if (format === 'qcow2' && kind !== 'file') {
+      throw new LowtideError('INVALID_ARGUMENT', `format: 'qcow2' writes an image file; ${path} is a block device`);
+    }
     this.path = path;
     this.kind = kind;
+    this.format = format;
     this.#chunkSize = chunkSize;
     this.zeroChunk = kind === 'block' ? native.alignedBuffer(chunkSize) : undefined;
   }
@@ -146,7 +154,8 @@ export class RestoreTarget {
         this.#partial = await PartialFile.create(this.path, PARTIAL_RANDOM_BYTES);
         // Held while the restore runs: another restore to the same target leaves it alone.
         native.tryLockExclusive(this.#partial.handle.fd);
-        await this.#partial.handle.truncate(manifest.size);
+        if (this.format === 'qcow2') this.#qcow2 = new Qcow2Writer(this.#partial.handle, manifest.size);
+        else await this.#partial.handle.truncate(manifest.size);
       }
     } catch (err) {
       throw writeError(err, `opening ${this.path}`);
@@ -179,6 +188,12 @@ export class RestoreTarget {
   /** Writes `length` bytes of `data` at `offset`, aligned when direct. */
   async write(data: Buffer, length: number, offset: number): Promise<void> {
     const out = this.#handle();
+    if (this.#qcow2) {
+      const before = this.#qcow2.dataBytes;
+      await this.#qcow2.write(data, length, offset);
+      this.#writeback?.wrote(this.#qcow2.dataBytes - before);
+      return;
+    }
     if (this.#writeback) {
       const { bytesWritten: n } = await out.write(data, 0, length, offset);
       if (n !== length) throw new Error(`short write at ${offset}`);
@@ -219,6 +234,7 @@ export class RestoreTarget {
         this.#tail = undefined;
       }
       if (this.#partial) {
+        await this.#qcow2?.finish();
         await this.#partial.commit({ syncDirectory: true });
       } else {
         await this.#device!.sync();
