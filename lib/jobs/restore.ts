@@ -15,6 +15,7 @@ import {
   repositoryOption,
   Repository,
   type IndexReader,
+  type PackLocation,
   type RepositoryLocation,
 } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
@@ -129,15 +130,39 @@ interface ChunkWrites {
   signal: AbortSignal | undefined;
   counts: RestoreCounts;
   progress: ProgressReporter<RestoreProgress>;
+  /** Writes to the target in flight: at most the throttle's queue depth. */
+  slots: WriteSlots;
+}
+
+/**
+ * Chunks read from a remote repository at once, ahead of the writes (each
+ * holds one chunk): requests to object storage take milliseconds each, so
+ * the reads need a deeper window than the writes to the target.
+ */
+const REMOTE_READS_IN_FLIGHT = 24;
+
+/** A counting semaphore whose limit is read at every acquire (the throttle's queue depth). */
+class WriteSlots {
+  #busy = 0;
+  readonly #waiting: (() => void)[] = [];
+  constructor(private readonly limit: () => number) {}
+  async acquire(): Promise<void> {
+    while (this.#busy >= Math.max(1, this.limit())) await new Promise<void>((r) => this.#waiting.push(r));
+    this.#busy++;
+  }
+  release(): void {
+    this.#busy--;
+    this.#waiting.shift()?.();
+  }
 }
 
 /** Reads chunk i from the repository (its digest checked) and writes it, timed for the throttle. */
-async function writeChunk(w: ChunkWrites, i: number, entry: Buffer): Promise<void> {
+async function writeChunk(w: ChunkWrites, i: number, entry: Buffer, location: PackLocation | undefined): Promise<void> {
   const cs = w.manifest.chunkSize;
   const length = Math.min(cs, w.manifest.size - i * cs);
   let lease: { data: Buffer; release(): void };
   try {
-    lease = await w.repo.leaseChunk(entry.toString('hex'), length);
+    lease = await w.repo.leaseChunk(entry.toString('hex'), length, location);
   } catch (err) {
     const e = toLowtideError(err, 'CHUNK_CORRUPT');
     throw new LowtideError(e.code, `backup ${w.manifest.id} at offset ${i * cs}: ${e.message}`, {
@@ -147,10 +172,15 @@ async function writeChunk(w: ChunkWrites, i: number, entry: Buffer): Promise<voi
   }
   w.counts.chunksVerified++;
   try {
-    const w0 = process.hrtime.bigint();
-    await w.out.write(lease.data, length, i * cs);
-    w.ownWrite(length);
-    w.throttle.observe(Number(process.hrtime.bigint() - w0), length);
+    await w.slots.acquire();
+    try {
+      const w0 = process.hrtime.bigint();
+      await w.out.write(lease.data, length, i * cs);
+      w.ownWrite(length);
+      w.throttle.observe(Number(process.hrtime.bigint() - w0), length);
+    } finally {
+      w.slots.release();
+    }
   } catch (err) {
     throw writeError(err, `writing ${w.out.path}`);
   } finally {
@@ -177,10 +207,12 @@ async function writeZeroChunk(w: ChunkWrites, length: number, offset: number): P
 
 /**
  * Writes every chunk of the backup in order: at most the throttle's queue
- * depth of writes in flight, spaced by its pacing delay.
+ * depth of writes in flight, spaced by its pacing delay. From a remote
+ * repository up to REMOTE_READS_IN_FLIGHT chunks are read ahead of them.
  */
 async function writeChunks(w: ChunkWrites): Promise<void> {
   const { manifest, throttle, signal } = w;
+  const readAhead = w.repo.isRemote ? REMOTE_READS_IN_FLIGHT : 0;
   const cs = manifest.chunkSize;
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
@@ -192,12 +224,13 @@ async function writeChunks(w: ChunkWrites): Promise<void> {
       await writeZeroChunk(w, Math.min(cs, manifest.size - i * cs), i * cs);
       continue;
     }
-    while (inFlight.size >= throttle.decision.queueDepth) await Promise.race(inFlight);
+    const location = w.index.location(i);
+    while (inFlight.size >= Math.max(throttle.decision.queueDepth, readAhead)) await Promise.race(inFlight);
     // Re-read the pacing while waiting: a controller may shorten it (the end of a canary pause).
     let wait: number;
     while ((wait = lastIssue + throttle.pacingMs() - performance.now()) > 0) await sleep(Math.min(wait, 20));
     lastIssue = performance.now();
-    const p: Promise<void> = writeChunk(w, i, Buffer.from(entry))
+    const p: Promise<void> = writeChunk(w, i, Buffer.from(entry), location)
       .catch((err: unknown) => {
         failure ??= err;
       })
@@ -248,7 +281,19 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await out.open(manifest, () => throttle.writebackStepBytes());
     // The target's storage: the device itself, or the file system of the file's directory.
     const ownWrite = throttle.ownWrites(out.kind === 'block' ? out.path : dirname(out.path));
-    await writeChunks({ repo, manifest, index, out, throttle, ownWrite, signal: o.control.signal, counts, progress });
+    const slots = new WriteSlots(() => throttle.decision.queueDepth);
+    await writeChunks({
+      repo,
+      manifest,
+      index,
+      out,
+      throttle,
+      ownWrite,
+      signal: o.control.signal,
+      counts,
+      progress,
+      slots,
+    });
     await out.finish();
     progress.report(true);
     const seconds = clock.seconds();
