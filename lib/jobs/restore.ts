@@ -139,7 +139,7 @@ interface ChunkWrites {
  * holds one chunk): requests to object storage take milliseconds each, so
  * the reads need a deeper window than the writes to the target.
  */
-const REMOTE_READS_IN_FLIGHT = 24;
+const REMOTE_READS_IN_FLIGHT = 48;
 
 /** A counting semaphore whose limit is read at every acquire (the throttle's queue depth). */
 class WriteSlots {
@@ -156,18 +156,50 @@ class WriteSlots {
   }
 }
 
-/** Reads chunk i from the repository (its digest checked) and writes it, timed for the throttle. */
-async function writeChunk(w: ChunkWrites, i: number, entry: Buffer, location: PackLocation | undefined): Promise<void> {
+/** A chunk to restore: its number, id and (packed) where its record is. */
+interface RunChunk {
+  i: number;
+  hex: string;
+  location: PackLocation | undefined;
+}
+
+/**
+ * Consecutive chunks whose records are in one pack are read with one
+ * request for the span that holds them, up to this many bytes (packed
+ * repositories; a writer places records in the order their chunks were
+ * ready, which is nearly the image's).
+ */
+const RUN_MAX_BYTES = 16 * 1024 * 1024;
+
+/** Reads a run of chunks (one request when packed) and writes them in order. */
+async function writeRun(w: ChunkWrites, run: readonly RunChunk[]): Promise<void> {
+  const cs = w.manifest.chunkSize;
+  const lengthOf = (i: number): number => Math.min(cs, w.manifest.size - i * cs);
+  const leases: ({ data: Buffer; release(): void } | LowtideError)[] =
+    run.length > 1
+      ? await w.repo.leaseRecords(
+          run.map((c) => ({ hex: c.hex, expectedLength: lengthOf(c.i), location: c.location! })),
+        )
+      : [
+          await w.repo
+            .leaseChunk(run[0]!.hex, lengthOf(run[0]!.i), run[0]!.location)
+            .catch((err: unknown) => toLowtideError(err, 'CHUNK_CORRUPT')),
+        ];
+  try {
+    for (let k = 0; k < run.length; k++) await writeChunk(w, run[k]!.i, leases[k]!);
+  } finally {
+    for (const l of leases) if (!(l instanceof LowtideError)) l.release();
+  }
+}
+
+/** Writes chunk i read from the repository (its digest checked), timed for the throttle. */
+async function writeChunk(w: ChunkWrites, i: number, lease: { data: Buffer } | LowtideError): Promise<void> {
   const cs = w.manifest.chunkSize;
   const length = Math.min(cs, w.manifest.size - i * cs);
-  let lease: { data: Buffer; release(): void };
-  try {
-    lease = await w.repo.leaseChunk(entry.toString('hex'), length, location);
-  } catch (err) {
-    const e = toLowtideError(err, 'CHUNK_CORRUPT');
-    throw new LowtideError(e.code, `backup ${w.manifest.id} at offset ${i * cs}: ${e.message}`, {
+  if (lease instanceof LowtideError) {
+    throw new LowtideError(lease.code, `backup ${w.manifest.id} at offset ${i * cs}: ${lease.message}`, {
       offset: i * cs,
-      cause: e,
+      cause: lease,
     });
   }
   w.counts.chunksVerified++;
@@ -183,8 +215,6 @@ async function writeChunk(w: ChunkWrites, i: number, entry: Buffer, location: Pa
     }
   } catch (err) {
     throw writeError(err, `writing ${w.out.path}`);
-  } finally {
-    lease.release();
   }
   w.counts.bytesWritten += length;
   w.counts.bytesDone += length;
@@ -212,32 +242,68 @@ async function writeZeroChunk(w: ChunkWrites, length: number, offset: number): P
  */
 async function writeChunks(w: ChunkWrites): Promise<void> {
   const { manifest, throttle, signal } = w;
+  const packed = w.repo.isPacked;
+  // In chunks; a run of a packed repository counts as its chunks.
   const readAhead = w.repo.isRemote ? REMOTE_READS_IN_FLIGHT : 0;
   const cs = manifest.chunkSize;
-  const inFlight = new Set<Promise<void>>();
+  const inFlight = new Map<Promise<void>, number>();
+  let chunksInFlight = 0;
   let failure: unknown;
   let lastIssue = 0;
+  let lastRun = 1;
+  let run: RunChunk[] = [];
+  let runStart = Infinity;
+  let runEnd = 0;
+  const issue = async (): Promise<void> => {
+    if (run.length === 0) return;
+    const chunks = run;
+    run = [];
+    runStart = Infinity;
+    runEnd = 0;
+    while (inFlight.size > 0 && chunksInFlight + chunks.length > Math.max(throttle.decision.queueDepth, readAhead))
+      await Promise.race(inFlight.keys());
+    // Re-read the pacing while waiting: a controller may shorten it (the end of
+    // a canary pause). A run of n chunks is n blocks: the next issue waits n delays.
+    let wait: number;
+    while ((wait = lastIssue + throttle.pacingMs() * lastRun - performance.now()) > 0) await sleep(Math.min(wait, 20));
+    lastIssue = performance.now();
+    lastRun = chunks.length;
+    chunksInFlight += chunks.length;
+    const p: Promise<void> = writeRun(w, chunks)
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => {
+        inFlight.delete(p);
+        chunksInFlight -= chunks.length;
+      });
+    inFlight.set(p, chunks.length);
+  };
   for (let i = 0; i < manifest.chunkCount && failure === undefined; i++) {
     if (signal?.aborted) throw new LowtideError('ABORTED', 'the restore was aborted', { cause: signal.reason });
     const entry = await w.index.entry(i);
     if (entry === null) {
+      await issue();
       await writeZeroChunk(w, Math.min(cs, manifest.size - i * cs), i * cs);
       continue;
     }
     const location = w.index.location(i);
-    while (inFlight.size >= Math.max(throttle.decision.queueDepth, readAhead)) await Promise.race(inFlight);
-    // Re-read the pacing while waiting: a controller may shorten it (the end of a canary pause).
-    let wait: number;
-    while ((wait = lastIssue + throttle.pacingMs() - performance.now()) > 0) await sleep(Math.min(wait, 20));
-    lastIssue = performance.now();
-    const p: Promise<void> = writeChunk(w, i, Buffer.from(entry), location)
-      .catch((err: unknown) => {
-        failure ??= err;
-      })
-      .finally(() => inFlight.delete(p));
-    inFlight.add(p);
+    const joins =
+      packed &&
+      run.length > 0 &&
+      location !== undefined &&
+      location.pack === run[0]!.location!.pack &&
+      Math.max(runEnd, location.offset + location.length) - Math.min(runStart, location.offset) <= RUN_MAX_BYTES;
+    if (!joins) await issue();
+    run.push({ i, hex: entry.toString('hex'), location });
+    if (location) {
+      runStart = Math.min(runStart, location.offset);
+      runEnd = Math.max(runEnd, location.offset + location.length);
+    }
+    if (!packed) await issue();
   }
-  await Promise.all(inFlight);
+  await issue();
+  await Promise.all(inFlight.keys());
   if (failure !== undefined) throw failure;
 }
 

@@ -296,8 +296,21 @@ export function checkRepositoryOption(value: unknown, name = 'repository'): Repo
 
 async function openRemote(storage: ObjectStorage, password: string | undefined): Promise<Repository> {
   try {
-    await storage.check();
-    const data = await storage.get(CONFIG_FILE, undefined, MAX_CONFIG_BYTES);
+    // The bucket, the configuration and the key files' names at once (each
+    // request waits for the network); the bucket's error comes first.
+    const listKeys = async (): Promise<string[]> => {
+      const names: string[] = [];
+      for await (const o of storage.list(`${KEYS_DIR}/`)) names.push(o.key.slice(KEYS_DIR.length + 1));
+      return names;
+    };
+    const [checked, got, keyNames] = await Promise.allSettled([
+      storage.check(),
+      storage.get(CONFIG_FILE, undefined, MAX_CONFIG_BYTES),
+      listKeys(),
+    ]);
+    if (checked.status === 'rejected') throw checked.reason;
+    if (got.status === 'rejected') throw got.reason;
+    const data = got.value;
     const where = `${storage.location}/${CONFIG_FILE}`;
     if (data === undefined) {
       throw new LowtideError(
@@ -317,9 +330,8 @@ async function openRemote(storage: ObjectStorage, password: string | undefined):
       config,
       password,
       async () => {
-        const names: string[] = [];
-        for await (const o of storage.list(`${KEYS_DIR}/`)) names.push(o.key.slice(KEYS_DIR.length + 1));
-        return names;
+        if (keyNames.status === 'rejected') throw keyNames.reason;
+        return keyNames.value;
       },
       (n) => storage.get(`${KEYS_DIR}/${n}`, undefined, MAX_KEY_FILE_BYTES),
     );
@@ -436,6 +448,8 @@ export class Repository {
   #epochStarted = false;
   /** The master key of an encrypted repository. */
   readonly #keys: RepoKeys | undefined;
+  /** The last index or catalog downloaded (decrypted), if small: objects never change. */
+  #lastDownload: { key: string; data: Buffer } | undefined;
 
   /**
    * `path` is the directory, or the s3:// location of a remote repository
@@ -584,7 +598,10 @@ export class Repository {
    * when it is missing.
    */
   async #download(key: string, what: string): Promise<string> {
-    const data = await this.#readObject(key, what, MAX_MANIFEST_BYTES);
+    // Objects are immutable: the last small one read is kept (a backup opens its parent's index three times).
+    const cached = this.#lastDownload?.key === key ? this.#lastDownload.data : undefined;
+    const data = cached ?? (await this.#readObject(key, what, MAX_MANIFEST_BYTES));
+    if (data !== undefined && data.length <= DOWNLOAD_CACHE_BYTES) this.#lastDownload = { key, data };
     if (data === undefined) {
       throw new LowtideError('REPO_CORRUPT', `${what} (${this.#objectPath(key)}) is missing`);
     }
@@ -826,7 +843,8 @@ export class Repository {
   async #putRemoteChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     const storage = this.storage;
     if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
-    const packed = await compress(plain, this.config.compression.level);
+    // Sampled first, as for a local repository (native/repo/chunk_file.cc): incompressible data is stored raw.
+    const packed = (await worthCompressing(plain)) ? await compress(plain, this.config.compression.level) : plain;
     const file =
       packed.length < plain.length
         ? Buffer.concat([chunkHeader(ChunkEncoding.Zstd, plain.length), packed])
@@ -957,6 +975,53 @@ export class Repository {
     }
   }
 
+  /**
+   * Packed: the chunks of records in one pack, read with one request (the
+   * span from the first to the last of them); each result is the chunk's
+   * lease (as from leaseChunk()) or the error that chunk alone would have given.
+   */
+  async leaseRecords(
+    records: readonly { hex: string; expectedLength: number; location: PackLocation }[],
+  ): Promise<({ data: Buffer; release(): void } | LowtideError)[]> {
+    const pack = records[0]!.location.pack;
+    if (records.some((r) => r.location.pack !== pack))
+      throw new LowtideError('INTERNAL', 'leaseRecords: records of several packs');
+    const start = Math.min(...records.map((r) => r.location.offset));
+    const span = Math.max(...records.map((r) => r.location.offset + r.location.length)) - start;
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await this.storage.get(packKey(pack), { offset: start, length: span }, span);
+    } catch (err) {
+      const e = toLowtideError(err, 'IO_ERROR', `reading ${this.#recordPath(records[0]!.location)}`);
+      return records.map(() => e);
+    }
+    return Promise.all(
+      records.map(async ({ hex, expectedLength, location }) => {
+        const path = this.#recordPath(location);
+        if (bytes === undefined)
+          return new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
+        const taken: Buffer[] = [];
+        const release = (): void => {
+          for (const b of taken.splice(0)) giveBuffer(b);
+        };
+        try {
+          const at = location.offset - start;
+          const file = bytes.subarray(at, at + location.length);
+          if (file.length !== location.length || location.length > this.#chunkCap(expectedLength)) {
+            throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex}: its pack ${location.pack} ends before its record`, {
+              path,
+            });
+          }
+          const data = await this.#openChunk(hex, file, file.length, expectedLength, path, taken);
+          return { data, release };
+        } catch (err) {
+          release();
+          return toLowtideError(err, 'CHUNK_CORRUPT');
+        }
+      }),
+    );
+  }
+
   /** The largest chunk object (or record) of this repository, for a chunk of at least `expectedLength` bytes. */
   #chunkCap(expectedLength?: number): number {
     return CHUNK_HEADER_SIZE + Math.max(this.chunkSize, expectedLength ?? 0) + (this.#keys ? SEAL_OVERHEAD : 0);
@@ -1068,6 +1133,7 @@ export class Repository {
     const names = await this.backupNames();
     const backups: Manifest[] = [];
     const damaged: { id: string; error: LowtideError }[] = [];
+    const ids: string[] = [];
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
       const id = n.slice(0, -5);
       if (!BACKUP_ID_PATTERN.test(id)) {
@@ -1078,12 +1144,26 @@ export class Repository {
         });
         continue;
       }
-      try {
-        backups.push(await this.readManifest(id));
-      } catch (err) {
-        damaged.push({ id, error: toLowtideError(err, 'REPO_CORRUPT') });
-      }
+      ids.push(id);
     }
+    // Remote: a few requests at once (each waits for the network).
+    const results = new Array<Manifest | LowtideError>(ids.length);
+    let next = 0;
+    const reader = async (): Promise<void> => {
+      for (let i = next++; i < ids.length; i = next++) {
+        try {
+          results[i] = await this.readManifest(ids[i]!);
+        } catch (err) {
+          results[i] = toLowtideError(err, 'REPO_CORRUPT');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: this.#storage ? MANIFESTS_AT_ONCE : 1 }, reader));
+    ids.forEach((id, i) => {
+      const r = results[i]!;
+      if (r instanceof LowtideError) damaged.push({ id, error: r });
+      else backups.push(r);
+    });
     backups.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.id < b.id ? -1 : 1));
     return { backups, damaged };
   }
@@ -1342,8 +1422,10 @@ export class Repository {
         await unlink(file).catch(() => undefined);
       }
     };
-    if (manifest.catalog) await upload(join(this.backupsDir, catalogFileName(id)), catalogFileName(id));
-    await upload(indexFile, indexFileName(id));
+    const uploads = [upload(indexFile, indexFileName(id))];
+    if (manifest.catalog) uploads.push(upload(join(this.backupsDir, catalogFileName(id)), catalogFileName(id)));
+    const done = await Promise.allSettled(uploads);
+    for (const d of done) if (d.status === 'rejected') throw d.reason;
     lock?.check();
     if (
       !(await this.#writeObject(
@@ -1439,6 +1521,19 @@ function chunkKey(hex: string): string {
   return `${CHUNKS_DIR}/${hex.slice(0, 2)}/${hex}`;
 }
 
+/**
+ * Whether a chunk is worth compressing: chunks of 256 KiB and more are
+ * sampled (four 16 KiB pieces spread over it, compressed at level 1) and
+ * stored raw when that saves less than 3 %, as the local store does.
+ */
+async function worthCompressing(plain: Buffer): Promise<boolean> {
+  const piece = 16 * 1024;
+  if (plain.length < 16 * piece) return true;
+  const step = Math.floor(plain.length / 4);
+  const sample = Buffer.concat([0, 1, 2, 3].map((i) => plain.subarray(i * step, i * step + piece)));
+  return (await compress(sample, 1)).length <= sample.length * 0.97;
+}
+
 /** An id used to name a file: it must be a backup id (never a path). */
 function checkedId(id: string): string {
   if (!BACKUP_ID_PATTERN.test(id)) throw new LowtideError('INTERNAL', `not a backup id: ${JSON.stringify(id)}`);
@@ -1457,6 +1552,12 @@ function processRuns(pid: number): boolean {
 }
 /** Where VM records are (docs/repository-format.md, "VM records"). */
 const VMS_DIR = 'vms';
+
+/** Manifests of a remote repository read at once by listBackups(). */
+const MANIFESTS_AT_ONCE = 8;
+
+/** Largest object #download() keeps for the next call (an index of 1 TiB of 1 MiB chunks is 64 MiB). */
+const DOWNLOAD_CACHE_BYTES = 16 * 1024 * 1024;
 
 /** Chunk directories synced at once before a manifest is written. */
 const SYNC_DIRS_AT_ONCE = 8;
