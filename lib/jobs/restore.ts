@@ -169,7 +169,7 @@ interface RunChunk {
  * repositories; a writer places records in the order their chunks were
  * ready, which is nearly the image's).
  */
-const RUN_MAX_BYTES = 16 * 1024 * 1024;
+const RUN_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Reads a run of chunks (one request when packed) and writes them in order. */
 async function writeRun(w: ChunkWrites, run: readonly RunChunk[]): Promise<void> {
