@@ -18,7 +18,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, initRepository, openRepository, pruneRepository, restore, verifyRepository } from '../../lib/index.js';
 import { cmp } from '../helpers/cli.js';
 import { rejection } from '../helpers/errors.js';
-import { lowtideS3, lowtideS3Async, newBucket, repoOptions, rgw, s3Client } from '../helpers/s3.js';
+import {
+  lowtideS3,
+  lowtideS3Async,
+  newBucket,
+  repoOptions,
+  restoresExactly as checkRestore,
+  rgw,
+  s3Client,
+  sharedImage,
+  verifyOk,
+} from '../helpers/s3.js';
 import { skipReason } from '../helpers/system.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
 
@@ -76,25 +86,9 @@ describe.skipIf(skipReason('packed S3 repositories', rgw().skip))('packed S3 rep
     return repo;
   }
 
-  /** A raw image: `shared` MiB the same in every image, then data of its own. */
-  function image(name: string, seed: number, mib = 8, shared = 2): string {
-    const path = work.file(name);
-    writeFileSync(path, Buffer.concat([patternBytes(shared * MiB, 1000), patternBytes((mib - shared) * MiB, seed)]));
-    return path;
-  }
-
-  let restores = 0;
-  function restoresExactly(repo: string, id: string, source: string): void {
-    const out = work.file(`restore-${restores++}.img`);
-    const r = lowtideS3(['restore', id, out, '--repo', repo, ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    expect(cmp(out, source)).toBe(true);
-  }
-
-  function verifyOk(repo: string): void {
-    const r = lowtideS3(['verify', '--repo', repo, ...ep]);
-    expect(r.status, r.stdout + r.stderr).toBe(0);
-  }
+  const image = (name: string, seed: number, mib?: number, shared?: number): string =>
+    sharedImage(work, name, seed, mib, shared);
+  const restoresExactly = (repo: string, id: string, source: string): void => checkRestore(work, repo, id, source);
 
   /** The entries of an unencrypted packed index: id, pack, offset, length (null: a zero chunk). */
   async function indexEntries(
