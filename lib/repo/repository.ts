@@ -501,11 +501,6 @@ export class Repository {
     return this.config.packSize !== undefined;
   }
 
-  /** Packs this instance uploaded, and their bytes. */
-  get packsWritten(): { packs: number; bytes: number } {
-    return { packs: this.#packs?.packs ?? 0, bytes: this.#packs?.bytes ?? 0 };
-  }
-
   /** The object storage of a remote repository (INTERNAL for a local one). */
   get storage(): ObjectStorage {
     if (!this.#storage) throw new LowtideError('INTERNAL', `${this.path} is a local repository`);

@@ -83,9 +83,6 @@ export class PackWriter {
   #name = newPackName();
   readonly #uploads = new Set<Promise<void>>();
   #failure: unknown;
-  /** Packs uploaded and their bytes. */
-  packs = 0;
-  bytes = 0;
 
   constructor(
     private readonly storage: ObjectStorage,
@@ -148,8 +145,6 @@ export class PackWriter {
       .putIfAbsent(packKey(name), body)
       .then((written) => {
         if (!written) throw new LowtideError('INTERNAL', `pack ${name} exists already in ${this.storage.location}`);
-        this.packs++;
-        this.bytes += body.length;
         this.onUploaded(ids, locations);
       })
       .catch((err: unknown) => {
