@@ -132,9 +132,10 @@ const bucket = 'bench';
 }
 
 // ------------------------------------------------------------ tools
-const encrypted = spawnSync(process.execPath, [snap.cli, 'init', '--help'], { encoding: 'utf8' }).stdout.includes(
-  '--encryption',
-);
+const initHelp = spawnSync(process.execPath, [snap.cli, 'init', '--help'], { encoding: 'utf8' }).stdout;
+const encrypted = initHelp.includes('--encryption');
+// A lowtide that has packs makes packed S3 repositories by default (16 MiB packs).
+const packed = initHelp.includes('--pack-size');
 const ltEnv = { ...awsEnv, LOWTIDE_PASSWORD: 'bench', LOWTIDE_CACHE_DIR: join(work, 'lowtide-cache') };
 const lt = (args, opts = {}) =>
   timed(process.execPath, [snap.cli, ...args, '--s3-endpoint', endpoint], { env: ltEnv, ...opts });
@@ -289,6 +290,7 @@ const summary = {
   files: meta.fileCount,
   change: { ...change, fraction: changeFraction },
   lowtideEncrypted: encrypted,
+  lowtidePacked: packed,
   lowtide: snap.version,
   restic: spawnSync('restic', ['version'], { encoding: 'utf8' }).stdout.trim(),
   machine: machineInfo(),
@@ -299,7 +301,7 @@ console.log(
   `\n## bench:s3 — ${fmtBytes(summary.imageBytes)} FAT32 image (${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % used) into S3 buckets of one local Ceph RGW; one run`,
 );
 console.log(
-  `lowtide ${encrypted ? 'encrypted (aes-256-gcm), as restic always is' : 'NOT encrypted (this lowtide has no --encryption); restic encrypts'}; lowtide reads used blocks only, restic the whole image (--stdin)\n`,
+  `lowtide ${encrypted ? 'encrypted (aes-256-gcm), as restic always is' : 'NOT encrypted (this lowtide has no --encryption); restic encrypts'}; ${packed ? 'lowtide chunks in 16 MiB packs' : 'one lowtide object per chunk'}; lowtide reads used blocks only, restic the whole image (--stdin)\n`,
 );
 console.log('| | lowtide (default) | lowtide --throttle off | restic | restic ÷ lowtide (default / off) | target |');
 console.log('|---|---|---|---|---|---|');

@@ -15,6 +15,7 @@ import {
   repositoryOption,
   Repository,
   type IndexReader,
+  type PackLocation,
   type RepositoryLocation,
 } from '../repo/repository.js';
 import { openSource } from '../io/source.js';
@@ -139,32 +140,91 @@ interface ChunkWrites {
   signal: AbortSignal | undefined;
   counts: RestoreCounts;
   progress: ProgressReporter<RestoreProgress>;
+  /** Writes to the target in flight: at most the throttle's queue depth. */
+  slots: WriteSlots;
 }
 
-/** Reads chunk i from the repository (its digest checked) and writes it, timed for the throttle. */
-async function writeChunk(w: ChunkWrites, i: number, entry: Buffer): Promise<void> {
+/**
+ * Chunks read from a remote repository at once, ahead of the writes (each
+ * holds one chunk): requests to object storage take milliseconds each, so
+ * the reads need a deeper window than the writes to the target.
+ */
+const REMOTE_READS_IN_FLIGHT = 48;
+
+/** A counting semaphore whose limit is read at every acquire (the throttle's queue depth). */
+class WriteSlots {
+  #busy = 0;
+  readonly #waiting: (() => void)[] = [];
+  constructor(private readonly limit: () => number) {}
+  async acquire(): Promise<void> {
+    while (this.#busy >= Math.max(1, this.limit())) await new Promise<void>((r) => this.#waiting.push(r));
+    this.#busy++;
+  }
+  release(): void {
+    this.#busy--;
+    this.#waiting.shift()?.();
+  }
+}
+
+/** A chunk to restore: its number, id and (packed) where its record is. */
+interface RunChunk {
+  i: number;
+  hex: string;
+  location: PackLocation | undefined;
+}
+
+/**
+ * Consecutive chunks whose records are in one pack are read with one
+ * request for the span that holds them, up to this many bytes (packed
+ * repositories; a writer places records in the order their chunks were
+ * ready, which is nearly the image's).
+ */
+const RUN_MAX_BYTES = 4 * 1024 * 1024;
+
+/** Reads a run of chunks (one request when packed) and writes them in order. */
+async function writeRun(w: ChunkWrites, run: readonly RunChunk[]): Promise<void> {
+  const cs = w.manifest.chunkSize;
+  const lengthOf = (i: number): number => Math.min(cs, w.manifest.size - i * cs);
+  const leases: ({ data: Buffer; release(): void } | LowtideError)[] =
+    run.length > 1
+      ? await w.repo.leaseRecords(
+          run.map((c) => ({ hex: c.hex, expectedLength: lengthOf(c.i), location: c.location! })),
+        )
+      : [
+          await w.repo
+            .leaseChunk(run[0]!.hex, lengthOf(run[0]!.i), run[0]!.location)
+            .catch((err: unknown) => toLowtideError(err, 'CHUNK_CORRUPT')),
+        ];
+  try {
+    for (let k = 0; k < run.length; k++) await writeChunk(w, run[k]!.i, leases[k]!);
+  } finally {
+    for (const l of leases) if (!(l instanceof LowtideError)) l.release();
+  }
+}
+
+/** Writes chunk i read from the repository (its digest checked), timed for the throttle. */
+async function writeChunk(w: ChunkWrites, i: number, lease: { data: Buffer } | LowtideError): Promise<void> {
   const cs = w.manifest.chunkSize;
   const length = Math.min(cs, w.manifest.size - i * cs);
-  let lease: { data: Buffer; release(): void };
-  try {
-    lease = await w.repo.leaseChunk(entry.toString('hex'), length);
-  } catch (err) {
-    const e = toLowtideError(err, 'CHUNK_CORRUPT');
-    throw new LowtideError(e.code, `backup ${w.manifest.id} at offset ${i * cs}: ${e.message}`, {
+  if (lease instanceof LowtideError) {
+    throw new LowtideError(lease.code, `backup ${w.manifest.id} at offset ${i * cs}: ${lease.message}`, {
       offset: i * cs,
-      cause: e,
+      cause: lease,
     });
   }
   w.counts.chunksVerified++;
   try {
-    const w0 = process.hrtime.bigint();
-    await w.out.write(lease.data, length, i * cs);
-    w.ownWrite(length);
-    w.throttle.observe(Number(process.hrtime.bigint() - w0), length);
+    await w.slots.acquire();
+    try {
+      const w0 = process.hrtime.bigint();
+      await w.out.write(lease.data, length, i * cs);
+      w.ownWrite(length);
+      w.throttle.observe(Number(process.hrtime.bigint() - w0), length);
+    } finally {
+      w.slots.release();
+    }
   } catch (err) {
     throw writeError(err, `writing ${w.out.path}`);
-  } finally {
-    lease.release();
   }
   w.counts.bytesWritten += length;
   w.counts.bytesDone += length;
@@ -187,34 +247,73 @@ async function writeZeroChunk(w: ChunkWrites, length: number, offset: number): P
 
 /**
  * Writes every chunk of the backup in order: at most the throttle's queue
- * depth of writes in flight, spaced by its pacing delay.
+ * depth of writes in flight, spaced by its pacing delay. From a remote
+ * repository up to REMOTE_READS_IN_FLIGHT chunks are read ahead of them.
  */
 async function writeChunks(w: ChunkWrites): Promise<void> {
   const { manifest, throttle, signal } = w;
+  const packed = w.repo.isPacked;
+  // In chunks; a run of a packed repository counts as its chunks.
+  const readAhead = w.repo.isRemote ? REMOTE_READS_IN_FLIGHT : 0;
   const cs = manifest.chunkSize;
-  const inFlight = new Set<Promise<void>>();
+  const inFlight = new Map<Promise<void>, number>();
+  let chunksInFlight = 0;
   let failure: unknown;
   let lastIssue = 0;
+  let lastRun = 1;
+  let run: RunChunk[] = [];
+  let runStart = Infinity;
+  let runEnd = 0;
+  const issue = async (): Promise<void> => {
+    if (run.length === 0) return;
+    const chunks = run;
+    run = [];
+    runStart = Infinity;
+    runEnd = 0;
+    while (inFlight.size > 0 && chunksInFlight + chunks.length > Math.max(throttle.decision.queueDepth, readAhead))
+      await Promise.race(inFlight.keys());
+    // Re-read the pacing while waiting: a controller may shorten it (the end of
+    // a canary pause). A run of n chunks is n blocks: the next issue waits n delays.
+    let wait: number;
+    while ((wait = lastIssue + throttle.pacingMs() * lastRun - performance.now()) > 0) await sleep(Math.min(wait, 20));
+    lastIssue = performance.now();
+    lastRun = chunks.length;
+    chunksInFlight += chunks.length;
+    const p: Promise<void> = writeRun(w, chunks)
+      .catch((err: unknown) => {
+        failure ??= err;
+      })
+      .finally(() => {
+        inFlight.delete(p);
+        chunksInFlight -= chunks.length;
+      });
+    inFlight.set(p, chunks.length);
+  };
   for (let i = 0; i < manifest.chunkCount && failure === undefined; i++) {
     if (signal?.aborted) throw new LowtideError('ABORTED', 'the restore was aborted', { cause: signal.reason });
     const entry = await w.index.entry(i);
     if (entry === null) {
+      await issue();
       await writeZeroChunk(w, Math.min(cs, manifest.size - i * cs), i * cs);
       continue;
     }
-    while (inFlight.size >= throttle.decision.queueDepth) await Promise.race(inFlight);
-    // Re-read the pacing while waiting: a controller may shorten it (the end of a canary pause).
-    let wait: number;
-    while ((wait = lastIssue + throttle.pacingMs() - performance.now()) > 0) await sleep(Math.min(wait, 20));
-    lastIssue = performance.now();
-    const p: Promise<void> = writeChunk(w, i, Buffer.from(entry))
-      .catch((err: unknown) => {
-        failure ??= err;
-      })
-      .finally(() => inFlight.delete(p));
-    inFlight.add(p);
+    const location = w.index.location(i);
+    const joins =
+      packed &&
+      run.length > 0 &&
+      location !== undefined &&
+      location.pack === run[0]!.location!.pack &&
+      Math.max(runEnd, location.offset + location.length) - Math.min(runStart, location.offset) <= RUN_MAX_BYTES;
+    if (!joins) await issue();
+    run.push({ i, hex: entry.toString('hex'), location });
+    if (location) {
+      runStart = Math.min(runStart, location.offset);
+      runEnd = Math.max(runEnd, location.offset + location.length);
+    }
+    if (!packed) await issue();
   }
-  await Promise.all(inFlight);
+  await issue();
+  await Promise.all(inFlight.keys());
   if (failure !== undefined) throw failure;
 }
 
@@ -258,7 +357,19 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await out.open(manifest, () => throttle.writebackStepBytes());
     // The target's storage: the device itself, or the file system of the file's directory.
     const ownWrite = throttle.ownWrites(out.kind === 'block' ? out.path : dirname(out.path));
-    await writeChunks({ repo, manifest, index, out, throttle, ownWrite, signal: o.control.signal, counts, progress });
+    const slots = new WriteSlots(() => throttle.decision.queueDepth);
+    await writeChunks({
+      repo,
+      manifest,
+      index,
+      out,
+      throttle,
+      ownWrite,
+      signal: o.control.signal,
+      counts,
+      progress,
+      slots,
+    });
     await out.finish();
     progress.report(true);
     const seconds = clock.seconds();

@@ -25,7 +25,10 @@ export {
 } from './schema.js';
 
 export const REPO_FORMAT = 'lowtide-repository';
+/** The format of a repository with one object (or file) per chunk. */
 export const REPO_VERSION = 1;
+/** The format of a remote repository whose chunks are in packs (docs/repository-format.md, "Packs"). */
+export const REPO_VERSION_PACKED = 2;
 export const MANIFEST_FORMAT = 'lowtide-backup';
 export const MANIFEST_VERSION = 1;
 
@@ -49,13 +52,19 @@ export function validateConfig(raw: unknown, where: string): RepoConfig {
   if (c === null || typeof c !== 'object' || Array.isArray(c) || c.format !== REPO_FORMAT) {
     throw new LowtideError('REPO_FORMAT', `${where} is not a lowtide repository configuration`);
   }
-  if (c.version !== REPO_VERSION) {
+  if (c.version !== REPO_VERSION && c.version !== REPO_VERSION_PACKED) {
     throw new LowtideError(
       'REPO_FORMAT',
-      `${where}: repository format version ${String(c.version)} is not supported (this lowtide reads version ${REPO_VERSION})`,
+      `${where}: repository format version ${String(c.version)} is not supported (this lowtide reads versions ${REPO_VERSION} and ${REPO_VERSION_PACKED})`,
     );
   }
   const config = parseWith(RepoConfigSchema, raw, 'REPO_FORMAT', `${where}: damaged repository configuration`);
+  if ((config.version === REPO_VERSION_PACKED) !== (config.packSize !== undefined)) {
+    throw new LowtideError(
+      'REPO_FORMAT',
+      `${where}: damaged repository configuration: ${config.version === REPO_VERSION_PACKED ? `version ${REPO_VERSION_PACKED} needs packSize` : `packSize needs version ${REPO_VERSION_PACKED}`}`,
+    );
+  }
   if ((config.hash === 'hmac-sha256') !== (config.encryption !== undefined)) {
     throw new LowtideError(
       'REPO_FORMAT',
@@ -101,27 +110,38 @@ export function parseChunkHeader(buf: Buffer, where: string): ChunkHeader {
 
 // --- chunk index files (backups/<id>.index) -----------------------------------
 // 32-byte header: "LTI1", version u32, chunk size u32, reserved u32, chunk count
-// u64, reserved u64; then one 32-byte SHA-256 per chunk, all zeros for a zero chunk.
+// u64, reserved u64; then one entry per chunk, all zeros for a zero chunk:
+// version 1, the 32-byte id; version 2 (packed repositories), 64 bytes: the
+// id and where its record is (storage/packs.ts).
 
 export const INDEX_MAGIC = 0x3149544c; // "LTI1"
 export const INDEX_HEADER_SIZE = 32;
 export const DIGEST_SIZE = 32;
 export const ZERO_DIGEST = Buffer.alloc(DIGEST_SIZE);
 
-export function indexHeader(chunkSize: number, chunkCount: number): Buffer {
+/** Bytes per index entry of an index version (1: the id; 2: the id and its record in a pack). */
+export function indexEntrySize(version: 1 | 2): number {
+  return version === 1 ? DIGEST_SIZE : 64;
+}
+
+export function indexHeader(chunkSize: number, chunkCount: number, version: 1 | 2 = 1): Buffer {
   const h = Buffer.alloc(INDEX_HEADER_SIZE);
   h.writeUInt32LE(INDEX_MAGIC, 0);
-  h.writeUInt32LE(1, 4);
+  h.writeUInt32LE(version, 4);
   h.writeUInt32LE(chunkSize, 8);
   h.writeBigUInt64LE(BigInt(chunkCount), 16);
   return h;
 }
 
-export function parseIndexHeader(buf: Buffer, where: string): { chunkSize: number; chunkCount: number } {
-  if (buf.length < INDEX_HEADER_SIZE || buf.readUInt32LE(0) !== INDEX_MAGIC || buf.readUInt32LE(4) !== 1) {
+export function parseIndexHeader(
+  buf: Buffer,
+  where: string,
+): { chunkSize: number; chunkCount: number; version: 1 | 2 } {
+  const version = buf.length < INDEX_HEADER_SIZE ? 0 : buf.readUInt32LE(4);
+  if (buf.length < INDEX_HEADER_SIZE || buf.readUInt32LE(0) !== INDEX_MAGIC || (version !== 1 && version !== 2)) {
     throw new LowtideError('REPO_CORRUPT', `${where}: not a lowtide chunk index`);
   }
-  return { chunkSize: buf.readUInt32LE(8), chunkCount: Number(buf.readBigUInt64LE(16)) };
+  return { chunkSize: buf.readUInt32LE(8), chunkCount: Number(buf.readBigUInt64LE(16)), version };
 }
 
 // --- manifests (backups/<id>.json) ---------------------------------------------

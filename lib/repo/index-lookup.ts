@@ -7,6 +7,7 @@
 import { LowtideError } from '../errors.js';
 import type { Manifest } from './format.js';
 import type { IndexReader, Repository } from './repository.js';
+import type { PackLocation } from './storage/packs.js';
 
 export class IndexLookup {
   private constructor(
@@ -25,8 +26,8 @@ export class IndexLookup {
     return new IndexLookup(reader, manifest);
   }
 
-  /** The digest of chunk i, or null for a zero chunk. */
-  async entry(i: number): Promise<Buffer | null> {
+  /** The digest of chunk i (and in a packed repository where its record is), or null for a zero chunk. */
+  async entry(i: number): Promise<{ digest: Buffer; location: PackLocation | undefined } | null> {
     if (!Number.isSafeInteger(i) || i < 0 || i >= this.manifest.chunkCount) {
       throw new LowtideError(
         'OUT_OF_RANGE',

@@ -19,12 +19,14 @@ import {
   BACKUP_ID_PATTERN,
   DIGEST_SIZE,
   INDEX_HEADER_SIZE,
+  indexEntrySize,
   indexFileName,
   parseIndexHeader,
   ZERO_DIGEST,
   type Manifest,
 } from './format.js';
 import { repositoryOption, type RepositoryLocation, type Repository } from './repository.js';
+import { decodePackedLocation, PACKS_IN_FLIGHT, type PackLocation } from './storage/packs.js';
 
 const PARALLEL = 4;
 /** Chunks deleted at once (one request on S3). */
@@ -92,6 +94,7 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     opts.onProgress,
   );
   const repo = await repositoryOption(opts.repository, 'repository', opts.password);
+  if (repo.isPacked) return verifyPacked(repo, signal, onProgress);
   const t0 = Date.now();
   const present = new Set<string>();
   const corrupt = new Map<string, string>();
@@ -173,6 +176,122 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   };
 }
 
+/** A record some backup's index names: its chunk, and the backups that need it. */
+interface NamedRecord {
+  hex: string;
+  location: PackLocation;
+  backups: Set<string>;
+}
+
+/**
+ * verify of a packed repository: every record a backup's index names is
+ * read with its pack (each pack whole, once, a few at a time) and checked
+ * as a chunk. A missing pack makes its records missing chunks. Records no
+ * backup names are not read (like chunks no backup needs).
+ */
+async function verifyPacked(
+  repo: Repository,
+  signal: AbortSignal | undefined,
+  onProgress: ((p: { chunksChecked: number; bytesChecked: number }) => void) | undefined,
+): Promise<VerifyReport> {
+  const t0 = Date.now();
+  const { backups, damaged } = await repo.listBackups();
+  const damagedManifests = damaged.map((d) => ({ id: d.id, message: d.error.message }));
+  const damagedBackups = new Set<string>();
+  // pack -> offset -> record
+  const packs = new Map<string, Map<number, NamedRecord>>();
+  for (const m of backups) {
+    let index;
+    try {
+      index = await repo.openIndex(m);
+    } catch (err) {
+      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
+      damagedBackups.add(m.id);
+      continue;
+    }
+    try {
+      for (let i = 0; i < m.chunkCount; i++) {
+        const e = await index.entry(i);
+        if (e === null) continue;
+        const location = index.location(i)!;
+        let records = packs.get(location.pack);
+        if (!records) packs.set(location.pack, (records = new Map()));
+        let r = records.get(location.offset);
+        if (!r) records.set(location.offset, (r = { hex: e.toString('hex'), location, backups: new Set() }));
+        else if (r.hex !== e.toString('hex') || r.location.length !== location.length) {
+          throw new LowtideError(
+            'REPO_CORRUPT',
+            `the chunk index of backup ${m.id} names chunk ${e.toString('hex')} where another index has chunk ${r.hex}`,
+          );
+        }
+        r.backups.add(m.id);
+      }
+      await index.verify();
+    } catch (err) {
+      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
+      damagedBackups.add(m.id);
+    } finally {
+      await index.close();
+    }
+  }
+  const present = new Map<string, number>();
+  const problems: VerifyProblem[] = [];
+  const problem = (r: NamedRecord, kind: 'missing' | 'corrupt', message: string): void => {
+    problems.push({ digest: r.hex, problem: kind, message, backups: [...r.backups].sort() });
+    for (const id of r.backups) damagedBackups.add(id);
+  };
+  for await (const p of repo.packEntries()) if (p.unexpected === undefined) present.set(p.name, p.size);
+  let chunksChecked = 0;
+  let bytesChecked = 0;
+  const packLimit = (repo.config.packSize ?? 0) + repo.chunkSize * 2 + 1024 * 1024;
+  async function* referenced(): AsyncGenerator<[string, Map<number, NamedRecord>]> {
+    yield* packs;
+  }
+  await mapLimit(
+    referenced(),
+    PACKS_IN_FLIGHT,
+    async ([pack, records]) => {
+      let data: Buffer | undefined;
+      try {
+        data = present.has(pack) ? await repo.readPack(pack, packLimit) : undefined;
+      } catch (err) {
+        for (const r of records.values()) problem(r, 'corrupt', toLowtideError(err, 'CHUNK_CORRUPT').message);
+        return;
+      }
+      for (const r of records.values()) {
+        if (data === undefined) {
+          problem(r, 'missing', `chunk ${r.hex} is missing: its pack ${pack} is not in the repository`);
+          continue;
+        }
+        const { offset, length } = r.location;
+        try {
+          // A copy: an encrypted record is opened in place.
+          const record = Buffer.from(data.subarray(offset, offset + length));
+          if (record.length !== length)
+            throw new LowtideError('CHUNK_CORRUPT', `chunk ${r.hex}: its pack ${pack} ends before its record`);
+          bytesChecked += await repo.checkRecord(r.hex, record, r.location);
+        } catch (err) {
+          problem(r, 'corrupt', toLowtideError(err, 'CHUNK_CORRUPT').message);
+        }
+        chunksChecked++;
+        onProgress?.({ chunksChecked, bytesChecked });
+      }
+    },
+    signal,
+  );
+  problems.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+  return {
+    ok: problems.length === 0 && damagedManifests.length === 0,
+    chunksChecked,
+    bytesChecked,
+    backupsChecked: backups.length,
+    problems,
+    damagedBackups: [...damagedBackups].sort(),
+    damagedManifests,
+    seconds: (Date.now() - t0) / 1000,
+  };
+}
+
 export interface PruneOptions {
   /** The repository: a path, an s3:// location, or one already open. */
   repository: RepositoryLocation | Repository;
@@ -199,6 +318,8 @@ export interface PruneReport {
    */
   damaged: { id: string; message: string }[];
   chunksRemoved: number;
+  /** Packed repositories: the packs deleted (a pack goes when no kept backup needs any chunk in it). */
+  packsRemoved?: number | undefined;
   bytesFreed: number;
   /** Temporary files a writer that did not finish had left in tmp/, removed when the lock was taken. */
   staleFilesRemoved: { files: number; bytes: number };
@@ -217,6 +338,8 @@ export interface PruneReport {
  * are, and the file must hold exactly that many. The digest cannot be checked.
  */
 async function chunksOfIndex(repo: Repository, id: string, into: Set<string>): Promise<void> {
+  const packed = repo.isPacked;
+  const entrySize = indexEntrySize(packed ? 2 : 1);
   const what = `the chunk index of backup ${id}`;
   let opened;
   let path: string;
@@ -235,22 +358,24 @@ async function chunksOfIndex(repo: Repository, id: string, into: Set<string>): P
   try {
     const header = Buffer.alloc(INDEX_HEADER_SIZE);
     const { bytesRead } = await fh.read(header, 0, INDEX_HEADER_SIZE, 0);
-    const { chunkCount } = parseIndexHeader(header.subarray(0, bytesRead), path);
-    if (size !== INDEX_HEADER_SIZE + DIGEST_SIZE * chunkCount) {
+    const { chunkCount, version } = parseIndexHeader(header.subarray(0, bytesRead), path);
+    if (version !== (packed ? 2 : 1) || size !== INDEX_HEADER_SIZE + entrySize * chunkCount) {
       throw new LowtideError(
         'REPO_CORRUPT',
         `${what} (${path}) has ${size} bytes, its header says ${chunkCount} chunks`,
         { path },
       );
     }
-    const buf = Buffer.alloc(4096 * DIGEST_SIZE);
+    const buf = Buffer.alloc(4096 * entrySize);
     for (let position = INDEX_HEADER_SIZE; position < size;) {
       const n = (await fh.read(buf, 0, Math.min(buf.length, size - position), position)).bytesRead;
-      if (n === 0 || n % DIGEST_SIZE !== 0)
+      if (n === 0 || n % entrySize !== 0)
         throw new LowtideError('REPO_CORRUPT', `${what} (${path}) is truncated`, { path });
-      for (let o = 0; o < n; o += DIGEST_SIZE) {
-        const e = buf.subarray(o, o + DIGEST_SIZE);
-        if (!e.equals(ZERO_DIGEST)) into.add(e.toString('hex'));
+      for (let o = 0; o < n; o += entrySize) {
+        const e = buf.subarray(o, o + entrySize);
+        if (e.subarray(0, DIGEST_SIZE).equals(ZERO_DIGEST)) continue;
+        // Packed: what is live is the pack of the record.
+        into.add(packed ? decodePackedLocation(e, path).pack : e.toString('hex'));
       }
       position += n;
     }
@@ -355,7 +480,7 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
       try {
         for (let i = 0; i < m.chunkCount; i++) {
           const e = await index.entry(i);
-          if (e !== null) live.add(e.toString('hex'));
+          if (e !== null) live.add(repo.isPacked ? index.location(i)!.pack : e.toString('hex'));
         }
         await index.verify();
       } finally {
@@ -393,20 +518,49 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
       batch = [];
       sizes.clear();
     };
-    for await (const { hex, size, unexpected } of repo.chunkEntries()) {
-      if (signal?.aborted) throw new LowtideError('ABORTED', 'aborted', { cause: signal.reason });
-      if (unexpected !== undefined || live.has(hex)) continue;
-      batch.push(hex);
-      if (size !== undefined) sizes.set(hex, size);
-      if (batch.length >= DELETE_BATCH) await flush();
+    let packsRemoved: number | undefined;
+    if (repo.isPacked) {
+      // A pack goes whole when no kept backup names a record in it; one that
+      // is still needed keeps the records nothing needs any more.
+      const dead: string[] = [];
+      const packSizes = new Map<string, number>();
+      for await (const p of repo.packEntries()) {
+        if (signal?.aborted) throw new LowtideError('ABORTED', 'aborted', { cause: signal.reason });
+        if (p.unexpected !== undefined || live.has(p.name)) continue;
+        dead.push(p.name);
+        packSizes.set(p.name, p.size);
+      }
+      packsRemoved = 0;
+      for (let i = 0; i < dead.length; i += DELETE_BATCH) {
+        const r = await repo.deletePacks(dead.slice(i, i + DELETE_BATCH), packSizes);
+        packsRemoved += r.packs;
+        bytesFreed += r.bytes;
+      }
+    } else {
+      for await (const { hex, size, unexpected } of repo.chunkEntries()) {
+        if (signal?.aborted) throw new LowtideError('ABORTED', 'aborted', { cause: signal.reason });
+        if (unexpected !== undefined || live.has(hex)) continue;
+        batch.push(hex);
+        if (size !== undefined) sizes.set(hex, size);
+        if (batch.length >= DELETE_BATCH) await flush();
+      }
+      if (batch.length > 0) await flush();
     }
-    if (batch.length > 0) await flush();
     const orphans = (await repo.backupNames()).filter((name) => {
       const id = name.replace(/\.(index|catalog)$/, '');
       return id !== name && BACKUP_ID_PATTERN.test(id) && !held.has(id);
     });
     await repo.removeBackupFiles(orphans);
-    return { kept: [...keep].sort(), removed, damaged, chunksRemoved, bytesFreed, staleFilesRemoved, dryRun };
+    return {
+      kept: [...keep].sort(),
+      removed,
+      damaged,
+      chunksRemoved,
+      ...(packsRemoved !== undefined ? { packsRemoved } : {}),
+      bytesFreed,
+      staleFilesRemoved,
+      dryRun,
+    };
   } finally {
     await lock.release();
   }

@@ -49,8 +49,8 @@ import {
   CONFIG_FILE,
   DEFAULT_CHUNK_SIZE,
   DEFAULT_ZSTD_LEVEL,
-  DIGEST_SIZE,
   INDEX_HEADER_SIZE,
+  indexEntrySize,
   indexFileName,
   LOCKS_DIR,
   manifestFileName,
@@ -59,6 +59,7 @@ import {
   parseChunkHeader,
   REPO_FORMAT,
   REPO_VERSION,
+  REPO_VERSION_PACKED,
   TMP_DIR,
   validateConfig,
   validateManifest,
@@ -77,11 +78,22 @@ import {
   saveKnownChunks,
 } from './storage/known-chunks.js';
 import { createStage, type Stage } from './storage/stage.js';
+import {
+  DEFAULT_PACK_SIZE,
+  isPackName,
+  MAX_PACK_SIZE,
+  MIN_PACK_SIZE,
+  PACKS_DIR,
+  packKey,
+  PackWriter,
+  type PackLocation,
+} from './storage/packs.js';
 import type { ObjectStorage } from './storage/types.js';
 
 export { IndexReader, IndexWriter } from './index-file.js';
 export type { RepoLock } from './storage/lease.js';
 export type { S3RepositoryOptions } from './storage/s3.js';
+export type { PackLocation } from './storage/packs.js';
 
 /**
  * Where a repository is: a directory path, an `s3://bucket/prefix` URL, or
@@ -111,6 +123,12 @@ export interface InitOptions extends OpenOptions {
   zstdLevel?: number | undefined;
   /** `'aes-256-gcm'`: encrypt and authenticate everything stored (needs `password`); default `'none'`. */
   encryption?: 'none' | 'aes-256-gcm' | undefined;
+  /**
+   * S3 repositories: the bytes a writer fills each pack object with, from 1 MiB
+   * to 256 MiB (default 16 MiB); 0 stores one object per chunk (format
+   * version 1). Local repositories have one file per chunk (0 only).
+   */
+  packSize?: number | undefined;
 }
 
 /** How to give the passphrase of an encrypted repository, for messages. */
@@ -134,15 +152,26 @@ export async function initRepository(path: RepositoryLocation, options: InitOpti
     );
   }
   const level = integerOption('zstdLevel', opts.zstdLevel, DEFAULT_ZSTD_LEVEL, 1, 19);
+  const packSize = integerOption('packSize', opts.packSize, storage ? DEFAULT_PACK_SIZE : 0, 0, MAX_PACK_SIZE);
+  if (packSize !== 0 && (storage === undefined || packSize < MIN_PACK_SIZE)) {
+    storage?.close();
+    throw new LowtideError(
+      'INVALID_ARGUMENT',
+      storage === undefined
+        ? `packSize: a local repository has one file per chunk (0), got ${packSize}`
+        : `packSize: expected 0 or a size from 1 MiB to 256 MiB, got ${packSize}`,
+    );
+  }
   const config: RepoConfig = {
     format: REPO_FORMAT,
-    version: REPO_VERSION,
+    version: packSize === 0 ? REPO_VERSION : REPO_VERSION_PACKED,
     id: randomUUID(),
     created: new Date().toISOString(),
     chunkSize,
     hash: encryption === 'none' ? 'sha256' : 'hmac-sha256',
     compression: { algorithm: 'zstd', level },
     ...(encryption === 'none' ? {} : { encryption: { algorithm: ENCRYPTION_ALGORITHM } }),
+    ...(packSize === 0 ? {} : { packSize }),
   };
   // The master key is made before anything is written (scrypt takes a while).
   const key = password === undefined ? undefined : await createKey(password, config.id);
@@ -267,8 +296,21 @@ export function checkRepositoryOption(value: unknown, name = 'repository'): Repo
 
 async function openRemote(storage: ObjectStorage, password: string | undefined): Promise<Repository> {
   try {
-    await storage.check();
-    const data = await storage.get(CONFIG_FILE, undefined, MAX_CONFIG_BYTES);
+    // The bucket, the configuration and the key files' names at once (each
+    // request waits for the network); the bucket's error comes first.
+    const listKeys = async (): Promise<string[]> => {
+      const names: string[] = [];
+      for await (const o of storage.list(`${KEYS_DIR}/`)) names.push(o.key.slice(KEYS_DIR.length + 1));
+      return names;
+    };
+    const [checked, got, keyNames] = await Promise.allSettled([
+      storage.check(),
+      storage.get(CONFIG_FILE, undefined, MAX_CONFIG_BYTES),
+      listKeys(),
+    ]);
+    if (checked.status === 'rejected') throw checked.reason;
+    if (got.status === 'rejected') throw got.reason;
+    const data = got.value;
     const where = `${storage.location}/${CONFIG_FILE}`;
     if (data === undefined) {
       throw new LowtideError(
@@ -288,9 +330,8 @@ async function openRemote(storage: ObjectStorage, password: string | undefined):
       config,
       password,
       async () => {
-        const names: string[] = [];
-        for await (const o of storage.list(`${KEYS_DIR}/`)) names.push(o.key.slice(KEYS_DIR.length + 1));
-        return names;
+        if (keyNames.status === 'rejected') throw keyNames.reason;
+        return keyNames.value;
       },
       (n) => storage.get(`${KEYS_DIR}/${n}`, undefined, MAX_KEY_FILE_BYTES),
     );
@@ -328,6 +369,12 @@ export async function openRepository(path: RepositoryLocation, options: OpenOpti
     throw new LowtideError('REPO_FORMAT', `${configPath} is not valid JSON`);
   }
   const config = validateConfig(raw, configPath);
+  if (config.version !== REPO_VERSION) {
+    throw new LowtideError(
+      'REPO_FORMAT',
+      `${configPath}: repository format version ${config.version} (chunks in packs) is read from object storage only`,
+    );
+  }
   // What readers need besides the configuration; tmp/ and locks/ are checked by writers (lock()).
   for (const d of [CHUNKS_DIR, BACKUPS_DIR]) await requireDirectory(root, d);
   const keys = await unlockRepository(
@@ -387,13 +434,22 @@ export class Repository {
    * not ask the storage about them. The leases keep prune from deleting
    * them while a backup runs.
    */
-  readonly #knownChunks = new Set<string>();
+  readonly #knownChunks = new Map<string, PackLocation | null>();
+  /**
+   * Packed: chunks this process put into packs that are not uploaded yet
+   * (reused by later chunks; durable once their pack is, see #packs).
+   */
+  readonly #pendingChunks = new Map<string, PackLocation>();
+  /** Packed: the writer of this process's packs (created with the first new chunk). */
+  #packs: PackWriter | undefined;
   /** Where #knownChunks is kept between runs, and the prune epoch it was read under. */
   #knownEpoch: { dir: string; epoch: string } | undefined;
   /** True once this prune has started a new prune epoch (before it deletes its first chunk). */
   #epochStarted = false;
   /** The master key of an encrypted repository. */
   readonly #keys: RepoKeys | undefined;
+  /** The last index or catalog downloaded (decrypted), if small: objects never change. */
+  #lastDownload: { key: string; data: Buffer } | undefined;
 
   /**
    * `path` is the directory, or the s3:// location of a remote repository
@@ -438,6 +494,11 @@ export class Repository {
   /** True for a repository on object storage. */
   get isRemote(): boolean {
     return this.#storage !== undefined;
+  }
+
+  /** True for a repository whose chunks are records in packs (format version 2). */
+  get isPacked(): boolean {
+    return this.config.packSize !== undefined;
   }
 
   /** The object storage of a remote repository (INTERNAL for a local one). */
@@ -532,7 +593,10 @@ export class Repository {
    * when it is missing.
    */
   async #download(key: string, what: string): Promise<string> {
-    const data = await this.#readObject(key, what, MAX_MANIFEST_BYTES);
+    // Objects are immutable: the last small one read is kept (a backup opens its parent's index three times).
+    const cached = this.#lastDownload?.key === key ? this.#lastDownload.data : undefined;
+    const data = cached ?? (await this.#readObject(key, what, MAX_MANIFEST_BYTES));
+    if (data !== undefined && data.length <= DOWNLOAD_CACHE_BYTES) this.#lastDownload = { key, data };
     if (data === undefined) {
       throw new LowtideError('REPO_CORRUPT', `${what} (${this.#objectPath(key)}) is missing`);
     }
@@ -618,7 +682,13 @@ export class Repository {
           await remote.release();
           throw err;
         }
-        remote.beforeRelease(() => this.#saveKnownChunks());
+        remote.beforeRelease(async () => {
+          // A job that failed: its unfinished pack is dropped, and nothing of it stays known.
+          await this.#packs?.settle();
+          this.#packs = undefined;
+          this.#pendingChunks.clear();
+          await this.#saveKnownChunks();
+        });
       }
       return remote;
     }
@@ -689,20 +759,37 @@ export class Repository {
   async #loadKnownChunks(storage: ObjectStorage): Promise<void> {
     const epoch = await readPruneEpoch(storage);
     const dir = cacheDirectory(storage.cacheDir);
-    for (const hex of await loadKnownChunks(dir, this.config.id, epoch)) this.#knownChunks.add(hex);
+    for (const [hex, loc] of await loadKnownChunks(dir, this.config.id, epoch, this.isPacked)) {
+      this.#knownChunks.set(hex, loc ?? null);
+    }
     this.#knownEpoch = { dir, epoch };
   }
 
   async #saveKnownChunks(): Promise<void> {
     if (this.#knownEpoch === undefined) return;
-    await saveKnownChunks(this.#knownEpoch.dir, this.config.id, this.#knownEpoch.epoch, this.#knownChunks);
+    await saveKnownChunks(
+      this.#knownEpoch.dir,
+      this.config.id,
+      this.#knownEpoch.epoch,
+      this.#knownChunks,
+      this.isPacked,
+    );
+  }
+
+  /** Packed: where the record of a chunk this process stored or knows of is (INTERNAL when it knows none). */
+  #locationOf(hex: string): PackLocation {
+    const loc = this.#pendingChunks.get(hex) ?? this.#knownChunks.get(hex);
+    if (!loc) throw new LowtideError('INTERNAL', `no record of chunk ${hex} is known in ${this.path}`);
+    return loc;
   }
 
   async hasChunk(hex: string): Promise<boolean> {
     if (this.#storage) {
       if (this.#knownChunks.has(hex)) return true;
+      // Packed: no object per chunk to ask about; a chunk not known is stored again.
+      if (this.isPacked) return this.#pendingChunks.has(hex);
       const there = (await this.#storage.head(chunkKey(hex))) !== undefined;
-      if (there) this.#knownChunks.add(hex);
+      if (there) this.#knownChunks.set(hex, null);
       return there;
     }
     try {
@@ -751,14 +838,29 @@ export class Repository {
   async #putRemoteChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     const storage = this.storage;
     if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
-    const packed = await compress(plain, this.config.compression.level);
+    // Sampled first, as for a local repository (native/repo/chunk_file.cc): incompressible data is stored raw.
+    const packed = (await worthCompressing(plain)) ? await compress(plain, this.config.compression.level) : plain;
     const file =
       packed.length < plain.length
         ? Buffer.concat([chunkHeader(ChunkEncoding.Zstd, plain.length), packed])
         : Buffer.concat([chunkHeader(ChunkEncoding.Raw, plain.length), plain]);
     const body = this.#keys ? await sealObject(this.#keys, chunkKey(hex), file) : file;
+    if (this.isPacked) {
+      // Another chunk with these bytes may have been put meanwhile.
+      if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
+      this.#packs ??= new PackWriter(storage, this.config.packSize!, (ids, locations) => {
+        ids.forEach((id, i) => {
+          this.#knownChunks.set(id, locations[i]!);
+          this.#pendingChunks.delete(id);
+        });
+      });
+      // Known (for the index and later chunks) as soon as it has a place.
+      this.#pendingChunks.set(hex, this.#packs.place(hex, body));
+      await this.#packs.room();
+      return { written: true, storedBytes: body.length };
+    }
     const written = await storage.putIfAbsent(chunkKey(hex), body);
-    this.#knownChunks.add(hex);
+    this.#knownChunks.set(hex, null);
     return written ? { written: true, storedBytes: body.length } : { written: false, storedBytes: 0 };
   }
 
@@ -769,7 +871,7 @@ export class Repository {
     try {
       for (let i = 0; i < m.chunkCount; i++) {
         const e = await index.entry(i);
-        if (e !== null) this.#knownChunks.add(e.toString('hex'));
+        if (e !== null) this.#knownChunks.set(e.toString('hex'), index.location(i) ?? null);
       }
     } finally {
       await index.close();
@@ -777,7 +879,8 @@ export class Repository {
   }
 
   async syncChunkDirs(prefixes: Iterable<string>): Promise<void> {
-    if (this.#storage) return; // an object is durable when its PUT succeeds
+    // An object is durable when its PUT succeeds; packs are uploaded now.
+    if (this.#storage) return this.#packs?.flush();
     try {
       // The prefix directories in parallel (a few at a time): each fsync waits
       // for the device, and an incremental backup touches dozens of them.
@@ -799,8 +902,8 @@ export class Repository {
    * Reads a chunk, decompresses it and checks its SHA-256. Throws CHUNK_MISSING
    * or CHUNK_CORRUPT (with the chunk's digest in the message).
    */
-  async getChunk(hex: string, expectedLength?: number): Promise<Buffer> {
-    const lease = await this.leaseChunk(hex, expectedLength);
+  async getChunk(hex: string, expectedLength?: number, location?: PackLocation): Promise<Buffer> {
+    const lease = await this.leaseChunk(hex, expectedLength, location);
     try {
       return Buffer.from(lease.data);
     } finally {
@@ -810,13 +913,20 @@ export class Repository {
 
   /**
    * getChunk() into reused buffers: `data` is valid until release(), which
-   * must be called once the caller is done with it (restore, verify).
+   * must be called once the caller is done with it (restore, verify). In a
+   * packed repository, `location` says where the chunk's record is (its
+   * backup's index does); without it, a record this process knows of.
    */
-  async leaseChunk(hex: string, expectedLength?: number): Promise<{ data: Buffer; release(): void }> {
-    const path = this.chunkPath(hex);
+  async leaseChunk(
+    hex: string,
+    expectedLength?: number,
+    location?: PackLocation,
+  ): Promise<{ data: Buffer; release(): void }> {
+    const loc = this.isPacked ? (location ?? this.#locationOf(hex)) : undefined;
+    const path = loc ? this.#recordPath(loc) : this.chunkPath(hex);
     // A chunk file is at most its header and the plain data (zstd is stored
     // only when smaller), sealed in an encrypted repository.
-    const cap = CHUNK_HEADER_SIZE + Math.max(this.chunkSize, expectedLength ?? 0) + (this.#keys ? SEAL_OVERHEAD : 0);
+    const cap = this.#chunkCap(expectedLength);
     const taken: Buffer[] = [];
     const release = (): void => {
       for (const b of taken.splice(0)) giveBuffer(b);
@@ -826,8 +936,13 @@ export class Repository {
       let size: number;
       try {
         await this.#checkPrefix(hex);
+        if (loc && loc.length > cap) {
+          throw new LowtideError('REPO_CORRUPT', `the record of chunk ${hex} (${loc.length} bytes) is too large`);
+        }
         if (this.#storage) {
-          const got = await this.#storage.get(chunkKey(hex), undefined, cap);
+          const got = loc
+            ? await this.#storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length }, cap)
+            : await this.#storage.get(chunkKey(hex), undefined, cap);
           if (got === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
           file = got;
           size = got.length;
@@ -847,63 +962,151 @@ export class Repository {
         }
         throw toLowtideError(err, 'IO_ERROR', `reading chunk ${hex}`);
       }
-      if (size > cap)
-        throw new LowtideError(
-          'CHUNK_CORRUPT',
-          `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`,
-          { path },
-        );
-      if (this.#keys) {
-        // Authenticated before a byte of it is used (in place: a view into `file`).
-        file = await openObject(
-          this.#keys,
-          chunkKey(hex),
-          file.subarray(0, size),
-          'CHUNK_CORRUPT',
-          `chunk ${hex}`,
-          path,
-        );
-        size = file.length;
-      }
-      const header = parseChunkHeader(file.subarray(0, size), `chunk ${hex}`);
-      const body = file.subarray(CHUNK_HEADER_SIZE, size);
-      const want = expectedLength ?? header.plainLength;
-      if (header.plainLength !== want || want > cap - CHUNK_HEADER_SIZE) {
-        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${header.plainLength} bytes, expected ${want}`, {
-          path,
-        });
-      }
-      let plain: Buffer;
-      if (header.encoding === ChunkEncoding.Zstd) {
-        const out = takeBuffer(cap - CHUNK_HEADER_SIZE);
-        taken.push(out);
-        let n: number;
-        try {
-          n = await decompressInto(body, out.subarray(0, want));
-        } catch (err) {
-          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress to its ${want} bytes`, {
-            cause: err,
-            path,
-          });
-        }
-        if (n !== want)
-          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${n} bytes, expected ${want}`, { path });
-        plain = out.subarray(0, want);
-      } else {
-        if (body.length !== want)
-          throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${body.length} bytes, expected ${want}`, { path });
-        plain = body;
-      }
-      const digest = await this.chunkDigest(plain, false);
-      if (digest === null || digest.toString('hex') !== hex) {
-        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, {
-          path,
-        });
-      }
+      const plain = await this.#openChunk(hex, file, size, expectedLength, path, taken);
       return { data: plain, release };
     } catch (err) {
       release();
       throw err;
+    }
+  }
+
+  /**
+   * Packed: the chunks of records in one pack, read with one request (the
+   * span from the first to the last of them); each result is the chunk's
+   * lease (as from leaseChunk()) or the error that chunk alone would have given.
+   */
+  async leaseRecords(
+    records: readonly { hex: string; expectedLength: number; location: PackLocation }[],
+  ): Promise<({ data: Buffer; release(): void } | LowtideError)[]> {
+    const pack = records[0]!.location.pack;
+    if (records.some((r) => r.location.pack !== pack))
+      throw new LowtideError('INTERNAL', 'leaseRecords: records of several packs');
+    const start = Math.min(...records.map((r) => r.location.offset));
+    const span = Math.max(...records.map((r) => r.location.offset + r.location.length)) - start;
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await this.storage.get(packKey(pack), { offset: start, length: span }, span);
+    } catch (err) {
+      const e = toLowtideError(err, 'IO_ERROR', `reading ${this.#recordPath(records[0]!.location)}`);
+      return records.map(() => e);
+    }
+    return Promise.all(
+      records.map(async ({ hex, expectedLength, location }) => {
+        const path = this.#recordPath(location);
+        if (bytes === undefined)
+          return new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
+        const taken: Buffer[] = [];
+        const release = (): void => {
+          for (const b of taken.splice(0)) giveBuffer(b);
+        };
+        try {
+          const at = location.offset - start;
+          const file = bytes.subarray(at, at + location.length);
+          if (file.length !== location.length || location.length > this.#chunkCap(expectedLength)) {
+            throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex}: its pack ${location.pack} ends before its record`, {
+              path,
+            });
+          }
+          const data = await this.#openChunk(hex, file, file.length, expectedLength, path, taken);
+          return { data, release };
+        } catch (err) {
+          release();
+          return toLowtideError(err, 'CHUNK_CORRUPT');
+        }
+      }),
+    );
+  }
+
+  /** The largest chunk object (or record) of this repository, for a chunk of at least `expectedLength` bytes. */
+  #chunkCap(expectedLength?: number): number {
+    return CHUNK_HEADER_SIZE + Math.max(this.chunkSize, expectedLength ?? 0) + (this.#keys ? SEAL_OVERHEAD : 0);
+  }
+
+  /** Where a record is, for messages. */
+  #recordPath(loc: PackLocation): string {
+    return `${this.path}/${packKey(loc.pack)} at ${loc.offset} (${loc.length} bytes)`;
+  }
+
+  /**
+   * The plain bytes of a chunk object (or record) read into `file[0, size)`:
+   * opened (encrypted repository), its header checked, decompressed (into a
+   * buffer added to `taken`) and checked against its id. CHUNK_CORRUPT naming
+   * the chunk otherwise.
+   */
+  async #openChunk(
+    hex: string,
+    file: Buffer,
+    size: number,
+    expectedLength: number | undefined,
+    path: string,
+    taken: Buffer[],
+  ): Promise<Buffer> {
+    const cap = this.#chunkCap(expectedLength);
+    if (size > cap)
+      throw new LowtideError(
+        'CHUNK_CORRUPT',
+        `chunk ${hex} is larger (${size} bytes) than any chunk of this repository`,
+        { path },
+      );
+    if (this.#keys) {
+      // Authenticated before a byte of it is used (in place: a view into `file`).
+      file = await openObject(this.#keys, chunkKey(hex), file.subarray(0, size), 'CHUNK_CORRUPT', `chunk ${hex}`, path);
+      size = file.length;
+    }
+    const header = parseChunkHeader(file.subarray(0, size), `chunk ${hex}`);
+    const body = file.subarray(CHUNK_HEADER_SIZE, size);
+    const want = expectedLength ?? header.plainLength;
+    if (header.plainLength !== want || want > cap - CHUNK_HEADER_SIZE) {
+      throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${header.plainLength} bytes, expected ${want}`, {
+        path,
+      });
+    }
+    let plain: Buffer;
+    if (header.encoding === ChunkEncoding.Zstd) {
+      const out = takeBuffer(cap - CHUNK_HEADER_SIZE);
+      taken.push(out);
+      let n: number;
+      try {
+        n = await decompressInto(body, out.subarray(0, want));
+      } catch (err) {
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not decompress to its ${want} bytes`, {
+          cause: err,
+          path,
+        });
+      }
+      if (n !== want)
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${n} bytes, expected ${want}`, { path });
+      plain = out.subarray(0, want);
+    } else {
+      if (body.length !== want)
+        throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} has ${body.length} bytes, expected ${want}`, { path });
+      plain = body;
+    }
+    const digest = await this.chunkDigest(plain, false);
+    if (digest === null || digest.toString('hex') !== hex) {
+      throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex} does not match its digest (its content is damaged)`, {
+        path,
+      });
+    }
+    return plain;
+  }
+
+  /**
+   * Checks a record of a packed repository read with its pack (verify): the
+   * chunk's plain length, or CHUNK_CORRUPT naming the chunk.
+   */
+  async checkRecord(hex: string, record: Buffer, location: PackLocation): Promise<number> {
+    const taken: Buffer[] = [];
+    try {
+      if (record.length > this.#chunkCap()) {
+        throw new LowtideError(
+          'CHUNK_CORRUPT',
+          `chunk ${hex} is larger (${record.length} bytes) than any chunk of this repository`,
+        );
+      }
+      return (await this.#openChunk(hex, record, record.length, undefined, this.#recordPath(location), taken)).length;
+    } finally {
+      for (const b of taken) giveBuffer(b);
     }
   }
 
@@ -925,6 +1128,7 @@ export class Repository {
     const names = await this.backupNames();
     const backups: Manifest[] = [];
     const damaged: { id: string; error: LowtideError }[] = [];
+    const ids: string[] = [];
     for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
       const id = n.slice(0, -5);
       if (!BACKUP_ID_PATTERN.test(id)) {
@@ -935,12 +1139,26 @@ export class Repository {
         });
         continue;
       }
-      try {
-        backups.push(await this.readManifest(id));
-      } catch (err) {
-        damaged.push({ id, error: toLowtideError(err, 'REPO_CORRUPT') });
-      }
+      ids.push(id);
     }
+    // Remote: a few requests at once (each waits for the network).
+    const results = new Array<Manifest | LowtideError>(ids.length);
+    let next = 0;
+    const reader = async (): Promise<void> => {
+      for (let i = next++; i < ids.length; i = next++) {
+        try {
+          results[i] = await this.readManifest(ids[i]!);
+        } catch (err) {
+          results[i] = toLowtideError(err, 'REPO_CORRUPT');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: this.#storage ? MANIFESTS_AT_ONCE : 1 }, reader));
+    ids.forEach((id, i) => {
+      const r = results[i]!;
+      if (r instanceof LowtideError) damaged.push({ id, error: r });
+      else backups.push(r);
+    });
     backups.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.id < b.id ? -1 : 1));
     return { backups, damaged };
   }
@@ -1031,6 +1249,38 @@ export class Repository {
     return { chunks, bytes };
   }
 
+  /** Packed: every object in packs/, and what is there that cannot be a pack (`unexpected` says why). */
+  async *packEntries(): AsyncGenerator<{ name: string; size: number; unexpected?: string }> {
+    for await (const o of this.storage.list(`${PACKS_DIR}/`)) {
+      const name = o.key.slice(PACKS_DIR.length + 1);
+      if (isPackName(name)) yield { name, size: o.size };
+      else yield { name, size: o.size, unexpected: `unexpected object ${this.path}/${o.key} among the packs` };
+    }
+  }
+
+  /** Packed: a whole pack (undefined when it does not exist); REPO_CORRUPT past `maxBytes`. */
+  async readPack(name: string, maxBytes: number): Promise<Buffer | undefined> {
+    return this.storage.get(packKey(name), undefined, maxBytes);
+  }
+
+  /** Packed: deletes packs (after starting a new prune epoch); `sizes` gives their bytes. */
+  async deletePacks(
+    names: readonly string[],
+    sizes: ReadonlyMap<string, number>,
+  ): Promise<{ packs: number; bytes: number }> {
+    const storage = this.storage;
+    if (names.length === 0) return { packs: 0, bytes: 0 };
+    // Known-chunks indexes made before may name records in these packs: drop them all.
+    if (!this.#epochStarted) {
+      await newPruneEpoch(storage);
+      this.#epochStarted = true;
+    }
+    await storage.delete(names.map(packKey));
+    const gone = new Set(names);
+    for (const [hex, loc] of this.#knownChunks) if (loc && gone.has(loc.pack)) this.#knownChunks.delete(hex);
+    return { packs: names.length, bytes: names.reduce((n, p) => n + (sizes.get(p) ?? 0), 0) };
+  }
+
   /** A backup's manifest by id, or the newest one for 'latest'. */
   async readManifest(id: string): Promise<Manifest> {
     stringOption('backup', id);
@@ -1075,7 +1325,8 @@ export class Repository {
       ? await this.#download(`${BACKUPS_DIR}/${indexFileName(checkedId(m.id))}`, what)
       : undefined;
     const path = staged ?? this.indexPath(m);
-    const expected = INDEX_HEADER_SIZE + DIGEST_SIZE * m.chunkCount;
+    const version = this.isPacked ? 2 : 1;
+    const expected = INDEX_HEADER_SIZE + indexEntrySize(version) * m.chunkCount;
     let fh: FileHandle;
     try {
       let size: number;
@@ -1095,7 +1346,7 @@ export class Repository {
       }
       throw toLowtideError(err, 'REPO_CORRUPT', `opening ${what}`);
     }
-    const reader = new IndexReader(fh, path, m);
+    const reader = new IndexReader(fh, path, m, version);
     try {
       await reader.init();
     } catch (err) {
@@ -1114,7 +1365,13 @@ export class Repository {
     } catch (err) {
       throw repoWriteError(err, `creating ${tmp}`);
     }
-    const w = new IndexWriter(fh, tmp, this.chunkSize, chunkCount);
+    const w = new IndexWriter(
+      fh,
+      tmp,
+      this.chunkSize,
+      chunkCount,
+      this.isPacked ? (digest) => this.#locationOf(digest.toString('hex')) : undefined,
+    );
     await w.start();
     return w;
   }
@@ -1160,8 +1417,10 @@ export class Repository {
         await unlink(file).catch(() => undefined);
       }
     };
-    if (manifest.catalog) await upload(join(this.backupsDir, catalogFileName(id)), catalogFileName(id));
-    await upload(indexFile, indexFileName(id));
+    const uploads = [upload(indexFile, indexFileName(id))];
+    if (manifest.catalog) uploads.push(upload(join(this.backupsDir, catalogFileName(id)), catalogFileName(id)));
+    const done = await Promise.allSettled(uploads);
+    for (const d of done) if (d.status === 'rejected') throw d.reason;
     lock?.check();
     if (
       !(await this.#writeObject(
@@ -1257,6 +1516,19 @@ function chunkKey(hex: string): string {
   return `${CHUNKS_DIR}/${hex.slice(0, 2)}/${hex}`;
 }
 
+/**
+ * Whether a chunk is worth compressing: chunks of 256 KiB and more are
+ * sampled (four 16 KiB pieces spread over it, compressed at level 1) and
+ * stored raw when that saves less than 3 %, as the local store does.
+ */
+async function worthCompressing(plain: Buffer): Promise<boolean> {
+  const piece = 16 * 1024;
+  if (plain.length < 16 * piece) return true;
+  const step = Math.floor(plain.length / 4);
+  const sample = Buffer.concat([0, 1, 2, 3].map((i) => plain.subarray(i * step, i * step + piece)));
+  return (await compress(sample, 1)).length <= sample.length * 0.97;
+}
+
 /** An id used to name a file: it must be a backup id (never a path). */
 function checkedId(id: string): string {
   if (!BACKUP_ID_PATTERN.test(id)) throw new LowtideError('INTERNAL', `not a backup id: ${JSON.stringify(id)}`);
@@ -1275,6 +1547,12 @@ function processRuns(pid: number): boolean {
 }
 /** Where VM records are (docs/repository-format.md, "VM records"). */
 const VMS_DIR = 'vms';
+
+/** Manifests of a remote repository read at once by listBackups(). */
+const MANIFESTS_AT_ONCE = 8;
+
+/** Largest object #download() keeps for the next call (an index of 1 TiB of 1 MiB chunks is 64 MiB). */
+const DOWNLOAD_CACHE_BYTES = 16 * 1024 * 1024;
 
 /** Chunk directories synced at once before a manifest is written. */
 const SYNC_DIRS_AT_ONCE = 8;

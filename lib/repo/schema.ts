@@ -66,6 +66,16 @@ export const RepoConfigSchema = v.object({
   }),
   // Present in an encrypted repository only (docs/repository-format.md, "Encryption").
   encryption: v.optional(v.object({ algorithm: v.literal('aes-256-gcm') })),
+  // Version 2 (a remote repository with packs) only: the bytes a writer fills a pack with.
+  packSize: v.optional(
+    v.pipe(
+      v.number(),
+      v.check(
+        (n) => Number.isSafeInteger(n) && n >= 1024 * 1024 && n <= 256 * 1024 * 1024,
+        'expected a whole number of bytes from 1 MiB to 256 MiB',
+      ),
+    ),
+  ),
 });
 
 export const SourceIdentitySchema = v.object({

@@ -5,11 +5,12 @@
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { inject } from 'vitest';
-import { CLI, lowtideAsync, type CliResult } from './cli.js';
+import { expect, inject } from 'vitest';
+import { CLI, cmp, lowtideAsync, type CliResult } from './cli.js';
+import { patternBytes, type TempDir } from './tmp.js';
 import type { S3RepositoryOptions } from '../../lib/index.js';
 
 export function rgw(): ReturnType<typeof inject<'rgw'>> {
@@ -106,4 +107,26 @@ export async function startRadosgw(): Promise<void> {
     await new Promise((res) => setTimeout(res, 100));
   }
   throw new Error('radosgw does not answer after a restart');
+}
+
+/** A raw image in `work`: `shared` MiB the same in every image, then `mib - shared` MiB of its own. */
+export function sharedImage(work: TempDir, name: string, seed: number, mib = 8, shared = 2): string {
+  const MiB = 1024 * 1024;
+  const path = work.file(name);
+  writeFileSync(path, Buffer.concat([patternBytes(shared * MiB, 1000), patternBytes((mib - shared) * MiB, seed)]));
+  return path;
+}
+
+/** `lowtide restore` of backup `id` of an S3 repository (through the CLI) gives exactly `source`. */
+export function restoresExactly(work: TempDir, repo: string, id: string, source: string): void {
+  const out = work.file(`restore-${randomBytes(4).toString('hex')}.img`);
+  const r = lowtideS3(['restore', id, out, '--repo', repo, '--s3-endpoint', rgw().endpoint]);
+  expect(r.status, r.stderr).toBe(0);
+  expect(cmp(out, source)).toBe(true);
+}
+
+/** `lowtide verify` of an S3 repository finds nothing wrong. */
+export function verifyOk(repo: string): void {
+  const r = lowtideS3(['verify', '--repo', repo, '--s3-endpoint', rgw().endpoint]);
+  expect(r.status, r.stdout + r.stderr).toBe(0);
 }

@@ -919,9 +919,10 @@ describe('bad input through the CLI', () => {
 
     const cfgPath = join(repoPath, 'config.json');
     const cfg = readFileSync(cfgPath, 'utf8');
-    writeFileSync(cfgPath, JSON.stringify({ ...(JSON.parse(cfg) as object), version: 2 }));
-    expectError(['backup', src, '--repo', repoPath], 'REPO_FORMAT', 'repository format version 2 is not supported');
-    expectError(['restore', '--repo', repoPath, id, join(dir, 'o.img')], 'REPO_FORMAT', 'version 2');
+    // Versions 1 and 2 (packs, S3 only) are known; 3 is not.
+    writeFileSync(cfgPath, JSON.stringify({ ...(JSON.parse(cfg) as object), version: 3 }));
+    expectError(['backup', src, '--repo', repoPath], 'REPO_FORMAT', 'repository format version 3 is not supported');
+    expectError(['restore', '--repo', repoPath, id, join(dir, 'o.img')], 'REPO_FORMAT', 'version 3');
     writeFileSync(cfgPath, '{ not json');
     expectError(['list', '--repo', repoPath], 'REPO_FORMAT', 'is not valid JSON');
     writeFileSync(cfgPath, cfg);

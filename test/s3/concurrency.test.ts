@@ -7,8 +7,18 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cmp } from '../helpers/cli.js';
-import { lowtideS3, lowtideS3Async, newBucket, rgw, s3Client, startRadosgw, stopRadosgw } from '../helpers/s3.js';
+import {
+  lowtideS3,
+  lowtideS3Async,
+  newBucket,
+  restoresExactly as checkRestore,
+  rgw,
+  s3Client,
+  sharedImage,
+  startRadosgw,
+  stopRadosgw,
+  verifyOk,
+} from '../helpers/s3.js';
 import { skipReason } from '../helpers/system.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
 
@@ -52,30 +62,15 @@ describe.skipIf(skipReason('many writers on S3', rgw().skip))('many writers, one
 
   function init(name: string): string {
     const repo = `s3://${bucket}/${name}`;
-    const r = lowtideS3(['init', repo, '--chunk-size', '64K', ...ep]);
+    // One object per chunk (format version 1); packs.test.ts has the same cases with packs.
+    const r = lowtideS3(['init', repo, '--chunk-size', '64K', '--pack-size', '0', ...ep]);
     expect(r.status, r.stderr).toBe(0);
     return repo;
   }
 
-  /** A raw image: `shared` MiB the same in every image, then data of its own. */
-  function image(name: string, seed: number, mib = 8, shared = 2): string {
-    const path = work.file(name);
-    writeFileSync(path, Buffer.concat([patternBytes(shared * MiB, 1000), patternBytes((mib - shared) * MiB, seed)]));
-    return path;
-  }
-
-  let restores = 0;
-  function restoresExactly(repo: string, id: string, source: string): void {
-    const out = work.file(`restore-${restores++}.img`);
-    const r = lowtideS3(['restore', id, out, '--repo', repo, ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    expect(cmp(out, source)).toBe(true);
-  }
-
-  function verifyOk(repo: string): void {
-    const r = lowtideS3(['verify', '--repo', repo, ...ep]);
-    expect(r.status, r.stdout + r.stderr).toBe(0);
-  }
+  const image = (name: string, seed: number, mib?: number, shared?: number): string =>
+    sharedImage(work, name, seed, mib, shared);
+  const restoresExactly = (repo: string, id: string, source: string): void => checkRestore(work, repo, id, source);
 
   it('two backups of different disks at once, and the same disk twice at once', async () => {
     const repo = init('many');

@@ -24,6 +24,14 @@ export function addInitCommand(program: Command): void {
         .choices(['none', 'aes-256-gcm'])
         .default('none'),
     )
+    .addOption(
+      new Option(
+        '--pack-size <size>',
+        'S3: bytes of chunks per pack object (1M to 256M; 0: one object per chunk, format version 1)',
+      )
+        .default(undefined, '16M')
+        .argParser(sizeArg('--pack-size')),
+    )
     .option('--json', 'print JSON', false)
     .action(async (arg: string | undefined, o: Record<string, unknown>) => {
       const path = arg ?? (o.repo as string | undefined);
@@ -34,11 +42,12 @@ export function addInitCommand(program: Command): void {
         chunkSize: o.chunkSize as number,
         zstdLevel: o.zstdLevel as number,
         encryption: o.encryption as 'none' | 'aes-256-gcm',
+        packSize: o.packSize as number | undefined,
       });
       if (o.json === true) printJson({ path: repo.path, ...repo.config });
       else
         process.stdout.write(
-          `created ${repo.isEncrypted ? 'encrypted ' : ''}repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level})\n`,
+          `created ${repo.isEncrypted ? 'encrypted ' : ''}repository ${repo.path} (chunk size ${formatBytes(repo.chunkSize)}, zstd level ${repo.config.compression.level}${repo.config.packSize !== undefined ? `, packs of ${formatBytes(repo.config.packSize)}` : ''})\n`,
         );
     });
 }

@@ -47,7 +47,7 @@ export function addPruneCommand(program: Command): void {
       } else {
         process.stdout.write(
           `${r.dryRun ? 'would remove' : 'removed'} ${r.removed.length} backups (${r.removed.join(', ') || 'none'}), kept ${r.kept.length}; ` +
-            `${r.chunksRemoved} chunks removed, ${formatBytes(r.bytesFreed)} freed\n`,
+            `${r.packsRemoved !== undefined ? `${r.packsRemoved} packs` : `${r.chunksRemoved} chunks`} removed, ${formatBytes(r.bytesFreed)} freed\n`,
         );
       }
     });

@@ -131,7 +131,8 @@ class ChunkReader {
     const cs = this.manifest.chunkSize;
     const d = await this.index.entry(i);
     const length = Math.min(cs, this.manifest.size - i * cs);
-    const data = d === null ? Buffer.alloc(length) : await this.repo.getChunk(d.toString('hex'), length);
+    const data =
+      d === null ? Buffer.alloc(length) : await this.repo.getChunk(d.digest.toString('hex'), length, d.location);
     if (d) this.chunksRead++;
     this.#cached = { i, data };
     return data;

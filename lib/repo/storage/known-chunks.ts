@@ -12,12 +12,15 @@
  * no prune deletes a chunk while a lease is live). Otherwise it is dropped.
  *
  * File: one line of JSON ({"format":"lowtide-known-chunks","version":1,
- * "repository":<id>,"epoch":<epoch>}), then the 32-byte chunk ids, unsorted.
+ * "repository":<id>,"epoch":<epoch>}), then the 32-byte chunk ids, unsorted;
+ * for a packed repository version 2, then 64-byte records: the chunk id and
+ * where its record is, as in a chunk index (packs.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { decodePackedLocation, encodePackedEntry, PACKED_ENTRY_SIZE, type PackLocation } from './packs.js';
 import type { ObjectStorage } from './types.js';
 
 export const PRUNE_EPOCH_KEY = 'prune-epoch.json';
@@ -62,11 +65,19 @@ function cacheFile(dir: string, repositoryId: string): string | undefined {
 }
 
 /**
- * The chunk ids (hex) the cache lists, when it was made under `epoch`; none
+ * The chunk ids (hex) the cache lists, with where their records are in a
+ * packed repository (`packed`), when it was made under `epoch`; none
  * otherwise (a stale file is removed). A missing, unreadable or damaged file
- * is an empty cache, never an error: the backup then asks the storage.
+ * is an empty cache, never an error: the backup then asks the storage (or,
+ * packed, stores chunks it does not know again).
  */
-export async function loadKnownChunks(dir: string, repositoryId: string, epoch: string): Promise<string[]> {
+export async function loadKnownChunks(
+  dir: string,
+  repositoryId: string,
+  epoch: string,
+  packed = false,
+): Promise<[string, PackLocation | undefined][]> {
+  const record = packed ? PACKED_ENTRY_SIZE : DIGEST;
   const path = cacheFile(dir, repositoryId);
   if (path === undefined) return [];
   let data: Buffer;
@@ -86,16 +97,24 @@ export async function loadKnownChunks(dir: string, repositoryId: string, epoch: 
   if (
     data.length > MAX_FILE_BYTES ||
     header?.format !== FORMAT ||
-    header.version !== 1 ||
+    header.version !== (packed ? 2 : 1) ||
     header.repository !== repositoryId ||
     header.epoch !== epoch ||
-    body.length % DIGEST !== 0
+    body.length % record !== 0
   ) {
     await unlink(path).catch(() => undefined);
     return [];
   }
-  const out: string[] = [];
-  for (let o = 0; o < body.length; o += DIGEST) out.push(body.toString('hex', o, o + DIGEST));
+  const out: [string, PackLocation | undefined][] = [];
+  try {
+    for (let o = 0; o < body.length; o += record) {
+      const e = body.subarray(o, o + record);
+      out.push([e.toString('hex', 0, DIGEST), packed ? decodePackedLocation(e, path) : undefined]);
+    }
+  } catch {
+    await unlink(path).catch(() => undefined);
+    return [];
+  }
   return out;
 }
 
@@ -104,14 +123,23 @@ export async function saveKnownChunks(
   dir: string,
   repositoryId: string,
   epoch: string,
-  chunks: Iterable<string>,
+  chunks: Iterable<[string, PackLocation | null | undefined]>,
+  packed = false,
 ): Promise<void> {
   const path = cacheFile(dir, repositoryId);
   if (path === undefined) return;
   const ids: Buffer[] = [];
-  for (const hex of chunks) if (/^[0-9a-f]{64}$/.test(hex)) ids.push(Buffer.from(hex, 'hex'));
-  if ((ids.length + 1) * DIGEST > MAX_FILE_BYTES) return;
-  const header = JSON.stringify({ format: FORMAT, version: 1, repository: repositoryId, epoch }) + '\n';
+  for (const [hex, loc] of chunks) {
+    if (!/^[0-9a-f]{64}$/.test(hex)) continue;
+    if (!packed) ids.push(Buffer.from(hex, 'hex'));
+    else if (loc) {
+      const e = Buffer.alloc(PACKED_ENTRY_SIZE);
+      encodePackedEntry(e, 0, Buffer.from(hex, 'hex'), loc);
+      ids.push(e);
+    }
+  }
+  if ((ids.length + 1) * (packed ? PACKED_ENTRY_SIZE : DIGEST) > MAX_FILE_BYTES) return;
+  const header = JSON.stringify({ format: FORMAT, version: packed ? 2 : 1, repository: repositoryId, epoch }) + '\n';
   const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   try {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });

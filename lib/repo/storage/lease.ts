@@ -129,8 +129,7 @@ export async function acquireRemoteLock(
     const lock = new RemoteLock(storage, `${BACKUP_LEASE_PREFIX}${randomBytes(8).toString('hex')}.json`, body);
     await storage.put(lock.key, body());
     try {
-      const now = await storageNow(storage, lock.key);
-      const prune = await storage.head(PRUNE_LOCK_KEY);
+      const [now, prune] = await Promise.all([storageNow(storage, lock.key), storage.head(PRUNE_LOCK_KEY)]);
       if (prune && fresh(prune, now)) {
         throw new LowtideError(
           'REPO_LOCKED',

@@ -311,6 +311,8 @@ export class S3Storage implements ObjectStorage {
           if ((err as SdkError).name === 'NoSuchBucket') throw err;
           return undefined;
         }
+        // A range past the object's end: nothing of it is there.
+        if (range && (status(err) === 416 || (err as SdkError).name === 'InvalidRange')) return Buffer.alloc(0);
         throw err;
       }
       if (maxBytes !== undefined && (res.ContentLength ?? 0) > maxBytes) {
