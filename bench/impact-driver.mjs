@@ -22,6 +22,7 @@ import { JobThrottle, probeIdleLatency } from '../dist/throttle/job-throttle.js'
 import { resolveThrottleSettings } from '../dist/throttle/job-settings.js';
 import { EarlyWriteback } from '../dist/jobs/writeback.js';
 import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 const {
@@ -129,10 +130,18 @@ const tick = () => {
 // With an output: blocks written at their offsets, at most 4 writes in
 // flight (each holds its block), as the image job does.
 const WRITES_IN_FLIGHT = 4;
-const out_ = output ? await open(output, 'w') : undefined;
-const writeback = out_
-  ? new EarlyWriteback(out_.fd, throttle ? () => throttle.writebackStepBytes() : undefined)
+// Experiments (directOutput): the output opened O_DIRECT, each block one write
+// of its own size, no page cache and no writeback.
+const out_ = output
+  ? await open(
+      output,
+      cfg.directOutput ? constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_DIRECT : 'w',
+    )
   : undefined;
+const writeback =
+  out_ && !cfg.directOutput
+    ? new EarlyWriteback(out_.fd, throttle ? () => throttle.writebackStepBytes() : undefined)
+    : undefined;
 const ownWrite = out_ && throttle ? throttle.ownWrites(output) : () => undefined;
 const pending = new Set();
 let written = 0;
@@ -143,7 +152,7 @@ const write = (b) => {
     .then(({ bytesWritten: n }) => {
       written += n;
       ownWrite(n);
-      writeback.wrote(n);
+      writeback?.wrote(n);
     })
     .finally(() => {
       b.release();

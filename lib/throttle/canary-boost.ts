@@ -464,6 +464,11 @@ export class CanaryBoost {
     return w;
   }
 
+  /** Whether the job has reported writes to the storage it protects. */
+  get jobWrites(): boolean {
+    return this.#io.jobWrites;
+  }
+
   /**
    * Whether the storage is lightly loaded now: the checks and running
    * windows of the last horizonMs count improbably few of someone else's

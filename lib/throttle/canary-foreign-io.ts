@@ -86,6 +86,7 @@ export class ForeignIo {
   #foreignWrites = 0;
   #foreignWriteBytes = 0;
   #reads = 0;
+  #jobWrites = false;
 
   constructor(options: ForeignIoOptions = FOREIGN_IO_DEFAULTS) {
     this.#o = options;
@@ -111,6 +112,7 @@ export class ForeignIo {
    * found since the previous reading.
    */
   observe(nowNs: number, r: StorageReading): number {
+    if ((r.ownWriteBytes ?? 0) > 0) this.#jobWrites = true;
     const writes = r.writes;
     this.#reads = writes === undefined ? r.ios : r.ios - writes;
     if (writes === undefined) return 0;
@@ -152,6 +154,11 @@ export class ForeignIo {
     }
     this.#lastLaggedWrites = Math.max(this.#lastLaggedWrites, lagged.writes);
     return this.#foreignWrites - before;
+  }
+
+  /** Whether the job has reported writes to this storage. */
+  get jobWrites(): boolean {
+    return this.#jobWrites;
   }
 
   /** Someone else's I/O so far that a drained window can count: reads (the probes' among them) and foreign writes. */

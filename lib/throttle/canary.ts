@@ -323,8 +323,10 @@ export class CanaryController extends BaseController {
       };
     }
     const w = this.window;
-    if (this.boost.light) {
-      // A light load: at least lightQueueDepth requests of lightBlockSize.
+    if (this.boost.light && !this.boost.jobWrites) {
+      // A light load: at least lightQueueDepth requests of lightBlockSize
+      // (not for a job that writes to this storage: in bench:impact its
+      // writes, not its reads, took a light load's p99 several times up).
       const c = o.canary;
       const size = clamp(Math.floor(c.lightBlockSize / o.alignment) * o.alignment, o.minBlockSize, o.maxBlockSize);
       const queueDepth = clamp(c.lightQueueDepth, o.minQueueDepth, o.maxQueueDepth);
