@@ -79,7 +79,7 @@ if (autoRule && latencyTarget === 'auto' && controller !== 'off') {
 const settings = resolveThrottleSettings({
   throttle: controller,
   latencyTargetMs: target,
-  rateLimitBytesPerSecond: rateLimit,
+  rateLimitBytesPerSecond: rateLimit ?? undefined,
   probeIntervalMs,
 });
 if (canaryTuning) settings.canaryTuning = canaryTuning;

@@ -113,13 +113,15 @@ export interface ThrottleOptions {
     boostQueueDepth?: number;
     /**
      * Someone else's I/Os per second below which the storage counts as
-     * lightly loaded (default 1000; 0 turns it off): while the checks (and
+     * lightly loaded (default 0: off; 1000 is a sensible value): while the checks (and
      * the reads counted while running) find improbably few for a load of
      * this rate (Poisson, 1 in 1000), and no burst above it, the job keeps
      * at least `lightQueueDepth` requests of `lightBlockSize` in flight,
-     * with no delay, whatever the probes say. A light load's requests are
-     * few and far between: each meets at most that much of the job's at the
-     * device, and the window rule alone would hold the job at its slowest.
+     * with no delay, whatever the probes say (unless it writes to that
+     * storage). The window rule alone holds a job beside a light load at
+     * its slowest; this floor moves far more, but production's p99 beside
+     * it rose several times in bench:impact (docs/throttle.md), so it is
+     * not the default.
      */
     lightIops?: number;
     /** Requests in flight under a light load (default 1). */
@@ -235,7 +237,7 @@ export const THROTTLE_DEFAULTS = {
   canaryEnterQuietMs: 200,
   canaryStayQuietMs: 10,
   canaryQuietIops: 20,
-  canaryLightIops: 1000,
+  canaryLightIops: 0,
   canaryLightQueueDepth: 1,
   canaryLightBlockSize: 256 * 1024,
   /** Quiet checks older than this are forgotten, ms. */
