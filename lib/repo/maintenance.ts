@@ -15,6 +15,7 @@ import { unlink } from 'node:fs/promises';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { functionOption, integerOption, objectOption, signalOption } from '../options.js';
 import { openRegularFile } from './files.js';
+import type { IndexReader } from './index-file.js';
 import {
   BACKUP_ID_PATTERN,
   DIGEST_SIZE,
@@ -122,39 +123,17 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     signal,
   );
 
-  const { backups, damaged } = await repo.listBackups();
-  const damagedManifests = damaged.map((d) => ({ id: d.id, message: d.error.message }));
   const needs = new Map<string, Set<string>>(); // bad digest -> backups
-  const damagedBackups = new Set<string>();
-  for (const m of backups) {
-    let index;
-    try {
-      index = await repo.openIndex(m);
-    } catch (err) {
-      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
-      damagedBackups.add(m.id);
-      continue;
+  const { backups, damagedManifests, damagedBackups } = await walkIndexes(repo, (m, index, i, e) => {
+    const hex = e.toString('hex');
+    if (!present.has(hex) || corrupt.has(hex)) {
+      let s = needs.get(hex);
+      if (!s) needs.set(hex, (s = new Set()));
+      s.add(m.id);
+      return true;
     }
-    try {
-      for (let i = 0; i < m.chunkCount; i++) {
-        const e = await index.entry(i);
-        if (e === null) continue;
-        const hex = e.toString('hex');
-        if (!present.has(hex) || corrupt.has(hex)) {
-          let s = needs.get(hex);
-          if (!s) needs.set(hex, (s = new Set()));
-          s.add(m.id);
-          damagedBackups.add(m.id);
-        }
-      }
-      await index.verify();
-    } catch (err) {
-      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
-      damagedBackups.add(m.id);
-    } finally {
-      await index.close();
-    }
-  }
+    return false;
+  });
   const problems: VerifyProblem[] = [];
   for (const [hex, message] of corrupt) {
     problems.push({ digest: hex, problem: 'corrupt', message, backups: [...(needs.get(hex) ?? [])].sort() });
@@ -176,6 +155,48 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
   };
 }
 
+/**
+ * Every backup's index, entry by entry (zero chunks skipped), then checked
+ * whole: `visit` returns true when the entry makes its backup damaged, and
+ * throws for an index that contradicts another. An index that cannot be
+ * opened, fails its check or makes `visit` throw is a damaged manifest.
+ */
+async function walkIndexes(
+  repo: Repository,
+  visit: (m: Manifest, index: IndexReader, i: number, entry: Buffer) => boolean,
+): Promise<{
+  backups: Manifest[];
+  damagedManifests: { id: string; message: string }[];
+  damagedBackups: Set<string>;
+}> {
+  const { backups, damaged } = await repo.listBackups();
+  const damagedManifests = damaged.map((d) => ({ id: d.id, message: d.error.message }));
+  const damagedBackups = new Set<string>();
+  for (const m of backups) {
+    let index;
+    try {
+      index = await repo.openIndex(m);
+    } catch (err) {
+      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
+      damagedBackups.add(m.id);
+      continue;
+    }
+    try {
+      for (let i = 0; i < m.chunkCount; i++) {
+        const e = await index.entry(i);
+        if (e !== null && visit(m, index, i, e)) damagedBackups.add(m.id);
+      }
+      await index.verify();
+    } catch (err) {
+      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
+      damagedBackups.add(m.id);
+    } finally {
+      await index.close();
+    }
+  }
+  return { backups, damagedManifests, damagedBackups };
+}
+
 /** A record some backup's index names: its chunk, and the backups that need it. */
 interface NamedRecord {
   hex: string;
@@ -195,45 +216,23 @@ async function verifyPacked(
   onProgress: ((p: { chunksChecked: number; bytesChecked: number }) => void) | undefined,
 ): Promise<VerifyReport> {
   const t0 = Date.now();
-  const { backups, damaged } = await repo.listBackups();
-  const damagedManifests = damaged.map((d) => ({ id: d.id, message: d.error.message }));
-  const damagedBackups = new Set<string>();
   // pack -> offset -> record
   const packs = new Map<string, Map<number, NamedRecord>>();
-  for (const m of backups) {
-    let index;
-    try {
-      index = await repo.openIndex(m);
-    } catch (err) {
-      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
-      damagedBackups.add(m.id);
-      continue;
+  const { backups, damagedManifests, damagedBackups } = await walkIndexes(repo, (m, index, i, e) => {
+    const location = index.location(i)!;
+    let records = packs.get(location.pack);
+    if (!records) packs.set(location.pack, (records = new Map()));
+    let r = records.get(location.offset);
+    if (!r) records.set(location.offset, (r = { hex: e.toString('hex'), location, backups: new Set() }));
+    else if (r.hex !== e.toString('hex') || r.location.length !== location.length) {
+      throw new LowtideError(
+        'REPO_CORRUPT',
+        `the chunk index of backup ${m.id} names chunk ${e.toString('hex')} where another index has chunk ${r.hex}`,
+      );
     }
-    try {
-      for (let i = 0; i < m.chunkCount; i++) {
-        const e = await index.entry(i);
-        if (e === null) continue;
-        const location = index.location(i)!;
-        let records = packs.get(location.pack);
-        if (!records) packs.set(location.pack, (records = new Map()));
-        let r = records.get(location.offset);
-        if (!r) records.set(location.offset, (r = { hex: e.toString('hex'), location, backups: new Set() }));
-        else if (r.hex !== e.toString('hex') || r.location.length !== location.length) {
-          throw new LowtideError(
-            'REPO_CORRUPT',
-            `the chunk index of backup ${m.id} names chunk ${e.toString('hex')} where another index has chunk ${r.hex}`,
-          );
-        }
-        r.backups.add(m.id);
-      }
-      await index.verify();
-    } catch (err) {
-      damagedManifests.push({ id: m.id, message: toLowtideError(err, 'REPO_CORRUPT').message });
-      damagedBackups.add(m.id);
-    } finally {
-      await index.close();
-    }
-  }
+    r.backups.add(m.id);
+    return false;
+  });
   const present = new Map<string, number>();
   const problems: VerifyProblem[] = [];
   const problem = (r: NamedRecord, kind: 'missing' | 'corrupt', message: string): void => {
