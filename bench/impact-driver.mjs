@@ -128,8 +128,9 @@ const tick = () => {
 };
 
 // With an output: blocks written at their offsets, at most 4 writes in
-// flight (each holds its block), as the image job does.
-const WRITES_IN_FLIGHT = 4;
+// flight (each holds its block), as the image job does (experiments:
+// writesInFlight).
+const WRITES_IN_FLIGHT = cfg.writesInFlight ?? 4;
 // Experiments (directOutput): the output opened O_DIRECT, each block one write
 // of its own size, no page cache and no writeback.
 const out_ = output

@@ -58,6 +58,7 @@
 //   BENCH_LIGHT_IOPS (200)    the light load's rate (fio --rate_iops)
 //   BENCH_LIGHT_RATES         comma list of fixed caps (MB/s) to run in the light block too
 //   BENCH_LIGHT_RATE_SHAPE    JSON merged into those runs' settings, e.g. '{"blockSize":131072,"queueDepth":2}'
+//                             (driver experiments: "directOutput":true writes O_DIRECT, "writesInFlight":N)
 //   BENCH_LIGHT_RATE_WRITES   0: those runs read only (default: they write, as the light block's others)
 //   BENCH_PROBE_MS            comma list of canary probe intervals (ms): each run of the default
 //                             controller becomes one run per interval, named canary@<ms>ms
