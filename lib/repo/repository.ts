@@ -257,6 +257,25 @@ export async function repositoryOption(value: unknown, name = 'repository', pass
 }
 
 /**
+ * Runs `fn` on the repository a `repository` option names and closes it
+ * afterwards, on success and on error, when it was opened here (its staging
+ * directory and S3 client go with it); a Repository passed in stays open.
+ */
+export async function withRepository<T>(
+  value: unknown,
+  password: unknown,
+  fn: (repo: Repository) => Promise<T>,
+  name = 'repository',
+): Promise<T> {
+  const repo = await repositoryOption(value, name, password);
+  try {
+    return await fn(repo);
+  } finally {
+    if (repo !== value) repo.close();
+  }
+}
+
+/**
  * The master key of an encrypted repository: the first key file that
  * `password` opens. PASSWORD_REQUIRED without a passphrase, BAD_PASSWORD when
  * it opens none.
