@@ -2,6 +2,10 @@
 // One repository chunk file (native/repo/chunk_file.h) written off the JS
 // thread: one task per chunk in place of a stat, compressions, open, write,
 // fsync, close and rename each crossing back to the JS thread.
+// encodeChunk(view, dst, level, key?, aad?): Promise<number>
+// The same chunk's bytes in memory, for a remote repository: sample,
+// compression, header and sealing in one task, written into `dst` (reused by
+// the caller: fresh memory costs a page fault per page).
 #include <string>
 #include <utility>
 
@@ -46,10 +50,37 @@ Napi::Value StoreChunkFile(const Napi::CallbackInfo& info) {
       });
 }
 
+Napi::Value EncodeChunk(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber())
+    throw_invalid(env, "encodeChunk(view, dst, level)");
+  int level = info[2].As<Napi::Number>().Int32Value();
+  if (level < 1 || level > 22) throw_invalid(env, "encodeChunk: level must be 1..22");
+  Napi::TypedArray view = info[0].As<Napi::TypedArray>();
+  Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
+  if (dst.ByteLength() < view.ByteLength() + repo::kChunkObjectOverhead)
+    throw_invalid(env,
+                  "encodeChunk: dst must have room for the view's bytes and " + std::to_string(repo::kChunkObjectOverhead) + " more");
+  bool keyed = info.Length() > 3 && !info[3].IsUndefined();
+  crypto::Key key{};
+  std::string aad;
+  if (keyed) {
+    key = key_arg(env, info[3], "encodeChunk");
+    aad = aad_arg(env, info[4], "encodeChunk");
+  }
+  return run_async<size_t>(
+      env, "lowtide:encodeChunk",
+      [view = HeldView(view), dst = HeldView(dst), level, keyed, key, aad = std::move(aad)](size_t& n) {
+        n = repo::encode_chunk_object(view.data, view.size, level, keyed ? &key : nullptr, aad, dst.data, dst.size);
+      },
+      [](Napi::Env env, size_t& n) -> Napi::Value { return Napi::Number::New(env, double(n)); });
+}
+
 }  // namespace
 
 void init_chunk_file(Napi::Env env, Napi::Object exports) {
   exports.Set("storeChunkFile", Napi::Function::New(env, StoreChunkFile, "storeChunkFile"));
+  exports.Set("encodeChunk", Napi::Function::New(env, EncodeChunk, "encodeChunk"));
 }
 
 }  // namespace lowtide::napi
