@@ -901,7 +901,7 @@ export class Repository {
       await this.#packs.room();
       return { written: true, storedBytes: body.length };
     }
-    const written = await storage.putIfAbsent(chunkKey(hex), body);
+    const written = await storage.putIfAbsent(chunkKey(hex), body, { verifiedOnRead: true });
     this.#knownChunks.set(hex, null);
     return written ? { written: true, storedBytes: body.length } : { written: false, storedBytes: 0 };
   }

@@ -164,7 +164,7 @@ export class PackWriter {
     this.#bytes = 0;
     this.#name = newPackName();
     const upload: Promise<void> = this.storage
-      .putIfAbsent(packKey(name), body)
+      .putIfAbsent(packKey(name), body, { verifiedOnRead: true })
       .then((written) => {
         if (!written) throw new LowtideError('INTERNAL', `pack ${name} exists already in ${this.storage.location}`);
         this.onUploaded(ids, locations);
