@@ -253,6 +253,13 @@ const MODES = { default: [], off: ['--throttle', 'off'] };
 const out = { full: {}, incremental: {}, restore: {}, writers: {}, checks: {} };
 const urls = {};
 let change; // the files changed for the incremental
+const logPhase = (phase) =>
+  console.log(
+    `${phase}:`,
+    Object.entries(out[phase])
+      .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
+      .join(', '),
+  );
 if (!onlyWriters) await fullIncrementalRestore();
 async function fullIncrementalRestore() {
   for (const [mode, throttle] of Object.entries(MODES)) {
@@ -261,23 +268,13 @@ async function fullIncrementalRestore() {
   }
   await restic(['init']);
   out.full.restic = await resticBackup(image);
-  console.log(
-    'full:',
-    Object.entries(out.full)
-      .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
-      .join(', '),
-  );
+  logPhase('full');
 
   change = changeFiles(image, meta, { fraction: changeFraction, seed: 77, tmpDir: join(work, 'change') });
   for (const [mode, throttle] of Object.entries(MODES))
     out.incremental[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
   out.incremental.restic = await resticBackup(image);
-  console.log(
-    'incremental:',
-    Object.entries(out.incremental)
-      .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
-      .join(', '),
-  );
+  logPhase('incremental');
 
   const target = join(work, 'restored.img');
   for (const [mode, throttle] of Object.entries(MODES)) {
@@ -289,12 +286,7 @@ async function fullIncrementalRestore() {
   out.restore.restic = { seconds: rr.seconds };
   out.checks.restic = sameFiles(rr.file, image);
   rmSync(join(work, 'restic-restore'), { recursive: true, force: true });
-  console.log(
-    'restore:',
-    Object.entries(out.restore)
-      .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
-      .join(', '),
-  );
+  logPhase('restore');
 }
 
 // 1 writer, then 4 at once (different disks), each into a fresh repository.
