@@ -6,8 +6,13 @@
 // image's size) into one repository: the throughput ratio.
 //
 // Options (environment): BENCH_DIR (default bench/work), BENCH_S3_MIB (image
-// size, default 2048), BENCH_CHANGE (0.01). Needs restic, dosfstools, mtools
-// and Ceph (ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime).
+// size, default 2048), BENCH_CHANGE (0.01), BENCH_S3_ONLY=writers (only the
+// 1 against 4 writers part). Needs restic, dosfstools, mtools and Ceph
+// (ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime).
+//
+// The writers part also gives the CPU time (user + system) that lowtide,
+// radosgw and ceph-osd spent per GB read: on a small machine the gateway
+// shares the cores with the writers, and that is what bounds 4 writers.
 //
 // Every lowtide row runs twice: the plain command (default throttle) and with
 // --throttle off. restic always encrypts; when `lowtide init --help` offers
@@ -163,6 +168,12 @@ async function lowtideBackup(url, image, throttle) {
   const m = JSON.parse(r.stdout);
   return { seconds: r.seconds, bytesRead: m.stats.bytesRead, chunksNew: m.stats.chunksNew, id: m.id };
 }
+/** A backup once the disk has settled and caches were dropped (the caller's beforeTimedRun()). */
+async function lowtideBackupSettled(url, image, throttle) {
+  const r = await lt(['backup', image, '--repo', url, ...throttle, '--json', '--no-progress']);
+  const m = JSON.parse(r.stdout);
+  return { seconds: r.seconds, bytesRead: m.stats.bytesRead };
+}
 async function lowtideRestore(url, target, throttle) {
   rmSync(target, { force: true });
   beforeTimedRun();
@@ -200,9 +211,12 @@ async function usedRestoreMatches(restored, image) {
 // ------------------------------------------------------------ images
 const base = join(dir, `fat32-${sizeMiB}m.img`);
 const meta = ensureFatVolume({ image: base, size: sizeMiB * MiB, seed: 3000 + sizeMiB });
-const image = join(work, 'disk.img');
-cpSync(base, image);
-fsyncFile(image);
+// The full backups read a copy (the incremental changes it); the writers part only its size.
+const image = process.env.BENCH_S3_ONLY === 'writers' ? base : join(work, 'disk.img');
+if (image !== base) {
+  cpSync(base, image);
+  fsyncFile(image);
+}
 const disks = [];
 for (let i = 0; i < WRITERS; i++) {
   const p = join(dir, `fat32-${writerMiB}m-writer${i}.img`);
@@ -210,72 +224,100 @@ for (let i = 0; i < WRITERS; i++) {
   disks.push(p);
 }
 
+// ------------------------------------------------------------ CPU time
+const onlyWriters = process.env.BENCH_S3_ONLY === 'writers';
+const HZ = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+/** utime + stime (fields 14, 15) of a process, or cutime + cstime (16, 17): its reaped children's. */
+function cpuSeconds(pid, children = false) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const at = children ? 13 : 11; // fields after "pid (comm)", counted from 3
+  return (Number(f[at]) + Number(f[at + 1])) / HZ;
+}
+const daemonPid = (name) => Number(readFileSync(join(rgwDir, 'run', `${name}.pid`), 'utf8').trim());
+/** CPU seconds so far: lowtide (every command this process ran and reaped), radosgw, ceph-osd. */
+function cpuNow() {
+  return {
+    lowtide: cpuSeconds(process.pid, true),
+    radosgw: cpuSeconds(daemonPid('client.rgw.s3')),
+    cephOsd: cpuSeconds(daemonPid('osd.0')),
+  };
+}
+/** CPU seconds per GB read of each process between two cpuNow() readings. */
+function cpuPerGB(before, after, bytes) {
+  return Object.fromEntries(Object.keys(before).map((k) => [k, (after[k] - before[k]) / (bytes / 1e9)]));
+}
+
 // ------------------------------------------------------------ one run
 const MODES = { default: [], off: ['--throttle', 'off'] };
 const out = { full: {}, incremental: {}, restore: {}, writers: {}, checks: {} };
 const urls = {};
-for (const [mode, throttle] of Object.entries(MODES)) {
-  urls[mode] = await lowtideInit();
-  out.full[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
-}
-await restic(['init']);
-out.full.restic = await resticBackup(image);
-console.log(
-  'full:',
-  Object.entries(out.full)
-    .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
-    .join(', '),
-);
+let change; // the files changed for the incremental
+const logPhase = (phase) =>
+  console.log(
+    `${phase}:`,
+    Object.entries(out[phase])
+      .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
+      .join(', '),
+  );
+if (!onlyWriters) await fullIncrementalRestore();
+async function fullIncrementalRestore() {
+  for (const [mode, throttle] of Object.entries(MODES)) {
+    urls[mode] = await lowtideInit();
+    out.full[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
+  }
+  await restic(['init']);
+  out.full.restic = await resticBackup(image);
+  logPhase('full');
 
-const change = changeFiles(image, meta, { fraction: changeFraction, seed: 77, tmpDir: join(work, 'change') });
-for (const [mode, throttle] of Object.entries(MODES))
-  out.incremental[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
-out.incremental.restic = await resticBackup(image);
-console.log(
-  'incremental:',
-  Object.entries(out.incremental)
-    .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
-    .join(', '),
-);
+  change = changeFiles(image, meta, { fraction: changeFraction, seed: 77, tmpDir: join(work, 'change') });
+  for (const [mode, throttle] of Object.entries(MODES))
+    out.incremental[`lowtide ${mode}`] = await lowtideBackup(urls[mode], image, throttle);
+  out.incremental.restic = await resticBackup(image);
+  logPhase('incremental');
 
-const target = join(work, 'restored.img');
-for (const [mode, throttle] of Object.entries(MODES)) {
-  out.restore[`lowtide ${mode}`] = await lowtideRestore(urls[mode], target, throttle);
-  out.checks[`lowtide ${mode}`] = await usedRestoreMatches(target, image);
-  rmSync(target, { force: true });
+  const target = join(work, 'restored.img');
+  for (const [mode, throttle] of Object.entries(MODES)) {
+    out.restore[`lowtide ${mode}`] = await lowtideRestore(urls[mode], target, throttle);
+    out.checks[`lowtide ${mode}`] = await usedRestoreMatches(target, image);
+    rmSync(target, { force: true });
+  }
+  const rr = await resticRestore(join(work, 'restic-restore'));
+  out.restore.restic = { seconds: rr.seconds };
+  out.checks.restic = sameFiles(rr.file, image);
+  rmSync(join(work, 'restic-restore'), { recursive: true, force: true });
+  logPhase('restore');
 }
-const rr = await resticRestore(join(work, 'restic-restore'));
-out.restore.restic = { seconds: rr.seconds };
-out.checks.restic = sameFiles(rr.file, image);
-rmSync(join(work, 'restic-restore'), { recursive: true, force: true });
-console.log(
-  'restore:',
-  Object.entries(out.restore)
-    .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
-    .join(', '),
-);
 
 // 1 writer, then 4 at once (different disks), each into a fresh repository.
 for (const [mode, throttle] of Object.entries(MODES)) {
   const one = await lowtideInit();
-  const r1 = await lowtideBackup(one, disks[0], throttle);
+  beforeTimedRun();
+  const c1 = cpuNow();
+  const r1 = await lowtideBackupSettled(one, disks[0], throttle);
+  const oneCpu = cpuPerGB(c1, cpuNow(), r1.bytesRead);
   const many = await lowtideInit();
   beforeTimedRun();
+  const c4 = cpuNow();
   const t0 = process.hrtime.bigint();
   const rs = await Promise.all(
     disks.map((d) => lt(['backup', d, '--repo', many, ...throttle, '--json', '--no-progress'])),
   );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const bytes = rs.reduce((n, r) => n + JSON.parse(r.stdout).stats.bytesRead, 0);
+  const manyCpu = cpuPerGB(c4, cpuNow(), bytes);
   out.writers[mode] = {
     oneSeconds: r1.seconds,
     oneMBps: r1.bytesRead / 1e6 / r1.seconds,
     manySeconds: seconds,
     manyMBps: bytes / 1e6 / seconds,
+    cpuSecondsPerGB: { one: oneCpu, many: manyCpu },
   };
   out.writers[mode].ratio = out.writers[mode].manyMBps / out.writers[mode].oneMBps;
+  const cpu = (c) =>
+    `lowtide ${c.lowtide.toFixed(1)}, radosgw ${c.radosgw.toFixed(1)}, ceph-osd ${c.cephOsd.toFixed(1)} CPU-s/GB`;
   console.log(
-    `writers (${mode}): 1 → ${out.writers[mode].oneMBps.toFixed(1)} MB/s, ${WRITERS} → ${out.writers[mode].manyMBps.toFixed(1)} MB/s`,
+    `writers (${mode}): 1 → ${out.writers[mode].oneMBps.toFixed(1)} MB/s (${cpu(oneCpu)}), ${WRITERS} → ${out.writers[mode].manyMBps.toFixed(1)} MB/s (${cpu(manyCpu)})`,
   );
 }
 
@@ -305,7 +347,7 @@ console.log(
 );
 console.log('| | lowtide (default) | lowtide --throttle off | restic | restic ÷ lowtide (default / off) | target |');
 console.log('|---|---|---|---|---|---|');
-for (const phase of ['full', 'incremental', 'restore']) {
+for (const phase of onlyWriters ? [] : ['full', 'incremental', 'restore']) {
   const r = out[phase];
   const d = ratio(phase, 'default');
   const o = ratio(phase, 'off');

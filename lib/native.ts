@@ -422,6 +422,14 @@ export interface NativeBinding extends NativeFsBinding {
     key?: Uint8Array,
     aad?: string,
   ): Promise<{ written: boolean; storedBytes: number; encoding: 'raw' | 'zstd' }>;
+  /**
+   * The bytes storeChunkFile would write, in memory (a remote repository's
+   * chunk object or pack record), written into `dst` (at least
+   * view.length + 44 bytes): header and body, compressed unless a sample says
+   * it will not shrink, sealed with `key` and `aad` when given. Resolves with
+   * their size; rejects with INTERNAL.
+   */
+  encodeChunk(view: Uint8Array, dst: Uint8Array, level: number, key?: Uint8Array, aad?: string): Promise<number>;
   zstdCompressBound(size: number): number;
   /** Decompresses into `dst`; resolves with the size; rejects on corrupt input or a too small `dst`. */
   zstdDecompressInto(view: Uint8Array, dst: Uint8Array): Promise<number>;

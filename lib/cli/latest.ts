@@ -7,7 +7,7 @@
 import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { openRepository, type Manifest } from '../index.js';
+import { openRepository, type Manifest, type Repository } from '../index.js';
 import { CliError, EXIT } from './output.js';
 
 /** The backup a command chose, as --json reports it. */
@@ -43,6 +43,14 @@ function isOf(m: Manifest, paths: Set<string>): boolean {
 /** Resolves a backup id or `latest` (of `source`) to one backup, saying on stderr which `latest` is. */
 export async function selectBackup(repoPath: string, id: string, source: string | undefined): Promise<SelectedBackup> {
   const repo = await openRepository(repoPath);
+  try {
+    return await selectIn(repo, id, source);
+  } finally {
+    repo.close();
+  }
+}
+
+async function selectIn(repo: Repository, id: string, source: string | undefined): Promise<SelectedBackup> {
   const pick = (m: Manifest, by: SelectedBackup['by']): SelectedBackup => ({
     id: m.id,
     created: m.created,

@@ -6,7 +6,7 @@
  */
 import { LowtideError, toLowtideError } from '../errors.js';
 import { integerOption, objectOption } from '../options.js';
-import { repositoryOption } from '../repo/repository.js';
+import { withRepository, type Repository } from '../repo/repository.js';
 import { AdmissionGate } from '../throttle/limits.js';
 import { resolveThrottleSettings, type MultiJobThrottleSettings } from '../throttle/job-settings.js';
 import { backupUnderHeldLock, type BackupOptions, type BackupProgress, type BackupResult } from './backup.js';
@@ -66,7 +66,18 @@ function resolveBackupManyOptions(options: unknown): ResolvedBackupManyOptions {
 
 export async function backupMany(options: BackupManyOptions): Promise<BackupManyResult> {
   const { sources, parallel, gate } = resolveBackupManyOptions(options);
-  const repo = await repositoryOption(options.repository, 'repository', options.password);
+  return withRepository(options.repository, options.password, (repo) =>
+    backupAll(repo, options, sources, parallel, gate),
+  );
+}
+
+async function backupAll(
+  repo: Repository,
+  options: BackupManyOptions,
+  sources: readonly string[],
+  parallel: number,
+  gate: AdmissionGate | undefined,
+): Promise<BackupManyResult> {
   const lock = await repo.lock(`lowtide backup of ${sources.length} sources`);
   const latency = new Map<string, number>(); // source -> smoothed latency (ms) its job sees now
   const running = new Set<Promise<void>>();

@@ -12,8 +12,8 @@ import { passwordOption } from '../repo/crypto.js';
 import type { Manifest } from '../repo/format.js';
 import {
   checkRepositoryOption,
-  repositoryOption,
   Repository,
+  withRepository,
   type IndexReader,
   type PackLocation,
   type RepositoryLocation,
@@ -319,7 +319,10 @@ async function writeChunks(w: ChunkWrites): Promise<void> {
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const o = resolveRestoreOptions(options);
-  const repo = await repositoryOption(o.repository, 'repository', o.password);
+  return withRepository(o.repository, o.password, (repo) => restoreFrom(repo, o));
+}
+
+async function restoreFrom(repo: Repository, o: ResolvedRestoreOptions): Promise<RestoreResult> {
   const manifest = await repo.readManifest(o.backup);
   await verifyIndex(repo, manifest);
   const { kind, path: targetPath } = await targetKind(o.target, o.force);

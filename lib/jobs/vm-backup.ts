@@ -378,7 +378,13 @@ export async function backupVm(options: VmBackupOptions): Promise<VmBackupResult
   // supported. The backups and the record use it as opened (one passphrase check).
   const repo = await openRepository(o.repository, { password: o.password });
   const started = new Date();
-  const qmp = await QmpClient.connect(o.qmp, { timeoutMs: o.qmpTimeoutMs, commandTimeoutMs: o.qmpTimeoutMs });
+  let qmp: QmpClient;
+  try {
+    qmp = await QmpClient.connect(o.qmp, { timeoutMs: o.qmpTimeoutMs, commandTimeoutMs: o.qmpTimeoutMs });
+  } catch (err) {
+    repo.close();
+    throw err;
+  }
   let agent: GuestAgentClient | undefined;
   try {
     const vm = await vmIdentity(qmp);

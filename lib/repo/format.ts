@@ -83,14 +83,6 @@ export const CHUNK_HEADER_SIZE = 16;
 export const ChunkEncoding = { Raw: 0, Zstd: 1 } as const;
 export type ChunkEncoding = (typeof ChunkEncoding)[keyof typeof ChunkEncoding];
 
-export function chunkHeader(encoding: ChunkEncoding, plainLength: number): Buffer {
-  const h = Buffer.alloc(CHUNK_HEADER_SIZE);
-  h.writeUInt32LE(CHUNK_MAGIC, 0);
-  h.writeUInt8(encoding, 4);
-  h.writeBigUInt64LE(BigInt(plainLength), 8);
-  return h;
-}
-
 export interface ChunkHeader {
   encoding: ChunkEncoding;
   plainLength: number;

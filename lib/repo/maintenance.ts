@@ -26,7 +26,7 @@ import {
   ZERO_DIGEST,
   type Manifest,
 } from './format.js';
-import { repositoryOption, type RepositoryLocation, type Repository } from './repository.js';
+import { withRepository, type RepositoryLocation, type Repository } from './repository.js';
 import { decodePackedLocation, PACKS_IN_FLIGHT, type PackLocation } from './storage/packs.js';
 
 const PARALLEL = 4;
@@ -94,8 +94,17 @@ export async function verifyRepository(options: VerifyOptions): Promise<VerifyRe
     'onProgress',
     opts.onProgress,
   );
-  const repo = await repositoryOption(opts.repository, 'repository', opts.password);
-  if (repo.isPacked) return verifyPacked(repo, signal, onProgress);
+  return withRepository(opts.repository, opts.password, (repo) =>
+    repo.isPacked ? verifyPacked(repo, signal, onProgress) : verifyLoose(repo, signal, onProgress),
+  );
+}
+
+/** verify of a repository of chunk objects (version 1): every chunk, then every backup's index. */
+async function verifyLoose(
+  repo: Repository,
+  signal: AbortSignal | undefined,
+  onProgress: ((p: { chunksChecked: number; bytesChecked: number }) => void) | undefined,
+): Promise<VerifyReport> {
   const t0 = Date.now();
   const present = new Set<string>();
   const corrupt = new Map<string, string>();
@@ -440,7 +449,17 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
   }
   const dryRun = opts.dryRun === true;
   const signal = signalOption('signal', opts.signal);
-  const repo = await repositoryOption(opts.repository, 'repository', opts.password);
+  return withRepository(opts.repository, opts.password, (repo) =>
+    pruneOpen(repo, { keepLast, keepDaily, keepWeekly }, dryRun, signal),
+  );
+}
+
+async function pruneOpen(
+  repo: Repository,
+  rules: { keepLast: number; keepDaily: number; keepWeekly: number },
+  dryRun: boolean,
+  signal: AbortSignal | undefined,
+): Promise<PruneReport> {
   const lock = await repo.lock('lowtide prune', 'prune');
   const running = lock.runningBackups;
   try {
@@ -465,7 +484,7 @@ export async function pruneRepository(options: PruneOptions): Promise<PruneRepor
       }
       held.add(d.id);
     }
-    const keep = selectKept(backups, { keepLast, keepDaily, keepWeekly });
+    const keep = selectKept(backups, rules);
     const removed = backups.filter((b) => !keep.has(b.id)).map((b) => b.id);
     const staleFilesRemoved = lock.staleFilesRemoved;
     if (dryRun)

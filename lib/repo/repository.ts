@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { LowtideError, toLowtideError } from '../errors.js';
 import { native } from '../native.js';
 import { choiceOption, integerOption, objectOption, stringOption } from '../options.js';
-import { compress, decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
+import { decompressInto, giveBuffer, requireZstd, takeBuffer } from './compress.js';
 import {
   createKey,
   ENCRYPTION_ALGORITHM,
@@ -43,7 +43,6 @@ import {
   BACKUPS_DIR,
   catalogFileName,
   CHUNK_HEADER_SIZE,
-  chunkHeader,
   CHUNKS_DIR,
   ChunkEncoding,
   CONFIG_FILE,
@@ -257,6 +256,25 @@ export async function repositoryOption(value: unknown, name = 'repository', pass
 }
 
 /**
+ * Runs `fn` on the repository a `repository` option names and closes it
+ * afterwards, on success and on error, when it was opened here (its staging
+ * directory and S3 client go with it); a Repository passed in stays open.
+ */
+export async function withRepository<T>(
+  value: unknown,
+  password: unknown,
+  fn: (repo: Repository) => Promise<T>,
+  name = 'repository',
+): Promise<T> {
+  const repo = await repositoryOption(value, name, password);
+  try {
+    return await fn(repo);
+  } finally {
+    if (repo !== value) repo.close();
+  }
+}
+
+/**
  * The master key of an encrypted repository: the first key file that
  * `password` opens. PASSWORD_REQUIRED without a passphrase, BAD_PASSWORD when
  * it opens none.
@@ -442,6 +460,8 @@ export class Repository {
   readonly #pendingChunks = new Map<string, PackLocation>();
   /** Packed: the writer of this process's packs (created with the first new chunk). */
   #packs: PackWriter | undefined;
+  /** Buffers that chunk objects are encoded into, reused (fresh memory costs a page fault per page). */
+  readonly #recordBuffers: Buffer[] = [];
   /** Where #knownChunks is kept between runs, and the prune epoch it was read under. */
   #knownEpoch: { dir: string; epoch: string } | undefined;
   /** True once this prune has started a new prune epoch (before it deletes its first chunk). */
@@ -838,28 +858,50 @@ export class Repository {
   async #putRemoteChunk(hex: string, plain: Buffer): Promise<StoredChunk> {
     const storage = this.storage;
     if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
-    // Sampled first, as for a local repository (native/repo/chunk_file.cc): incompressible data is stored raw.
-    const packed = (await worthCompressing(plain)) ? await compress(plain, this.config.compression.level) : plain;
-    const file =
-      packed.length < plain.length
-        ? Buffer.concat([chunkHeader(ChunkEncoding.Zstd, plain.length), packed])
-        : Buffer.concat([chunkHeader(ChunkEncoding.Raw, plain.length), plain]);
-    const body = this.#keys ? await sealObject(this.#keys, chunkKey(hex), file) : file;
+    // The bytes a local repository's chunk file holds (native/repo/chunk_file.cc), in one native
+    // task: sampled first (incompressible data is stored raw), compressed, sealed.
+    const room = this.#recordBuffers.pop() ?? Buffer.allocUnsafeSlow(this.chunkSize + CHUNK_OBJECT_OVERHEAD);
+    try {
+      let n: number;
+      try {
+        n = await native.encodeChunk(
+          plain,
+          room,
+          this.config.compression.level,
+          this.#keys?.encryptionKey,
+          this.#keys ? chunkKey(hex) : undefined,
+        );
+      } catch (err) {
+        throw toLowtideError(err, 'INTERNAL');
+      }
+      return await this.#storeRemoteRecord(storage, hex, room.subarray(0, n));
+    } finally {
+      if ((this.#recordBuffers.length + 1) * room.length <= RECORD_BUFFER_BYTES_KEPT) this.#recordBuffers.push(room);
+    }
+  }
+
+  /** Stores one encoded chunk object: as a record of the pack being filled (copied there), or as its own object. */
+  async #storeRemoteRecord(storage: ObjectStorage, hex: string, body: Buffer): Promise<StoredChunk> {
     if (this.isPacked) {
       // Another chunk with these bytes may have been put meanwhile.
       if (await this.hasChunk(hex)) return { written: false, storedBytes: 0 };
-      this.#packs ??= new PackWriter(storage, this.config.packSize!, (ids, locations) => {
-        ids.forEach((id, i) => {
-          this.#knownChunks.set(id, locations[i]!);
-          this.#pendingChunks.delete(id);
-        });
-      });
+      this.#packs ??= new PackWriter(
+        storage,
+        this.config.packSize!,
+        (ids, locations) => {
+          ids.forEach((id, i) => {
+            this.#knownChunks.set(id, locations[i]!);
+            this.#pendingChunks.delete(id);
+          });
+        },
+        this.chunkSize + CHUNK_OBJECT_OVERHEAD,
+      );
       // Known (for the index and later chunks) as soon as it has a place.
       this.#pendingChunks.set(hex, this.#packs.place(hex, body));
       await this.#packs.room();
       return { written: true, storedBytes: body.length };
     }
-    const written = await storage.putIfAbsent(chunkKey(hex), body);
+    const written = await storage.putIfAbsent(chunkKey(hex), body, { verifiedOnRead: true });
     this.#knownChunks.set(hex, null);
     return written ? { written: true, storedBytes: body.length } : { written: false, storedBytes: 0 };
   }
@@ -1516,19 +1558,6 @@ function chunkKey(hex: string): string {
   return `${CHUNKS_DIR}/${hex.slice(0, 2)}/${hex}`;
 }
 
-/**
- * Whether a chunk is worth compressing: chunks of 256 KiB and more are
- * sampled (four 16 KiB pieces spread over it, compressed at level 1) and
- * stored raw when that saves less than 3 %, as the local store does.
- */
-async function worthCompressing(plain: Buffer): Promise<boolean> {
-  const piece = 16 * 1024;
-  if (plain.length < 16 * piece) return true;
-  const step = Math.floor(plain.length / 4);
-  const sample = Buffer.concat([0, 1, 2, 3].map((i) => plain.subarray(i * step, i * step + piece)));
-  return (await compress(sample, 1)).length <= sample.length * 0.97;
-}
-
 /** An id used to name a file: it must be a backup id (never a path). */
 function checkedId(id: string): string {
   if (!BACKUP_ID_PATTERN.test(id)) throw new LowtideError('INTERNAL', `not a backup id: ${JSON.stringify(id)}`);
@@ -1556,3 +1585,7 @@ const DOWNLOAD_CACHE_BYTES = 16 * 1024 * 1024;
 
 /** Chunk directories synced at once before a manifest is written. */
 const SYNC_DIRS_AT_ONCE = 8;
+/** Room a chunk object needs beyond its plaintext (native/repo/chunk_file.h): header, nonce and tag. */
+const CHUNK_OBJECT_OVERHEAD = CHUNK_HEADER_SIZE + SEAL_OVERHEAD;
+/** Bytes of encoding buffers a remote repository keeps for reuse (enough for the chunks a backup has in flight). */
+const RECORD_BUFFER_BYTES_KEPT = 32 * 1024 * 1024;

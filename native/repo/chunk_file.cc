@@ -95,6 +95,36 @@ int place_no_replace(const std::string& tmp, const std::string& final_path) {
   return 0;
 }
 
+// A chunk's body: `plain` itself, or its zstd frame in this thread's scratch
+// memory when a sample says it is worth trying and the frame is smaller.
+struct Body {
+  const unsigned char* data;
+  size_t size;
+  ChunkEncoding encoding;
+};
+
+Body chunk_body(const unsigned char* plain, size_t len, int level) {
+  if (!worth_compressing(plain, len)) return {plain, len, ChunkEncoding::Raw};
+  size_t cap = copy::zstd_compress_bound(len);
+  unsigned char* out = scratch(1).get(cap);
+  size_t n;
+  try {
+    n = copy::zstd_compress_into(plain, len, out, cap, level);
+  } catch (const std::exception& e) {
+    throw io::IoError("INTERNAL", std::string("zstd: ") + e.what());
+  }
+  if (n < len) return {out, n, ChunkEncoding::Zstd};
+  return {plain, len, ChunkEncoding::Raw};
+}
+
+void chunk_header(ChunkEncoding encoding, uint64_t plain_len, unsigned char* header) {
+  std::memset(header, 0, kChunkHeaderSize);
+  uint32_t magic = kChunkMagic;
+  std::memcpy(header, &magic, 4);  // little-endian host (static_assert in the bindings)
+  header[4] = static_cast<uint8_t>(encoding);
+  std::memcpy(header + 8, &plain_len, 8);
+}
+
 }  // namespace
 
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
@@ -112,29 +142,12 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
   }
 
   StoredChunk r;
-  const unsigned char* body = plain;
-  size_t body_len = len;
-  if (worth_compressing(plain, len)) {
-    size_t cap = copy::zstd_compress_bound(len);
-    unsigned char* out = scratch(1).get(cap);
-    size_t n;
-    try {
-      n = copy::zstd_compress_into(plain, len, out, cap, level);
-    } catch (const std::exception& e) {
-      throw io::IoError("INTERNAL", std::string("zstd: ") + e.what());
-    }
-    if (n < len) {
-      body = out;
-      body_len = n;
-      r.encoding = ChunkEncoding::Zstd;
-    }
-  }
-  unsigned char header[kChunkHeaderSize] = {};
-  uint32_t magic = kChunkMagic;
-  uint64_t plain_len = len;
-  std::memcpy(header, &magic, 4);  // little-endian host (static_assert in the bindings)
-  header[4] = static_cast<uint8_t>(r.encoding);
-  std::memcpy(header + 8, &plain_len, 8);
+  unsigned char header[kChunkHeaderSize];
+  Body b = chunk_body(plain, len, level);
+  r.encoding = b.encoding;
+  const unsigned char* body = b.data;
+  size_t body_len = b.size;
+  chunk_header(b.encoding, len, header);
 
   iovec iov[2] = {{header, kChunkHeaderSize}, {const_cast<unsigned char*>(body), body_len}};
   int iov_count = 2;
@@ -185,6 +198,25 @@ StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, 
   r.written = true;
   r.stored_bytes = file_len;
   return r;
+}
+
+size_t encode_chunk_object(const unsigned char* plain, size_t len, int level, const crypto::Key* key, const std::string& aad,
+                           unsigned char* out, size_t capacity) {
+  if (capacity < len + kChunkObjectOverhead) throw io::IoError("INTERNAL", "encode_chunk_object: the output has no room");
+  unsigned char header[kChunkHeaderSize];
+  Body b = chunk_body(plain, len, level);
+  chunk_header(b.encoding, len, header);
+  if (key == nullptr) {
+    std::memcpy(out, header, kChunkHeaderSize);
+    std::memcpy(out + kChunkHeaderSize, b.data, b.size);
+    return kChunkHeaderSize + b.size;
+  }
+  crypto::Bytes parts[2] = {{header, kChunkHeaderSize}, {b.data, b.size}};
+  try {
+    return crypto::seal(*key, {reinterpret_cast<const uint8_t*>(aad.data()), aad.size()}, parts, 2, out);
+  } catch (const std::exception& e) {
+    throw io::IoError("INTERNAL", e.what());
+  }
 }
 
 }  // namespace lowtide::repo

@@ -38,4 +38,16 @@ struct StoredChunk {
 StoredChunk store_chunk_file(const unsigned char* plain, size_t len, int level, const std::string& tmp_path,
                              const std::string& final_path, const crypto::Key* key = nullptr, const std::string& aad = {});
 
+// Room a chunk object needs beyond its plaintext's size: the header, and
+// the nonce and tag when it is sealed (never more: a body is compressed only
+// when that makes it smaller).
+constexpr size_t kChunkObjectOverhead = kChunkHeaderSize + crypto::kSealOverhead;
+
+// A chunk object in memory: the bytes store_chunk_file would write (header
+// and body, or with `key` the sealed object), for a remote repository,
+// written to `out` (`capacity` at least len + kChunkObjectOverhead). Returns
+// their size. Throws io::IoError INTERNAL (zstd, OpenSSL, no room).
+size_t encode_chunk_object(const unsigned char* plain, size_t len, int level, const crypto::Key* key, const std::string& aad,
+                           unsigned char* out, size_t capacity);
+
 }  // namespace lowtide::repo

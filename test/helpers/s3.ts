@@ -5,12 +5,13 @@
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { expect, inject } from 'vitest';
 import { CLI, cmp, lowtideAsync, type CliResult } from './cli.js';
-import { patternBytes, type TempDir } from './tmp.js';
+import type { TempDir } from './tmp.js';
+import type { Writers } from './writers.js';
 import type { S3RepositoryOptions } from '../../lib/index.js';
 
 export function rgw(): ReturnType<typeof inject<'rgw'>> {
@@ -109,12 +110,50 @@ export async function startRadosgw(): Promise<void> {
   throw new Error('radosgw does not answer after a restart');
 }
 
-/** A raw image in `work`: `shared` MiB the same in every image, then `mib - shared` MiB of its own. */
-export function sharedImage(work: TempDir, name: string, seed: number, mib = 8, shared = 2): string {
-  const MiB = 1024 * 1024;
-  const path = work.file(name);
-  writeFileSync(path, Buffer.concat([patternBytes(shared * MiB, 1000), patternBytes((mib - shared) * MiB, seed)]));
-  return path;
+export { sharedImage } from './writers.js';
+
+/** The keys under `prefix` in `bucket`, every page. */
+export async function listKeys(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  let token: string | undefined;
+  do {
+    const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of r.Contents ?? []) out.push(o.Key!);
+    token = r.IsTruncated ? r.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return out;
+}
+
+/**
+ * The many-writers harness (helpers/writers.ts) for repositories `s3://bucket/NAME`
+ * of the gateway; a lease is any object under `NAME/locks/`.
+ */
+export function s3Writers(work: TempDir, client: () => S3Client, bucket: () => string): Writers {
+  const ep = (): string[] => ['--s3-endpoint', rgw().endpoint];
+  const prefix = (repo: string): string => repo.slice(`s3://${bucket()}/`.length);
+  const leases = (repo: string): Promise<string[]> => listKeys(client(), bucket(), `${prefix(repo)}/locks/`);
+  return {
+    work,
+    run: (args) => lowtideS3([...args, ...ep()]),
+    start: (args) => lowtideS3Async([...args, ...ep()]),
+    async waitForLeases(repo, n) {
+      for (let i = 0; i < 600; i++) {
+        if ((await leases(repo)).filter((k) => k.includes('/locks/backup-')).length >= n) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`${n} backup leases never existed at once in ${repo}`);
+    },
+    async manifests(repo) {
+      const dir = `${prefix(repo)}/backups/`;
+      return (await listKeys(client(), bucket(), dir))
+        .filter((k) => k.endsWith('.json'))
+        .map((k) => k.slice(dir.length, -'.json'.length))
+        .sort();
+    },
+    leases,
+    restoresExactly: (repo, id, source) => restoresExactly(work, repo, id, source),
+    verifyOk,
+  };
 }
 
 /** `lowtide restore` of backup `id` of an S3 repository (through the CLI) gives exactly `source`. */

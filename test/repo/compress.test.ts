@@ -103,6 +103,51 @@ describe('storeChunkFile (one native task per chunk file)', () => {
   });
 });
 
+describe('encodeChunk (a chunk object in memory, for remote repositories)', () => {
+  const tmp = new TempDir();
+  afterAll(() => tmp.remove());
+  const key = patternBytes(32, 77);
+  const inputs = [
+    patternBytes(MiB, 1), // incompressible: raw
+    text, // compressible: zstd
+    Buffer.concat([patternBytes(MiB / 2, 2), Buffer.alloc(MiB / 2)]),
+    patternBytes(1000, 3),
+    Buffer.alloc(1000),
+  ];
+
+  it('gives the bytes storeChunkFile writes, plain and sealed, into a reused buffer', async () => {
+    const dst = Buffer.alloc(MiB + 64, 0xee);
+    for (const [i, data] of inputs.entries()) {
+      const dir = tmp.file(`e${i}`);
+      mkdirSync(join(dir, 'ab'), { recursive: true });
+      await native.storeChunkFile(data, 3, join(dir, 'w.tmp'), join(dir, 'ab', 'plain'));
+      const n = await native.encodeChunk(data, dst, 3);
+      expect(dst.subarray(0, n).equals(readFileSync(join(dir, 'ab', 'plain')))).toBe(true);
+      // Sealed (random nonces): both open with the key and the name to the same chunk file.
+      const aad = `chunks/ab/${i}`;
+      await native.storeChunkFile(data, 3, join(dir, 'w.tmp'), join(dir, 'ab', 'sealed'), key, aad);
+      const fromFile = readFileSync(join(dir, 'ab', 'sealed'));
+      const m = await native.encodeChunk(data, dst, 3, key, aad);
+      expect(m).toBe(fromFile.length);
+      const sealed = Buffer.from(dst.subarray(0, m));
+      const a = await native.unseal(fromFile, key, aad);
+      const b = await native.unseal(sealed, key, aad);
+      expect(b).toBe(a);
+      expect(sealed.subarray(12, 12 + b!).equals(fromFile.subarray(12, 12 + a!))).toBe(true);
+      expect(sealed.subarray(12, 12 + b!).equals(readFileSync(join(dir, 'ab', 'plain')))).toBe(true);
+      // Another name does not open it.
+      expect(await native.unseal(Buffer.from(dst.subarray(0, m)), key, `${aad}x`)).toBeNull();
+    }
+  });
+
+  it('refuses a destination without room for the worst case (raw, header, nonce and tag)', async () => {
+    const data = patternBytes(4096, 5);
+    expect(() => native.encodeChunk(data, Buffer.alloc(4096 + 43), 3)).toThrow(/room/);
+    await expect(native.encodeChunk(data, Buffer.alloc(4096 + 44), 3, key, 'x')).resolves.toBe(4096 + 44);
+    expect(() => native.encodeChunk(data, Buffer.alloc(8192), 0)).toThrow(/level must be 1\.\.22/);
+  });
+});
+
 describe('zstd (system libzstd)', () => {
   it('is loaded', () => {
     expect(native.zstdInfo().version).toMatch(/^1\.\d+\.\d+$/);

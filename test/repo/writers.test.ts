@@ -5,23 +5,14 @@
  * writer, and chunk files never replaced by a second writer.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import {
-  closeSync,
-  constants as fsc,
-  existsSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, constants as fsc, existsSync, openSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../lib/native.js';
 import { cmp, lowtide, lowtideAsync, type CliResult } from '../helpers/cli.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
+import { pruneWhileBackupRuns, sharedImage, twoPairsAtOnce, type Writers } from '../helpers/writers.js';
 
-const MiB = 1024 * 1024;
 const work = new TempDir('lowtide-writers-');
 const children = new Set<ChildProcess>();
 
@@ -49,12 +40,8 @@ function init(name: string): string {
   return repo;
 }
 
-/** A raw image: `shared` MiB the same in every image, then data of its own. */
-function image(name: string, seed: number, mib = 8, shared = 2): string {
-  const path = work.file(name);
-  writeFileSync(path, Buffer.concat([patternBytes(shared * MiB, 1000), patternBytes((mib - shared) * MiB, seed)]));
-  return path;
-}
+const image = (name: string, seed: number, mib?: number, shared?: number): string =>
+  sharedImage(work, name, seed, mib, shared);
 
 const leases = (repo: string): string[] => readdirSync(join(repo, 'locks')).filter((n) => n.startsWith('backup-'));
 
@@ -85,6 +72,17 @@ function verifyOk(repo: string): void {
   expect(r.status, r.stdout + r.stderr).toBe(0);
 }
 
+const writers: Writers = {
+  work,
+  run: (args) => lowtide(args),
+  start: background,
+  waitForLeases: (repo, n) => waitForLeases(repo, n),
+  manifests: async (repo) => manifests(repo).map((n) => n.slice(0, -'.json'.length)),
+  leases: async (repo) => leases(repo),
+  restoresExactly,
+  verifyOk,
+};
+
 function manifests(repo: string): string[] {
   return readdirSync(join(repo, 'backups'))
     .filter((n) => n.endsWith('.json'))
@@ -94,8 +92,6 @@ function manifests(repo: string): string[] {
 describe('many writers, one local repository', () => {
   it('two backups of different disks at once, and the same disk twice at once', async () => {
     const repo = init('many');
-    const a = image('a.img', 1);
-    const b = image('b.img', 2);
     /** Two backups, the second started once the first holds its lease, both slowed so that they overlap. */
     const pair = async (x: string, y: string): Promise<[string, string]> => {
       const first = background(['backup', x, '--repo', repo, '--no-parent', '--rate-limit', '4']);
@@ -114,51 +110,21 @@ describe('many writers, one local repository', () => {
       expect(r2.status, r2.stderr).toBe(0);
       return [r1.stdout.trim(), r2.stdout.trim()];
     };
-    const [ia, ib] = await pair(a, b);
-    const [ia2, ia3] = await pair(a, a);
-    expect(manifests(repo)).toEqual([ia, ib, ia2, ia3].map((id) => `${id}.json`).sort());
-    expect(leases(repo)).toEqual([]); // every lease removed at the end
+    await twoPairsAtOnce(writers, repo, pair);
     expect(readdirSync(join(repo, 'tmp'))).toEqual([]);
-    verifyOk(repo);
     // 2 MiB shared + 6 MiB each of a and b, in 64 KiB chunks, each stored once.
     expect(chunkFiles(repo)).toHaveLength(32 + 96 + 96);
-    for (const [id, src] of [
-      [ia, a],
-      [ib, b],
-      [ia2, a],
-      [ia3, a],
-    ] as const)
-      restoresExactly(repo, id, src);
   });
 
   it('prune while a backup runs: it deletes backups but nothing the backup needs', async () => {
     const repo = init('prune');
-    const d = image('d.img', 3, 4);
-    const first = lowtide(['backup', d, '--repo', repo]).stdout.trim();
-    writeFileSync(d, patternBytes(4 * MiB, 4));
-    const second = lowtide(['backup', d, '--repo', repo]).stdout.trim();
-    expect(second).not.toBe(first);
-    // A slow backup of another disk whose data is the first backup's: it finds those chunks stored.
-    const c = work.file('c.img');
-    writeFileSync(c, Buffer.concat([patternBytes(2 * MiB, 1000), patternBytes(2 * MiB, 3), patternBytes(4 * MiB, 5)]));
-    const slow = background(['backup', c, '--repo', repo, '--rate-limit', '2']);
-    await waitForLeases(repo, 1);
-    let r = lowtide(['prune', '--repo', repo, '--keep-last', '1', '--json']);
-    expect(r.status, r.stderr).toBe(0);
-    const pruned = JSON.parse(r.stdout) as { removed: string[]; chunksRemoved: number; chunksKept?: string };
-    expect(pruned.removed).toEqual([first]);
-    expect(pruned.chunksRemoved).toBe(0);
-    expect(pruned.chunksKept).toMatch(/1 backup\(s\) running \(lowtide backup \(pid \d+/);
-    const done = await slow.done;
-    expect(done.status, done.stderr).toBe(0);
-    restoresExactly(repo, done.stdout.trim(), c);
-    verifyOk(repo);
+    // The slow backup of another disk finds the first backup's chunks stored.
+    const r = await pruneWhileBackupRuns(writers, repo);
+    expect(r.during.chunksRemoved).toBe(0);
+    expect(r.during.chunksKept).toMatch(/1 backup\(s\) running \(lowtide backup \(pid \d+/);
     // With no backup running, prune sweeps: the first backup's chunks the slow one did not need.
-    r = lowtide(['prune', '--repo', repo, '--keep-last', '1', '--json']);
-    expect(r.status, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { chunksRemoved: number; chunksKept?: string }).chunksKept).toBeUndefined();
-    restoresExactly(repo, done.stdout.trim(), c);
-    restoresExactly(repo, second, d);
+    expect(r.after.chunksKept).toBeUndefined();
+    restoresExactly(repo, r.second, r.d);
     verifyOk(repo);
   });
 

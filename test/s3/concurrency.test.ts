@@ -3,7 +3,7 @@
  * different disks and of the same disk, prune while a backup runs, the
  * gateway restarted under a backup, and a backup killed with SIGKILL.
  */
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,15 +14,15 @@ import {
   restoresExactly as checkRestore,
   rgw,
   s3Client,
+  s3Writers,
   sharedImage,
   startRadosgw,
   stopRadosgw,
   verifyOk,
 } from '../helpers/s3.js';
 import { skipReason } from '../helpers/system.js';
-import { patternBytes, TempDir } from '../helpers/tmp.js';
-
-const MiB = 1024 * 1024;
+import { TempDir } from '../helpers/tmp.js';
+import { pruneWhileBackupRuns, twoPairsAtOnce } from '../helpers/writers.js';
 
 describe.skipIf(skipReason('many writers on S3', rgw().skip))('many writers, one S3 repository (Ceph RGW)', () => {
   const work = new TempDir('lowtide-s3-many-');
@@ -72,62 +72,27 @@ describe.skipIf(skipReason('many writers on S3', rgw().skip))('many writers, one
     sharedImage(work, name, seed, mib, shared);
   const restoresExactly = (repo: string, id: string, source: string): void => checkRestore(work, repo, id, source);
 
+  const writers = s3Writers(
+    work,
+    () => client,
+    () => bucket,
+  );
+
   it('two backups of different disks at once, and the same disk twice at once', async () => {
     const repo = init('many');
-    const a = image('a.img', 1);
-    const b = image('b.img', 2);
-    const run = async (src: string): Promise<string> => {
-      const r = await lowtideS3Async(['backup', src, '--repo', repo, '--no-parent', ...ep]).done;
-      expect(r.status, r.stderr).toBe(0);
-      return r.stdout.trim();
-    };
-    const [ia, ib] = await Promise.all([run(a), run(b)]);
-    const [ia2, ia3] = await Promise.all([run(a), run(a)]);
-    const manifests = (await keys('many/backups/')).filter((k) => k.endsWith('.json'));
-    expect(manifests.sort()).toEqual([ia, ib, ia2, ia3].map((id) => `many/backups/${id}.json`).sort());
-    // No lease stays behind; every chunk is there and sound.
-    expect(await keys('many/locks/')).toEqual([]);
-    verifyOk(repo);
+    await twoPairsAtOnce(writers, repo);
     // 2 MiB shared + 6 MiB each of a and b, in 64 KiB chunks, stored once each.
     expect((await keys('many/chunks/')).length).toBe(32 + 96 + 96);
-    for (const [id, src] of [
-      [ia, a],
-      [ib, b],
-      [ia2, a],
-      [ia3, a],
-    ] as const)
-      restoresExactly(repo, id, src);
   });
 
   it('prune while a backup runs: nothing the backup needs is deleted', async () => {
     const repo = init('prune');
-    const d = image('d.img', 3, 4);
-    const first = lowtideS3(['backup', d, '--repo', repo, ...ep]).stdout.trim();
-    writeFileSync(d, patternBytes(4 * MiB, 4));
-    const second = lowtideS3(['backup', d, '--repo', repo, ...ep]).stdout.trim();
-    expect(second).not.toBe(first);
-    // A slow backup of another disk whose data is the first backup's.
-    const c = work.file('c.img');
-    writeFileSync(c, Buffer.concat([patternBytes(2 * MiB, 1000), patternBytes(2 * MiB, 3), patternBytes(4 * MiB, 5)]));
-    const slow = lowtideS3Async(['backup', c, '--repo', repo, '--rate-limit', '2', ...ep]);
-    await waitForKey('prune/locks/backup-');
-    // The first backup of d goes; its chunks stay while the backup runs.
-    let r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    const pruned = JSON.parse(r.stdout) as { removed: string[]; chunksRemoved: number; chunksKept?: string };
-    expect(pruned.removed).toEqual([first]);
-    expect(pruned.chunksRemoved).toBe(0);
-    expect(pruned.chunksKept).toMatch(/1 backup\(s\) running/);
-    const done = await slow.done;
-    expect(done.status, done.stderr).toBe(0);
-    restoresExactly(repo, done.stdout.trim(), c);
-    verifyOk(repo);
+    const r = await pruneWhileBackupRuns(writers, repo);
+    expect(r.during.chunksRemoved).toBe(0);
+    expect(r.during.chunksKept).toMatch(/1 backup\(s\) running/);
     // With no backup running, prune deletes what nothing needs (no chunk of the slow backup).
-    r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { chunksRemoved: number }).chunksRemoved).toBe(0);
-    restoresExactly(repo, done.stdout.trim(), c);
-    restoresExactly(repo, second, d);
+    expect(r.after.chunksRemoved).toBe(0);
+    restoresExactly(repo, r.second, r.d);
   });
 
   it('a backup meets a running prune: REPO_LOCKED, nothing written', async () => {

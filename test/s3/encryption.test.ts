@@ -92,15 +92,29 @@ describe.skipIf(skipReason('encrypted S3 repositories', rgw().skip))('encrypted 
     expect((await rejection(openRepository(repoOptions(url)))).code).toBe('PASSWORD_REQUIRED');
     expect((await rejection(openRepository(repoOptions(url), { password: 'wrong' }))).code).toBe('BAD_PASSWORD');
 
-    // A flipped byte in a chunk object: verify names it, restore refuses.
-    const chunk = all.find((o) => o.key.startsWith('enc/chunks/') && o.body.length > 1000)!;
+    // A flipped byte in a chunk object the second backup needs: verify names it, restore refuses.
+    const needed = new Set<string>();
+    const opened = await openRepository(repoOptions(url), { password: PASSWORD });
+    try {
+      const index = await opened.openIndex(second.manifest);
+      for (let i = 0; i < second.manifest.chunkCount; i++) {
+        const e = await index.entry(i);
+        if (e !== null) needed.add(e.toString('hex'));
+      }
+      await index.close();
+    } finally {
+      opened.close();
+    }
+    const chunk = all.find(
+      (o) => o.key.startsWith('enc/chunks/') && needed.has(o.key.slice(o.key.lastIndexOf('/') + 1)),
+    )!;
     const hex = chunk.key.slice(chunk.key.lastIndexOf('/') + 1);
     const altered = Buffer.from(chunk.body);
     altered[altered.length - 5] = (altered[altered.length - 5] ?? 0) ^ 1;
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: chunk.key, Body: altered }));
     const report = await verifyRepository({ repository: repoOptions(url), password: PASSWORD });
     expect(report.ok).toBe(false);
-    expect(report.problems.map((p) => p.digest)).toEqual([hex]);
+    expect(report.problems.map((p) => [p.digest, p.backups.includes(second.id)])).toEqual([[hex, true]]);
     const bad = await rejection(
       restore({ repository: repoOptions(url), password: PASSWORD, backup: second.id, target: work.path('bad.img') }),
     );

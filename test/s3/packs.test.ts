@@ -26,11 +26,13 @@ import {
   restoresExactly as checkRestore,
   rgw,
   s3Client,
+  s3Writers,
   sharedImage,
   verifyOk,
 } from '../helpers/s3.js';
 import { skipReason } from '../helpers/system.js';
 import { patternBytes, TempDir } from '../helpers/tmp.js';
+import { pruneWhileBackupRuns, twoPairsAtOnce } from '../helpers/writers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -159,69 +161,38 @@ describe.skipIf(skipReason('packed S3 repositories', rgw().skip))('packed S3 rep
     restoresExactly(repo, second.id, src);
   });
 
+  const writers = s3Writers(
+    work,
+    () => client,
+    () => bucket,
+  );
+
   it('two backups of different disks at once, and the same disk twice at once', async () => {
-    const repo = init('many');
-    const a = image('a.img', 1);
-    const b = image('b.img', 2);
-    const run = async (src: string): Promise<string> => {
-      const r = await lowtideS3Async(['backup', src, '--repo', repo, '--no-parent', ...ep]).done;
-      expect(r.status, r.stderr).toBe(0);
-      return r.stdout.trim();
-    };
-    const [ia, ib] = await Promise.all([run(a), run(b)]);
-    const [ia2, ia3] = await Promise.all([run(a), run(a)]);
-    const manifests = (await keys('many/backups/')).map((k) => k.key).filter((k) => k.endsWith('.json'));
-    expect(manifests.sort()).toEqual([ia, ib, ia2, ia3].map((id) => `many/backups/${id}.json`).sort());
-    expect(await keys('many/locks/')).toEqual([]);
-    verifyOk(repo);
-    for (const [id, src] of [
-      [ia, a],
-      [ib, b],
-      [ia2, a],
-      [ia3, a],
-    ] as const)
-      restoresExactly(repo, id, src);
+    await twoPairsAtOnce(writers, init('many'));
   });
 
   it('prune while a backup runs deletes no pack; afterwards only packs nothing needs', async () => {
     const repo = init('prune');
-    const d = image('d.img', 3, 4);
-    const first = lowtideS3(['backup', d, '--repo', repo, ...ep]).stdout.trim();
-    writeFileSync(d, patternBytes(4 * MiB, 4));
-    const second = lowtideS3(['backup', d, '--repo', repo, ...ep]).stdout.trim();
-    expect(second).not.toBe(first);
-    const before = (await keys('prune/packs/')).length;
-    const c = work.file('c.img');
-    writeFileSync(c, Buffer.concat([patternBytes(2 * MiB, 1000), patternBytes(2 * MiB, 3), patternBytes(4 * MiB, 5)]));
-    const slow = lowtideS3Async(['backup', c, '--repo', repo, '--rate-limit', '2', ...ep]);
-    await waitForKey('prune/locks/backup-');
-    let r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    const pruned = JSON.parse(r.stdout) as { removed: string[]; packsRemoved?: number; chunksKept?: string };
-    expect(pruned.removed).toEqual([first]);
-    expect(pruned.packsRemoved ?? 0).toBe(0);
-    expect(pruned.chunksKept).toMatch(/1 backup\(s\) running/);
+    let before = 0;
+    const r = await pruneWhileBackupRuns(writers, repo, async () => {
+      before = (await keys('prune/packs/')).length;
+    });
+    expect(r.during.packsRemoved ?? 0).toBe(0);
+    expect(r.during.chunksKept).toMatch(/1 backup\(s\) running/);
     expect((await keys('prune/packs/')).length).toBeGreaterThanOrEqual(before);
-    const done = await slow.done;
-    expect(done.status, done.stderr).toBe(0);
-    const third = done.stdout.trim();
-    restoresExactly(repo, third, c);
     // Nothing running, and the first backup's packs still hold records the slow one names: kept.
-    r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { packsRemoved: number }).packsRemoved).toBe(0);
-    restoresExactly(repo, third, c);
+    expect(r.after.packsRemoved).toBe(0);
     // c changes whole: once its backup goes, nothing needs the first backup's packs or its own.
-    writeFileSync(c, patternBytes(8 * MiB, 6));
-    const fourth = lowtideS3(['backup', c, '--repo', repo, ...ep]).stdout.trim();
-    r = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
-    expect(r.status, r.stderr).toBe(0);
-    const again = JSON.parse(r.stdout) as { removed: string[]; packsRemoved: number; bytesFreed: number };
-    expect(again.removed).toEqual([third]);
+    writeFileSync(r.c, patternBytes(8 * MiB, 6));
+    const fourth = lowtideS3(['backup', r.c, '--repo', repo, ...ep]).stdout.trim();
+    const p = lowtideS3(['prune', '--repo', repo, '--keep-last', '1', '--json', ...ep]);
+    expect(p.status, p.stderr).toBe(0);
+    const again = JSON.parse(p.stdout) as { removed: string[]; packsRemoved: number; bytesFreed: number };
+    expect(again.removed).toEqual([r.slow]);
     expect(again.packsRemoved).toBeGreaterThanOrEqual(8);
     expect(again.bytesFreed).toBeGreaterThan(8 * MiB);
-    restoresExactly(repo, fourth, c);
-    restoresExactly(repo, second, d);
+    restoresExactly(repo, fourth, r.c);
+    restoresExactly(repo, r.second, r.d);
     verifyOk(repo);
   });
 

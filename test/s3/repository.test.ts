@@ -3,10 +3,19 @@
  * globalSetup starts it): the CLI and the API round trip, incrementals,
  * verify, prune, files/extract, and the errors a user meets first.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backup, initRepository, openRepository, restore, verifyRepository } from '../../lib/index.js';
+import {
+  backup,
+  initRepository,
+  listBackupFiles,
+  openRepository,
+  pruneRepository,
+  restore,
+  verifyRepository,
+} from '../../lib/index.js';
 import { cmp } from '../helpers/cli.js';
 import { lowtideS3, newBucket, repoOptions, rgw, s3Client, s3Env } from '../helpers/s3.js';
 import { skipReason } from '../helpers/system.js';
@@ -145,6 +154,60 @@ describe.skipIf(skipReason('S3 repositories', rgw().skip ?? fatTools))('S3 repos
     } finally {
       process.env = saved;
     }
+  });
+
+  it('jobs close the repositories they open: no staging directory is left, on success or error', async () => {
+    const url = `s3://${bucket}/close`;
+    const repository = repoOptions(url);
+    await initRepository(repository, { chunkSize: 64 * 1024 });
+    const src = work.path('close.img');
+    writeFileSync(src, pseudoRandom(2 * MiB, 41));
+    const stages = (dir: string, pid?: number): string[] =>
+      readdirSync(dir).filter((n) => n.startsWith(pid === undefined ? 'lowtide-stage.' : `lowtide-stage.${pid}.`));
+    const mine = (): string[] => stages(tmpdir(), process.pid);
+    expect(mine()).toEqual([]);
+    const first = await backup({ source: src, repository });
+    await backup({ source: src, repository });
+    expect(mine()).toEqual([]);
+    expect((await verifyRepository({ repository })).ok).toBe(true);
+    expect(mine()).toEqual([]);
+    await restore({ repository, backup: first.id, target: work.path('close.out') });
+    expect(cmp(src, work.path('close.out'))).toBe(true);
+    expect(mine()).toEqual([]);
+    // Errors after the repository was opened (and the index was downloaded).
+    await expect(
+      restore({ repository, backup: first.id, target: work.path('no-such-dir/close.out') }),
+    ).rejects.toThrow();
+    expect(mine()).toEqual([]);
+    await expect(listBackupFiles({ repository, backup: first.id })).rejects.toThrow(
+      expect.objectContaining({ code: 'UNSUPPORTED' }),
+    );
+    expect(mine()).toEqual([]);
+    const pruned = await pruneRepository({ repository, keepLast: 1 });
+    expect(pruned.removed).toEqual([first.id]);
+    expect(mine()).toEqual([]);
+    // A Repository passed in stays open (the caller closes it).
+    const open = await openRepository(repository);
+    expect((await verifyRepository({ repository: open })).ok).toBe(true);
+    expect((await open.listBackups()).backups).toHaveLength(1);
+    open.close();
+    expect(mine()).toEqual([]);
+
+    // The CLI, with its own temporary directory.
+    const tmp = work.path('cli-tmp');
+    mkdirSync(tmp);
+    const env = s3Env({ TMPDIR: tmp });
+    for (const args of [
+      ['list', '--repo', url],
+      ['verify', '--repo', url],
+      ['restore', 'latest', work.path('close-cli.out'), '--repo', url],
+      ['prune', '--repo', url, '--keep-last', '1'],
+    ]) {
+      const r = lowtideS3([...args, ...endpointArgs], env);
+      expect(r.status, `${args[0]}: ${r.stderr}`).toBe(0);
+      expect(stages(tmp), args[0]).toEqual([]);
+    }
+    expect(cmp(src, work.path('close-cli.out'))).toBe(true);
   });
 
   it('a bucket that does not exist, wrong credentials: clear errors', async () => {

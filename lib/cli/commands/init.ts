@@ -44,6 +44,7 @@ export function addInitCommand(program: Command): void {
         encryption: o.encryption as 'none' | 'aes-256-gcm',
         packSize: o.packSize as number | undefined,
       });
+      repo.close();
       if (o.json === true) printJson({ path: repo.path, ...repo.config });
       else
         process.stdout.write(

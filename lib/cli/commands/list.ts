@@ -12,7 +12,13 @@ export function addListCommand(program: Command): void {
     .option('--json', 'print JSON', false)
     .action(async (o: Record<string, unknown>) => {
       const repo = await openRepository(o.repo as string);
-      const { backups, damaged } = await repo.listBackups();
+      let listing;
+      try {
+        listing = await repo.listBackups();
+      } finally {
+        repo.close();
+      }
+      const { backups, damaged } = listing;
       if (o.json === true) {
         // Each entry is a subset of the backup's manifest (docs/cli-json.md):
         // the same names, types and values, the extent list left out of plan.

@@ -3,7 +3,7 @@
  * backup is damaged, 1 when verify could not run.
  */
 import type { Command } from 'commander';
-import { openRepository, verifyRepository } from '../../index.js';
+import { verifyRepository } from '../../index.js';
 import { withInterrupt } from '../interrupt.js';
 import { EXIT, printJson, ReportedFailure } from '../output.js';
 import { addProgressOptions, formatBytes, progressMode, writeEvent } from '../progress.js';
@@ -46,10 +46,9 @@ export function addVerifyCommand(program: Command): void {
     .requiredOption('--repo <repo>', 'repository directory or s3://bucket/prefix')
     .option('--json', 'print JSON', false);
   addProgressOptions(cmd).action(async (o: Record<string, unknown>) => {
-    const repo = await openRepository(o.repo as string);
     const progress = verifyProgress(o);
     const report = await withInterrupt((signal) =>
-      verifyRepository({ repository: repo, signal, onProgress: progress.onProgress }).then(
+      verifyRepository({ repository: o.repo as string, signal, onProgress: progress.onProgress }).then(
         (r) => {
           progress.end(true);
           return r;

@@ -9,7 +9,12 @@ import { passwordOption } from '../../repo/crypto.js';
 import { readCatalog, type CatalogEntry } from '../../repo/catalog.js';
 import type { Manifest } from '../../repo/format.js';
 import { IndexLookup } from '../../repo/index-lookup.js';
-import { checkRepositoryOption, repositoryOption, Repository, type RepositoryLocation } from '../../repo/repository.js';
+import {
+  checkRepositoryOption,
+  withRepository,
+  type Repository,
+  type RepositoryLocation,
+} from '../../repo/repository.js';
 import type { FileListing } from '../files.js';
 import {
   extractTarget,
@@ -52,9 +57,9 @@ function resolveBackupChoice(opts: Record<string, unknown>): BackupChoice {
 }
 
 async function backupCatalog(
+  repo: Repository,
   choice: BackupChoice,
-): Promise<{ repo: Repository; manifest: Manifest; path: string; sha256: string }> {
-  const repo = await repositoryOption(choice.repository, 'repository', choice.password);
+): Promise<{ manifest: Manifest; path: string; sha256: string }> {
   const manifest = await repo.readManifest(choice.backup);
   if (!manifest.catalog) {
     throw new LowtideError(
@@ -62,7 +67,7 @@ async function backupCatalog(
       `backup ${manifest.id} has no file catalog (it holds no FAT volume that was read by used blocks)`,
     );
   }
-  return { repo, manifest, path: await repo.catalogFile(manifest), sha256: manifest.catalog.sha256 };
+  return { manifest, path: await repo.catalogFile(manifest), sha256: manifest.catalog.sha256 };
 }
 
 /** Chooses the partition like openVolume does: the only one, or the one asked for. */
@@ -85,8 +90,8 @@ function pickPartition(entries: CatalogEntry[], wanted: number | undefined, id: 
 }
 
 /** The catalog entries of one partition of a backup. */
-async function catalogEntries(choice: BackupChoice, partition: number | undefined) {
-  const c = await backupCatalog(choice);
+async function catalogEntries(repo: Repository, choice: BackupChoice, partition: number | undefined) {
+  const c = await backupCatalog(repo, choice);
   const all: CatalogEntry[] = [];
   for await (const e of readCatalog(c.path, c.sha256, c.manifest.size)) all.push(e);
   const picked = pickPartition(all, partition, c.manifest.id);
@@ -98,7 +103,9 @@ export async function listBackupFiles(options: ListBackupFilesOptions): Promise<
   const opts = objectOption('options', options);
   const choice = resolveBackupChoice(opts);
   const partition = partitionOption(opts);
-  const { entries } = await catalogEntries(choice, partition);
+  const { entries } = await withRepository(choice.repository, choice.password, (repo) =>
+    catalogEntries(repo, choice, partition),
+  );
   return entries.map((e) => ({
     path: e.path,
     name: e.path.slice(e.path.lastIndexOf('/') + 1),
@@ -191,7 +198,18 @@ class ChunkReader {
 export async function extractFromBackup(options: ExtractFromBackupOptions): Promise<BackupExtractResult> {
   const choice = resolveBackupChoice(objectOption('options', options));
   const { path, dest, force, signal, partition } = resolveExtractOptions(options);
-  const { repo, manifest, entries } = await catalogEntries(choice, partition);
+  return withRepository(choice.repository, choice.password, async (repo) => {
+    const { manifest, entries } = await catalogEntries(repo, choice, partition);
+    return extractTreeOf(repo, manifest, entries, { path, dest, force, signal });
+  });
+}
+
+async function extractTreeOf(
+  repo: Repository,
+  manifest: Manifest,
+  entries: CatalogEntry[],
+  { path, dest, force, signal }: { path: string; dest: string; force: boolean; signal: AbortSignal | undefined },
+): Promise<BackupExtractResult> {
   const index = await IndexLookup.open(repo, manifest);
   try {
     const chunks = new ChunkReader(repo, manifest, index);

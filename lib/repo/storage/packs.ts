@@ -69,14 +69,17 @@ export function decodePackedLocation(entry: Buffer, where: string): PackLocation
  * Fills packs with records and uploads them (If-None-Match: *), at most
  * PACKS_IN_FLIGHT at once: room() waits while that many are being uploaded,
  * so memory stays bounded (about PACKS_IN_FLIGHT + 1 packs, and the records
- * the callers place while they wait). A record's location is known when
- * place() returns; it is durable once its pack's upload succeeded
- * (`onUploaded`). flush() uploads the pack being filled and waits for every
- * upload; the first failure is thrown by every later call (nothing that
- * names a record of a failed pack may be committed).
+ * the callers place while they wait). A record is copied into the pack's
+ * buffer when it is placed; the buffers are reused once their upload has
+ * ended (fresh memory costs a page fault per page). A record's location is
+ * known when place() returns; it is durable once its pack's upload
+ * succeeded (`onUploaded`). flush() uploads the pack being filled and waits
+ * for every upload; the first failure is thrown by every later call
+ * (nothing that names a record of a failed pack may be committed).
  */
 export class PackWriter {
-  #records: Buffer[] = [];
+  #buffer: Buffer | undefined;
+  readonly #spare: Buffer[] = [];
   #ids: string[] = [];
   #locations: PackLocation[] = [];
   #bytes = 0;
@@ -84,20 +87,26 @@ export class PackWriter {
   readonly #uploads = new Set<Promise<void>>();
   #failure: unknown;
 
+  /**
+   * `recordBound`: the size of the largest record expected (a pack's buffer
+   * has room for packSize bytes and one such record, the one that crosses
+   * that size; a larger record grows it).
+   */
   constructor(
     private readonly storage: ObjectStorage,
     private readonly packSize: number,
     private readonly onUploaded: (ids: readonly string[], locations: readonly PackLocation[]) => void,
+    private readonly recordBound = 0,
   ) {}
 
   /**
    * Appends one record (the chunk object's bytes) for chunk `id` and returns
    * where it is; a pack that is full starts its upload. Call room() next.
    */
-  place(id: string, record: Buffer): PackLocation {
+  place(id: string, record: Uint8Array): PackLocation {
     this.#throwIfFailed();
     const loc = { pack: this.#name, offset: this.#bytes, length: record.length };
-    this.#records.push(record);
+    this.#room(record.length).set(record, this.#bytes);
     this.#ids.push(id);
     this.#locations.push(loc);
     this.#bytes += record.length;
@@ -113,14 +122,13 @@ export class PackWriter {
 
   /** Uploads the pack being filled (if any) and waits for every upload. */
   async flush(): Promise<void> {
-    if (this.#records.length > 0) this.#startUpload();
+    if (this.#bytes > 0) this.#startUpload();
     await Promise.allSettled([...this.#uploads]);
     this.#throwIfFailed();
   }
 
   /** Waits for the uploads under way and drops the pack being filled (a job that failed). */
   async settle(): Promise<void> {
-    this.#records = [];
     this.#ids = [];
     this.#locations = [];
     this.#bytes = 0;
@@ -131,18 +139,32 @@ export class PackWriter {
     if (this.#failure !== undefined) throw this.#failure;
   }
 
+  /** The current pack's buffer, with room for `more` bytes after those placed. */
+  #room(more: number): Buffer {
+    const need = this.#bytes + more;
+    let b = this.#buffer ?? this.#spare.pop();
+    if (b === undefined || b.length < need) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(need, this.packSize + Math.max(more, this.recordBound)));
+      if (b !== undefined && this.#bytes > 0) b.copy(grown, 0, 0, this.#bytes);
+      b = grown;
+    }
+    this.#buffer = b;
+    return b;
+  }
+
   #startUpload(): void {
     const name = this.#name;
-    const body = Buffer.concat(this.#records, this.#bytes);
+    const buffer = this.#buffer!;
     const ids = this.#ids;
     const locations = this.#locations;
-    this.#records = [];
+    const body = buffer.subarray(0, this.#bytes);
+    this.#buffer = undefined;
     this.#ids = [];
     this.#locations = [];
     this.#bytes = 0;
     this.#name = newPackName();
     const upload: Promise<void> = this.storage
-      .putIfAbsent(packKey(name), body)
+      .putIfAbsent(packKey(name), body, { verifiedOnRead: true })
       .then((written) => {
         if (!written) throw new LowtideError('INTERNAL', `pack ${name} exists already in ${this.storage.location}`);
         this.onUploaded(ids, locations);
@@ -150,7 +172,11 @@ export class PackWriter {
       .catch((err: unknown) => {
         this.#failure ??= err;
       })
-      .finally(() => this.#uploads.delete(upload));
+      .finally(() => {
+        this.#uploads.delete(upload);
+        // The request has ended (every retry included): its bytes may be overwritten.
+        if (this.#spare.length < PACKS_IN_FLIGHT) this.#spare.push(buffer);
+      });
     this.#uploads.add(upload);
   }
 }

@@ -10,6 +10,7 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import { LowtideError, toLowtideError } from '../../errors.js';
+import { native } from '../../native.js';
 import { booleanOption, integerOption, invalidOption, objectOption, stringOption } from '../../options.js';
 import type { ObjectStorage, StoredObject } from './types.js';
 
@@ -270,12 +271,16 @@ export class S3Storage implements ObjectStorage {
     });
   }
 
-  async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+  async putIfAbsent(key: string, data: Buffer, options?: { verifiedOnRead?: boolean | undefined }): Promise<boolean> {
     this.requests.put++;
+    const hash = options?.verifiedOnRead === true ? UNSIGNED_PAYLOAD : await payloadHash(data);
     return this.#request(`writing ${key}`, async (client, sdk) => {
       try {
         await client.send(
-          new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data, IfNoneMatch: '*' }),
+          withPayloadHash(
+            new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data, IfNoneMatch: '*' }),
+            hash,
+          ),
         );
         return true;
       } catch (err) {
@@ -289,8 +294,11 @@ export class S3Storage implements ObjectStorage {
 
   async put(key: string, data: Buffer): Promise<void> {
     this.requests.put++;
+    const hash = await payloadHash(data);
     await this.#request(`writing ${key}`, (client, sdk) =>
-      client.send(new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data })),
+      client.send(
+        withPayloadHash(new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data }), hash),
+      ),
     );
   }
 
@@ -389,6 +397,38 @@ export class S3Storage implements ObjectStorage {
     this.#client?.destroy();
     this.#client = undefined;
   }
+}
+
+/**
+ * The payload "hash" of a request whose body is not signed (SigV4): neither
+ * lowtide nor the gateway hashes it. Used for objects that are checked
+ * whenever they are read (chunk records against their ids, authenticated
+ * when encrypted), so a body altered on the way is found as at rest: by
+ * verify, and a restore refuses it.
+ */
+const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
+
+/**
+ * The SHA-256 of a request body (hex), computed on the addon's worker pool
+ * (OpenSSL, with the CPU's SHA instructions): SigV4 signs the payload's hash,
+ * and the SDK would otherwise hash every body again on the JS thread.
+ */
+async function payloadHash(data: Buffer): Promise<string> {
+  return (await native.digest(data, false))!.toString('hex');
+}
+
+type PutObject = InstanceType<Sdk['PutObjectCommand']>;
+
+/** The command with its payload's hash set, which the signer then uses as it is. */
+function withPayloadHash(command: PutObject, hash: string): PutObject {
+  command.middlewareStack.add(
+    (next) => (args) => {
+      (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = hash;
+      return next(args);
+    },
+    { step: 'build', priority: 'low', name: 'lowtidePayloadHash' },
+  );
+  return command;
 }
 
 /** Keys per DeleteObjects request (the S3 maximum is 1000). */

@@ -19,8 +19,13 @@ export interface ObjectStorage {
   readonly cacheDir?: string | undefined;
   /** Checks that the storage can be reached and exists (a missing bucket is REPO_NOT_FOUND). */
   check(): Promise<void>;
-  /** Writes `data` under `key` unless an object is there already; true when this call wrote it. Never overwrites. */
-  putIfAbsent(key: string, data: Buffer): Promise<boolean>;
+  /**
+   * Writes `data` under `key` unless an object is there already; true when
+   * this call wrote it. Never overwrites. `verifiedOnRead`: the object checks
+   * itself whenever it is read (a chunk object or a pack, whose records are
+   * checked against their ids), so the request need not sign its payload.
+   */
+  putIfAbsent(key: string, data: Buffer, options?: { verifiedOnRead?: boolean | undefined }): Promise<boolean>;
   /** Writes `data` under `key`, replacing what is there (lease objects only). */
   put(key: string, data: Buffer): Promise<void>;
   /** The whole object, or bytes [offset, offset + length) of it; undefined when it does not exist. */
