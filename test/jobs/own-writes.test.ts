@@ -84,8 +84,11 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
     expect(b.foreignWriteBytes).toBe(0);
     expect(b.endedByWrites).toBe(0);
     // Below canary.quietIops (20/s), the rate it takes for someone else at
-    // work; the job's own writes, counted as foreign, were hundreds a second.
-    expect(b.foreignIops).toBeLessThan(20);
+    // work, or fewer than a burst (3) over the little drained time of a
+    // short job's checks (two such reads in 96 ms are 20.8/s); the job's own
+    // writes, counted as foreign, were hundreds a second.
+    const seen = Math.round((b.foreignIops * b.drainedMs) / 1000);
+    expect(seen < 3 || b.foreignIops < 20, `${seen} foreign I/Os in ${b.drainedMs} ms drained`).toBe(true);
     // A short job spends its first checks finding the storage quiet.
     expect(b.boostedMs).toBeGreaterThan(0.25 * r.seconds * 1000);
   }, 120_000);
