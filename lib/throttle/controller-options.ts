@@ -113,7 +113,7 @@ export interface ThrottleOptions {
     boostQueueDepth?: number;
     /**
      * Someone else's I/Os per second below which the storage counts as
-     * lightly loaded (default 0: off; 1000 is a sensible value): while the checks (and
+     * lightly loaded (default 0: off; e.g. 1000 to try it): while the checks (and
      * the reads counted while running) find improbably few for a load of
      * this rate (Poisson, 1 in 1000), and no burst above it, the job keeps
      * at least `lightQueueDepth` requests of `lightBlockSize` in flight,
