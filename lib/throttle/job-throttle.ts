@@ -134,6 +134,8 @@ export class JobThrottle {
   readonly #fallback: string | undefined;
   #decision: ThrottleDecision;
   #reader: ThrottledReader | undefined;
+  /** Reads submitted by the readers attached before the current one. */
+  #earlierReads = 0;
   #pacedMs = 0;
   /** Wall time held back so far, and since when the decision in force holds back (ns). */
   #heldBackNs = 0;
@@ -263,9 +265,15 @@ export class JobThrottle {
 
   /**
    * Applies the decision in force to a reader, and every later one too.
-   * Starts the probes of `canary`; call stop() when the job ends.
+   * A reader replaces the one attached before it, which has finished (its
+   * reads stay counted as the job's). Starts the probes of `canary`; call
+   * stop() when the job ends.
    */
   attach(reader: ThrottledReader): void {
+    const prev = this.#reader;
+    // The job's reads so far stay its own: a reader that follows another
+    // (a job that reads in passes) starts counting from zero.
+    if (prev !== undefined && prev !== reader) this.#earlierReads += prev.submittedReads?.() ?? 0;
     this.#reader = reader;
     this.#apply();
     this.startProbes();
@@ -416,7 +424,7 @@ export class JobThrottle {
     const r = this.#reader;
     if (r === undefined) return this.#probesIssued;
     if (r.submittedReads === undefined) return undefined;
-    return r.submittedReads() + this.#probesIssued;
+    return this.#earlierReads + r.submittedReads() + this.#probesIssued;
   }
 
   #apply(): void {

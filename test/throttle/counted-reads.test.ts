@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageSource, openSource } from '../../lib/index.js';
 import { StorageIoCounter } from '../../lib/throttle/index.js';
+import { JobThrottle } from '../../lib/throttle/job-throttle.js';
+import { resolveThrottleSettings } from '../../lib/throttle/job-settings.js';
 import { attachLoop, detachLoop, loopUnavailableReason, skipReason } from '../helpers/system.js';
 import { patternBytes } from '../helpers/tmp.js';
 
@@ -98,5 +100,34 @@ describe('reads counted on a real device', () => {
       // The whole group by its id: the shell and its dd.
       process.kill(-dd.pid!, 'SIGKILL');
     }
+  });
+
+  it("a job that reads in passes, a new reader each: the earlier readers' reads stay the job's", async () => {
+    if (skipReason('counted reads', reason)) return;
+    const src = await openSource(loop!, { direct: 'on' });
+    const ac = new AbortController();
+    const throttle = await JobThrottle.create(
+      resolveThrottleSettings({ throttle: 'canary', rateLimitBytesPerSecond: 80e6 }),
+      { maxQueueDepth: 16, maxBlockSize: 1 << 20, minBlockSize: 64 * 1024, alignment: 4096 },
+      src,
+      ac.signal,
+    );
+    try {
+      // Three passes over the 64 MiB device, ~0.8 s each.
+      for (let pass = 0; pass < 3; pass++) {
+        const reader = src.read(undefined, { ...throttle.readerOptions(), maxBlockSize: 1 << 20, maxQueueDepth: 16 });
+        throttle.attach(reader);
+        for await (const b of reader) throttle.observe(b.latencyNs, b.length);
+      }
+    } finally {
+      await throttle.stop();
+      await src.close();
+    }
+    const boost = throttle.report().probes!.boost;
+    expect(boost.running.counted).toBe(true);
+    expect(boost.running.stopped).toBeUndefined();
+    // Each pass reads 64 MiB in requests of 64 KiB to 1 MiB: a reader's count
+    // lost at the next pass's start would be 64 or more of someone else's.
+    expect(boost.running.reads).toBeLessThan(20);
   });
 });
