@@ -14,11 +14,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { LowtideError } from '../errors.js';
 import { native } from '../native.js';
 
-const CLUSTER_BITS = 16;
-const CLUSTER = 1 << CLUSTER_BITS;
-/** L2 entries per table, refcounts (16 bits) per block, table entries per cluster. */
-const L2_ENTRIES = CLUSTER / 8;
-const REFCOUNTS_PER_BLOCK = CLUSTER / 2;
+/** 64 KiB clusters, qemu-img's default. */
+const DEFAULT_CLUSTER_BITS = 16;
 const HEADER_LENGTH = 104;
 /** QCOW_OFLAG_COPIED: the cluster's refcount is 1 (written in place). */
 const COPIED = 1n << 63n;
@@ -26,24 +23,38 @@ const COPIED = 1n << 63n;
 export class Qcow2Writer {
   readonly #out: FileHandle;
   readonly #size: number;
+  readonly #bits: number;
+  readonly #cluster: number;
+  /** L2 entries per table (8 bytes each). */
+  readonly #l2Entries: number;
   /** L2 tables by L1 index: host cluster numbers (0: unallocated). */
   readonly #l2 = new Map<number, Float64Array>();
   /** The next free cluster (0 is the header). */
   #next = 1;
   #finished = false;
 
-  /** `out`: an empty file opened for writing; `virtualSize`: the guest disk's bytes. */
-  constructor(out: FileHandle, virtualSize: number) {
+  /**
+   * `out`: an empty file opened for writing; `virtualSize`: the guest disk's
+   * bytes. `clusterBits` (9 to 21, default 16) is for tests: small clusters
+   * need many L2 tables and refcount blocks for a few MiB of data.
+   */
+  constructor(out: FileHandle, virtualSize: number, clusterBits = DEFAULT_CLUSTER_BITS) {
     if (!Number.isSafeInteger(virtualSize) || virtualSize <= 0) {
       throw new LowtideError('INVALID_ARGUMENT', `a qcow2 image needs a virtual size above 0, got ${virtualSize}`);
     }
+    if (!Number.isInteger(clusterBits) || clusterBits < 9 || clusterBits > 21) {
+      throw new LowtideError('INVALID_ARGUMENT', `qcow2 cluster bits: expected 9 to 21, got ${clusterBits}`);
+    }
     this.#out = out;
     this.#size = virtualSize;
+    this.#bits = clusterBits;
+    this.#cluster = 2 ** clusterBits;
+    this.#l2Entries = this.#cluster / 8;
   }
 
   /** Bytes of data clusters written so far. */
   get dataBytes(): number {
-    return (this.#next - 1) * CLUSTER;
+    return (this.#next - 1) * this.#cluster;
   }
 
   /**
@@ -52,8 +63,10 @@ export class Qcow2Writer {
    * zeros are not written.
    */
   async write(data: Buffer, length: number, offset: number): Promise<void> {
+    const cluster = this.#cluster;
+    const l2Entries = this.#l2Entries;
     if (this.#finished) throw new LowtideError('CLOSED', 'the qcow2 image is finished');
-    if (offset % CLUSTER !== 0 || (length % CLUSTER !== 0 && offset + length !== this.#size)) {
+    if (offset % cluster !== 0 || (length % cluster !== 0 && offset + length !== this.#size)) {
       throw new LowtideError('INTERNAL', `qcow2 write of [${offset}, ${offset + length}) is not cluster-aligned`);
     }
     if (offset + length > this.#size) {
@@ -61,31 +74,31 @@ export class Qcow2Writer {
     }
     // Runs of clusters that are not all zeros, each placed at consecutive clusters of the file.
     const runs: { from: number; to: number; host: number }[] = [];
-    for (let at = 0; at < length; at += CLUSTER) {
-      const n = Math.min(CLUSTER, length - at);
+    for (let at = 0; at < length; at += cluster) {
+      const n = Math.min(cluster, length - at);
       if (native.isZero(data.subarray(at, at + n))) continue;
-      const guestCluster = (offset + at) / CLUSTER;
-      const table = this.#table(Math.floor(guestCluster / L2_ENTRIES));
-      const slot = guestCluster % L2_ENTRIES;
+      const guestCluster = (offset + at) / cluster;
+      const table = this.#table(Math.floor(guestCluster / l2Entries));
+      const slot = guestCluster % l2Entries;
       if (table[slot] !== 0) {
         throw new LowtideError('INTERNAL', `guest cluster at ${offset + at} written twice to the qcow2 image`);
       }
       const host = this.#next++;
       table[slot] = host;
       const last = runs[runs.length - 1];
-      if (last !== undefined && last.to === at && last.host + (last.to - last.from) / CLUSTER === host)
+      if (last !== undefined && last.to === at && last.host + (last.to - last.from) / cluster === host)
         last.to = at + n;
       else runs.push({ from: at, to: at + n, host });
     }
     for (const r of runs) {
-      const { bytesWritten } = await this.#out.write(data, r.from, r.to - r.from, r.host * CLUSTER);
-      if (bytesWritten !== r.to - r.from) throw new Error(`short write at ${r.host * CLUSTER}`);
+      const { bytesWritten } = await this.#out.write(data, r.from, r.to - r.from, r.host * cluster);
+      if (bytesWritten !== r.to - r.from) throw new Error(`short write at ${r.host * cluster}`);
     }
   }
 
   #table(l1Index: number): Float64Array {
     let t = this.#l2.get(l1Index);
-    if (t === undefined) this.#l2.set(l1Index, (t = new Float64Array(L2_ENTRIES)));
+    if (t === undefined) this.#l2.set(l1Index, (t = new Float64Array(this.#l2Entries)));
     return t;
   }
 
@@ -93,9 +106,14 @@ export class Qcow2Writer {
   async finish(): Promise<void> {
     if (this.#finished) return;
     this.#finished = true;
-    const guestClusters = Math.ceil(this.#size / CLUSTER);
-    const l1Size = Math.ceil(guestClusters / L2_ENTRIES);
-    const l1Clusters = Math.ceil((l1Size * 8) / CLUSTER);
+    const cluster = this.#cluster;
+    const bits = this.#bits;
+    const l2Entries = this.#l2Entries;
+    // 16-bit refcounts.
+    const refcountsPerBlock = cluster / 2;
+    const guestClusters = Math.ceil(this.#size / cluster);
+    const l1Size = Math.ceil(guestClusters / l2Entries);
+    const l1Clusters = Math.ceil((l1Size * 8) / cluster);
     const indexes = [...this.#l2.keys()].sort((a, b) => a - b);
     const l2Start = this.#next;
     const l1Start = l2Start + indexes.length;
@@ -105,8 +123,8 @@ export class Qcow2Writer {
     let tableClusters = 1;
     for (;;) {
       const total = refStart + blocks + tableClusters;
-      const b = Math.ceil(total / REFCOUNTS_PER_BLOCK);
-      const t = Math.ceil((b * 8) / CLUSTER);
+      const b = Math.ceil(total / refcountsPerBlock);
+      const t = Math.ceil((b * 8) / cluster);
       if (b === blocks && t === tableClusters) break;
       blocks = b;
       tableClusters = t;
@@ -115,46 +133,46 @@ export class Qcow2Writer {
     const tableStart = refStart + blocks;
 
     const be64 = (buf: Buffer, at: number, v: bigint): void => void buf.writeBigUInt64BE(v, at);
-    const put = async (buf: Buffer, cluster: number): Promise<void> => {
-      const { bytesWritten } = await this.#out.write(buf, 0, buf.length, cluster * CLUSTER);
-      if (bytesWritten !== buf.length) throw new Error(`short write at ${cluster * CLUSTER}`);
+    const put = async (buf: Buffer, at: number): Promise<void> => {
+      const { bytesWritten } = await this.#out.write(buf, 0, buf.length, at * cluster);
+      if (bytesWritten !== buf.length) throw new Error(`short write at ${at * cluster}`);
     };
     // L2 tables, and the L1 table pointing at them.
-    const l1 = Buffer.alloc(l1Clusters * CLUSTER);
+    const l1 = Buffer.alloc(l1Clusters * cluster);
     for (let k = 0; k < indexes.length; k++) {
       const t = this.#l2.get(indexes[k]!)!;
-      const l2 = Buffer.alloc(CLUSTER);
-      for (let j = 0; j < L2_ENTRIES; j++) {
-        if (t[j] !== 0) be64(l2, j * 8, (BigInt(t[j]!) << BigInt(CLUSTER_BITS)) | COPIED);
+      const l2 = Buffer.alloc(cluster);
+      for (let j = 0; j < l2Entries; j++) {
+        if (t[j] !== 0) be64(l2, j * 8, (BigInt(t[j]!) << BigInt(bits)) | COPIED);
       }
       await put(l2, l2Start + k);
-      be64(l1, indexes[k]! * 8, (BigInt(l2Start + k) << BigInt(CLUSTER_BITS)) | COPIED);
+      be64(l1, indexes[k]! * 8, (BigInt(l2Start + k) << BigInt(bits)) | COPIED);
     }
     await put(l1, l1Start);
     // Refcount 1 for every cluster of the file, and the table of the blocks.
     for (let b = 0; b < blocks; b++) {
-      const block = Buffer.alloc(CLUSTER);
-      const n = Math.min(REFCOUNTS_PER_BLOCK, total - b * REFCOUNTS_PER_BLOCK);
+      const block = Buffer.alloc(cluster);
+      const n = Math.min(refcountsPerBlock, total - b * refcountsPerBlock);
       for (let j = 0; j < n; j++) block.writeUInt16BE(1, j * 2);
       await put(block, refStart + b);
     }
-    const table = Buffer.alloc(tableClusters * CLUSTER);
-    for (let b = 0; b < blocks; b++) be64(table, b * 8, BigInt(refStart + b) << BigInt(CLUSTER_BITS));
+    const table = Buffer.alloc(tableClusters * cluster);
+    for (let b = 0; b < blocks; b++) be64(table, b * 8, BigInt(refStart + b) << BigInt(bits));
     await put(table, tableStart);
     // The header last: until it is there, the file is no qcow2 image.
-    const h = Buffer.alloc(CLUSTER);
+    const h = Buffer.alloc(cluster);
     h.writeUInt32BE(0x514649fb, 0); // 'QFI' 0xfb
     h.writeUInt32BE(3, 4);
-    h.writeUInt32BE(CLUSTER_BITS, 20);
+    h.writeUInt32BE(bits, 20);
     be64(h, 24, BigInt(this.#size));
     h.writeUInt32BE(l1Size, 36);
-    be64(h, 40, BigInt(l1Start * CLUSTER));
-    be64(h, 48, BigInt(tableStart * CLUSTER));
+    be64(h, 40, BigInt(l1Start * cluster));
+    be64(h, 48, BigInt(tableStart * cluster));
     h.writeUInt32BE(tableClusters, 56);
     h.writeUInt32BE(4, 96); // refcount_order: 16-bit refcounts
     h.writeUInt32BE(HEADER_LENGTH, 100);
     // (No header extensions: the end marker's zeros follow the header.)
     await put(h, 0);
-    await this.#out.truncate(total * CLUSTER);
+    await this.#out.truncate(total * cluster);
   }
 }
