@@ -322,7 +322,18 @@ class Reader : public Napi::ObjectWrap<Reader> {
 
 void call_js(Napi::Env env, Napi::Function, Reader* reader, void*) {
   if (env == nullptr || reader == nullptr) return;  // environment shutting down
-  reader->OnSignal();
+  try {
+    reader->OnSignal();
+  } catch (const Napi::Error& e) {
+    // A read that ends while the process exits signals after JS can no
+    // longer run: settling its promise fails, and so would throwing the
+    // error into JS. Where JS runs, the error goes there; otherwise there is
+    // no one left to tell (an exception escaping here would abort).
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (...) {
+    }
+  }
 }
 
 }  // namespace
