@@ -292,6 +292,29 @@ describe.skipIf(skipReason('packed S3 repositories', rgw().skip))('packed S3 rep
     ).toBe('CHUNK_CORRUPT');
   });
 
+  it('encrypted: chunks repeated within one read of a pack restore exactly (each record opened once in place)', async () => {
+    const url = `s3://${bucket}/repeat`;
+    (
+      await initRepository(repoOptions(url), {
+        encryption: 'aes-256-gcm',
+        password: PASSWORD,
+        chunkSize: 64 * KiB,
+        packSize: MiB,
+      })
+    ).close();
+    const src = work.file('repeat.img');
+    const a = patternBytes(64 * KiB, 51);
+    const b = patternBytes(64 * KiB, 52);
+    // a a a b a b b a, then plain data: repeated records within one span.
+    writeFileSync(src, Buffer.concat([a, a, a, b, a, b, b, a, patternBytes(MiB, 53), a, b]));
+    const made = await backup({ source: src, repository: repoOptions(url), password: PASSWORD });
+    for (let i = 0; i < 2; i++) {
+      const out = work.file(`repeat-${i}.out`);
+      await restore({ repository: repoOptions(url), password: PASSWORD, backup: made.id, target: out });
+      expect(cmp(src, out)).toBe(true);
+    }
+  });
+
   it('the known-chunks index gives the records of another disk; another machine stores them again', async () => {
     const url = `s3://${bucket}/known`;
     (await initRepository(repoOptions(url), { chunkSize: 64 * KiB, packSize: MiB })).close();
