@@ -261,8 +261,9 @@ describe.skipIf(skipReason('packed S3 repositories', rgw().skip))('packed S3 rep
     ).toBe('CHUNK_MISSING');
   });
 
-  it('encrypted: round trip, no plaintext in any object, a flipped byte is named', async () => {
-    const url = `s3://${bucket}/enc`;
+  /** An encrypted packed repository of 64 KiB chunks in packs of 1 MiB, through the API; its URL. */
+  async function initEncrypted(name: string): Promise<string> {
+    const url = `s3://${bucket}/${name}`;
     (
       await initRepository(repoOptions(url), {
         encryption: 'aes-256-gcm',
@@ -271,6 +272,11 @@ describe.skipIf(skipReason('packed S3 repositories', rgw().skip))('packed S3 rep
         packSize: MiB,
       })
     ).close();
+    return url;
+  }
+
+  it('encrypted: round trip, no plaintext in any object, a flipped byte is named', async () => {
+    const url = await initEncrypted('enc');
     const src = work.file('enc.img');
     const known = Buffer.from(KNOWN.repeat(Math.ceil(MiB / KNOWN.length))).subarray(0, MiB);
     writeFileSync(src, Buffer.concat([patternBytes(2 * MiB, 41), known, Buffer.alloc(MiB), patternBytes(MiB, 42)]));
@@ -307,15 +313,7 @@ describe.skipIf(skipReason('packed S3 repositories', rgw().skip))('packed S3 rep
   });
 
   it('encrypted: chunks repeated within one read of a pack restore exactly (each record opened once in place)', async () => {
-    const url = `s3://${bucket}/repeat`;
-    (
-      await initRepository(repoOptions(url), {
-        encryption: 'aes-256-gcm',
-        password: PASSWORD,
-        chunkSize: 64 * KiB,
-        packSize: MiB,
-      })
-    ).close();
+    const url = await initEncrypted('repeat');
     const src = work.file('repeat.img');
     const a = patternBytes(64 * KiB, 51);
     const b = patternBytes(64 * KiB, 52);
