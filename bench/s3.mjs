@@ -7,7 +7,11 @@
 //
 // Options (environment): BENCH_DIR (default bench/work), BENCH_S3_MIB (image
 // size, default 2048), BENCH_CHANGE (0.01), BENCH_S3_ONLY=writers (only the
-// 1 against 4 writers part). Needs restic, dosfstools, mtools and Ceph
+// 1 against 4 writers part) or BENCH_S3_ONLY=restore (one backup of each
+// tool, lowtide's with --throttle off, then BENCH_S3_ROUNDS rounds, default
+// 3, of the restores: lowtide default, lowtide --throttle off, restic, in
+// turn; the table gives the medians, and the CPU-s per GB of image of every
+// process). Needs restic, dosfstools, mtools and Ceph
 // (ceph-mon ceph-osd radosgw ceph-common curl uuid-runtime).
 //
 // The writers part also gives the CPU time (user + system) that lowtide,
@@ -177,6 +181,10 @@ async function lowtideBackupSettled(url, image, throttle) {
 async function lowtideRestore(url, target, throttle) {
   rmSync(target, { force: true });
   beforeTimedRun();
+  return lowtideRestoreSettled(url, target, throttle);
+}
+/** A restore (and the fsync of what it wrote) once the caller's beforeTimedRun() ran. */
+async function lowtideRestoreSettled(url, target, throttle) {
   const r = await lt(['restore', 'latest', target, '--repo', url, ...throttle, '--json', '--no-progress']);
   const syncSeconds = fsyncFile(target);
   return { seconds: r.seconds + syncSeconds };
@@ -192,6 +200,9 @@ async function resticBackup(image) {
 async function resticRestore(targetDir) {
   rmSync(targetDir, { recursive: true, force: true });
   beforeTimedRun();
+  return resticRestoreSettled(targetDir);
+}
+async function resticRestoreSettled(targetDir) {
   const r = await restic(['restore', 'latest', '--target', targetDir]);
   const syncSeconds = fsyncFile(join(targetDir, 'disk.img'));
   return { seconds: r.seconds + syncSeconds, file: join(targetDir, 'disk.img') };
@@ -217,8 +228,9 @@ if (image !== base) {
   cpSync(base, image);
   fsyncFile(image);
 }
+const onlyRestore = process.env.BENCH_S3_ONLY === 'restore';
 const disks = [];
-for (let i = 0; i < WRITERS; i++) {
+for (let i = 0; i < (onlyRestore ? 0 : WRITERS); i++) {
   const p = join(dir, `fat32-${writerMiB}m-writer${i}.img`);
   ensureFatVolume({ image: p, size: writerMiB * MiB, seed: 4000 + 10 * writerMiB + i });
   disks.push(p);
@@ -260,7 +272,8 @@ const logPhase = (phase) =>
       .map(([n, r]) => `${n} ${r.seconds.toFixed(2)} s`)
       .join(', '),
   );
-if (!onlyWriters) await fullIncrementalRestore();
+if (onlyRestore) await restoresOnly();
+else if (!onlyWriters) await fullIncrementalRestore();
 async function fullIncrementalRestore() {
   for (const [mode, throttle] of Object.entries(MODES)) {
     urls[mode] = await lowtideInit();
@@ -289,8 +302,48 @@ async function fullIncrementalRestore() {
   logPhase('restore');
 }
 
+/** One backup of each tool, then rounds of the three restores in turn; medians in out.restore. */
+async function restoresOnly() {
+  const url = await lowtideInit();
+  await lowtideBackup(url, image, MODES.off);
+  await restic(['init']);
+  await resticBackup(image);
+  const rounds = Number(process.env.BENCH_S3_ROUNDS ?? 3);
+  const target = join(work, 'restored.img');
+  const runs = {};
+  const record = (name, seconds, before) => {
+    const cpu = cpuPerGB(before, cpuNow(), statSync(image).size);
+    (runs[name] ??= []).push({ seconds, cpuSecondsPerGB: cpu });
+    return `${name} ${seconds.toFixed(2)} s (CPU-s/GB: client ${cpu.lowtide.toFixed(2)}, radosgw ${cpu.radosgw.toFixed(2)}, ceph-osd ${cpu.cephOsd.toFixed(2)})`;
+  };
+  for (let i = 0; i < rounds; i++) {
+    const line = [];
+    for (const [mode, throttle] of Object.entries(MODES)) {
+      rmSync(target, { force: true });
+      beforeTimedRun();
+      const c = cpuNow();
+      const r = await lowtideRestoreSettled(url, target, throttle);
+      line.push(record(`lowtide ${mode}`, r.seconds, c));
+      out.checks[`lowtide ${mode} #${i + 1}`] = await usedRestoreMatches(target, image);
+      rmSync(target, { force: true });
+    }
+    const dirR = join(work, 'restic-restore');
+    rmSync(dirR, { recursive: true, force: true });
+    beforeTimedRun();
+    const c = cpuNow();
+    const rr = await resticRestoreSettled(dirR);
+    line.push(record('restic', rr.seconds, c));
+    out.checks[`restic #${i + 1}`] = sameFiles(rr.file, image);
+    rmSync(dirR, { recursive: true, force: true });
+    console.log(`restore round ${i + 1}: ${line.join('; ')}`);
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  for (const [name, rs] of Object.entries(runs))
+    out.restore[name] = { seconds: median(rs.map((r) => r.seconds)), runs: rs };
+}
+
 // 1 writer, then 4 at once (different disks), each into a fresh repository.
-for (const [mode, throttle] of Object.entries(MODES)) {
+for (const [mode, throttle] of onlyRestore ? [] : Object.entries(MODES)) {
   const one = await lowtideInit();
   beforeTimedRun();
   const c1 = cpuNow();
@@ -340,14 +393,14 @@ const summary = {
   runSeconds: (Date.now() - started) / 1000,
 };
 console.log(
-  `\n## bench:s3 — ${fmtBytes(summary.imageBytes)} FAT32 image (${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % used) into S3 buckets of one local Ceph RGW; one run`,
+  `\n## bench:s3 — ${fmtBytes(summary.imageBytes)} FAT32 image (${meta.fileCount} files, ${(meta.usedFraction * 100).toFixed(1)} % used) into S3 buckets of one local Ceph RGW; ${onlyRestore ? `restores: the median of ${process.env.BENCH_S3_ROUNDS ?? 3} rounds` : 'one run'}`,
 );
 console.log(
   `lowtide ${encrypted ? 'encrypted (aes-256-gcm), as restic always is' : 'NOT encrypted (this lowtide has no --encryption); restic encrypts'}; ${packed ? 'lowtide chunks in 16 MiB packs' : 'one lowtide object per chunk'}; lowtide reads used blocks only, restic the whole image (--stdin)\n`,
 );
 console.log('| | lowtide (default) | lowtide --throttle off | restic | restic ÷ lowtide (default / off) | target |');
 console.log('|---|---|---|---|---|---|');
-for (const phase of onlyWriters ? [] : ['full', 'incremental', 'restore']) {
+for (const phase of onlyWriters ? [] : onlyRestore ? ['restore'] : ['full', 'incremental', 'restore']) {
   const r = out[phase];
   const d = ratio(phase, 'default');
   const o = ratio(phase, 'off');
@@ -355,7 +408,7 @@ for (const phase of onlyWriters ? [] : ['full', 'incremental', 'restore']) {
     `| ${phase} | ${s(r['lowtide default'].seconds)} | ${s(r['lowtide off'].seconds)} | ${s(r.restic.seconds)} | ${x(d)} / ${x(o)} | >= 2x: ${Math.min(d, o) >= 2 ? 'met' : 'MISSED'} |`,
   );
 }
-for (const mode of Object.keys(MODES)) {
+for (const mode of onlyRestore ? [] : Object.keys(MODES)) {
   const w = out.writers[mode];
   console.log(
     `| ${WRITERS} writers vs 1 (${mode}) | 1: ${w.oneMBps.toFixed(1)} MB/s | ${WRITERS}: ${w.manyMBps.toFixed(1)} MB/s | | ${x(w.ratio)} | >= 1.5x: ${w.ratio >= 1.5 ? 'met' : 'MISSED'} |`,

@@ -1,6 +1,7 @@
 /**
  * The restore job: writes a backup's image to a file (sparse: zero chunks
- * become holes; written to a temporary file and renamed when complete) or to
+ * become holes; written to a temporary file and renamed when complete;
+ * from object storage with O_DIRECT where the file system allows it) or to
  * a block device (zeros written too). Every chunk's digest is checked before
  * it is written.
  */
@@ -74,7 +75,10 @@ export interface RestoreResult {
   chunksVerified: number;
   seconds: number;
   mbPerSecond: number;
-  /** Block device targets: written with O_DIRECT (aligned writes, no page cache). */
+  /**
+   * Written with O_DIRECT (aligned writes, no page cache): block devices, and
+   * raw image files restored from object storage whose file system allows it.
+   */
   direct: boolean;
   /** Write latency as the throttle saw it. */
   throttle: JobThrottleReport;
@@ -327,7 +331,7 @@ async function restoreFrom(repo: Repository, o: ResolvedRestoreOptions): Promise
   await verifyIndex(repo, manifest);
   const { kind, path: targetPath } = await targetKind(o.target, o.force);
   const clock = new Stopwatch();
-  const out = new RestoreTarget(targetPath, kind, manifest.chunkSize, o.format);
+  const out = new RestoreTarget(targetPath, kind, manifest.chunkSize, o.format, repo.isRemote);
   // Writes are the production side: with a block device target, its idle
   // latency is probed by reading it; an image file gets the default target.
   // With `canary`, that source is also probed while the restore runs.

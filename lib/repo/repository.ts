@@ -437,6 +437,16 @@ export interface StoredChunk {
   storedBytes: number;
 }
 
+/**
+ * Span buffers are pooled by size class, few of them so that the pool's
+ * buffers are reused: 1 MiB for a span of one record, else whole 4 MiB
+ * (a restore's runs are at most RUN_MAX_BYTES plus a record).
+ */
+function spanBufferSize(length: number): number {
+  const MiB = 1024 * 1024;
+  return length <= MiB ? MiB : Math.ceil(length / (4 * MiB)) * 4 * MiB;
+}
+
 export class Repository {
   /** Chunk directories this instance renamed chunks into and has not synced yet. */
   readonly #unsyncedDirs = new Set<string>();
@@ -982,9 +992,14 @@ export class Repository {
           throw new LowtideError('REPO_CORRUPT', `the record of chunk ${hex} (${loc.length} bytes) is too large`);
         }
         if (this.#storage) {
+          // Read into a reused buffer (the body is at most `cap` bytes).
+          const into = (): Buffer => {
+            if (taken.length === 0) taken.push(takeBuffer(cap));
+            return taken[0]!;
+          };
           const got = loc
-            ? await this.#storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length }, cap)
-            : await this.#storage.get(chunkKey(hex), undefined, cap);
+            ? await this.#storage.get(packKey(loc.pack), { offset: loc.offset, length: loc.length }, cap, into)
+            : await this.#storage.get(chunkKey(hex), undefined, cap, into);
           if (got === undefined) throw Object.assign(new Error('missing'), { code: 'ENOENT' });
           file = got;
           size = got.length;
@@ -1025,25 +1040,59 @@ export class Repository {
       throw new LowtideError('INTERNAL', 'leaseRecords: records of several packs');
     const start = Math.min(...records.map((r) => r.location.offset));
     const span = Math.max(...records.map((r) => r.location.offset + r.location.length)) - start;
+    // The span is read into a reused buffer that its records' leases share
+    // (a record stored plain is a view into it): back to the pool once the
+    // last of them is released.
+    let shared: Buffer | undefined;
+    let holders = records.length;
+    const drop = (): void => {
+      if (--holders === 0 && shared) giveBuffer(shared);
+    };
+    const into = (length: number): Buffer => (shared ??= takeBuffer(spanBufferSize(length)));
     let bytes: Buffer | undefined;
     try {
-      bytes = await this.storage.get(packKey(pack), { offset: start, length: span }, span);
+      bytes = await this.storage.get(packKey(pack), { offset: start, length: span }, span, into);
     } catch (err) {
+      if (shared) giveBuffer(shared);
       const e = toLowtideError(err, 'IO_ERROR', `reading ${this.#recordPath(records[0]!.location)}`);
       return records.map(() => e);
     }
+    if (bytes === undefined && shared) giveBuffer(shared);
+    if (bytes === undefined) {
+      return records.map(
+        ({ hex, location }) =>
+          new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, {
+            path: this.#recordPath(location),
+          }),
+      );
+    }
+    const got = bytes;
+    // Each record's bytes, taken before any is opened (in place): a record
+    // named twice (a chunk repeated in the run) is opened in place once, the
+    // others open a copy of it.
+    const seen = new Set<number>();
+    const opening = records.map(({ hex, expectedLength, location }) => {
+      const taken: Buffer[] = [];
+      let held = true;
+      const release = (): void => {
+        for (const b of taken.splice(0)) giveBuffer(b);
+        if (held) drop();
+        held = false;
+      };
+      const at = location.offset - start;
+      let file = got.subarray(at, at + location.length);
+      if (seen.has(location.offset) && file.length <= this.#chunkCap(expectedLength)) {
+        const copy = takeBuffer(this.#chunkCap(expectedLength));
+        taken.push(copy);
+        file = copy.subarray(0, file.copy(copy));
+      }
+      seen.add(location.offset);
+      return { hex, expectedLength, location, file, taken, release };
+    });
     return Promise.all(
-      records.map(async ({ hex, expectedLength, location }) => {
+      opening.map(async ({ hex, expectedLength, location, file, taken, release }) => {
         const path = this.#recordPath(location);
-        if (bytes === undefined)
-          return new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, { path });
-        const taken: Buffer[] = [];
-        const release = (): void => {
-          for (const b of taken.splice(0)) giveBuffer(b);
-        };
         try {
-          const at = location.offset - start;
-          const file = bytes.subarray(at, at + location.length);
           if (file.length !== location.length || location.length > this.#chunkCap(expectedLength)) {
             throw new LowtideError('CHUNK_CORRUPT', `chunk ${hex}: its pack ${location.pack} ends before its record`, {
               path,

@@ -9,6 +9,7 @@
  * `retryForMs` has passed. At most `requestsInFlight` requests run at once.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
 import { LowtideError, toLowtideError } from '../../errors.js';
 import { native } from '../../native.js';
 import { booleanOption, integerOption, invalidOption, objectOption, stringOption } from '../../options.js';
@@ -302,7 +303,12 @@ export class S3Storage implements ObjectStorage {
     );
   }
 
-  async get(key: string, range?: { offset: number; length: number }, maxBytes?: number): Promise<Buffer | undefined> {
+  async get(
+    key: string,
+    range?: { offset: number; length: number },
+    maxBytes?: number,
+    into?: (length: number) => Buffer,
+  ): Promise<Buffer | undefined> {
     this.requests.get++;
     return this.#request(`reading ${key}`, async (client, sdk) => {
       let res;
@@ -332,7 +338,13 @@ export class S3Storage implements ObjectStorage {
           `${key} in ${this.location} has ${res.ContentLength} bytes, more than the ${maxBytes} it may have`,
         );
       }
-      const bytes = res.Body ? await res.Body.transformToByteArray() : new Uint8Array();
+      if (!res.Body) return Buffer.alloc(0);
+      const body = res.Body as unknown as Readable;
+      const length = res.ContentLength;
+      if (length !== undefined && typeof body.on === 'function') {
+        return readBody(body, into ? into(length) : Buffer.allocUnsafeSlow(length), length);
+      }
+      const bytes = await res.Body.transformToByteArray();
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     });
   }
@@ -429,6 +441,40 @@ function withPayloadHash(command: PutObject, hash: string): PutObject {
     { step: 'build', priority: 'low', name: 'lowtidePayloadHash' },
   );
   return command;
+}
+
+/**
+ * A response body of `length` bytes (its Content-Length) read into
+ * `buffer`: each piece the socket delivers is copied once, into memory the
+ * caller may reuse, instead of being collected and joined into a new buffer.
+ * A body that ends early or runs long is a broken connection (retried).
+ */
+function readBody(body: Readable, buffer: Buffer, length: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    let at = 0;
+    const fail = (err: unknown): void => {
+      body.off('data', onData);
+      body.destroy();
+      reject(err instanceof Error ? err : new Error(String(err)));
+    };
+    const broken = (what: string): Error =>
+      Object.assign(new Error(`the response body ${what} (${at} of ${length} bytes)`), { code: 'ECONNRESET' });
+    const onData = (piece: Buffer): void => {
+      if (at + piece.length > length) return fail(broken('is longer than its Content-Length'));
+      piece.copy(buffer, at);
+      at += piece.length;
+    };
+    body.on('data', onData);
+    body.once('error', fail);
+    body.once('end', () => {
+      if (at !== length) fail(broken('ended early'));
+      else resolve(buffer.subarray(0, length));
+    });
+    body.once('close', () => {
+      if (at !== length) fail(broken('ended early'));
+    });
+    if (buffer.length < length) fail(new Error(`a buffer of ${buffer.length} bytes for ${length}`));
+  });
 }
 
 /** Keys per DeleteObjects request (the S3 maximum is 1000). */

@@ -28,8 +28,19 @@ export interface ObjectStorage {
   putIfAbsent(key: string, data: Buffer, options?: { verifiedOnRead?: boolean | undefined }): Promise<boolean>;
   /** Writes `data` under `key`, replacing what is there (lease objects only). */
   put(key: string, data: Buffer): Promise<void>;
-  /** The whole object, or bytes [offset, offset + length) of it; undefined when it does not exist. */
-  get(key: string, range?: { offset: number; length: number }, maxBytes?: number): Promise<Buffer | undefined>;
+  /**
+   * The whole object, or bytes [offset, offset + length) of it; undefined
+   * when it does not exist. `into`: gives the buffer (of at least `length`
+   * bytes) the body is read into, and the result is a view into it; without
+   * it, a new buffer. A retried request may ask again (the same buffer may
+   * be given).
+   */
+  get(
+    key: string,
+    range?: { offset: number; length: number },
+    maxBytes?: number,
+    into?: (length: number) => Buffer,
+  ): Promise<Buffer | undefined>;
   head(key: string): Promise<StoredObject | undefined>;
   /** Every object whose key starts with `prefix`, in key order, page by page. */
   list(prefix: string): AsyncGenerator<StoredObject>;
