@@ -138,7 +138,7 @@ export interface ThrottleOptions {
      * `countedCheckEveryMs`.
      */
     counted?: boolean;
-    /** Largest blocks in flight while boosted with reads counted (default 16). */
+    /** Largest blocks in flight while boosted with reads counted (default 8). */
     countedBoostQueueDepth?: number;
     /** Time between quiet checks while boosted with reads counted, ms (default 500). */
     countedCheckEveryMs?: number;
@@ -229,7 +229,7 @@ export const THROTTLE_DEFAULTS = {
   canaryBoostQuietChecks: 2,
   canaryBoostQueueDepth: 4,
   canaryBoostCheckEveryMs: 50,
-  canaryCountedBoostQueueDepth: 16,
+  canaryCountedBoostQueueDepth: 8,
   canaryCountedCheckEveryMs: 500,
   canaryCheckEveryMs: 500,
   canaryBetaBytes: 4 * 1024,
