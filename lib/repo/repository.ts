@@ -1057,8 +1057,8 @@ export class Repository {
       const e = toLowtideError(err, 'IO_ERROR', `reading ${this.#recordPath(records[0]!.location)}`);
       return records.map(() => e);
     }
-    if (bytes === undefined && shared) giveBuffer(shared);
     if (bytes === undefined) {
+      if (shared) giveBuffer(shared);
       return records.map(
         ({ hex, location }) =>
           new LowtideError('CHUNK_MISSING', `chunk ${hex} is missing from the repository`, {

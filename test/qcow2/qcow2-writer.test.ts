@@ -89,11 +89,18 @@ describe.skipIf(skipReason('qcow2 writer', reason))('Qcow2Writer', () => {
       const map = JSON.parse(qemuImg(['map', '--output=json', img]).stdout) as { length: number; data: boolean }[];
       const mapped = map.filter((m) => m.data).reduce((n, m) => n + m.length, 0);
       expect(Math.ceil(mapped / cluster)).toBe(dataClusters);
-      // The metadata this size needs: with 512-byte clusters, more than one
-      // cluster of refcount table (each block counts 256 clusters).
       const info = JSON.parse(qemuImg(['info', '--output=json', img]).stdout) as { 'cluster-size': number };
       expect(info['cluster-size']).toBe(cluster);
-      if (bits === 9) expect(dataClusters / (cluster / 2)).toBeGreaterThan(cluster / 8);
+      // With 512-byte clusters the refcount table spans several clusters
+      // (header field refcount_table_clusters, bytes 56-59).
+      const header = Buffer.alloc(64);
+      const h = await open(img, 'r');
+      try {
+        await h.read(header, 0, 64, 0);
+      } finally {
+        await h.close();
+      }
+      if (bits === 9) expect(header.readUInt32BE(56)).toBeGreaterThan(1);
     }, 60_000);
   }
 

@@ -3,7 +3,7 @@
  * renamed when complete; zero chunks stay holes) or a block device (written
  * in place, zeros too, with aligned O_DIRECT writes when the device takes
  * them). An image file is written through the page cache with early
- * writeback, or, when asked (`directFile`, a restore from object storage)
+ * writeback, or, when asked (`preferDirect`, a restore from object storage)
  * and its file system allows it, with aligned O_DIRECT writes too.
  */
 import { constants as fsc } from 'node:fs';
@@ -131,7 +131,7 @@ export class RestoreTarget {
   removedPartials: string[] = [];
 
   /**
-   * `directFile`: a raw image file is written with O_DIRECT where its file
+   * `preferDirect`: a raw image file is written with O_DIRECT where its file
    * system allows it. A restore from object storage is bound by the CPU
    * (receiving, decrypting and checking the chunks on a machine that may
    * also run the storage); writes that bypass the page cache save the copy
@@ -144,7 +144,7 @@ export class RestoreTarget {
     kind: TargetKind,
     chunkSize: number,
     format: 'raw' | 'qcow2' = 'raw',
-    private readonly directFile = false,
+    private readonly preferDirect = false,
   ) {
     if (format === 'qcow2' && kind !== 'file') {
       throw new LowtideError('INVALID_ARGUMENT', `format: 'qcow2' writes an image file; ${path} is a block device`);
@@ -176,7 +176,7 @@ export class RestoreTarget {
         if (this.format === 'qcow2') this.#qcow2 = new Qcow2Writer(this.#partial.handle, manifest.size);
         else {
           await this.#partial.handle.truncate(manifest.size);
-          if (this.directFile) await this.#openDirectFile(this.#partial.path);
+          if (this.preferDirect) await this.#openDirectFile(this.#partial.path);
         }
       }
     } catch (err) {
