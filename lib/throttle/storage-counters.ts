@@ -18,9 +18,12 @@
  *   a snapshot shares storage with reaches only those;
  * - a loop device counts as the storage of its backing file, or as itself
  *   when that file has none (a loop device over a file on tmpfs);
- * File systems without a block device (tmpfs, btrfs's anonymous device
- * numbers, network file systems) have none: then there is no count and
- * `canary` runs without quiet checks.
+ * - a file on btrfs (whose files carry anonymous device numbers, one per
+ *   subvolume) counts as the devices of its btrfs file system: the mount
+ *   that holds the path (/proc/self/mountinfo) names one of them, and
+ *   /sys/fs/btrfs/FSID/devices lists them all.
+ * File systems without a block device (tmpfs, network file systems) have
+ * none: then there is no count and `canary` runs without quiet checks.
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -61,12 +64,61 @@ export function storageDevices(path: string, depth = 0): string[] {
   try {
     const st = statSync(path);
     const { major, minor } = splitDevT(st.isBlockDevice() ? st.rdev : st.dev);
-    if (major === 0) return [];
+    if (major === 0) return [...new Set(btrfsDevices(path).flatMap((d) => leaves(d, depth)))];
     const dir = realpathSync(`/sys/dev/block/${major}:${minor}`);
     return [...new Set(leaves(dir, depth))];
   } catch {
     return [];
   }
+}
+
+/** A mountinfo field with its octal escapes (\040 for a space) undone. */
+function unescapeMountField(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/**
+ * The sysfs directories of the block devices of the btrfs file system that
+ * holds `path`, or [] when it is not on btrfs. The mount with the longest
+ * mount point that contains the path (the last one mounted there) gives
+ * the file system's type and one of its devices; /sys/fs/btrfs/FSID/devices
+ * of the file system that has that device gives all of them.
+ */
+function btrfsDevices(path: string): string[] {
+  const real = realpathSync(path);
+  let best: { point: string; type: string; source: string } | undefined;
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-', 6);
+    if (dash < 6 || f.length < dash + 3) continue;
+    const point = unescapeMountField(f[4]!);
+    const inside = point === '/' || real === point || real.startsWith(`${point}/`);
+    if (inside && (best === undefined || point.length >= best.point.length))
+      best = { point, type: f[dash + 1]!, source: unescapeMountField(f[dash + 2]!) };
+  }
+  if (best?.type !== 'btrfs' || !best.source.startsWith('/dev/')) return [];
+  const st = statSync(best.source);
+  if (!st.isBlockDevice()) return [];
+  const { major, minor } = splitDevT(st.rdev);
+  const mounted = realpathSync(`/sys/dev/block/${major}:${minor}`);
+  let fsids: string[] = [];
+  try {
+    fsids = readdirSync('/sys/fs/btrfs').filter((n) => n !== 'features');
+  } catch {
+    /* no btrfs in sysfs: the mounted device alone */
+  }
+  for (const fsid of fsids) {
+    const dir = join('/sys/fs/btrfs', fsid, 'devices');
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    const devices = names.map((n) => realpathSync(join(dir, n)));
+    if (devices.includes(mounted)) return devices;
+  }
+  return [mounted];
 }
 
 /** A device's largest read that is never split (see StorageIoCounter.maxUnsplitBytes); 128 KiB when unknown. */

@@ -9,8 +9,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { StorageIoCounter, storageDevices } from '../../lib/throttle/index.js';
 import { splitDevT } from '../../lib/throttle/storage-counters.js';
 import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
+import { LoopFs, loopFsUnavailableReason } from '../helpers/loop-fs.js';
 import { TempDir, patternBytes } from '../helpers/tmp.js';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 
 const tmp = new TempDir();
 afterAll(() => tmp.remove());
@@ -92,6 +93,44 @@ describe('storageDevices', () => {
       ).toEqual(expected);
     } finally {
       spawnSync('losetup', ['--detach', loop], { stdio: 'ignore' });
+    }
+  });
+
+  it('a file on btrfs (anonymous device numbers, a new one per subvolume) counts as the storage of its devices', () => {
+    if (
+      skipReason(
+        'btrfs storage',
+        loopFsUnavailableReason('btrfs') ??
+          (hasCommand('btrfs') ? undefined : 'btrfs is missing (btrfs-progs)') ??
+          (expected === undefined ? 'no block device under the temp dir' : undefined),
+      )
+    )
+      return;
+    const fs = new LoopFs('btrfs', 160);
+    try {
+      const top = fs.file('top.bin');
+      writeFileSync(top, 'x');
+      execFileSync('btrfs', ['-q', 'subvolume', 'create', fs.file('sub')]);
+      const inner = fs.file('sub/inner.bin');
+      writeFileSync(inner, 'y');
+      execFileSync('btrfs', ['-q', 'subvolume', 'snapshot', '-r', fs.file('sub'), fs.file('snap')]);
+      const { major } = splitDevT(statSync(inner).dev);
+      expect(major).toBe(0);
+      // Nothing else is on the loop device: its storage is the backing file's.
+      for (const p of [top, inner, fs.file('snap/inner.bin'), fs.mountPoint]) {
+        expect(
+          storageDevices(p)
+            .map((d) => basename(d))
+            .sort(),
+        ).toEqual(expected);
+      }
+      const c = StorageIoCounter.open(inner);
+      expect(c).toBeDefined();
+      // Reads of a btrfs file become reads of the devices (checksums, metadata): not one for one.
+      expect(c!.exact).toBe(false);
+      c!.close();
+    } finally {
+      fs.remove();
     }
   });
 
