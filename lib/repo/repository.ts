@@ -88,6 +88,7 @@ import {
   type PackLocation,
 } from './storage/packs.js';
 import type { ObjectStorage } from './storage/types.js';
+import type { RemoteWrites } from '../throttle/types.js';
 
 export { IndexReader, IndexWriter } from './index-file.js';
 export type { RepoLock } from './storage/lease.js';
@@ -524,6 +525,11 @@ export class Repository {
   /** True for a repository on object storage. */
   get isRemote(): boolean {
     return this.#storage !== undefined;
+  }
+
+  /** A remote repository's writes so far (for a job's throttle); undefined for a local one. */
+  get remoteWrites(): RemoteWrites | undefined {
+    return this.#storage?.writes;
   }
 
   /** True for a repository whose chunks are records in packs (format version 2). */

@@ -137,8 +137,10 @@ export class ForeignIo {
     const lagged = this.#marks[0]!;
     const a = lagged.writeBytes - (1 + this.#o.metaShare) * own - this.#o.metaPerWrite * (r.ownWrites ?? 0);
     if (this.#highest === undefined) {
-      // Bytes written appeared only now: compare from here on.
-      this.#highest = a;
+      // Bytes written appeared only now, or the job had written already at
+      // its first reading: compare from here on, with its data not yet
+      // written still to come.
+      this.#highest = a + (r.unwrittenBytes ?? 0);
     } else if (a > this.#highest) {
       const bytes = a - this.#highest;
       this.#highest = a;

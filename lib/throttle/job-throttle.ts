@@ -14,7 +14,8 @@ import { LatencyHistogram } from './histogram.js';
 import { PROBE_INTERVAL_MS, type ResolvedThrottleSettings } from './job-settings.js';
 import { UNPACED_WRITEBACK_STEP_BYTES, autoTargetLatencyMs } from './limits.js';
 import { StorageIoCounter, storageDevices } from './storage-counters.js';
-import type { ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
+import type { RemoteWrites, ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
+import { UploadsOnThisHost } from './uploads.js';
 
 /** The storage a job throttles for: something it can read at an offset, timed. */
 export interface ProbeTarget {
@@ -104,6 +105,12 @@ export interface JobThrottleReport extends ThrottleReport {
   storageDevices?: string[];
   /** `canary`: bytes the job reported writing to those devices (absent: none). */
   ownWriteBytes?: number;
+  /**
+   * `canary`: uploads to an object storage server on this host, counted as
+   * the job's own writes to those devices (uploads.ts): the bytes counted,
+   * and why counting stopped (the device did not write them).
+   */
+  uploadsOnThisHost?: { countedBytes: number; stopped?: string };
   rateLimitBytesPerSecond: number | null;
   /** Sum of the pacing intervals in force between submissions (controller delay or rate cap), ms. */
   pacedMs: number;
@@ -156,6 +163,8 @@ export class JobThrottle {
   #probesIssued = 0;
   #unwritten: number | undefined;
   #unwrittenOwn = 0;
+  /** Uploads to a server on this host, counted as own writes (ownUploads()). */
+  #uploads: UploadsOnThisHost | undefined;
 
   private constructor(
     controller: ThrottleController,
@@ -308,6 +317,19 @@ export class JobThrottle {
   }
 
   /**
+   * A job that uploads to object storage: when the storage's server runs
+   * on this host, what it uploads counts as its own writes to the storage
+   * the probes protect, while that storage writes at least half of it
+   * (uploads.ts). Does nothing for a remote server, without `canary`'s
+   * device counters, or when called again.
+   */
+  async ownUploads(writes: RemoteWrites | undefined): Promise<void> {
+    if (writes === undefined || !this.#probeSource || !this.controller.options.canary.boost) return;
+    if (this.#uploads !== undefined || !(await writes.onThisHost())) return;
+    this.#uploads ??= new UploadsOnThisHost(writes);
+  }
+
+  /**
    * How many bytes a job that writes through the page cache lets pile up
    * before it starts their writeback (EarlyWriteback). Unthrottled, 64 MiB.
    * Otherwise what the reader may have in flight (block size × queue depth),
@@ -382,10 +404,13 @@ export class JobThrottle {
       const counts = this.#counter?.read();
       const ownReads =
         counts !== undefined && this.#counter!.exact && source.direct === true ? this.#ownReadsSubmitted() : undefined;
+      const up =
+        counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, this.#ownWriteBytes) : undefined;
+      const ownBytes = this.#ownWriteBytes + (up?.bytes ?? 0);
       // The system's unwritten data, once a round, plus what the job wrote
       // since (it bounds how much of the job's own writes can still reach
-      // the storage).
-      if (this.#ownWrites > 0 && turn % PROBE_PLACES === 1) {
+      // the storage), plus its uploads in flight.
+      if (ownBytes > 0 && (this.#unwritten === undefined || turn % PROBE_PLACES === 1)) {
         this.#unwritten = this.#counter?.unwrittenBytes();
         this.#unwrittenOwn = this.#ownWriteBytes;
       }
@@ -406,10 +431,12 @@ export class JobThrottle {
                 : {}),
               deviceWrites: counts.writes,
               deviceWriteBytes: counts.writeBytes,
-              ownWriteBytes: this.#ownWriteBytes,
-              ownWrites: this.#ownWrites,
+              ownWriteBytes: ownBytes,
+              ownWrites: this.#ownWrites + (up?.writes ?? 0),
               ...(this.#unwritten !== undefined
-                ? { unwrittenBytes: this.#unwritten + this.#ownWriteBytes - this.#unwrittenOwn }
+                ? {
+                    unwrittenBytes: this.#unwritten + this.#ownWriteBytes - this.#unwrittenOwn + (up?.inFlight ?? 0),
+                  }
                 : {}),
             }
           : {}),
@@ -491,6 +518,14 @@ export class JobThrottle {
       ...(this.#probeError !== undefined ? { probeError: this.#probeError } : {}),
       ...(this.#counter ? { storageDevices: this.#counter.devices } : {}),
       ...(this.#ownWriteBytes > 0 ? { ownWriteBytes: this.#ownWriteBytes } : {}),
+      ...(this.#uploads
+        ? {
+            uploadsOnThisHost: {
+              countedBytes: Math.round(this.#uploads.countedBytes),
+              ...(this.#uploads.stopped !== undefined ? { stopped: this.#uploads.stopped } : {}),
+            },
+          }
+        : {}),
     };
   }
 }

@@ -172,3 +172,19 @@ export interface ThrottleController {
   decide(): ThrottleDecision;
   report(): ThrottleReport;
 }
+
+/**
+ * What an object storage has been given to write so far, for `canary`'s
+ * quiet checks when the storage's server runs on this host (it writes what
+ * the job uploads to some disk here, maybe the one the job protects).
+ */
+export interface RemoteWrites {
+  /** Bytes of the write requests started so far (each once, however often retried). */
+  readonly bytesStarted: number;
+  /** Write requests started so far. */
+  readonly requestsStarted: number;
+  /** Bytes of the write requests started and not yet ended. */
+  readonly bytesInFlight: number;
+  /** Whether the server runs on this host: every address of its endpoint is a loopback address or one of this host's. */
+  onThisHost(): Promise<boolean>;
+}

@@ -93,6 +93,36 @@ describe('ForeignIo', () => {
     expect(s.io.foreignWriteBytes).toBe(0);
   });
 
+  it('a job that has written already at its first reading: its data still unwritten then is its own when the device writes it', () => {
+    const io = new ForeignIo();
+    let t = 0;
+    let device = 5000 * MiB;
+    const read = (own: number, unwritten: number): number => {
+      t += 2 * MS;
+      return io.observe(t, {
+        ios: 0,
+        writes: 0,
+        writeBytes: device,
+        ownWriteBytes: own,
+        ownWrites: 2,
+        unwrittenBytes: unwritten,
+      });
+    };
+    // 32 MiB handed over before the first reading (uploads in flight), none on the device yet.
+    let found = read(32 * MiB, 32 * MiB);
+    for (let k = 0; k < 32; k++) {
+      device += MiB;
+      found += read(32 * MiB, 32 * MiB - (k + 1) * MiB);
+    }
+    for (let k = 0; k < 30; k++) found += read(32 * MiB, 0);
+    expect(found).toBe(0);
+    expect(io.foreignWriteBytes).toBe(0);
+    // Someone else's 4 MiB after that are found.
+    device += 4 * MiB;
+    for (let k = 0; k < 30; k++) found += read(32 * MiB, 0);
+    expect(io.foreignWriteBytes).toBeGreaterThan(3 * MiB);
+  });
+
   it("a write the device completed just before the job was told (an fsync'd file) is the job's", () => {
     const s = new Storage();
     s.read();

@@ -87,7 +87,9 @@ export class ChunkPipeline {
    * that are running before it throws.
    */
   async run(onBlock: () => void): Promise<BlockReader> {
-    const { source, plan, throttle, read, signal, device } = this.#in;
+    const { source, plan, throttle, read, signal, device, repo } = this.#in;
+    // Uploads to a server on this host are the job's own writes too.
+    if (repo.isRemote) await throttle.ownUploads(repo.remoteWrites);
     const reader = throttledReader(source, plan.extents, throttle, {
       read,
       device,

@@ -9,10 +9,14 @@
  * `retryForMs` has passed. At most `requestsInFlight` requests run at once.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Readable } from 'node:stream';
 import { LowtideError, toLowtideError } from '../../errors.js';
 import { native } from '../../native.js';
 import { booleanOption, integerOption, invalidOption, objectOption, stringOption } from '../../options.js';
+import type { RemoteWrites } from '../../throttle/types.js';
 import type { ObjectStorage, StoredObject } from './types.js';
 
 export interface S3RepositoryOptions {
@@ -155,11 +159,65 @@ class Window {
   }
 }
 
+/** Whether `address` (an IP address) is a loopback address or one of this host's interfaces'. */
+export function isOwnAddress(address: string): boolean {
+  const a = address.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
+  if (isIP(a) === 4 && a.startsWith('127.')) return true;
+  if (a === '::1') return true;
+  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === a));
+}
+
+/** Whether every address `host` (a name or an IP address, IPv6 in brackets or not) resolves to is this host's. */
+export async function isThisHost(host: string): Promise<boolean> {
+  const h = host.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(h) !== 0) return isOwnAddress(h);
+  try {
+    const addresses = await lookup(h, { all: true });
+    return addresses.length > 0 && addresses.every((a) => isOwnAddress(a.address));
+  } catch {
+    return false;
+  }
+}
+
+/** The write requests of one storage, counted as they start and end. */
+class WriteCounter implements RemoteWrites {
+  bytesStarted = 0;
+  requestsStarted = 0;
+  bytesInFlight = 0;
+  #onThisHost: Promise<boolean> | undefined;
+  constructor(private readonly endpoint: () => string | undefined) {}
+
+  onThisHost(): Promise<boolean> {
+    this.#onThisHost ??= (async () => {
+      const e = this.endpoint();
+      if (e === undefined) return false;
+      try {
+        return await isThisHost(new URL(e).hostname);
+      } catch {
+        return false;
+      }
+    })();
+    return this.#onThisHost;
+  }
+
+  async count<T>(bytes: number, request: () => Promise<T>): Promise<T> {
+    this.bytesStarted += bytes;
+    this.requestsStarted++;
+    this.bytesInFlight += bytes;
+    try {
+      return await request();
+    } finally {
+      this.bytesInFlight -= bytes;
+    }
+  }
+}
+
 export class S3Storage implements ObjectStorage {
   readonly location: string;
   readonly cacheDir: string | undefined;
   /** Requests sent, by kind (retries not counted). */
   readonly requests = { get: 0, head: 0, put: 0, list: 0, delete: 0 };
+  readonly writes: WriteCounter;
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #options: S3RepositoryOptions;
@@ -175,6 +233,11 @@ export class S3Storage implements ObjectStorage {
     this.#window = new Window(options.requestsInFlight ?? 16);
     this.location = `s3://${bucket}/${prefix}`;
     this.cacheDir = options.cacheDir;
+    this.writes = new WriteCounter(() => this.#endpoint());
+  }
+
+  #endpoint(): string | undefined {
+    return this.#options.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
   }
 
   async #open(): Promise<{ client: S3Client; sdk: Sdk }> {
@@ -185,7 +248,7 @@ export class S3Storage implements ObjectStorage {
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const sdk = await loadSdk();
     const o = this.#options;
-    const endpoint = o.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
+    const endpoint = this.#endpoint();
     const credentials =
       o.accessKeyId !== undefined && o.secretAccessKey !== undefined
         ? {
@@ -275,6 +338,10 @@ export class S3Storage implements ObjectStorage {
   async putIfAbsent(key: string, data: Buffer, options?: { verifiedOnRead?: boolean | undefined }): Promise<boolean> {
     this.requests.put++;
     const hash = options?.verifiedOnRead === true ? UNSIGNED_PAYLOAD : await payloadHash(data);
+    return this.writes.count(data.length, () => this.#putIfAbsent(key, data, hash));
+  }
+
+  #putIfAbsent(key: string, data: Buffer, hash: string): Promise<boolean> {
     return this.#request(`writing ${key}`, async (client, sdk) => {
       try {
         await client.send(
@@ -296,9 +363,11 @@ export class S3Storage implements ObjectStorage {
   async put(key: string, data: Buffer): Promise<void> {
     this.requests.put++;
     const hash = await payloadHash(data);
-    await this.#request(`writing ${key}`, (client, sdk) =>
-      client.send(
-        withPayloadHash(new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data }), hash),
+    await this.writes.count(data.length, () =>
+      this.#request(`writing ${key}`, (client, sdk) =>
+        client.send(
+          withPayloadHash(new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#key(key), Body: data }), hash),
+        ),
       ),
     );
   }

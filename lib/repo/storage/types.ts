@@ -3,6 +3,7 @@
  * objects under one prefix. Keys are relative to the repository
  * (`config.json`, `chunks/3f/3fa9…`, `backups/<id>.json`, `locks/…`).
  */
+import type { RemoteWrites } from '../../throttle/types.js';
 
 export interface StoredObject {
   /** The key, relative to the repository. */
@@ -17,6 +18,8 @@ export interface ObjectStorage {
   readonly location: string;
   /** Where the repository's known-chunks index is kept (known-chunks.ts; undefined: the default). */
   readonly cacheDir?: string | undefined;
+  /** The bytes written so far, for a job's throttle (a server on this host writes them to its disks). */
+  readonly writes?: RemoteWrites | undefined;
   /** Checks that the storage can be reached and exists (a missing bucket is REPO_NOT_FOUND). */
   check(): Promise<void>;
   /**
