@@ -73,6 +73,7 @@ export {
   type S3RepositoryOptions,
 } from './repo/repository.js';
 export type { ObjectStorage, StoredObject } from './repo/storage/types.js';
+export type { RemoteWrites } from './throttle/types.js';
 export type { PackLocation } from './repo/storage/packs.js';
 export type {
   Manifest,
