@@ -164,7 +164,12 @@ export function isOwnAddress(address: string): boolean {
   const a = address.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
   if (isIP(a) === 4 && a.startsWith('127.')) return true;
   if (a === '::1') return true;
-  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === a));
+  try {
+    return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === a));
+  } catch {
+    // The interfaces cannot be listed here: only loopback addresses are known to be this host's.
+    return false;
+  }
 }
 
 /** Whether every address `host` (a name or an IP address, IPv6 in brackets or not) resolves to is this host's. */
