@@ -90,6 +90,14 @@ export interface ThrottleBounds {
 /** Places the probes read, in turn. */
 const PROBE_PLACES = 16;
 
+/**
+ * `canary` jobs of this process whose probes count storage (device
+ * counters): jobs that count the same devices take one another's reads and
+ * writes there for their own, not someone else's (`backup --parallel` of
+ * sources on one disk would otherwise give way to itself).
+ */
+const counting = new Set<JobThrottle>();
+
 export interface JobThrottleReport extends ThrottleReport {
   /**
    * How the target was chosen. With 'auto': for `canary`, calibrated from
@@ -165,6 +173,8 @@ export class JobThrottle {
   #unwrittenOwn = 0;
   /** Uploads to a server on this host, counted as own writes (ownUploads()). */
   #uploads: UploadsOnThisHost | undefined;
+  /** Reads and writes of sibling jobs (same devices) that have ended: still counted as the job's. */
+  #siblingsGone = { reads: 0, writeBytes: 0, writes: 0 };
 
   private constructor(
     controller: ThrottleController,
@@ -351,6 +361,15 @@ export class JobThrottle {
 
   /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */
   async stop(): Promise<void> {
+    if (counting.delete(this)) {
+      // What this job did stays counted by the siblings that go on.
+      const reads = this.#ownReadsSubmitted() ?? 0;
+      for (const j of this.#siblings()) {
+        j.#siblingsGone.reads += reads;
+        j.#siblingsGone.writeBytes += this.#ownWriteBytes;
+        j.#siblingsGone.writes += this.#ownWrites;
+      }
+    }
     this.#stopped = true;
     this.#wake.abort();
     await this.#probing;
@@ -394,6 +413,7 @@ export class JobThrottle {
     }
     // (startProbes() runs this loop once per job.)
     if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
+    if (this.#counter && !this.#stopped) counting.add(this);
     let turn = 0;
     while (!this.#stopped) {
       const latencyNs = await probe(offsetOf(turn++));
@@ -402,17 +422,17 @@ export class JobThrottle {
       // Read after the probe completed: the count includes it. Then the
       // job's own reads (after the device's: see ForeignReads).
       const counts = this.#counter?.read();
-      const ownReads =
-        counts !== undefined && this.#counter!.exact && source.direct === true ? this.#ownReadsSubmitted() : undefined;
-      const up =
-        counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, this.#ownWriteBytes) : undefined;
-      const ownBytes = this.#ownWriteBytes + (up?.bytes ?? 0);
+      const mine = counts !== undefined ? this.#withSiblings() : undefined;
+      const ownReads = counts !== undefined && this.#counter!.exact && source.direct === true ? mine!.reads : undefined;
+      const localBytes = mine?.writeBytes ?? this.#ownWriteBytes;
+      const up = counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, localBytes) : undefined;
+      const ownBytes = localBytes + (up?.bytes ?? 0);
       // The system's unwritten data, once a round, plus what the job wrote
       // since (it bounds how much of the job's own writes can still reach
       // the storage), plus its uploads in flight.
       if (ownBytes > 0 && (this.#unwritten === undefined || turn % PROBE_PLACES === 1)) {
         this.#unwritten = this.#counter?.unwrittenBytes();
-        this.#unwrittenOwn = this.#ownWriteBytes;
+        this.#unwrittenOwn = localBytes;
       }
       this.controller.observeProbe({
         latencyNs,
@@ -432,11 +452,9 @@ export class JobThrottle {
               deviceWrites: counts.writes,
               deviceWriteBytes: counts.writeBytes,
               ownWriteBytes: ownBytes,
-              ownWrites: this.#ownWrites + (up?.writes ?? 0),
+              ownWrites: mine!.writes + (up?.writes ?? 0),
               ...(this.#unwritten !== undefined
-                ? {
-                    unwrittenBytes: this.#unwritten + this.#ownWriteBytes - this.#unwrittenOwn + (up?.inFlight ?? 0),
-                  }
+                ? { unwrittenBytes: this.#unwritten + localBytes - this.#unwrittenOwn + (up?.inFlight ?? 0) }
                 : {}),
             }
           : {}),
@@ -444,6 +462,32 @@ export class JobThrottle {
       this.#decide();
       await sleep(this.#probeIntervalMs, undefined, { signal: this.#wake.signal }).catch(() => undefined);
     }
+  }
+
+  /** Running jobs of this process that count the same devices. */
+  #siblings(): JobThrottle[] {
+    const key = this.#counter?.devices.join(',');
+    if (key === undefined) return [];
+    return [...counting].filter((j) => j !== this && j.#counter?.devices.join(',') === key);
+  }
+
+  /**
+   * The reads handed to the kernel and the writes reported to the storage
+   * so far by this job and its siblings (those running and those that
+   * ended); reads undefined when one of them does not count its reads.
+   */
+  #withSiblings(): { reads: number | undefined; writeBytes: number; writes: number } {
+    let reads = this.#ownReadsSubmitted();
+    let writeBytes = this.#ownWriteBytes + this.#siblingsGone.writeBytes;
+    let writes = this.#ownWrites + this.#siblingsGone.writes;
+    if (reads !== undefined) reads += this.#siblingsGone.reads;
+    for (const j of this.#siblings()) {
+      const r = j.#ownReadsSubmitted();
+      reads = reads === undefined || r === undefined || !(j.#probeSource?.direct === true) ? undefined : reads + r;
+      writeBytes += j.#ownWriteBytes;
+      writes += j.#ownWrites;
+    }
+    return { reads, writeBytes, writes };
   }
 
   /** The job's reads handed to the kernel so far: its reader's and its probes'; undefined if the reader does not count. */

@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { imageSource } from '../../lib/index.js';
+import { backupMany, imageSource, initRepository, openRepository } from '../../lib/index.js';
 import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
 
 const MiB = 1024 * 1024;
@@ -91,6 +91,48 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
     expect(seen < 3 || b.foreignIops < 20, `${seen} foreign I/Os in ${b.drainedMs} ms drained`).toBe(true);
     // A short job spends its first checks finding the storage quiet.
     expect(b.boostedMs).toBeGreaterThan(0.25 * r.seconds * 1000);
+  }, 120_000);
+
+  it('two backups at once from the same storage, into a repository there: neither is someone else to the other', async () => {
+    if (skipReason('jobs at once on a loop device', reason)) return;
+    // Two sources of 192 MiB: with the repository they fit beside the first source.
+    const sources = ['a.bin', 'b.bin'].map((n) => join(mnt, n));
+    for (const f of sources) {
+      const out = openSync(f, 'w');
+      for (let i = 0; i < 192; i += 16) writeSync(out, randomBytes(16 * MiB));
+      closeSync(out);
+    }
+    execFileSync('sync', ['-f', sources[0]!]);
+    const repoPath = join(mnt, 'repo');
+    await initRepository(repoPath);
+    try {
+      const r = await backupMany({ sources, repository: repoPath, parallel: 2 });
+      expect(
+        r.results.map((x) => x.ok),
+        JSON.stringify(r.results),
+      ).toEqual([true, true]);
+      const repo = await openRepository(repoPath);
+      try {
+        for (const { id } of r.results) {
+          const t = (await repo.readManifest(id!)).throttle;
+          const b = t.probes!.boost;
+          expect(t.storageDevices).toEqual([basename(loop!)]);
+          // Each job's reads are counted while the other runs: the other's
+          // reads (thousands a second) are not someone else's.
+          expect(b.running.counted).toBe(true);
+          expect(b.running.stopped).toBeUndefined();
+          expect(b.running.reads / (b.running.countedMs / 1000)).toBeLessThan(20);
+          // Nor are the other's chunk writes.
+          expect(b.foreignWriteBytes).toBe(0);
+          expect(b.endedByWrites).toBe(0);
+        }
+      } finally {
+        repo.close();
+      }
+    } finally {
+      rmSync(repoPath, { recursive: true, force: true });
+      for (const f of sources) rmSync(f, { force: true });
+    }
   }, 120_000);
 
   it('a writer beside it on the same storage is someone else: its writes are counted as such', async () => {
