@@ -173,6 +173,8 @@ export class JobThrottle {
   #unwrittenOwn = 0;
   /** Uploads to a server on this host, counted as own writes (ownUploads()). */
   #uploads: UploadsOnThisHost | undefined;
+  /** The devices its probes count, as one string (jobs with the same one are siblings). */
+  #deviceKey: string | undefined;
   /** Reads and writes of sibling jobs (same devices) that have ended: still counted as the job's. */
   #siblingsGone = { reads: 0, writeBytes: 0, writes: 0 };
 
@@ -362,8 +364,10 @@ export class JobThrottle {
   /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */
   async stop(): Promise<void> {
     if (counting.delete(this)) {
-      // What this job did stays counted by the siblings that go on.
-      const reads = this.#ownReadsSubmitted() ?? 0;
+      // What this job did stays counted by the siblings that go on (its
+      // reads only where they counted them: see #withSiblings()).
+      const exact = this.#counter?.exact === true && this.#probeSource?.direct === true;
+      const reads = exact ? (this.#ownReadsSubmitted() ?? 0) : 0;
       for (const j of this.#siblings()) {
         j.#siblingsGone.reads += reads;
         j.#siblingsGone.writeBytes += this.#ownWriteBytes;
@@ -404,6 +408,14 @@ export class JobThrottle {
         return undefined;
       }
     };
+    // (startProbes() runs this loop once per job.) The job joins the jobs
+    // that count its storage before its first probe: every read it makes
+    // from here on is one its siblings count as theirs.
+    if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
+    if (this.#counter && !this.#stopped) {
+      this.#deviceKey = this.#counter.devices.join(',');
+      counting.add(this);
+    }
     // One unreported pass over the places first: the first calibration is
     // taken from the first probes, and a place read for the first time takes
     // the medium's random-read time (above; milliseconds on a disk with
@@ -411,9 +423,6 @@ export class JobThrottle {
     for (let turn = 0; turn < places; turn++) {
       if (this.#stopped || (await probe(offsetOf(turn))) === undefined) return;
     }
-    // (startProbes() runs this loop once per job.)
-    if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
-    if (this.#counter && !this.#stopped) counting.add(this);
     let turn = 0;
     while (!this.#stopped) {
       const latencyNs = await probe(offsetOf(turn++));
@@ -466,24 +475,28 @@ export class JobThrottle {
 
   /** Running jobs of this process that count the same devices. */
   #siblings(): JobThrottle[] {
-    const key = this.#counter?.devices.join(',');
-    if (key === undefined) return [];
-    return [...counting].filter((j) => j !== this && j.#counter?.devices.join(',') === key);
+    const siblings: JobThrottle[] = [];
+    if (this.#deviceKey === undefined) return siblings;
+    for (const j of counting) if (j !== this && j.#deviceKey === this.#deviceKey) siblings.push(j);
+    return siblings;
   }
 
   /**
    * The reads handed to the kernel and the writes reported to the storage
    * so far by this job and its siblings (those running and those that
-   * ended); reads undefined when one of them does not count its reads.
+   * ended). Reads are undefined when a sibling's do not reach the device
+   * one for one (a source not read O_DIRECT, or not right on the device)
+   * or are not counted.
    */
   #withSiblings(): { reads: number | undefined; writeBytes: number; writes: number } {
-    let reads = this.#ownReadsSubmitted();
-    let writeBytes = this.#ownWriteBytes + this.#siblingsGone.writeBytes;
-    let writes = this.#ownWrites + this.#siblingsGone.writes;
-    if (reads !== undefined) reads += this.#siblingsGone.reads;
+    const gone = this.#siblingsGone;
+    const own = this.#ownReadsSubmitted();
+    let reads = own === undefined ? undefined : own + gone.reads;
+    let writeBytes = this.#ownWriteBytes + gone.writeBytes;
+    let writes = this.#ownWrites + gone.writes;
     for (const j of this.#siblings()) {
-      const r = j.#ownReadsSubmitted();
-      reads = reads === undefined || r === undefined || !(j.#probeSource?.direct === true) ? undefined : reads + r;
+      const r = j.#counter?.exact === true && j.#probeSource?.direct === true ? j.#ownReadsSubmitted() : undefined;
+      reads = reads === undefined || r === undefined ? undefined : reads + r;
       writeBytes += j.#ownWriteBytes;
       writes += j.#ownWrites;
     }

@@ -89,7 +89,7 @@ export class ChunkPipeline {
   async run(onBlock: () => void): Promise<BlockReader> {
     const { source, plan, throttle, read, signal, device, repo } = this.#in;
     // Uploads to a server on this host are the job's own writes too.
-    if (repo.isRemote) await throttle.ownUploads(repo.remoteWrites);
+    await throttle.ownUploads(repo.remoteWrites);
     const reader = throttledReader(source, plan.extents, throttle, {
       read,
       device,
