@@ -5,26 +5,32 @@
  * not ended by them); where it is another, it must stop counting them once
  * it sees the source's storage did not write them.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, initRepository } from '../../lib/index.js';
 import { storageDevices } from '../../lib/throttle/index.js';
 import { VERIFY_BYTES } from '../../lib/throttle/uploads.js';
 import { newBucket, repoOptions, rgw, s3Client } from '../helpers/s3.js';
-import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
-import { TempDir, patternBytes } from '../helpers/tmp.js';
+import { LoopFs, shmLoopUnavailableReason } from '../helpers/loop-fs.js';
+import { skipReason } from '../helpers/system.js';
+import { TempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
 /** Incompressible source bytes: more than two verification spans of uploads. */
 const SOURCE_BYTES = 3 * VERIFY_BYTES;
 
+/** Incompressible bytes, written 16 MiB at a time. */
 function randomFile(path: string): void {
-  const parts: Buffer[] = [];
-  for (let i = 0; i < SOURCE_BYTES / (16 * MiB); i++) parts.push(patternBytes(16 * MiB, 1000 + i));
-  writeFileSync(path, Buffer.concat(parts));
+  const fd = openSync(path, 'w');
+  try {
+    for (let i = 0; i < SOURCE_BYTES; i += 16 * MiB) writeSync(fd, randomBytes(16 * MiB));
+  } finally {
+    closeSync(fd);
+  }
 }
 
 const devices = (p: string): string[] =>
@@ -75,44 +81,23 @@ describe.skipIf(skipReason('uploads to a gateway on this host', rgw().skip))(
     });
 
     it('on another disk: counting stops once the source’s storage has not written them', async () => {
-      const shm =
-        spawnSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', '/dev/shm'], { encoding: 'utf8' })
-          .stdout?.split('\n')[0]
-          ?.trim() === 'tmpfs';
-      const reason =
-        loopUnavailableReason() ??
-        (hasCommand('mkfs.ext4') ? undefined : 'mkfs.ext4 is missing (e2fsprogs)') ??
-        (shm ? undefined : '/dev/shm is not tmpfs here');
-      if (skipReason('uploads on another disk', reason)) return;
+      if (skipReason('uploads on another disk', shmLoopUnavailableReason('ext4'))) return;
       // ext4 on a loop device over tmpfs: a storage only this test writes to.
-      const base = `/dev/shm/lowtide-up-${process.pid}`;
-      const img = `${base}.img`;
-      const mnt = `${base}.mnt`;
-      let loop: string | undefined;
-      let mounted = false;
+      const fs = new LoopFs('ext4', SOURCE_BYTES / MiB + 64, false, '/dev/shm');
       try {
-        execFileSync('truncate', ['-s', `${SOURCE_BYTES / MiB + 64}M`, img]);
-        execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', img]);
-        loop = execFileSync('losetup', ['--find', '--show', img], { encoding: 'utf8' }).trim();
-        mkdirSync(mnt, { recursive: true });
-        execFileSync('mount', [loop, mnt]);
-        mounted = true;
-        const src = join(mnt, 'source.bin');
+        const src = fs.file('source.bin');
         randomFile(src);
         execFileSync('sync', ['-f', src]);
         const url = `s3://${bucket}/other-disk`;
         await initRepository(repoOptions(url), { chunkSize: MiB });
         const b = await backup({ source: src, repository: repoOptions(url) });
         const t = b.manifest.throttle;
-        expect(t.storageDevices).toEqual([basename(loop)]);
+        expect(t.storageDevices).toEqual([basename(fs.loop!)]);
         expect(t.uploadsOnThisHost?.stopped).toMatch(/land elsewhere/);
         // Stopped at the first check, after one span of acknowledged uploads (and what was in flight then).
         expect(t.uploadsOnThisHost!.countedBytes).toBeLessThan(b.manifest.stats.bytesStored);
       } finally {
-        if (mounted) spawnSync('umount', [mnt], { stdio: 'ignore' });
-        if (loop) spawnSync('losetup', ['--detach', loop], { stdio: 'ignore' });
-        rmSync(mnt, { recursive: true, force: true });
-        rmSync(img, { force: true });
+        fs.remove();
       }
     });
   },
