@@ -227,7 +227,7 @@ export class CanaryBoost {
   /** Reads a probe's counters (garbage counts as none). Call once per probe. */
   readCounts(
     nowNs: number,
-    c: Partial<Record<keyof StorageReading | 'deviceReads' | 'ownReads', unknown>>,
+    c: Partial<Record<keyof StorageReading | 'deviceReads' | 'ownReads' | 'ownJobs', unknown>>,
   ): ProbeCounts {
     const ios = count(c.ios);
     if (ios === undefined) return { counted: false, foreignWrites: 0, foreignReads: 0 };
@@ -237,7 +237,7 @@ export class CanaryBoost {
     const ownReads = count(c.ownReads);
     if (this.#o.enabled && this.#o.counted && deviceReads !== undefined && ownReads !== undefined) {
       this.#reads ??= new ForeignReads(this.#o.maxQueueDepth + 8);
-      foreignReads = this.#reads.observe(deviceReads, ownReads);
+      foreignReads = this.#reads.observe(deviceReads, ownReads, count(c.ownJobs) ?? 1);
     }
     const writes = count(c.writes);
     const foreignWrites = this.#io.observe(nowNs, {

@@ -189,7 +189,7 @@ export class ForeignIo {
  * second is for the caller to find (quiet checks that disagree).
  */
 export class ForeignReads {
-  /** How far below its highest D may fall (the job's reads not yet handed over), reads. */
+  /** How far below its highest D may fall (one job's reads not yet handed over), reads. */
   readonly #slack: number;
   #base: number | undefined;
   #highest = 0;
@@ -211,8 +211,12 @@ export class ForeignReads {
     return this.#broken;
   }
 
-  /** One reading (the device's first, then the job's). Returns the new reads of someone else's since the last. */
-  observe(deviceReads: number, ownReads: number): number {
+  /**
+   * One reading (the device's first, then the job's: the reads of `jobs`
+   * jobs, each with its own queue not yet handed over). Returns the new
+   * reads of someone else's since the last.
+   */
+  observe(deviceReads: number, ownReads: number, jobs = 1): number {
     if (this.#broken !== undefined) return 0;
     const d = deviceReads - ownReads;
     if (this.#base === undefined) {
@@ -227,7 +231,7 @@ export class ForeignReads {
       this.#count += n;
       return n;
     }
-    if (x < this.#highest - this.#slack) {
+    if (x < this.#highest - this.#slack * Math.max(1, jobs)) {
       this.#broken = `the job's reads outnumber the device's by ${this.#highest - x} (reads served without the device: holes of a sparse file, or a cache)`;
     }
     return 0;

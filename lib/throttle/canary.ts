@@ -176,6 +176,7 @@ export class CanaryController extends BaseController {
       unwrittenBytes: s.unwrittenBytes,
       deviceReads: s.deviceReadsSubmitted,
       ownReads: s.ownReadsSubmitted,
+      ownJobs: s.ownReadsJobs,
     });
     const cap = s.deviceMaxRequestBytes;
     if (typeof cap === 'number' && Number.isFinite(cap) && cap > 0) this.requestCap = cap;

@@ -455,6 +455,7 @@ export class JobThrottle {
                 ? {
                     deviceReadsSubmitted: counts.readsSubmitted,
                     ownReadsSubmitted: ownReads,
+                    ownReadsJobs: mine!.jobs,
                     deviceMaxRequestBytes: this.#counter!.maxUnsplitBytes,
                   }
                 : {}),
@@ -488,19 +489,20 @@ export class JobThrottle {
    * one for one (a source not read O_DIRECT, or not right on the device)
    * or are not counted.
    */
-  #withSiblings(): { reads: number | undefined; writeBytes: number; writes: number } {
+  #withSiblings(): { reads: number | undefined; jobs: number; writeBytes: number; writes: number } {
     const gone = this.#siblingsGone;
     const own = this.#ownReadsSubmitted();
     let reads = own === undefined ? undefined : own + gone.reads;
     let writeBytes = this.#ownWriteBytes + gone.writeBytes;
     let writes = this.#ownWrites + gone.writes;
-    for (const j of this.#siblings()) {
+    const siblings = this.#siblings();
+    for (const j of siblings) {
       const r = j.#counter?.exact === true && j.#probeSource?.direct === true ? j.#ownReadsSubmitted() : undefined;
       reads = reads === undefined || r === undefined ? undefined : reads + r;
       writeBytes += j.#ownWriteBytes;
       writes += j.#ownWrites;
     }
-    return { reads, writeBytes, writes };
+    return { reads, jobs: 1 + siblings.length, writeBytes, writes };
   }
 
   /** The job's reads handed to the kernel so far: its reader's and its probes'; undefined if the reader does not count. */

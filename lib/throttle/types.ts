@@ -48,6 +48,12 @@ export interface LatencySample {
    */
   deviceReadsSubmitted?: number;
   ownReadsSubmitted?: number;
+  /**
+   * With them: how many jobs' reads `ownReadsSubmitted` sums (the job and
+   * its siblings on the same storage; default 1). Each may have its queue
+   * of reads not yet at the device.
+   */
+  ownReadsJobs?: number;
   /** With them: the largest read the device takes as one request (larger ones may count twice). */
   deviceMaxRequestBytes?: number;
   /** Probes only, optional: the writes alone among `deviceIos`. */

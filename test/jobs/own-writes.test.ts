@@ -118,10 +118,12 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
           const b = t.probes!.boost;
           expect(t.storageDevices).toEqual([basename(loop!)]);
           // Each job's reads are counted while the other runs: the other's
-          // reads (thousands a second) are not someone else's.
+          // reads (~1700 a second when they counted) are not someone else's.
+          // What is left are reads the two jobs' chunk writes make the file
+          // system do (its block bitmaps): 10-30 a second over these short jobs.
           expect(b.running.counted).toBe(true);
           expect(b.running.stopped).toBeUndefined();
-          expect(b.running.reads / (b.running.countedMs / 1000)).toBeLessThan(20);
+          expect(b.running.reads / (b.running.countedMs / 1000)).toBeLessThan(100);
           // Nor are the other's chunk writes.
           expect(b.foreignWriteBytes).toBe(0);
           expect(b.endedByWrites).toBe(0);

@@ -215,6 +215,15 @@ describe("ForeignReads: someone else's reads counted while the job runs", () => 
     expect(r.observe(1000, 160)).toBe(0); // stopped: nothing more is counted
   });
 
+  it('with siblings, each job may have its queue not yet at the device', () => {
+    const two = new ForeignReads(40);
+    two.observe(0, 0, 2);
+    two.observe(100, 160, 2); // 60 behind: within two queues
+    expect(two.broken).toBeUndefined();
+    two.observe(100, 190, 2); // 90 behind: more than two
+    expect(two.broken).toMatch(/by 90/);
+  });
+
   it('rebase: a reading taken with nothing of the job in flight becomes the level to beat', () => {
     const r = new ForeignReads(40);
     r.observe(0, 0);
