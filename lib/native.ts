@@ -85,6 +85,12 @@ export interface NativeReader {
   setBlockSize(blockSize: number): void;
   /** Minimum time between two read submissions, in nanoseconds (0: none). */
   setPacing(ns: number): void;
+  /**
+   * Adds the reads handed to the kernel, so far and from now on, to the
+   * 64-bit counter at `map[8 * index]` (a writable mapShared() buffer),
+   * atomically: other processes read it. Once per reader.
+   */
+  shareReads(map: ArrayBuffer, index: number): void;
   stats(): NativeReaderStats;
   close(): Promise<void>;
 }
@@ -396,6 +402,11 @@ export interface NativeBinding extends NativeFsBinding {
   cloneFile(source: string, target: string): Promise<void>;
   /** A zero-filled Buffer aligned to 4096 bytes (for O_DIRECT writes). */
   alignedBuffer(size: number): Buffer;
+  /**
+   * The first `size` bytes of a file, mapped MAP_SHARED (read-write or
+   * read-only): other processes that map the file see every change at once.
+   */
+  mapShared(path: string, writable: boolean, size: number): ArrayBuffer;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback of a range now, without waiting. */
   startWriteback(fd: number, offset: number, length: number): boolean;
   ioUringAvailable(): boolean;

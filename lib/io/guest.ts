@@ -338,6 +338,8 @@ export class GuestStream implements BlockStream {
   #pending = new Map<number, StreamBlock[]>();
   /** Queue depth, block size and pacing in force. */
   readonly #knobs: { queueDepth: number; blockSize: number; pacingNs: number };
+  /** Where the layers' engines count their reads for other processes (shareReads()). */
+  #shared: { map: ArrayBuffer; index: number } | undefined;
   #zeros: Buffer | undefined;
   /** The compressed cluster last read, decompressed. */
   #cluster: { data: Buffer; latencyNs: number } | undefined;
@@ -397,6 +399,7 @@ export class GuestStream implements BlockStream {
         dev === undefined
           ? nativeStream(handle, list, config)
           : nativeStream(handle, list, config, { handle: dev.device, runs: dev.runs });
+      if (this.#shared) stream.shareReads(this.#shared.map, this.#shared.index);
       this.#streams.set(layer, stream);
       this.#pending.set(layer, []);
     }
@@ -522,6 +525,12 @@ export class GuestStream implements BlockStream {
   setPacing(ns: number): void {
     this.#knobs.pacingNs = ns;
     for (const s of this.#streams.values()) s.setPacing(ns);
+  }
+
+  shareReads(map: ArrayBuffer, index: number): void {
+    if (this.#shared) return;
+    this.#shared = { map, index };
+    for (const s of this.#streams.values()) s.shareReads(map, index);
   }
 
   stats(): NativeReaderStats {

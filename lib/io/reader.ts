@@ -73,6 +73,8 @@ export interface BlockStream {
   setQueueDepth(queueDepth: number): void;
   setBlockSize(blockSize: number): void;
   setPacing(ns: number): void;
+  /** NativeReader.shareReads, for every engine of the stream (those to come too). */
+  shareReads(map: ArrayBuffer, index: number): void;
   stats(): NativeReaderStats;
   close(): Promise<void>;
 }
@@ -142,6 +144,7 @@ export function nativeStream(
     setQueueDepth: (n) => reader.setQueueDepth(n),
     setBlockSize: (n) => reader.setBlockSize(n),
     setPacing: (ns) => reader.setPacing(ns),
+    shareReads: (map, index) => reader.shareReads(map, index),
     stats: () => reader.stats(),
     close: () => reader.close(),
   };
@@ -295,6 +298,14 @@ export class BlockReader implements AsyncIterable<Block> {
       throw new LowtideError('INVALID_ARGUMENT', `delayMs: expected a number from 0 to 60000, got ${String(delayMs)}`);
     }
     this.#native.setPacing(Math.round(delayMs * 1e6));
+  }
+
+  /**
+   * Adds the reads handed to the kernel, so far and from now on, to a
+   * counter in memory shared with other processes (see NativeReader.shareReads).
+   */
+  shareReads(map: ArrayBuffer, index: number): void {
+    this.#native.shareReads(map, index);
   }
 
   /** Reads handed to the kernel so far: completed and in flight. */

@@ -35,7 +35,7 @@
  *   window rule grew it while the storage was quiet before the boost.
  */
 import type { BoostReport } from './types.js';
-import { ForeignIo, ForeignReads, type StorageReading } from './canary-foreign-io.js';
+import { ForeignIo, ForeignReads, WriteMetaReads, type StorageReading } from './canary-foreign-io.js';
 
 export interface BoostOptions {
   /** False: no boost ever starts (the checks still count what calibrations see). */
@@ -141,7 +141,11 @@ export interface ProbeCounts {
 /** One reading of the storage's counts during a pause, after our blocks drained. */
 interface QuietMark {
   atNs: number;
+  /** Someone else's I/Os so far, with every read the device completed. */
   foreign: number;
+  /** The same with the reads the device was given beyond the siblings' (undefined: not counted), and theirs. */
+  beyondSiblings?: number;
+  siblings?: number;
   probes: number;
 }
 
@@ -191,6 +195,10 @@ export class CanaryBoost {
   #lastQuiet = false;
   /** Reads counted while running (undefined until a probe carries the counts). */
   #reads: ForeignReads | undefined;
+  /** Reads the storage makes for the job's own writes (allocation metadata). */
+  readonly #meta = new WriteMetaReads();
+  /** At the last reading: the reads the device was given, and the siblings' (undefined: not counted). */
+  #given: { device: number; siblings: number } | undefined;
   /** The running window: since when, and someone else's reads in it. */
   #runFromNs: number | undefined;
   #runForeign = 0;
@@ -227,7 +235,7 @@ export class CanaryBoost {
   /** Reads a probe's counters (garbage counts as none). Call once per probe. */
   readCounts(
     nowNs: number,
-    c: Partial<Record<keyof StorageReading | 'deviceReads' | 'ownReads' | 'ownJobs', unknown>>,
+    c: Partial<Record<keyof StorageReading | 'deviceReads' | 'ownReads' | 'ownJobs' | 'siblingReads', unknown>>,
   ): ProbeCounts {
     const ios = count(c.ios);
     if (ios === undefined) return { counted: false, foreignWrites: 0, foreignReads: 0 };
@@ -235,9 +243,17 @@ export class CanaryBoost {
     let foreignReads = 0;
     const deviceReads = count(c.deviceReads);
     const ownReads = count(c.ownReads);
+    const siblingReads = count(c.siblingReads);
+    // Siblings' reads go on while the job's are drained: a check counts the
+    // device's reads given beyond theirs (both counted when submitted).
+    this.#given =
+      deviceReads !== undefined && ownReads !== undefined
+        ? { device: deviceReads, siblings: siblingReads ?? 0 }
+        : undefined;
+    this.#meta.written(count(c.ownWriteBytes));
     if (this.#o.enabled && this.#o.counted && deviceReads !== undefined && ownReads !== undefined) {
       this.#reads ??= new ForeignReads(this.#o.maxQueueDepth + 8);
-      foreignReads = this.#reads.observe(deviceReads, ownReads, count(c.ownJobs) ?? 1);
+      foreignReads = this.#meta.take(this.#reads.observe(deviceReads, ownReads, count(c.ownJobs) ?? 1));
     }
     const writes = count(c.writes);
     const foreignWrites = this.#io.observe(nowNs, {
@@ -355,7 +371,15 @@ export class CanaryBoost {
    * so far (each probe is one read of ours).
    */
   observeDrained(nowNs: number, probes: number): void {
-    const mark = { atNs: nowNs, foreign: this.#io.count, probes };
+    const g = this.#given;
+    const mark: QuietMark = {
+      atNs: nowNs,
+      foreign: this.#io.count,
+      probes,
+      ...(g !== undefined
+        ? { beyondSiblings: g.device - g.siblings + this.#io.foreignWrites, siblings: g.siblings }
+        : {}),
+    };
     this.#quietFrom ??= mark;
     this.#quietTo = mark;
   }
@@ -373,7 +397,7 @@ export class CanaryBoost {
    */
   checkDone(elapsedNs: number, nowNs = this.#quietTo?.atNs ?? 0): boolean {
     const needNs = this.quietNeededNs();
-    const f = this.#windowForeign();
+    const f = this.#meta.peek(this.#windowForeign());
     const d = this.#drainedNowNs();
     if (this.#burst(f, d) || elapsedNs >= needNs + 50e6) return true;
     if (this.boosted) return d >= needNs;
@@ -405,7 +429,7 @@ export class CanaryBoost {
   endPause(nowNs: number, kind: 'calibrate' | 'check', window: number): number {
     let w = window;
     if (this.#o.enabled && this.#quietFrom && this.#quietTo) {
-      const f = this.#windowForeign();
+      const f = this.#meta.take(this.#windowForeign());
       const d = this.#drainedNowNs();
       this.#checks++;
       this.#drainedNs += d;
@@ -542,6 +566,10 @@ export class CanaryBoost {
     const a = this.#quietFrom;
     const b = this.#quietTo;
     if (!a || !b) return 0;
+    // With siblings at either end (one that joined during the window read
+    // nothing before it), the reads given beyond theirs.
+    if (a.beyondSiblings !== undefined && b.beyondSiblings !== undefined && (a.siblings ?? 0) + (b.siblings ?? 0) > 0)
+      return Math.max(0, b.beyondSiblings - a.beyondSiblings - (b.probes - a.probes));
     return Math.max(0, b.foreign - a.foreign - (b.probes - a.probes));
   }
 

@@ -177,6 +177,7 @@ export class CanaryController extends BaseController {
       deviceReads: s.deviceReadsSubmitted,
       ownReads: s.ownReadsSubmitted,
       ownJobs: s.ownReadsJobs,
+      siblingReads: s.siblingReadsSubmitted,
     });
     const cap = s.deviceMaxRequestBytes;
     if (typeof cap === 'number' && Number.isFinite(cap) && cap > 0) this.requestCap = cap;

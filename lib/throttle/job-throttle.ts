@@ -16,6 +16,7 @@ import { UNPACED_WRITEBACK_STEP_BYTES, autoTargetLatencyMs } from './limits.js';
 import { StorageIoCounter, storageDevices } from './storage-counters.js';
 import type { RemoteWrites, ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
 import { UploadsOnThisHost } from './uploads.js';
+import { JobRegistry, READS_SLOT } from './job-registry.js';
 
 /** The storage a job throttles for: something it can read at an offset, timed. */
 export interface ProbeTarget {
@@ -50,6 +51,8 @@ export interface ThrottledReader {
   setPacing(delayMs: number): void;
   /** Reads handed to the kernel so far (completed or in flight), if the reader counts them. */
   submittedReads?(): number;
+  /** Counts them into a counter that other processes read (BlockReader.shareReads). */
+  shareReads?(map: ArrayBuffer, index: number): void;
 }
 
 /**
@@ -89,14 +92,6 @@ export interface ThrottleBounds {
 
 /** Places the probes read, in turn. */
 const PROBE_PLACES = 16;
-
-/**
- * `canary` jobs of this process whose probes count storage (device
- * counters): jobs that count the same devices take one another's reads and
- * writes there for their own, not someone else's (`backup --parallel` of
- * sources on one disk would otherwise give way to itself).
- */
-const counting = new Set<JobThrottle>();
 
 export interface JobThrottleReport extends ThrottleReport {
   /**
@@ -173,10 +168,12 @@ export class JobThrottle {
   #unwrittenOwn = 0;
   /** Uploads to a server on this host, counted as own writes (ownUploads()). */
   #uploads: UploadsOnThisHost | undefined;
-  /** The devices its probes count, as one string (jobs with the same one are siblings). */
-  #deviceKey: string | undefined;
-  /** Reads and writes of sibling jobs (same devices) that have ended: still counted as the job's. */
-  #siblingsGone = { reads: 0, writeBytes: 0, writes: 0 };
+  /**
+   * The `canary` jobs, of this process and others, that count the same
+   * devices (job-registry.ts): their reads and writes there are the job's
+   * own too. Undefined until the first probe, or without device counters.
+   */
+  #registry: JobRegistry | undefined;
 
   private constructor(
     controller: ThrottleController,
@@ -296,6 +293,7 @@ export class JobThrottle {
     // (a job that reads in passes) starts counting from zero.
     if (prev !== undefined && prev !== reader) this.#earlierReads += prev.submittedReads?.() ?? 0;
     this.#reader = reader;
+    if (this.#registry && prev !== reader) this.#shareReads(reader);
     this.#apply();
     this.startProbes();
   }
@@ -325,6 +323,7 @@ export class JobThrottle {
       if (!(bytes > 0)) return;
       this.#ownWriteBytes += bytes;
       this.#ownWrites++;
+      this.#registry?.addWrite(bytes);
     };
   }
 
@@ -363,17 +362,8 @@ export class JobThrottle {
 
   /** Ends the probes and waits for the one in flight. Idempotent; call before closing the probed source. */
   async stop(): Promise<void> {
-    if (counting.delete(this)) {
-      // What this job did stays counted by the siblings that go on (its
-      // reads only where they counted them: see #withSiblings()).
-      const exact = this.#counter?.exact === true && this.#probeSource?.direct === true;
-      const reads = exact ? (this.#ownReadsSubmitted() ?? 0) : 0;
-      for (const j of this.#siblings()) {
-        j.#siblingsGone.reads += reads;
-        j.#siblingsGone.writeBytes += this.#ownWriteBytes;
-        j.#siblingsGone.writes += this.#ownWrites;
-      }
-    }
+    // What this job did stays counted by the siblings that go on.
+    this.#registry?.leave();
     this.#stopped = true;
     this.#wake.abort();
     await this.#probing;
@@ -400,6 +390,7 @@ export class JobThrottle {
     const probe = async (offset: number): Promise<number | undefined> => {
       try {
         this.#probesIssued++;
+        this.#registry?.addProbe();
         return await source.probe(offset, length);
       } catch (err) {
         // A closed or failing source: the job sees that in its own reads.
@@ -413,8 +404,12 @@ export class JobThrottle {
     // from here on is one its siblings count as theirs.
     if (this.controller.options.canary.boost) this.#counter = StorageIoCounter.open(source.path);
     if (this.#counter && !this.#stopped) {
-      this.#deviceKey = this.#counter.devices.join(',');
-      counting.add(this);
+      this.#registry = JobRegistry.join(this.#counter.devices, this.#counter.exact && source.direct === true);
+      if (this.#registry) {
+        // What the readers attached before this one did; the one attached counts from its start.
+        this.#registry.addReads(this.#earlierReads);
+        if (this.#reader) this.#shareReads(this.#reader);
+      }
     }
     // One unreported pass over the places first: the first calibration is
     // taken from the first probes, and a place read for the first time takes
@@ -434,7 +429,18 @@ export class JobThrottle {
       const mine = counts !== undefined ? this.#withSiblings() : undefined;
       const ownReads = counts !== undefined && this.#counter!.exact && source.direct === true ? mine!.reads : undefined;
       const localBytes = mine?.writeBytes ?? this.#ownWriteBytes;
-      const up = counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, localBytes) : undefined;
+      const own = counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, localBytes) : undefined;
+      if (own) this.#registry?.setUploads(own.bytes, own.writes, own.inFlight);
+      // The job's uploads and its siblings'.
+      const sibUp = mine?.uploads;
+      const up =
+        own || (sibUp && sibUp.bytes > 0)
+          ? {
+              bytes: (own?.bytes ?? 0) + (sibUp?.bytes ?? 0),
+              writes: (own?.writes ?? 0) + (sibUp?.writes ?? 0),
+              inFlight: (own?.inFlight ?? 0) + (sibUp?.inFlight ?? 0),
+            }
+          : undefined;
       const ownBytes = localBytes + (up?.bytes ?? 0);
       // The system's unwritten data, once a round, plus what the job wrote
       // since (it bounds how much of the job's own writes can still reach
@@ -456,6 +462,7 @@ export class JobThrottle {
                     deviceReadsSubmitted: counts.readsSubmitted,
                     ownReadsSubmitted: ownReads,
                     ownReadsJobs: mine!.jobs,
+                    ...(mine!.siblingReads ? { siblingReadsSubmitted: mine!.siblingReads } : {}),
                     deviceMaxRequestBytes: this.#counter!.maxUnsplitBytes,
                   }
                 : {}),
@@ -474,35 +481,48 @@ export class JobThrottle {
     }
   }
 
-  /** Running jobs of this process that count the same devices. */
-  #siblings(): JobThrottle[] {
-    const siblings: JobThrottle[] = [];
-    if (this.#deviceKey === undefined) return siblings;
-    for (const j of counting) if (j !== this && j.#deviceKey === this.#deviceKey) siblings.push(j);
-    return siblings;
+  /** The job's reader counts its reads into the job's file, for its siblings. */
+  #shareReads(reader: ThrottledReader): void {
+    if (reader.shareReads === undefined || reader.submittedReads === undefined) this.#registry!.inexact();
+    else reader.shareReads(this.#registry!.map, READS_SLOT);
   }
 
   /**
    * The reads handed to the kernel and the writes reported to the storage
-   * so far by this job and its siblings (those running and those that
-   * ended). Reads are undefined when a sibling's do not reach the device
-   * one for one (a source not read O_DIRECT, or not right on the device)
-   * or are not counted.
+   * so far by this job and its siblings (running and ended, in this process
+   * and others: job-registry.ts), and the siblings' uploads to a server on
+   * this host. Reads are undefined when a sibling's do not reach the device
+   * one for one (a source not read O_DIRECT, or not right on the device) or
+   * are not counted.
    */
-  #withSiblings(): { reads: number | undefined; jobs: number; writeBytes: number; writes: number } {
-    const gone = this.#siblingsGone;
+  #withSiblings(): {
+    reads: number | undefined;
+    siblingReads: number | undefined;
+    jobs: number;
+    writeBytes: number;
+    writes: number;
+    uploads: { bytes: number; writes: number; inFlight: number };
+  } {
     const own = this.#ownReadsSubmitted();
-    let reads = own === undefined ? undefined : own + gone.reads;
-    let writeBytes = this.#ownWriteBytes + gone.writeBytes;
-    let writes = this.#ownWrites + gone.writes;
-    const siblings = this.#siblings();
-    for (const j of siblings) {
-      const r = j.#counter?.exact === true && j.#probeSource?.direct === true ? j.#ownReadsSubmitted() : undefined;
-      reads = reads === undefined || r === undefined ? undefined : reads + r;
-      writeBytes += j.#ownWriteBytes;
-      writes += j.#ownWrites;
+    const sib = this.#registry?.siblings();
+    if (sib === undefined) {
+      return {
+        reads: own,
+        siblingReads: 0,
+        jobs: 1,
+        writeBytes: this.#ownWriteBytes,
+        writes: this.#ownWrites,
+        uploads: { bytes: 0, writes: 0, inFlight: 0 },
+      };
     }
-    return { reads, jobs: 1 + siblings.length, writeBytes, writes };
+    return {
+      reads: own === undefined || sib.reads === undefined ? undefined : own + sib.reads,
+      siblingReads: sib.reads,
+      jobs: 1 + sib.running,
+      writeBytes: this.#ownWriteBytes + sib.writeBytes,
+      writes: this.#ownWrites + sib.writes,
+      uploads: { bytes: sib.uploadBytes, writes: sib.uploadWrites, inFlight: sib.uploadInFlight },
+    };
   }
 
   /** The job's reads handed to the kernel so far: its reader's and its probes'; undefined if the reader does not count. */

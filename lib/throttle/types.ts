@@ -54,6 +54,13 @@ export interface LatencySample {
    * of reads not yet at the device.
    */
   ownReadsJobs?: number;
+  /**
+   * With them: the siblings' share of `ownReadsSubmitted` (other jobs on the
+   * same storage, job-registry.ts), absent when there are none. While the
+   * job's own reads are drained (a quiet check), the siblings' go on: they
+   * are not someone else's either.
+   */
+  siblingReadsSubmitted?: number;
   /** With them: the largest read the device takes as one request (larger ones may count twice). */
   deviceMaxRequestBytes?: number;
   /** Probes only, optional: the writes alone among `deviceIos`. */

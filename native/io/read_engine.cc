@@ -138,6 +138,14 @@ void ReadEngine::note_issue_locked(uint64_t now) {
   next_issue_ns_ = next_issue_ns_ == 0 ? now + pace_ns_ : std::max(next_issue_ns_, now - std::min(now, pace_ns_)) + pace_ns_;
 }
 
+void ReadEngine::share_reads(std::shared_ptr<void> keep, uint64_t* counter) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (shared_reads_ != nullptr || counter == nullptr) return;
+  __atomic_fetch_add(counter, stats_.requests_completed + in_flight_, __ATOMIC_RELAXED);
+  shared_reads_keep_ = std::move(keep);
+  shared_reads_ = counter;
+}
+
 void ReadEngine::set_pacing(uint64_t ns) {
   std::lock_guard<std::mutex> lk(mu_);
   uint64_t now = now_ns();
@@ -197,6 +205,7 @@ ReadEngine::Request ReadEngine::next_request_locked() {
   free_slots_.pop_back();
   slot_state_[r.slot] = kInFlight;
   ++in_flight_;
+  if (shared_reads_ != nullptr) __atomic_fetch_add(shared_reads_, 1, __ATOMIC_RELAXED);
   stats_.max_in_flight_seen = std::max(stats_.max_in_flight_seen, in_flight_);
   return r;
 }

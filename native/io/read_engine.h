@@ -123,6 +123,10 @@ class ReadEngine {
   void set_block_size(uint32_t bytes);
   // Minimum time between two read submissions (0 = none): the throttle's delay.
   void set_pacing(uint64_t ns);
+  // Adds every read handed to the kernel, from here on and so far, to the
+  // 64-bit `counter` (atomically; it may live in memory shared with other
+  // processes), which `keep` keeps alive. Once per engine.
+  void share_reads(std::shared_ptr<void> keep, uint64_t* counter);
   void request_stop();
   // Waits for the engine threads, then drops the engine's reference to the
   // source so its descriptor closes as soon as the JS handle is closed too.
@@ -219,6 +223,8 @@ class ReadEngine {
   std::vector<uint32_t> free_slots_;
   std::vector<uint8_t> slot_state_;
   uint32_t in_flight_ = 0;
+  std::shared_ptr<void> shared_reads_keep_;
+  uint64_t* shared_reads_ = nullptr;
   // delivery
   std::deque<Completion> ready_;
   std::map<uint64_t, Completion> reorder_;

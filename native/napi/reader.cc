@@ -5,6 +5,7 @@
 #include <optional>
 #include <vector>
 
+#include "host/shared_map.h"
 #include "io/read_engine.h"
 #include "napi/binding.h"
 #include "napi/source.h"
@@ -36,6 +37,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
                                           InstanceMethod<&Reader::SetQueueDepth>("setQueueDepth"),
                                           InstanceMethod<&Reader::SetBlockSize>("setBlockSize"),
                                           InstanceMethod<&Reader::SetPacing>("setPacing"),
+                                          InstanceMethod<&Reader::ShareReads>("shareReads"),
                                           InstanceMethod<&Reader::Stats>("stats"),
                                           InstanceMethod<&Reader::Close>("close"),
                                       });
@@ -276,6 +278,24 @@ class Reader : public Napi::ObjectWrap<Reader> {
     if (ns > 60e9) ns = 60e9;
     engine_->set_pacing(uint64_t(ns));
     return info.Env().Undefined();
+  }
+
+  // shareReads(map: ArrayBuffer from mapShared(path, true), index): adds the
+  // reads handed to the kernel, so far and from now on, to the 64-bit
+  // counter at map[8 * index] (atomically: other processes read it).
+  Napi::Value ShareReads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsArrayBuffer() || !info[1].IsNumber())
+      throw_invalid(env, "shareReads(map, index) expects an ArrayBuffer and a number");
+    Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+    std::shared_ptr<host::SharedMap> m = host::SharedMap::find(ab.Data());
+    if (!m || !m->writable()) throw_invalid(env, "shareReads: the buffer is not a writable map from mapShared()");
+    double index = info[1].As<Napi::Number>().DoubleValue();
+    if (!(index >= 0) || index != double(uint64_t(index)) || (uint64_t(index) + 1) * 8 > m->size())
+      throw_invalid(env, "shareReads: index out of range");
+    auto* counter = reinterpret_cast<uint64_t*>(m->data() + uint64_t(index) * 8);
+    engine_->share_reads(m, counter);
+    return env.Undefined();
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

@@ -7,6 +7,7 @@
 #include "copy/zero.h"
 #include "host/clone.h"
 #include "host/file_lock.h"
+#include "host/shared_map.h"
 #include "io/uring.h"
 #include "napi/async.h"
 #include "napi/binding.h"
@@ -72,6 +73,26 @@ Napi::Value AlignedBuffer(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), size, [](Napi::Env, uint8_t* q) { std::free(q); });
 }
 
+// mapShared(path, writable, size): the first `size` bytes of the file,
+// mapped MAP_SHARED (host/shared_map.h), as an ArrayBuffer; unmapped when
+// the buffer is collected and no reader counts into it.
+Napi::Value MapShared(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber())
+    throw_invalid(env, "mapShared(path, writable, size) expects a string, a boolean and a number");
+  double d = info[2].As<Napi::Number>().DoubleValue();
+  if (!(d >= 8 && d <= 1048576.0) || d != double(uint64_t(d))) throw_invalid(env, "mapShared: size must be from 8 bytes to 1 MiB");
+  std::shared_ptr<host::SharedMap> m;
+  try {
+    m = host::SharedMap::open(info[0].As<Napi::String>().Utf8Value(), size_t(d), info[1].As<Napi::Boolean>().Value());
+  } catch (const io::IoError& e) {
+    throw to_js_error(env, e);
+  }
+  auto* keep = new std::shared_ptr<host::SharedMap>(m);
+  return Napi::ArrayBuffer::New(
+      env, m->data(), m->size(), [](Napi::Env, void*, std::shared_ptr<host::SharedMap>* k) { delete k; }, keep);
+}
+
 // startWriteback(fd, offset, length): asks the kernel to start writing back
 // dirty pages of that range now (sync_file_range SYNC_FILE_RANGE_WRITE, which
 // does not wait), so a long copy's final fsync has little left to do.
@@ -115,6 +136,7 @@ void init_util(Napi::Env env, Napi::Object exports) {
   exports.Set("tryLockShared", Napi::Function::New(env, TryLockShared, "tryLockShared"));
   exports.Set("cloneFile", Napi::Function::New(env, CloneFile, "cloneFile"));
   exports.Set("alignedBuffer", Napi::Function::New(env, AlignedBuffer, "alignedBuffer"));
+  exports.Set("mapShared", Napi::Function::New(env, MapShared, "mapShared"));
   exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));
   exports.Set("setPoolThreads", Napi::Function::New(env, SetPoolThreads, "setPoolThreads"));
   exports.Set("poolStats", Napi::Function::New(env, PoolStats, "poolStats"));

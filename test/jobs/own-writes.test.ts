@@ -9,15 +9,17 @@
  * a rate of foreign I/O far below what counts as someone.)
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupMany, imageSource, initRepository, openRepository } from '../../lib/index.js';
+import { lowtideAsync } from '../helpers/cli.js';
 import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
 
 const MiB = 1024 * 1024;
 const SOURCE_MIB = 768;
+const PAIR_MIB = 256;
 
 function unavailable(): string | undefined {
   return (
@@ -39,22 +41,30 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
   let loop: string | undefined;
   let mounted = false;
   const source = join(mnt, 'source.bin');
+  /** The sources of the two image commands at once. */
+  const pairSources = ['p.bin', 'q.bin'].map((n) => join(mnt, n));
 
   beforeAll(() => {
     if (reason) return;
     const fd = openSync(img, 'w');
     closeSync(fd);
-    execFileSync('truncate', ['-s', `${2 * SOURCE_MIB + 512}M`, img]);
+    execFileSync('truncate', ['-s', `${2 * SOURCE_MIB + 4 * PAIR_MIB + 512}M`, img]);
     // Everything initialised now: no lazy inode-table writes during the test.
     execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', img]);
     loop = execFileSync('losetup', ['--find', '--show', img], { encoding: 'utf8' }).trim();
     mkdirSync(mnt, { recursive: true });
     execFileSync('mount', [loop, mnt]);
     mounted = true;
-    const out = openSync(source, 'w');
-    for (let i = 0; i < SOURCE_MIB; i += 16) writeSync(out, randomBytes(16 * MiB));
-    closeSync(out);
-    execFileSync('sync', ['-f', source]);
+    // Written now, each out before the next, while the free space is in one
+    // piece: a file written into the holes an earlier test's repository
+    // left comes out in pieces of ~1 MiB, and a read across two pieces is
+    // two reads for the device (someone else's to the count, which stops).
+    for (const [f, mib] of [[source, SOURCE_MIB] as const, ...pairSources.map((f) => [f, PAIR_MIB] as const)]) {
+      const out = openSync(f, 'w');
+      for (let i = 0; i < mib; i += 16) writeSync(out, randomBytes(16 * MiB));
+      fsyncSync(out);
+      closeSync(out);
+    }
   }, 120_000);
 
   afterAll(() => {
@@ -134,6 +144,37 @@ describe('own writes against real counters (ext4 on a loop device over tmpfs)', 
     } finally {
       rmSync(repoPath, { recursive: true, force: true });
       for (const f of sources) rmSync(f, { force: true });
+    }
+  }, 120_000);
+
+  it('two image commands at once (two processes) from the same storage: neither is someone else to the other', async () => {
+    if (skipReason('processes at once on a loop device', reason)) return;
+    const sources = pairSources;
+    const outputs = sources.map((f) => `${f}.img`);
+    try {
+      // Capped at 150 MB/s, each takes ~1.7 s: the two overlap for most of it.
+      const runs = sources.map((f, i) =>
+        lowtideAsync(['image', f, outputs[i]!, '--rate-limit', '150', '--json', '--no-progress']),
+      );
+      const results = await Promise.all(runs.map((r) => r.done));
+      for (const r of results) {
+        expect(r.status, r.stderr).toBe(0);
+        const t = (JSON.parse(r.stdout) as Awaited<ReturnType<typeof imageSource>>).throttle;
+        const b = t.probes!.boost;
+        expect(t.storageDevices).toEqual([basename(loop!)]);
+        // The other process's reads (hundreds a second at this rate) are
+        // not someone else's; what is left are reads the two outputs'
+        // allocation makes the file system do.
+        expect(b.running.counted).toBe(true);
+        expect(b.running.stopped).toBeUndefined();
+        expect(b.running.countedMs).toBeGreaterThan(500);
+        expect(b.running.reads / (b.running.countedMs / 1000)).toBeLessThan(40);
+        // Nor are its writes.
+        expect(b.foreignWriteBytes).toBe(0);
+        expect(b.endedByWrites).toBe(0);
+      }
+    } finally {
+      for (const f of outputs) rmSync(f, { force: true });
     }
   }, 120_000);
 

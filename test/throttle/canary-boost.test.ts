@@ -366,4 +366,38 @@ describe('CanaryBoost: the window after a boost (resumeBusyWindow)', () => {
   it('a write that ends no boost leaves the window as it is', () => {
     expect(withCounters().foreignWrite(0, 8 << 20)).toBe(8 << 20);
   });
+
+  it("a sibling's reads while the job is drained are not someone else's; without the siblings' count they are", () => {
+    for (const mode of ['siblings', 'joins during the check', 'not counted'] as const) {
+      const b = new CanaryBoost({ ...OPTIONS }, START_WINDOW);
+      // Each probe: the job's one read, and 10 of a sibling job's, all given to the device.
+      let device = 0;
+      let sibling = 0;
+      let own = 0;
+      let n = 0;
+      b.readCounts(0, { ios: 0, deviceReads: 0, ownReads: 0 });
+      b.beginPause();
+      let t = 0;
+      do {
+        t += 2 * MS;
+        n++;
+        own++;
+        device++;
+        // A sibling that joins during the check read nothing before it.
+        if (mode !== 'joins during the check' || n > 5) {
+          sibling += 10;
+          device += 10;
+        }
+        b.readCounts(t, {
+          ios: device,
+          deviceReads: device,
+          ownReads: own + sibling,
+          ...(mode !== 'not counted' ? { siblingReads: sibling } : {}),
+        });
+        b.observeDrained(t, n);
+      } while (!b.checkDone(t, t) && t < 1000 * MS);
+      b.endPause(t, 'check', START_WINDOW);
+      expect(b.report(t).busy, mode).toBe(mode === 'not counted' ? 1 : 0);
+    }
+  });
 });
