@@ -35,7 +35,7 @@
  *   window rule grew it while the storage was quiet before the boost.
  */
 import type { BoostReport } from './types.js';
-import { ForeignIo, ForeignReads, WriteMetaReads, type StorageReading } from './canary-foreign-io.js';
+import { ForeignIo, ForeignReads, MetaReads, type StorageReading } from './canary-foreign-io.js';
 
 export interface BoostOptions {
   /** False: no boost ever starts (the checks still count what calibrations see). */
@@ -68,6 +68,12 @@ export interface BoostOptions {
   /** Someone else's I/Os per second below which the storage is lightly loaded (0: never). */
   lightIops: number;
 }
+
+/**
+ * Unused reads the storage's metadata reads for the job's reads may keep
+ * (MetaReads): btrfs reads several checksum leaves at once now and then.
+ */
+const READ_META_CAP = 16;
 
 /** Length of a window of reads counted while running, ms. */
 const RUNNING_WINDOW_MS = 50;
@@ -195,8 +201,9 @@ export class CanaryBoost {
   #lastQuiet = false;
   /** Reads counted while running (undefined until a probe carries the counts). */
   #reads: ForeignReads | undefined;
-  /** Reads the storage makes for the job's own writes (allocation metadata). */
-  readonly #meta = new WriteMetaReads();
+  /** Reads the storage makes for the job's own writes (allocation metadata), and for its reads (btrfs checksums). */
+  readonly #meta = new MetaReads();
+  #readMeta: MetaReads | undefined;
   /** At the last reading: the reads the device was given, and the siblings' (undefined: not counted). */
   #given: { device: number; siblings: number } | undefined;
   /** The running window: since when, and someone else's reads in it. */
@@ -235,7 +242,18 @@ export class CanaryBoost {
   /** Reads a probe's counters (garbage counts as none). Call once per probe. */
   readCounts(
     nowNs: number,
-    c: Partial<Record<keyof StorageReading | 'deviceReads' | 'ownReads' | 'ownJobs' | 'siblingReads', unknown>>,
+    c: Partial<
+      Record<
+        | keyof StorageReading
+        | 'deviceReads'
+        | 'ownReads'
+        | 'ownJobs'
+        | 'siblingReads'
+        | 'ownReadBytes'
+        | 'readMetaBytes',
+        unknown
+      >
+    >,
   ): ProbeCounts {
     const ios = count(c.ios);
     if (ios === undefined) return { counted: false, foreignWrites: 0, foreignReads: 0 };
@@ -250,10 +268,15 @@ export class CanaryBoost {
       deviceReads !== undefined && ownReads !== undefined
         ? { device: deviceReads, siblings: siblingReads ?? 0 }
         : undefined;
-    this.#meta.written(count(c.ownWriteBytes));
+    this.#meta.moved(count(c.ownWriteBytes));
+    const readMetaBytes = count(c.readMetaBytes);
+    if (readMetaBytes !== undefined && readMetaBytes > 0) {
+      this.#readMeta ??= new MetaReads(readMetaBytes, READ_META_CAP);
+      this.#readMeta.moved(count(c.ownReadBytes));
+    }
     if (this.#o.enabled && this.#o.counted && deviceReads !== undefined && ownReads !== undefined) {
       this.#reads ??= new ForeignReads(this.#o.maxQueueDepth + 8);
-      foreignReads = this.#meta.take(this.#reads.observe(deviceReads, ownReads, count(c.ownJobs) ?? 1));
+      foreignReads = this.#explained(this.#reads.observe(deviceReads, ownReads, count(c.ownJobs) ?? 1), true);
     }
     const writes = count(c.writes);
     const foreignWrites = this.#io.observe(nowNs, {
@@ -397,7 +420,7 @@ export class CanaryBoost {
    */
   checkDone(elapsedNs: number, nowNs = this.#quietTo?.atNs ?? 0): boolean {
     const needNs = this.quietNeededNs();
-    const f = this.#meta.peek(this.#windowForeign());
+    const f = this.#explained(this.#windowForeign(), false);
     const d = this.#drainedNowNs();
     if (this.#burst(f, d) || elapsedNs >= needNs + 50e6) return true;
     if (this.boosted) return d >= needNs;
@@ -429,7 +452,7 @@ export class CanaryBoost {
   endPause(nowNs: number, kind: 'calibrate' | 'check', window: number): number {
     let w = window;
     if (this.#o.enabled && this.#quietFrom && this.#quietTo) {
-      const f = this.#meta.take(this.#windowForeign());
+      const f = this.#explained(this.#windowForeign(), true);
       const d = this.#drainedNowNs();
       this.#checks++;
       this.#drainedNs += d;
@@ -544,7 +567,8 @@ export class CanaryBoost {
       drainedMs: this.#drainedNs / 1e6,
       running: {
         counted: this.#reads !== undefined,
-        reads: this.#reads?.count ?? 0,
+        // Beyond what the job's own I/O explains (MetaReads).
+        reads: this.#runForeignTotal,
         countedMs: this.#countedNs / 1e6,
         ...(this.#reads?.broken !== undefined ? { stopped: this.#reads.broken } : {}),
       },
@@ -559,6 +583,13 @@ export class CanaryBoost {
   /** A burst: BURST or more of someone else's I/Os, at a rate above quietIops. */
   #burst(foreign: number, drainedNs: number): boolean {
     return foreign >= BURST && foreign > (this.#o.quietIops * drainedNs) / 1e9;
+  }
+
+  /** Of `reads` beyond the job's, those that its own I/O does not explain (MetaReads); `take` uses the explanation up. */
+  #explained(reads: number, take: boolean): number {
+    if (!take) return this.#readMeta?.peek(this.#meta.peek(reads)) ?? this.#meta.peek(reads);
+    const left = this.#meta.take(reads);
+    return this.#readMeta?.take(left) ?? left;
   }
 
   /** Someone else's I/Os in the current window: all counted beyond one read per probe. */

@@ -254,33 +254,38 @@ export class ForeignReads {
 }
 
 /**
- * Reads the storage makes for the job's own writes: a file system that
- * allocates the data the job writes reads its allocation metadata (ext4's
- * block bitmaps and extent tree blocks, one group of 128 MiB at a time)
- * now and then. Measured: with an image's output on the source's ext4
- * disk, 10–25 reads per GiB written, all someone else's to the counts;
- * with it on tmpfs, one. Two jobs writing at once come to twice the rate,
- * above `quietIops`, and would never see the storage idle.
- *
- * So each `bytesPerRead` the job (and its siblings) reported writing
- * explains one read, kept in a bucket of at most `cap` unused ones:
- * someone else's reads are counted beyond them. What the bucket can hide
- * is bounded by the write rate (at 1 GB/s written, about 30 reads a
- * second), and never more than `cap` at once.
+ * Reads the storage makes for the job's own I/O, explained by the bytes it
+ * moves, from a bucket of at most `cap` unused ones; someone else's reads
+ * are counted beyond them. What the bucket can hide is bounded by the
+ * job's rate, and never more than `cap` at once.
+ * - Writes: a file system that allocates the data the job writes reads its
+ *   allocation metadata (ext4's block bitmaps and extent tree blocks, one
+ *   group of 128 MiB at a time) now and then. Measured: with an image's
+ *   output on the source's ext4 disk, 10–25 reads per GiB written, all
+ *   someone else's to the counts; with it on tmpfs, one. Two jobs writing
+ *   at once come to twice the rate, above `quietIops`, and would never see
+ *   the storage idle. One read per 32 MiB written (WRITE_META_BYTES).
+ * - Reads on btrfs: an O_DIRECT read looks up its data checksums in the
+ *   checksum tree, and leaves not cached are read: 25–77 reads per GiB read
+ *   (512 KiB and 1 MiB requests, caches dropped). One per 8 MiB read
+ *   (BTRFS_READ_META_BYTES).
  */
-export class WriteMetaReads {
+export const WRITE_META_BYTES = 32 * 1024 * 1024;
+export const BTRFS_READ_META_BYTES = 8 * 1024 * 1024;
+
+export class MetaReads {
   readonly #bytesPerRead: number;
   readonly #cap: number;
   #tokens = 0;
   #lastBytes: number | undefined;
 
-  constructor(bytesPerRead = 32 * 1024 * 1024, cap = 4) {
+  constructor(bytesPerRead = WRITE_META_BYTES, cap = 4) {
     this.#bytesPerRead = bytesPerRead;
     this.#cap = cap;
   }
 
-  /** The bytes the job reported writing so far. */
-  written(bytes: number | undefined): void {
+  /** The bytes the job moved so far (wrote, or read). */
+  moved(bytes: number | undefined): void {
     if (bytes === undefined || !(bytes >= 0)) return;
     if (this.#lastBytes !== undefined && bytes > this.#lastBytes) {
       this.#tokens = Math.min(this.#cap, this.#tokens + (bytes - this.#lastBytes) / this.#bytesPerRead);

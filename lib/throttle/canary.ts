@@ -178,6 +178,8 @@ export class CanaryController extends BaseController {
       ownReads: s.ownReadsSubmitted,
       ownJobs: s.ownReadsJobs,
       siblingReads: s.siblingReadsSubmitted,
+      ownReadBytes: s.ownReadBytes,
+      readMetaBytes: s.readMetaBytes,
     });
     const cap = s.deviceMaxRequestBytes;
     if (typeof cap === 'number' && Number.isFinite(cap) && cap > 0) this.requestCap = cap;

@@ -174,6 +174,9 @@ export class JobThrottle {
    * own too. Undefined until the first probe, or without device counters.
    */
   #registry: JobRegistry | undefined;
+  /** Bytes of the job's (and its siblings') reads so far, for storage that reads metadata for them. */
+  #readBytes = 0;
+  #lastOwnReads: number | undefined;
 
   private constructor(
     controller: ThrottleController,
@@ -428,6 +431,13 @@ export class JobThrottle {
       const counts = this.#counter?.read();
       const mine = counts !== undefined ? this.#withSiblings() : undefined;
       const ownReads = counts !== undefined && this.#counter!.exact && source.direct === true ? mine!.reads : undefined;
+      // Where the storage reads its own metadata for the job's reads: the
+      // bytes those reads moved, at the request size in force.
+      const readMetaBytes = ownReads !== undefined ? this.#counter!.readMetaBytes : undefined;
+      if (readMetaBytes !== undefined) {
+        this.#readBytes += Math.max(0, ownReads! - (this.#lastOwnReads ?? ownReads!)) * this.#decision.blockSize;
+        this.#lastOwnReads = ownReads;
+      }
       const localBytes = mine?.writeBytes ?? this.#ownWriteBytes;
       const own = counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, localBytes) : undefined;
       if (own) this.#registry?.setUploads(own.bytes, own.writes, own.inFlight);
@@ -464,6 +474,7 @@ export class JobThrottle {
                     ownReadsJobs: mine!.jobs,
                     ...(mine!.siblingReads ? { siblingReadsSubmitted: mine!.siblingReads } : {}),
                     deviceMaxRequestBytes: this.#counter!.maxUnsplitBytes,
+                    ...(readMetaBytes !== undefined ? { ownReadBytes: this.#readBytes, readMetaBytes } : {}),
                   }
                 : {}),
               deviceWrites: counts.writes,

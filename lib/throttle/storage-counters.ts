@@ -25,6 +25,7 @@
  * File systems without a block device (tmpfs, network file systems) have
  * none: then there is no count and `canary` runs without quiet checks.
  */
+import { BTRFS_READ_META_BYTES } from './canary-foreign-io.js';
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
@@ -85,8 +86,13 @@ function unescapeMountField(s: string): string {
  * of the file system that has that device gives all of them.
  */
 function btrfsDevices(path: string): string[] {
+  return btrfsMount(path)?.devices ?? [];
+}
+
+/** The btrfs file system that holds `path` (see btrfsDevices), and whether it compresses what it writes. */
+function btrfsMount(path: string): { devices: string[]; compress: boolean } | undefined {
   const real = realpathSync(path);
-  let best: { point: string; type: string; source: string } | undefined;
+  let best: { point: string; type: string; source: string; options: string } | undefined;
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const f = line.split(' ');
     const dash = f.indexOf('-', 6);
@@ -94,11 +100,12 @@ function btrfsDevices(path: string): string[] {
     const point = unescapeMountField(f[4]!);
     const inside = point === '/' || real === point || real.startsWith(`${point}/`);
     if (inside && (best === undefined || point.length >= best.point.length))
-      best = { point, type: f[dash + 1]!, source: unescapeMountField(f[dash + 2]!) };
+      best = { point, type: f[dash + 1]!, source: unescapeMountField(f[dash + 2]!), options: f[dash + 3] ?? '' };
   }
-  if (best?.type !== 'btrfs' || !best.source.startsWith('/dev/')) return [];
+  if (best?.type !== 'btrfs' || !best.source.startsWith('/dev/')) return undefined;
   const st = statSync(best.source);
-  if (!st.isBlockDevice()) return [];
+  if (!st.isBlockDevice()) return undefined;
+  const compress = best.options.split(',').some((o) => o.startsWith('compress'));
   const { major, minor } = splitDevT(st.rdev);
   const mounted = realpathSync(`/sys/dev/block/${major}:${minor}`);
   let fsids: string[] = [];
@@ -116,9 +123,26 @@ function btrfsDevices(path: string): string[] {
       continue;
     }
     const devices = names.map((n) => realpathSync(join(dir, n)));
-    if (devices.includes(mounted)) return devices;
+    if (devices.includes(mounted)) return { devices, compress };
   }
-  return [mounted];
+  return { devices: [mounted], compress };
+}
+
+/**
+ * A file on a btrfs file system of one device that does not compress
+ * (mount options): its O_DIRECT reads reach that device one for one, with
+ * reads of the checksum tree besides (see MetaReads). The whole disk's
+ * sysfs directory, or undefined.
+ */
+function btrfsOneDevice(path: string): string | undefined {
+  try {
+    const m = btrfsMount(path);
+    if (m === undefined || m.compress || m.devices.length !== 1) return undefined;
+    const dir = m.devices[0]!;
+    return existsSync(join(dir, 'partition')) ? dirname(dir) : dir;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A device's largest read that is never split (see StorageIoCounter.maxUnsplitBytes); 128 KiB when unknown. */
@@ -181,8 +205,9 @@ export class StorageIoCounter {
 
   /**
    * The storage is one device right under the source (the source is that
-   * device, a partition of it, or a file on a file system on it): the
-   * device's reads are the job's and others', one for one. Not so through a
+   * device, a partition of it, or a file on a file system on it, btrfs of
+   * one device that does not compress among them): the device's reads are
+   * the job's and others', one for one. Not so through a
    * loop device over a file, device-mapper or md (their reads become other
    * reads below).
    */
@@ -193,9 +218,23 @@ export class StorageIoCounter {
    * become several, each counted.
    */
   readonly maxUnsplitBytes: number;
+  /**
+   * Exact, with reads of the storage's own metadata besides the job's: one
+   * per this many bytes the job reads (a file on btrfs, its checksum tree:
+   * MetaReads). Undefined: none.
+   */
+  readonly readMetaBytes: number | undefined;
   readonly #inflight: number[];
 
-  private constructor(devices: string[], fds: number[], inflight: number[], exact: boolean, maxUnsplitBytes: number) {
+  private constructor(
+    devices: string[],
+    fds: number[],
+    inflight: number[],
+    exact: boolean,
+    maxUnsplitBytes: number,
+    readMetaBytes: number | undefined,
+  ) {
+    this.readMetaBytes = readMetaBytes;
     this.devices = devices;
     this.#fds = fds;
     this.#inflight = inflight;
@@ -218,12 +257,15 @@ export class StorageIoCounter {
       return undefined;
     }
     if (fds.length === 0) return undefined;
+    const own = ownDevice(path);
+    const btrfs = own === undefined && devices.length === 1 ? btrfsOneDevice(path) : undefined;
     const c = new StorageIoCounter(
       devices.map((d) => basename(d)),
       fds,
       inflight,
-      devices.length === 1 && ownDevice(path) === devices[0],
+      devices.length === 1 && (own ?? btrfs) === devices[0],
       Math.min(...devices.map(unsplitBytes)),
+      btrfs !== undefined && btrfs === devices[0] ? BTRFS_READ_META_BYTES : undefined,
     );
     return c.read() === undefined ? (c.close(), undefined) : c;
   }

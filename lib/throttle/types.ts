@@ -61,6 +61,13 @@ export interface LatencySample {
    * are not someone else's either.
    */
   siblingReadsSubmitted?: number;
+  /**
+   * With them, where the storage reads metadata of its own for the job's
+   * reads (btrfs: its checksum tree): the bytes the job's reads moved so far,
+   * and the bytes that explain one such read (StorageIoCounter.readMetaBytes).
+   */
+  ownReadBytes?: number;
+  readMetaBytes?: number;
   /** With them: the largest read the device takes as one request (larger ones may count twice). */
   deviceMaxRequestBytes?: number;
   /** Probes only, optional: the writes alone among `deviceIos`. */

@@ -5,7 +5,13 @@
  * someone else's writes among them. Plain numbers, no device.
  */
 import { describe, expect, it } from 'vitest';
-import { ForeignIo, ForeignReads, FOREIGN_IO_DEFAULTS, WriteMetaReads } from '../../lib/throttle/canary-foreign-io.js';
+import {
+  ForeignIo,
+  ForeignReads,
+  FOREIGN_IO_DEFAULTS,
+  MetaReads,
+  WRITE_META_BYTES,
+} from '../../lib/throttle/canary-foreign-io.js';
 
 const MS = 1e6;
 const MiB = 1 << 20;
@@ -234,24 +240,24 @@ describe("ForeignReads: someone else's reads counted while the job runs", () => 
   });
 });
 
-describe("WriteMetaReads: reads the file system makes for the job's own writes", () => {
+describe("MetaReads: reads the file system makes for the job's own writes", () => {
   const MiB = 1024 * 1024;
   it('explains one read per 32 MiB written, and keeps at most 4 unused', () => {
-    const m = new WriteMetaReads();
-    m.written(0);
+    const m = new MetaReads(WRITE_META_BYTES);
+    m.moved(0);
     // Nothing written yet: every read is someone else's.
     expect(m.take(1)).toBe(1);
-    m.written(32 * MiB);
+    m.moved(32 * MiB);
     expect(m.take(2)).toBe(1);
     expect(m.take(1)).toBe(1);
     // A GiB written explains 32 reads, but only 4 are kept for later.
-    m.written(32 * MiB + 1024 * MiB);
+    m.moved(32 * MiB + 1024 * MiB);
     expect(m.peek(10)).toBe(6);
     expect(m.take(10)).toBe(6);
     expect(m.take(1)).toBe(1);
     // Counts that go back (none) explain nothing.
-    m.written(0);
-    m.written(32 * MiB);
+    m.moved(0);
+    m.moved(32 * MiB);
     expect(m.take(1)).toBe(1);
   });
 });
