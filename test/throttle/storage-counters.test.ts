@@ -169,10 +169,12 @@ describe('storageDevices', () => {
         const r = src.read(undefined, { blockSize: 512 << 10, queueDepth: 8 });
         for await (const _ of r);
         const extra = c.read()!.readsSubmitted - before - r.submittedReads();
-        // The checksum tree's leaves, a few of its path at the start: within
-        // what MetaReads explains (one per readMetaBytes, 16 kept unused).
+        // Beyond the job's reads, the checksum tree's leaves and what the
+        // file system reads for itself after a mount: 24-74 here for these
+        // 512 reads (MetaReads explains one per readMetaBytes). A device
+        // that split the reads would count one more for each of them.
         expect(extra).toBeGreaterThanOrEqual(0);
-        expect(extra).toBeLessThanOrEqual(size / BTRFS_READ_META_BYTES + 16);
+        expect(extra).toBeLessThan(r.submittedReads() / 4);
       } finally {
         await src.close();
         c.close();
