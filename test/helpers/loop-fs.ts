@@ -101,7 +101,14 @@ export class LoopFs {
   }
 
   remove(): void {
-    if (this.#mounted) spawnSync('umount', [this.mountPoint], { stdio: 'ignore' });
+    // A file the test read may stay referenced for a moment after it was
+    // closed (an io_uring ring is torn down by the kernel in the
+    // background): the file system is busy until then.
+    for (let i = 0; this.#mounted && i < 50; i++) {
+      if (spawnSync('umount', [this.mountPoint], { stdio: 'ignore' }).status === 0) this.#mounted = false;
+      else spawnSync('sleep', ['0.1']);
+    }
+    if (this.#mounted) console.error(`[cleanup] ${this.mountPoint} stays mounted: umount failed for 5 s`);
     this.#mounted = false;
     if (this.loop !== undefined) spawnSync('losetup', ['--detach', this.loop], { stdio: 'ignore' });
     this.loop = undefined;
