@@ -587,9 +587,9 @@ export class CanaryBoost {
 
   /** Of `reads` beyond the job's, those that its own I/O does not explain (MetaReads); `take` uses the explanation up. */
   #explained(reads: number, take: boolean): number {
-    if (!take) return this.#readMeta?.peek(this.#meta.peek(reads)) ?? this.#meta.peek(reads);
-    const left = this.#meta.take(reads);
-    return this.#readMeta?.take(left) ?? left;
+    const left = take ? this.#meta.take(reads) : this.#meta.peek(reads);
+    if (this.#readMeta === undefined) return left;
+    return take ? this.#readMeta.take(left) : this.#readMeta.peek(left);
   }
 
   /** Someone else's I/Os in the current window: all counted beyond one read per probe. */

@@ -268,11 +268,11 @@ export class ForeignReads {
  * - Reads on btrfs: an O_DIRECT read looks up its data checksums in the
  *   checksum tree, and leaves not cached are read: 25–77 reads per GiB read
  *   (512 KiB and 1 MiB requests, caches dropped), 24–74 for 256 MiB right
- *   after a mount. One per 8 MiB read (BTRFS_READ_META_BYTES): where there
+ *   after a mount. One per 8 MiB read (storage-counters.ts,
+ *   BTRFS_READ_META_BYTES): where there
  *   are more, the rest count as someone else's, and the job boosts later.
  */
 export const WRITE_META_BYTES = 32 * 1024 * 1024;
-export const BTRFS_READ_META_BYTES = 8 * 1024 * 1024;
 
 export class MetaReads {
   readonly #bytesPerRead: number;

@@ -21,7 +21,7 @@
  * next job that joins.
  *
  * Only files owned by the job's user or by root count. Where the directory
- * cannot be used, a job has no siblings and says so in its report.
+ * cannot be used, a job has no siblings.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -67,6 +67,17 @@ export interface SiblingCounts {
   uploadWrites: number;
   uploadInFlight: number;
 }
+
+/** A job without a registry, or without siblings yet. */
+export const NO_SIBLINGS: Readonly<SiblingCounts> = {
+  reads: 0,
+  running: 0,
+  writeBytes: 0,
+  writes: 0,
+  uploadBytes: 0,
+  uploadWrites: 0,
+  uploadInFlight: 0,
+};
 
 let seq = 0;
 
@@ -154,7 +165,8 @@ export class JobRegistry {
       body.write(JSON.stringify({ pid: process.pid, devices }).slice(0, FILE_BYTES - HEADER_AT - 1), HEADER_AT);
       // Written whole under another name first: a sibling never maps half a file.
       const tmp = join(dir, `.${name}.tmp`);
-      fs.writeFileSync(tmp, body, { mode: 0o644 });
+      // O_EXCL: never through a name someone else put there (the directory is everyone's).
+      fs.writeFileSync(tmp, body, { mode: 0o644, flag: 'wx' });
       fs.renameSync(tmp, join(dir, name));
       const map = native.mapShared(join(dir, name), true, FILE_BYTES);
       return new JobRegistry(dir, prefix, name, map);
@@ -196,15 +208,7 @@ export class JobRegistry {
   /** What the siblings did so far: those running, and those seen that have ended. */
   siblings(): SiblingCounts {
     this.#scan();
-    const c: SiblingCounts = {
-      reads: 0,
-      running: 0,
-      writeBytes: 0,
-      writes: 0,
-      uploadBytes: 0,
-      uploadWrites: 0,
-      uploadInFlight: 0,
-    };
+    const c: SiblingCounts = { ...NO_SIBLINGS };
     for (const [name, a] of this.#seen) {
       const running = this.#listed.has(name);
       if (running) c.running++;

@@ -16,7 +16,7 @@ import { UNPACED_WRITEBACK_STEP_BYTES, autoTargetLatencyMs } from './limits.js';
 import { StorageIoCounter, storageDevices } from './storage-counters.js';
 import type { RemoteWrites, ThrottleController, ThrottleDecision, ThrottleReport } from './types.js';
 import { UploadsOnThisHost } from './uploads.js';
-import { JobRegistry, READS_SLOT } from './job-registry.js';
+import { JobRegistry, NO_SIBLINGS, READS_SLOT } from './job-registry.js';
 
 /** The storage a job throttles for: something it can read at an offset, timed. */
 export interface ProbeTarget {
@@ -174,9 +174,8 @@ export class JobThrottle {
    * own too. Undefined until the first probe, or without device counters.
    */
   #registry: JobRegistry | undefined;
-  /** Bytes of the job's (and its siblings') reads so far, for storage that reads metadata for them. */
+  /** Bytes of the blocks the job's readers delivered so far, for storage that reads metadata for them. */
   #readBytes = 0;
-  #lastOwnReads: number | undefined;
 
   private constructor(
     controller: ThrottleController,
@@ -431,27 +430,19 @@ export class JobThrottle {
       const counts = this.#counter?.read();
       const mine = counts !== undefined ? this.#withSiblings() : undefined;
       const ownReads = counts !== undefined && this.#counter!.exact && source.direct === true ? mine!.reads : undefined;
-      // Where the storage reads its own metadata for the job's reads: the
-      // bytes those reads moved, at the request size in force.
+      // Where the storage reads its own metadata for the job's reads: the bytes they moved.
       const readMetaBytes = ownReads !== undefined ? this.#counter!.readMetaBytes : undefined;
-      if (readMetaBytes !== undefined) {
-        this.#readBytes += Math.max(0, ownReads! - (this.#lastOwnReads ?? ownReads!)) * this.#decision.blockSize;
-        this.#lastOwnReads = ownReads;
-      }
       const localBytes = mine?.writeBytes ?? this.#ownWriteBytes;
       const own = counts !== undefined && this.#uploads ? this.#uploads.view(counts.writeBytes, localBytes) : undefined;
       if (own) this.#registry?.setUploads(own.bytes, own.writes, own.inFlight);
       // The job's uploads and its siblings'.
-      const sibUp = mine?.uploads;
-      const up =
-        own || (sibUp && sibUp.bytes > 0)
-          ? {
-              bytes: (own?.bytes ?? 0) + (sibUp?.bytes ?? 0),
-              writes: (own?.writes ?? 0) + (sibUp?.writes ?? 0),
-              inFlight: (own?.inFlight ?? 0) + (sibUp?.inFlight ?? 0),
-            }
-          : undefined;
-      const ownBytes = localBytes + (up?.bytes ?? 0);
+      const sib = mine?.uploads ?? { bytes: 0, writes: 0, inFlight: 0 };
+      const up = {
+        bytes: (own?.bytes ?? 0) + sib.bytes,
+        writes: (own?.writes ?? 0) + sib.writes,
+        inFlight: (own?.inFlight ?? 0) + sib.inFlight,
+      };
+      const ownBytes = localBytes + up.bytes;
       // The system's unwritten data, once a round, plus what the job wrote
       // since (it bounds how much of the job's own writes can still reach
       // the storage), plus its uploads in flight.
@@ -480,9 +471,9 @@ export class JobThrottle {
               deviceWrites: counts.writes,
               deviceWriteBytes: counts.writeBytes,
               ownWriteBytes: ownBytes,
-              ownWrites: mine!.writes + (up?.writes ?? 0),
+              ownWrites: mine!.writes + up.writes,
               ...(this.#unwritten !== undefined
-                ? { unwrittenBytes: this.#unwritten + localBytes - this.#unwrittenOwn + (up?.inFlight ?? 0) }
+                ? { unwrittenBytes: this.#unwritten + localBytes - this.#unwrittenOwn + up.inFlight }
                 : {}),
             }
           : {}),
@@ -515,17 +506,7 @@ export class JobThrottle {
     uploads: { bytes: number; writes: number; inFlight: number };
   } {
     const own = this.#ownReadsSubmitted();
-    const sib = this.#registry?.siblings();
-    if (sib === undefined) {
-      return {
-        reads: own,
-        siblingReads: 0,
-        jobs: 1,
-        writeBytes: this.#ownWriteBytes,
-        writes: this.#ownWrites,
-        uploads: { bytes: 0, writes: 0, inFlight: 0 },
-      };
-    }
+    const sib = this.#registry?.siblings() ?? NO_SIBLINGS;
     return {
       reads: own === undefined || sib.reads === undefined ? undefined : own + sib.reads,
       siblingReads: sib.reads,
@@ -554,6 +535,8 @@ export class JobThrottle {
 
   /** One completed block (read or write): feeds the controller and applies its next decision. */
   observe(latencyNs: number, bytes: number): void {
+    // A job with a reader observes its reads (a writer, its writes).
+    if (this.#reader !== undefined) this.#readBytes += bytes;
     this.#pacedMs += this.pacingMs();
     this.controller.observe({ latencyNs, bytes, atNs: Number(process.hrtime.bigint()) });
     this.#decide();

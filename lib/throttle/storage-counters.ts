@@ -25,7 +25,6 @@
  * File systems without a block device (tmpfs, network file systems) have
  * none: then there is no count and `canary` runs without quiet checks.
  */
-import { BTRFS_READ_META_BYTES } from './canary-foreign-io.js';
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
@@ -145,6 +144,12 @@ function btrfsOneDevice(path: string): string | undefined {
   }
 }
 
+/**
+ * Bytes of a job's O_DIRECT reads of a file on btrfs that explain one read
+ * of the checksum tree (MetaReads in canary-foreign-io.ts).
+ */
+export const BTRFS_READ_META_BYTES = 8 * 1024 * 1024;
+
 /** A device's largest read that is never split (see StorageIoCounter.maxUnsplitBytes); 128 KiB when unknown. */
 function unsplitBytes(dir: string): number {
   const read = (name: string): number => {
@@ -258,14 +263,14 @@ export class StorageIoCounter {
     }
     if (fds.length === 0) return undefined;
     const own = ownDevice(path);
-    const btrfs = own === undefined && devices.length === 1 ? btrfsOneDevice(path) : undefined;
+    const btrfs = own === undefined && devices.length === 1 && btrfsOneDevice(path) === devices[0];
     const c = new StorageIoCounter(
       devices.map((d) => basename(d)),
       fds,
       inflight,
-      devices.length === 1 && (own ?? btrfs) === devices[0],
+      btrfs || (devices.length === 1 && own === devices[0]),
       Math.min(...devices.map(unsplitBytes)),
-      btrfs !== undefined && btrfs === devices[0] ? BTRFS_READ_META_BYTES : undefined,
+      btrfs ? BTRFS_READ_META_BYTES : undefined,
     );
     return c.read() === undefined ? (c.close(), undefined) : c;
   }

@@ -7,14 +7,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { basename } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { StorageIoCounter, storageDevices } from '../../lib/throttle/index.js';
-import { splitDevT } from '../../lib/throttle/storage-counters.js';
+import { BTRFS_READ_META_BYTES, splitDevT } from '../../lib/throttle/storage-counters.js';
 import { hasCommand, loopUnavailableReason, skipReason } from '../helpers/system.js';
 import { LoopFs, loopFsUnavailableReason } from '../helpers/loop-fs.js';
 import { TempDir, patternBytes } from '../helpers/tmp.js';
 import { closeSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { openSource } from '../../lib/index.js';
-import { BTRFS_READ_META_BYTES } from '../../lib/throttle/canary-foreign-io.js';
 
 const tmp = new TempDir();
 afterAll(() => tmp.remove());
