@@ -33,7 +33,11 @@
 // that meets the same bound; under the phased load, lowtide (default
 // controller) beats every fixed rate that meets the bound; idle, the default
 // moves >= 0.8x of unthrottled; under the light load, production p99 within
-// 1.5x alone and the default moves >= 0.5x of what it moves idle.
+// 1.5x alone and the default moves >= 0.5x of what it moves idle. The light
+// block also runs a peer at that target's throughput: fio writing a new file
+// sequentially (O_DIRECT, 256 KiB, one at a time) at half of what the default
+// moved idle in this run, toggled like lowtide. When the peer breaks the bound
+// too, no writer at that rate keeps it on this disk.
 //
 // Output: a table and verdicts on stdout, bench/results/impact-<date>.json,
 // bench/results/impact-latest.svg (and .png when ImageMagick or rsvg-convert
@@ -60,6 +64,8 @@
 //   BENCH_LIGHT_RATE_SHAPE    JSON merged into those runs' settings, e.g. '{"blockSize":131072,"queueDepth":2}'
 //                             (driver experiments: "directOutput":true writes O_DIRECT, "writesInFlight":N)
 //   BENCH_LIGHT_RATE_WRITES   0: those runs read only (default: they write, as the light block's others)
+//   BENCH_LIGHT_PEER_MBPS     the light block's fio peer writes at this rate (MB/s) instead of half of
+//                             the idle default's (700 when the idle block did not run)
 //   BENCH_PROBE_MS            comma list of canary probe intervals (ms): each run of the default
 //                             controller becomes one run per interval, named canary@<ms>ms
 //   BENCH_CANARY_VARIANTS     ';'-separated JSON canary tuning overrides, e.g. '{"factor":1.15};{}':
@@ -72,7 +78,16 @@
 //   BENCH_DRY                 print the scenario list and exit
 //   BENCH_DIR (bench/work), BENCH_SRC_GIB (4), BENCH_PROD_GIB (1), BENCH_BOUND (1.5)
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -120,6 +135,9 @@ const LIGHT_RATES = (env.BENCH_LIGHT_RATES ?? '')
 // and BENCH_LIGHT_RATE_WRITES=0 to run them reading only.
 const LIGHT_RATE_SHAPE = env.BENCH_LIGHT_RATE_SHAPE ? JSON.parse(env.BENCH_LIGHT_RATE_SHAPE) : {};
 const LIGHT_RATE_WRITES = env.BENCH_LIGHT_RATE_WRITES !== '0';
+const LIGHT_PEER_MBPS = env.BENCH_LIGHT_PEER_MBPS ? num('BENCH_LIGHT_PEER_MBPS', 700) : undefined;
+// MB/s of each idle run of the default so far: the light block's peer writes at half their mean.
+const idleDefaultMBps = [];
 const TARGET =
   env.BENCH_LATENCY_TARGET && env.BENCH_LATENCY_TARGET !== 'auto' ? Number(env.BENCH_LATENCY_TARGET) : 'auto';
 const CHART_FROM = env.BENCH_CHART_FROM; // re-render table, verdicts and chart from a saved JSON
@@ -423,7 +441,9 @@ async function runScenario(sc, index, total) {
   let t1;
   let toggles;
   let driver = null;
-  if (sc.lowtide) {
+  if (sc.peer) {
+    ({ t0, t1, toggles, driver } = await runPeer(sc));
+  } else if (sc.lowtide) {
     const cfg = { file: srcFile, intervalMs: INTERVAL_MS, ...(sc.writes ? { output: outFile } : {}), ...sc.lowtide };
     const proc = spawn(process.execPath, [join(root, 'bench', 'impact-driver.mjs'), JSON.stringify(cfg)], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -510,7 +530,7 @@ async function runScenario(sc, index, total) {
     kind: sc.kind,
     label: sc.label,
     rateMBps: sc.rateMBps ?? null,
-    controller: sc.lowtide?.throttle ?? null,
+    controller: sc.peer ? 'fio' : (sc.lowtide?.throttle ?? null),
     windowSeconds: seconds,
     // Phases relative to the window start (phased load only).
     phasesOn: sc.load === 'phased' && prod.fioStartMs !== null ? phaseList(prod.fioStartMs - t0, seconds) : null,
@@ -537,12 +557,68 @@ async function runScenario(sc, index, total) {
       writeIops: fioJobs.reduce((a, j) => a + j.writeIops, 0),
     },
   };
+  if (sc.load === 'idle' && sc.kind === 'controller') idleDefaultMBps.push(result.lowtide.mbPerSecond);
   const lt = result.lowtide ? `, lowtide ${result.lowtide.mbPerSecond.toFixed(0)} MB/s` : '';
   const tgt = result.lowtide?.target ? ` (target ${result.lowtide.target.ms.toFixed(2)} ms)` : '';
   console.log(
     `[${index + 1}/${total}] ${sc.name.padEnd(22)} prod ${prod.iops.toFixed(0)} IOPS, p50 ${fmtUs(prod.p50Us)}, p99 ${fmtUs(prod.p99Us)}${lt}${tgt}`,
   );
   return result;
+}
+
+/**
+ * The light block's peer: fio writing a new file on lowtide's disk
+ * sequentially, O_DIRECT, 256 KiB one at a time, at the light target's
+ * throughput (half of the idle default's), stopped and continued like
+ * lowtide. Returns what runScenario needs of a lowtide run.
+ */
+async function runPeer(sc) {
+  const mbps = sc.peerMBps();
+  const bytesCap = Math.ceil((mbps * 1e6 * SECONDS * 1.5) / GiB) + 1;
+  const proc = spawn(
+    'fio',
+    [
+      '--thread', // the job runs in the process we stop (without it fio forks it)
+      '--name=peer',
+      `--filename=${outFile}`,
+      '--rw=write',
+      '--bs=256k',
+      '--iodepth=1',
+      '--ioengine=io_uring',
+      '--direct=1',
+      '--fallocate=none', // allocated as written, like lowtide's output
+      `--size=${bytesCap}G`,
+      `--rate=${Math.round((mbps * 1e6) / 1024)}k`,
+      '--time_based',
+      `--runtime=${SECONDS + 10}s`,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  const peerT = track(proc, false);
+  const errs = [];
+  proc.stderr.on('data', (d) => errs.push(d));
+  const t0 = Date.now();
+  const toggles = await toggle(proc, t0);
+  const t1 = Date.now();
+  killChild(peerT.c);
+  await peerT.done;
+  let bytes;
+  try {
+    bytes = statSync(outFile).size;
+  } catch {
+    throw new Error(`the fio peer wrote nothing: ${Buffer.concat(errs).toString()}`);
+  }
+  await dropOutput();
+  return {
+    t0,
+    t1,
+    toggles,
+    driver: {
+      ready: null,
+      intervals: [],
+      summary: { bytes, tStop: t1, cpuMs: 0, maxRssMiB: null, report: null, engine: null, rateMBps: mbps },
+    },
+  };
 }
 
 function phaseList(offsetMs, seconds) {
@@ -629,9 +705,16 @@ function scenarios() {
       add(false, v, v === 'off' ? 'off' : 'controller', label(v), ctl(v), { load: 'idle', writes: true });
   }
   add(false, 'alone', 'alone', 'light production alone', null, { load: 'light' });
+  // The peer writes at the light target's throughput: half of the idle default's, measured above.
+  const peerMBps = () => LIGHT_PEER_MBPS ?? (idleDefaultMBps.length ? mean(idleDefaultMBps) / 2 : 700);
   for (let r = 0; r < SMALL_REPEATS; r++) {
     for (const v of r === 0 ? [DEFAULT, 'off'] : [DEFAULT])
       add(false, v, v === 'off' ? 'off' : 'controller', label(v), ctl(v), { load: 'light', writes: true });
+    add(false, 'peer', 'peer', 'fio writing at half the idle rate', null, {
+      load: 'light',
+      peer: true,
+      peerMBps,
+    });
     add(false, 'alone', 'alone', 'light production alone', null, { load: 'light' });
   }
   for (const v of LIGHT_RATES) {
@@ -685,8 +768,8 @@ function aggregate(runs) {
       mbPerSecond: r0.lowtide ? mean(rs.map((r) => r.lowtide.mbPerSecond)) : null,
       mbPerSecondRuns: r0.lowtide ? rs.map((r) => r.lowtide.mbPerSecond) : null,
       targetMs: r0.lowtide?.target ? rs.map((r) => r.lowtide.target.ms) : null,
-      cpuPercent: r0.lowtide ? mean(rs.map((r) => r.lowtide.cpuPercent)) : null,
-      maxRssMiB: r0.lowtide ? Math.max(...rs.map((r) => r.lowtide.maxRssMiB)) : null,
+      cpuPercent: r0.lowtide && r0.kind !== 'peer' ? mean(rs.map((r) => r.lowtide.cpuPercent)) : null,
+      maxRssMiB: r0.lowtide && r0.kind !== 'peer' ? Math.max(...rs.map((r) => r.lowtide.maxRssMiB)) : null,
     });
   }
   for (const block of ['steady', 'phased', 'light', 'idle']) {
@@ -784,6 +867,14 @@ function verdicts(rows) {
         ? { p99Ratio: row('light', 'off').p99Ratio, mbPerSecond: row('light', 'off').mbPerSecond }
         : null,
       vsIdle,
+      // fio at the target's throughput: did any writer at that rate keep the bound here?
+      peer: row('light', 'peer')
+        ? {
+            p99Ratio: row('light', 'peer').p99Ratio,
+            meetsBound: row('light', 'peer').meetsBound,
+            mbPerSecond: row('light', 'peer').mbPerSecond,
+          }
+        : null,
       pass: Boolean(lightDef.meetsBound) && vsIdle !== null && vsIdle >= 0.5,
     };
   }
@@ -1034,7 +1125,11 @@ function printReport({ rows, verdicts: ver, config: cfg, host }) {
     const v = ver.light;
     console.log(
       `- light load (${LIGHT_IOPS} IOPS random reads, QD 1): default p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio?.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}), ${v.default.mbPerSecond.toFixed(0)} MB/s = ${v.vsIdle === null ? '?' : v.vsIdle.toFixed(2)}× of idle` +
-        `${v.off ? `; unthrottled ${v.off.p99Ratio?.toFixed(2)}×, ${v.off.mbPerSecond.toFixed(0)} MB/s` : ''} → ${v.pass ? 'PASS' : 'MISS'}`,
+        `${v.off ? `; unthrottled ${v.off.p99Ratio?.toFixed(2)}×, ${v.off.mbPerSecond.toFixed(0)} MB/s` : ''} → ${v.pass ? 'PASS' : 'MISS'}` +
+        (v.peer
+          ? `\n  peer: fio writing O_DIRECT at ${v.peer.mbPerSecond.toFixed(0)} MB/s: p99 ${v.peer.p99Ratio?.toFixed(2)}× alone` +
+            (v.peer.meetsBound ? '' : ' (outside the bound too: no writer at that rate kept it on this disk)')
+          : ''),
     );
   }
   const aloneSpread = ['steady', 'phased', 'light']

@@ -11,15 +11,23 @@
 //                                      file (fio's rate: 190m = 190 MiB/s)
 //   {"cpu":0.3}                        a busy loop 30 % of the time, no I/O
 //   {"idle":true}                      nothing (the noise of the method)
+//   {"bs":"256k","rate":"667m","write":true}  fio sequential write of a new file beside the
+//                                      others (made anew each run, removed and synced outside
+//                                      the measured windows); "buffered":true writes through
+//                                      the page cache (default O_DIRECT)
+// BENCH_PRODUCTION=light: production is bench:impact's light load instead (4 KiB random
+// reads, QD 1, BENCH_LIGHT_IOPS a second, default 200).
 // Uses bench:impact's files in bench/work (made with dd when missing); fio must be installed.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureRandomFile, GiB, root } from './fat-volume.mjs';
 
 const dir = process.env.BENCH_DIR ?? join(root, 'bench', 'work');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 24);
+const LIGHT = process.env.BENCH_PRODUCTION === 'light';
+const LIGHT_IOPS = Number(process.env.BENCH_LIGHT_IOPS ?? 200);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const configs = JSON.parse(
   process.env.BENCH_INTERFERERS ??
@@ -37,8 +45,10 @@ if (spawnSync('fio', ['--version']).status !== 0) {
   console.log('bench:interference skipped: fio is not installed (apt-get install fio)');
   process.exit(0);
 }
+mkdirSync(dir, { recursive: true });
 const prodFile = join(dir, 'impact-prod-1g.bin');
 const srcFile = join(dir, 'impact-src-4g.bin');
+const outFile = join(dir, 'interference-out.bin');
 ensureRandomFile(prodFile, GiB, "production's file");
 ensureRandomFile(srcFile, 4 * GiB, "the interferer's file");
 const logDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'lowtide-interference-'));
@@ -70,10 +80,10 @@ async function one(cfg) {
         '--thread',
         `--filename=${prodFile}`,
         '--size=1G',
-        '--rw=randrw',
-        '--rwmixread=70',
+        ...(LIGHT
+          ? ['--rw=randread', '--iodepth=1', `--rate_iops=${LIGHT_IOPS}`]
+          : ['--rw=randrw', '--rwmixread=70', '--iodepth=4']),
         '--bs=4k',
-        '--iodepth=4',
         '--ioengine=io_uring',
         '--direct=1',
         '--time_based',
@@ -104,12 +114,13 @@ async function one(cfg) {
             [
               '--thread',
               '--name=intf',
-              `--filename=${srcFile}`,
-              '--rw=read',
+              ...(cfg.write
+                ? [`--filename=${outFile}`, '--rw=write', `--size=${SECONDS * 2}G`, '--fallocate=none']
+                : [`--filename=${srcFile}`, '--rw=read']),
               `--bs=${cfg.bs}`,
               `--iodepth=${cfg.qd ?? 1}`,
               '--ioengine=io_uring',
-              '--direct=1',
+              `--direct=${cfg.buffered ? 0 : 1}`,
               '--time_based',
               `--runtime=${SECONDS + 5}s`,
               ...(cfg.rate ? [`--rate=${cfg.rate}`] : []),
@@ -129,6 +140,11 @@ async function one(cfg) {
   process.kill(intf.pid, 'SIGCONT');
   process.kill(intf.pid, 'SIGKILL');
   await new Promise((r) => (prod.exitCode !== null ? r() : prod.on('exit', r)));
+  if (cfg.write) {
+    // Freeing the output costs discards (and writeback of what is left): outside the windows.
+    rmSync(outFile, { force: true });
+    spawnSync('sync');
+  }
   const sOn = [];
   const sOff = [];
   for (const f of readdirSync(logDir).filter((n) => /_lat\.\d+\.log$/.test(n))) {
