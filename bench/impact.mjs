@@ -35,7 +35,7 @@
 // moves >= 0.8x of unthrottled; under the light load, production p99 within
 // 1.5x alone and the default moves >= 0.5x of what it moves idle. The light
 // block also runs a peer at that target's throughput: fio writing a new file
-// sequentially (O_DIRECT, 256 KiB, one at a time) at half of what the default
+// sequentially (O_DIRECT, 1 MiB, 4 in flight) at half of what the default
 // moved idle in this run, toggled like lowtide. When the peer breaks the bound
 // too, no writer at that rate keeps it on this disk.
 //
@@ -568,7 +568,7 @@ async function runScenario(sc, index, total) {
 
 /**
  * The light block's peer: fio writing a new file on lowtide's disk
- * sequentially, O_DIRECT, 256 KiB one at a time, at the light target's
+ * sequentially, O_DIRECT, 1 MiB, 4 in flight, at the light target's
  * throughput (half of the idle default's), stopped and continued like
  * lowtide. Returns what runScenario needs of a lowtide run.
  */
@@ -582,8 +582,8 @@ async function runPeer(sc) {
       '--name=peer',
       `--filename=${outFile}`,
       '--rw=write',
-      '--bs=256k',
-      '--iodepth=1',
+      '--bs=1m',
+      '--iodepth=4',
       '--ioengine=io_uring',
       '--direct=1',
       '--fallocate=none', // allocated as written, like lowtide's output
