@@ -441,8 +441,9 @@ async function runScenario(sc, index, total) {
   let t1;
   let toggles;
   let driver = null;
+  let askedMBps = sc.rateMBps ?? null;
   if (sc.peer) {
-    ({ t0, t1, toggles, driver } = await runPeer(sc));
+    ({ t0, t1, toggles, driver, askedMBps } = await runPeer(sc));
   } else if (sc.lowtide) {
     const cfg = { file: srcFile, intervalMs: INTERVAL_MS, ...(sc.writes ? { output: outFile } : {}), ...sc.lowtide };
     const proc = spawn(process.execPath, [join(root, 'bench', 'impact-driver.mjs'), JSON.stringify(cfg)], {
@@ -529,7 +530,8 @@ async function runScenario(sc, index, total) {
     writes: Boolean(sc.writes),
     kind: sc.kind,
     label: sc.label,
-    rateMBps: sc.rateMBps ?? null,
+    // A fixed rate's cap, or the rate the peer was asked for.
+    rateMBps: askedMBps,
     controller: sc.peer ? 'fio' : (sc.lowtide?.throttle ?? null),
     windowSeconds: seconds,
     // Phases relative to the window start (phased load only).
@@ -600,8 +602,10 @@ async function runPeer(sc) {
   const t0 = Date.now();
   const toggles = await toggle(proc, t0);
   const t1 = Date.now();
+  const early = proc.exitCode ?? proc.signalCode;
   killChild(peerT.c);
   await peerT.done;
+  if (early !== null) throw new Error(`the fio peer ended early (${early}): ${Buffer.concat(errs).toString()}`);
   let bytes;
   try {
     bytes = statSync(outFile).size;
@@ -613,10 +617,11 @@ async function runPeer(sc) {
     t0,
     t1,
     toggles,
+    askedMBps: mbps,
     driver: {
       ready: null,
       intervals: [],
-      summary: { bytes, tStop: t1, cpuMs: 0, maxRssMiB: null, report: null, engine: null, rateMBps: mbps },
+      summary: { bytes, tStop: t1, cpuMs: 0, maxRssMiB: null, report: null, engine: null },
     },
   };
 }
@@ -873,6 +878,7 @@ function verdicts(rows) {
             p99Ratio: row('light', 'peer').p99Ratio,
             meetsBound: row('light', 'peer').meetsBound,
             mbPerSecond: row('light', 'peer').mbPerSecond,
+            askedMBps: row('light', 'peer').rateMBps,
           }
         : null,
       pass: Boolean(lightDef.meetsBound) && vsIdle !== null && vsIdle >= 0.5,
@@ -1127,7 +1133,7 @@ function printReport({ rows, verdicts: ver, config: cfg, host }) {
       `- light load (${LIGHT_IOPS} IOPS random reads, QD 1): default p99 ${fmtUs(v.default.p99Us)} = ${v.default.p99Ratio?.toFixed(2)}× alone (${fmtUs(v.aloneP99Us)}), ${v.default.mbPerSecond.toFixed(0)} MB/s = ${v.vsIdle === null ? '?' : v.vsIdle.toFixed(2)}× of idle` +
         `${v.off ? `; unthrottled ${v.off.p99Ratio?.toFixed(2)}×, ${v.off.mbPerSecond.toFixed(0)} MB/s` : ''} → ${v.pass ? 'PASS' : 'MISS'}` +
         (v.peer
-          ? `\n  peer: fio writing O_DIRECT at ${v.peer.mbPerSecond.toFixed(0)} MB/s: p99 ${v.peer.p99Ratio?.toFixed(2)}× alone` +
+          ? `\n  peer: fio writing O_DIRECT at ${v.peer.mbPerSecond.toFixed(0)} MB/s (asked ${v.peer.askedMBps?.toFixed(0) ?? '?'}): p99 ${v.peer.p99Ratio?.toFixed(2)}× alone` +
             (v.peer.meetsBound ? '' : ' (outside the bound too: no writer at that rate kept it on this disk)')
           : ''),
     );

@@ -9,6 +9,8 @@
 //           `restic backup --stdin` at once into one new repository (skipped
 //           with a note when restic is not installed).
 //
+// The first round's images are compared with their sources (cmp).
+//
 // Each job finds the other's reads on the disk: with the default throttle
 // they must not take each other for production (they share counts through
 // /dev/shm/lowtide-jobs). Caches are dropped and the disk settles before each
@@ -18,7 +20,7 @@
 //
 // Options (environment): BENCH_DIR (bench/work), BENCH_SIZE_GIB (1, per
 // source), BENCH_ROUNDS (3).
-import { spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -76,10 +78,11 @@ async function together(cmds) {
 }
 
 const throttleArgs = (v) => (v === 'off' ? ['--throttle', 'off'] : []);
+const lowtideImages = (v) =>
+  together(sources.map((s, i) => [process.execPath, [cli, 'image', s, outputs[i], '--json', ...throttleArgs(v)]]));
 const image = {
-  default: () => together(sources.map((s, i) => [process.execPath, [cli, 'image', s, outputs[i], '--json']])),
-  off: () =>
-    together(sources.map((s, i) => [process.execPath, [cli, 'image', s, outputs[i], '--json', '--throttle', 'off']])),
+  default: () => lowtideImages('default'),
+  off: () => lowtideImages('off'),
   dd: () =>
     together(
       sources.map((s, i) => [
@@ -91,16 +94,13 @@ const image = {
 
 const repo = join(work, 'repo');
 async function lowtideBackup(v) {
-  spawnSync(process.execPath, [cli, 'init', repo, '--chunk-size', '1M', '--zstd-level', '3', '--json'], {
-    stdio: 'ignore',
-  });
-  const r = await together([
+  await timed(process.execPath, [cli, 'init', repo, '--chunk-size', '1M', '--zstd-level', '3', '--json']);
+  return together([
     [
       process.execPath,
       [cli, 'backup', ...sources, '--repo', repo, '--parallel', '2', ...throttleArgs(v), '--json', '--no-progress'],
     ],
   ]);
-  return r;
 }
 async function resticBackup() {
   const state = join(work, 'restic');
@@ -138,6 +138,8 @@ for (let r = 0; r < rounds; r++) {
         note = ` (boosted ${shares.map((x) => `${(x * 100).toFixed(0)} %`).join(', ')} of each job's time; someone else's reads counted while running ${jobs.map((j) => j.throttle.probes.boost.running?.reads ?? '-').join(', ')})`;
       }
       console.log(`round ${r + 1}/${rounds} ${what} ${name}: ${seconds.toFixed(2)} s${note}`);
+      // Every image, once: the copies equal their sources (cmp exits non-zero otherwise).
+      if (what === 'image' && r === 0) for (const [i, o] of outputs.entries()) execFileSync('cmp', [sources[i], o]);
     }
   }
 }
